@@ -1,0 +1,55 @@
+//! `sluice bench …`: benchmarks with a progress bar, a results table and `--output json`.
+
+mod storage;
+
+use clap::Subcommand;
+
+use crate::output::OutputFormat;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Append and read back through the storage engine vs. plain sequential file I/O.
+    Storage(storage::StorageBenchArgs),
+    /// Metadata quorum: topic creations/s and leader failover time.
+    Metadata,
+    /// Produce throughput and latency against a cluster.
+    Produce,
+    /// Consume throughput against a cluster.
+    Consume,
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Storage(args) => storage::run(args),
+        BenchCommand::Metadata => crate::not_yet("bench metadata"),
+        BenchCommand::Produce => crate::not_yet("bench produce"),
+        BenchCommand::Consume => crate::not_yet("bench consume"),
+    }
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal (CI, pipes).
+pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    let pb = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(len)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>16} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// Output format flag for benchmarks.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchOutput {
+    /// `table` for people, `json` for scripts.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}

@@ -1,0 +1,90 @@
+//! Storage errors. API errors (bad input, offsets out of range) are answers to the caller and
+//! leave the log untouched; `Io` is an environment failure the owner must treat as fatal for
+//! the replica (Kafka's `KAFKA_STORAGE_ERROR`).
+
+use std::path::PathBuf;
+
+/// Every error the storage engine returns.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A record batch failed validation: bad CRC, length, magic, count, or record framing.
+    #[error("CORRUPT_MESSAGE: {reason}")]
+    CorruptMessage {
+        /// What exactly is wrong, with the values involved.
+        reason: String,
+    },
+    /// A batch is larger than `max.message.bytes`.
+    #[error("MESSAGE_TOO_LARGE: record batch of {size} bytes exceeds max.message.bytes={max}")]
+    MessageTooLarge {
+        /// The batch size in bytes.
+        size: usize,
+        /// The limit in force.
+        max: usize,
+    },
+    /// A read below the log start offset or past the log end offset.
+    #[error(
+        "OFFSET_OUT_OF_RANGE: offset {offset} is outside the log [{log_start_offset}, {log_end_offset}]"
+    )]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        offset: i64,
+        /// The first offset still stored.
+        log_start_offset: i64,
+        /// The next offset to be written.
+        log_end_offset: i64,
+    },
+    /// A valid batch that this engine does not accept (compression, transactions, control).
+    #[error("UNSUPPORTED: {reason}")]
+    Unsupported {
+        /// What is not supported.
+        reason: String,
+    },
+    /// The caller broke a precondition (e.g. a follower append that does not continue the log).
+    #[error("INVALID_REQUEST: {reason}")]
+    InvalidRequest {
+        /// What was wrong with the call.
+        reason: String,
+    },
+    /// The file system failed. Fatal for the replica.
+    #[error("KAFKA_STORAGE_ERROR: {op} {}: {source}", path.display())]
+    Io {
+        /// What we were doing.
+        op: &'static str,
+        /// The file involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StorageError {
+    /// The stable machine reason, spelled as Kafka spells the error code.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            StorageError::CorruptMessage { .. } => "CORRUPT_MESSAGE",
+            StorageError::MessageTooLarge { .. } => "MESSAGE_TOO_LARGE",
+            StorageError::OffsetOutOfRange { .. } => "OFFSET_OUT_OF_RANGE",
+            StorageError::Unsupported { .. } => "UNSUPPORTED_VERSION",
+            StorageError::InvalidRequest { .. } => "INVALID_REQUEST",
+            StorageError::Io { .. } => "KAFKA_STORAGE_ERROR",
+        }
+    }
+
+    pub(crate) fn corrupt(reason: impl Into<String>) -> Self {
+        StorageError::CorruptMessage {
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StorageError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias for the storage crate.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -1,0 +1,754 @@
+//! A partition log: an ordered set of segments plus the leader-epoch checkpoint, the flush
+//! policy, retention and crash recovery.
+//!
+//! ```text
+//!   partition dir/
+//!     00000000000000000000.log / .index / .timeindex     closed segment
+//!     00000000000000004096.log / .index / .timeindex     active segment (appends go here)
+//!     leader-epoch-checkpoint                             epoch -> start offset
+//!     recovery-point-offset-checkpoint                    data below is known flushed
+//!     log-start-offset-checkpoint                         explicit log start (if moved)
+//!     .clean-shutdown                                     present only between close and open
+//! ```
+//!
+//! The log is owned by one task (`&mut self` for every change). Reads take `&self` and use
+//! positioned reads, so an owner may serve them between appends without copying state.
+//!
+//! Invariants, asserted where they change: `log_start_offset <= log_end_offset`; segment
+//! base offsets increase and each segment ends at or before the next one's base; leader
+//! epochs in the checkpoint increase and start at or before the log end.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::batch::{patch_header, BatchHeader, RecordBatch, Validation};
+use crate::config::LogConfig;
+use crate::epoch::LeaderEpochCache;
+use crate::error::{Result, StorageError};
+use crate::segment::{Corruption, Segment};
+
+/// Milliseconds since the Unix epoch; injected so tests control time.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    })
+}
+
+const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
+const RECOVERY_POINT: &str = "recovery-point-offset-checkpoint";
+const LOG_START: &str = "log-start-offset-checkpoint";
+
+/// What an append stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first record appended.
+    pub first_offset: i64,
+    /// Offset of the last record appended.
+    pub last_offset: i64,
+    /// Largest record timestamp in the appended batches.
+    pub max_timestamp: i64,
+    /// Number of records.
+    pub records: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Headers of the stored batches, with their final offsets and epochs (for producer
+    /// state and replication bookkeeping).
+    pub batches: Vec<BatchHeader>,
+}
+
+/// What `open` found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Whether the previous shutdown was clean.
+    pub clean_shutdown: bool,
+    /// Segments that had to be CRC-scanned.
+    pub segments_scanned: usize,
+    /// Bad or torn data found, with the file and position where the log was cut.
+    pub corruptions: Vec<Corruption>,
+    /// Segments deleted because they followed a corruption.
+    pub segments_deleted: Vec<PathBuf>,
+}
+
+/// A partition log on disk.
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Segments by base offset; the last is the active one. Never empty.
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    epochs: LeaderEpochCache,
+    /// Offset below which all data is known to be on stable storage.
+    recovery_point: i64,
+    /// The recovery point as last written to its checkpoint file.
+    recovery_point_persisted: i64,
+    unflushed_records: u64,
+    /// When the oldest unflushed append happened, if any.
+    unflushed_since_ms: Option<i64>,
+    clock: Clock,
+    report: RecoveryReport,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("log_start_offset", &self.log_start_offset)
+            .field("log_end_offset", &self.log_end_offset())
+            .field("segments", &self.segments.len())
+            .finish()
+    }
+}
+
+fn read_offset_file(path: &Path) -> Result<Option<i64>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s.trim().parse().ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StorageError::io("read checkpoint", path, e)),
+    }
+}
+
+fn write_offset_file(path: &Path, value: i64) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{value}\n"))
+        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+        .map_err(|e| StorageError::io("write checkpoint", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| StorageError::io("rename checkpoint", path, e))
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir` with the system clock, recovering as needed.
+    pub fn open(dir: impl Into<PathBuf>, config: LogConfig) -> Result<Self> {
+        Self::open_with_clock(dir, config, system_clock())
+    }
+
+    /// Opens (or creates) the log in `dir`.
+    ///
+    /// After an unclean shutdown every segment that may hold unflushed data (at or after
+    /// the recovery point) is CRC-scanned; at the first bad or torn batch its file is cut,
+    /// later segments are deleted, and the indexes and epoch checkpoint are made to match.
+    /// After a clean shutdown only index sanity and each segment's tail are checked.
+    pub fn open_with_clock(
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        clock: Clock,
+    ) -> Result<Self> {
+        let dir = dir.into();
+        config
+            .validate()
+            .map_err(|reason| StorageError::InvalidRequest { reason })?;
+        std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create log dir", &dir, e))?;
+        let marker = dir.join(CLEAN_SHUTDOWN);
+        let clean = marker.exists();
+        if clean {
+            std::fs::remove_file(&marker)
+                .map_err(|e| StorageError::io("remove marker", &marker, e))?;
+        }
+        let recovery_point = read_offset_file(&dir.join(RECOVERY_POINT))?.unwrap_or(0);
+        let start_checkpoint = read_offset_file(&dir.join(LOG_START))?;
+
+        let mut bases = Vec::new();
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| StorageError::io("list log dir", &dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StorageError::io("list log dir", &dir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(stem) = name.strip_suffix(".log") {
+                if let Ok(base) = stem.parse::<i64>() {
+                    bases.push(base);
+                }
+            }
+        }
+        bases.sort_unstable();
+        // Index files whose segment is gone (a deletion interrupted by a crash).
+        remove_orphan_indexes(&dir, &bases)?;
+
+        let mut report = RecoveryReport {
+            clean_shutdown: clean,
+            ..RecoveryReport::default()
+        };
+        let mut segments = BTreeMap::new();
+        let mut cut = false;
+        for (i, &base) in bases.iter().enumerate() {
+            if cut {
+                let (seg, _) = Segment::open(&dir, base, false, config.index_interval_bytes)?;
+                report.segments_deleted.push(seg.log_path().to_path_buf());
+                seg.delete()?;
+                continue;
+            }
+            let next_base = bases.get(i + 1).copied().unwrap_or(i64::MAX);
+            let recover = !clean && next_base > recovery_point;
+            if recover {
+                report.segments_scanned += 1;
+            }
+            let (seg, corruption) =
+                Segment::open(&dir, base, recover, config.index_interval_bytes)?;
+            if seg.next_offset() > next_base {
+                return Err(StorageError::corrupt(format!(
+                    "segment {} ends at offset {} past the next segment's base {next_base}",
+                    seg.log_path().display(),
+                    seg.next_offset()
+                )));
+            }
+            if let Some(c) = corruption {
+                report.corruptions.push(c);
+                cut = true;
+            }
+            segments.insert(base, seg);
+        }
+        if segments.is_empty() {
+            let base = start_checkpoint.unwrap_or(0);
+            segments.insert(base, Segment::create(&dir, base)?);
+        }
+        let first_base = *segments.keys().next().expect("one segment");
+        let log_end_offset = segments.values().next_back().expect("one").next_offset();
+        let log_start_offset = start_checkpoint
+            .unwrap_or(first_base)
+            .max(first_base)
+            .min(log_end_offset);
+        let mut epochs = LeaderEpochCache::load(&dir)?;
+        epochs.truncate_from_end(log_end_offset)?;
+        epochs.truncate_from_start(log_start_offset)?;
+        let recovery_point = recovery_point.min(log_end_offset);
+        let log = Log {
+            dir,
+            config,
+            segments,
+            log_start_offset,
+            epochs,
+            recovery_point,
+            recovery_point_persisted: recovery_point,
+            unflushed_records: 0,
+            unflushed_since_ms: None,
+            clock,
+            report,
+        };
+        if !log.report.corruptions.is_empty() {
+            tracing::warn!(dir = %log.dir.display(), report = ?log.report, "log recovered with data loss");
+        }
+        Ok(log)
+    }
+
+    /// What `open` found.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Replaces the configuration (dynamic topic configs); takes effect on the next append,
+    /// roll or retention pass.
+    pub fn set_config(&mut self, config: LogConfig) -> Result<()> {
+        config
+            .validate()
+            .map_err(|reason| StorageError::InvalidRequest { reason })?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// First offset still stored.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// Offset the next record will get.
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+
+    /// Offset below which data is known to be flushed.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    /// Total bytes in all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(Segment::size).sum()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.segments.keys().copied().collect()
+    }
+
+    /// The leader-epoch checkpoint.
+    pub fn leader_epochs(&self) -> &LeaderEpochCache {
+        &self.epochs
+    }
+
+    /// The latest leader epoch written to the log.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    /// KIP-101/279 lookup for a follower's truncation: `(epoch, end_offset)` where `epoch` is
+    /// the largest known epoch ≤ the one asked for and `end_offset` where it ends here.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i64, i64) {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+
+    fn parse_input(&self, records: Bytes, how: Validation) -> Result<Vec<RecordBatch>> {
+        if records.is_empty() {
+            return Err(StorageError::corrupt("no record batch in the request"));
+        }
+        let mut buf = records;
+        let mut out = Vec::new();
+        while !buf.is_empty() {
+            out.push(RecordBatch::split_from(
+                &mut buf,
+                self.config.max_message_bytes,
+                how,
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// Appends producer batches as the leader in `leader_epoch`: validates every batch fully
+    /// before writing any, assigns offsets from the log end and stamps the epoch. Nothing is
+    /// written when any batch is invalid.
+    pub fn append_as_leader(&mut self, records: Bytes, leader_epoch: i32) -> Result<AppendInfo> {
+        let batches = self.parse_input(records, Validation::Full)?;
+        for b in &batches {
+            let h = b.header();
+            if h.is_control() || h.is_transactional() {
+                return Err(StorageError::Unsupported {
+                    reason: "transactional and control batches are not supported yet".into(),
+                });
+            }
+        }
+        if let Some(latest) = self.epochs.latest_epoch() {
+            if leader_epoch < latest {
+                return Err(StorageError::InvalidRequest {
+                    reason: format!(
+                        "leader epoch {leader_epoch} is older than the log's latest epoch {latest}"
+                    ),
+                });
+            }
+        }
+        let start = self.log_end_offset();
+        self.epochs.assign(leader_epoch, start)?;
+        let mut next = start;
+        let mut info = self.empty_info(start);
+        for batch in &batches {
+            let mut prefix: [u8; 16] = batch.as_bytes()[..16].try_into().expect("16 bytes");
+            patch_header(&mut prefix, next, leader_epoch);
+            self.write_batch(Some(&prefix), batch, next)?;
+            let mut h = *batch.header();
+            h.base_offset = next;
+            h.partition_leader_epoch = leader_epoch;
+            next = h.next_offset();
+            info.add(h);
+        }
+        self.after_append(info.records)?;
+        Ok(info)
+    }
+
+    /// Appends batches copied from the leader, unchanged. The first must start at the log
+    /// end and each must continue the previous one. Epochs are learned from the batches.
+    pub fn append_as_follower(&mut self, records: Bytes) -> Result<AppendInfo> {
+        let batches = self.parse_input(records, Validation::Crc)?;
+        let start = self.log_end_offset();
+        let mut expected = start;
+        for b in &batches {
+            if b.base_offset() != expected {
+                return Err(StorageError::InvalidRequest {
+                    reason: format!(
+                        "replicated batch starts at offset {} but the log continues at {expected}",
+                        b.base_offset()
+                    ),
+                });
+            }
+            expected = b.header().next_offset();
+        }
+        let mut info = self.empty_info(start);
+        for batch in &batches {
+            let h = *batch.header();
+            self.epochs
+                .assign(h.partition_leader_epoch, h.base_offset)?;
+            self.write_batch(None, batch, h.base_offset)?;
+            info.add(h);
+        }
+        self.after_append(info.records)?;
+        Ok(info)
+    }
+
+    fn empty_info(&self, start: i64) -> AppendInfo {
+        AppendInfo {
+            first_offset: start,
+            last_offset: start - 1,
+            max_timestamp: i64::MIN,
+            records: 0,
+            bytes: 0,
+            batches: Vec::new(),
+        }
+    }
+
+    fn write_batch(
+        &mut self,
+        prefix: Option<&[u8; 16]>,
+        batch: &RecordBatch,
+        base_offset: i64,
+    ) -> Result<()> {
+        let last_offset = base_offset + batch.header().last_offset_delta as i64;
+        let max_timestamp = batch.header().max_timestamp;
+        if self.should_roll(batch.size_bytes() as u64, last_offset, max_timestamp) {
+            self.roll(base_offset)?;
+        }
+        let interval = self.config.index_interval_bytes;
+        self.active_mut().append(prefix, batch, interval)
+    }
+
+    /// Kafka's roll rule: the segment would exceed `segment.bytes`, or the incoming batch's
+    /// timestamp is more than `segment.ms` past the segment's first batch (measured on
+    /// record time, not wall time, so old timestamps don't roll on every append; KAFKA-4099),
+    /// or relative offsets would overflow.
+    fn should_roll(&self, batch_bytes: u64, last_offset: i64, max_timestamp: i64) -> bool {
+        let active = self.active();
+        if active.is_empty() {
+            return false;
+        }
+        let full = active.size() + batch_bytes > self.config.segment_bytes;
+        let old = active
+            .first_batch_timestamp()
+            .is_some_and(|t| max_timestamp.saturating_sub(t) > self.config.segment_ms);
+        let offsets_overflow = last_offset - active.base_offset() > u32::MAX as i64;
+        full || old || offsets_overflow
+    }
+
+    /// Closes the active segment and starts a new one at `base_offset` (≥ the log end).
+    pub fn roll(&mut self, base_offset: i64) -> Result<()> {
+        let end = self.log_end_offset();
+        assert!(
+            base_offset >= end,
+            "new segment base {base_offset} is below the log end {end}"
+        );
+        if self.active().is_empty() && self.active().base_offset() == base_offset {
+            return Ok(());
+        }
+        self.active_mut().close_index_files()?;
+        if self.active().is_empty() {
+            // Never leave an empty closed segment behind.
+            let base = self.active().base_offset();
+            let seg = self.segments.remove(&base).expect("active");
+            seg.delete()?;
+        }
+        let seg = Segment::create(&self.dir, base_offset)?;
+        self.segments.insert(base_offset, seg);
+        tracing::debug!(dir = %self.dir.display(), base_offset, "rolled segment");
+        Ok(())
+    }
+
+    fn after_append(&mut self, records: u64) -> Result<()> {
+        let now = (self.clock)();
+        self.unflushed_records += records;
+        let since = *self.unflushed_since_ms.get_or_insert(now);
+        if self.unflushed_records >= self.config.flush_interval_messages
+            || now.saturating_sub(since) >= self.config.flush_interval_ms
+        {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Flushes if `flush.ms` has passed since the oldest unflushed append. For owners to
+    /// call on a timer.
+    pub fn maybe_flush(&mut self) -> Result<()> {
+        if let Some(since) = self.unflushed_since_ms {
+            if (self.clock)().saturating_sub(since) >= self.config.flush_interval_ms {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fsyncs everything written so far and advances the recovery point to the log end.
+    pub fn flush(&mut self) -> Result<()> {
+        let end = self.log_end_offset();
+        let from = self.recovery_point;
+        for seg in self.segments.values_mut() {
+            if seg.next_offset() > from {
+                seg.flush(true)?;
+            }
+        }
+        self.recovery_point = end;
+        self.unflushed_records = 0;
+        self.unflushed_since_ms = None;
+        // Persist the recovery point when it passes a segment boundary, so an unclean
+        // restart only scans the active segment; between boundaries the older value is
+        // safe (recovery scans more, never less).
+        let active_base = self.active().base_offset();
+        if self.recovery_point_persisted < active_base {
+            self.persist_recovery_point(active_base.min(end))?;
+        }
+        Ok(())
+    }
+
+    fn persist_recovery_point(&mut self, value: i64) -> Result<()> {
+        write_offset_file(&self.dir.join(RECOVERY_POINT), value)?;
+        self.recovery_point_persisted = value;
+        Ok(())
+    }
+
+    /// Reads whole stored batches starting with the one that holds `offset`, up to
+    /// `max_bytes` (but at least one batch), none reaching `max_offset` (exclusive: the high
+    /// watermark for consumers, the log end for followers). An offset at the log end or at
+    /// `max_offset` returns no bytes; below the log start or past the end is
+    /// `OFFSET_OUT_OF_RANGE`.
+    pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<Bytes> {
+        let end = self.log_end_offset();
+        if offset < self.log_start_offset || offset > end {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: end,
+            });
+        }
+        let max_offset = max_offset.min(end);
+        if offset >= max_offset {
+            return Ok(Bytes::new());
+        }
+        let containing = self.segments.range(..=offset).next_back();
+        for (_, seg) in containing
+            .into_iter()
+            .chain(self.segments.range(offset + 1..))
+        {
+            if seg.next_offset() <= offset {
+                continue;
+            }
+            let bytes = seg.read(offset, max_bytes, max_offset)?;
+            if !bytes.is_empty() || seg.base_offset() >= max_offset {
+                return Ok(bytes);
+            }
+        }
+        Ok(Bytes::new())
+    }
+
+    /// The first record with timestamp ≥ `timestamp` (Kafka ListOffsets by time):
+    /// `(offset, timestamp)`, or `None` when every record is older.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        for seg in self.segments.values() {
+            if seg.next_offset() <= self.log_start_offset {
+                continue;
+            }
+            if let Some(hit) = seg.find_by_timestamp(timestamp, self.log_start_offset)? {
+                return Ok(Some(hit));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes every batch holding an offset ≥ `offset` (whole batches: the log end may end
+    /// up below `offset` if it falls inside a batch). Used when a follower diverged from its
+    /// leader. An offset below the log start empties the log and restarts it there.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        if offset <= self.log_start_offset {
+            let start = offset.max(0);
+            return self.truncate_fully_and_start_at(start.min(self.log_start_offset));
+        }
+        let doomed: Vec<i64> = self.segments.range(offset..).map(|(b, _)| *b).collect();
+        for base in doomed {
+            if self.segments.len() == 1 {
+                break;
+            }
+            let seg = self.segments.remove(&base).expect("listed");
+            seg.delete()?;
+        }
+        let interval = self.config.index_interval_bytes;
+        let end = self.active_mut().truncate_to(offset, interval)?;
+        assert!(
+            end <= offset,
+            "truncation left the log end at {end} > {offset}"
+        );
+        if end < self.log_start_offset {
+            // The cut fell inside the batch that holds the log start: nothing readable remains.
+            return self.truncate_fully_and_start_at(self.log_start_offset);
+        }
+        self.epochs.truncate_from_end(end)?;
+        self.recovery_point = self.recovery_point.min(end);
+        if self.recovery_point_persisted > end {
+            self.persist_recovery_point(self.active().base_offset().min(end))?;
+        }
+        tracing::info!(dir = %self.dir.display(), requested = offset, log_end_offset = end, "truncated log");
+        Ok(())
+    }
+
+    /// Deletes all data and restarts the log empty at `offset` (a follower whose leader's
+    /// log start is past its own log end).
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<()> {
+        let all: Vec<i64> = self.segments.keys().copied().collect();
+        for base in all {
+            let seg = self.segments.remove(&base).expect("listed");
+            seg.delete()?;
+        }
+        self.segments
+            .insert(offset, Segment::create(&self.dir, offset)?);
+        self.log_start_offset = offset;
+        write_offset_file(&self.dir.join(LOG_START), offset)?;
+        self.epochs.clear()?;
+        self.recovery_point = offset;
+        self.persist_recovery_point(offset)?;
+        Ok(())
+    }
+
+    /// Moves the log start forward (Kafka DeleteRecords, or a follower matching its
+    /// leader's log start). Whole segments below it are deleted.
+    pub fn increment_log_start_offset(&mut self, offset: i64) -> Result<()> {
+        let end = self.log_end_offset();
+        if offset > end {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: end,
+            });
+        }
+        if offset <= self.log_start_offset {
+            return Ok(());
+        }
+        self.log_start_offset = offset;
+        write_offset_file(&self.dir.join(LOG_START), offset)?;
+        loop {
+            let mut it = self.segments.iter();
+            let (Some((&first, _)), Some((&second, _))) = (it.next(), it.next()) else {
+                break;
+            };
+            if second > offset {
+                break;
+            }
+            let seg = self.segments.remove(&first).expect("first");
+            seg.delete()?;
+        }
+        self.epochs.truncate_from_start(offset)?;
+        Ok(())
+    }
+
+    /// Applies `retention.ms` and `retention.bytes`: deletes the oldest closed segments that
+    /// are past either limit and lie wholly below `high_watermark` (data not yet replicated
+    /// is never deleted). The active segment is never deleted. Returns the deleted segments'
+    /// base offsets.
+    pub fn delete_retained_segments(&mut self, high_watermark: i64) -> Result<Vec<i64>> {
+        let now = (self.clock)();
+        let retention_ms = self.config.retention_ms;
+        let mut excess = if self.config.retention_bytes >= 0 {
+            self.size_bytes() as i64 - self.config.retention_bytes
+        } else {
+            0
+        };
+        let mut deleted = Vec::new();
+        loop {
+            if self.segments.len() < 2 {
+                break;
+            }
+            let mut it = self.segments.values();
+            let first = it.next().expect("two");
+            let next_base = it.next().expect("two").base_offset();
+            if next_base > high_watermark {
+                break;
+            }
+            let expired = retention_ms >= 0
+                && first.max_timestamp() != i64::MIN
+                && now.saturating_sub(first.max_timestamp()) > retention_ms;
+            let too_big = excess > 0 && excess >= first.size() as i64;
+            if !(expired || too_big) {
+                break;
+            }
+            excess -= first.size() as i64;
+            let base = first.base_offset();
+            let seg = self.segments.remove(&base).expect("first");
+            seg.delete()?;
+            deleted.push(base);
+            let new_start = *self.segments.keys().next().expect("one left");
+            if new_start > self.log_start_offset {
+                self.log_start_offset = new_start;
+            }
+        }
+        if !deleted.is_empty() {
+            self.epochs.truncate_from_start(self.log_start_offset)?;
+            tracing::info!(dir = %self.dir.display(), ?deleted, log_start_offset = self.log_start_offset,
+                "retention deleted segments");
+        }
+        Ok(deleted)
+    }
+
+    /// Flushes everything and leaves the clean-shutdown marker, so the next open skips the
+    /// CRC scan. Dropping a `Log` without `close` behaves like a crash.
+    pub fn close(mut self) -> Result<()> {
+        self.flush()?;
+        let end = self.log_end_offset();
+        self.persist_recovery_point(end)?;
+        let marker = self.dir.join(CLEAN_SHUTDOWN);
+        std::fs::write(&marker, b"")
+            .and_then(|_| std::fs::File::open(&self.dir)?.sync_all())
+            .map_err(|e| StorageError::io("write marker", &marker, e))?;
+        Ok(())
+    }
+
+    /// Deletes the whole partition directory (the replica was removed).
+    pub fn delete(self) -> Result<()> {
+        let dir = self.dir.clone();
+        drop(self);
+        std::fs::remove_dir_all(&dir).map_err(|e| StorageError::io("delete log dir", &dir, e))
+    }
+}
+
+impl AppendInfo {
+    fn add(&mut self, h: BatchHeader) {
+        self.last_offset = h.last_offset();
+        self.max_timestamp = self.max_timestamp.max(h.max_timestamp);
+        self.records += h.records_count.max(0) as u64;
+        self.bytes += h.size_bytes() as u64;
+        self.batches.push(h);
+    }
+}
+
+fn remove_orphan_indexes(dir: &Path, bases: &[i64]) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io("list log dir", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io("list log dir", dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let stem = name
+            .strip_suffix(".index")
+            .or_else(|| name.strip_suffix(".timeindex"));
+        if let Some(base) = stem.and_then(|s| s.parse::<i64>().ok()) {
+            if bases.binary_search(&base).is_err() {
+                let path = entry.path();
+                std::fs::remove_file(&path)
+                    .map_err(|e| StorageError::io("remove orphan index", &path, e))?;
+            }
+        }
+    }
+    Ok(())
+}
