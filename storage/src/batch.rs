@@ -214,18 +214,22 @@ impl std::fmt::Debug for RecordBatch {
 impl RecordBatch {
     /// Splits the first batch off `buf` and validates it. On success `buf` holds the rest.
     pub fn split_from(buf: &mut Bytes, max_batch_bytes: usize, how: Validation) -> Result<Self> {
+        // A length beyond the data present is corruption, whatever its size; only a batch
+        // that is really there can be "too large".
+        if let Ok(Some(size)) = peek_batch_size(buf, usize::MAX) {
+            if size > buf.len() {
+                return Err(StorageError::corrupt(format!(
+                    "batch length field says {size} bytes but only {} are present",
+                    buf.len()
+                )));
+            }
+        }
         let Some(size) = peek_batch_size(buf, max_batch_bytes)? else {
             return Err(StorageError::corrupt(format!(
                 "{} trailing bytes are too few for a record batch",
                 buf.len()
             )));
         };
-        if size > buf.len() {
-            return Err(StorageError::corrupt(format!(
-                "batch length field says {size} bytes but only {} are present",
-                buf.len()
-            )));
-        }
         let batch = RecordBatch::parse_unchecked(buf.split_to(size));
         batch.validate(how)?;
         Ok(batch)

@@ -1,0 +1,293 @@
+//! Log policies: rolling, retention, timestamps, epochs, replication and flushing.
+//!
+//! Each test drives one policy with a controlled clock and small limits and checks what a
+//! broker relies on: offsets, which segments exist, what reads and lookups answer.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use sluice_storage::{LogConfig, Validation};
+
+#[test]
+fn segments_roll_at_segment_bytes_and_reads_cross_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut log = open(dir.path(), small_config(), &clock);
+    for i in 0..50 {
+        log.append_as_leader(batch(i, 3, 60, clock.now()), 0)
+            .unwrap();
+    }
+    let files = segment_files(dir.path());
+    let total: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert!(
+        files.len() as u64 >= total / 4096,
+        "rolled into {} segments",
+        files.len()
+    );
+    assert!(files.len() >= 3);
+    for f in &files {
+        assert!(
+            std::fs::metadata(f).unwrap().len() <= 4096,
+            "{} too big",
+            f.display()
+        );
+    }
+    let bases = log.segment_base_offsets();
+    let names: Vec<String> = bases.iter().map(|b| format!("{b:020}.log")).collect();
+    let on_disk: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into())
+        .collect();
+    assert_eq!(names, on_disk, "segment files are named by base offset");
+    let all = read_all(&log);
+    assert_eq!(all.len(), 150);
+    assert!(all.iter().enumerate().all(|(i, (o, _))| *o == i as i64));
+}
+
+#[test]
+fn segments_roll_at_segment_ms_of_record_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let cfg = LogConfig {
+        segment_ms: 60_000,
+        ..LogConfig::default()
+    };
+    let mut log = open(dir.path(), cfg, &clock);
+    let t0 = clock.now();
+    log.append_as_leader(batch(0, 2, 10, t0), 0).unwrap();
+    log.append_as_leader(batch(1, 2, 10, t0 + 59_000), 0)
+        .unwrap();
+    assert_eq!(log.segment_base_offsets(), vec![0]);
+    log.append_as_leader(batch(2, 2, 10, t0 + 61_000), 0)
+        .unwrap();
+    assert_eq!(log.segment_base_offsets(), vec![0, 4]);
+}
+
+#[test]
+fn retention_by_time_deletes_only_expired_closed_segments_below_the_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let cfg = LogConfig {
+        retention_ms: 10_000,
+        ..small_config()
+    };
+    let mut log = open(dir.path(), cfg, &clock);
+    for i in 0..30 {
+        log.append_as_leader(batch(i, 3, 60, clock.now()), 0)
+            .unwrap();
+    }
+    let old_segments = log.segment_base_offsets();
+    clock.advance(20_000);
+    for i in 30..40 {
+        log.append_as_leader(batch(i, 3, 60, clock.now()), 0)
+            .unwrap();
+    }
+    // Nothing is deleted past the high watermark.
+    assert!(log.delete_retained_segments(0).unwrap().is_empty());
+    let hw = log.log_end_offset();
+    let deleted = log.delete_retained_segments(hw).unwrap();
+    assert!(!deleted.is_empty());
+    assert!(deleted.iter().all(|b| old_segments.contains(b)));
+    let start = log.log_start_offset();
+    assert_eq!(start, log.segment_base_offsets()[0]);
+    assert!(start <= 90, "records newer than retention.ms survive");
+    let err = log.read(start - 1, 100, hw).unwrap_err();
+    assert_eq!(err.reason(), "OFFSET_OUT_OF_RANGE");
+    // The active segment is never deleted, even when everything is expired.
+    clock.advance(1_000_000);
+    log.delete_retained_segments(hw).unwrap();
+    assert_eq!(log.segment_base_offsets().len(), 1);
+    assert_eq!(log.log_end_offset(), hw);
+}
+
+#[test]
+fn retention_by_bytes_keeps_the_log_under_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let cfg = LogConfig {
+        retention_bytes: 10_000,
+        ..small_config()
+    };
+    let mut log = open(dir.path(), cfg, &clock);
+    for i in 0..100 {
+        log.append_as_leader(batch(i, 3, 60, clock.now()), 0)
+            .unwrap();
+    }
+    assert!(log.size_bytes() > 20_000);
+    log.delete_retained_segments(log.log_end_offset()).unwrap();
+    assert!(
+        log.size_bytes() <= 10_000 + 4096,
+        "size {}",
+        log.size_bytes()
+    );
+    assert!(
+        log.size_bytes() > 10_000 - 4096,
+        "deleted too much: {}",
+        log.size_bytes()
+    );
+    let kept = read_all(&log);
+    assert_eq!(kept.first().unwrap().0, log.log_start_offset());
+    assert_eq!(kept.last().unwrap().0, 299);
+}
+
+#[test]
+fn offset_for_timestamp_finds_the_first_record_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut log = open(dir.path(), small_config(), &clock);
+    let t0 = clock.now();
+    for i in 0..60i64 {
+        // Records i*3 .. i*3+2 have timestamps t0 + i*100 + {0,1,2}.
+        log.append_as_leader(batch(i as u32, 3, 40, t0 + i * 100), 0)
+            .unwrap();
+    }
+    assert_eq!(log.offset_for_timestamp(t0 - 5).unwrap(), Some((0, t0)));
+    assert_eq!(log.offset_for_timestamp(t0 + 1).unwrap(), Some((1, t0 + 1)));
+    assert_eq!(
+        log.offset_for_timestamp(t0 + 3).unwrap(),
+        Some((3, t0 + 100))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(t0 + 4_250).unwrap(),
+        Some((129, t0 + 4_300))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(t0 + 5_902).unwrap(),
+        Some((179, t0 + 5_902))
+    );
+    assert_eq!(log.offset_for_timestamp(t0 + 5_903).unwrap(), None);
+}
+
+#[test]
+fn leader_rewrites_offsets_and_epoch_and_follower_copies_bytes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut leader = open(&dir.path().join("leader"), small_config(), &clock);
+    let mut follower = open(&dir.path().join("follower"), small_config(), &clock);
+    for (i, epoch) in [(0u32, 1), (1, 1), (2, 4), (3, 4), (4, 6)] {
+        let info = leader
+            .append_as_leader(batch(i, 5, 30, clock.now()), epoch)
+            .unwrap();
+        assert_eq!(info.batches[0].partition_leader_epoch, epoch);
+        assert_eq!(info.first_offset, i as i64 * 5);
+    }
+    // Replicate in fetch-sized chunks, as a follower would.
+    let mut at = follower.log_end_offset();
+    while at < leader.log_end_offset() {
+        let bytes = leader.read(at, 300, leader.log_end_offset()).unwrap();
+        let info = follower.append_as_follower(bytes).unwrap();
+        at = info.last_offset + 1;
+    }
+    assert_eq!(read_all(&follower), read_all(&leader));
+    assert_eq!(
+        follower.leader_epochs().entries(),
+        leader.leader_epochs().entries()
+    );
+    let l = leader.read(0, 1 << 20, i64::MAX).unwrap();
+    let f = follower.read(0, 1 << 20, i64::MAX).unwrap();
+    assert_eq!(l, f, "stored bytes are identical");
+    // KIP-101: where does epoch 4 end? At the start of epoch 6.
+    assert_eq!(leader.end_offset_for_epoch(4), (4, 20));
+    assert_eq!(leader.end_offset_for_epoch(5), (4, 20));
+    assert_eq!(leader.end_offset_for_epoch(6), (6, 25));
+    // Divergence: the follower truncates to the leader's end of its epoch, then catches up.
+    follower
+        .append_as_leader(batch(50, 3, 10, clock.now()), 7)
+        .unwrap();
+    let (_, end) = leader.end_offset_for_epoch(follower.latest_epoch().unwrap());
+    follower.truncate_to(end).unwrap();
+    assert_eq!(follower.log_end_offset(), 25);
+    assert_eq!(follower.latest_epoch(), Some(6));
+    assert_eq!(read_all(&follower), read_all(&leader));
+}
+
+#[test]
+fn a_stale_leader_epoch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut log = open(dir.path(), LogConfig::default(), &clock);
+    log.append_as_leader(batch(0, 1, 10, clock.now()), 5)
+        .unwrap();
+    let err = log
+        .append_as_leader(batch(1, 1, 10, clock.now()), 4)
+        .unwrap_err();
+    assert!(err.to_string().contains("older"), "{err}");
+    assert_eq!(log.log_end_offset(), 1);
+}
+
+#[test]
+fn truncation_inside_a_batch_removes_the_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut log = open(dir.path(), small_config(), &clock);
+    for i in 0..10 {
+        log.append_as_leader(batch(i, 4, 20, clock.now()), 0)
+            .unwrap();
+    }
+    log.truncate_to(22).unwrap();
+    assert_eq!(log.log_end_offset(), 20, "batch 20..23 removed whole");
+    log.truncate_to(20).unwrap();
+    assert_eq!(log.log_end_offset(), 20);
+    log.truncate_to(0).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+    log.append_as_leader(batch(0, 1, 1, clock.now()), 0)
+        .unwrap();
+    assert_eq!(read_all(&log).len(), 1);
+}
+
+#[test]
+fn flush_policy_by_messages_and_by_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let cfg = LogConfig {
+        flush_interval_messages: 10,
+        flush_interval_ms: 5_000,
+        ..LogConfig::default()
+    };
+    let mut log = open(dir.path(), cfg, &clock);
+    log.append_as_leader(batch(0, 4, 10, clock.now()), 0)
+        .unwrap();
+    assert_eq!(log.recovery_point(), 0, "4 < flush.messages");
+    log.append_as_leader(batch(1, 6, 10, clock.now()), 0)
+        .unwrap();
+    assert_eq!(log.recovery_point(), 10, "flushed at 10 records");
+    log.append_as_leader(batch(2, 1, 10, clock.now()), 0)
+        .unwrap();
+    log.maybe_flush().unwrap();
+    assert_eq!(log.recovery_point(), 10);
+    clock.advance(5_000);
+    log.maybe_flush().unwrap();
+    assert_eq!(log.recovery_point(), 11, "flush.ms elapsed");
+}
+
+#[test]
+fn stored_records_decode_to_what_was_produced() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut log = open(dir.path(), LogConfig::default(), &clock);
+    let mut b = sluice_storage::RecordBatchBuilder::new();
+    b.append(
+        clock.now(),
+        Some(b"user-1"),
+        Some(b"hello"),
+        &[(b"trace", Some(b"abc"))],
+    );
+    b.append(clock.now() + 1, None, None, &[]);
+    log.append_as_leader(b.build(), 2).unwrap();
+    let bytes = log.read(0, 1000, 2).unwrap();
+    let batch = sluice_storage::RecordBatch::from_bytes(bytes, Validation::Full).unwrap();
+    let recs: Vec<_> = batch.records().map(Result::unwrap).collect();
+    assert_eq!(recs[0].key, Some(Bytes::from_static(b"user-1")));
+    assert_eq!(recs[0].value, Some(Bytes::from_static(b"hello")));
+    assert_eq!(recs[0].headers[0].value, Some(Bytes::from_static(b"abc")));
+    assert_eq!(
+        (recs[1].offset, recs[1].key.clone(), recs[1].value.clone()),
+        (1, None, None)
+    );
+    // Reads honour the high watermark: nothing at or past it.
+    assert!(log.read(0, 1000, 0).unwrap().is_empty());
+}
