@@ -168,7 +168,8 @@ fn deleted_index_is_rebuilt() {
 
 #[test]
 fn garbled_index_is_rebuilt() {
-    let garbles: Vec<Box<dyn Fn(&mut Vec<u8>)>> = vec![
+    type Garble = Box<dyn Fn(&mut Vec<u8>)>;
+    let garbles: Vec<Garble> = vec![
         Box::new(|v| v.truncate(v.len() - 3)), // partial entry
         Box::new(|v| v.iter_mut().for_each(|b| *b = 0xff)), // positions past the end
         Box::new(|v| v.reverse()),             // not increasing
