@@ -1,1 +1,21 @@
-//! placeholder
+//! Cluster metadata: the records of the metadata log, the immutable image they build, the
+//! delta each batch of records makes, and the validation rules both sides share. Pure code:
+//! no IO, no clocks, no randomness; controllers and brokers run exactly this to agree.
+//!
+//! ```text
+//!   active controller ── decides ──► records ──► Raft log (openraft) ──► every controller
+//!                                                   │                      apply → image
+//!                                                   └─ WatchMetadata ──► every broker
+//!                                                                          apply → image + delta
+//! ```
+
+pub mod config;
+pub mod ids;
+pub mod image;
+pub mod placement;
+pub mod records;
+pub mod validate;
+
+pub use ids::{BrokerId, TopicId, NO_LEADER};
+pub use image::{BrokerRegistration, MetadataDelta, MetadataImage, PartitionState, TopicImage};
+pub use records::{Endpoint, MetadataRecord, RECORD_FORMAT_VERSION};

@@ -294,8 +294,8 @@ impl RecordBatch {
         }
         if how == Validation::Full {
             if h.compression() != 0 {
-                return Err(StorageError::Unsupported {
-                    reason: format!("compression codec {} is not supported yet", h.compression()),
+                return Err(StorageError::UnsupportedCompression {
+                    codec: h.compression(),
                 });
             }
             if h.records_count == 0 {

@@ -109,25 +109,27 @@ impl LeaderEpochCache {
         Ok(true)
     }
 
-    /// Kafka's `endOffsetFor(epoch, logEndOffset)`: the largest epoch ≤ `epoch` we know and
-    /// the offset where it ends (the start of the next epoch, or the log end for the latest).
-    /// `(UNDEFINED, UNDEFINED)` when `epoch` is older than anything we have.
+    /// Kafka's `LeaderEpochFileCache.endOffsetFor(epoch, logEndOffset)`:
+    /// * the latest epoch → `(epoch, log_end_offset)`;
+    /// * an epoch newer than any known → `(UNDEFINED, UNDEFINED)`;
+    /// * an epoch older than any known → `(epoch, start offset of the first epoch)`;
+    /// * otherwise → `(largest known epoch ≤ epoch, start offset of the next higher epoch)`.
     pub fn end_offset_for(&self, epoch: i32, log_end_offset: i64) -> (i64, i64) {
-        match self.entries.last() {
-            None => (UNDEFINED, UNDEFINED),
-            Some(last) if epoch >= last.epoch => (last.epoch as i64, log_end_offset),
-            Some(_) => {
-                // First entry with an epoch greater than the one asked about.
-                let i = self.entries.partition_point(|e| e.epoch <= epoch);
-                if i == 0 {
-                    (UNDEFINED, UNDEFINED)
-                } else {
-                    (
-                        self.entries[i - 1].epoch as i64,
-                        self.entries[i].start_offset,
-                    )
-                }
-            }
+        let Some(last) = self.entries.last() else {
+            return (UNDEFINED, UNDEFINED);
+        };
+        if epoch < 0 {
+            return (UNDEFINED, UNDEFINED);
+        }
+        if epoch == last.epoch {
+            return (epoch as i64, log_end_offset);
+        }
+        // First entry with an epoch greater than the one asked about.
+        let i = self.entries.partition_point(|e| e.epoch <= epoch);
+        match (i, self.entries.get(i)) {
+            (_, None) => (UNDEFINED, UNDEFINED),
+            (0, Some(higher)) => (epoch as i64, higher.start_offset),
+            (i, Some(higher)) => (self.entries[i - 1].epoch as i64, higher.start_offset),
         }
     }
 
@@ -197,13 +199,22 @@ mod tests {
     #[test]
     fn end_offset_follows_kafka_semantics() {
         let (_d, c) = cache(&[(1, 0), (3, 10), (4, 25)]);
-        assert_eq!(c.end_offset_for(0, 40), (UNDEFINED, UNDEFINED));
+        assert_eq!(
+            c.end_offset_for(0, 40),
+            (0, 0),
+            "older than any: first start offset"
+        );
+        assert_eq!(c.end_offset_for(-1, 40), (UNDEFINED, UNDEFINED));
         assert_eq!(c.end_offset_for(1, 40), (1, 10));
         // Epoch 2 was never used here: answer with the largest epoch below it.
         assert_eq!(c.end_offset_for(2, 40), (1, 10));
         assert_eq!(c.end_offset_for(3, 40), (3, 25));
         assert_eq!(c.end_offset_for(4, 40), (4, 40));
-        assert_eq!(c.end_offset_for(9, 40), (4, 40));
+        assert_eq!(
+            c.end_offset_for(9, 40),
+            (UNDEFINED, UNDEFINED),
+            "newer than any"
+        );
     }
 
     #[test]

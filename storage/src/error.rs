@@ -33,8 +33,15 @@ pub enum StorageError {
         /// The next offset to be written.
         log_end_offset: i64,
     },
-    /// A valid batch that this engine does not accept (compression, transactions, control).
-    #[error("UNSUPPORTED: {reason}")]
+    /// A batch compressed with a codec this engine does not handle yet.
+    #[error("UNSUPPORTED_COMPRESSION_TYPE: compression codec {codec} is not supported yet")]
+    UnsupportedCompression {
+        /// Codec id from the batch attributes (1 gzip, 2 snappy, 3 lz4, 4 zstd).
+        codec: i16,
+    },
+    /// A valid batch that this engine does not accept from producers (transactional or
+    /// control batches).
+    #[error("INVALID_RECORD: {reason}")]
     Unsupported {
         /// What is not supported.
         reason: String,
@@ -65,7 +72,8 @@ impl StorageError {
             StorageError::CorruptMessage { .. } => "CORRUPT_MESSAGE",
             StorageError::MessageTooLarge { .. } => "MESSAGE_TOO_LARGE",
             StorageError::OffsetOutOfRange { .. } => "OFFSET_OUT_OF_RANGE",
-            StorageError::Unsupported { .. } => "UNSUPPORTED_VERSION",
+            StorageError::UnsupportedCompression { .. } => "UNSUPPORTED_COMPRESSION_TYPE",
+            StorageError::Unsupported { .. } => "INVALID_RECORD",
             StorageError::InvalidRequest { .. } => "INVALID_REQUEST",
             StorageError::Io { .. } => "KAFKA_STORAGE_ERROR",
         }

@@ -87,6 +87,8 @@ pub struct Log {
     epochs: LeaderEpochCache,
     /// Offset below which all data is known to be on stable storage.
     recovery_point: i64,
+    /// Segments were created or deleted since the directory was last fsynced.
+    dir_dirty: bool,
     /// The recovery point as last written to its checkpoint file.
     recovery_point_persisted: i64,
     unflushed_records: u64,
@@ -120,7 +122,15 @@ fn write_offset_file(path: &Path, value: i64) -> Result<()> {
     std::fs::write(&tmp, format!("{value}\n"))
         .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
         .map_err(|e| StorageError::io("write checkpoint", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| StorageError::io("rename checkpoint", path, e))
+    std::fs::rename(&tmp, path).map_err(|e| StorageError::io("rename checkpoint", path, e))?;
+    sync_dir(path.parent().expect("checkpoint files live in the log dir"))
+}
+
+/// Fsyncs a directory so renames, creations and deletions in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io("fsync directory", dir, e))
 }
 
 impl Log {
@@ -225,6 +235,7 @@ impl Log {
             log_start_offset,
             epochs,
             recovery_point,
+            dir_dirty: false,
             recovery_point_persisted: recovery_point,
             unflushed_records: 0,
             unflushed_since_ms: None,
@@ -318,17 +329,22 @@ impl Log {
     }
 
     fn parse_input(&self, records: Bytes, how: Validation) -> Result<Vec<RecordBatch>> {
+        self.parse_input_limited(records, how, self.config.max_message_bytes)
+    }
+
+    fn parse_input_limited(
+        &self,
+        records: Bytes,
+        how: Validation,
+        max_batch_bytes: usize,
+    ) -> Result<Vec<RecordBatch>> {
         if records.is_empty() {
             return Err(StorageError::corrupt("no record batch in the request"));
         }
         let mut buf = records;
         let mut out = Vec::new();
         while !buf.is_empty() {
-            out.push(RecordBatch::split_from(
-                &mut buf,
-                self.config.max_message_bytes,
-                how,
-            )?);
+            out.push(RecordBatch::split_from(&mut buf, max_batch_bytes, how)?);
         }
         Ok(out)
     }
@@ -376,7 +392,13 @@ impl Log {
     /// Appends batches copied from the leader, unchanged. The first must start at the log
     /// end and each must continue the previous one. Epochs are learned from the batches.
     pub fn append_as_follower(&mut self, records: Bytes) -> Result<AppendInfo> {
-        let batches = self.parse_input(records, Validation::Crc)?;
+        // No max.message.bytes here: the leader accepted these batches, and the limit may
+        // have been lowered since (Kafka skips the check for replication too).
+        let batches = self.parse_input_limited(
+            records,
+            Validation::Crc,
+            crate::limits::RECORD_BATCH_BYTES_MAX,
+        )?;
         let start = self.log_end_offset();
         let mut expected = start;
         for b in &batches {
@@ -464,6 +486,7 @@ impl Log {
         }
         let seg = Segment::create(&self.dir, base_offset)?;
         self.segments.insert(base_offset, seg);
+        self.dir_dirty = true;
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled segment");
         Ok(())
     }
@@ -499,6 +522,11 @@ impl Log {
             if seg.next_offset() > from {
                 seg.flush(true)?;
             }
+        }
+        if self.dir_dirty {
+            // New segment files must survive a power loss too (Kafka fsyncs the directory).
+            sync_dir(&self.dir)?;
+            self.dir_dirty = false;
         }
         self.recovery_point = end;
         self.unflushed_records = 0;

@@ -140,22 +140,22 @@ impl Segment {
                 .then_some(from_position),
             index,
         };
-        let corruption = seg.scan(from_position, file_size, index_interval_bytes)?;
+        // With a loaded index, a failed tail check may mean the index lies (a damaged last
+        // entry), not the log: rebuild the index from byte 0 before cutting anything.
+        let mut corruption = seg.scan(from_position, file_size, index_interval_bytes, rebuild)?;
+        if corruption.is_some() && !rebuild {
+            let (_, index_path, time_path) = Self::paths(dir, base_offset);
+            seg.index = SegmentIndex::create(index_path, time_path)?;
+            seg.size = 0;
+            seg.next_offset = base_offset;
+            seg.max_timestamp = i64::MIN;
+            seg.first_batch_timestamp = None;
+            seg.last_indexed_position = None;
+            corruption = seg.scan(0, file_size, index_interval_bytes, true)?;
+        }
         if let Some(c) = &corruption {
             tracing::warn!(segment = %c.file.display(), position = c.position, reason = %c.reason,
                 "truncated segment at the first bad batch");
-            if !rebuild {
-                // The loaded index may describe the bad tail: rebuild everything over the
-                // (now truncated) file, which is known good.
-                let (_, index_path, time_path) = Self::paths(dir, base_offset);
-                seg.index = SegmentIndex::create(index_path, time_path)?;
-                seg.size = 0;
-                seg.next_offset = base_offset;
-                seg.max_timestamp = i64::MIN;
-                seg.last_indexed_position = None;
-                let again = seg.scan(0, c.position, index_interval_bytes)?;
-                assert!(again.is_none(), "rescan of verified data failed: {again:?}");
-            }
         }
         if rebuild || corruption.is_some() {
             seg.index.rewrite()?;
@@ -174,6 +174,7 @@ impl Segment {
         from: u64,
         file_size: u64,
         index_interval_bytes: u64,
+        truncate: bool,
     ) -> Result<Option<Corruption>> {
         let mut pos = from;
         let mut chunk = Bytes::new();
@@ -241,6 +242,13 @@ impl Segment {
         };
         self.size = pos;
         if let Some(reason) = bad {
+            if !truncate {
+                return Ok(Some(Corruption {
+                    file: self.log_path.clone(),
+                    position: pos,
+                    reason,
+                }));
+            }
             self.file
                 .set_len(pos)
                 .map_err(|e| StorageError::io("truncate segment", &self.log_path, e))?;
@@ -356,7 +364,21 @@ impl Segment {
         self.file
             .read_exact_at(&mut buf, position)
             .map_err(|e| StorageError::io("read segment", &self.log_path, e))?;
-        Ok(BatchHeader::parse(&buf))
+        let h = BatchHeader::parse(&buf);
+        // Positions come from our own index; a header that makes no sense means the index
+        // (or the file) is damaged. Report it rather than trusting the length.
+        let min = (RECORD_BATCH_HEADER_BYTES - crate::limits::LOG_OVERHEAD_BYTES) as i32;
+        if h.magic != crate::batch::MAGIC_V2
+            || h.batch_length < min
+            || position + h.size_bytes() as u64 > self.size
+            || h.base_offset < self.base_offset
+        {
+            return Err(StorageError::corrupt(format!(
+                "{}: no valid batch header at byte {position} (index or file damaged)",
+                self.log_path.display()
+            )));
+        }
+        Ok(h)
     }
 
     /// Position and header of the first batch whose last offset is ≥ `offset`, if any.
@@ -460,7 +482,10 @@ impl Segment {
         if from == 0 {
             self.first_batch_timestamp = None;
         }
-        if let Some(c) = self.scan(from, pos, index_interval_bytes)? {
+        self.file
+            .sync_all()
+            .map_err(|e| StorageError::io("fsync segment", &self.log_path, e))?;
+        if let Some(c) = self.scan(from, pos, index_interval_bytes, false)? {
             panic!("data before a truncation point failed verification: {c:?}");
         }
         Ok(self.next_offset)

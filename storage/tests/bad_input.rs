@@ -110,8 +110,8 @@ fn every_bad_batch_is_rejected_with_a_named_reason_and_changes_nothing() {
     f.reject(
         "compressed",
         compressed,
-        "UNSUPPORTED_VERSION",
-        "compression",
+        "UNSUPPORTED_COMPRESSION_TYPE",
+        "codec 1",
     );
 
     f.reject("empty", Vec::new(), "CORRUPT_MESSAGE", "no record batch");
@@ -153,12 +153,20 @@ fn oversized_batch_is_message_too_large() {
         "MESSAGE_TOO_LARGE",
         "max.message.bytes=1000",
     );
-    let err = f.log.append_as_follower(Bytes::from(big)).unwrap_err();
+    // Replication copies what the leader accepted, whatever the limit is now (as Kafka).
+    let end = f.log.log_end_offset();
+    let mut replicated = big;
+    replicated[0..8].copy_from_slice(&end.to_be_bytes());
+    let info = f.log.append_as_follower(Bytes::from(replicated)).unwrap();
+    assert_eq!(info.first_offset, end);
+    let err = f
+        .log
+        .append_as_follower(Bytes::from(vec![0u8; 100]))
+        .unwrap_err();
     assert!(
-        matches!(err, StorageError::MessageTooLarge { max: 1000, .. }),
+        matches!(err, StorageError::CorruptMessage { .. }),
         "{err:?}"
     );
-    f.assert_unchanged("oversized follower append");
 }
 
 #[test]

@@ -194,15 +194,24 @@ fn leader_rewrites_offsets_and_epoch_and_follower_copies_bytes_exactly() {
     assert_eq!(leader.end_offset_for_epoch(4), (4, 20));
     assert_eq!(leader.end_offset_for_epoch(5), (4, 20));
     assert_eq!(leader.end_offset_for_epoch(6), (6, 25));
-    // Divergence: the follower truncates to the leader's end of its epoch, then catches up.
+    // Divergence: the follower led epoch 6 for a moment and wrote a batch nobody copied; the
+    // leader of epoch 7 wrote different data at the same offsets.
     follower
-        .append_as_leader(batch(50, 3, 10, clock.now()), 7)
+        .append_as_leader(batch(50, 3, 10, clock.now()), 6)
         .unwrap();
-    let (_, end) = leader.end_offset_for_epoch(follower.latest_epoch().unwrap());
+    leader
+        .append_as_leader(batch(60, 2, 10, clock.now()), 7)
+        .unwrap();
+    let (epoch, end) = leader.end_offset_for_epoch(follower.latest_epoch().unwrap());
+    assert_eq!((epoch, end), (6, 25), "epoch 6 ends where epoch 7 starts");
     follower.truncate_to(end).unwrap();
     assert_eq!(follower.log_end_offset(), 25);
-    assert_eq!(follower.latest_epoch(), Some(6));
+    let bytes = leader.read(25, 1 << 20, leader.log_end_offset()).unwrap();
+    follower.append_as_follower(bytes).unwrap();
     assert_eq!(read_all(&follower), read_all(&leader));
+    assert_eq!(follower.latest_epoch(), Some(7));
+    // An epoch newer than anything the leader knows is undefined (Kafka's answer).
+    assert_eq!(leader.end_offset_for_epoch(8), (-1, -1));
 }
 
 #[test]

@@ -1,0 +1,439 @@
+//! The metadata image: an immutable snapshot of the cluster, cheap to clone (maps behind
+//! `Arc`, copied on write), and `apply`, which turns a batch of records into a new image and
+//! a delta.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{BrokerId, TopicId, NO_LEADER};
+use crate::records::{Endpoint, MetadataRecord, RECORD_FORMAT_VERSION};
+
+/// A registered broker as the metadata log describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    /// `node.id`.
+    pub id: BrokerId,
+    /// Id of the registering process; a new one means the broker restarted.
+    pub incarnation_id: String,
+    /// Broker epoch: the metadata offset of its latest registration.
+    pub epoch: i64,
+    /// Client endpoint.
+    pub endpoint: Endpoint,
+    /// Rack, if configured.
+    pub rack: Option<String>,
+    /// Fenced brokers lead nothing and are not in any new ISR.
+    pub fenced: bool,
+}
+
+/// Replica assignment and leadership of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// Replica brokers; the first is the preferred leader.
+    pub replicas: Vec<BrokerId>,
+    /// In-sync replicas.
+    pub isr: Vec<BrokerId>,
+    /// Leader, or [`NO_LEADER`].
+    pub leader: BrokerId,
+    /// Bumped whenever the leader changes; fences stale leaders on the data path.
+    pub leader_epoch: i32,
+    /// Bumped on every change; AlterPartition must name the current one.
+    pub partition_epoch: i32,
+}
+
+/// One topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicImage {
+    /// UUID.
+    pub id: TopicId,
+    /// Name.
+    pub name: String,
+    /// Config overrides (Kafka key → value).
+    pub config: BTreeMap<String, String>,
+    /// Partitions by index.
+    pub partitions: Vec<PartitionState>,
+}
+
+/// The whole cluster metadata at one offset of the metadata log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct MetadataImage {
+    /// Offset (Raft log index) of the last applied entry; 0 = nothing applied.
+    pub offset: u64,
+    /// Brokers by id.
+    pub brokers: Arc<BTreeMap<BrokerId, BrokerRegistration>>,
+    /// Topics by id.
+    pub topics: Arc<BTreeMap<TopicId, Arc<TopicImage>>>,
+    /// Topic name → id.
+    pub topic_ids: Arc<BTreeMap<String, TopicId>>,
+    /// Next producer id not yet handed out.
+    pub next_producer_id: i64,
+}
+
+/// What one `apply` changed, for brokers to act on (become leader/follower, delete logs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataDelta {
+    /// Partitions created or changed: (topic id, index).
+    pub changed_partitions: BTreeSet<(TopicId, i32)>,
+    /// Topics created.
+    pub created_topics: BTreeSet<TopicId>,
+    /// Topics deleted, with their last image.
+    pub deleted_topics: Vec<Arc<TopicImage>>,
+    /// Topics whose config changed.
+    pub changed_configs: BTreeSet<TopicId>,
+    /// Brokers registered, fenced, unfenced or removed.
+    pub changed_brokers: BTreeSet<BrokerId>,
+    /// Records that could not apply (e.g. a change for a topic deleted meanwhile); skipped.
+    pub skipped: Vec<String>,
+}
+
+impl MetadataImage {
+    /// A topic by name.
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicImage>> {
+        self.topic_ids.get(name).and_then(|id| self.topics.get(id))
+    }
+
+    /// A partition by topic id and index.
+    pub fn partition(&self, topic: TopicId, index: i32) -> Option<&PartitionState> {
+        self.topics
+            .get(&topic)
+            .and_then(|t| t.partitions.get(usize::try_from(index).ok()?))
+    }
+
+    /// Whether a broker is registered and unfenced.
+    pub fn is_unfenced(&self, id: BrokerId) -> bool {
+        self.brokers.get(&id).is_some_and(|b| !b.fenced)
+    }
+
+    /// Unfenced broker ids in ascending order (placement order).
+    pub fn unfenced_brokers(&self) -> Vec<BrokerId> {
+        self.brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.id)
+            .collect()
+    }
+
+    /// Applies the records of one log entry at `offset`. Records that cannot apply are
+    /// skipped and listed in the delta; apply itself never fails, so every node that applies
+    /// the same log reaches the same image.
+    pub fn apply(&self, offset: u64, records: &[MetadataRecord]) -> (MetadataImage, MetadataDelta) {
+        let mut next = self.clone();
+        let mut delta = MetadataDelta::default();
+        for r in records {
+            if let Err(why) = next.apply_one(offset, r, &mut delta) {
+                delta.skipped.push(format!("{r:?}: {why}"));
+            }
+        }
+        next.offset = next.offset.max(offset);
+        (next, delta)
+    }
+
+    fn topic_mut(&mut self, id: TopicId) -> Result<&mut TopicImage, String> {
+        let topics = Arc::make_mut(&mut self.topics);
+        let t = topics
+            .get_mut(&id)
+            .ok_or_else(|| format!("unknown topic id {id}"))?;
+        Ok(Arc::make_mut(t))
+    }
+
+    fn apply_one(
+        &mut self,
+        offset: u64,
+        r: &MetadataRecord,
+        delta: &mut MetadataDelta,
+    ) -> Result<(), String> {
+        match r {
+            MetadataRecord::RegisterBroker {
+                id,
+                incarnation_id,
+                endpoint,
+                rack,
+            } => {
+                Arc::make_mut(&mut self.brokers).insert(
+                    *id,
+                    BrokerRegistration {
+                        id: *id,
+                        incarnation_id: incarnation_id.clone(),
+                        epoch: offset as i64,
+                        endpoint: endpoint.clone(),
+                        rack: rack.clone(),
+                        fenced: true,
+                    },
+                );
+                delta.changed_brokers.insert(*id);
+            }
+            MetadataRecord::BrokerFenced { id } | MetadataRecord::BrokerUnfenced { id } => {
+                let b = Arc::make_mut(&mut self.brokers)
+                    .get_mut(id)
+                    .ok_or_else(|| format!("unknown broker {id}"))?;
+                b.fenced = matches!(r, MetadataRecord::BrokerFenced { .. });
+                delta.changed_brokers.insert(*id);
+            }
+            MetadataRecord::UnregisterBroker { id } => {
+                Arc::make_mut(&mut self.brokers)
+                    .remove(id)
+                    .ok_or_else(|| format!("unknown broker {id}"))?;
+                delta.changed_brokers.insert(*id);
+            }
+            MetadataRecord::CreateTopic { name, id, config } => {
+                if self.topic_ids.contains_key(name) || self.topics.contains_key(id) {
+                    return Err(format!("topic {name} ({id}) already exists"));
+                }
+                Arc::make_mut(&mut self.topics).insert(
+                    *id,
+                    Arc::new(TopicImage {
+                        id: *id,
+                        name: name.clone(),
+                        config: config.clone(),
+                        partitions: Vec::new(),
+                    }),
+                );
+                Arc::make_mut(&mut self.topic_ids).insert(name.clone(), *id);
+                delta.created_topics.insert(*id);
+            }
+            MetadataRecord::Partition {
+                topic_id,
+                index,
+                replicas,
+                isr,
+                leader,
+                leader_epoch,
+                partition_epoch,
+            } => {
+                let t = self.topic_mut(*topic_id)?;
+                if *index as usize != t.partitions.len() {
+                    return Err(format!(
+                        "partition {index} of {} does not follow partition {}",
+                        t.name,
+                        t.partitions.len() as i64 - 1
+                    ));
+                }
+                t.partitions.push(PartitionState {
+                    replicas: replicas.clone(),
+                    isr: isr.clone(),
+                    leader: *leader,
+                    leader_epoch: *leader_epoch,
+                    partition_epoch: *partition_epoch,
+                });
+                delta.changed_partitions.insert((*topic_id, *index));
+            }
+            MetadataRecord::PartitionChange {
+                topic_id,
+                index,
+                isr,
+                leader,
+            } => {
+                let t = self.topic_mut(*topic_id)?;
+                let name = t.name.clone();
+                let p = usize::try_from(*index)
+                    .ok()
+                    .and_then(|i| t.partitions.get_mut(i))
+                    .ok_or_else(|| format!("unknown partition {name}-{index}"))?;
+                if let Some(isr) = isr {
+                    p.isr = isr.clone();
+                }
+                if let Some(leader) = leader {
+                    if *leader != p.leader {
+                        p.leader = *leader;
+                        p.leader_epoch += 1;
+                    }
+                }
+                p.partition_epoch += 1;
+                delta.changed_partitions.insert((*topic_id, *index));
+            }
+            MetadataRecord::DeleteTopic { id } => {
+                let t = Arc::make_mut(&mut self.topics)
+                    .remove(id)
+                    .ok_or_else(|| format!("unknown topic id {id}"))?;
+                Arc::make_mut(&mut self.topic_ids).remove(&t.name);
+                delta.changed_partitions.retain(|(tid, _)| tid != id);
+                delta.created_topics.remove(id);
+                delta.deleted_topics.push(t);
+            }
+            MetadataRecord::TopicConfig { id, key, value } => {
+                let t = self.topic_mut(*id)?;
+                match value {
+                    Some(v) => t.config.insert(key.clone(), v.clone()),
+                    None => t.config.remove(key),
+                };
+                delta.changed_configs.insert(*id);
+            }
+            MetadataRecord::ProducerIdBlock { first, len, .. } => {
+                if *first != self.next_producer_id || *len <= 0 {
+                    return Err(format!(
+                        "producer id block [{first}, +{len}) does not start at {}",
+                        self.next_producer_id
+                    ));
+                }
+                self.next_producer_id = first + len;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the invariants every image produced by the controller must hold; returns the
+    /// first violation. (Used by tests and asserted by debug builds of the controller.)
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (name, id) in self.topic_ids.iter() {
+            let t = self
+                .topics
+                .get(id)
+                .ok_or_else(|| format!("name {name} maps to missing topic {id}"))?;
+            if &t.name != name {
+                return Err(format!("topic {id} is named {} not {name}", t.name));
+            }
+        }
+        if self.topic_ids.len() != self.topics.len() {
+            return Err("topic name index out of sync".into());
+        }
+        for t in self.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                let at = format!("{}-{i}", t.name);
+                if p.leader != NO_LEADER {
+                    if !p.isr.contains(&p.leader) {
+                        return Err(format!("{at}: leader {} not in ISR {:?}", p.leader, p.isr));
+                    }
+                    if !self.is_unfenced(p.leader) {
+                        return Err(format!("{at}: leader {} is fenced or unknown", p.leader));
+                    }
+                }
+                if p.isr.iter().any(|b| !p.replicas.contains(b)) {
+                    return Err(format!(
+                        "{at}: ISR {:?} not within replicas {:?}",
+                        p.isr, p.replicas
+                    ));
+                }
+                if p.isr.is_empty() {
+                    return Err(format!("{at}: empty ISR"));
+                }
+                let mut seen = BTreeSet::new();
+                if !p.replicas.iter().all(|r| seen.insert(*r)) {
+                    return Err(format!("{at}: duplicate replicas {:?}", p.replicas));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Serializes the image (snapshots, brokers' persisted image).
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(&(RECORD_FORMAT_VERSION, self)).expect("images always serialize")
+    }
+
+    /// Deserializes an image written by [`encode`](Self::encode).
+    pub fn decode(bytes: &[u8]) -> Result<MetadataImage, String> {
+        let (version, image): (u32, MetadataImage) =
+            postcard::from_bytes(bytes).map_err(|e| format!("undecodable metadata image: {e}"))?;
+        if version > RECORD_FORMAT_VERSION {
+            return Err(format!(
+                "metadata image format {version} is newer than this build"
+            ));
+        }
+        Ok(image)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint() -> Endpoint {
+        Endpoint {
+            host: "127.0.0.1".into(),
+            port: 9092,
+        }
+    }
+
+    #[test]
+    fn apply_builds_topics_and_bumps_epochs() {
+        let id = TopicId([1; 16]);
+        let img = MetadataImage::default();
+        let (img, d) = img.apply(
+            1,
+            &[
+                MetadataRecord::RegisterBroker {
+                    id: 1,
+                    incarnation_id: "a".into(),
+                    endpoint: endpoint(),
+                    rack: None,
+                },
+                MetadataRecord::BrokerUnfenced { id: 1 },
+            ],
+        );
+        assert_eq!(d.changed_brokers.len(), 1);
+        assert_eq!(img.brokers[&1].epoch, 1);
+        let (img, d) = img.apply(
+            2,
+            &[
+                MetadataRecord::CreateTopic {
+                    name: "t".into(),
+                    id,
+                    config: BTreeMap::new(),
+                },
+                MetadataRecord::Partition {
+                    topic_id: id,
+                    index: 0,
+                    replicas: vec![1],
+                    isr: vec![1],
+                    leader: 1,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                },
+            ],
+        );
+        assert!(d.created_topics.contains(&id));
+        let before = img.clone();
+        let (img, _) = img.apply(
+            3,
+            &[MetadataRecord::PartitionChange {
+                topic_id: id,
+                index: 0,
+                isr: None,
+                leader: Some(NO_LEADER),
+            }],
+        );
+        let p = img.partition(id, 0).unwrap();
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.partition_epoch),
+            (NO_LEADER, 1, 1)
+        );
+        // The old image is untouched (copy on write).
+        assert_eq!(before.partition(id, 0).unwrap().leader, 1);
+        assert_eq!(img.offset, 3);
+        let (img, d) = img.apply(4, &[MetadataRecord::DeleteTopic { id }]);
+        assert!(img.topic("t").is_none());
+        assert_eq!(d.deleted_topics.len(), 1);
+    }
+
+    #[test]
+    fn records_for_unknown_things_are_skipped_not_fatal() {
+        let img = MetadataImage::default();
+        let (img2, d) = img.apply(
+            7,
+            &[
+                MetadataRecord::BrokerFenced { id: 9 },
+                MetadataRecord::DeleteTopic {
+                    id: TopicId([3; 16]),
+                },
+            ],
+        );
+        assert_eq!(d.skipped.len(), 2);
+        assert_eq!(img2.offset, 7);
+        assert_eq!(img2.brokers, img.brokers);
+    }
+
+    #[test]
+    fn image_round_trips_through_encoding() {
+        let (img, _) = MetadataImage::default().apply(
+            5,
+            &[MetadataRecord::ProducerIdBlock {
+                broker: 1,
+                first: 0,
+                len: 1000,
+            }],
+        );
+        assert_eq!(MetadataImage::decode(&img.encode()).unwrap(), img);
+        assert!(MetadataImage::decode(b"garbage").is_err());
+    }
+}

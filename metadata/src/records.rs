@@ -1,0 +1,160 @@
+//! The records of the metadata log (ideas from KIP-631; names are ours). Every change to
+//! cluster state is one of these, appended through Raft by the active controller.
+//!
+//! Versioning: records are serde enums encoded with postcard inside a [`RecordBatch`] that
+//! carries [`RECORD_FORMAT_VERSION`]. New record kinds are added at the end of the enum and
+//! new fields only in new variants, so older images and logs always decode.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{BrokerId, TopicId};
+
+/// Version of the encoding of [`MetadataRecord`] batches and images.
+pub const RECORD_FORMAT_VERSION: u32 = 1;
+
+/// Where a broker serves clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Host name or IP address clients connect to.
+    pub host: String,
+    /// gRPC port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// One change to the cluster metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataRecord {
+    /// A broker (re-)registered; it is fenced until it catches up and is unfenced. The
+    /// broker epoch is the metadata offset of this record (as in KRaft).
+    RegisterBroker {
+        /// The broker's `node.id`.
+        id: BrokerId,
+        /// Random id of this process incarnation: a restart registers anew.
+        incarnation_id: String,
+        /// Where it serves clients.
+        endpoint: Endpoint,
+        /// Rack, for rack-aware placement later.
+        rack: Option<String>,
+    },
+    /// The active controller fenced the broker (session expired or controlled shutdown).
+    BrokerFenced {
+        /// Which broker.
+        id: BrokerId,
+    },
+    /// The broker caught up with the metadata log and may lead partitions.
+    BrokerUnfenced {
+        /// Which broker.
+        id: BrokerId,
+    },
+    /// The broker was removed from the cluster.
+    UnregisterBroker {
+        /// Which broker.
+        id: BrokerId,
+    },
+    /// A topic was created (its partitions follow as `Partition` records in the same batch).
+    CreateTopic {
+        /// Topic name.
+        name: String,
+        /// Topic UUID.
+        id: TopicId,
+        /// Topic-level config overrides.
+        config: BTreeMap<String, String>,
+    },
+    /// A new partition.
+    Partition {
+        /// Its topic.
+        topic_id: TopicId,
+        /// Partition index.
+        index: i32,
+        /// Replica brokers; the first is the preferred leader.
+        replicas: Vec<BrokerId>,
+        /// In-sync replicas.
+        isr: Vec<BrokerId>,
+        /// Leader, or -1.
+        leader: BrokerId,
+        /// Leader epoch.
+        leader_epoch: i32,
+        /// Partition epoch (bumped on every change).
+        partition_epoch: i32,
+    },
+    /// A change of ISR and/or leader; bumps the partition epoch, and the leader epoch when
+    /// the leader changes.
+    PartitionChange {
+        /// Its topic.
+        topic_id: TopicId,
+        /// Partition index.
+        index: i32,
+        /// New ISR, if it changed.
+        isr: Option<Vec<BrokerId>>,
+        /// New leader (-1 for none), if it changed.
+        leader: Option<BrokerId>,
+    },
+    /// A topic and its partitions are gone.
+    DeleteTopic {
+        /// Which topic.
+        id: TopicId,
+    },
+    /// A topic config was set (`Some`) or reset to the default (`None`).
+    TopicConfig {
+        /// Which topic.
+        id: TopicId,
+        /// Config key (Kafka name).
+        key: String,
+        /// New value, or `None` to remove the override.
+        value: Option<String>,
+    },
+    /// Producer ids `[first, first + len)` belong to `broker`.
+    ProducerIdBlock {
+        /// The broker that asked.
+        broker: BrokerId,
+        /// First id of the block.
+        first: i64,
+        /// Number of ids.
+        len: i64,
+    },
+}
+
+/// A batch of records as stored in one Raft log entry (applied atomically).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RecordBatch {
+    /// Encoding version of the records.
+    pub version: u32,
+    /// The records, applied in order.
+    pub records: Vec<MetadataRecord>,
+}
+
+impl RecordBatch {
+    /// A batch at the current format version.
+    pub fn new(records: Vec<MetadataRecord>) -> Self {
+        RecordBatch {
+            version: RECORD_FORMAT_VERSION,
+            records,
+        }
+    }
+
+    /// Encodes with postcard.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("records always serialize")
+    }
+
+    /// Decodes, refusing versions newer than this code understands.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let batch: RecordBatch = postcard::from_bytes(bytes)
+            .map_err(|e| format!("undecodable metadata records: {e}"))?;
+        if batch.version > RECORD_FORMAT_VERSION {
+            return Err(format!(
+                "metadata record format {} is newer than this build's {RECORD_FORMAT_VERSION}",
+                batch.version
+            ));
+        }
+        Ok(batch)
+    }
+}
