@@ -4,6 +4,8 @@
 //! JSON fields.
 
 mod bench;
+mod cmd;
+mod config;
 mod output;
 
 use std::process::ExitCode;
@@ -138,11 +140,55 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+/// Flags of a node role. Every config key can also be given as `--override key=value`
+/// (Kafka's spelling) or as `SLUICE_KEY_NAME` in the environment.
 #[derive(Debug, Args)]
 struct NodeArgs {
-    /// TOML configuration file.
+    /// TOML configuration file (Kafka key names, e.g. `node.id = 1`).
     #[arg(long)]
     config: Option<std::path::PathBuf>,
+    /// `node.id`.
+    #[arg(long)]
+    node_id: Option<String>,
+    /// `listeners`: host:port to serve on.
+    #[arg(long)]
+    listeners: Option<String>,
+    /// `controller.quorum.voters`: id@host:port,...
+    #[arg(long)]
+    controller_quorum_voters: Option<String>,
+    /// `log.dirs`: data directory.
+    #[arg(long)]
+    log_dirs: Option<String>,
+    /// `metadata.log.dir`: the controller's Raft directory.
+    #[arg(long)]
+    metadata_log_dir: Option<String>,
+    /// Any config key as key=value (repeatable).
+    #[arg(long = "override", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+impl NodeArgs {
+    fn load(&self, role: &str) -> anyhow::Result<config::NodeConfig> {
+        let mut flags = vec![("process.roles".to_string(), role.to_string())];
+        for (key, v) in [
+            ("node.id", &self.node_id),
+            ("listeners", &self.listeners),
+            ("controller.quorum.voters", &self.controller_quorum_voters),
+            ("log.dirs", &self.log_dirs),
+            ("metadata.log.dir", &self.metadata_log_dir),
+        ] {
+            if let Some(v) = v {
+                flags.push((key.to_string(), v.clone()));
+            }
+        }
+        for o in &self.overrides {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--override {o:?} must be key=value"))?;
+            flags.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        config::NodeConfig::load(self.config.as_deref(), &flags)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,8 +226,12 @@ enum TopicCommand {
     /// Change topic configs.
     AlterConfig {
         name: String,
-        #[arg(short = 'c', long = "config", required = true)]
+        /// key=value to set, repeatable.
+        #[arg(short = 'c', long = "config")]
         configs: Vec<String>,
+        /// Key to reset to its default, repeatable.
+        #[arg(long = "delete-config")]
+        delete_configs: Vec<String>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -227,8 +277,11 @@ enum StatusCommand {
 enum ConfigCommand {
     /// Print the effective configuration and where each value came from.
     Print {
-        #[arg(long)]
-        config: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        node: NodeArgs,
+        /// `table` for people, `json` for scripts.
+        #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
     },
 }
 
@@ -240,19 +293,98 @@ fn not_yet(what: &str) -> anyhow::Result<()> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Controller(args) => cmd::controller::run(args.load("controller")?),
+        Command::Topic(t) => cmd::runtime()?.block_on(async move {
+            match t {
+                TopicCommand::Create {
+                    name,
+                    partitions,
+                    replicas,
+                    configs,
+                    cluster,
+                } => {
+                    cmd::topic::create(
+                        &cluster.bootstrap,
+                        cluster.output,
+                        &name,
+                        partitions,
+                        replicas,
+                        &configs,
+                    )
+                    .await
+                }
+                TopicCommand::List { cluster } => {
+                    cmd::topic::list(&cluster.bootstrap, cluster.output).await
+                }
+                TopicCommand::Describe { name, cluster } => {
+                    cmd::topic::describe(&cluster.bootstrap, cluster.output, &name).await
+                }
+                TopicCommand::Delete { name, cluster } => {
+                    cmd::topic::delete(&cluster.bootstrap, cluster.output, &name).await
+                }
+                TopicCommand::AlterConfig {
+                    name,
+                    configs,
+                    delete_configs,
+                    cluster,
+                } => {
+                    cmd::topic::alter_config(
+                        &cluster.bootstrap,
+                        cluster.output,
+                        &name,
+                        &configs,
+                        &delete_configs,
+                    )
+                    .await
+                }
+            }
+        }),
+        Command::Quorum(StatusCommand::Status { cluster }) => {
+            cmd::runtime()?.block_on(cmd::quorum::status(&cluster.bootstrap, cluster.output))
+        }
+        Command::Config(ConfigCommand::Print { node, output }) => {
+            let cfg = node.load("")?;
+            print_config(&cfg, output)
+        }
         Command::Dev { .. } => not_yet("dev"),
-        Command::Controller(_) => not_yet("controller"),
         Command::Broker(_) => not_yet("broker"),
-        Command::Topic(_) => not_yet("topic"),
         Command::Produce { .. } => not_yet("produce"),
         Command::Consume { .. } => not_yet("consume"),
         Command::Group(_) => not_yet("group"),
         Command::Cluster(_) => not_yet("cluster status"),
-        Command::Quorum(_) => not_yet("quorum status"),
         Command::KillLeader { .. } => not_yet("kill-leader"),
         Command::Chaos { .. } => not_yet("chaos"),
-        Command::Config(_) => not_yet("config print"),
     }
+}
+
+fn print_config(cfg: &config::NodeConfig, output: OutputFormat) -> anyhow::Result<()> {
+    match output {
+        OutputFormat::Json => {
+            let v: Vec<_> = cfg
+                .entries()
+                .map(|(k, v, s, doc)| serde_json::json!({"key": k, "value": v, "source": s, "doc": doc}))
+                .collect();
+            println!("{}", serde_json::Value::Array(v));
+        }
+        OutputFormat::Table => {
+            let rows = cfg
+                .entries()
+                .map(|(k, v, s, _)| {
+                    vec![
+                        k.to_string(),
+                        if v.is_empty() {
+                            "-".into()
+                        } else {
+                            v.to_string()
+                        },
+                        format!("{s:?}").to_lowercase(),
+                    ]
+                })
+                .collect();
+            println!("{}", output::table(&["KEY", "VALUE", "SOURCE"], rows));
+        }
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -1,1 +1,330 @@
+//! Harness for multi-process tests: start real `sluice` processes on ports the test picks,
+//! signal them (SIGKILL, SIGSTOP, SIGCONT), restart them from their own data directories, and
+//! clean up every child and temp dir when the test ends — also when it fails (Drop).
 
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use sluice_proto::v1::admin_client::AdminClient;
+use sluice_proto::v1::controller_client::ControllerClient;
+use tonic::transport::Channel;
+
+pub mod standin;
+
+/// The `sluice` binary built by `cargo test --workspace` (next to the test executables).
+pub fn sluice_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = dir.join("sluice");
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo test --workspace` (or `cargo build -p sluice`) first",
+        bin.display()
+    );
+    bin
+}
+
+/// Picks `n` distinct free loopback ports.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or fails the test after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One controller process.
+pub struct ControllerProc {
+    /// `node.id`.
+    pub id: u64,
+    /// gRPC port.
+    pub port: u16,
+    /// Its data directory.
+    pub dir: PathBuf,
+    child: Option<Child>,
+    stopped: bool,
+}
+
+impl ControllerProc {
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The OS pid, if running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is running (not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// A metadata quorum of real `sluice controller` processes.
+pub struct Quorum {
+    /// The controllers by id.
+    pub nodes: BTreeMap<u64, ControllerProc>,
+    voters: String,
+    extra: Vec<(String, String)>,
+    _root: tempfile::TempDir,
+}
+
+impl Quorum {
+    /// Starts `n` controllers (ids 1..=n) with extra `--override key=value` settings.
+    pub fn start(n: u64, extra: &[(&str, &str)]) -> Self {
+        Self::start_some(n, n, extra)
+    }
+
+    /// Declares `n` voters but starts only the first `running` of them.
+    pub fn start_some(n: u64, running: u64, extra: &[(&str, &str)]) -> Self {
+        let root = tempfile::tempdir().expect("temp dir");
+        let ports = free_ports(n as usize);
+        let voters = (1..=n)
+            .map(|id| format!("{id}@127.0.0.1:{}", ports[id as usize - 1]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut q = Quorum {
+            nodes: BTreeMap::new(),
+            voters,
+            extra: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            _root: root,
+        };
+        for id in 1..=n {
+            let dir = q._root.path().join(format!("controller-{id}"));
+            q.nodes.insert(
+                id,
+                ControllerProc {
+                    id,
+                    port: ports[id as usize - 1],
+                    dir,
+                    child: None,
+                    stopped: false,
+                },
+            );
+            if id <= running {
+                q.spawn(id);
+            }
+        }
+        q
+    }
+
+    /// (Re)starts controller `id` from its data directory.
+    pub fn spawn(&mut self, id: u64) {
+        let bin = sluice_bin();
+        let node = self.nodes.get_mut(&id).expect("known node");
+        assert!(node.child.is_none(), "controller {id} is already running");
+        std::fs::create_dir_all(&node.dir).expect("node dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.dir.with_extension("log"))
+            .expect("log file");
+        let mut cmd = Command::new(bin);
+        cmd.arg("controller")
+            .args(["--node-id", &id.to_string()])
+            .args(["--listeners", &node.addr()])
+            .args(["--controller-quorum-voters", &self.voters])
+            .args(["--log-dirs", node.dir.to_str().expect("utf8 path")]);
+        for (k, v) in &self.extra {
+            cmd.args(["--override", &format!("{k}={v}")]);
+        }
+        cmd.env("RUST_LOG", "info,openraft=warn,sled=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log);
+        node.child = Some(cmd.spawn().expect("spawn sluice controller"));
+        node.stopped = false;
+    }
+
+    /// SIGKILLs controller `id` and reaps it.
+    pub fn kill(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGSTOP (freeze) to controller `id`.
+    pub fn pause(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let pid = node.pid().expect("running");
+        kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).expect("SIGSTOP");
+        node.stopped = true;
+    }
+
+    /// Sends SIGCONT to controller `id`.
+    pub fn resume(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let pid = node.pid().expect("running");
+        kill(Pid::from_raw(pid as i32), Signal::SIGCONT).expect("SIGCONT");
+        node.stopped = false;
+    }
+
+    /// Deletes controller `id`'s data (it must be stopped).
+    pub fn wipe(&mut self, id: u64) {
+        let node = &self.nodes[&id];
+        assert!(
+            node.child.is_none(),
+            "stop controller {id} before wiping it"
+        );
+        let _ = std::fs::remove_dir_all(&node.dir);
+    }
+
+    /// Address of controller `id`.
+    pub fn addr(&self, id: u64) -> String {
+        self.nodes[&id].addr()
+    }
+
+    /// Comma-separated addresses of the running controllers.
+    pub fn bootstrap(&self) -> String {
+        self.nodes
+            .values()
+            .filter(|n| n.is_running())
+            .map(ControllerProc::addr)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The log file of controller `id` (for failure messages).
+    pub fn log_of(&self, id: u64) -> String {
+        std::fs::read_to_string(self.nodes[&id].dir.with_extension("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Quorum {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                if node.stopped {
+                    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGCONT);
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// A gRPC channel to `addr` (lazy: connects on first use).
+pub fn channel(addr: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy()
+}
+
+/// Admin client for one node.
+pub fn admin(addr: &str) -> AdminClient<Channel> {
+    AdminClient::new(channel(addr))
+}
+
+/// Controller-service client for one node.
+pub fn controller(addr: &str) -> ControllerClient<Channel> {
+    ControllerClient::new(channel(addr))
+}
+
+/// The leader as node `addr` reports it (through DescribeQuorum, forwarded to the leader),
+/// with the Raft term.
+pub async fn leader_of(addr: &str) -> Option<(u64, i64)> {
+    let q = admin(addr)
+        .describe_quorum(sluice_proto::v1::DescribeQuorumRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    (q.leader_id >= 0).then_some((q.leader_id as u64, q.leader_epoch))
+}
+
+/// What a controller's own applied log holds, read through its WatchMetadata stream from
+/// offset 0 until the stream goes idle. Returns the image and whether the stream had to
+/// send a snapshot (part of the log was purged or replaced by an installed snapshot).
+pub async fn image_of(addr: &str) -> Option<(sluice_metadata::MetadataImage, bool)> {
+    use sluice_proto::v1::metadata_event::Event;
+    let mut stream = controller(addr)
+        .watch_metadata(sluice_proto::v1::WatchMetadataRequest {
+            from_offset: 0,
+            broker_id: None,
+        })
+        .await
+        .ok()?
+        .into_inner();
+    let mut image = sluice_metadata::MetadataImage::default();
+    let mut saw_snapshot = false;
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .ok()?
+            .ok()??;
+        match ev.event? {
+            Event::Snapshot(s) => {
+                saw_snapshot = true;
+                image = sluice_metadata::MetadataImage::decode(&s.image).ok()?;
+            }
+            Event::Records(r) => {
+                for e in r.entries {
+                    let batch = sluice_metadata::records::RecordBatch::decode(&e.record).ok()?;
+                    image = image.apply(e.offset, &batch.records).0;
+                }
+            }
+            // Sent only when the server has nothing more: we are caught up.
+            Event::Heartbeat(_) => return Some((image, saw_snapshot)),
+        }
+    }
+}
+
+/// Creates a topic through node `addr`'s Admin service.
+pub async fn create_topic(
+    addr: &str,
+    name: &str,
+    partitions: i32,
+    rf: i32,
+) -> Result<sluice_proto::v1::CreateTopicResult, tonic::Status> {
+    let resp = admin(addr)
+        .create_topics(sluice_proto::v1::CreateTopicsRequest {
+            topics: vec![sluice_proto::v1::TopicSpec {
+                name: name.into(),
+                num_partitions: partitions,
+                replication_factor: rf,
+                configs: Default::default(),
+            }],
+            validate_only: false,
+        })
+        .await?
+        .into_inner();
+    Ok(resp.results.into_iter().next().expect("one result"))
+}

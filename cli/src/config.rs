@@ -1,0 +1,259 @@
+//! Node configuration: Kafka key names, layered defaults < TOML file < `SLUICE_*`
+//! environment < command-line flags, with the source of every value remembered
+//! (`sluice config print`). Unknown keys and bad values are errors that name the key.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+/// Where a value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Built-in default.
+    Default,
+    /// The `--config` file.
+    File,
+    /// A `SLUICE_*` environment variable.
+    Env,
+    /// A command-line flag.
+    Flag,
+}
+
+/// One known key.
+pub struct Key {
+    /// Kafka-style name.
+    pub name: &'static str,
+    /// Default value ("" = required / none).
+    pub default: &'static str,
+    /// What it does.
+    pub doc: &'static str,
+}
+
+/// Every node config key (controller and broker roles).
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "process.roles",
+        default: "",
+        doc: "controller or broker (set by the subcommand)",
+    },
+    Key {
+        name: "node.id",
+        default: "",
+        doc: "this node's id (required)",
+    },
+    Key {
+        name: "cluster.id",
+        default: "sluice-dev",
+        doc: "cluster id; brokers of another cluster are refused",
+    },
+    Key {
+        name: "listeners",
+        default: "127.0.0.1:9093",
+        doc: "host:port this node serves gRPC on (CONTROLLER:// or PLAINTEXT:// prefixes accepted)",
+    },
+    Key {
+        name: "controller.quorum.voters",
+        default: "",
+        doc: "id@host:port,... of every controller (required)",
+    },
+    Key {
+        name: "metadata.log.dir",
+        default: "",
+        doc: "directory of the controller's Raft log and snapshots (default: <log.dirs>/metadata)",
+    },
+    Key {
+        name: "log.dirs",
+        default: "./data",
+        doc: "data directory",
+    },
+    Key {
+        name: "broker.session.timeout.ms",
+        default: "9000",
+        doc: "fence a broker after this long without a heartbeat",
+    },
+    Key {
+        name: "broker.heartbeat.interval.ms",
+        default: "2000",
+        doc: "how often brokers heartbeat",
+    },
+    Key {
+        name: "controller.quorum.election.timeout.ms",
+        default: "1000",
+        doc:
+            "a follower starts an election after a random [t/2, t] without hearing from the leader",
+    },
+    Key {
+        name: "controller.quorum.heartbeat.interval.ms",
+        default: "100",
+        doc: "leader to follower heartbeats",
+    },
+    Key {
+        name: "metadata.snapshot.interval.records",
+        default: "5000",
+        doc: "snapshot the metadata image (and purge the log) after this many log entries",
+    },
+    Key {
+        name: "num.partitions",
+        default: "1",
+        doc: "partitions of topics created without -p",
+    },
+    Key {
+        name: "default.replication.factor",
+        default: "1",
+        doc: "replicas of topics created without -r",
+    },
+    Key {
+        name: "request.timeout.ms",
+        default: "5000",
+        doc: "how long a metadata write may wait for the quorum",
+    },
+];
+
+/// The effective configuration.
+#[derive(Debug, Clone, Default)]
+pub struct NodeConfig {
+    values: BTreeMap<String, (String, Source)>,
+}
+
+fn flatten(
+    prefix: &str,
+    v: &toml::Value,
+    out: &mut BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out)?;
+            }
+        }
+        toml::Value::String(s) => {
+            out.insert(prefix.to_string(), s.clone());
+        }
+        toml::Value::Integer(i) => {
+            out.insert(prefix.to_string(), i.to_string());
+        }
+        toml::Value::Boolean(b) => {
+            out.insert(prefix.to_string(), b.to_string());
+        }
+        toml::Value::Float(f) => {
+            out.insert(prefix.to_string(), f.to_string());
+        }
+        other => bail!("config key {prefix}: unsupported value {other}"),
+    }
+    Ok(())
+}
+
+fn env_name(key: &str) -> String {
+    format!("SLUICE_{}", key.to_uppercase().replace(['.', '-'], "_"))
+}
+
+impl NodeConfig {
+    /// Layers defaults, the file, the environment and `flags` (key → value).
+    pub fn load(file: Option<&Path>, flags: &[(String, String)]) -> anyhow::Result<Self> {
+        let mut c = NodeConfig::default();
+        for k in KEYS {
+            if !k.default.is_empty() {
+                c.values
+                    .insert(k.name.into(), (k.default.into(), Source::Default));
+            }
+        }
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            let value: toml::Value = toml::from_str(&text)
+                .with_context(|| format!("parsing config file {}", path.display()))?;
+            let mut flat = BTreeMap::new();
+            flatten("", &value, &mut flat)?;
+            for (k, v) in flat {
+                c.set(&k, v, Source::File)
+                    .with_context(|| format!("in {}", path.display()))?;
+            }
+        }
+        for k in KEYS {
+            if let Ok(v) = std::env::var(env_name(k.name)) {
+                c.set(k.name, v, Source::Env)?;
+            }
+        }
+        for (k, v) in flags {
+            c.set(k, v.clone(), Source::Flag)?;
+        }
+        Ok(c)
+    }
+
+    fn set(&mut self, key: &str, value: String, source: Source) -> anyhow::Result<()> {
+        if !KEYS.iter().any(|k| k.name == key) {
+            bail!("unknown config key {key:?} (see `sluice config print` for the known keys)");
+        }
+        self.values.insert(key.to_string(), (value, source));
+        Ok(())
+    }
+
+    /// A value, if set.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values
+            .get(key)
+            .map(|(v, _)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A required value.
+    pub fn require(&self, key: &str) -> anyhow::Result<&str> {
+        self.get(key).with_context(|| {
+            format!(
+                "config key {key} is required (flag, {} or --config file)",
+                env_name(key)
+            )
+        })
+    }
+
+    /// A value parsed as a number; the error names the key.
+    pub fn num<T: std::str::FromStr>(&self, key: &str) -> anyhow::Result<T> {
+        let v = self.require(key)?;
+        v.trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("config key {key}={v:?} is not a valid number"))
+    }
+
+    /// Every value with its source, for `sluice config print`.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str, Source, &str)> {
+        KEYS.iter().map(|k| match self.values.get(k.name) {
+            Some((v, s)) => (k.name, v.as_str(), *s, k.doc),
+            None => (k.name, "", Source::Default, k.doc),
+        })
+    }
+}
+
+/// `CONTROLLER://host:port` or `host:port` → `host:port`.
+pub fn strip_listener_scheme(s: &str) -> &str {
+    s.split_once("://").map_or(s, |(_, rest)| rest)
+}
+
+/// Parses Kafka's `controller.quorum.voters`: `1@host:port,2@host:port`.
+pub fn parse_voters(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('@').with_context(|| {
+            format!("controller.quorum.voters entry {part:?} is not id@host:port")
+        })?;
+        let id: u64 = id
+            .parse()
+            .with_context(|| format!("controller.quorum.voters entry {part:?}: bad id"))?;
+        if !addr.contains(':') {
+            bail!("controller.quorum.voters entry {part:?}: address needs host:port");
+        }
+        if out.insert(id, addr.to_string()).is_some() {
+            bail!("controller.quorum.voters names node {id} twice");
+        }
+    }
+    if out.is_empty() {
+        bail!("controller.quorum.voters is empty");
+    }
+    Ok(out)
+}

@@ -1,0 +1,489 @@
+//! Controller decisions as pure functions: the current image and a request in, the metadata
+//! records to commit (or a Kafka error) out. Only the active controller calls these, one at
+//! a time, on an image that includes every committed record.
+
+use std::collections::BTreeMap;
+
+use sluice_metadata::config::{effective, validate_topic_config};
+use sluice_metadata::placement::{assign_replicas, elect_leader};
+use sluice_metadata::validate::{validate_topic_name, PARTITIONS_PER_TOPIC_MAX};
+use sluice_metadata::{
+    BrokerId, Endpoint, MetadataImage, MetadataRecord, PartitionState, TopicId, TopicImage,
+    NO_LEADER,
+};
+use sluice_proto::ErrorCode;
+
+/// A refused request: the Kafka code and a message naming the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Kafka error code.
+    pub code: ErrorCode,
+    /// What is wrong, with the values involved.
+    pub message: String,
+}
+
+fn refuse<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal {
+        code,
+        message: message.into(),
+    })
+}
+
+/// Cluster-wide defaults used by topic creation.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// `num.partitions`.
+    pub num_partitions: i32,
+    /// `default.replication.factor`.
+    pub replication_factor: i32,
+}
+
+/// Creates a topic: validates the name, counts and configs, places replicas on the unfenced
+/// brokers ("replica j of partition i on b[(i + j) mod n]") and elects the first replica.
+pub fn create_topic(
+    image: &MetadataImage,
+    name: &str,
+    num_partitions: i32,
+    replication_factor: i32,
+    configs: &BTreeMap<String, String>,
+    defaults: &Defaults,
+    id: TopicId,
+) -> Result<Vec<MetadataRecord>, Refusal> {
+    if let Err(e) = validate_topic_name(name) {
+        return refuse(ErrorCode::InvalidTopicException, e);
+    }
+    if image.topic(name).is_some() {
+        return refuse(
+            ErrorCode::TopicAlreadyExists,
+            format!("topic {name:?} already exists"),
+        );
+    }
+    let partitions = if num_partitions == -1 {
+        defaults.num_partitions
+    } else {
+        num_partitions
+    };
+    if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+        return refuse(
+            ErrorCode::InvalidPartitions,
+            format!(
+                "partition count {num_partitions} must be within [1, {PARTITIONS_PER_TOPIC_MAX}]"
+            ),
+        );
+    }
+    let rf = if replication_factor == -1 {
+        defaults.replication_factor
+    } else {
+        replication_factor
+    };
+    for (k, v) in configs {
+        if let Err(e) = validate_topic_config(k, v) {
+            return refuse(ErrorCode::InvalidConfig, e);
+        }
+    }
+    let live = image.unfenced_brokers();
+    if rf < 1 {
+        return refuse(
+            ErrorCode::InvalidReplicationFactor,
+            format!("replication factor {replication_factor} must be at least 1"),
+        );
+    }
+    if rf as usize > live.len() {
+        return refuse(
+            ErrorCode::InvalidReplicationFactor,
+            format!(
+                "replication factor {rf} is larger than the {} available (unfenced) brokers",
+                live.len()
+            ),
+        );
+    }
+    if let Some(min_isr) = configs.get("min.insync.replicas") {
+        let m: i32 = min_isr.parse().unwrap_or(1);
+        if m > rf {
+            return refuse(
+                ErrorCode::InvalidConfig,
+                format!("min.insync.replicas={m} is larger than the replication factor {rf}"),
+            );
+        }
+    }
+    let assignment = assign_replicas(&live, 0, partitions, rf).map_err(|e| Refusal {
+        code: ErrorCode::InvalidReplicationFactor,
+        message: e,
+    })?;
+    let mut records = vec![MetadataRecord::CreateTopic {
+        name: name.to_string(),
+        id,
+        config: configs.clone(),
+    }];
+    records.extend(partition_records(id, 0, assignment));
+    Ok(records)
+}
+
+fn partition_records(
+    id: TopicId,
+    first: i32,
+    assignment: Vec<Vec<BrokerId>>,
+) -> Vec<MetadataRecord> {
+    assignment
+        .into_iter()
+        .enumerate()
+        .map(|(i, replicas)| MetadataRecord::Partition {
+            topic_id: id,
+            index: first + i as i32,
+            leader: replicas[0],
+            isr: replicas.clone(),
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        })
+        .collect()
+}
+
+fn topic<'a>(image: &'a MetadataImage, name: &str) -> Result<&'a TopicImage, Refusal> {
+    match image.topic(name) {
+        Some(t) => Ok(t),
+        None => refuse(
+            ErrorCode::UnknownTopicOrPartition,
+            format!("topic {name:?} does not exist"),
+        ),
+    }
+}
+
+/// Deletes a topic.
+pub fn delete_topic(image: &MetadataImage, name: &str) -> Result<Vec<MetadataRecord>, Refusal> {
+    let t = topic(image, name)?;
+    Ok(vec![MetadataRecord::DeleteTopic { id: t.id }])
+}
+
+/// Grows a topic to `total` partitions (never shrinks, as Kafka).
+pub fn create_partitions(
+    image: &MetadataImage,
+    name: &str,
+    total: i32,
+) -> Result<Vec<MetadataRecord>, Refusal> {
+    let t = topic(image, name)?;
+    let have = t.partitions.len() as i32;
+    if total <= have {
+        return refuse(
+            ErrorCode::InvalidPartitions,
+            format!("topic {name:?} has {have} partitions; the new count {total} must be larger"),
+        );
+    }
+    if total > PARTITIONS_PER_TOPIC_MAX {
+        return refuse(
+            ErrorCode::InvalidPartitions,
+            format!("partition count {total} exceeds {PARTITIONS_PER_TOPIC_MAX}"),
+        );
+    }
+    let rf = t.partitions.first().map_or(1, |p| p.replicas.len() as i32);
+    let live = image.unfenced_brokers();
+    let assignment = assign_replicas(&live, have, total - have, rf).map_err(|e| Refusal {
+        code: ErrorCode::InvalidReplicationFactor,
+        message: e,
+    })?;
+    Ok(partition_records(t.id, have, assignment))
+}
+
+/// One config change: set (`Some`) or delete (`None`).
+pub type ConfigOp = (String, Option<String>);
+
+/// Applies config changes to a topic; every key and value is validated first.
+pub fn alter_topic_configs(
+    image: &MetadataImage,
+    name: &str,
+    ops: &[ConfigOp],
+) -> Result<Vec<MetadataRecord>, Refusal> {
+    let t = topic(image, name)?;
+    let mut records = Vec::new();
+    for (key, value) in ops {
+        let check = match value {
+            Some(v) => validate_topic_config(key, v),
+            None => validate_topic_config(key, effective(&BTreeMap::new(), key).unwrap_or("")),
+        };
+        if let Err(e) = check {
+            return refuse(ErrorCode::InvalidConfig, e);
+        }
+        records.push(MetadataRecord::TopicConfig {
+            id: t.id,
+            key: key.clone(),
+            value: value.clone(),
+        });
+    }
+    Ok(records)
+}
+
+fn unclean_allowed(t: &TopicImage) -> bool {
+    effective(&t.config, "unclean.leader.election.enable") == Some("true")
+}
+
+/// Records that take `id` out of service: for every partition it leads, a new leader from
+/// the ISR (first live replica in replica order) or none; it leaves every ISR unless it is
+/// the last member. `alive` says which brokers may lead (excluding `id`).
+fn remove_from_partitions(
+    image: &MetadataImage,
+    id: BrokerId,
+    alive: &dyn Fn(BrokerId) -> bool,
+) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for t in image.topics.values() {
+        for (index, p) in t.partitions.iter().enumerate() {
+            if !p.replicas.contains(&id) {
+                continue;
+            }
+            let in_isr = p.isr.contains(&id);
+            let mut isr: Vec<BrokerId> = p.isr.iter().copied().filter(|&b| b != id).collect();
+            if isr.is_empty() {
+                // The last member stays: it holds every acknowledged record.
+                isr = p.isr.clone();
+            }
+            let mut leader = None;
+            if p.leader == id {
+                let candidate = PartitionState {
+                    isr: isr.clone(),
+                    ..p.clone()
+                };
+                match elect_leader(&candidate, |b| b != id && alive(b), unclean_allowed(t)) {
+                    Some((b, unclean)) => {
+                        leader = Some(b);
+                        if unclean {
+                            isr = vec![b];
+                        }
+                    }
+                    None => leader = Some(NO_LEADER),
+                }
+            }
+            let isr_changed = in_isr && isr != p.isr;
+            if leader.is_some() || isr_changed {
+                records.push(MetadataRecord::PartitionChange {
+                    topic_id: t.id,
+                    index: index as i32,
+                    isr: isr_changed.then_some(isr),
+                    leader,
+                });
+            }
+        }
+    }
+    records
+}
+
+/// Fences a broker (session expired, controlled shutdown, or re-registration): the fence
+/// record and, in the same batch, leader re-election for everything it led.
+pub fn fence_broker(image: &MetadataImage, id: BrokerId) -> Vec<MetadataRecord> {
+    let Some(b) = image.brokers.get(&id) else {
+        return Vec::new();
+    };
+    let mut records = Vec::new();
+    if !b.fenced {
+        records.push(MetadataRecord::BrokerFenced { id });
+    }
+    records.extend(remove_from_partitions(image, id, &|x| image.is_unfenced(x)));
+    records
+}
+
+/// Unfences a broker that caught up, and gives leaderless partitions it can lead a leader.
+pub fn unfence_broker(image: &MetadataImage, id: BrokerId) -> Vec<MetadataRecord> {
+    match image.brokers.get(&id) {
+        Some(b) if b.fenced => {}
+        _ => return Vec::new(),
+    }
+    let mut records = vec![MetadataRecord::BrokerUnfenced { id }];
+    let alive = |b: BrokerId| b == id || image.is_unfenced(b);
+    for t in image.topics.values() {
+        for (index, p) in t.partitions.iter().enumerate() {
+            if p.leader != NO_LEADER || !p.replicas.contains(&id) {
+                continue;
+            }
+            if let Some((leader, unclean)) = elect_leader(p, alive, unclean_allowed(t)) {
+                records.push(MetadataRecord::PartitionChange {
+                    topic_id: t.id,
+                    index: index as i32,
+                    isr: unclean.then(|| vec![leader]),
+                    leader: Some(leader),
+                });
+            }
+        }
+    }
+    records
+}
+
+/// Registers (or re-registers) a broker. A re-registration is a restart: the broker is
+/// fenced first so it leads nothing until it catches up again.
+pub fn register_broker(
+    image: &MetadataImage,
+    id: BrokerId,
+    incarnation_id: &str,
+    endpoint: Endpoint,
+    rack: Option<String>,
+) -> Result<Vec<MetadataRecord>, Refusal> {
+    if id < 0 {
+        return refuse(
+            ErrorCode::InvalidRequest,
+            format!("broker id {id} must be >= 0"),
+        );
+    }
+    if incarnation_id.is_empty() {
+        return refuse(ErrorCode::InvalidRequest, "incarnation id is empty");
+    }
+    if endpoint.host.is_empty() || endpoint.port == 0 {
+        return refuse(
+            ErrorCode::InvalidRequest,
+            format!("broker endpoint {endpoint} is invalid"),
+        );
+    }
+    let mut records = Vec::new();
+    if image.brokers.contains_key(&id) {
+        records.extend(fence_broker(image, id));
+    }
+    records.push(MetadataRecord::RegisterBroker {
+        id,
+        incarnation_id: incarnation_id.to_string(),
+        endpoint,
+        rack,
+    });
+    Ok(records)
+}
+
+/// Checks that `broker_epoch` is the broker's current registration.
+pub fn check_broker_epoch(image: &MetadataImage, id: BrokerId, epoch: i64) -> Result<(), Refusal> {
+    match image.brokers.get(&id) {
+        None => refuse(
+            ErrorCode::BrokerIdNotRegistered,
+            format!("broker {id} is not registered"),
+        ),
+        Some(b) if b.epoch != epoch => refuse(
+            ErrorCode::StaleBrokerEpoch,
+            format!("broker {id} epoch {epoch} is stale (current {})", b.epoch),
+        ),
+        Some(_) => Ok(()),
+    }
+}
+
+/// An ISR change proposed by a partition leader (KIP-497 AlterPartition).
+#[derive(Debug, Clone)]
+pub struct AlterPartition {
+    /// The proposing broker (must lead the partition).
+    pub broker: BrokerId,
+    /// The topic.
+    pub topic_id: TopicId,
+    /// The partition.
+    pub index: i32,
+    /// The leader epoch the proposer leads in.
+    pub leader_epoch: i32,
+    /// The partition epoch the proposal is based on.
+    pub partition_epoch: i32,
+    /// Proposed ISR.
+    pub new_isr: Vec<BrokerId>,
+}
+
+/// Validates an AlterPartition and returns the change (empty when nothing changes) and the
+/// resulting partition state.
+pub fn alter_partition(
+    image: &MetadataImage,
+    req: &AlterPartition,
+) -> Result<(Vec<MetadataRecord>, PartitionState), Refusal> {
+    let Some(t) = image.topics.get(&req.topic_id) else {
+        return refuse(
+            ErrorCode::UnknownTopicId,
+            format!("unknown topic id {}", req.topic_id),
+        );
+    };
+    let Some(p) = usize::try_from(req.index)
+        .ok()
+        .and_then(|i| t.partitions.get(i))
+    else {
+        return refuse(
+            ErrorCode::UnknownTopicOrPartition,
+            format!("{}-{} does not exist", t.name, req.index),
+        );
+    };
+    let at = format!("{}-{}", t.name, req.index);
+    if req.leader_epoch < p.leader_epoch {
+        return refuse(
+            ErrorCode::FencedLeaderEpoch,
+            format!(
+                "{at}: leader epoch {} is older than {}",
+                req.leader_epoch, p.leader_epoch
+            ),
+        );
+    }
+    if req.leader_epoch > p.leader_epoch {
+        return refuse(
+            ErrorCode::UnknownLeaderEpoch,
+            format!(
+                "{at}: leader epoch {} is newer than {}",
+                req.leader_epoch, p.leader_epoch
+            ),
+        );
+    }
+    if p.leader != req.broker {
+        return refuse(
+            ErrorCode::NotLeaderOrFollower,
+            format!(
+                "{at}: broker {} is not the leader (leader is {})",
+                req.broker, p.leader
+            ),
+        );
+    }
+    if req.partition_epoch != p.partition_epoch {
+        return refuse(
+            ErrorCode::InvalidUpdateVersion,
+            format!(
+                "{at}: partition epoch {} is not the current {}",
+                req.partition_epoch, p.partition_epoch
+            ),
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if req.new_isr.is_empty()
+        || !req.new_isr.contains(&req.broker)
+        || !req
+            .new_isr
+            .iter()
+            .all(|b| p.replicas.contains(b) && seen.insert(*b))
+    {
+        return refuse(
+            ErrorCode::InvalidRequest,
+            format!(
+                "{at}: ISR {:?} must be distinct replicas of {:?} including the leader {}",
+                req.new_isr, p.replicas, req.broker
+            ),
+        );
+    }
+    if let Some(b) = req
+        .new_isr
+        .iter()
+        .find(|b| !p.isr.contains(b) && !image.is_unfenced(**b))
+    {
+        return refuse(
+            ErrorCode::IneligibleReplica,
+            format!("{at}: broker {b} is fenced and cannot join the ISR"),
+        );
+    }
+    if req.new_isr == p.isr {
+        return Ok((Vec::new(), p.clone()));
+    }
+    let mut next = p.clone();
+    next.isr = req.new_isr.clone();
+    next.partition_epoch += 1;
+    Ok((
+        vec![MetadataRecord::PartitionChange {
+            topic_id: req.topic_id,
+            index: req.index,
+            isr: Some(req.new_isr.clone()),
+            leader: None,
+        }],
+        next,
+    ))
+}
+
+/// Hands `broker` the next block of producer ids.
+pub fn allocate_producer_ids(image: &MetadataImage, broker: BrokerId, len: i64) -> MetadataRecord {
+    MetadataRecord::ProducerIdBlock {
+        broker,
+        first: image.next_producer_id,
+        len,
+    }
+}
+
+#[cfg(test)]
+mod tests;

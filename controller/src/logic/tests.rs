@@ -1,0 +1,370 @@
+//! Unit and property tests of the controller's decisions.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn ep(port: u16) -> Endpoint {
+    Endpoint {
+        host: "127.0.0.1".into(),
+        port,
+    }
+}
+
+fn defaults() -> Defaults {
+    Defaults {
+        num_partitions: 1,
+        replication_factor: 1,
+    }
+}
+
+fn commit(image: &MetadataImage, records: Vec<MetadataRecord>) -> MetadataImage {
+    let (next, delta) = image.apply(image.offset + 1, &records);
+    assert!(delta.skipped.is_empty(), "{:?}", delta.skipped);
+    next.check_invariants().expect("invariants after commit");
+    next
+}
+
+fn cluster(n: i32) -> MetadataImage {
+    let mut img = MetadataImage::default();
+    for id in 1..=n {
+        img = commit(
+            &img,
+            register_broker(&img, id, &format!("inc-{id}"), ep(9000 + id as u16), None).unwrap(),
+        );
+        img = commit(&img, unfence_broker(&img, id));
+    }
+    img
+}
+
+#[test]
+fn create_topic_places_replicas_round_robin_and_elects_replica_zero() {
+    let img = cluster(3);
+    let id = TopicId([9; 16]);
+    let img = commit(
+        &img,
+        create_topic(&img, "orders", 4, 3, &BTreeMap::new(), &defaults(), id).unwrap(),
+    );
+    let t = img.topic("orders").unwrap();
+    let replicas: Vec<_> = t.partitions.iter().map(|p| p.replicas.clone()).collect();
+    assert_eq!(
+        replicas,
+        vec![vec![1, 2, 3], vec![2, 3, 1], vec![3, 1, 2], vec![1, 2, 3]]
+    );
+    assert!(t
+        .partitions
+        .iter()
+        .all(|p| p.leader == p.replicas[0] && p.isr == p.replicas));
+}
+
+#[test]
+fn bad_topic_requests_are_refused_with_kafka_codes() {
+    let img = cluster(2);
+    let id = TopicId([1; 16]);
+    let none = BTreeMap::new();
+    type Case<'a> = (&'a str, i32, i32, BTreeMap<String, String>, ErrorCode);
+    let cases: Vec<Case> = vec![
+        ("", 1, 1, none.clone(), ErrorCode::InvalidTopicException),
+        ("..", 1, 1, none.clone(), ErrorCode::InvalidTopicException),
+        ("a b", 1, 1, none.clone(), ErrorCode::InvalidTopicException),
+        ("t", 0, 1, none.clone(), ErrorCode::InvalidPartitions),
+        ("t", -5, 1, none.clone(), ErrorCode::InvalidPartitions),
+        ("t", 1, 0, none.clone(), ErrorCode::InvalidReplicationFactor),
+        ("t", 1, 3, none.clone(), ErrorCode::InvalidReplicationFactor),
+        (
+            "t",
+            1,
+            1,
+            BTreeMap::from([("no.such.key".to_string(), "1".to_string())]),
+            ErrorCode::InvalidConfig,
+        ),
+        (
+            "t",
+            1,
+            2,
+            BTreeMap::from([("min.insync.replicas".to_string(), "3".to_string())]),
+            ErrorCode::InvalidConfig,
+        ),
+    ];
+    for (name, p, rf, cfg, code) in cases {
+        let err = create_topic(&img, name, p, rf, &cfg, &defaults(), id).unwrap_err();
+        assert_eq!(err.code, code, "{name:?} p={p} rf={rf}: {}", err.message);
+    }
+    let img = commit(
+        &img,
+        create_topic(&img, "t", 1, 1, &none, &defaults(), id).unwrap(),
+    );
+    let err = create_topic(&img, "t", 1, 1, &none, &defaults(), TopicId([2; 16])).unwrap_err();
+    assert_eq!(err.code, ErrorCode::TopicAlreadyExists);
+}
+
+#[test]
+fn fencing_moves_leadership_within_the_isr_in_one_batch() {
+    let img = cluster(3);
+    let id = TopicId([4; 16]);
+    let img = commit(
+        &img,
+        create_topic(&img, "t", 3, 3, &BTreeMap::new(), &defaults(), id).unwrap(),
+    );
+    let records = fence_broker(&img, 1);
+    assert!(matches!(records[0], MetadataRecord::BrokerFenced { id: 1 }));
+    let img = commit(&img, records);
+    for p in &img.topic("t").unwrap().partitions {
+        assert_ne!(p.leader, 1);
+        assert!(!p.isr.contains(&1));
+    }
+    let p0 = img.partition(id, 0).unwrap();
+    assert_eq!(
+        (p0.leader, p0.leader_epoch),
+        (2, 1),
+        "next replica in order"
+    );
+}
+
+#[test]
+fn last_isr_member_stays_and_partition_goes_leaderless_until_it_returns() {
+    let img = cluster(2);
+    let id = TopicId([5; 16]);
+    let img = commit(
+        &img,
+        create_topic(&img, "t", 1, 2, &BTreeMap::new(), &defaults(), id).unwrap(),
+    );
+    let img = commit(&img, fence_broker(&img, 2));
+    let img = commit(&img, fence_broker(&img, 1));
+    let p = img.partition(id, 0).unwrap();
+    assert_eq!(p.leader, NO_LEADER);
+    assert_eq!(p.isr, vec![1], "the last ISR member is kept");
+    // Broker 2 returns, but is not in the ISR: clean election refuses it.
+    let img = commit(&img, unfence_broker(&img, 2));
+    assert_eq!(img.partition(id, 0).unwrap().leader, NO_LEADER);
+    // Broker 1 returns: it leads again.
+    let img = commit(&img, unfence_broker(&img, 1));
+    let p = img.partition(id, 0).unwrap();
+    assert_eq!(p.leader, 1);
+    assert!(p.leader_epoch >= 2);
+}
+
+#[test]
+fn unclean_election_when_enabled() {
+    let img = cluster(2);
+    let id = TopicId([6; 16]);
+    let cfg = BTreeMap::from([(
+        "unclean.leader.election.enable".to_string(),
+        "true".to_string(),
+    )]);
+    let img = commit(
+        &img,
+        create_topic(&img, "t", 1, 2, &cfg, &defaults(), id).unwrap(),
+    );
+    let img = commit(&img, fence_broker(&img, 2));
+    let img = commit(&img, fence_broker(&img, 1));
+    let img = commit(&img, unfence_broker(&img, 2));
+    let p = img.partition(id, 0).unwrap();
+    assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
+}
+
+#[test]
+fn alter_partition_checks_epochs_and_membership() {
+    let img = cluster(3);
+    let id = TopicId([7; 16]);
+    let img = commit(
+        &img,
+        create_topic(&img, "t", 1, 3, &BTreeMap::new(), &defaults(), id).unwrap(),
+    );
+    let base = AlterPartition {
+        broker: 1,
+        topic_id: id,
+        index: 0,
+        leader_epoch: 0,
+        partition_epoch: 0,
+        new_isr: vec![1, 2],
+    };
+    let (records, state) = alter_partition(&img, &base).unwrap();
+    assert_eq!(state.partition_epoch, 1);
+    let img = commit(&img, records);
+    assert_eq!(img.partition(id, 0).unwrap().isr, vec![1, 2]);
+    // The same request again is stale.
+    let err = alter_partition(&img, &base).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidUpdateVersion);
+    let wrong = [
+        (
+            AlterPartition {
+                broker: 2,
+                partition_epoch: 1,
+                ..base.clone()
+            },
+            ErrorCode::NotLeaderOrFollower,
+        ),
+        (
+            AlterPartition {
+                leader_epoch: -1,
+                partition_epoch: 1,
+                ..base.clone()
+            },
+            ErrorCode::FencedLeaderEpoch,
+        ),
+        (
+            AlterPartition {
+                leader_epoch: 3,
+                partition_epoch: 1,
+                ..base.clone()
+            },
+            ErrorCode::UnknownLeaderEpoch,
+        ),
+        (
+            AlterPartition {
+                new_isr: vec![2, 3],
+                partition_epoch: 1,
+                ..base.clone()
+            },
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            AlterPartition {
+                new_isr: vec![1, 1],
+                partition_epoch: 1,
+                ..base.clone()
+            },
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            AlterPartition {
+                new_isr: vec![1, 9],
+                partition_epoch: 1,
+                ..base.clone()
+            },
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            AlterPartition {
+                index: 5,
+                partition_epoch: 1,
+                ..base.clone()
+            },
+            ErrorCode::UnknownTopicOrPartition,
+        ),
+    ];
+    for (req, code) in wrong {
+        assert_eq!(
+            alter_partition(&img, &req).unwrap_err().code,
+            code,
+            "{req:?}"
+        );
+    }
+    // A fenced broker cannot join the ISR.
+    let img = commit(&img, fence_broker(&img, 3));
+    let p = img.partition(id, 0).unwrap().clone();
+    let err = alter_partition(
+        &img,
+        &AlterPartition {
+            new_isr: vec![1, 2, 3],
+            partition_epoch: p.partition_epoch,
+            ..base
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.code, ErrorCode::IneligibleReplica);
+}
+
+#[test]
+fn producer_id_blocks_are_disjoint() {
+    let img = cluster(1);
+    let a = allocate_producer_ids(&img, 1, 1000);
+    let img = commit(&img, vec![a.clone()]);
+    let b = allocate_producer_ids(&img, 1, 1000);
+    match (a, b) {
+        (
+            MetadataRecord::ProducerIdBlock {
+                first: fa, len: la, ..
+            },
+            MetadataRecord::ProducerIdBlock { first: fb, .. },
+        ) => assert_eq!(fb, fa + la),
+        _ => unreachable!(),
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Register(i32),
+    Unfence(i32),
+    Fence(i32),
+    Create(u8, i32, i32),
+    Delete(u8),
+    Shrink(u8, i32),
+    Expand(u8, i32),
+    Grow(u8, i32),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        1 => (1..6i32).prop_map(Op::Register),
+        3 => (1..6i32).prop_map(Op::Unfence),
+        2 => (1..6i32).prop_map(Op::Fence),
+        2 => (0..4u8, 1..5i32, 1..4i32).prop_map(|(t, p, r)| Op::Create(t, p, r)),
+        1 => (0..4u8).prop_map(Op::Delete),
+        2 => (0..4u8, 0..5i32).prop_map(|(t, p)| Op::Shrink(t, p)),
+        2 => (0..4u8, 0..5i32).prop_map(|(t, p)| Op::Expand(t, p)),
+        1 => (0..4u8, 1..4i32).prop_map(|(t, n)| Op::Grow(t, n)),
+    ]
+}
+
+proptest! {
+    /// Random controller operations keep the image invariants (every leader is in its ISR
+    /// and unfenced, or the partition is leaderless; ISR within replicas) and epochs only grow.
+    #[test]
+    fn random_operations_keep_the_invariants(ops in prop::collection::vec(op(), 1..80)) {
+        let mut img = MetadataImage::default();
+        let mut next_id = 0u8;
+        for op in ops {
+            let before = img.clone();
+            let records: Vec<MetadataRecord> = match op {
+                Op::Register(b) => register_broker(&img, b, &format!("i{}", img.offset), ep(9000), None).unwrap(),
+                Op::Unfence(b) => unfence_broker(&img, b),
+                Op::Fence(b) => fence_broker(&img, b),
+                Op::Create(t, p, r) => {
+                    next_id += 1;
+                    create_topic(&img, &format!("t{t}"), p, r, &BTreeMap::new(), &defaults(), TopicId([next_id; 16]))
+                        .unwrap_or_default()
+                }
+                Op::Delete(t) => delete_topic(&img, &format!("t{t}")).unwrap_or_default(),
+                Op::Grow(t, n) => {
+                    let have = img.topic(&format!("t{t}")).map_or(0, |t| t.partitions.len() as i32);
+                    create_partitions(&img, &format!("t{t}"), have + n).unwrap_or_default()
+                }
+                Op::Shrink(t, p) | Op::Expand(t, p) => {
+                    let Some(topic) = img.topic(&format!("t{t}")) else { continue };
+                    let Some(state) = topic.partitions.get(p as usize) else { continue };
+                    if state.leader == NO_LEADER { continue }
+                    let new_isr: Vec<i32> = if matches!(op, Op::Shrink(..)) {
+                        vec![state.leader]
+                    } else {
+                        state.replicas.iter().copied().filter(|b| img.is_unfenced(*b) || state.isr.contains(b)).collect()
+                    };
+                    let req = AlterPartition {
+                        broker: state.leader,
+                        topic_id: topic.id,
+                        index: p,
+                        leader_epoch: state.leader_epoch,
+                        partition_epoch: state.partition_epoch,
+                        new_isr,
+                    };
+                    alter_partition(&img, &req).expect("a valid proposal is accepted").0
+                }
+            };
+            img = commit(&img, records);
+            for t in img.topics.values() {
+                if let Some(old) = before.topics.get(&t.id) {
+                    for (p, q) in old.partitions.iter().zip(&t.partitions) {
+                        prop_assert!(q.leader_epoch >= p.leader_epoch);
+                        prop_assert!(q.partition_epoch >= p.partition_epoch);
+                        if q.leader != p.leader {
+                            prop_assert!(q.leader_epoch > p.leader_epoch);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Raft RPCs between controllers over gRPC (`sluice.v1.Raft`): each openraft request and
+//! response travels postcard-encoded in a `RaftPayload`.
+
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sluice_proto::v1::raft_client::RaftClient;
+use sluice_proto::v1::RaftPayload;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::types::{NodeId, TypeConfig};
+
+/// Largest Raft message accepted (snapshot chunks are 3 MiB by default).
+pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Creates one connection per peer.
+#[derive(Clone, Default)]
+pub struct NetworkFactory;
+
+/// A lazily connected channel to one peer.
+pub struct Connection {
+    target: NodeId,
+    addr: String,
+    client: Option<RaftClient<Channel>>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
+        Connection {
+            target,
+            addr: node.addr.clone(),
+            client: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Transport(String);
+
+enum CallError {
+    Unreachable(Transport),
+    Network(Transport),
+}
+
+impl Connection {
+    fn client(&mut self) -> Result<RaftClient<Channel>, CallError> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{}", self.addr))
+            .map_err(|e| CallError::Unreachable(Transport(e.to_string())))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true);
+        let client = RaftClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
+        self.client = Some(client.clone());
+        Ok(client)
+    }
+
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        kind: &'static str,
+        req: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, CallError> {
+        let payload =
+            postcard::to_stdvec(req).map_err(|e| CallError::Network(Transport(e.to_string())))?;
+        let mut client = self.client()?;
+        let mut request = tonic::Request::new(RaftPayload {
+            payload: payload.into(),
+        });
+        request.set_timeout(ttl);
+        let result = match kind {
+            "append" => client.append_entries(request).await,
+            "vote" => client.vote(request).await,
+            _ => client.install_snapshot(request).await,
+        };
+        let resp = result.map_err(|status| {
+            // Drop the channel so the next call reconnects.
+            self.client = None;
+            let t = Transport(format!(
+                "{kind} to node {} at {}: {status}",
+                self.target, self.addr
+            ));
+            if status.code() == tonic::Code::Unavailable
+                || status.code() == tonic::Code::DeadlineExceeded
+            {
+                CallError::Unreachable(t)
+            } else {
+                CallError::Network(t)
+            }
+        })?;
+        postcard::from_bytes(&resp.into_inner().payload)
+            .map_err(|e| CallError::Network(Transport(format!("undecodable {kind} response: {e}"))))
+    }
+}
+
+fn to_rpc_error<E: std::error::Error>(e: CallError) -> RPCError<NodeId, BasicNode, E> {
+    match e {
+        CallError::Unreachable(t) => RPCError::Unreachable(Unreachable::new(&t)),
+        CallError::Network(t) => RPCError::Network(NetworkError::new(&t)),
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let r: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> = self
+            .call("append", &rpc, option.hard_ttl())
+            .await
+            .map_err(to_rpc_error)?;
+        r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        let r: Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> =
+            self.call("snapshot", &rpc, option.hard_ttl())
+                .await
+                .map_err(to_rpc_error)?;
+        r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let r: Result<VoteResponse<NodeId>, RaftError<NodeId>> = self
+            .call("vote", &rpc, option.hard_ttl())
+            .await
+            .map_err(to_rpc_error)?;
+        r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}

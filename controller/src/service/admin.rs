@@ -1,0 +1,559 @@
+//! `sluice.v1.Admin` on controllers: topics, configs, cluster and quorum status. A request to
+//! a controller that is not active is forwarded to the active one (`Raft.Forward`), so reads
+//! are answered from a linearizable image and writes are decided in one place.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use prost::Message;
+use sluice_metadata::config::{effective, TOPIC_CONFIGS};
+use sluice_metadata::{TopicId, TopicImage};
+use sluice_proto::status::error_status;
+use sluice_proto::v1::admin_server::Admin;
+use sluice_proto::v1::*;
+use tonic::{Request, Response, Status};
+
+use super::forward;
+use crate::logic;
+use crate::node::ControllerNode;
+
+/// Admin RPCs of one controller.
+#[derive(Clone)]
+pub struct AdminService {
+    node: Arc<ControllerNode>,
+}
+
+/// Internal topics start with `__` (like `__consumer_offsets`).
+fn is_internal(name: &str) -> bool {
+    name.starts_with("__")
+}
+
+fn random_topic_id() -> TopicId {
+    let mut id = [0u8; 16];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut id[..]);
+    TopicId(id)
+}
+
+/// Requests naming more items than this are refused whole.
+const ITEMS_PER_REQUEST_MAX: usize = 1000;
+
+fn check_count(n: usize) -> Result<(), Status> {
+    if n > ITEMS_PER_REQUEST_MAX {
+        return Err(error_status(
+            ErrorCode::InvalidRequest,
+            format!("{n} items in one request; the limit is {ITEMS_PER_REQUEST_MAX}"),
+            None,
+        ));
+    }
+    Ok(())
+}
+
+fn describe(t: &TopicImage, image: &sluice_metadata::MetadataImage) -> TopicDescription {
+    TopicDescription {
+        name: t.name.clone(),
+        topic_id: t.id.to_string(),
+        error_code: ErrorCode::None as i32,
+        error_message: String::new(),
+        is_internal: is_internal(&t.name),
+        partitions: t
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PartitionDescription {
+                partition: i as i32,
+                leader_id: p.leader,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                replicas: p.replicas.clone(),
+                isr: p.isr.clone(),
+                offline_replicas: p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|b| !image.is_unfenced(*b))
+                    .collect(),
+            })
+            .collect(),
+        configs: config_entries(&t.config, &[]),
+    }
+}
+
+fn config_entries(overrides: &BTreeMap<String, String>, keys: &[String]) -> Vec<ConfigEntry> {
+    TOPIC_CONFIGS
+        .iter()
+        .filter(|k| keys.is_empty() || keys.iter().any(|x| x == k.name))
+        .map(|k| {
+            let set = overrides.get(k.name);
+            ConfigEntry {
+                name: k.name.to_string(),
+                value: effective(overrides, k.name).map(str::to_string),
+                source: if set.is_some() {
+                    ConfigSource::Topic as i32
+                } else {
+                    ConfigSource::Default as i32
+                },
+                is_default: set.is_none(),
+                read_only: false,
+                is_sensitive: false,
+            }
+        })
+        .collect()
+}
+
+impl AdminService {
+    /// Admin over `node`.
+    pub fn new(node: Arc<ControllerNode>) -> Self {
+        AdminService { node }
+    }
+
+    async fn create_topics_local(
+        &self,
+        req: CreateTopicsRequest,
+    ) -> Result<CreateTopicsResponse, Status> {
+        check_count(req.topics.len())?;
+        let mut results = Vec::new();
+        for spec in req.topics {
+            let configs: BTreeMap<String, String> = spec.configs.into_iter().collect();
+            let id = random_topic_id();
+            let defaults = self.node.config.defaults.clone();
+            let validate_only = req.validate_only;
+            let name = spec.name.clone();
+            let r = self
+                .node
+                .decide(|img| {
+                    let records = logic::create_topic(
+                        img,
+                        &spec.name,
+                        spec.num_partitions,
+                        spec.replication_factor,
+                        &configs,
+                        &defaults,
+                        id,
+                    )?;
+                    let rf = match &records[1..].first() {
+                        Some(sluice_metadata::MetadataRecord::Partition { replicas, .. }) => {
+                            replicas.len() as i32
+                        }
+                        _ => 0,
+                    };
+                    let n = records.len() as i32 - 1;
+                    Ok((if validate_only { Vec::new() } else { records }, (n, rf)))
+                })
+                .await;
+            results.push(match r {
+                Ok((_, (n, rf))) => CreateTopicResult {
+                    name,
+                    topic_id: if validate_only {
+                        String::new()
+                    } else {
+                        id.to_string()
+                    },
+                    error_code: ErrorCode::None as i32,
+                    error_message: String::new(),
+                    num_partitions: n,
+                    replication_factor: rf,
+                },
+                Err(s) => per_item_error(&s, |code, msg| CreateTopicResult {
+                    name,
+                    topic_id: String::new(),
+                    error_code: code,
+                    error_message: msg,
+                    num_partitions: 0,
+                    replication_factor: 0,
+                })?,
+            });
+        }
+        Ok(CreateTopicsResponse { results })
+    }
+
+    async fn delete_topics_local(
+        &self,
+        req: DeleteTopicsRequest,
+    ) -> Result<DeleteTopicsResponse, Status> {
+        check_count(req.names.len())?;
+        let mut results = Vec::new();
+        for name in req.names {
+            let r = self
+                .node
+                .decide(|img| {
+                    let id = img
+                        .topic(&name)
+                        .map(|t| t.id.to_string())
+                        .unwrap_or_default();
+                    Ok((logic::delete_topic(img, &name)?, id))
+                })
+                .await;
+            results.push(match r {
+                Ok((_, id)) => DeleteTopicResult {
+                    name,
+                    topic_id: id,
+                    error_code: ErrorCode::None as i32,
+                    error_message: String::new(),
+                },
+                Err(s) => per_item_error(&s, |code, msg| DeleteTopicResult {
+                    name,
+                    topic_id: String::new(),
+                    error_code: code,
+                    error_message: msg,
+                })?,
+            });
+        }
+        Ok(DeleteTopicsResponse { results })
+    }
+
+    async fn list_topics_local(
+        &self,
+        req: ListTopicsRequest,
+    ) -> Result<ListTopicsResponse, Status> {
+        let image = self.node.ensure_current().await?;
+        let topics = image
+            .topic_ids
+            .iter()
+            .filter(|(name, _)| req.include_internal || !is_internal(name))
+            .filter_map(|(_, id)| image.topics.get(id))
+            .map(|t| ListedTopic {
+                name: t.name.clone(),
+                topic_id: t.id.to_string(),
+                is_internal: is_internal(&t.name),
+                num_partitions: t.partitions.len() as i32,
+                replication_factor: t.partitions.first().map_or(0, |p| p.replicas.len() as i32),
+            })
+            .collect();
+        Ok(ListTopicsResponse { topics })
+    }
+
+    async fn describe_topics_local(
+        &self,
+        req: DescribeTopicsRequest,
+    ) -> Result<DescribeTopicsResponse, Status> {
+        check_count(req.names.len())?;
+        let image = self.node.ensure_current().await?;
+        let topics = if req.names.is_empty() {
+            image.topics.values().map(|t| describe(t, &image)).collect()
+        } else {
+            req.names
+                .iter()
+                .map(|n| match image.topic(n) {
+                    Some(t) => describe(t, &image),
+                    None => TopicDescription {
+                        name: n.clone(),
+                        error_code: ErrorCode::UnknownTopicOrPartition as i32,
+                        error_message: format!("topic {n:?} does not exist"),
+                        ..Default::default()
+                    },
+                })
+                .collect()
+        };
+        Ok(DescribeTopicsResponse { topics })
+    }
+
+    async fn create_partitions_local(
+        &self,
+        req: CreatePartitionsRequest,
+    ) -> Result<CreatePartitionsResponse, Status> {
+        check_count(req.topics.len())?;
+        let mut results = Vec::new();
+        for t in req.topics {
+            let validate_only = req.validate_only;
+            let r = self
+                .node
+                .decide(|img| {
+                    let records = logic::create_partitions(img, &t.name, t.count)?;
+                    Ok((if validate_only { Vec::new() } else { records }, ()))
+                })
+                .await;
+            results.push(match r {
+                Ok(_) => CreatePartitionsResult {
+                    name: t.name,
+                    error_code: ErrorCode::None as i32,
+                    error_message: String::new(),
+                },
+                Err(s) => per_item_error(&s, |code, msg| CreatePartitionsResult {
+                    name: t.name.clone(),
+                    error_code: code,
+                    error_message: msg,
+                })?,
+            });
+        }
+        Ok(CreatePartitionsResponse { results })
+    }
+
+    async fn incremental_alter_configs_local(
+        &self,
+        req: IncrementalAlterConfigsRequest,
+    ) -> Result<IncrementalAlterConfigsResponse, Status> {
+        check_count(req.resources.len())?;
+        let mut results = Vec::new();
+        for res in req.resources {
+            let rtype = res.resource_type;
+            let name = res.resource_name.clone();
+            if rtype != ConfigResourceType::Topic as i32 {
+                results.push(AlterConfigsResult {
+                    resource_type: rtype,
+                    resource_name: name,
+                    error_code: ErrorCode::InvalidRequest as i32,
+                    error_message: "only topic configs can be altered through the quorum".into(),
+                });
+                continue;
+            }
+            let mut ops = Vec::new();
+            let mut bad = None;
+            for c in &res.configs {
+                match ConfigOp::try_from(c.op) {
+                    Ok(ConfigOp::Set) => match &c.value {
+                        Some(v) => ops.push((c.name.clone(), Some(v.clone()))),
+                        None => bad = Some(format!("SET {} needs a value", c.name)),
+                    },
+                    Ok(ConfigOp::Delete) => ops.push((c.name.clone(), None)),
+                    Err(_) => bad = Some(format!("unknown config op {}", c.op)),
+                }
+            }
+            if let Some(msg) = bad {
+                results.push(AlterConfigsResult {
+                    resource_type: rtype,
+                    resource_name: name,
+                    error_code: ErrorCode::InvalidRequest as i32,
+                    error_message: msg,
+                });
+                continue;
+            }
+            let validate_only = req.validate_only;
+            let r = self
+                .node
+                .decide(|img| {
+                    let records = logic::alter_topic_configs(img, &res.resource_name, &ops)?;
+                    Ok((if validate_only { Vec::new() } else { records }, ()))
+                })
+                .await;
+            results.push(match r {
+                Ok(_) => AlterConfigsResult {
+                    resource_type: rtype,
+                    resource_name: name,
+                    error_code: ErrorCode::None as i32,
+                    error_message: String::new(),
+                },
+                Err(s) => per_item_error(&s, |code, msg| AlterConfigsResult {
+                    resource_type: rtype,
+                    resource_name: name.clone(),
+                    error_code: code,
+                    error_message: msg,
+                })?,
+            });
+        }
+        Ok(IncrementalAlterConfigsResponse { results })
+    }
+
+    async fn describe_configs_local(
+        &self,
+        req: DescribeConfigsRequest,
+    ) -> Result<DescribeConfigsResponse, Status> {
+        check_count(req.resources.len())?;
+        let image = self.node.ensure_current().await?;
+        let results = req
+            .resources
+            .into_iter()
+            .map(|r| {
+                let mut out = DescribeConfigsResult {
+                    resource_type: r.resource_type,
+                    resource_name: r.resource_name.clone(),
+                    ..Default::default()
+                };
+                if r.resource_type != ConfigResourceType::Topic as i32 {
+                    out.error_code = ErrorCode::InvalidRequest as i32;
+                    out.error_message =
+                        "controllers describe topic configs; ask a broker for its own".into();
+                } else if let Some(t) = image.topic(&r.resource_name) {
+                    out.entries = config_entries(&t.config, &r.keys);
+                } else {
+                    out.error_code = ErrorCode::UnknownTopicOrPartition as i32;
+                    out.error_message = format!("topic {:?} does not exist", r.resource_name);
+                }
+                out
+            })
+            .collect();
+        Ok(DescribeConfigsResponse { results })
+    }
+
+    async fn describe_cluster_local(
+        &self,
+        _req: DescribeClusterRequest,
+    ) -> Result<DescribeClusterResponse, Status> {
+        let image = self.node.ensure_current().await?;
+        let mut leaders = BTreeMap::<i32, i32>::new();
+        let mut replicas = BTreeMap::<i32, i32>::new();
+        for t in image.topics.values() {
+            for p in &t.partitions {
+                *leaders.entry(p.leader).or_default() += 1;
+                for r in &p.replicas {
+                    *replicas.entry(*r).or_default() += 1;
+                }
+            }
+        }
+        let brokers = image
+            .brokers
+            .values()
+            .map(|b| {
+                let session = self.node.session_info(b.id);
+                ClusterBroker {
+                    broker_id: b.id,
+                    endpoint: Some(BrokerEndpoint {
+                        broker_id: b.id,
+                        host: b.endpoint.host.clone(),
+                        port: b.endpoint.port as i32,
+                        rack: b.rack.clone(),
+                    }),
+                    fenced: b.fenced,
+                    in_controlled_shutdown: false,
+                    incarnation_id: b.incarnation_id.clone(),
+                    broker_epoch: b.epoch,
+                    metadata_offset: session.and_then(|s| s.1),
+                    last_heartbeat_age_ms: session.map_or(-1, |s| s.0),
+                    leader_count: leaders.get(&b.id).copied().unwrap_or(0),
+                    replica_count: replicas.get(&b.id).copied().unwrap_or(0),
+                }
+            })
+            .collect();
+        Ok(DescribeClusterResponse {
+            cluster_id: self.node.config.cluster_id.clone(),
+            controller_id: self.node.leader().map_or(-1, |l| l as i32),
+            brokers,
+            metadata_offset: image.offset,
+        })
+    }
+
+    async fn describe_quorum_local(
+        &self,
+        _req: DescribeQuorumRequest,
+    ) -> Result<DescribeQuorumResponse, Status> {
+        self.node.ensure_current().await?;
+        let m = self.node.raft.metrics().borrow().clone();
+        let leader_last = m.last_log_index.unwrap_or(0) as i64;
+        let matched: BTreeMap<u64, i64> = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, log)| (*id, log.map_or(-1, |l| l.index as i64)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let membership = m.membership_config.membership();
+        let node_of = |id: u64, status: QuorumNodeStatus| {
+            let addr = membership
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+                .unwrap_or_default();
+            let (host, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), "0"));
+            let matched_index = if id == m.id {
+                leader_last
+            } else {
+                *matched.get(&id).unwrap_or(&-1)
+            };
+            QuorumNode {
+                node_id: id as i32,
+                host: host.to_string(),
+                port: port.parse().unwrap_or(0),
+                log_end_offset: matched_index + 1,
+                lag: (leader_last - matched_index).max(0),
+                last_fetch_timestamp_ms: -1,
+                last_caught_up_timestamp_ms: -1,
+                status: status as i32,
+            }
+        };
+        let mut voters: Vec<QuorumNode> = membership
+            .voter_ids()
+            .map(|id| {
+                let status = if id == m.id {
+                    QuorumNodeStatus::Leader
+                } else {
+                    QuorumNodeStatus::Follower
+                };
+                node_of(id, status)
+            })
+            .collect();
+        voters.sort_by_key(|v| (v.status != QuorumNodeStatus::Leader as i32, v.node_id));
+        let observers = membership
+            .learner_ids()
+            .map(|id| node_of(id, QuorumNodeStatus::Observer))
+            .collect();
+        let max_lag = voters.iter().map(|v| v.lag).max().unwrap_or(0);
+        Ok(DescribeQuorumResponse {
+            cluster_id: self.node.config.cluster_id.clone(),
+            leader_id: m.current_leader.map_or(-1, |l| l as i32),
+            leader_epoch: m.current_term as i64,
+            high_watermark: m.last_applied.map_or(0, |l| l.index as i64 + 1),
+            voters,
+            observers,
+            max_follower_lag: max_lag,
+            max_follower_lag_time_ms: -1,
+        })
+    }
+}
+
+/// Turns a decision's failure into a per-item result, except failures of the whole request
+/// (no active controller, timeouts) which fail the RPC.
+fn per_item_error<T>(s: &Status, make: impl FnOnce(i32, String) -> T) -> Result<T, Status> {
+    let code = sluice_proto::status::error_code(s);
+    match code {
+        ErrorCode::NotController | ErrorCode::RequestTimedOut | ErrorCode::UnknownServerError => {
+            Err(s.clone())
+        }
+        _ => {
+            let msg = sluice_proto::status::error_detail(s)
+                .map(|d| d.message)
+                .unwrap_or_else(|| s.message().to_string());
+            Ok(make(code as i32, msg))
+        }
+    }
+}
+
+macro_rules! admin_rpcs {
+    ($( $method:ident, $local:ident, $Req:ty, $Resp:ty, $path:literal; )*) => {
+        #[tonic::async_trait]
+        impl Admin for AdminService {
+            $(
+                async fn $method(&self, r: Request<$Req>) -> Result<Response<$Resp>, Status> {
+                    let req = r.into_inner();
+                    let out = match self.node.route()? {
+                        Some(addr) => forward::<$Req, $Resp>(&self.node, &addr, $path, req).await?,
+                        None => self.$local(req).await?,
+                    };
+                    Ok(Response::new(out))
+                }
+            )*
+        }
+
+        impl AdminService {
+            /// Runs a forwarded request (method path + encoded request) locally.
+            pub async fn dispatch(&self, method: &str, command: &[u8]) -> Result<Vec<u8>, Status> {
+                match method {
+                    $(
+                        $path => {
+                            let req = <$Req>::decode(command).map_err(|e| {
+                                error_status(ErrorCode::InvalidRequest, format!("undecodable {}: {e}", $path), None)
+                            })?;
+                            Ok(self.$local(req).await?.encode_to_vec())
+                        }
+                    )*
+                    other => Err(error_status(
+                        ErrorCode::InvalidRequest,
+                        format!("{other:?} cannot be forwarded"),
+                        None,
+                    )),
+                }
+            }
+        }
+    };
+}
+
+admin_rpcs! {
+    create_topics, create_topics_local, CreateTopicsRequest, CreateTopicsResponse, "/sluice.v1.Admin/CreateTopics";
+    delete_topics, delete_topics_local, DeleteTopicsRequest, DeleteTopicsResponse, "/sluice.v1.Admin/DeleteTopics";
+    list_topics, list_topics_local, ListTopicsRequest, ListTopicsResponse, "/sluice.v1.Admin/ListTopics";
+    describe_topics, describe_topics_local, DescribeTopicsRequest, DescribeTopicsResponse, "/sluice.v1.Admin/DescribeTopics";
+    create_partitions, create_partitions_local, CreatePartitionsRequest, CreatePartitionsResponse, "/sluice.v1.Admin/CreatePartitions";
+    incremental_alter_configs, incremental_alter_configs_local, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, "/sluice.v1.Admin/IncrementalAlterConfigs";
+    describe_configs, describe_configs_local, DescribeConfigsRequest, DescribeConfigsResponse, "/sluice.v1.Admin/DescribeConfigs";
+    describe_cluster, describe_cluster_local, DescribeClusterRequest, DescribeClusterResponse, "/sluice.v1.Admin/DescribeCluster";
+    describe_quorum, describe_quorum_local, DescribeQuorumRequest, DescribeQuorumResponse, "/sluice.v1.Admin/DescribeQuorum";
+}

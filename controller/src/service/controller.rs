@@ -1,0 +1,345 @@
+//! `sluice.v1.Controller`: what brokers ask of the active controller (registration,
+//! heartbeats, ISR changes, controlled shutdown, producer ids), and `WatchMetadata`, which
+//! any controller serves from its own applied log.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use openraft::EntryPayload;
+use sluice_metadata::records::RECORD_FORMAT_VERSION;
+use sluice_metadata::{Endpoint, TopicId};
+use sluice_proto::status::error_status;
+use sluice_proto::v1::controller_server::Controller;
+use sluice_proto::v1::*;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+use crate::logic::{self, AlterPartition};
+use crate::node::ControllerNode;
+
+/// Size of one producer-id block (Kafka hands out 1000 at a time).
+pub const PRODUCER_ID_BLOCK_LEN: i64 = 1000;
+
+/// Entries sent per WatchMetadata message.
+const WATCH_ENTRIES_PER_EVENT_MAX: usize = 500;
+
+/// Events buffered per WatchMetadata stream before the sender waits.
+const WATCH_CHANNEL_CAPACITY: usize = 16;
+
+/// Broker-facing controller RPCs.
+#[derive(Clone)]
+pub struct ControllerService {
+    node: Arc<ControllerNode>,
+}
+
+impl ControllerService {
+    /// The service over `node`.
+    pub fn new(node: Arc<ControllerNode>) -> Self {
+        ControllerService { node }
+    }
+
+    /// Brokers talk to the active controller directly; others answer NOT_CONTROLLER with
+    /// the leader's address.
+    fn require_active(&self) -> Result<(), Status> {
+        match self.node.route()? {
+            None => Ok(()),
+            Some(_) => Err(self.node.not_controller(self.node.leader())),
+        }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<MetadataEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn register_broker(
+        &self,
+        r: Request<RegisterBrokerRequest>,
+    ) -> Result<Response<RegisterBrokerResponse>, Status> {
+        self.require_active()?;
+        let req = r.into_inner();
+        if !req.cluster_id.is_empty() && req.cluster_id != self.node.config.cluster_id {
+            return Err(error_status(
+                ErrorCode::InconsistentClusterId,
+                format!(
+                    "broker belongs to cluster {:?}, this is {:?}",
+                    req.cluster_id, self.node.config.cluster_id
+                ),
+                None,
+            ));
+        }
+        let port = u16::try_from(req.port).map_err(|_| {
+            error_status(
+                ErrorCode::InvalidRequest,
+                format!("port {} is invalid", req.port),
+                None,
+            )
+        })?;
+        let endpoint = Endpoint {
+            host: req.host.clone(),
+            port,
+        };
+        let (offset, _) = self
+            .node
+            .decide(|img| {
+                Ok((
+                    logic::register_broker(
+                        img,
+                        req.broker_id,
+                        &req.incarnation_id,
+                        endpoint,
+                        req.rack.clone(),
+                    )?,
+                    (),
+                ))
+            })
+            .await?;
+        self.node.touch_session(req.broker_id, None);
+        tracing::info!(broker = req.broker_id, epoch = offset, "broker registered");
+        Ok(Response::new(RegisterBrokerResponse {
+            broker_epoch: offset as i64,
+        }))
+    }
+
+    async fn broker_heartbeat(
+        &self,
+        r: Request<BrokerHeartbeatRequest>,
+    ) -> Result<Response<BrokerHeartbeatResponse>, Status> {
+        self.require_active()?;
+        let req = r.into_inner();
+        let image = self.node.image();
+        logic::check_broker_epoch(&image, req.broker_id, req.broker_epoch)
+            .map_err(|e| error_status(e.code, e.message, None))?;
+        self.node
+            .touch_session(req.broker_id, req.current_metadata_offset);
+        let caught_up = req
+            .current_metadata_offset
+            .is_some_and(|o| o as i64 >= req.broker_epoch);
+        let broker = req.broker_id;
+        let (_, (fenced, shut_down)) = self
+            .node
+            .decide(|img| {
+                let Some(b) = img.brokers.get(&broker) else {
+                    return Ok((Vec::new(), (true, false)));
+                };
+                if req.want_shut_down {
+                    return Ok((logic::fence_broker(img, broker), (true, true)));
+                }
+                if req.want_fence && !b.fenced {
+                    return Ok((logic::fence_broker(img, broker), (true, false)));
+                }
+                if b.fenced && caught_up && !req.want_fence {
+                    return Ok((logic::unfence_broker(img, broker), (false, false)));
+                }
+                Ok((Vec::new(), (b.fenced, false)))
+            })
+            .await?;
+        Ok(Response::new(BrokerHeartbeatResponse {
+            is_caught_up: caught_up,
+            is_fenced: fenced,
+            should_shut_down: shut_down,
+        }))
+    }
+
+    async fn alter_partition(
+        &self,
+        r: Request<AlterPartitionRequest>,
+    ) -> Result<Response<AlterPartitionResponse>, Status> {
+        self.require_active()?;
+        let req = r.into_inner();
+        let (_, state) = self
+            .node
+            .decide(|img| {
+                logic::check_broker_epoch(img, req.broker_id, req.broker_epoch)?;
+                let topic_id = if req.topic_id.is_empty() {
+                    img.topic(&req.topic).map(|t| t.id)
+                } else {
+                    TopicId::parse(&req.topic_id)
+                };
+                let Some(topic_id) = topic_id else {
+                    return Err(logic::Refusal {
+                        code: ErrorCode::UnknownTopicOrPartition,
+                        message: format!("unknown topic {:?} / id {:?}", req.topic, req.topic_id),
+                    });
+                };
+                let (records, state) = logic::alter_partition(
+                    img,
+                    &AlterPartition {
+                        broker: req.broker_id,
+                        topic_id,
+                        index: req.partition,
+                        leader_epoch: req.leader_epoch,
+                        partition_epoch: req.partition_epoch,
+                        new_isr: req.new_isr.clone(),
+                    },
+                )?;
+                Ok((records, (topic_id, state)))
+            })
+            .await?;
+        let (topic_id, state) = state;
+        Ok(Response::new(AlterPartitionResponse {
+            topic_id: topic_id.to_string(),
+            partition: req.partition,
+            leader_id: state.leader,
+            leader_epoch: state.leader_epoch,
+            partition_epoch: state.partition_epoch,
+            isr: state.isr,
+        }))
+    }
+
+    async fn controlled_shutdown(
+        &self,
+        r: Request<ControlledShutdownRequest>,
+    ) -> Result<Response<ControlledShutdownResponse>, Status> {
+        self.require_active()?;
+        let req = r.into_inner();
+        let broker = req.broker_id;
+        self.node
+            .decide(|img| {
+                logic::check_broker_epoch(img, broker, req.broker_epoch)?;
+                Ok((logic::fence_broker(img, broker), ()))
+            })
+            .await?;
+        let image = self.node.image();
+        let remaining = image
+            .topics
+            .values()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.leader == broker)
+                    .map(|(i, _)| TopicPartition {
+                        topic: t.name.clone(),
+                        partition: i as i32,
+                    })
+            })
+            .collect();
+        Ok(Response::new(ControlledShutdownResponse {
+            remaining_partitions: remaining,
+        }))
+    }
+
+    async fn allocate_producer_ids(
+        &self,
+        r: Request<AllocateProducerIdsRequest>,
+    ) -> Result<Response<AllocateProducerIdsResponse>, Status> {
+        self.require_active()?;
+        let req = r.into_inner();
+        let (_, first) = self
+            .node
+            .decide(|img| {
+                logic::check_broker_epoch(img, req.broker_id, req.broker_epoch)?;
+                let rec = logic::allocate_producer_ids(img, req.broker_id, PRODUCER_ID_BLOCK_LEN);
+                Ok((vec![rec], img.next_producer_id))
+            })
+            .await?;
+        Ok(Response::new(AllocateProducerIdsResponse {
+            producer_id_start: first,
+            producer_id_len: PRODUCER_ID_BLOCK_LEN as i32,
+        }))
+    }
+
+    type WatchMetadataStream = WatchStream;
+
+    async fn watch_metadata(
+        &self,
+        r: Request<WatchMetadataRequest>,
+    ) -> Result<Response<Self::WatchMetadataStream>, Status> {
+        let req = r.into_inner();
+        let (tx, rx) = mpsc::channel(WATCH_CHANNEL_CAPACITY);
+        let node = self.node.clone();
+        // The task ends when the client goes away (send fails) or the node stops.
+        tokio::spawn(async move {
+            if let Err(e) = stream_metadata(node, req.from_offset, tx.clone()).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+/// Sends committed metadata from `next` on: records when the log still has them, else the
+/// image first. Idle streams get a heartbeat every second carrying the committed offset.
+async fn stream_metadata(
+    node: Arc<ControllerNode>,
+    mut next: u64,
+    tx: mpsc::Sender<Result<MetadataEvent, Status>>,
+) -> Result<(), Status> {
+    let mut applied_rx = node.applied.clone();
+    loop {
+        let image = applied_rx.borrow_and_update().image.clone();
+        let applied = image.offset;
+        if next <= applied {
+            let entries = node
+                .log
+                .entries_from(next, WATCH_ENTRIES_PER_EVENT_MAX)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            let event = match entries {
+                Some(entries) if entries.first().is_some_and(|e| e.log_id.index == next) => {
+                    let mut out = Vec::new();
+                    for e in entries
+                        .into_iter()
+                        .take_while(|e| e.log_id.index <= applied)
+                    {
+                        if e.log_id.index != next {
+                            // A hole (the log restarts after an installed snapshot): the next
+                            // round sends the image.
+                            break;
+                        }
+                        next = e.log_id.index + 1;
+                        if let EntryPayload::Normal(batch) = e.payload {
+                            out.push(MetadataRecordEntry {
+                                offset: e.log_id.index,
+                                record: batch.encode().into(),
+                                format_version: RECORD_FORMAT_VERSION,
+                            });
+                        }
+                    }
+                    MetadataEvent {
+                        committed_offset: applied,
+                        event: Some(metadata_event::Event::Records(MetadataRecords {
+                            entries: out,
+                        })),
+                    }
+                }
+                // Purged (or a hole after a snapshot install): send the image.
+                _ => {
+                    next = image.offset + 1;
+                    MetadataEvent {
+                        committed_offset: applied,
+                        event: Some(metadata_event::Event::Snapshot(MetadataSnapshot {
+                            offset: image.offset,
+                            format_version: RECORD_FORMAT_VERSION,
+                            image: image.encode().into(),
+                        })),
+                    }
+                }
+            };
+            if tx.send(Ok(event)).await.is_err() {
+                return Ok(());
+            }
+            continue;
+        }
+        tokio::select! {
+            changed = applied_rx.changed() => {
+                if changed.is_err() {
+                    return Err(Status::unavailable("controller shutting down"));
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                let beat = MetadataEvent {
+                    committed_offset: applied,
+                    event: Some(metadata_event::Event::Heartbeat(MetadataHeartbeat {})),
+                };
+                if tx.send(Ok(beat)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! gRPC services of a controller and the server that hosts them (with health and
+//! reflection, v1 and v1alpha).
+
+mod admin;
+mod controller;
+mod raft;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use prost::Message;
+use sluice_proto::status::error_status;
+use sluice_proto::v1::admin_server::AdminServer;
+use sluice_proto::v1::controller_server::ControllerServer;
+use sluice_proto::v1::raft_client::RaftClient;
+use sluice_proto::v1::raft_server::RaftServer;
+use sluice_proto::v1::{ErrorCode, ForwardRequest};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+
+pub use admin::AdminService;
+pub use controller::ControllerService;
+pub use raft::RaftService;
+
+use crate::network::RAFT_MESSAGE_BYTES_MAX;
+use crate::node::ControllerNode;
+
+/// Largest Admin/Controller message accepted.
+pub const API_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// A cached lazily-connecting channel per peer address (forwarding).
+fn channel(addr: &str) -> Result<Channel, Status> {
+    static CHANNELS: OnceLock<Mutex<HashMap<String, Channel>>> = OnceLock::new();
+    let map = CHANNELS.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut map = map.lock().expect("channel cache lock");
+    if let Some(c) = map.get(addr) {
+        return Ok(c.clone());
+    }
+    let c = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Status::internal(format!("bad peer address {addr}: {e}")))?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .connect_lazy();
+    map.insert(addr.to_string(), c.clone());
+    Ok(c)
+}
+
+/// Sends a request to the active controller through `Raft.Forward` and decodes its answer.
+pub(crate) async fn forward<Req: Message, Resp: Message + Default>(
+    node: &ControllerNode,
+    addr: &str,
+    method: &str,
+    req: Req,
+) -> Result<Resp, Status> {
+    let mut client = RaftClient::new(channel(addr)?)
+        .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(API_MESSAGE_BYTES_MAX);
+    let mut request = tonic::Request::new(ForwardRequest {
+        method: method.to_string(),
+        command: req.encode_to_vec().into(),
+        from_node_id: node.id as i32,
+    });
+    request.set_timeout(node.config.write_timeout + Duration::from_secs(1));
+    let resp = client.forward(request).await.map_err(|s| {
+        if s.code() == tonic::Code::Unavailable && sluice_proto::status::error_detail(&s).is_none()
+        {
+            error_status(
+                ErrorCode::NotController,
+                format!(
+                    "the active controller at {addr} is unreachable: {}",
+                    s.message()
+                ),
+                None,
+            )
+        } else {
+            s
+        }
+    })?;
+    Resp::decode(resp.into_inner().response).map_err(|e| {
+        error_status(
+            ErrorCode::UnknownServerError,
+            format!("undecodable forwarded reply: {e}"),
+            None,
+        )
+    })
+}
+
+/// Serves every controller service on `node`'s listener until `shutdown` resolves.
+pub async fn serve(
+    node: Arc<ControllerNode>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<AdminServer<AdminService>>()
+        .await;
+    health_reporter
+        .set_serving::<ControllerServer<ControllerService>>()
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sluice_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let refl_v1 = reflection().build_v1().map_err(|e| e.to_string())?;
+    let refl_v1alpha = reflection().build_v1alpha().map_err(|e| e.to_string())?;
+    let admin = AdminService::new(node.clone());
+    let raft = RaftService::new(node.clone(), admin.clone());
+    let controller = ControllerService::new(node.clone());
+    let addr = node.config.listen;
+    tracing::info!(node = node.id, %addr, "controller listening");
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(refl_v1)
+        .add_service(refl_v1alpha)
+        .add_service(
+            RaftServer::new(raft)
+                .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            AdminServer::new(admin)
+                .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(API_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            ControllerServer::new(controller)
+                .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(API_MESSAGE_BYTES_MAX),
+        )
+        .serve_with_shutdown(addr, shutdown)
+        .await
+        .map_err(|e| format!("serving on {addr}: {e}"))
+}

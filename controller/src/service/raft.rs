@@ -1,0 +1,86 @@
+//! `sluice.v1.Raft`: openraft RPCs between controllers, and forwarded admin requests.
+
+use std::sync::Arc;
+
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use sluice_proto::status::error_status;
+use sluice_proto::v1::raft_server::Raft;
+use sluice_proto::v1::{ErrorCode, ForwardRequest, ForwardResponse, RaftPayload};
+use tonic::{Request, Response, Status};
+
+use super::AdminService;
+use crate::node::ControllerNode;
+use crate::types::TypeConfig;
+
+/// Serves Raft RPCs for one controller.
+#[derive(Clone)]
+pub struct RaftService {
+    node: Arc<ControllerNode>,
+    admin: AdminService,
+}
+
+impl RaftService {
+    /// A service over `node`; forwarded requests are run by `admin`.
+    pub fn new(node: Arc<ControllerNode>, admin: AdminService) -> Self {
+        RaftService { node, admin }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, p: &[u8]) -> Result<T, Status> {
+    postcard::from_bytes(p).map_err(|e| {
+        error_status(
+            ErrorCode::InvalidRequest,
+            format!("undecodable {what} payload ({} bytes): {e}", p.len()),
+            None,
+        )
+    })
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
+    let bytes = postcard::to_stdvec(v).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftPayload {
+        payload: bytes.into(),
+    }))
+}
+
+#[tonic::async_trait]
+impl Raft for RaftService {
+    async fn append_entries(
+        &self,
+        r: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let req: AppendEntriesRequest<TypeConfig> =
+            decode("AppendEntries", &r.into_inner().payload)?;
+        encode(&self.node.raft.append_entries(req).await)
+    }
+
+    async fn vote(&self, r: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let req: VoteRequest<u64> = decode("Vote", &r.into_inner().payload)?;
+        encode(&self.node.raft.vote(req).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        r: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let req: InstallSnapshotRequest<TypeConfig> =
+            decode("InstallSnapshot", &r.into_inner().payload)?;
+        encode(&self.node.raft.install_snapshot(req).await)
+    }
+
+    async fn forward(
+        &self,
+        r: Request<ForwardRequest>,
+    ) -> Result<Response<ForwardResponse>, Status> {
+        let req = r.into_inner();
+        // Forwarded requests are never forwarded again: if leadership moved, say so.
+        if self.node.route()?.is_some() {
+            return Err(self.node.not_controller(self.node.leader()));
+        }
+        let response = self.admin.dispatch(&req.method, &req.command).await?;
+        Ok(Response::new(ForwardResponse {
+            response: response.into(),
+            committed_offset: Some(self.node.image().offset),
+        }))
+    }
+}

@@ -1,0 +1,423 @@
+//! Durable Raft state in sled: the log store (entries, vote, committed, last purged) and the
+//! state machine (the metadata image, rebuilt on start from the last snapshot plus the
+//! committed log, which openraft re-applies from `read_committed`).
+//!
+//! ```text
+//!   sled db (one per controller)
+//!     tree "raft_log"   key = index (u64 big-endian) → postcard(Entry)
+//!     tree "raft_meta"  "vote" | "committed" | "last_purged" → postcard
+//!     tree "snapshot"   "current" → postcard(SnapshotMeta, image bytes)
+//! ```
+//!
+//! Every write openraft requires to be durable is followed by `flush_async` before it is
+//! acknowledged (vote, appended entries, truncation, purge, installed snapshot).
+
+// openraft's trait methods fix the error type (`StorageError`, large); our helpers return it
+// too so `?` works without conversions.
+#![allow(clippy::result_large_err)]
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::RangeBounds;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine};
+use openraft::{
+    Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, Snapshot,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
+};
+use serde::{Deserialize, Serialize};
+use sluice_metadata::MetadataImage;
+use tokio::sync::watch;
+
+use crate::types::{MetaResponse, NodeId, TypeConfig};
+
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+fn io_err<E: std::error::Error + 'static>(e: E) -> StorageError<NodeId> {
+    StorageIOError::write(&e).into()
+}
+fn read_err<E: std::error::Error + 'static>(e: E) -> StorageError<NodeId> {
+    StorageIOError::read(&e).into()
+}
+
+/// Opens the controller's sled database with a bounded cache.
+pub fn open_db(dir: &std::path::Path) -> Result<sled::Db, sled::Error> {
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(64 * 1024 * 1024)
+        .open()
+}
+
+/// The Raft log in sled. Cloning shares the trees (used as the log reader too).
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    logs: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl LogStore {
+    /// Opens the log trees of `db`.
+    pub fn new(db: &sled::Db) -> Result<Self, sled::Error> {
+        Ok(LogStore {
+            db: db.clone(),
+            logs: db.open_tree("raft_log")?,
+            meta: db.open_tree("raft_meta")?,
+        })
+    }
+
+    fn get_meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> StorageResult<Option<T>> {
+        match self.meta.get(key).map_err(read_err)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(postcard::from_bytes(&v).map_err(read_err)?)),
+        }
+    }
+
+    fn put_meta<T: Serialize>(&self, key: &str, value: &T) -> StorageResult<()> {
+        let bytes = postcard::to_stdvec(value).map_err(io_err)?;
+        self.meta.insert(key, bytes).map_err(io_err)?;
+        Ok(())
+    }
+
+    async fn flush(&self) -> StorageResult<()> {
+        self.db.flush_async().await.map_err(io_err)?;
+        Ok(())
+    }
+
+    /// Entries with index in `[from, to)`, for WatchMetadata. Returns `None` when `from` was
+    /// purged (the caller must send the snapshot instead).
+    pub fn entries_from(
+        &self,
+        from: u64,
+        max: usize,
+    ) -> StorageResult<Option<Vec<Entry<TypeConfig>>>> {
+        if let Some(purged) = self.get_meta::<LogId<NodeId>>("last_purged")? {
+            if from <= purged.index {
+                return Ok(None);
+            }
+        }
+        let mut out = Vec::new();
+        for kv in self.logs.range(from.to_be_bytes()..).take(max) {
+            let (_, v) = kv.map_err(read_err)?;
+            out.push(postcard::from_bytes(&v).map_err(read_err)?);
+        }
+        Ok(Some(out))
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        use std::ops::Bound;
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s + 1,
+            Bound::Unbounded => 0,
+        };
+        let mut out = Vec::new();
+        for kv in self.logs.range(start.to_be_bytes()..) {
+            let (k, v) = kv.map_err(read_err)?;
+            let index = u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| read_err(std::io::Error::other("bad log key")))?,
+            );
+            if !range.contains(&index) {
+                break;
+            }
+            out.push(postcard::from_bytes(&v).map_err(read_err)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let last_purged: Option<LogId<NodeId>> = self.get_meta("last_purged")?;
+        let last = match self.logs.last().map_err(read_err)? {
+            Some((_, v)) => {
+                let e: Entry<TypeConfig> = postcard::from_bytes(&v).map_err(read_err)?;
+                Some(e.log_id)
+            }
+            None => last_purged,
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
+        self.put_meta("vote", vote)?;
+        self.flush().await
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
+        self.get_meta("vote")
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
+        // Not flushed on its own: losing it only means re-applying less on restart; the
+        // leader re-establishes the commit index.
+        self.put_meta("committed", &committed)
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
+        Ok(self
+            .get_meta::<Option<LogId<NodeId>>>("committed")?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        for e in entries {
+            let bytes = postcard::to_stdvec(&e).map_err(io_err)?;
+            batch.insert(&e.log_id.index.to_be_bytes(), bytes);
+        }
+        self.logs.apply_batch(batch).map_err(io_err)?;
+        let res = self.db.flush_async().await;
+        match res {
+            Ok(_) => callback.log_io_completed(Ok(())),
+            Err(e) => {
+                let msg = e.to_string();
+                callback.log_io_completed(Err(std::io::Error::other(msg.clone())));
+                return Err(io_err(std::io::Error::other(msg)));
+            }
+        }
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let mut batch = sled::Batch::default();
+        for kv in self.logs.range(log_id.index.to_be_bytes()..) {
+            let (k, _) = kv.map_err(read_err)?;
+            batch.remove(k);
+        }
+        self.logs.apply_batch(batch).map_err(io_err)?;
+        self.flush().await
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        self.put_meta("last_purged", &log_id)?;
+        let mut batch = sled::Batch::default();
+        for kv in self.logs.range(..=log_id.index.to_be_bytes()) {
+            let (k, _) = kv.map_err(read_err)?;
+            batch.remove(k);
+        }
+        self.logs.apply_batch(batch).map_err(io_err)?;
+        self.flush().await
+    }
+}
+
+/// A snapshot as kept in sled.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, openraft::BasicNode>,
+    data: Vec<u8>,
+}
+
+/// What the state machine publishes after each apply: the image and the membership.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The current image (its `offset` is the last applied log index).
+    pub image: Arc<MetadataImage>,
+}
+
+/// The metadata state machine: the image in memory, snapshots in sled.
+pub struct StateMachine {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, openraft::BasicNode>,
+    image: Arc<MetadataImage>,
+    snapshots: sled::Tree,
+    db: sled::Db,
+    applied_tx: watch::Sender<Applied>,
+    snapshot_seq: u64,
+}
+
+impl StateMachine {
+    /// Loads the last snapshot (if any) from `db`. Returns the state machine and a receiver
+    /// that sees every newly applied image.
+    pub fn new(db: &sled::Db) -> Result<(Self, watch::Receiver<Applied>), String> {
+        let snapshots = db.open_tree("snapshot").map_err(|e| e.to_string())?;
+        let mut sm = StateMachine {
+            last_applied: None,
+            membership: StoredMembership::default(),
+            image: Arc::new(MetadataImage::default()),
+            snapshots,
+            db: db.clone(),
+            applied_tx: watch::channel(Applied {
+                image: Arc::new(MetadataImage::default()),
+            })
+            .0,
+            snapshot_seq: 0,
+        };
+        if let Some(stored) = sm.load_snapshot().map_err(|e| e.to_string())? {
+            sm.image = Arc::new(MetadataImage::decode(&stored.data)?);
+            sm.last_applied = stored.meta.last_log_id;
+            sm.membership = stored.meta.last_membership.clone();
+        }
+        let (tx, rx) = watch::channel(Applied {
+            image: sm.image.clone(),
+        });
+        sm.applied_tx = tx;
+        Ok((sm, rx))
+    }
+
+    fn load_snapshot(&self) -> StorageResult<Option<StoredSnapshot>> {
+        match self.snapshots.get("current").map_err(read_err)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(postcard::from_bytes(&v).map_err(read_err)?)),
+        }
+    }
+
+    async fn store_snapshot(&self, s: &StoredSnapshot) -> StorageResult<()> {
+        let bytes = postcard::to_stdvec(s).map_err(io_err)?;
+        self.snapshots.insert("current", bytes).map_err(io_err)?;
+        self.db.flush_async().await.map_err(io_err)?;
+        Ok(())
+    }
+}
+
+/// Builds a snapshot from a point-in-time copy of the state (the image is immutable).
+pub struct SnapshotBuilder {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, openraft::BasicNode>,
+    image: Arc<MetadataImage>,
+    snapshots: sled::Tree,
+    db: sled::Db,
+    seq: u64,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let data = self.image.encode();
+        let snapshot_id = match &self.last_applied {
+            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, self.seq),
+            None => format!("empty-{}", self.seq),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        };
+        let bytes = postcard::to_stdvec(&stored).map_err(io_err)?;
+        self.snapshots.insert("current", bytes).map_err(io_err)?;
+        self.db.flush_async().await.map_err(io_err)?;
+        tracing::info!(last_log_id = ?self.last_applied, bytes = data.len(), "built metadata snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(
+        Option<LogId<NodeId>>,
+        StoredMembership<NodeId, openraft::BasicNode>,
+    )> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<MetaResponse>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut out = Vec::new();
+        let mut image = (*self.image).clone();
+        for e in entries {
+            self.last_applied = Some(e.log_id);
+            let mut resp = MetaResponse::default();
+            match e.payload {
+                EntryPayload::Blank => {
+                    image.offset = e.log_id.index;
+                }
+                EntryPayload::Normal(batch) => {
+                    let (next, delta) = image.apply(e.log_id.index, &batch.records);
+                    if !delta.skipped.is_empty() {
+                        tracing::warn!(index = e.log_id.index, skipped = ?delta.skipped, "metadata records skipped");
+                    }
+                    resp.skipped = delta.skipped;
+                    image = next;
+                }
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(e.log_id), m);
+                    image.offset = e.log_id.index;
+                }
+            }
+            out.push(resp);
+        }
+        self.image = Arc::new(image);
+        self.applied_tx.send_replace(Applied {
+            image: self.image.clone(),
+        });
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.snapshot_seq += 1;
+        SnapshotBuilder {
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            image: self.image.clone(),
+            snapshots: self.snapshots.clone(),
+            db: self.db.clone(),
+            seq: self.snapshot_seq,
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let data = snapshot.into_inner();
+        let image = MetadataImage::decode(&data).map_err(|e| read_err(std::io::Error::other(e)))?;
+        self.store_snapshot(&StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        })
+        .await?;
+        self.image = Arc::new(image);
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        self.applied_tx.send_replace(Applied {
+            image: self.image.clone(),
+        });
+        tracing::info!(last_log_id = ?meta.last_log_id, "installed metadata snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        Ok(self.load_snapshot()?.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
