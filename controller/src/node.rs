@@ -85,6 +85,8 @@ pub struct ControllerNode {
     sessions: Mutex<HashMap<BrokerId, Session>>,
     /// One decision at a time (held across the Raft write, so it is a tokio mutex).
     decide_lock: tokio::sync::Mutex<()>,
+    /// When a leader last sent us AppendEntries (std mutex: tiny sections, no `.await`).
+    last_leader_contact: Mutex<Instant>,
 }
 
 impl ControllerNode {
@@ -142,6 +144,7 @@ impl ControllerNode {
             applied,
             sessions: Mutex::new(HashMap::new()),
             decide_lock: tokio::sync::Mutex::new(()),
+            last_leader_contact: Mutex::new(Instant::now()),
         }))
     }
 
@@ -269,6 +272,40 @@ impl ControllerNode {
         }
     }
 
+    /// Notes that a leader just sent us AppendEntries (a heartbeat or entries).
+    pub fn leader_contact(&self) {
+        *self.last_leader_contact.lock().expect("contact lock") = Instant::now();
+    }
+
+    /// A follower that has not heard from any leader for a full election timeout (so every
+    /// voter's leader lease has expired too) starts an election at once, after a small random
+    /// delay that keeps survivors from splitting the vote, instead of waiting out openraft's
+    /// next randomized timer (which after a rejected early vote can cost a second timeout).
+    async fn maybe_elect(&self, state: ServerState) {
+        if state != ServerState::Follower {
+            return;
+        }
+        let timeout = self.config.election_timeout;
+        let jitter = timeout.mul_f64(rand::random::<f64>() * 0.3);
+        let due = {
+            let mut last = self.last_leader_contact.lock().expect("contact lock");
+            if last.elapsed() < timeout + jitter {
+                false
+            } else {
+                // Don't trigger again before another full timeout has passed.
+                *last = Instant::now();
+                true
+            }
+        };
+        if due {
+            tracing::info!(
+                node = self.id,
+                "no leader heard for the election timeout; starting an election"
+            );
+            let _ = self.raft.trigger().elect().await;
+        }
+    }
+
     /// Records a heartbeat from `broker`, extending its session.
     pub fn touch_session(&self, broker: BrokerId, metadata_offset: Option<u64>) {
         let now = Instant::now();
@@ -299,7 +336,7 @@ impl ControllerNode {
     /// Raft node stopped (shutdown or a fatal error).
     pub async fn run_session_checker(self: Arc<Self>) {
         let mut was_leader = false;
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
         loop {
             tick.tick().await;
             let metrics = self.raft.metrics().borrow().clone();
@@ -307,6 +344,7 @@ impl ControllerNode {
                 tracing::error!(node = self.id, error = %fatal, "raft stopped; the controller cannot continue");
                 return;
             }
+            self.maybe_elect(metrics.state).await;
             let is_leader = metrics.state == ServerState::Leader;
             if is_leader && !was_leader {
                 // A new active controller knows nothing of heartbeats sent to the old one:

@@ -1,5 +1,6 @@
 //! `sluice bench …`: benchmarks with a progress bar, a results table and `--output json`.
 
+mod metadata;
 mod storage;
 
 use clap::Subcommand;
@@ -11,7 +12,7 @@ pub enum BenchCommand {
     /// Append and read back through the storage engine vs. plain sequential file I/O.
     Storage(storage::StorageBenchArgs),
     /// Metadata quorum: topic creations/s and leader failover time.
-    Metadata,
+    Metadata(metadata::MetadataBenchArgs),
     /// Produce throughput and latency against a cluster.
     Produce,
     /// Consume throughput against a cluster.
@@ -21,7 +22,7 @@ pub enum BenchCommand {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Storage(args) => storage::run(args),
-        BenchCommand::Metadata => crate::not_yet("bench metadata"),
+        BenchCommand::Metadata(args) => metadata::run(args),
         BenchCommand::Produce => crate::not_yet("bench produce"),
         BenchCommand::Consume => crate::not_yet("bench consume"),
     }
@@ -41,6 +42,23 @@ pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
         )
         .expect("static template")
         .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// A counting progress bar on stderr, hidden when stderr is not a terminal.
+pub fn progress_count(len: u64, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    let pb = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(len)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>16} [{bar:40}] {pos}/{len} eta {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
     );
     pb.set_prefix(what.to_string());
     pb

@@ -261,7 +261,7 @@ pub fn run(args: StorageBenchArgs) -> anyhow::Result<()> {
 }
 
 /// A temporary directory removed on drop.
-struct TempDir(PathBuf);
+pub(super) struct TempDir(pub(super) PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -269,7 +269,7 @@ impl Drop for TempDir {
     }
 }
 
-fn tempfile_dir() -> anyhow::Result<TempDir> {
+pub(super) fn tempfile_dir() -> anyhow::Result<TempDir> {
     let base = std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()));
     std::fs::create_dir_all(&base)?;
     Ok(TempDir(base))
