@@ -1,1 +1,17 @@
-//! placeholder
+//! The broker: partition replicas, produce/fetch, replication with ISR, and the metadata
+//! follower that turns the controllers' image into local roles.
+//!
+//! ```text
+//!   controllers ──WatchMetadata──► metadata follower ──► image ──► reconcile
+//!        ▲                                                          │ become leader / follower
+//!        │ Register / Heartbeat / AlterPartition                    ▼
+//!   BrokerNode ◄──────────── partitions: (topic id, index) → Partition (log + role + HW)
+//!        │                                                          ▲
+//!   Broker gRPC: Produce / Fetch / ListOffsets / Metadata           │ follower fetchers
+//! ```
+
+pub mod node;
+pub mod partition;
+pub mod service;
+
+pub use node::{BrokerConfig, BrokerNode};

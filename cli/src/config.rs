@@ -105,6 +105,26 @@ pub const KEYS: &[Key] = &[
         doc: "replicas of topics created without -r",
     },
     Key {
+        name: "advertised.listeners",
+        default: "",
+        doc: "host:port clients and followers use to reach this broker (default: listeners)",
+    },
+    Key {
+        name: "replica.lag.time.max.ms",
+        default: "30000",
+        doc: "a follower not caught up for this long is removed from the ISR",
+    },
+    Key {
+        name: "replica.fetch.max.bytes",
+        default: "1048576",
+        doc: "bytes a follower asks for per fetch",
+    },
+    Key {
+        name: "replica.fetch.wait.max.ms",
+        default: "500",
+        doc: "how long a follower's fetch waits on the leader for new data",
+    },
+    Key {
         name: "request.timeout.ms",
         default: "5000",
         doc: "how long a metadata write may wait for the quorum",

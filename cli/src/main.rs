@@ -54,6 +54,9 @@ enum Command {
         /// Brokers listen on B, B+1, ...; controllers on B+100, ...; metrics on B+200, ...
         #[arg(long, default_value_t = 9092)]
         base_port: u16,
+        /// `table` for people, `json` for scripts.
+        #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
     },
     /// Run one controller node.
     Controller(NodeArgs),
@@ -118,6 +121,9 @@ enum Command {
         topic: String,
         /// Partition.
         partition: i32,
+        /// The dev cluster's directory (default: the one `sluice dev` uses for this port).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -346,13 +352,56 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = node.load("")?;
             print_config(&cfg, output)
         }
-        Command::Dev { .. } => not_yet("dev"),
-        Command::Broker(_) => not_yet("broker"),
-        Command::Produce { .. } => not_yet("produce"),
-        Command::Consume { .. } => not_yet("consume"),
+        Command::Dev {
+            controllers,
+            brokers,
+            dir,
+            base_port,
+            output,
+        } => cmd::dev::run(controllers, brokers, dir, base_port, output),
+        Command::Broker(args) => cmd::broker::run(args.load("broker")?),
+        Command::Produce {
+            topic,
+            acks,
+            key_separator,
+            partition,
+            cluster,
+        } => cmd::runtime()?.block_on(cmd::data::produce(
+            &cluster.bootstrap,
+            cluster.output,
+            &topic,
+            &acks,
+            key_separator.as_deref(),
+            partition,
+        )),
+        Command::Consume {
+            topic,
+            group,
+            from_beginning,
+            partition,
+            offset,
+            max_records,
+            timeout_ms,
+            cluster,
+        } => cmd::runtime()?.block_on(cmd::data::consume(
+            &cluster.bootstrap,
+            cluster.output,
+            &topic,
+            group.as_deref(),
+            from_beginning,
+            partition,
+            offset,
+            max_records,
+            timeout_ms,
+        )),
         Command::Group(_) => not_yet("group"),
         Command::Cluster(_) => not_yet("cluster status"),
-        Command::KillLeader { .. } => not_yet("kill-leader"),
+        Command::KillLeader {
+            topic,
+            partition,
+            dir,
+            cluster,
+        } => cmd::dev::kill_leader(&cluster.bootstrap, dir, &topic, partition, cluster.output),
         Command::Chaos { .. } => not_yet("chaos"),
     }
 }

@@ -224,3 +224,6 @@ impl Admin {
         call!(self.describe_quorum(DescribeQuorumRequest {}))
     }
 }
+
+pub mod producer;
+pub use producer::{partition_for_key, DataClient};

@@ -85,8 +85,9 @@ pub struct ControllerNode {
     sessions: Mutex<HashMap<BrokerId, Session>>,
     /// One decision at a time (held across the Raft write, so it is a tokio mutex).
     decide_lock: tokio::sync::Mutex<()>,
-    /// When a leader last sent us AppendEntries (std mutex: tiny sections, no `.await`).
-    last_leader_contact: Mutex<Instant>,
+    /// The leader we last knew and when it last sent us AppendEntries (std mutex: tiny
+    /// sections, no `.await`).
+    last_leader_contact: Mutex<(Option<NodeId>, Instant)>,
 }
 
 impl ControllerNode {
@@ -144,7 +145,7 @@ impl ControllerNode {
             applied,
             sessions: Mutex::new(HashMap::new()),
             decide_lock: tokio::sync::Mutex::new(()),
-            last_leader_contact: Mutex::new(Instant::now()),
+            last_leader_contact: Mutex::new((None, Instant::now())),
         }))
     }
 
@@ -274,33 +275,44 @@ impl ControllerNode {
 
     /// Notes that a leader just sent us AppendEntries (a heartbeat or entries).
     pub fn leader_contact(&self) {
-        *self.last_leader_contact.lock().expect("contact lock") = Instant::now();
+        self.last_leader_contact.lock().expect("contact lock").1 = Instant::now();
     }
 
     /// A follower that has not heard from any leader for a full election timeout (so every
     /// voter's leader lease has expired too) starts an election at once, after a small random
     /// delay that keeps survivors from splitting the vote, instead of waiting out openraft's
     /// next randomized timer (which after a rejected early vote can cost a second timeout).
-    async fn maybe_elect(&self, state: ServerState) {
-        if state != ServerState::Follower {
-            return;
-        }
-        let timeout = self.config.election_timeout;
-        let jitter = timeout.mul_f64(rand::random::<f64>() * 0.3);
-        let due = {
-            let mut last = self.last_leader_contact.lock().expect("contact lock");
-            if last.elapsed() < timeout + jitter {
-                false
+    async fn maybe_elect(&self, state: ServerState, leader: Option<NodeId>) {
+        let silent = {
+            let mut contact = self.last_leader_contact.lock().expect("contact lock");
+            if contact.0 != leader {
+                // A new (or no) leader: it gets a full timeout before we give up on it.
+                *contact = (leader, Instant::now());
+                None
             } else {
-                // Don't trigger again before another full timeout has passed.
-                *last = Instant::now();
-                true
+                // Only a follower that still believes in a leader that went silent acts;
+                // while no leader is known, openraft's own election timer is running.
+                let timeout = self.config.election_timeout;
+                let jitter = timeout.mul_f64(rand::random::<f64>() * 0.3);
+                match leader {
+                    Some(l)
+                        if state == ServerState::Follower
+                            && l != self.id
+                            && contact.1.elapsed() >= timeout + jitter =>
+                    {
+                        // Don't trigger again before another full timeout has passed.
+                        contact.1 = Instant::now();
+                        Some(l)
+                    }
+                    _ => None,
+                }
             }
         };
-        if due {
+        if let Some(l) = silent {
             tracing::info!(
                 node = self.id,
-                "no leader heard for the election timeout; starting an election"
+                silent_leader = l,
+                "the leader went silent for the election timeout; starting an election"
             );
             let _ = self.raft.trigger().elect().await;
         }
@@ -344,7 +356,8 @@ impl ControllerNode {
                 tracing::error!(node = self.id, error = %fatal, "raft stopped; the controller cannot continue");
                 return;
             }
-            self.maybe_elect(metrics.state).await;
+            self.maybe_elect(metrics.state, metrics.current_leader)
+                .await;
             let is_leader = metrics.state == ServerState::Leader;
             if is_leader && !was_leader {
                 // A new active controller knows nothing of heartbeats sent to the old one:

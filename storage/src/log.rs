@@ -308,6 +308,14 @@ impl Log {
         self.epochs.latest_epoch()
     }
 
+    /// A new leader records its epoch as starting at the current log end as soon as it is
+    /// elected (Kafka does this at election, before any append), so followers from older
+    /// epochs learn where their history diverges even before new data arrives.
+    pub fn assign_leader_epoch(&mut self, epoch: i32) -> Result<bool> {
+        let end = self.log_end_offset();
+        self.epochs.assign(epoch, end)
+    }
+
     /// KIP-101/279 lookup for a follower's truncation: `(epoch, end_offset)` where `epoch` is
     /// the largest known epoch ≤ the one asked for and `end_offset` where it ends here.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> (i64, i64) {

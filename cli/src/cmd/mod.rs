@@ -1,6 +1,9 @@
 //! Implementations of the `sluice` subcommands.
 
+pub mod broker;
 pub mod controller;
+pub mod data;
+pub mod dev;
 pub mod quorum;
 pub mod topic;
 

@@ -51,7 +51,11 @@ impl Raft for RaftService {
     ) -> Result<Response<RaftPayload>, Status> {
         let req: AppendEntriesRequest<TypeConfig> =
             decode("AppendEntries", &r.into_inner().payload)?;
-        encode(&self.node.raft.append_entries(req).await)
+        let resp = self.node.raft.append_entries(req).await;
+        if matches!(&resp, Ok(r) if r.is_success()) {
+            self.node.leader_contact();
+        }
+        encode(&resp)
     }
 
     async fn vote(&self, r: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

@@ -1,0 +1,89 @@
+//! `sluice broker`: one broker node.
+
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sluice_broker::{service, BrokerConfig, BrokerNode};
+
+use crate::config::{parse_voters, strip_listener_scheme, NodeConfig};
+
+/// Builds the broker's settings from the layered configuration.
+pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
+    let node_id: i32 = cfg.num("node.id")?;
+    anyhow::ensure!(node_id >= 0, "node.id must be >= 0");
+    let voters = parse_voters(cfg.require("controller.quorum.voters")?)?;
+    let listener = strip_listener_scheme(cfg.require("listeners")?).to_string();
+    let listen = listener
+        .to_socket_addrs()
+        .with_context(|| format!("listeners={listener:?} is not a host:port"))?
+        .next()
+        .with_context(|| format!("listeners={listener:?} resolves to nothing"))?;
+    let advertised = cfg
+        .get("advertised.listeners")
+        .map(|a| strip_listener_scheme(a).to_string())
+        .unwrap_or(listener);
+    let (host, port) = advertised
+        .rsplit_once(':')
+        .with_context(|| format!("advertised.listeners={advertised:?} is not host:port"))?;
+    let ms = |key: &str| -> anyhow::Result<Duration> { Ok(Duration::from_millis(cfg.num(key)?)) };
+    Ok(BrokerConfig {
+        node_id,
+        listen,
+        advertised_host: host.to_string(),
+        advertised_port: port
+            .parse()
+            .with_context(|| format!("bad port in {advertised:?}"))?,
+        controllers: voters.into_values().collect(),
+        log_dir: PathBuf::from(cfg.require("log.dirs")?),
+        cluster_id: cfg.require("cluster.id")?.to_string(),
+        heartbeat_interval: ms("broker.heartbeat.interval.ms")?,
+        replica_lag_time_max: ms("replica.lag.time.max.ms")?,
+        replica_fetch_max_bytes: cfg.num("replica.fetch.max.bytes")?,
+        replica_fetch_wait_max_ms: cfg.num("replica.fetch.wait.max.ms")?,
+    })
+}
+
+/// Runs a broker until SIGTERM / Ctrl-C, then shuts down in a controlled way: leadership
+/// moves away before the process exits.
+pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
+    let config = broker_config(&cfg)?;
+    let rt = super::runtime()?;
+    rt.block_on(async move {
+        let node = BrokerNode::new(config).map_err(|e| anyhow::anyhow!(e))?;
+        node.install();
+        let heartbeats = tokio::spawn(node.clone().run_heartbeats());
+        let follower = tokio::spawn(node.clone().run_metadata_follower());
+        let isr = tokio::spawn(node.clone().run_isr_maintenance());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(service::serve(node.clone(), async move {
+            let _ = stop_rx.await;
+        }));
+        super::shutdown_signal().await;
+        tracing::info!(
+            broker = node.id(),
+            "controlled shutdown: moving leadership away"
+        );
+        node.shutting_down.store(true, Ordering::SeqCst);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            let me = node.id();
+            let leads = node
+                .image()
+                .topics
+                .values()
+                .any(|t| t.partitions.iter().any(|p| p.leader == me));
+            if !leads && node.fenced.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = stop_tx.send(());
+        heartbeats.abort();
+        follower.abort();
+        isr.abort();
+        server.await?.map_err(|e| anyhow::anyhow!(e))
+    })
+}

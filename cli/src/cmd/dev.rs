@@ -1,0 +1,288 @@
+//! `sluice dev`: a local cluster (controllers + brokers) as child processes, and
+//! `sluice kill-leader` for watching failover on it.
+//!
+//! Ports with base port B: brokers B, B+1, …; controllers B+100, …; (metrics B+200, … once
+//! metrics exist). Data, logs and `cluster.json` (nodes, ports, pids) live in `--dir`.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::json;
+use sluice_client::{Admin, DataClient};
+
+use crate::output::{table, OutputFormat};
+
+/// Where `sluice dev` keeps a cluster with base port `base_port` unless `--dir` says otherwise.
+pub fn default_dir(base_port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("sluice-dev-{base_port}"))
+}
+
+struct Proc {
+    role: &'static str,
+    id: u16,
+    port: u16,
+    log: PathBuf,
+    child: Child,
+}
+
+fn spawn(
+    role: &'static str,
+    id: u16,
+    port: u16,
+    args: Vec<String>,
+    dir: &Path,
+) -> anyhow::Result<Proc> {
+    let exe = std::env::current_exe()?;
+    let log = dir.join(format!("{role}-{id}.log"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(role)
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG")
+                .unwrap_or_else(|_| "info,openraft=warn,sled=warn,h2=warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file);
+    // Children die with `sluice dev`, even if it is SIGKILLed.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
+        });
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {role} {id}"))?;
+    Ok(Proc {
+        role,
+        id,
+        port,
+        log,
+        child,
+    })
+}
+
+/// Runs the dev cluster until Ctrl-C / SIGTERM.
+pub fn run(
+    controllers: u16,
+    brokers: u16,
+    dir: Option<PathBuf>,
+    base_port: u16,
+    out: OutputFormat,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        controllers >= 1 && brokers >= 1,
+        "need at least one controller and one broker"
+    );
+    anyhow::ensure!(base_port as u32 + 200 < 65535, "--base-port too high");
+    let dir = dir.unwrap_or_else(|| default_dir(base_port));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let voters = (1..=controllers)
+        .map(|i| format!("{i}@127.0.0.1:{}", base_port + 100 + i - 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let rf = brokers.min(3);
+    let mut procs = Vec::new();
+    for i in 1..=controllers {
+        let port = base_port + 100 + i - 1;
+        procs.push(spawn(
+            "controller",
+            i,
+            port,
+            vec![
+                "--node-id".into(),
+                i.to_string(),
+                "--listeners".into(),
+                format!("127.0.0.1:{port}"),
+                "--controller-quorum-voters".into(),
+                voters.clone(),
+                "--log-dirs".into(),
+                dir.join(format!("controller-{i}")).display().to_string(),
+                "--override".into(),
+                format!("default.replication.factor={rf}"),
+                "--override".into(),
+                "num.partitions=3".into(),
+            ],
+            &dir,
+        )?);
+    }
+    for i in 1..=brokers {
+        let port = base_port + i - 1;
+        procs.push(spawn(
+            "broker",
+            i,
+            port,
+            vec![
+                "--node-id".into(),
+                i.to_string(),
+                "--listeners".into(),
+                format!("127.0.0.1:{port}"),
+                "--controller-quorum-voters".into(),
+                voters.clone(),
+                "--log-dirs".into(),
+                dir.join(format!("broker-{i}")).display().to_string(),
+                "--override".into(),
+                "replica.lag.time.max.ms=10000".into(),
+            ],
+            &dir,
+        )?);
+    }
+    let bootstrap = (0..brokers)
+        .map(|i| format!("127.0.0.1:{}", base_port + i))
+        .collect::<Vec<_>>()
+        .join(",");
+    let write_state = |procs: &[Proc]| -> anyhow::Result<()> {
+        let nodes: Vec<_> = procs
+            .iter()
+            .map(|p| json!({"role": p.role, "id": p.id, "host": "127.0.0.1", "port": p.port, "pid": p.child.id(), "log": p.log}))
+            .collect();
+        let state = json!({"bootstrap": bootstrap, "dir": dir, "nodes": nodes});
+        std::fs::write(dir.join("cluster.json"), serde_json::to_vec_pretty(&state)?)?;
+        Ok(())
+    };
+    write_state(&procs)?;
+    let rt = super::runtime()?;
+    let ready = rt.block_on(async {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if let Ok(admin) = Admin::connect(&bootstrap).await {
+                if let Ok(c) = admin.describe_cluster().await {
+                    if c.brokers.len() == brokers as usize && c.brokers.iter().all(|b| !b.fenced) {
+                        return true;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    });
+    if !ready {
+        for p in &mut procs {
+            let _ = p.child.kill();
+        }
+        anyhow::bail!(
+            "the cluster did not become ready within 60 s; see the logs in {}",
+            dir.display()
+        );
+    }
+    match out {
+        OutputFormat::Json => println!(
+            "{}",
+            json!({"bootstrap": bootstrap, "dir": dir, "ready": true})
+        ),
+        OutputFormat::Table => {
+            let rows = procs
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.role.to_string(),
+                        p.id.to_string(),
+                        format!("127.0.0.1:{}", p.port),
+                        p.child.id().to_string(),
+                        p.log.display().to_string(),
+                    ]
+                })
+                .collect();
+            println!("{}", table(&["ROLE", "ID", "ADDRESS", "PID", "LOG"], rows));
+            println!("\nbootstrap: {bootstrap}");
+            println!("data:      {}", dir.display());
+            println!(
+                "ready — try: sluice topic create demo -p 3 -r {rf} --bootstrap {}",
+                bootstrap.split(',').next().unwrap_or("")
+            );
+            println!("Ctrl-C stops the cluster.");
+        }
+    }
+    rt.block_on(super::shutdown_signal());
+    eprintln!("stopping: brokers first (controlled shutdown), then controllers");
+    for role in ["broker", "controller"] {
+        for p in procs.iter().filter(|p| p.role == role) {
+            let _ = kill(Pid::from_raw(p.child.id() as i32), Signal::SIGTERM);
+        }
+        let start = Instant::now();
+        for p in procs.iter_mut().filter(|p| p.role == role) {
+            while start.elapsed() < Duration::from_secs(15) {
+                if p.child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+    let _ = std::fs::remove_file(dir.join("cluster.json"));
+    Ok(())
+}
+
+/// `sluice kill-leader TOPIC PARTITION`: SIGKILLs the dev-cluster broker leading it.
+pub fn kill_leader(
+    bootstrap: &str,
+    dir: Option<PathBuf>,
+    topic: &str,
+    partition: i32,
+    out: OutputFormat,
+) -> anyhow::Result<()> {
+    let rt = super::runtime()?;
+    let (leader_id, addr) = rt.block_on(async {
+        let client = DataClient::connect(bootstrap).await?;
+        client.partitions(topic)?;
+        client
+            .leader(topic, partition)
+            .with_context(|| format!("{topic}-{partition} has no leader right now"))
+    })?;
+    let port: u16 = addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .context("leader address")?;
+    let dir = match dir {
+        Some(d) => d,
+        None => {
+            let first_port: u16 = bootstrap
+                .split(',')
+                .next()
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| p.parse().ok())
+                .context("--bootstrap must be host:port")?;
+            default_dir(first_port)
+        }
+    };
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).with_context(|| {
+            format!(
+                "no dev cluster state in {} (is `sluice dev` running? use --dir)",
+                dir.display()
+            )
+        })?)?;
+    let pid = state["nodes"]
+        .as_array()
+        .and_then(|nodes| {
+            nodes
+                .iter()
+                .find(|n| n["role"] == "broker" && n["port"] == port)
+        })
+        .and_then(|n| n["pid"].as_u64())
+        .with_context(|| {
+            format!(
+                "broker {leader_id} at {addr} is not part of the dev cluster in {}",
+                dir.display()
+            )
+        })?;
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL)
+        .with_context(|| format!("killing pid {pid}"))?;
+    match out {
+        OutputFormat::Json => println!("{}", json!({"topic": topic, "partition": partition, "killed_broker": leader_id, "pid": pid})),
+        OutputFormat::Table => println!("killed broker {leader_id} (pid {pid}), leader of {topic}-{partition}; watch: sluice topic describe {topic}"),
+    }
+    Ok(())
+}
