@@ -225,9 +225,7 @@ impl BrokerNode {
                 want_shut_down,
             };
             match self
-                .call_controller(|mut c| {
-                    async move { c.broker_heartbeat(req).await }
-                })
+                .call_controller(|mut c| async move { c.broker_heartbeat(req).await })
                 .await
             {
                 Ok(r) => {

@@ -19,6 +19,9 @@ pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
     ((h & 0x7fff_ffff) % partitions.max(1)) as i32
 }
 
+/// Upper bound on one request to a broker.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Retries of one request before giving up (each after a metadata refresh).
 pub const RETRIES_MAX: u32 = 20;
 
@@ -36,6 +39,9 @@ fn lazy(addr: &str) -> Result<Channel> {
             message: format!("INVALID_REQUEST: bad address {addr:?}: {e}"),
         })?
         .connect_timeout(Duration::from_secs(2))
+        // Longer than a produce's own 10 s acks=all timeout and any fetch long poll, so a
+        // frozen broker costs one bounded wait, then a retry elsewhere.
+        .timeout(REQUEST_TIMEOUT)
         .tcp_nodelay(true)
         .connect_lazy())
 }
@@ -156,6 +162,7 @@ impl DataClient {
                 partition,
                 acks: Some(acks),
                 timeout_ms: 10_000,
+
                 payload: Some(produce_request::Payload::RecordBatch(batch.clone())),
             };
             match self.client(&addr)?.produce(req).await {

@@ -72,7 +72,20 @@ pub fn error_detail(status: &tonic::Status) -> Option<ErrorDetail> {
 pub fn error_code(status: &tonic::Status) -> ErrorCode {
     match error_detail(status) {
         Some(d) => ErrorCode::try_from(d.code).unwrap_or(ErrorCode::UnknownServerError),
-        None if status.code() == tonic::Code::Unavailable => ErrorCode::NetworkException,
+        None if matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown
+        ) =>
+        {
+            ErrorCode::NetworkException
+        }
+        None if matches!(
+            status.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ) =>
+        {
+            ErrorCode::RequestTimedOut
+        }
         None => ErrorCode::UnknownServerError,
     }
 }

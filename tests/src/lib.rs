@@ -328,3 +328,87 @@ pub async fn create_topic(
         .into_inner();
     Ok(resp.results.into_iter().next().expect("one result"))
 }
+
+pub mod cluster;
+
+/// Reads every record of a replica's log from disk: (offset, value).
+pub fn read_replica(dir: &Path) -> Vec<(i64, Vec<u8>)> {
+    let log = sluice_storage::Log::open(dir, sluice_storage::LogConfig::default())
+        .expect("open replica log");
+    let mut out = Vec::new();
+    let mut at = log.log_start_offset();
+    let end = log.log_end_offset();
+    while at < end {
+        let bytes = log.read(at, 1 << 20, end).expect("read");
+        if bytes.is_empty() {
+            break;
+        }
+        for b in sluice_storage::batch::batches(bytes) {
+            let b = b.expect("stored batches are valid");
+            for r in b.records() {
+                let r = r.expect("record");
+                out.push((r.offset, r.value.map(|v| v.to_vec()).unwrap_or_default()));
+            }
+            at = b.last_offset() + 1;
+        }
+    }
+    out
+}
+
+/// The current description of `topic` from the controllers (the authority on leaders/ISR).
+pub async fn describe_topic(
+    controller_addr: &str,
+    topic: &str,
+) -> Option<sluice_proto::v1::TopicDescription> {
+    let r = admin(controller_addr)
+        .describe_topics(sluice_proto::v1::DescribeTopicsRequest {
+            names: vec![topic.to_string()],
+        })
+        .await
+        .ok()?
+        .into_inner();
+    r.topics.into_iter().next().filter(|t| t.error_code == 0)
+}
+
+/// Creates a topic through a controller, waiting until enough brokers are unfenced.
+pub async fn create_topic_with(
+    controller_addr: &str,
+    name: &str,
+    partitions: i32,
+    rf: i32,
+    configs: &[(&str, &str)],
+) {
+    let configs: std::collections::HashMap<String, String> = configs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    wait_for("topic creation", Duration::from_secs(60), || {
+        let configs = configs.clone();
+        async move {
+            let r = admin(controller_addr)
+                .create_topics(sluice_proto::v1::CreateTopicsRequest {
+                    topics: vec![sluice_proto::v1::TopicSpec {
+                        name: name.into(),
+                        num_partitions: partitions,
+                        replication_factor: rf,
+                        configs,
+                    }],
+                    validate_only: false,
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (r.results[0].error_code == 0).then_some(())
+        }
+    })
+    .await;
+}
+
+/// One encoded batch holding `values` (no keys).
+pub fn batch_of(values: &[&[u8]]) -> bytes::Bytes {
+    let mut b = sluice_storage::RecordBatchBuilder::new();
+    for v in values {
+        b.append(1_700_000_000_000, None, Some(v), &[]);
+    }
+    b.build()
+}

@@ -1,0 +1,215 @@
+//! A whole cluster of real processes: controllers and brokers, with per-node kill, pause,
+//! resume and restart, and access to each broker's data directory for verification.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::{free_ports, sluice_bin};
+
+struct Node {
+    role: &'static str,
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    stopped: bool,
+}
+
+/// Controllers (ids 1..=c) and brokers (ids 1..=b) on test-picked loopback ports.
+pub struct Cluster {
+    controllers: BTreeMap<u16, Node>,
+    brokers: BTreeMap<u16, Node>,
+    voters: String,
+    controller_overrides: Vec<String>,
+    broker_overrides: Vec<String>,
+    root: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `c` controllers and `b` brokers with extra `--override` settings for each role.
+    pub fn start(c: u16, b: u16, controller_overrides: &[&str], broker_overrides: &[&str]) -> Self {
+        let root = tempfile::tempdir().expect("temp dir");
+        let ports = free_ports((c + b) as usize);
+        let voters = (1..=c)
+            .map(|i| format!("{i}@127.0.0.1:{}", ports[i as usize - 1]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cl = Cluster {
+            controllers: BTreeMap::new(),
+            brokers: BTreeMap::new(),
+            voters,
+            controller_overrides: controller_overrides.iter().map(|s| s.to_string()).collect(),
+            broker_overrides: broker_overrides.iter().map(|s| s.to_string()).collect(),
+            root,
+        };
+        for i in 1..=c {
+            let dir = cl.root.path().join(format!("controller-{i}"));
+            cl.controllers.insert(
+                i,
+                Node {
+                    role: "controller",
+                    port: ports[i as usize - 1],
+                    dir,
+                    child: None,
+                    stopped: false,
+                },
+            );
+            cl.spawn("controller", i);
+        }
+        for i in 1..=b {
+            let dir = cl.root.path().join(format!("broker-{i}"));
+            cl.brokers.insert(
+                i,
+                Node {
+                    role: "broker",
+                    port: ports[(c + i) as usize - 1],
+                    dir,
+                    child: None,
+                    stopped: false,
+                },
+            );
+            cl.spawn("broker", i);
+        }
+        cl
+    }
+
+    fn node_mut(&mut self, role: &str, id: u16) -> &mut Node {
+        match role {
+            "controller" => self.controllers.get_mut(&id).expect("known controller"),
+            _ => self.brokers.get_mut(&id).expect("known broker"),
+        }
+    }
+
+    fn spawn(&mut self, role: &'static str, id: u16) {
+        let voters = self.voters.clone();
+        let overrides = if role == "controller" {
+            self.controller_overrides.clone()
+        } else {
+            self.broker_overrides.clone()
+        };
+        let node = self.node_mut(role, id);
+        assert!(node.child.is_none(), "{role} {id} already running");
+        std::fs::create_dir_all(&node.dir).expect("node dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.dir.with_extension("log"))
+            .expect("log file");
+        let mut cmd = Command::new(sluice_bin());
+        cmd.arg(node.role)
+            .args(["--node-id", &id.to_string()])
+            .args(["--listeners", &format!("127.0.0.1:{}", node.port)])
+            .args(["--controller-quorum-voters", &voters])
+            .args(["--log-dirs", node.dir.to_str().expect("utf8")]);
+        for o in overrides {
+            cmd.args(["--override", &o]);
+        }
+        cmd.env("RUST_LOG", "info,openraft=warn,sled=warn,h2=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        node.child = Some(cmd.spawn().expect("spawn sluice"));
+        node.stopped = false;
+    }
+
+    /// Restarts a broker from its own data directory.
+    pub fn start_broker(&mut self, id: u16) {
+        self.spawn("broker", id);
+    }
+
+    /// SIGKILLs a broker.
+    pub fn kill_broker(&mut self, id: u16) {
+        if let Some(mut c) = self.node_mut("broker", id).child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERMs a broker (controlled shutdown) and waits for it to exit.
+    pub fn stop_broker(&mut self, id: u16) {
+        if let Some(mut c) = self.node_mut("broker", id).child.take() {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGSTOPs a broker.
+    pub fn pause_broker(&mut self, id: u16) {
+        let n = self.node_mut("broker", id);
+        let pid = n.child.as_ref().expect("running").id();
+        kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).expect("SIGSTOP");
+        n.stopped = true;
+    }
+
+    /// SIGCONTs a broker.
+    pub fn resume_broker(&mut self, id: u16) {
+        let n = self.node_mut("broker", id);
+        let pid = n.child.as_ref().expect("running").id();
+        kill(Pid::from_raw(pid as i32), Signal::SIGCONT).expect("SIGCONT");
+        n.stopped = false;
+    }
+
+    /// Address of broker `id`.
+    pub fn broker_addr(&self, id: u16) -> String {
+        format!("127.0.0.1:{}", self.brokers[&id].port)
+    }
+
+    /// All broker addresses, comma-separated.
+    pub fn bootstrap(&self) -> String {
+        self.brokers
+            .keys()
+            .map(|i| self.broker_addr(*i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Address of controller `id`.
+    pub fn controller_addr(&self, id: u16) -> String {
+        format!("127.0.0.1:{}", self.controllers[&id].port)
+    }
+
+    /// The data directory of a broker's replica of `topic`-`partition`.
+    pub fn replica_dir(&self, broker: u16, topic: &str, partition: i32) -> Option<PathBuf> {
+        let prefix = format!("{topic}-{partition}-");
+        std::fs::read_dir(&self.brokers[&broker].dir)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| {
+                p.is_dir()
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+            })
+    }
+
+    /// Stops every process (SIGKILL; SIGCONT first for paused ones).
+    pub fn stop_all(&mut self) {
+        for n in self
+            .controllers
+            .values_mut()
+            .chain(self.brokers.values_mut())
+        {
+            if let Some(mut c) = n.child.take() {
+                if n.stopped {
+                    let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGCONT);
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// A broker's log (for failure messages).
+    pub fn broker_log(&self, id: u16) -> String {
+        std::fs::read_to_string(self.brokers[&id].dir.with_extension("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}

@@ -1,0 +1,313 @@
+//! Data-plane faults with real processes: repeated SIGKILL of partition leaders under
+//! acks=all load, a SIGSTOPped leader, and losing two of three replicas.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_client::DataClient;
+use sluice_proto::status::error_code;
+use sluice_proto::v1::broker_client::BrokerClient;
+use sluice_proto::v1::*;
+use sluice_tests::cluster::Cluster;
+use sluice_tests::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Fast failure detection so each round takes seconds, not Kafka's defaults.
+const CONTROLLER: &[&str] = &["broker.session.timeout.ms=2000"];
+const BROKER: &[&str] = &[
+    "broker.heartbeat.interval.ms=300",
+    "replica.lag.time.max.ms=3000",
+];
+
+async fn leader_and_isr(c: &Cluster, topic: &str) -> Option<(i32, i32, Vec<i32>)> {
+    for id in 1..=3 {
+        if let Some(t) = describe_topic(&c.controller_addr(id), topic).await {
+            let p = &t.partitions[0];
+            return Some((p.leader_id, p.leader_epoch, p.isr.clone()));
+        }
+    }
+    None
+}
+
+async fn wait_full_isr(c: &Cluster, topic: &str) -> (i32, i32) {
+    wait_for("the ISR to be complete again", WAIT, || async {
+        let (l, e, isr) = leader_and_isr(c, topic).await?;
+        (isr.len() == 3 && l >= 0).then_some((l, e))
+    })
+    .await
+}
+
+/// Every replica's log on disk, after the cluster stopped.
+fn replica_logs(c: &Cluster, topic: &str) -> Vec<Vec<(i64, Vec<u8>)>> {
+    (1..=3)
+        .map(|b| read_replica(&c.replica_dir(b, topic, 0).expect("replica dir")))
+        .collect()
+}
+
+/// Goal (DESIGN §10.1): with RF=3, acks=all and min.insync.replicas=2, no acknowledged
+/// record is lost and order holds while the partition leader is SIGKILLed again and again.
+/// Method: a producer writes continuously; 10 times the leader is killed, a new leader must
+/// take over, the victim restarts from its disk and rejoins the ISR. At the end every
+/// replica's log on disk holds every acknowledged record at its acknowledged offset, and
+/// the replicas' logs are identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_survive_repeated_leader_kills() {
+    let mut c = Cluster::start(3, 3, CONTROLLER, BROKER);
+    create_topic_with(
+        &c.controller_addr(1),
+        "t",
+        1,
+        3,
+        &[("min.insync.replicas", "2")],
+    )
+    .await;
+    wait_full_isr(&c, "t").await;
+    let acked: Arc<Mutex<Vec<(i64, String)>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let (acked, stop, bootstrap) = (acked.clone(), stop.clone(), c.bootstrap());
+        tokio::spawn(async move {
+            let mut cl = wait_for("client", WAIT, || async {
+                DataClient::connect(&bootstrap).await.ok()
+            })
+            .await;
+            let mut seq = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let value = format!("v{seq}");
+                if let Ok(r) = cl.produce("t", 0, batch_of(&[value.as_bytes()]), -1).await {
+                    acked.lock().unwrap().push((r.base_offset, value));
+                    seq += 1;
+                }
+            }
+        })
+    };
+    for round in 0..10 {
+        let before = acked.lock().unwrap().len();
+        wait_for("progress before the kill", WAIT, || async {
+            (acked.lock().unwrap().len() > before + 5).then_some(())
+        })
+        .await;
+        let (leader, epoch) = wait_full_isr(&c, "t").await;
+        c.kill_broker(leader as u16);
+        let (new_leader, new_epoch) = wait_for("a new leader", WAIT, || async {
+            let (l, e, _) = leader_and_isr(&c, "t").await?;
+            (l >= 0 && l != leader).then_some((l, e))
+        })
+        .await;
+        assert!(
+            new_epoch > epoch,
+            "round {round}: leader epoch must grow ({epoch} -> {new_epoch})"
+        );
+        let after_kill = acked.lock().unwrap().len();
+        wait_for("progress under the new leader", WAIT, || async {
+            (acked.lock().unwrap().len() > after_kill + 5).then_some(())
+        })
+        .await;
+        c.start_broker(leader as u16);
+        eprintln!(
+            "round {round}: killed broker {leader}, broker {new_leader} leads at epoch {new_epoch}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    producer.await.unwrap();
+    wait_full_isr(&c, "t").await;
+    let acked = acked.lock().unwrap().clone();
+    let last = acked.last().unwrap().0;
+    // Let followers fetch up to the last acknowledged offset (they are in the ISR).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.stop_all();
+    let logs = replica_logs(&c, "t");
+    assert!(
+        acked.windows(2).all(|w| w[0].0 < w[1].0),
+        "acknowledged offsets are in order"
+    );
+    for (b, log) in logs.iter().enumerate() {
+        assert!(
+            log.len() as i64 > last,
+            "broker {} holds only {} records, last ack at {last}",
+            b + 1,
+            log.len()
+        );
+        for (offset, value) in &acked {
+            let stored = &log[*offset as usize];
+            assert_eq!(stored.0, *offset);
+            assert_eq!(
+                String::from_utf8_lossy(&stored.1),
+                *value,
+                "broker {}: offset {offset} lost its acknowledged value",
+                b + 1
+            );
+        }
+    }
+    let shortest = logs.iter().map(Vec::len).min().unwrap();
+    for log in &logs[1..] {
+        assert_eq!(log[..shortest], logs[0][..shortest], "replicas diverge");
+    }
+    eprintln!(
+        "{} acknowledged records survived 10 leader kills",
+        acked.len()
+    );
+}
+
+/// Goal: a frozen leader is replaced; once resumed it is no longer a leader (requests with
+/// its old epoch are refused), it truncates whatever diverged and rejoins the ISR.
+/// Method: SIGSTOP the leader, write through the new one, SIGCONT, then check the old
+/// broker refuses produce with NOT_LEADER_OR_FOLLOWER and that all replicas end identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_leader_is_replaced_and_rejoins() {
+    let mut c = Cluster::start(3, 3, CONTROLLER, BROKER);
+    create_topic_with(
+        &c.controller_addr(1),
+        "t",
+        1,
+        3,
+        &[("min.insync.replicas", "2")],
+    )
+    .await;
+    let (old, old_epoch) = wait_full_isr(&c, "t").await;
+    let mut cl = wait_for("client", WAIT, || async {
+        DataClient::connect(&c.bootstrap()).await.ok()
+    })
+    .await;
+    cl.produce("t", 0, batch_of(&[b"before"]), -1)
+        .await
+        .unwrap();
+    c.pause_broker(old as u16);
+    let (new, new_epoch) = wait_for("a new leader", WAIT, || async {
+        let (l, e, _) = leader_and_isr(&c, "t").await?;
+        (l >= 0 && l != old).then_some((l, e))
+    })
+    .await;
+    assert!(new_epoch > old_epoch);
+    if let Err(e) = cl.produce("t", 0, batch_of(&[b"during"]), -1).await {
+        panic!("{e:?}\nmetadata: {:?}", cl.metadata());
+    }
+    c.resume_broker(old as u16);
+    wait_full_isr(&c, "t").await;
+    // The old leader refuses to act as leader, and names the new one.
+    let err = BrokerClient::new(channel(&c.broker_addr(old as u16)))
+        .produce(ProduceRequest {
+            topic: "t".into(),
+            partition: 0,
+            acks: Some(1),
+            payload: Some(produce_request::Payload::RecordBatch(batch_of(&[b"stale"]))),
+            ..Default::default()
+        })
+        .await
+        .expect_err("the old leader must refuse");
+    assert_eq!(
+        error_code(&err),
+        ErrorCode::NotLeaderOrFollower,
+        "{}",
+        err.message()
+    );
+    let hint = sluice_proto::status::error_detail(&err)
+        .and_then(|d| d.leader)
+        .expect("leader hint");
+    assert_eq!(hint.leader_id, new);
+    // A follower fetch with the old epoch is fenced.
+    let err = BrokerClient::new(channel(&c.broker_addr(new as u16)))
+        .fetch(FetchRequest {
+            topic: "t".into(),
+            partition: 0,
+            fetch_offset: 0,
+            current_leader_epoch: Some(old_epoch),
+            replica_id: Some(old),
+            max_bytes: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect_err("stale epoch");
+    assert_eq!(error_code(&err), ErrorCode::FencedLeaderEpoch);
+    cl.produce("t", 0, batch_of(&[b"after"]), -1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.stop_all();
+    let logs = replica_logs(&c, "t");
+    let values: Vec<Vec<u8>> = logs[0].iter().map(|(_, v)| v.clone()).collect();
+    assert_eq!(
+        values,
+        vec![b"before".to_vec(), b"during".to_vec(), b"after".to_vec()]
+    );
+    assert!(
+        logs.iter().all(|l| *l == logs[0]),
+        "replicas must be identical: {logs:?}"
+    );
+}
+
+/// Goal: with two of three replicas gone, acks=all is refused with NOT_ENOUGH_REPLICAS and
+/// nothing is appended, acks=1 still works, and the ISR grows back when they return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_down_refuses_acks_all_until_they_return() {
+    let mut c = Cluster::start(3, 3, CONTROLLER, BROKER);
+    create_topic_with(
+        &c.controller_addr(1),
+        "t",
+        1,
+        3,
+        &[("min.insync.replicas", "2")],
+    )
+    .await;
+    let (leader, _) = wait_full_isr(&c, "t").await;
+    let mut cl = wait_for("client", WAIT, || async {
+        DataClient::connect(&c.bootstrap()).await.ok()
+    })
+    .await;
+    cl.produce("t", 0, batch_of(&[b"a"]), -1).await.unwrap();
+    let others: Vec<u16> = (1..=3).filter(|b| *b != leader as u16).collect();
+    for b in &others {
+        c.kill_broker(*b);
+    }
+    wait_for("the ISR to shrink to the leader", WAIT, || async {
+        let (l, _, isr) = leader_and_isr(&c, "t").await?;
+        (l == leader && isr == vec![leader]).then_some(())
+    })
+    .await;
+    let hw_before = cl.list_offset("t", 0, -1).await.unwrap();
+    let mut broker = BrokerClient::new(channel(&c.broker_addr(leader as u16)));
+    let req = |acks: i32, v: &'static [u8]| ProduceRequest {
+        topic: "t".into(),
+        partition: 0,
+        acks: Some(acks),
+        payload: Some(produce_request::Payload::RecordBatch(batch_of(&[v]))),
+        ..Default::default()
+    };
+    let err = broker
+        .produce(req(-1, b"refused"))
+        .await
+        .expect_err("acks=all must be refused");
+    assert_eq!(
+        error_code(&err),
+        ErrorCode::NotEnoughReplicas,
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        cl.list_offset("t", 0, -1).await.unwrap(),
+        hw_before,
+        "nothing appended"
+    );
+    let ok = broker
+        .produce(req(1, b"acks-one"))
+        .await
+        .expect("acks=1 works")
+        .into_inner();
+    assert_eq!(ok.base_offset, hw_before);
+    for b in &others {
+        c.start_broker(*b);
+    }
+    wait_full_isr(&c, "t").await;
+    broker
+        .produce(req(-1, b"all-again"))
+        .await
+        .expect("acks=all works again");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.stop_all();
+    for log in replica_logs(&c, "t") {
+        let values: Vec<Vec<u8>> = log.into_iter().map(|(_, v)| v).collect();
+        assert_eq!(
+            values,
+            vec![b"a".to_vec(), b"acks-one".to_vec(), b"all-again".to_vec()]
+        );
+    }
+}
