@@ -1,5 +1,6 @@
 //! `sluice bench …`: benchmarks with a progress bar, a results table and `--output json`.
 
+mod data;
 mod metadata;
 mod storage;
 
@@ -13,18 +14,18 @@ pub enum BenchCommand {
     Storage(storage::StorageBenchArgs),
     /// Metadata quorum: topic creations/s and leader failover time.
     Metadata(metadata::MetadataBenchArgs),
-    /// Produce throughput and latency against a cluster.
-    Produce,
-    /// Consume throughput against a cluster.
-    Consume,
+    /// Produce throughput and ack latency against a running cluster (then reads it back).
+    Produce(data::DataBenchArgs),
+    /// Consume throughput against a running cluster.
+    Consume(data::DataBenchArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Storage(args) => storage::run(args),
         BenchCommand::Metadata(args) => metadata::run(args),
-        BenchCommand::Produce => crate::not_yet("bench produce"),
-        BenchCommand::Consume => crate::not_yet("bench consume"),
+        BenchCommand::Produce(args) => data::run_produce(args, true),
+        BenchCommand::Consume(args) => data::run_consume(args),
     }
 }
 

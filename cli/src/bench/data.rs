@@ -1,0 +1,360 @@
+//! `sluice bench produce` / `sluice bench consume` against a running cluster (`sluice dev`):
+//! 1 KiB records in batches, several requests in flight per partition, acks 1 or all;
+//! records/s, MB/s and ack latency percentiles (hdrhistogram), then a full read back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use serde::Serialize;
+use sluice_client::{Admin, DataClient};
+use sluice_proto::v1::broker_client::BrokerClient;
+use sluice_proto::v1::*;
+use sluice_storage::RecordBatchBuilder;
+use tonic::transport::Endpoint;
+
+use super::{progress, BenchOutput};
+use crate::output::{table, OutputFormat};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataBenchArgs {
+    /// Any broker(s) of the cluster.
+    #[arg(long, env = "SLUICE_BOOTSTRAP", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// Topic to use (created with `--partitions`/`--replicas` if missing).
+    #[arg(long)]
+    topic: Option<String>,
+    /// Partitions of a created topic.
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
+    /// Replication factor of a created topic.
+    #[arg(long, default_value_t = 3)]
+    replicas: i32,
+    /// Bytes of record values to produce.
+    #[arg(long, default_value_t = 256 << 20)]
+    total_bytes: u64,
+    /// Size of one record value.
+    #[arg(long, default_value_t = 1024)]
+    record_bytes: usize,
+    /// Records per batch.
+    #[arg(long, default_value_t = 64)]
+    batch_records: usize,
+    /// Requests in flight per partition.
+    #[arg(long, default_value_t = 4)]
+    inflight: usize,
+    /// Acks to benchmark: `1`, `all`, or `both`.
+    #[arg(long, default_value = "both")]
+    acks: String,
+    #[command(flatten)]
+    out: BenchOutput,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    phase: String,
+    records: u64,
+    bytes: u64,
+    seconds: f64,
+    records_per_s: f64,
+    mb_per_s: f64,
+    latency_ms_p50: Option<f64>,
+    latency_ms_p99: Option<f64>,
+    latency_ms_p999: Option<f64>,
+    latency_ms_max: Option<f64>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn produce_phase(
+    args: &DataBenchArgs,
+    topic: &str,
+    acks: i32,
+    label: &str,
+) -> anyhow::Result<Row> {
+    let client = DataClient::connect(&args.bootstrap).await?;
+    let partitions = client.partitions(topic)?;
+    let value = vec![0x61u8; args.record_bytes];
+    let mut b = RecordBatchBuilder::with_capacity(args.batch_records * (args.record_bytes + 16));
+    for _ in 0..args.batch_records {
+        b.append(now_ms(), None, Some(&value), &[]);
+    }
+    let batch: Bytes = b.build();
+    let batches_total = (args.total_bytes / (args.record_bytes * args.batch_records) as u64).max(1);
+    let per_partition = batches_total.div_ceil(partitions as u64);
+    let pb = progress(
+        per_partition * partitions as u64 * batch.len() as u64,
+        label,
+    );
+    let hist = Arc::new(std::sync::Mutex::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
+    ));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..partitions {
+        let (_, addr) = client
+            .leader(topic, p)
+            .with_context(|| format!("{topic}-{p} has no leader"))?;
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        for lane in 0..args.inflight {
+            let mut broker = BrokerClient::new(channel.clone()).max_encoding_message_size(64 << 20);
+            let (batch, hist, pb, topic) =
+                (batch.clone(), hist.clone(), pb.clone(), topic.to_string());
+            let n = per_partition / args.inflight as u64
+                + u64::from((lane as u64) < per_partition % args.inflight as u64);
+            tasks.spawn(async move {
+                for _ in 0..n {
+                    let t = Instant::now();
+                    broker
+                        .produce(ProduceRequest {
+                            topic: topic.clone(),
+                            partition: p,
+                            acks: Some(acks),
+                            timeout_ms: 30_000,
+                            payload: Some(produce_request::Payload::RecordBatch(batch.clone())),
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+                    let us = t.elapsed().as_micros() as u64;
+                    hist.lock().expect("histogram lock").record(us.max(1)).ok();
+                    pb.inc(batch.len() as u64);
+                }
+                anyhow::Ok(n)
+            });
+        }
+    }
+    let mut sent = 0u64;
+    while let Some(r) = tasks.join_next().await {
+        sent += r??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let h = hist.lock().expect("histogram lock");
+    let records = sent * args.batch_records as u64;
+    let bytes = records * args.record_bytes as u64;
+    let ms = |q: f64| Some(h.value_at_quantile(q) as f64 / 1000.0);
+    Ok(Row {
+        phase: label.to_string(),
+        records,
+        bytes,
+        seconds: secs,
+        records_per_s: records as f64 / secs,
+        mb_per_s: bytes as f64 / secs / 1e6,
+        latency_ms_p50: ms(0.5),
+        latency_ms_p99: ms(0.99),
+        latency_ms_p999: ms(0.999),
+        latency_ms_max: Some(h.max() as f64 / 1000.0),
+    })
+}
+
+async fn consume_phase(args: &DataBenchArgs, topic: &str) -> anyhow::Result<Row> {
+    let mut client = DataClient::connect(&args.bootstrap).await?;
+    let partitions = client.partitions(topic)?;
+    let mut ends = Vec::new();
+    for p in 0..partitions {
+        ends.push((
+            p,
+            client.list_offset(topic, p, -2).await?,
+            client.list_offset(topic, p, -1).await?,
+        ));
+    }
+    let total: i64 = ends.iter().map(|(_, s, e)| e - s).sum();
+    let pb = progress(total as u64 * args.record_bytes as u64, "consume");
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (p, from, to) in ends {
+        let (_, addr) = client.leader(topic, p).context("no leader")?;
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        let mut broker = BrokerClient::new(channel).max_decoding_message_size(64 << 20);
+        let (topic, pb) = (topic.to_string(), pb.clone());
+        tasks.spawn(async move {
+            let (mut at, mut bytes, mut records) = (from, 0u64, 0u64);
+            while at < to {
+                let r = broker
+                    .fetch(FetchRequest {
+                        topic: topic.clone(),
+                        partition: p,
+                        fetch_offset: at,
+                        max_bytes: 4 << 20,
+                        max_wait_ms: 100,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                    .into_inner();
+                for h in sluice_storage::batch::headers(&r.record_batches) {
+                    records += h.records_count as u64;
+                    at = h.next_offset();
+                }
+                bytes += r.record_batches.len() as u64;
+                pb.inc(r.record_batches.len() as u64);
+            }
+            anyhow::Ok((records, bytes))
+        });
+    }
+    let (mut records, mut bytes) = (0u64, 0u64);
+    while let Some(r) = tasks.join_next().await {
+        let (r, b) = r??;
+        records += r;
+        bytes += b;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    Ok(Row {
+        phase: "consume".into(),
+        records,
+        bytes,
+        seconds: secs,
+        records_per_s: records as f64 / secs,
+        mb_per_s: bytes as f64 / secs / 1e6,
+        latency_ms_p50: None,
+        latency_ms_p99: None,
+        latency_ms_p999: None,
+        latency_ms_max: None,
+    })
+}
+
+async fn ensure_topic(args: &DataBenchArgs, topic: &str) -> anyhow::Result<()> {
+    let admin = Admin::connect(&args.bootstrap).await?;
+    match admin
+        .create_topic(
+            topic,
+            args.partitions,
+            args.replicas,
+            vec![(
+                "min.insync.replicas".into(),
+                (args.replicas.min(2)).to_string(),
+            )],
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.code == ErrorCode::TopicAlreadyExists => {}
+        Err(e) => return Err(e.into()),
+    }
+    // Wait until every partition has a leader the client can see.
+    let start = Instant::now();
+    loop {
+        let c = DataClient::connect(&args.bootstrap).await?;
+        if c.partitions(topic)
+            .is_ok_and(|n| (0..n).all(|p| c.leader(topic, p).is_some()))
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "topic {topic} has no leaders after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn print(rows: &[Row], args: &DataBenchArgs) -> anyhow::Result<()> {
+    match args.out.output {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "benchmark": "data", "record_bytes": args.record_bytes, "batch_records": args.batch_records,
+                "inflight_per_partition": args.inflight, "partitions": args.partitions, "replicas": args.replicas, "phases": rows,
+            }))?
+        ),
+        OutputFormat::Table => {
+            let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+            let t = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.phase.clone(),
+                        r.records.to_string(),
+                        format!("{:.0}", r.records_per_s),
+                        format!("{:.1}", r.mb_per_s),
+                        f(r.latency_ms_p50),
+                        f(r.latency_ms_p99),
+                        f(r.latency_ms_p999),
+                        f(r.latency_ms_max),
+                    ]
+                })
+                .collect();
+            println!(
+                "{}-byte records, {} per batch, {} in flight per partition, {} partitions, RF {}",
+                args.record_bytes,
+                args.batch_records,
+                args.inflight,
+                args.partitions,
+                args.replicas
+            );
+            println!(
+                "{}",
+                table(
+                    &[
+                        "PHASE",
+                        "RECORDS",
+                        "RECORDS/S",
+                        "MB/S",
+                        "P50 MS",
+                        "P99 MS",
+                        "P999 MS",
+                        "MAX MS"
+                    ],
+                    t
+                )
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `bench produce`: produce phases (acks 1 and/or all), then one consume pass.
+pub fn run_produce(args: DataBenchArgs, consume_too: bool) -> anyhow::Result<()> {
+    let rt = crate::cmd::runtime()?;
+    rt.block_on(async {
+        let topic = args
+            .topic
+            .clone()
+            .unwrap_or_else(|| format!("bench-{}", std::process::id()));
+        ensure_topic(&args, &topic).await?;
+        let mut rows = Vec::new();
+        let phases: Vec<(i32, &str)> = match args.acks.as_str() {
+            "1" => vec![(1, "produce acks=1")],
+            "all" | "-1" => vec![(-1, "produce acks=all")],
+            "both" => vec![(1, "produce acks=1"), (-1, "produce acks=all")],
+            other => anyhow::bail!("--acks {other:?}: use 1, all or both"),
+        };
+        for (acks, label) in phases {
+            rows.push(produce_phase(&args, &topic, acks, label).await?);
+        }
+        if consume_too {
+            rows.push(consume_phase(&args, &topic).await?);
+        }
+        print(&rows, &args)
+    })
+}
+
+/// `bench consume`: reads a topic (default: produces 256 MiB with acks=1 first).
+pub fn run_consume(args: DataBenchArgs) -> anyhow::Result<()> {
+    let rt = crate::cmd::runtime()?;
+    rt.block_on(async {
+        let topic = args
+            .topic
+            .clone()
+            .unwrap_or_else(|| format!("bench-{}", std::process::id()));
+        ensure_topic(&args, &topic).await?;
+        let mut rows = Vec::new();
+        if args.topic.is_none() {
+            rows.push(produce_phase(&args, &topic, 1, "fill acks=1").await?);
+        }
+        rows.push(consume_phase(&args, &topic).await?);
+        print(&rows, &args)
+    })
+}
