@@ -439,7 +439,7 @@ impl BrokerNode {
             return;
         }
         let was_leader_epoch = match &st.role {
-            Role::Leader { leader_epoch, .. } => Some(*leader_epoch),
+            Role::Leader { leader_epoch, .. } if !new => Some(*leader_epoch),
             _ => None,
         };
         st.role = role.clone();
@@ -580,13 +580,13 @@ impl BrokerNode {
                     let code = error_code(&s);
                     if code == ErrorCode::OffsetOutOfRange {
                         // Our log end is below the leader's log start: start over there.
-                        if let Some(start) = error_detail(&s).and_then(|d| {
-                            d.message
-                                .split("log start ")
-                                .nth(1)
-                                .and_then(|x| x.split_whitespace().next())
-                                .and_then(|x| x.parse::<i64>().ok())
-                        }) {
+                        let start = error_detail(&s).and_then(|d| {
+                            let rest = d.message.split("log start ").nth(1)?;
+                            let digits: String =
+                                rest.chars().take_while(char::is_ascii_digit).collect();
+                            digits.parse::<i64>().ok()
+                        });
+                        if let Some(start) = start.filter(|s| *s > fetch_offset) {
                             let mut st = part.state.lock().await;
                             let _ = st.log.truncate_fully_and_start_at(start);
                             st.clamp_high_watermark();

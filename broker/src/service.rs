@@ -329,6 +329,38 @@ impl BrokerService {
             }
             let leo = st.log.log_end_offset();
             let start = st.log.log_start_offset();
+            // A follower's history may have diverged from ours (it led, or followed a
+            // leader, in an epoch we don't have): tell it where our histories part before
+            // judging its offset, which may well be past our end (KIP-320/595).
+            if follower.is_some() {
+                let diverged = match req.last_fetched_epoch.filter(|e| *e >= 0) {
+                    Some(last) => {
+                        let (e, end) = st.log.end_offset_for_epoch(last);
+                        (e >= 0 && (e < last as i64 || end < req.fetch_offset)).then_some((e, end))
+                    }
+                    None if req.fetch_offset > leo => {
+                        let latest = st.log.latest_epoch().unwrap_or(-1);
+                        Some((latest as i64, leo))
+                    }
+                    None => None,
+                };
+                if let Some((e, end)) = diverged {
+                    return Ok(FetchResponse {
+                        topic: req.topic.clone(),
+                        partition: req.partition,
+                        log_start_offset: start,
+                        log_end_offset: leo,
+                        high_watermark: st.high_watermark,
+                        last_stable_offset: st.high_watermark,
+                        next_fetch_offset: req.fetch_offset,
+                        diverging_epoch: Some(EpochEndOffset {
+                            leader_epoch: e as i32,
+                            end_offset: end,
+                        }),
+                        ..Default::default()
+                    });
+                }
+            }
             if req.fetch_offset < start || req.fetch_offset > leo {
                 return Err(error_status(
                     ErrorCode::OffsetOutOfRange,
@@ -350,17 +382,6 @@ impl BrokerService {
                 ..Default::default()
             };
             let upper = if let Some(replica) = follower {
-                if let Some(last) = req.last_fetched_epoch.filter(|e| *e >= 0) {
-                    let (e, end) = st.log.end_offset_for_epoch(last);
-                    if e >= 0 && (e < last as i64 || end < req.fetch_offset) {
-                        resp.diverging_epoch = Some(EpochEndOffset {
-                            leader_epoch: e as i32,
-                            end_offset: end,
-                        });
-                        resp.high_watermark = st.high_watermark;
-                        return Ok(resp);
-                    }
-                }
                 self.node
                     .record_follower_fetch(&part, &mut st, replica, req.fetch_offset);
                 leo
