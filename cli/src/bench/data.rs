@@ -1,6 +1,7 @@
 //! `sluice bench produce` / `sluice bench consume` against a running cluster (`sluice dev`):
 //! 1 KiB records in batches, several requests in flight per partition, acks 1 or all;
-//! records/s, MB/s and ack latency percentiles (hdrhistogram), then a full read back.
+//! records/s, MB/s and ack latency percentiles (hdrhistogram); then an end-to-end phase
+//! (produce → consumer receives, acks=all) and a full read back.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -143,6 +144,138 @@ async fn produce_phase(
     let ms = |q: f64| Some(h.value_at_quantile(q) as f64 / 1000.0);
     Ok(Row {
         phase: label.to_string(),
+        records,
+        bytes,
+        seconds: secs,
+        records_per_s: records as f64 / secs,
+        mb_per_s: bytes as f64 / secs / 1e6,
+        latency_ms_p50: ms(0.5),
+        latency_ms_p99: ms(0.99),
+        latency_ms_p999: ms(0.999),
+        latency_ms_max: Some(h.max() as f64 / 1000.0),
+    })
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// End-to-end latency: one acks=all producer lane per partition stamps each batch's first
+/// value with its send time (µs); a consumer per partition long-polls the leader and
+/// records receive time − send time for every batch. Reported percentiles are end to end.
+async fn e2e_phase(args: &DataBenchArgs, topic: &str) -> anyhow::Result<Row> {
+    let mut client = DataClient::connect(&args.bootstrap).await?;
+    let partitions = client.partitions(topic)?;
+    let batch_bytes = (args.record_bytes * args.batch_records) as u64;
+    let per_partition = ((args.total_bytes / 8) / batch_bytes / partitions as u64).max(10);
+    let hist = Arc::new(std::sync::Mutex::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
+    ));
+    let pb = progress(
+        per_partition * partitions as u64 * batch_bytes,
+        "end-to-end",
+    );
+    let mut consumers = tokio::task::JoinSet::new();
+    let mut producers = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    for p in 0..partitions {
+        let from = client.list_offset(topic, p, -1).await?;
+        let (_, addr) = client
+            .leader(topic, p)
+            .with_context(|| format!("{topic}-{p} has no leader"))?;
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        let target = from + (per_partition * args.batch_records as u64) as i64;
+        let mut reader = BrokerClient::new(channel.clone()).max_decoding_message_size(64 << 20);
+        let (hist, topic_c, pb_c) = (hist.clone(), topic.to_string(), pb.clone());
+        consumers.spawn(async move {
+            let mut at = from;
+            while at < target {
+                let r = reader
+                    .fetch(FetchRequest {
+                        topic: topic_c.clone(),
+                        partition: p,
+                        fetch_offset: at,
+                        max_bytes: 4 << 20,
+                        max_wait_ms: 200,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                    .into_inner();
+                let received = now_us();
+                for b in sluice_storage::batch::batches(r.record_batches) {
+                    let b = b?;
+                    if let Some(Ok(first)) = b.records().next() {
+                        let sent: u64 = first
+                            .value
+                            .as_ref()
+                            .and_then(|v| {
+                                std::str::from_utf8(&v[..16.min(v.len())])
+                                    .ok()?
+                                    .parse()
+                                    .ok()
+                            })
+                            .unwrap_or(received);
+                        hist.lock()
+                            .expect("histogram lock")
+                            .record(received.saturating_sub(sent).max(1))
+                            .ok();
+                    }
+                    pb_c.inc(b.size_bytes() as u64);
+                    at = b.last_offset() + 1;
+                }
+            }
+            anyhow::Ok(())
+        });
+        let mut writer = BrokerClient::new(channel).max_encoding_message_size(64 << 20);
+        let (topic_p, record_bytes, batch_records) =
+            (topic.to_string(), args.record_bytes, args.batch_records);
+        producers.spawn(async move {
+            let filler = vec![0x61u8; record_bytes];
+            for _ in 0..per_partition {
+                let mut b = RecordBatchBuilder::with_capacity(batch_records * (record_bytes + 16));
+                let mut first = filler.clone();
+                let stamp = format!("{:016}", now_us());
+                first[..16.min(record_bytes)]
+                    .copy_from_slice(&stamp.as_bytes()[..16.min(record_bytes)]);
+                b.append(now_ms(), None, Some(&first), &[]);
+                for _ in 1..batch_records {
+                    b.append(now_ms(), None, Some(&filler), &[]);
+                }
+                writer
+                    .produce(ProduceRequest {
+                        topic: topic_p.clone(),
+                        partition: p,
+                        acks: Some(-1),
+                        timeout_ms: 30_000,
+                        payload: Some(produce_request::Payload::RecordBatch(b.build())),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = producers.join_next().await {
+        r??;
+    }
+    while let Some(r) = consumers.join_next().await {
+        r??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let h = hist.lock().expect("histogram lock");
+    let records = per_partition * partitions as u64 * args.batch_records as u64;
+    let bytes = records * args.record_bytes as u64;
+    let ms = |q: f64| Some(h.value_at_quantile(q) as f64 / 1000.0);
+    Ok(Row {
+        phase: "end-to-end acks=all (1 in flight)".into(),
         records,
         bytes,
         seconds: secs,
@@ -333,6 +466,9 @@ pub fn run_produce(args: DataBenchArgs, consume_too: bool) -> anyhow::Result<()>
         };
         for (acks, label) in phases {
             rows.push(produce_phase(&args, &topic, acks, label).await?);
+        }
+        if args.record_bytes >= 16 {
+            rows.push(e2e_phase(&args, &topic).await?);
         }
         if consume_too {
             rows.push(consume_phase(&args, &topic).await?);
