@@ -420,14 +420,13 @@ impl BrokerNode {
         let mut st = match part.state.try_lock() {
             Ok(st) => st,
             Err(_) => {
-                // Busy (an append or fetch is running): retry shortly on the runtime.
-                let part = part.clone();
-                let role2 = role.clone();
+                // Busy (an append or fetch is running): reconcile again shortly from the
+                // then-latest image, so a newer role is never overwritten by this one.
                 let me = self.self_arc();
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     if let Some(me) = me {
-                        me.apply_role(&part, role2, config, false);
+                        me.reconcile();
                     }
                 });
                 return;
@@ -449,6 +448,20 @@ impl BrokerNode {
             } => {
                 if was_leader_epoch != Some(*leader_epoch) {
                     st.followers.clear();
+                    // ISR members are presumed in sync at election (Kafka does the same);
+                    // one that never fetches from us leaves the ISR after the lag window.
+                    let hw = st.high_watermark;
+                    let now = Instant::now();
+                    for b in isr.iter().filter(|b| **b != self.id()) {
+                        st.followers.insert(
+                            *b,
+                            FollowerState {
+                                log_end_offset: hw,
+                                last_caught_up: now,
+                                previous_fetch: None,
+                            },
+                        );
+                    }
                     if let Err(e) = st.log.assign_leader_epoch(*leader_epoch) {
                         tracing::error!(partition = %part.name(), error = %e, "cannot record the leader epoch");
                     }
@@ -612,12 +625,21 @@ impl BrokerNode {
         let now = Instant::now();
         let entry = st.followers.entry(follower).or_insert(FollowerState {
             log_end_offset: fetch_offset,
+            // Unknown followers count as lagging; ISR members are pre-seeded at election.
             last_caught_up: now - self.config.replica_lag_time_max,
+            previous_fetch: None,
         });
         entry.log_end_offset = fetch_offset;
+        // Kafka's rule: caught up now if it reached our end; caught up as of its previous
+        // fetch if it reached the end we had then.
         if fetch_offset >= leo {
             entry.last_caught_up = now;
+        } else if let Some((prev_leo, prev_time)) = entry.previous_fetch {
+            if fetch_offset >= prev_leo && prev_time > entry.last_caught_up {
+                entry.last_caught_up = prev_time;
+            }
         }
+        entry.previous_fetch = Some((leo, now));
         if st.maybe_advance_high_watermark(self.id()) {
             part.publish(st);
         }
@@ -731,6 +753,23 @@ impl BrokerNode {
                         part.state.lock().await.pending_isr = None;
                     }
                 }
+            }
+        }
+    }
+
+    /// Flushes every local log and marks it cleanly shut down (process exit).
+    pub async fn close_logs(&self) {
+        let parts: Vec<Arc<Partition>> = self
+            .partitions
+            .lock()
+            .expect("partitions lock")
+            .values()
+            .cloned()
+            .collect();
+        for p in parts {
+            let mut st = p.state.lock().await;
+            if let Err(e) = st.log.shutdown() {
+                tracing::warn!(partition = %p.name(), error = %e, "could not close the log cleanly");
             }
         }
     }

@@ -46,8 +46,11 @@ pub enum Role {
 pub struct FollowerState {
     /// The follower's log end offset (the offset it asked for last).
     pub log_end_offset: i64,
-    /// When it was last fully caught up with our LEO.
+    /// When it was last caught up (Kafka's `lastCaughtUpTimeMs`).
     pub last_caught_up: Instant,
+    /// Our LEO when we answered its previous fetch, and when that was: reaching it later
+    /// means it was caught up as of that earlier time.
+    pub previous_fetch: Option<(i64, Instant)>,
 }
 
 /// Offsets published to waiters.

@@ -51,7 +51,7 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "listeners",
         default: "127.0.0.1:9093",
-        doc: "host:port this node serves gRPC on (CONTROLLER:// or PLAINTEXT:// prefixes accepted)",
+        doc: "host:port this node serves gRPC on; default 127.0.0.1:9093 for controllers, 127.0.0.1:9092 for brokers (CONTROLLER:// or PLAINTEXT:// prefixes accepted)",
     },
     Key {
         name: "controller.quorum.voters",
@@ -221,6 +221,13 @@ impl NodeConfig {
             .get(key)
             .map(|(v, _)| v.as_str())
             .filter(|v| !v.is_empty())
+    }
+
+    /// Whether `key` still has its built-in default.
+    pub fn is_default(&self, key: &str) -> bool {
+        self.values
+            .get(key)
+            .is_none_or(|(_, s)| *s == Source::Default)
     }
 
     /// A required value.

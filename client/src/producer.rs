@@ -107,6 +107,22 @@ impl DataClient {
         &self.metadata
     }
 
+    /// Refreshes metadata until `topic` is known (a topic just created may not have reached
+    /// every broker yet), for at most `timeout`.
+    pub async fn wait_for_topic(&mut self, topic: &str, timeout: Duration) -> Result<i32> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(n) = self.partitions(topic) {
+                return Ok(n);
+            }
+            if start.elapsed() >= timeout {
+                return self.partitions(topic);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.refresh().await.ok();
+        }
+    }
+
     /// Number of partitions of `topic`.
     pub fn partitions(&self, topic: &str) -> Result<i32> {
         match self.metadata.topics.iter().find(|t| t.name == topic) {

@@ -741,6 +741,12 @@ impl Log {
     /// Flushes everything and leaves the clean-shutdown marker, so the next open skips the
     /// CRC scan. Dropping a `Log` without `close` behaves like a crash.
     pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    /// `close` for an owner that cannot give the log up (it sits behind a lock): flushes and
+    /// writes the clean-shutdown marker. No append may follow; the process is exiting.
+    pub fn shutdown(&mut self) -> Result<()> {
         self.flush()?;
         let end = self.log_end_offset();
         self.persist_recovery_point(end)?;

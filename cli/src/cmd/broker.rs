@@ -15,7 +15,12 @@ pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
     let node_id: i32 = cfg.num("node.id")?;
     anyhow::ensure!(node_id >= 0, "node.id must be >= 0");
     let voters = parse_voters(cfg.require("controller.quorum.voters")?)?;
-    let listener = strip_listener_scheme(cfg.require("listeners")?).to_string();
+    // Brokers default to Kafka's 9092; the shared default (9093) is the controller's.
+    let listener = if cfg.is_default("listeners") {
+        "127.0.0.1:9092".to_string()
+    } else {
+        strip_listener_scheme(cfg.require("listeners")?).to_string()
+    };
     let listen = listener
         .to_socket_addrs()
         .with_context(|| format!("listeners={listener:?} is not a host:port"))?
@@ -58,10 +63,20 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         let follower = tokio::spawn(node.clone().run_metadata_follower());
         let isr = tokio::spawn(node.clone().run_isr_maintenance());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(service::serve(node.clone(), async move {
+        let mut server = tokio::spawn(service::serve(node.clone(), async move {
             let _ = stop_rx.await;
         }));
-        super::shutdown_signal().await;
+        // A server that stops on its own (e.g. the port is taken) ends the process.
+        tokio::select! {
+            _ = super::shutdown_signal() => {}
+            r = &mut server => {
+                heartbeats.abort();
+                follower.abort();
+                isr.abort();
+                r?.map_err(|e| anyhow::anyhow!(e))?;
+                anyhow::bail!("the broker's server stopped unexpectedly");
+            }
+        }
         tracing::info!(
             broker = node.id(),
             "controlled shutdown: moving leadership away"
@@ -84,6 +99,8 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         heartbeats.abort();
         follower.abort();
         isr.abort();
-        server.await?.map_err(|e| anyhow::anyhow!(e))
+        let served = server.await?;
+        node.close_logs().await;
+        served.map_err(|e| anyhow::anyhow!(e))
     })
 }

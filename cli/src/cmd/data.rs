@@ -35,7 +35,9 @@ pub async fn produce(
         other => anyhow::bail!("--acks {other:?}: use 0, 1 or all"),
     };
     let mut client = DataClient::connect(bootstrap).await?;
-    let partitions = client.partitions(topic)?;
+    let partitions = client
+        .wait_for_topic(topic, std::time::Duration::from_secs(2))
+        .await?;
     if let Some(p) = partition {
         anyhow::ensure!(
             p >= 0 && p < partitions,
@@ -123,7 +125,7 @@ pub async fn consume(
         anyhow::ensure!(o >= 0, "--offset {o} must not be negative");
     }
     let mut client = DataClient::connect(bootstrap).await?;
-    let partitions = client.partitions(topic)?;
+    let partitions = client.wait_for_topic(topic, Duration::from_secs(2)).await?;
     let parts: Vec<i32> = match partition {
         Some(p) => {
             anyhow::ensure!(

@@ -54,6 +54,9 @@ fn spawn(
         .stdin(Stdio::null())
         .stdout(file.try_clone()?)
         .stderr(file);
+    // Own process group: a Ctrl-C typed at the terminal reaches only `sluice dev`, which
+    // then stops brokers before controllers.
+    cmd.process_group(0);
     // Children die with `sluice dev`, even if it is SIGKILLed.
     unsafe {
         cmd.pre_exec(|| {
