@@ -263,14 +263,20 @@ impl BrokerService {
                 ));
             }
         }
+        // acks=0 is fire and forget: no offsets are promised (Kafka sends no response at all).
+        let (base_offset, last_offset) = if acks == 0 {
+            (-1, -1)
+        } else {
+            (info.first_offset, info.last_offset)
+        };
         Ok(ProduceResponse {
             correlation_id: req.correlation_id,
             error_code: ErrorCode::None as i32,
             error_message: String::new(),
             topic: req.topic,
             partition: req.partition,
-            base_offset: info.first_offset,
-            last_offset: info.last_offset,
+            base_offset,
+            last_offset,
             log_append_time_ms: -1,
             log_start_offset: log_start,
             current_leader: None,

@@ -47,10 +47,11 @@ fn replica_logs(c: &Cluster, topic: &str) -> Vec<Vec<(i64, Vec<u8>)>> {
 
 /// Goal (DESIGN §10.1): with RF=3, acks=all and min.insync.replicas=2, no acknowledged
 /// record is lost and order holds while the partition leader is SIGKILLed again and again.
-/// Method: a producer writes continuously; 10 times the leader is killed, a new leader must
-/// take over, the victim restarts from its disk and rejoins the ISR. At the end every
-/// replica's log on disk holds every acknowledged record at its acknowledged offset, and
-/// the replicas' logs are identical.
+/// Method: a producer writes continuously (each attempt a fresh value, never re-sent); 10
+/// times the leader is killed, a new leader must take over, the victim restarts from its
+/// disk and rejoins the ISR. At the end every replica's log on disk holds every acknowledged
+/// record at its acknowledged offset, no value appears twice, and the replicas' logs are
+/// identical.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_repeated_leader_kills() {
     let mut c = Cluster::start(3, 3, CONTROLLER, BROKER);
@@ -65,6 +66,8 @@ async fn acknowledged_records_survive_repeated_leader_kills() {
     wait_full_isr(&c, "t").await;
     let acked: Arc<Mutex<Vec<(i64, String)>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Every attempt carries a fresh value and is sent once, never retried: so a value seen
+    // twice in a log would be the cluster duplicating data, not the client.
     let producer = {
         let (acked, stop, bootstrap) = (acked.clone(), stop.clone(), c.bootstrap());
         tokio::spawn(async move {
@@ -75,9 +78,32 @@ async fn acknowledged_records_survive_repeated_leader_kills() {
             let mut seq = 0u64;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let value = format!("v{seq}");
-                if let Ok(r) = cl.produce("t", 0, batch_of(&[value.as_bytes()]), -1).await {
-                    acked.lock().unwrap().push((r.base_offset, value));
-                    seq += 1;
+                seq += 1;
+                let Some((_, addr)) = cl.leader("t", 0) else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let _ = cl.refresh().await;
+                    continue;
+                };
+                let req = ProduceRequest {
+                    topic: "t".into(),
+                    partition: 0,
+                    acks: Some(-1),
+                    timeout_ms: 5_000,
+                    payload: Some(produce_request::Payload::RecordBatch(batch_of(&[
+                        value.as_bytes()
+                    ]))),
+                    ..Default::default()
+                };
+                let mut broker = BrokerClient::new(channel(&addr));
+                match tokio::time::timeout(Duration::from_secs(6), broker.produce(req)).await {
+                    Ok(Ok(r)) => acked
+                        .lock()
+                        .unwrap()
+                        .push((r.into_inner().base_offset, value)),
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let _ = cl.refresh().await;
+                    }
                 }
             }
         })
@@ -137,6 +163,18 @@ async fn acknowledged_records_survive_repeated_leader_kills() {
                 *value,
                 "broker {}: offset {offset} lost its acknowledged value",
                 b + 1
+            );
+        }
+    }
+    // Nothing appears twice: no attempt was ever re-sent, so duplicates would be ours.
+    for (b, log) in logs.iter().enumerate() {
+        let mut seen = std::collections::HashSet::new();
+        for (offset, value) in log {
+            assert!(
+                seen.insert(value.clone()),
+                "broker {}: {:?} stored twice (again at {offset})",
+                b + 1,
+                String::from_utf8_lossy(value)
             );
         }
     }

@@ -89,7 +89,12 @@ pub async fn produce(
             }
             let r = client.produce(topic, p, b.build(), acks).await?;
             for (i, _) in records.iter().enumerate() {
-                let offset = r.base_offset + i as i64;
+                // acks=0 returns no offsets (-1).
+                let offset = if r.base_offset < 0 {
+                    -1
+                } else {
+                    r.base_offset + i as i64
+                };
                 match out {
                     OutputFormat::Json => println!("{}", json!({"partition": p, "offset": offset})),
                     OutputFormat::Table => {
