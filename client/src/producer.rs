@@ -162,14 +162,15 @@ impl DataClient {
                 self.refresh().await.ok();
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
-                if self.partitions(topic).is_err() {
-                    return Err(ClientError {
-                        code: ErrorCode::UnknownTopicOrPartition,
-                        message: format!(
-                            "UNKNOWN_TOPIC_OR_PARTITION: topic {topic:?} does not exist"
-                        ),
-                    });
-                }
+                // No leader known yet (election, or a topic so new that the broker we asked
+                // has not applied it): retriable, as in Kafka.
+                last = Some(match self.partitions(topic) {
+                    Err(e) => e,
+                    Ok(_) => ClientError {
+                        code: ErrorCode::LeaderNotAvailable,
+                        message: format!("LEADER_NOT_AVAILABLE: {topic}-{partition} has no leader"),
+                    },
+                });
                 continue;
             };
             let req = ProduceRequest {
@@ -178,7 +179,6 @@ impl DataClient {
                 partition,
                 acks: Some(acks),
                 timeout_ms: 10_000,
-
                 payload: Some(produce_request::Payload::RecordBatch(batch.clone())),
             };
             match self.client(&addr)?.produce(req).await {

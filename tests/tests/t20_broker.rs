@@ -46,10 +46,25 @@ async fn produce_and_consume_through_the_cluster() {
             Some(format!("order-{i}").as_bytes()),
             &[],
         );
-        let r = cl
-            .produce("orders", p, b.build(), -1)
-            .await
-            .expect("acks=all produce");
+        let r = match cl.produce("orders", p, b.build(), -1).await {
+            Ok(r) => r,
+            Err(e) => {
+                let logs: Vec<String> = (1..=3u16)
+                    .map(|b| {
+                        c.broker_log(b)
+                            .lines()
+                            .map(|l| l.chars().take(200).collect::<String>())
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .collect();
+                panic!(
+                    "acks=all produce: {e:?}\nmetadata: {:?}\n{}",
+                    cl.metadata(),
+                    logs.join("\n-----\n")
+                );
+            }
+        };
         acked[p as usize].push((r.base_offset, format!("order-{i}")));
     }
     for p in 0..3 {
