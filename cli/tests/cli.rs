@@ -91,3 +91,33 @@ fn roles_not_built_yet_say_so_and_fail() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not yet available"));
 }
+
+#[test]
+fn example_configs_in_deploy_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let out = sluice()
+            .args(["config", "print", "-o", "json", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let node_id = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["key"] == "node.id")
+            .unwrap();
+        assert_eq!(node_id["source"], "file", "{}", path.display());
+        n += 1;
+    }
+    assert_eq!(n, 6, "three controller and three broker examples");
+}
