@@ -20,6 +20,26 @@ const BROKER: &[&str] = &[
     "replica.lag.time.max.ms=3000",
 ];
 
+/// A client connected to any broker of `c`.
+async fn connected(c: &Cluster) -> DataClient {
+    wait_for("client", WAIT, || async {
+        DataClient::connect(&c.bootstrap()).await.ok()
+    })
+    .await
+}
+
+/// Topic `t`: one partition, RF 3, min.insync.replicas 2.
+async fn replicated_topic(c: &Cluster) {
+    create_topic_with(
+        &c.controller_addr(1),
+        "t",
+        1,
+        3,
+        &[("min.insync.replicas", "2")],
+    )
+    .await;
+}
+
 async fn leader_and_isr(c: &Cluster, topic: &str) -> Option<(i32, i32, Vec<i32>)> {
     for id in 1..=3 {
         if let Some(t) = describe_topic(&c.controller_addr(id), topic).await {
@@ -55,14 +75,7 @@ fn replica_logs(c: &Cluster, topic: &str) -> Vec<Vec<(i64, Vec<u8>)>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_repeated_leader_kills() {
     let mut c = Cluster::start(3, 3, CONTROLLER, BROKER);
-    create_topic_with(
-        &c.controller_addr(1),
-        "t",
-        1,
-        3,
-        &[("min.insync.replicas", "2")],
-    )
-    .await;
+    replicated_topic(&c).await;
     wait_full_isr(&c, "t").await;
     let acked: Arc<Mutex<Vec<(i64, String)>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -194,19 +207,9 @@ async fn acknowledged_records_survive_repeated_leader_kills() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_leader_is_replaced_and_rejoins() {
     let mut c = Cluster::start(3, 3, CONTROLLER, BROKER);
-    create_topic_with(
-        &c.controller_addr(1),
-        "t",
-        1,
-        3,
-        &[("min.insync.replicas", "2")],
-    )
-    .await;
+    replicated_topic(&c).await;
     let (old, old_epoch) = wait_full_isr(&c, "t").await;
-    let mut cl = wait_for("client", WAIT, || async {
-        DataClient::connect(&c.bootstrap()).await.ok()
-    })
-    .await;
+    let mut cl = connected(&c).await;
     cl.produce("t", 0, batch_of(&[b"before"]), -1)
         .await
         .unwrap();
@@ -277,19 +280,9 @@ async fn paused_leader_is_replaced_and_rejoins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_down_refuses_acks_all_until_they_return() {
     let mut c = Cluster::start(3, 3, CONTROLLER, BROKER);
-    create_topic_with(
-        &c.controller_addr(1),
-        "t",
-        1,
-        3,
-        &[("min.insync.replicas", "2")],
-    )
-    .await;
+    replicated_topic(&c).await;
     let (leader, _) = wait_full_isr(&c, "t").await;
-    let mut cl = wait_for("client", WAIT, || async {
-        DataClient::connect(&c.bootstrap()).await.ok()
-    })
-    .await;
+    let mut cl = connected(&c).await;
     cl.produce("t", 0, batch_of(&[b"a"]), -1).await.unwrap();
     let others: Vec<u16> = (1..=3).filter(|b| *b != leader as u16).collect();
     for b in &others {
@@ -355,14 +348,7 @@ async fn two_replicas_down_refuses_acks_all_until_they_return() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controlled_shutdown_moves_leadership_before_exit() {
     let mut c = Cluster::start(3, 3, &[], &["broker.heartbeat.interval.ms=300"]);
-    create_topic_with(
-        &c.controller_addr(1),
-        "t",
-        1,
-        3,
-        &[("min.insync.replicas", "2")],
-    )
-    .await;
+    replicated_topic(&c).await;
     let (leader, epoch) = wait_full_isr(&c, "t").await;
     let started = std::time::Instant::now();
     c.stop_broker(leader as u16);
@@ -378,10 +364,7 @@ async fn controlled_shutdown_moves_leadership_before_exit() {
         stopped_after < Duration::from_secs(9),
         "controlled shutdown took {stopped_after:?}"
     );
-    let mut cl = wait_for("client", WAIT, || async {
-        DataClient::connect(&c.bootstrap()).await.ok()
-    })
-    .await;
+    let mut cl = connected(&c).await;
     let t = std::time::Instant::now();
     cl.produce("t", 0, batch_of(&[b"after-shutdown"]), -1)
         .await
@@ -413,10 +396,7 @@ async fn returning_leader_truncates_its_divergent_tail() {
     )
     .await;
     let (old, _) = wait_full_isr(&c, "t").await;
-    let mut cl = wait_for("client", WAIT, || async {
-        DataClient::connect(&c.bootstrap()).await.ok()
-    })
-    .await;
+    let mut cl = connected(&c).await;
     cl.produce("t", 0, batch_of(&[b"common"]), -1)
         .await
         .unwrap();
