@@ -10,6 +10,8 @@
 //!   Broker gRPC: Produce / Fetch / ListOffsets / Metadata           │ follower fetchers
 //! ```
 
+pub mod assign;
+pub mod group;
 pub mod node;
 pub mod partition;
 pub mod service;

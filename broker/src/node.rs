@@ -46,6 +46,8 @@ pub struct BrokerConfig {
     pub replica_fetch_max_bytes: i32,
     /// `replica.fetch.wait.max.ms`.
     pub replica_fetch_wait_max_ms: i32,
+    /// Consumer group coordinator settings.
+    pub groups: crate::group::GroupSettings,
 }
 
 /// A running broker.
@@ -69,6 +71,8 @@ pub struct BrokerNode {
     /// Set when a controlled shutdown has been granted.
     pub shutting_down: AtomicBool,
     channels: Mutex<HashMap<String, Channel>>,
+    /// The unused part `[next, end)` of the producer-id block the controller gave us.
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
 }
 
 fn image_file(dir: &std::path::Path) -> PathBuf {
@@ -98,6 +102,7 @@ impl BrokerNode {
             metadata_offset: AtomicU64::new(offset),
             shutting_down: AtomicBool::new(false),
             channels: Mutex::new(HashMap::new()),
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
         });
         Ok(node)
     }
@@ -177,6 +182,38 @@ impl BrokerNode {
             }
         }
         Err(last)
+    }
+
+    /// A producer id never handed out before, from our block (a new block is allocated
+    /// through the quorum when it runs out, as Kafka's KIP-730 does).
+    pub async fn next_producer_id(&self) -> Result<i64, tonic::Status> {
+        let mut ids = self.producer_ids.lock().await;
+        if ids.0 >= ids.1 {
+            let broker_epoch = self.broker_epoch.load(Ordering::SeqCst);
+            if broker_epoch < 0 {
+                return Err(sluice_proto::status::error_status(
+                    sluice_proto::v1::ErrorCode::CoordinatorNotAvailable,
+                    "this broker is not registered yet; retry",
+                    None,
+                ));
+            }
+            let req = sluice_proto::v1::AllocateProducerIdsRequest {
+                broker_id: self.id(),
+                broker_epoch,
+            };
+            let block = self
+                .call_controller(|mut c| {
+                    async move { c.allocate_producer_ids(req).await }
+                })
+                .await?;
+            *ids = (
+                block.producer_id_start,
+                block.producer_id_start + block.producer_id_len as i64,
+            );
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
     }
 
     /// Registers with the quorum, then heartbeats forever (re-registering if the

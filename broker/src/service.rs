@@ -18,6 +18,7 @@ use sluice_storage::{RecordBatchBuilder, StorageError};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::group::GroupCoordinator;
 use crate::node::BrokerNode;
 use crate::partition::{Partition, Role};
 
@@ -38,6 +39,7 @@ pub const PRODUCE_TIMEOUT_MS_DEFAULT: i32 = 30_000;
 #[derive(Clone)]
 pub struct BrokerService {
     node: Arc<BrokerNode>,
+    groups: Option<Arc<GroupCoordinator>>,
 }
 
 fn storage_status(e: StorageError) -> Status {
@@ -48,6 +50,8 @@ fn storage_status(e: StorageError) -> Status {
         StorageError::UnsupportedCompression { .. } => ErrorCode::UnsupportedCompressionType,
         StorageError::Unsupported { .. } => ErrorCode::InvalidRecord,
         StorageError::InvalidRequest { .. } => ErrorCode::InvalidRequest,
+        StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
+        StorageError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
         StorageError::Io { .. } => ErrorCode::KafkaStorageError,
     };
     let msg = e.to_string();
@@ -61,7 +65,21 @@ fn storage_status(e: StorageError) -> Status {
 impl BrokerService {
     /// The service over `node`.
     pub fn new(node: Arc<BrokerNode>) -> Self {
-        BrokerService { node }
+        BrokerService { node, groups: None }
+    }
+
+    /// The service with its consumer group coordinator.
+    pub fn with_groups(node: Arc<BrokerNode>, groups: Arc<GroupCoordinator>) -> Self {
+        BrokerService {
+            node,
+            groups: Some(groups),
+        }
+    }
+
+    fn groups(&self) -> Result<&Arc<GroupCoordinator>, Status> {
+        self.groups
+            .as_ref()
+            .ok_or_else(|| not_yet("the group coordinator"))
     }
 
     fn leader_hint(&self, topic: &str, index: i32) -> Option<LeaderHint> {
@@ -158,6 +176,17 @@ impl BrokerService {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as i64);
                 let mut b = RecordBatchBuilder::new();
+                if let Some(pid) = list.producer_id {
+                    let epoch = list.producer_epoch.unwrap_or(0);
+                    let Ok(epoch) = i16::try_from(epoch) else {
+                        return Err(error_status(
+                            ErrorCode::InvalidRequest,
+                            format!("producer_epoch {epoch} does not fit Kafka's int16"),
+                            None,
+                        ));
+                    };
+                    b = b.producer(pid, epoch, list.base_sequence.unwrap_or(0));
+                }
                 for r in &list.records {
                     let headers: Vec<(&[u8], Option<&[u8]>)> = r
                         .headers
@@ -445,8 +474,26 @@ impl BrokerService {
     }
 }
 
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 type ProduceStreamOut = Pin<Box<dyn Stream<Item = Result<ProduceResponse, Status>> + Send>>;
 type FetchStreamOut = Pin<Box<dyn Stream<Item = Result<FetchResponse, Status>> + Send>>;
+
+trait IntoParts {
+    fn into_parts(self) -> (i32, String);
+}
+
+impl IntoParts for (i32, String, Option<LeaderHint>) {
+    fn into_parts(self) -> (i32, String) {
+        (self.0, self.1)
+    }
+}
 
 fn in_band_error(s: &Status) -> (i32, String, Option<LeaderHint>) {
     let d = sluice_proto::status::error_detail(s);
@@ -736,51 +783,95 @@ impl Broker for BrokerService {
 
     async fn init_producer_id(
         &self,
-        _r: Request<InitProducerIdRequest>,
+        r: Request<InitProducerIdRequest>,
     ) -> Result<Response<InitProducerIdResponse>, Status> {
-        Err(not_yet("InitProducerId (idempotent producers)"))
+        let r = r.into_inner();
+        if r.transactional_id.as_deref().is_some_and(|t| !t.is_empty()) {
+            return Err(error_status(
+                ErrorCode::UnsupportedVersion,
+                "transactions are not supported; leave transactional_id unset for an idempotent producer",
+                None,
+            ));
+        }
+        let producer_id = self.node.next_producer_id().await?;
+        Ok(Response::new(InitProducerIdResponse {
+            producer_id,
+            producer_epoch: 0,
+        }))
     }
     async fn find_coordinator(
         &self,
-        _r: Request<FindCoordinatorRequest>,
+        r: Request<FindCoordinatorRequest>,
     ) -> Result<Response<FindCoordinatorResponse>, Status> {
-        Err(not_yet("FindCoordinator (consumer groups)"))
+        let r = r.into_inner();
+        Ok(Response::new(
+            self.groups()?.find_coordinator(&r.group_id).await?,
+        ))
     }
     async fn consumer_group_heartbeat(
         &self,
-        _r: Request<ConsumerGroupHeartbeatRequest>,
+        r: Request<ConsumerGroupHeartbeatRequest>,
     ) -> Result<Response<ConsumerGroupHeartbeatResponse>, Status> {
-        Err(not_yet("ConsumerGroupHeartbeat (consumer groups)"))
+        let host = r
+            .remote_addr()
+            .map(|a| format!("/{}", a.ip()))
+            .unwrap_or_default();
+        Ok(Response::new(
+            self.groups()?.heartbeat(r.into_inner(), host).await?,
+        ))
     }
     async fn offset_commit(
         &self,
-        _r: Request<OffsetCommitRequest>,
+        r: Request<OffsetCommitRequest>,
     ) -> Result<Response<OffsetCommitResponse>, Status> {
-        Err(not_yet("OffsetCommit (consumer groups)"))
+        Ok(Response::new(self.groups()?.commit(r.into_inner()).await?))
     }
     async fn offset_fetch(
         &self,
-        _r: Request<OffsetFetchRequest>,
+        r: Request<OffsetFetchRequest>,
     ) -> Result<Response<OffsetFetchResponse>, Status> {
-        Err(not_yet("OffsetFetch (consumer groups)"))
+        Ok(Response::new(self.groups()?.fetch(r.into_inner()).await?))
     }
     async fn list_groups(
         &self,
-        _r: Request<ListGroupsRequest>,
+        r: Request<ListGroupsRequest>,
     ) -> Result<Response<ListGroupsResponse>, Status> {
-        Err(not_yet("ListGroups (consumer groups)"))
+        let filter = r.into_inner().states_filter;
+        let mut groups = self.groups()?.list().await;
+        if !filter.is_empty() {
+            groups.retain(|g| filter.contains(&g.group_state));
+        }
+        Ok(Response::new(ListGroupsResponse { groups }))
     }
     async fn describe_groups(
         &self,
-        _r: Request<DescribeGroupsRequest>,
+        r: Request<DescribeGroupsRequest>,
     ) -> Result<Response<DescribeGroupsResponse>, Status> {
-        Err(not_yet("DescribeGroups (consumer groups)"))
+        let coordinator = self.groups()?;
+        let mut groups = Vec::new();
+        for g in r.into_inner().group_ids {
+            groups.push(coordinator.describe(&g).await);
+        }
+        Ok(Response::new(DescribeGroupsResponse { groups }))
     }
     async fn delete_groups(
         &self,
-        _r: Request<DeleteGroupsRequest>,
+        r: Request<DeleteGroupsRequest>,
     ) -> Result<Response<DeleteGroupsResponse>, Status> {
-        Err(not_yet("DeleteGroups (consumer groups)"))
+        let coordinator = self.groups()?;
+        let mut results = Vec::new();
+        for g in r.into_inner().group_ids {
+            let (error_code, error_message) = match coordinator.delete(&g).await {
+                Ok(()) => (0, String::new()),
+                Err(e) => in_band_error(&e).into_parts(),
+            };
+            results.push(DeleteGroupResult {
+                group_id: g,
+                error_code,
+                error_message,
+            });
+        }
+        Ok(Response::new(DeleteGroupsResponse { results }))
     }
 }
 
@@ -842,6 +933,9 @@ pub async fn serve(
     let v1 = reflection().build_v1().map_err(|e| e.to_string())?;
     let v1alpha = reflection().build_v1alpha().map_err(|e| e.to_string())?;
     let addr = node.config.listen;
+    let groups = GroupCoordinator::new(node.clone(), node.config.groups.clone());
+    let expiry = tokio::spawn(groups.clone().run_expiry());
+    let _expiry = AbortOnDrop(expiry);
     tracing::info!(broker = node.id(), %addr, "broker listening");
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -849,7 +943,7 @@ pub async fn serve(
         .add_service(v1)
         .add_service(v1alpha)
         .add_service(
-            BrokerServer::new(BrokerService::new(node.clone()))
+            BrokerServer::new(BrokerService::with_groups(node.clone(), groups))
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
         )

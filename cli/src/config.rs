@@ -125,6 +125,36 @@ pub const KEYS: &[Key] = &[
         doc: "how long a follower's fetch waits on the leader for new data",
     },
     Key {
+        name: "metrics.listener",
+        default: "",
+        doc: "host:port of the Prometheus endpoint (GET /metrics); default: the host of `listeners`, port + 200",
+    },
+    Key {
+        name: "log.retention.check.interval.ms",
+        default: "300000",
+        doc: "how often brokers apply retention.ms / retention.bytes to their partitions",
+    },
+    Key {
+        name: "offsets.topic.num.partitions",
+        default: "12",
+        doc: "partitions of __consumer_offsets (Kafka: 50; 12 spreads coordinators over a small cluster at a quarter of the open logs)",
+    },
+    Key {
+        name: "offsets.topic.replication.factor",
+        default: "3",
+        doc: "replicas of __consumer_offsets; groups are unavailable until this many brokers are registered",
+    },
+    Key {
+        name: "group.consumer.session.timeout.ms",
+        default: "45000",
+        doc: "a group member that does not heartbeat for this long is removed and its partitions reassigned",
+    },
+    Key {
+        name: "group.consumer.heartbeat.interval.ms",
+        default: "5000",
+        doc: "how often group members are told to heartbeat",
+    },
+    Key {
         name: "request.timeout.ms",
         default: "5000",
         doc: "how long a metadata write may wait for the quorum",

@@ -22,7 +22,7 @@ pub struct ClientError {
 }
 
 impl ClientError {
-    fn from_status(s: tonic::Status) -> Self {
+    pub(crate) fn from_status(s: tonic::Status) -> Self {
         let code = error_code(&s);
         let message = match error_detail(&s) {
             Some(d) => format!("{}: {}", d.reason, d.message),
@@ -225,5 +225,11 @@ impl Admin {
     }
 }
 
+pub mod cluster;
+pub mod consumer;
+pub mod data;
 pub mod producer;
-pub use producer::{partition_for_key, DataClient};
+pub use cluster::Cluster;
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
+pub use data::{partition_for_key, DataClient};
+pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};

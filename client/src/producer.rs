@@ -1,300 +1,778 @@
-//! A minimal partition-aware client for the data plane: metadata lookup, Kafka's murmur2
-//! partitioner, produce with leader re-routing and bounded retries, and fetch. The full
-//! batching producer and group consumer build on this.
+//! The batching, idempotent producer (DESIGN §6), shaped like Kafka's.
+//!
+//! ```text
+//!   send(record) ── partitioner ──► accumulator[topic-partition]: open batch
+//!        │ waits for buffer.memory (max.block.ms)       │ full (batch.size) or linger.ms
+//!        ▼                                              ▼
+//!   DeliveryFuture ◄── offsets ── partition sender: stamps (producer id, epoch, sequence),
+//!                                 keeps ≤ max.in.flight batches in flight to the leader,
+//!                                 retries in order after a failure, re-routes on
+//!                                 NOT_LEADER_OR_FOLLOWER using the leader hint
+//! ```
+//!
+//! With idempotence (the default with acks=all) every batch carries a per-partition
+//! sequence number, so a retry of a batch the leader already stored is answered with the
+//! original offsets instead of being written twice, and batches can be pipelined without
+//! reordering: a batch sent after a failed one is refused as out of sequence and retried
+//! after it.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::stream::{FuturesOrdered, StreamExt};
 use sluice_proto::status::{error_code, error_detail};
-use sluice_proto::v1::broker_client::BrokerClient;
 use sluice_proto::v1::*;
-use tonic::transport::{Channel, Endpoint};
+use sluice_storage::RecordBatchBuilder;
+use tokio::sync::{oneshot, Notify, Semaphore};
 
+use crate::cluster::Cluster;
+use crate::data::partition_for_key;
 use crate::{ClientError, Result};
 
-/// Kafka's default partitioner for keyed records: `toPositive(murmur2(key)) % partitions`.
-pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
-    let h = murmur2::murmur2(key, murmur2::KAFKA_SEED) as i32;
-    ((h & 0x7fff_ffff) % partitions.max(1)) as i32
+/// Producer settings, with Kafka's names and defaults.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// `acks`: 0, 1 or -1 (all).
+    pub acks: i32,
+    /// `enable.idempotence`; `None` = on when acks is all (Kafka's rule).
+    pub enable_idempotence: Option<bool>,
+    /// `batch.size`: bytes that make a batch full.
+    pub batch_size: usize,
+    /// `linger.ms`: how long a batch waits for more records.
+    pub linger: Duration,
+    /// `buffer.memory`: bytes of records waiting to be sent.
+    pub buffer_memory: usize,
+    /// `max.block.ms`: how long `send` waits for buffer memory or metadata.
+    pub max_block: Duration,
+    /// `max.request.size`: the largest record (batch) accepted.
+    pub max_request_size: usize,
+    /// `max.in.flight.requests.per.connection` (per partition here); at most 5 with idempotence.
+    pub max_in_flight: usize,
+    /// `retry.backoff.ms`.
+    pub retry_backoff: Duration,
+    /// `delivery.timeout.ms`: upper bound from `send` to success or failure.
+    pub delivery_timeout: Duration,
+    /// `request.timeout.ms`: how long the broker may wait for the acks condition.
+    pub request_timeout: Duration,
 }
 
-/// Upper bound on one request to a broker.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Retries of one request before giving up (each after a metadata refresh).
-pub const RETRIES_MAX: u32 = 20;
-
-/// Connections and cached metadata of one cluster.
-pub struct DataClient {
-    bootstrap: Vec<String>,
-    channels: HashMap<String, Channel>,
-    metadata: MetadataResponse,
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            acks: -1,
+            enable_idempotence: None,
+            batch_size: 16 * 1024,
+            linger: Duration::from_millis(5),
+            buffer_memory: 32 << 20,
+            max_block: Duration::from_secs(60),
+            max_request_size: 1 << 20,
+            max_in_flight: 5,
+            retry_backoff: Duration::from_millis(100),
+            delivery_timeout: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
-fn lazy(addr: &str) -> Result<Channel> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| ClientError {
-            code: ErrorCode::InvalidRequest,
-            message: format!("INVALID_REQUEST: bad address {addr:?}: {e}"),
-        })?
-        .connect_timeout(Duration::from_secs(2))
-        // Longer than a produce's own 10 s acks=all timeout and any fetch long poll, so a
-        // frozen broker costs one bounded wait, then a retry elsewhere.
-        .timeout(REQUEST_TIMEOUT)
-        .tcp_nodelay(true)
-        .connect_lazy())
+impl ProducerConfig {
+    /// Whether batches carry producer ids and sequences.
+    pub fn idempotent(&self) -> bool {
+        self.enable_idempotence.unwrap_or(self.acks == -1)
+    }
+}
+
+/// One record to send.
+#[derive(Debug, Clone, Default)]
+pub struct ProducerRecord {
+    /// Topic.
+    pub topic: String,
+    /// Explicit partition; otherwise murmur2 of the key, otherwise sticky.
+    pub partition: Option<i32>,
+    /// Key.
+    pub key: Option<Bytes>,
+    /// Value.
+    pub value: Option<Bytes>,
+    /// Create time in ms; now when absent.
+    pub timestamp: Option<i64>,
+    /// Headers.
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+impl ProducerRecord {
+    /// A record with a value only.
+    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        ProducerRecord {
+            topic: topic.into(),
+            value: Some(value.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the partition.
+    pub fn partition(mut self, p: i32) -> Self {
+        self.partition = Some(p);
+        self
+    }
+
+    fn estimated_size(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()) + 10)
+            .sum();
+        self.key.as_ref().map_or(0, |k| k.len())
+            + self.value.as_ref().map_or(0, |v| v.len())
+            + headers
+            + 25
+    }
+}
+
+/// Where a record was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordMetadata {
+    /// Partition.
+    pub partition: i32,
+    /// Offset (-1 with acks=0).
+    pub offset: i64,
+    /// The record's timestamp.
+    pub timestamp: i64,
+}
+
+/// Resolves when the record is acknowledged (or failed).
+pub struct DeliveryFuture(oneshot::Receiver<Result<RecordMetadata>>);
+
+impl Future for DeliveryFuture {
+    type Output = Result<RecordMetadata>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| {
+                Err(ClientError {
+                    code: ErrorCode::UnknownServerError,
+                    message: "UNKNOWN_SERVER_ERROR: the producer was dropped".into(),
+                })
+            })
+        })
+    }
+}
+
+type Waiter = (oneshot::Sender<Result<RecordMetadata>>, i64);
+
+/// Records accumulated for one partition, not yet sent.
+struct OpenBatch {
+    builder: RecordBatchBuilder,
+    waiters: Vec<Waiter>,
+    bytes: usize,
+    created: Instant,
+}
+
+/// A closed batch on its way to the broker.
+struct Batch {
+    builder: Option<RecordBatchBuilder>,
+    bytes: Option<Bytes>,
+    waiters: Vec<Waiter>,
+    permits: usize,
+    created: Instant,
+    base_sequence: i32,
+    records: i32,
+}
+
+#[derive(Default)]
+struct PartitionQueue {
+    open: Option<OpenBatch>,
+    sealed: VecDeque<Batch>,
+}
+
+struct PartitionHandle {
+    queue: Mutex<PartitionQueue>,
+    wake: Notify,
+}
+
+struct Shared {
+    cluster: Arc<Cluster>,
+    config: ProducerConfig,
+    producer_id: i64,
+    producer_epoch: i16,
+    memory: Arc<Semaphore>,
+    partitions: Mutex<HashMap<(String, i32), Arc<PartitionHandle>>>,
+    /// Sticky partition per topic for records with neither key nor partition.
+    sticky: Mutex<HashMap<String, i32>>,
+    /// Records sent and not yet completed (for `flush`).
+    outstanding: AtomicUsize,
+    idle: Notify,
+    /// Force every open batch out now (`flush`).
+    flushing: AtomicBool,
+    closed: AtomicBool,
+    fatal: Mutex<Option<ClientError>>,
+}
+
+/// A batching producer. Cheap to share behind an `Arc`; `send` takes `&self`.
+pub struct Producer {
+    shared: Arc<Shared>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn retriable(code: ErrorCode) -> bool {
     sluice_proto::status::is_retriable(code) || code == ErrorCode::NetworkException
 }
 
-impl DataClient {
-    /// Connects to the cluster through any bootstrap broker and loads metadata.
-    pub async fn connect(bootstrap: &str) -> Result<Self> {
-        let mut c = DataClient {
-            bootstrap: crate::parse_bootstrap(bootstrap),
-            channels: HashMap::new(),
-            metadata: MetadataResponse::default(),
+impl Producer {
+    /// Connects through `bootstrap` and, with idempotence, gets a producer id.
+    pub async fn connect(bootstrap: &str, config: ProducerConfig) -> Result<Self> {
+        if !matches!(config.acks, -1..=1) {
+            return Err(ClientError {
+                code: ErrorCode::InvalidRequiredAcks,
+                message: format!(
+                    "INVALID_REQUIRED_ACKS: acks={}; use 0, 1 or all",
+                    config.acks
+                ),
+            });
+        }
+        if config.enable_idempotence == Some(true) && config.acks != -1 {
+            return Err(ClientError {
+                code: ErrorCode::InvalidConfig,
+                message: "INVALID_CONFIG: enable.idempotence requires acks=all".into(),
+            });
+        }
+        let mut config = config;
+        if config.idempotent() {
+            config.max_in_flight = config.max_in_flight.clamp(1, 5);
+        }
+        config.max_in_flight = config.max_in_flight.max(1);
+        let cluster =
+            Cluster::connect(bootstrap, config.request_timeout + Duration::from_secs(5)).await?;
+        let (producer_id, producer_epoch) = if config.idempotent() {
+            init_producer_id(&cluster, config.max_block).await?
+        } else {
+            (-1, -1)
         };
-        c.refresh().await?;
-        Ok(c)
-    }
-
-    fn channel(&mut self, addr: &str) -> Result<Channel> {
-        if let Some(c) = self.channels.get(addr) {
-            return Ok(c.clone());
-        }
-        let c = lazy(addr)?;
-        self.channels.insert(addr.to_string(), c.clone());
-        Ok(c)
-    }
-
-    fn client(&mut self, addr: &str) -> Result<BrokerClient<Channel>> {
-        Ok(BrokerClient::new(self.channel(addr)?)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20))
-    }
-
-    /// Reloads metadata from any reachable broker.
-    pub async fn refresh(&mut self) -> Result<()> {
-        let mut addrs: Vec<String> = self
-            .metadata
-            .brokers
-            .iter()
-            .map(|b| format!("{}:{}", b.host, b.port))
-            .collect();
-        addrs.extend(self.bootstrap.iter().cloned());
-        let mut last = String::from("no bootstrap address");
-        for a in addrs {
-            match self.client(&a)?.metadata(MetadataRequest::default()).await {
-                Ok(r) => {
-                    self.metadata = r.into_inner();
-                    return Ok(());
-                }
-                Err(s) => last = format!("{a}: {}", s.message()),
-            }
-        }
-        Err(ClientError {
-            code: ErrorCode::NetworkException,
-            message: format!("NETWORK_EXCEPTION: no broker reachable ({last})"),
-        })
-    }
-
-    /// The cached metadata.
-    pub fn metadata(&self) -> &MetadataResponse {
-        &self.metadata
-    }
-
-    /// Refreshes metadata until `topic` is known (a topic just created may not have reached
-    /// every broker yet), for at most `timeout`.
-    pub async fn wait_for_topic(&mut self, topic: &str, timeout: Duration) -> Result<i32> {
-        let start = std::time::Instant::now();
-        loop {
-            if let Ok(n) = self.partitions(topic) {
-                return Ok(n);
-            }
-            if start.elapsed() >= timeout {
-                return self.partitions(topic);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            self.refresh().await.ok();
-        }
-    }
-
-    /// Number of partitions of `topic`.
-    pub fn partitions(&self, topic: &str) -> Result<i32> {
-        match self.metadata.topics.iter().find(|t| t.name == topic) {
-            Some(t) if t.error_code == 0 => Ok(t.partitions.len() as i32),
-            _ => Err(ClientError {
-                code: ErrorCode::UnknownTopicOrPartition,
-                message: format!("UNKNOWN_TOPIC_OR_PARTITION: topic {topic:?} does not exist"),
+        let memory = Arc::new(Semaphore::new(config.buffer_memory));
+        Ok(Producer {
+            shared: Arc::new(Shared {
+                cluster,
+                config,
+                producer_id,
+                producer_epoch,
+                memory,
+                partitions: Mutex::new(HashMap::new()),
+                sticky: Mutex::new(HashMap::new()),
+                outstanding: AtomicUsize::new(0),
+                idle: Notify::new(),
+                flushing: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
+                fatal: Mutex::new(None),
             }),
-        }
-    }
-
-    /// The leader's address of a partition, from cached metadata.
-    pub fn leader(&self, topic: &str, partition: i32) -> Option<(i32, String)> {
-        let t = self.metadata.topics.iter().find(|t| t.name == topic)?;
-        let p = t.partitions.iter().find(|p| p.partition == partition)?;
-        let b = self
-            .metadata
-            .brokers
-            .iter()
-            .find(|b| b.broker_id == p.leader_id)?;
-        Some((b.broker_id, format!("{}:{}", b.host, b.port)))
-    }
-
-    /// Produces one encoded batch to a partition, re-routing on NOT_LEADER_OR_FOLLOWER and
-    /// retrying retriable errors (with metadata refresh and backoff) up to [`RETRIES_MAX`].
-    pub async fn produce(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        batch: Bytes,
-        acks: i32,
-    ) -> Result<ProduceResponse> {
-        let mut backoff = Duration::from_millis(50);
-        let mut last = None;
-        for _ in 0..RETRIES_MAX {
-            let Some((_, addr)) = self.leader(topic, partition) else {
-                self.refresh().await.ok();
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                // No leader known yet (election, or a topic so new that the broker we asked
-                // has not applied it): retriable, as in Kafka.
-                last = Some(match self.partitions(topic) {
-                    Err(e) => e,
-                    Ok(_) => ClientError {
-                        code: ErrorCode::LeaderNotAvailable,
-                        message: format!("LEADER_NOT_AVAILABLE: {topic}-{partition} has no leader"),
-                    },
-                });
-                continue;
-            };
-            let req = ProduceRequest {
-                correlation_id: 0,
-                topic: topic.to_string(),
-                partition,
-                acks: Some(acks),
-                timeout_ms: 10_000,
-                payload: Some(produce_request::Payload::RecordBatch(batch.clone())),
-            };
-            match self.client(&addr)?.produce(req).await {
-                Ok(r) => return Ok(r.into_inner()),
-                Err(s) => {
-                    let code = error_code(&s);
-                    let err = ClientError::from_status(s.clone());
-                    if !retriable(code) {
-                        return Err(err);
-                    }
-                    last = Some(err);
-                    if error_detail(&s).and_then(|d| d.leader).is_none()
-                        || code != ErrorCode::NotLeaderOrFollower
-                    {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
-                    }
-                    self.refresh().await.ok();
-                }
-            }
-        }
-        Err(last.unwrap_or(ClientError {
-            code: ErrorCode::RequestTimedOut,
-            message: "REQUEST_TIMED_OUT: retries exhausted".into(),
-        }))
-    }
-
-    /// Fetches decoded records of a partition from `offset` (consumer view: below the HW).
-    pub async fn fetch(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-        max_wait_ms: i32,
-    ) -> Result<FetchResponse> {
-        let mut backoff = Duration::from_millis(50);
-        let mut last = None;
-        for _ in 0..RETRIES_MAX {
-            let Some((_, addr)) = self.leader(topic, partition) else {
-                self.refresh().await.ok();
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            };
-            let req = FetchRequest {
-                topic: topic.to_string(),
-                partition,
-                fetch_offset: offset,
-                max_bytes: 1 << 20,
-                max_wait_ms,
-                format: RecordFormat::Records as i32,
-                ..Default::default()
-            };
-            match self.client(&addr)?.fetch(req).await {
-                Ok(r) => return Ok(r.into_inner()),
-                Err(s) => {
-                    let code = error_code(&s);
-                    let err = ClientError::from_status(s);
-                    if !retriable(code) {
-                        return Err(err);
-                    }
-                    last = Some(err);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    self.refresh().await.ok();
-                }
-            }
-        }
-        Err(last.unwrap_or(ClientError {
-            code: ErrorCode::RequestTimedOut,
-            message: "REQUEST_TIMED_OUT: retries exhausted".into(),
-        }))
-    }
-
-    /// Earliest (`-2`) or latest (`-1`) offset of a partition.
-    pub async fn list_offset(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        timestamp: i64,
-    ) -> Result<i64> {
-        for _ in 0..RETRIES_MAX {
-            let Some((_, addr)) = self.leader(topic, partition) else {
-                self.refresh().await.ok();
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let r = self
-                .client(&addr)?
-                .list_offsets(ListOffsetsRequest {
-                    partitions: vec![ListOffsetsPartition {
-                        topic: topic.to_string(),
-                        partition,
-                        timestamp,
-                        current_leader_epoch: None,
-                    }],
-                    isolation_level: 0,
-                })
-                .await
-                .map_err(ClientError::from_status)?
-                .into_inner();
-            let res = r.results.into_iter().next().unwrap_or_default();
-            if res.error_code == 0 {
-                return Ok(res.offset);
-            }
-            let code = ErrorCode::try_from(res.error_code).unwrap_or(ErrorCode::UnknownServerError);
-            if !retriable(code) {
-                return Err(ClientError::from_code(res.error_code, &res.error_message));
-            }
-            self.refresh().await.ok();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(ClientError {
-            code: ErrorCode::RequestTimedOut,
-            message: "REQUEST_TIMED_OUT: retries exhausted".into(),
         })
+    }
+
+    /// The producer id and epoch (-1 without idempotence).
+    pub fn producer_id(&self) -> (i64, i16) {
+        (self.shared.producer_id, self.shared.producer_epoch)
+    }
+
+    /// The cluster view this producer uses.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.shared.cluster
+    }
+
+    /// Queues a record; the returned future resolves when it is acknowledged. Waits (up
+    /// to `max.block.ms`) for metadata of a new topic and for buffer memory.
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        let sh = &self.shared;
+        if let Some(e) = sh.fatal.lock().expect("fatal lock").clone() {
+            return Err(e);
+        }
+        if sh.closed.load(Ordering::SeqCst) {
+            return Err(ClientError {
+                code: ErrorCode::InvalidRequest,
+                message: "INVALID_REQUEST: the producer is closed".into(),
+            });
+        }
+        let size = record.estimated_size();
+        if size + 61 > sh.config.max_request_size || size > sh.config.buffer_memory {
+            return Err(ClientError {
+                code: ErrorCode::MessageTooLarge,
+                message: format!(
+                    "MESSAGE_TOO_LARGE: a record of about {size} bytes exceeds max.request.size={} or buffer.memory={}",
+                    sh.config.max_request_size, sh.config.buffer_memory
+                ),
+            });
+        }
+        let partitions = sh
+            .cluster
+            .wait_for_topic(&record.topic, sh.config.max_block)
+            .await?;
+        let partition = match (record.partition, &record.key) {
+            (Some(p), _) => {
+                if p < 0 || p >= partitions {
+                    return Err(ClientError {
+                        code: ErrorCode::UnknownTopicOrPartition,
+                        message: format!(
+                            "UNKNOWN_TOPIC_OR_PARTITION: partition {p} of {} does not exist (it has {partitions})",
+                            record.topic
+                        ),
+                    });
+                }
+                p
+            }
+            (None, Some(k)) => partition_for_key(k, partitions),
+            (None, None) => {
+                let mut sticky = sh.sticky.lock().expect("sticky lock");
+                *sticky
+                    .entry(record.topic.clone())
+                    .or_insert_with(|| rand_index(partitions))
+                    % partitions
+            }
+        };
+        let permits = match tokio::time::timeout(
+            sh.config.max_block,
+            sh.memory.clone().acquire_many_owned(size as u32),
+        )
+        .await
+        {
+            Ok(Ok(p)) => p,
+            _ => {
+                return Err(ClientError {
+                    code: ErrorCode::RequestTimedOut,
+                    message: format!(
+                        "REQUEST_TIMED_OUT: buffer.memory={} stayed full for max.block.ms={} ms",
+                        sh.config.buffer_memory,
+                        sh.config.max_block.as_millis()
+                    ),
+                })
+            }
+        };
+        // Released when the batch completes.
+        permits.forget();
+        let (tx, rx) = oneshot::channel();
+        let ts = record.timestamp.unwrap_or_else(now_ms);
+        let handle = self.partition_handle(&record.topic, partition);
+        let sealed = {
+            let mut q = handle.queue.lock().expect("queue lock");
+            // Start a new batch when this record would overflow the open one.
+            let mut sealed = false;
+            if q.open.as_ref().is_some_and(|b| {
+                b.bytes + size > sh.config.batch_size.max(1) && !b.waiters.is_empty()
+            }) {
+                let b = q.open.take().expect("checked");
+                q.sealed.push_back(seal(b));
+                sealed = true;
+            }
+            let open = q.open.get_or_insert_with(|| OpenBatch {
+                builder: RecordBatchBuilder::with_capacity(sh.config.batch_size.min(1 << 20)),
+                waiters: Vec::new(),
+                bytes: 0,
+                created: Instant::now(),
+            });
+            let headers: Vec<(&[u8], Option<&[u8]>)> = record
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_deref()))
+                .collect();
+            open.builder
+                .append(ts, record.key.as_deref(), record.value.as_deref(), &headers);
+            open.waiters.push((tx, ts));
+            open.bytes += size;
+            if open.bytes >= sh.config.batch_size {
+                let b = q.open.take().expect("just filled");
+                q.sealed.push_back(seal(b));
+                sealed = true;
+            }
+            sealed
+        };
+        sh.outstanding.fetch_add(1, Ordering::SeqCst);
+        if sealed {
+            if record.partition.is_none() && record.key.is_none() {
+                // KIP-480: move the sticky partition on once its batch is full.
+                sh.sticky
+                    .lock()
+                    .expect("sticky lock")
+                    .insert(record.topic.clone(), rand_index(partitions));
+            }
+            handle.wake.notify_one();
+        } else if sh.config.linger.is_zero() {
+            handle.wake.notify_one();
+        }
+        Ok(DeliveryFuture(rx))
+    }
+
+    /// `send` and wait for the acknowledgement.
+    pub async fn send_and_wait(&self, record: ProducerRecord) -> Result<RecordMetadata> {
+        self.send(record).await?.await
+    }
+
+    /// Sends every batch now and waits until all records sent so far are acknowledged or
+    /// failed.
+    pub async fn flush(&self) {
+        let sh = &self.shared;
+        sh.flushing.store(true, Ordering::SeqCst);
+        loop {
+            let idle = sh.idle.notified();
+            for h in sh.partitions.lock().expect("partitions lock").values() {
+                h.wake.notify_one();
+            }
+            if sh.outstanding.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), idle).await;
+        }
+        sh.flushing.store(false, Ordering::SeqCst);
+    }
+
+    /// Flushes, then stops the partition senders.
+    pub async fn close(&self) {
+        self.flush().await;
+        self.shared.closed.store(true, Ordering::SeqCst);
+        for h in self
+            .shared
+            .partitions
+            .lock()
+            .expect("partitions lock")
+            .values()
+        {
+            h.wake.notify_one();
+        }
+    }
+
+    fn partition_handle(&self, topic: &str, partition: i32) -> Arc<PartitionHandle> {
+        let mut map = self.shared.partitions.lock().expect("partitions lock");
+        if let Some(h) = map.get(&(topic.to_string(), partition)) {
+            return h.clone();
+        }
+        let h = Arc::new(PartitionHandle {
+            queue: Mutex::new(PartitionQueue::default()),
+            wake: Notify::new(),
+        });
+        map.insert((topic.to_string(), partition), h.clone());
+        tokio::spawn(run_partition_sender(
+            self.shared.clone(),
+            topic.to_string(),
+            partition,
+            h.clone(),
+        ));
+        h
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        if let Ok(map) = self.shared.partitions.lock() {
+            for h in map.values() {
+                h.wake.notify_one();
+            }
+        }
+    }
+}
+
+fn rand_index(n: i32) -> i32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos() ^ now_ms() as u128);
+    (h.finish() % n.max(1) as u64) as i32
+}
+
+fn seal(b: OpenBatch) -> Batch {
+    Batch {
+        permits: b.bytes,
+        records: b.waiters.len() as i32,
+        builder: Some(b.builder),
+        bytes: None,
+        waiters: b.waiters,
+        created: b.created,
+        base_sequence: -1,
+    }
+}
+
+async fn init_producer_id(cluster: &Cluster, max_block: Duration) -> Result<(i64, i16)> {
+    let start = Instant::now();
+    loop {
+        let addr = cluster.any_broker();
+        let r = cluster
+            .broker(&addr)?
+            .init_producer_id(InitProducerIdRequest::default())
+            .await;
+        match r {
+            Ok(r) => {
+                let r = r.into_inner();
+                return Ok((r.producer_id, r.producer_epoch as i16));
+            }
+            Err(s) => {
+                let code = error_code(&s);
+                if !retriable(code) || start.elapsed() >= max_block {
+                    return Err(ClientError::from_status(s));
+                }
+                cluster.refresh().await.ok();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The outcome of one produce request.
+type Sent = (Batch, std::result::Result<ProduceResponse, tonic::Status>);
+
+/// One partition's sender: drains sealed (or lingered) batches in order, keeps up to
+/// `max_in_flight` of them in flight, and completes or retries them in order.
+async fn run_partition_sender(
+    sh: Arc<Shared>,
+    topic: String,
+    partition: i32,
+    handle: Arc<PartitionHandle>,
+) {
+    let cfg = sh.config.clone();
+    let idempotent = cfg.idempotent();
+    let mut next_seq: i32 = 0;
+    let mut retry: VecDeque<Batch> = VecDeque::new();
+    let mut inflight: FuturesOrdered<Pin<Box<dyn Future<Output = Sent> + Send>>> =
+        FuturesOrdered::new();
+    let mut backoff_until: Option<Instant> = None;
+    let mut hint: Option<String> = None;
+    loop {
+        // Fill the pipeline: retries first (in sequence order), then new batches.
+        let mut linger_deadline = None;
+        while inflight.len() < cfg.max_in_flight
+            && backoff_until.is_none_or(|t| Instant::now() >= t)
+        {
+            backoff_until = None;
+            let batch = if let Some(b) = retry.pop_front() {
+                b
+            } else {
+                let taken = {
+                    let mut q = handle.queue.lock().expect("queue lock");
+                    if q.sealed.is_empty() {
+                        let force =
+                            sh.flushing.load(Ordering::SeqCst) || sh.closed.load(Ordering::SeqCst);
+                        if let Some(open) = &q.open {
+                            let due = open.created + cfg.linger;
+                            if force || Instant::now() >= due {
+                                let b = q.open.take().expect("checked");
+                                q.sealed.push_back(seal(b));
+                            } else {
+                                linger_deadline = Some(due);
+                            }
+                        }
+                    }
+                    q.sealed.pop_front()
+                };
+                let Some(mut b) = taken else { break };
+                let builder = b.builder.take().expect("new batch");
+                if idempotent {
+                    b.base_sequence = next_seq;
+                    next_seq = next_seq.wrapping_add(b.records) & i32::MAX;
+                    b.bytes = Some(
+                        builder
+                            .producer(sh.producer_id, sh.producer_epoch, b.base_sequence)
+                            .build(),
+                    );
+                } else {
+                    b.bytes = Some(builder.build());
+                }
+                b
+            };
+            let addr = hint
+                .take()
+                .or_else(|| sh.cluster.leader(&topic, partition).map(|(_, a)| a));
+            let Some(addr) = addr else {
+                retry.push_front(batch);
+                sh.cluster.refresh().await.ok();
+                backoff_until = Some(Instant::now() + cfg.retry_backoff);
+                break;
+            };
+            inflight.push_back(Box::pin(send_batch(
+                sh.clone(),
+                addr,
+                topic.clone(),
+                partition,
+                batch,
+            )));
+        }
+        if inflight.is_empty() {
+            if sh.closed.load(Ordering::SeqCst) && retry.is_empty() {
+                let q = handle.queue.lock().expect("queue lock");
+                if q.sealed.is_empty() && q.open.is_none() {
+                    return;
+                }
+            }
+            let wake = handle.wake.notified();
+            let deadline = match (linger_deadline, backoff_until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match deadline {
+                Some(d) => {
+                    let _ = tokio::time::timeout_at(d.into(), wake).await;
+                }
+                None => {
+                    let _ = tokio::time::timeout(Duration::from_millis(200), wake).await;
+                }
+            }
+            continue;
+        }
+        let next = tokio::select! {
+            r = inflight.next() => r,
+            _ = handle.wake.notified(), if inflight.len() < cfg.max_in_flight => None,
+            _ = sleep_until_opt(linger_deadline), if inflight.len() < cfg.max_in_flight => None,
+        };
+        let Some((batch, result)) = next else {
+            continue;
+        };
+        match result {
+            Ok(resp) => complete(&sh, batch, Ok(resp)),
+            Err(status) => {
+                let code = error_code(&status);
+                let err = ClientError::from_status(status.clone());
+                // Everything still in flight was sent after the failed batch: wait for it
+                // so the batches can be retried in their original order.
+                let mut failed = vec![(batch, code, err)];
+                while let Some((b, r)) = inflight.next().await {
+                    match r {
+                        Ok(resp) => complete(&sh, b, Ok(resp)),
+                        Err(s) => {
+                            let c = error_code(&s);
+                            failed.push((b, c, ClientError::from_status(s)));
+                        }
+                    }
+                }
+                let first_code = failed[0].1;
+                for (i, (b, c, e)) in failed.into_iter().enumerate() {
+                    // After an earlier failure a later batch is out of sequence only
+                    // because of it: retriable.
+                    let follows_failure =
+                        i > 0 && c == ErrorCode::OutOfOrderSequenceNumber && retriable(first_code);
+                    let expired = b.created.elapsed() >= cfg.delivery_timeout;
+                    if (retriable(c) || follows_failure) && !expired {
+                        retry.push_back(b);
+                    } else {
+                        if idempotent && c == ErrorCode::OutOfOrderSequenceNumber {
+                            // Kafka's pre-KIP-360 rule: the broker lost our sequence; this
+                            // producer cannot go on without risking duplicates.
+                            *sh.fatal.lock().expect("fatal lock") = Some(e.clone());
+                        }
+                        complete(&sh, b, Err(e));
+                    }
+                }
+                if !idempotent || retry.is_empty() {
+                    // nothing to renumber
+                } else if retry.len() > 1 {
+                    retry.make_contiguous().sort_by_key(|b| b.base_sequence);
+                }
+                if idempotent && !retry.is_empty() {
+                    // A batch that failed for good left a hole: renumber the retried ones
+                    // so they continue the sequence the broker has.
+                    renumber(&sh, &mut retry);
+                    next_seq = retry
+                        .back()
+                        .map(|b| b.base_sequence.wrapping_add(b.records) & i32::MAX)
+                        .unwrap_or(next_seq);
+                }
+                // A NOT_LEADER answer carries the new leader: retry there at once.
+                hint = error_detail(&status)
+                    .and_then(|d| d.leader)
+                    .filter(|_| code == ErrorCode::NotLeaderOrFollower)
+                    .map(|l| format!("{}:{}", l.host, l.port));
+                if hint.is_none() {
+                    backoff_until = Some(Instant::now() + cfg.retry_backoff);
+                }
+                sh.cluster.refresh().await.ok();
+            }
+        }
+    }
+}
+
+/// Renumbers retried batches so the first keeps its sequence and the rest follow it
+/// without gaps (needed only when a batch between them failed for good).
+fn renumber(sh: &Shared, retry: &mut VecDeque<Batch>) {
+    let Some(first) = retry.front() else { return };
+    let mut seq = first.base_sequence;
+    for b in retry.iter_mut() {
+        if b.base_sequence != seq {
+            let bytes = b.bytes.as_ref().expect("sent batches are built");
+            b.bytes = Some(sluice_storage::batch::restamp_producer(
+                bytes,
+                sh.producer_id,
+                sh.producer_epoch,
+                seq,
+            ));
+            b.base_sequence = seq;
+        }
+        seq = seq.wrapping_add(b.records) & i32::MAX;
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn send_batch(
+    sh: Arc<Shared>,
+    addr: String,
+    topic: String,
+    partition: i32,
+    batch: Batch,
+) -> Sent {
+    let req = ProduceRequest {
+        correlation_id: 0,
+        topic,
+        partition,
+        acks: Some(sh.config.acks),
+        timeout_ms: sh.config.request_timeout.as_millis() as i32,
+        payload: Some(produce_request::Payload::RecordBatch(
+            batch.bytes.clone().expect("built before sending"),
+        )),
+    };
+    let result = match sh.cluster.broker(&addr) {
+        Ok(mut c) => c.produce(req).await.map(|r| r.into_inner()),
+        Err(e) => Err(tonic::Status::invalid_argument(e.message)),
+    };
+    (batch, result)
+}
+
+fn complete(sh: &Shared, batch: Batch, result: Result<ProduceResponse>) {
+    let n = batch.waiters.len();
+    match result {
+        Ok(resp) => {
+            for (i, (tx, ts)) in batch.waiters.into_iter().enumerate() {
+                let offset = if resp.base_offset < 0 {
+                    -1
+                } else {
+                    resp.base_offset + i as i64
+                };
+                let _ = tx.send(Ok(RecordMetadata {
+                    partition: resp.partition,
+                    offset,
+                    timestamp: ts,
+                }));
+            }
+        }
+        Err(e) => {
+            for (tx, _) in batch.waiters {
+                let _ = tx.send(Err(e.clone()));
+            }
+        }
+    }
+    sh.memory.add_permits(batch.permits);
+    if sh.outstanding.fetch_sub(n, Ordering::SeqCst) == n {
+        sh.idle.notify_waiters();
     }
 }
 
@@ -303,28 +781,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn murmur2_partitioner_matches_kafka() {
-        // Kafka's UtilsTest.testMurmur2 vectors.
-        for (key, expected) in [
-            ("21", -973932308i32),
-            ("foobar", -790332482),
-            ("a-little-bit-long-string", -985981536),
-            ("a-little-bit-longer-string", -1486304829),
-            (
-                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
-                -58897971,
-            ),
-        ] {
-            assert_eq!(
-                murmur2::murmur2(key.as_bytes(), murmur2::KAFKA_SEED) as i32,
-                expected,
-                "{key}"
-            );
-        }
-        // toPositive(-973932308) % 10 = (-973932308 & 0x7fffffff) % 10
-        assert_eq!(
-            partition_for_key(b"21", 10),
-            ((-973932308i32 & 0x7fff_ffff) % 10)
-        );
+    fn idempotence_follows_acks_unless_set() {
+        let mut c = ProducerConfig::default();
+        assert!(c.idempotent());
+        c.acks = 1;
+        assert!(!c.idempotent());
+        c.enable_idempotence = Some(false);
+        c.acks = -1;
+        assert!(!c.idempotent());
+    }
+
+    #[test]
+    fn estimated_size_counts_key_value_and_headers() {
+        let r = ProducerRecord::new("t", vec![0u8; 100]).key(vec![1u8; 10]);
+        assert!(r.estimated_size() >= 110);
     }
 }

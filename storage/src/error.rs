@@ -52,6 +52,26 @@ pub enum StorageError {
         /// What was wrong with the call.
         reason: String,
     },
+    /// An idempotent producer's batch does not continue its sequence.
+    #[error("OUT_OF_ORDER_SEQUENCE_NUMBER: producer {producer_id} sent sequence {got}, expected {expected}")]
+    OutOfOrderSequence {
+        /// Producer id.
+        producer_id: i64,
+        /// The batch's base sequence.
+        got: i32,
+        /// The sequence that would continue the producer's last batch.
+        expected: i32,
+    },
+    /// A batch from an older epoch of an idempotent producer (a fenced zombie).
+    #[error("INVALID_PRODUCER_EPOCH: producer {producer_id} epoch {epoch} is older than its current epoch {current}")]
+    InvalidProducerEpoch {
+        /// Producer id.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The epoch the log knows.
+        current: i16,
+    },
     /// The file system failed. Fatal for the replica.
     #[error("KAFKA_STORAGE_ERROR: {op} {}: {source}", path.display())]
     Io {
@@ -75,6 +95,8 @@ impl StorageError {
             StorageError::UnsupportedCompression { .. } => "UNSUPPORTED_COMPRESSION_TYPE",
             StorageError::Unsupported { .. } => "INVALID_RECORD",
             StorageError::InvalidRequest { .. } => "INVALID_REQUEST",
+            StorageError::OutOfOrderSequence { .. } => "OUT_OF_ORDER_SEQUENCE_NUMBER",
+            StorageError::InvalidProducerEpoch { .. } => "INVALID_PRODUCER_EPOCH",
             StorageError::Io { .. } => "KAFKA_STORAGE_ERROR",
         }
     }

@@ -24,6 +24,7 @@ pub mod error;
 pub mod index;
 pub mod limits;
 pub mod log;
+pub mod producer;
 pub mod segment;
 pub mod varint;
 

@@ -28,6 +28,7 @@ use crate::batch::{patch_header, BatchHeader, RecordBatch, Validation};
 use crate::config::LogConfig;
 use crate::epoch::LeaderEpochCache;
 use crate::error::{Result, StorageError};
+use crate::producer::{ProducerState, SequenceCheck};
 use crate::segment::{Corruption, Segment};
 
 /// Milliseconds since the Unix epoch; injected so tests control time.
@@ -62,6 +63,9 @@ pub struct AppendInfo {
     /// Headers of the stored batches, with their final offsets and epochs (for producer
     /// state and replication bookkeeping).
     pub batches: Vec<BatchHeader>,
+    /// The batch was a retry of one already stored (idempotent producer): nothing was
+    /// written and the offsets are the original ones.
+    pub duplicate: bool,
 }
 
 /// What `open` found and repaired.
@@ -96,6 +100,8 @@ pub struct Log {
     unflushed_since_ms: Option<i64>,
     clock: Clock,
     report: RecoveryReport,
+    /// Idempotent-producer state as of the log end.
+    producers: ProducerState,
 }
 
 impl std::fmt::Debug for Log {
@@ -228,7 +234,8 @@ impl Log {
         epochs.truncate_from_end(log_end_offset)?;
         epochs.truncate_from_start(log_start_offset)?;
         let recovery_point = recovery_point.min(log_end_offset);
-        let log = Log {
+        let producers = ProducerState::load(&dir, log_start_offset, log_end_offset)?;
+        let mut log = Log {
             dir,
             config,
             segments,
@@ -241,7 +248,9 @@ impl Log {
             unflushed_since_ms: None,
             clock,
             report,
+            producers,
         };
+        log.replay_producer_state()?;
         if !log.report.corruptions.is_empty() {
             tracing::warn!(dir = %log.dir.display(), report = ?log.report, "log recovered with data loss");
         }
@@ -251,6 +260,38 @@ impl Log {
     /// What `open` found.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.report
+    }
+
+    /// Idempotent-producer state as of the log end.
+    pub fn producer_state(&self) -> &ProducerState {
+        &self.producers
+    }
+
+    /// Brings the producer state from its map end up to the log end by reading the stored
+    /// batch headers (after open or truncation).
+    fn replay_producer_state(&mut self) -> Result<()> {
+        let end = self.log_end_offset();
+        let mut at = self.producers.map_end_offset().max(self.log_start_offset);
+        let mut replayed = 0usize;
+        while at < end {
+            let bytes = self.read(at, 1 << 20, end)?;
+            if bytes.is_empty() {
+                break;
+            }
+            for h in crate::batch::headers(&bytes) {
+                if h.next_offset() > at {
+                    self.producers.apply(&h);
+                    replayed += 1;
+                }
+                at = at.max(h.next_offset());
+            }
+        }
+        self.producers.set_map_end_offset(end);
+        if replayed > 0 {
+            tracing::debug!(dir = %self.dir.display(), replayed, producers = self.producers.len(),
+                "rebuilt producer state from the log");
+        }
+        Ok(())
     }
 
     /// The partition directory.
@@ -362,6 +403,7 @@ impl Log {
     /// written when any batch is invalid.
     pub fn append_as_leader(&mut self, records: Bytes, leader_epoch: i32) -> Result<AppendInfo> {
         let batches = self.parse_input(records, Validation::Full)?;
+        let mut accepted: Vec<BatchHeader> = Vec::with_capacity(batches.len());
         for b in &batches {
             let h = b.header();
             if h.is_control() || h.is_transactional() {
@@ -369,6 +411,15 @@ impl Log {
                     reason: "transactional and control batches are not supported yet".into(),
                 });
             }
+            if let SequenceCheck::Duplicate(m) = self.producers.check(h, &accepted)? {
+                // Kafka answers a request holding a retried batch with that batch's offsets.
+                let mut info = self.empty_info(m.first_offset);
+                info.last_offset = m.last_offset;
+                info.max_timestamp = m.max_timestamp;
+                info.duplicate = true;
+                return Ok(info);
+            }
+            accepted.push(*h);
         }
         if let Some(latest) = self.epochs.latest_epoch() {
             if leader_epoch < latest {
@@ -391,6 +442,7 @@ impl Log {
             h.base_offset = next;
             h.partition_leader_epoch = leader_epoch;
             next = h.next_offset();
+            self.producers.apply(&h);
             info.add(h);
         }
         self.after_append(info.records)?;
@@ -426,6 +478,7 @@ impl Log {
             self.epochs
                 .assign(h.partition_leader_epoch, h.base_offset)?;
             self.write_batch(None, batch, h.base_offset)?;
+            self.producers.apply(&h);
             info.add(h);
         }
         self.after_append(info.records)?;
@@ -440,6 +493,7 @@ impl Log {
             records: 0,
             bytes: 0,
             batches: Vec::new(),
+            duplicate: false,
         }
     }
 
@@ -495,6 +549,9 @@ impl Log {
         let seg = Segment::create(&self.dir, base_offset)?;
         self.segments.insert(base_offset, seg);
         self.dir_dirty = true;
+        // The producer state as of the new segment's base bounds a later replay to it.
+        self.producers.set_map_end_offset(end);
+        self.producers.write_snapshot(&self.dir)?;
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled segment");
         Ok(())
     }
@@ -633,6 +690,8 @@ impl Log {
             return self.truncate_fully_and_start_at(self.log_start_offset);
         }
         self.epochs.truncate_from_end(end)?;
+        self.producers = ProducerState::load(&self.dir, self.log_start_offset, end)?;
+        self.replay_producer_state()?;
         self.recovery_point = self.recovery_point.min(end);
         if self.recovery_point_persisted > end {
             self.persist_recovery_point(self.active().base_offset().min(end))?;
@@ -654,6 +713,8 @@ impl Log {
         self.log_start_offset = offset;
         write_offset_file(&self.dir.join(LOG_START), offset)?;
         self.epochs.clear()?;
+        crate::producer::remove_all_snapshots(&self.dir)?;
+        self.producers = ProducerState::new(offset);
         self.recovery_point = offset;
         self.persist_recovery_point(offset)?;
         Ok(())
@@ -749,6 +810,7 @@ impl Log {
     pub fn shutdown(&mut self) -> Result<()> {
         self.flush()?;
         let end = self.log_end_offset();
+        self.producers.write_snapshot(&self.dir)?;
         self.persist_recovery_point(end)?;
         let marker = self.dir.join(CLEAN_SHUTDOWN);
         std::fs::write(&marker, b"")

@@ -48,7 +48,19 @@ pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
         replica_lag_time_max: ms("replica.lag.time.max.ms")?,
         replica_fetch_max_bytes: cfg.num("replica.fetch.max.bytes")?,
         replica_fetch_wait_max_ms: cfg.num("replica.fetch.wait.max.ms")?,
+        groups: sluice_broker::group::GroupSettings {
+            offsets_partitions: positive(cfg, "offsets.topic.num.partitions")?,
+            offsets_replication_factor: positive(cfg, "offsets.topic.replication.factor")?,
+            session_timeout: ms("group.consumer.session.timeout.ms")?,
+            heartbeat_interval: ms("group.consumer.heartbeat.interval.ms")?,
+        },
     })
+}
+
+fn positive(cfg: &NodeConfig, key: &str) -> anyhow::Result<i32> {
+    let v: i32 = cfg.num(key)?;
+    anyhow::ensure!(v > 0, "{key}={v}: must be at least 1");
+    Ok(v)
 }
 
 /// Runs a broker until SIGTERM / Ctrl-C, then shuts down in a controlled way: leadership

@@ -136,6 +136,12 @@ pub fn run(
                 dir.join(format!("broker-{i}")).display().to_string(),
                 "--override".into(),
                 "replica.lag.time.max.ms=10000".into(),
+                "--override".into(),
+                format!("offsets.topic.replication.factor={}", brokers.min(3)),
+                "--override".into(),
+                "group.consumer.session.timeout.ms=10000".into(),
+                "--override".into(),
+                "group.consumer.heartbeat.interval.ms=1000".into(),
             ],
             &dir,
         )?);
