@@ -202,9 +202,7 @@ impl BrokerNode {
                 broker_epoch,
             };
             let block = self
-                .call_controller(|mut c| {
-                    async move { c.allocate_producer_ids(req).await }
-                })
+                .call_controller(|mut c| async move { c.allocate_producer_ids(req).await })
                 .await?;
             *ids = (
                 block.producer_id_start,

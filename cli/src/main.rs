@@ -265,6 +265,12 @@ enum GroupCommand {
         to_latest: bool,
         #[arg(long, group = "to")]
         to_offset: Option<i64>,
+        /// Only this topic (default: every partition the group has committed).
+        #[arg(long)]
+        topic: Option<String>,
+        /// Show the new offsets without committing them.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -394,7 +400,45 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_records,
             timeout_ms,
         )),
-        Command::Group(_) => not_yet("group"),
+        Command::Group(g) => {
+            let rt = cmd::runtime()?;
+            match g {
+                GroupCommand::List { cluster } => {
+                    rt.block_on(cmd::group::list(&cluster.bootstrap, cluster.output))
+                }
+                GroupCommand::Describe { group, cluster } => rt.block_on(cmd::group::describe(
+                    &cluster.bootstrap,
+                    cluster.output,
+                    &group,
+                )),
+                GroupCommand::ResetOffsets {
+                    group,
+                    to_earliest,
+                    to_latest,
+                    to_offset,
+                    topic,
+                    dry_run,
+                    cluster,
+                } => {
+                    let to = match (to_earliest, to_latest, to_offset) {
+                        (true, _, _) => cmd::group::ResetTo::Earliest,
+                        (_, true, _) => cmd::group::ResetTo::Latest,
+                        (_, _, Some(o)) => cmd::group::ResetTo::Offset(o),
+                        _ => anyhow::bail!(
+                            "reset-offsets needs one of --to-earliest, --to-latest, --to-offset O"
+                        ),
+                    };
+                    rt.block_on(cmd::group::reset_offsets(
+                        &cluster.bootstrap,
+                        cluster.output,
+                        &group,
+                        to,
+                        topic.as_deref(),
+                        dry_run,
+                    ))
+                }
+            }
+        }
         Command::Cluster(_) => not_yet("cluster status"),
         Command::KillLeader {
             topic,

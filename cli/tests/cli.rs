@@ -87,7 +87,10 @@ fn config_print_shows_value_sources() {
 
 #[test]
 fn roles_not_built_yet_say_so_and_fail() {
-    let out = sluice().args(["group", "list"]).output().unwrap();
+    let out = sluice()
+        .args(["chaos", "--scenario", "kill-leader"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not yet available"));
 }

@@ -354,13 +354,15 @@ impl Consumer {
         let ts = match self.config.auto_offset_reset {
             OffsetReset::Earliest => -2,
             OffsetReset::Latest => -1,
-            OffsetReset::None => return Err(ClientError {
-                code: ErrorCode::OffsetOutOfRange,
-                message: format!(
+            OffsetReset::None => {
+                return Err(ClientError {
+                    code: ErrorCode::OffsetOutOfRange,
+                    message: format!(
                     "OFFSET_OUT_OF_RANGE: no committed offset for {}-{} and auto.offset.reset=none",
                     tp.0, tp.1
                 ),
-            }),
+                })
+            }
         };
         list_offset(&self.cluster, &tp.0, tp.1, ts).await
     }

@@ -186,6 +186,8 @@ struct Batch {
     created: Instant,
     base_sequence: i32,
     records: i32,
+    /// Times the broker answered OUT_OF_ORDER_SEQUENCE_NUMBER for it.
+    out_of_order: u32,
 }
 
 #[derive(Default)]
@@ -227,6 +229,9 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+/// How often one batch may be refused as out of sequence before the producer gives up.
+const OUT_OF_ORDER_RETRIES: u32 = 5;
 
 fn retriable(code: ErrorCode) -> bool {
     sluice_proto::status::is_retriable(code) || code == ErrorCode::NetworkException
@@ -497,6 +502,7 @@ fn seal(b: OpenBatch) -> Batch {
         waiters: b.waiters,
         created: b.created,
         base_sequence: -1,
+        out_of_order: 0,
     }
 }
 
@@ -651,36 +657,40 @@ async fn run_partition_sender(
                     }
                 }
                 let first_code = failed[0].1;
-                for (i, (b, c, e)) in failed.into_iter().enumerate() {
-                    // After an earlier failure a later batch is out of sequence only
-                    // because of it: retriable.
-                    let follows_failure =
-                        i > 0 && c == ErrorCode::OutOfOrderSequenceNumber && retriable(first_code);
+                let mut fatal = None;
+                for (i, (mut b, c, e)) in failed.into_iter().enumerate() {
+                    // Pipelined requests may reach the leader out of order (each is its own
+                    // HTTP/2 stream), and after an earlier failure a later batch is out of
+                    // sequence only because of it: both are retried, in order. A batch the
+                    // broker keeps refusing as out of sequence means the broker lost our
+                    // sequence (Kafka's pre-KIP-360 fatal case).
+                    let out_of_order = c == ErrorCode::OutOfOrderSequenceNumber;
+                    if out_of_order {
+                        b.out_of_order += 1;
+                    }
+                    let follows_failure = i > 0 && out_of_order && retriable(first_code);
+                    let reordered = out_of_order && b.out_of_order <= OUT_OF_ORDER_RETRIES;
                     let expired = b.created.elapsed() >= cfg.delivery_timeout;
-                    if (retriable(c) || follows_failure) && !expired {
+                    if fatal.is_none() && (retriable(c) || follows_failure || reordered) && !expired
+                    {
                         retry.push_back(b);
                     } else {
-                        if idempotent && c == ErrorCode::OutOfOrderSequenceNumber {
-                            // Kafka's pre-KIP-360 rule: the broker lost our sequence; this
-                            // producer cannot go on without risking duplicates.
-                            *sh.fatal.lock().expect("fatal lock") = Some(e.clone());
+                        if idempotent {
+                            // A batch that failed for good leaves a hole in the sequence:
+                            // every later batch would be refused, so the producer stops.
+                            fatal.get_or_insert_with(|| e.clone());
                         }
                         complete(&sh, b, Err(e));
                     }
                 }
-                if !idempotent || retry.is_empty() {
-                    // nothing to renumber
-                } else if retry.len() > 1 {
-                    retry.make_contiguous().sort_by_key(|b| b.base_sequence);
+                if let Some(e) = fatal {
+                    *sh.fatal.lock().expect("fatal lock") = Some(e.clone());
+                    for b in retry.drain(..) {
+                        complete(&sh, b, Err(e.clone()));
+                    }
                 }
-                if idempotent && !retry.is_empty() {
-                    // A batch that failed for good left a hole: renumber the retried ones
-                    // so they continue the sequence the broker has.
-                    renumber(&sh, &mut retry);
-                    next_seq = retry
-                        .back()
-                        .map(|b| b.base_sequence.wrapping_add(b.records) & i32::MAX)
-                        .unwrap_or(next_seq);
+                if retry.len() > 1 {
+                    retry.make_contiguous().sort_by_key(|b| b.base_sequence);
                 }
                 // A NOT_LEADER answer carries the new leader: retry there at once.
                 hint = error_detail(&status)
@@ -693,26 +703,6 @@ async fn run_partition_sender(
                 sh.cluster.refresh().await.ok();
             }
         }
-    }
-}
-
-/// Renumbers retried batches so the first keeps its sequence and the rest follow it
-/// without gaps (needed only when a batch between them failed for good).
-fn renumber(sh: &Shared, retry: &mut VecDeque<Batch>) {
-    let Some(first) = retry.front() else { return };
-    let mut seq = first.base_sequence;
-    for b in retry.iter_mut() {
-        if b.base_sequence != seq {
-            let bytes = b.bytes.as_ref().expect("sent batches are built");
-            b.bytes = Some(sluice_storage::batch::restamp_producer(
-                bytes,
-                sh.producer_id,
-                sh.producer_epoch,
-                seq,
-            ));
-            b.base_sequence = seq;
-        }
-        seq = seq.wrapping_add(b.records) & i32::MAX;
     }
 }
 

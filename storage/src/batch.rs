@@ -691,28 +691,6 @@ impl RecordBatchBuilder {
     }
 }
 
-/// A copy of one built batch with new producer id, epoch and base sequence, and its CRC
-/// recomputed (an idempotent producer renumbering batches after a failed one).
-pub fn restamp_producer(
-    batch: &[u8],
-    producer_id: i64,
-    producer_epoch: i16,
-    base_sequence: i32,
-) -> Bytes {
-    assert!(
-        batch.len() >= RECORD_BATCH_HEADER_BYTES,
-        "not a record batch"
-    );
-    let mut buf = batch.to_vec();
-    buf[pos::PRODUCER_ID..pos::PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
-    buf[pos::PRODUCER_EPOCH..pos::PRODUCER_EPOCH + 2]
-        .copy_from_slice(&producer_epoch.to_be_bytes());
-    buf[pos::BASE_SEQUENCE..pos::BASE_SEQUENCE + 4].copy_from_slice(&base_sequence.to_be_bytes());
-    let crc = crc32c::crc32c(&buf[pos::ATTRIBUTES..]);
-    buf[pos::CRC..pos::CRC + 4].copy_from_slice(&crc.to_be_bytes());
-    Bytes::from(buf)
-}
-
 /// Walks the headers of concatenated batches without checking CRCs (for offsets and sizes
 /// of data this engine already validated). Stops at the first incomplete batch.
 pub fn headers(buf: &[u8]) -> impl Iterator<Item = BatchHeader> + '_ {

@@ -176,8 +176,17 @@ impl ProducerState {
             });
         }
         let Some(entry) = entry else {
-            // Unknown producer (new, or its state was removed with old segments): any
-            // sequence starts it, as in Kafka.
+            // A new producer starts at sequence 0. (Kafka also accepts any sequence here,
+            // for producers whose state went with deleted segments; we refuse it, because
+            // pipelined requests can arrive out of order and a later batch must not be
+            // taken as the start of the producer's history.)
+            if h.base_sequence != 0 {
+                return Err(StorageError::OutOfOrderSequence {
+                    producer_id: h.producer_id,
+                    got: h.base_sequence,
+                    expected: 0,
+                });
+            }
             return Ok(SequenceCheck::Append);
         };
         if h.producer_epoch < entry.epoch {
@@ -487,6 +496,14 @@ mod tests {
         let b = header(3, 0, 2, 2, -1);
         assert_eq!(s.check(&b, &[a]).unwrap(), SequenceCheck::Append);
         assert!(s.check(&header(3, 0, 5, 1, -1), &[a, b]).is_err());
+    }
+
+    #[test]
+    fn a_new_producer_starts_at_sequence_zero() {
+        let s = ProducerState::new(0);
+        let err = s.check(&header(4, 0, 5, 1, -1), &[]).unwrap_err();
+        assert_eq!(err.reason(), "OUT_OF_ORDER_SEQUENCE_NUMBER");
+        assert!(s.check(&header(4, 0, 0, 1, -1), &[]).is_ok());
     }
 
     #[test]

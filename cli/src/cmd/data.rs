@@ -1,23 +1,19 @@
-//! `sluice produce` and `sluice consume`.
+//! `sluice produce` and `sluice consume`, on the client library's batching producer and
+//! consumer.
 
+use std::collections::VecDeque;
 use std::io::BufRead;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde_json::json;
-use sluice_client::{partition_for_key, DataClient};
-use sluice_storage::RecordBatchBuilder;
+use sluice_client::{
+    Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
+};
 
 use crate::output::OutputFormat;
 
-/// Lines sent in one batch at most.
-const LINES_PER_BATCH_MAX: usize = 1000;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+/// Records awaiting acknowledgement before `produce` stops reading stdin.
+const PENDING_MAX: usize = 10_000;
 
 /// Reads stdin lines and produces one record per line.
 pub async fn produce(
@@ -34,9 +30,19 @@ pub async fn produce(
         "0" => 0,
         other => anyhow::bail!("--acks {other:?}: use 0, 1 or all"),
     };
-    let mut client = DataClient::connect(bootstrap).await?;
-    let partitions = client
-        .wait_for_topic(topic, std::time::Duration::from_secs(2))
+    let producer = Producer::connect(
+        bootstrap,
+        ProducerConfig {
+            acks,
+            max_block: Duration::from_secs(10),
+            delivery_timeout: Duration::from_secs(30),
+            ..ProducerConfig::default()
+        },
+    )
+    .await?;
+    let partitions = producer
+        .cluster()
+        .wait_for_topic(topic, Duration::from_secs(2))
         .await?;
     if let Some(p) = partition {
         anyhow::ensure!(
@@ -46,7 +52,7 @@ pub async fn produce(
         );
     }
     // Blocking stdin on its own thread; lines arrive over a bounded channel.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(LINES_PER_BATCH_MAX * 4);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(4096);
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
             let Ok(line) = line else { break };
@@ -55,55 +61,43 @@ pub async fn produce(
             }
         }
     });
-    let mut sticky = 0i32;
+    let mut pending = VecDeque::new();
     let mut total = 0u64;
-    while let Some(first) = rx.recv().await {
-        let mut lines = vec![first];
-        while lines.len() < LINES_PER_BATCH_MAX {
-            match rx.try_recv() {
-                Ok(l) => lines.push(l),
-                Err(_) => break,
-            }
+    let print = |m: sluice_client::RecordMetadata| match out {
+        OutputFormat::Json => println!("{}", json!({"partition": m.partition, "offset": m.offset})),
+        OutputFormat::Table => println!(
+            "Produced to partition {} at offset {}.",
+            m.partition, m.offset
+        ),
+    };
+    loop {
+        // Print acknowledgements in input order as they arrive.
+        while pending.len() > PENDING_MAX {
+            let f: sluice_client::DeliveryFuture = pending.pop_front().expect("non-empty");
+            print(f.await?);
         }
-        // Group by partition, keeping line order within each.
-        let mut by_partition: std::collections::BTreeMap<i32, Vec<(Option<String>, String)>> =
-            Default::default();
-        for line in lines {
-            let (key, value) = match key_separator.and_then(|s| line.split_once(s)) {
-                Some((k, v)) => (Some(k.to_string()), v.to_string()),
-                None => (None, line),
-            };
-            let p = match (partition, &key) {
-                (Some(p), _) => p,
-                (None, Some(k)) => partition_for_key(k.as_bytes(), partitions),
-                (None, None) => sticky,
-            };
-            by_partition.entry(p).or_default().push((key, value));
-        }
-        sticky = (sticky + 1) % partitions;
-        for (p, records) in by_partition {
-            let mut b = RecordBatchBuilder::new();
-            let ts = now_ms();
-            for (k, v) in &records {
-                b.append(ts, k.as_deref().map(str::as_bytes), Some(v.as_bytes()), &[]);
+        let line = tokio::select! {
+            l = rx.recv() => l,
+            r = async { pending.front_mut().expect("guarded").await }, if !pending.is_empty() => {
+                pending.pop_front();
+                print(r?);
+                continue;
             }
-            let r = client.produce(topic, p, b.build(), acks).await?;
-            for (i, _) in records.iter().enumerate() {
-                // acks=0 returns no offsets (-1).
-                let offset = if r.base_offset < 0 {
-                    -1
-                } else {
-                    r.base_offset + i as i64
-                };
-                match out {
-                    OutputFormat::Json => println!("{}", json!({"partition": p, "offset": offset})),
-                    OutputFormat::Table => {
-                        println!("Produced to partition {p} at offset {offset}.")
-                    }
-                }
-            }
-            total += records.len() as u64;
-        }
+        };
+        let Some(line) = line else { break };
+        let (key, value) = match key_separator.and_then(|s| line.split_once(s)) {
+            Some((k, v)) => (Some(k.to_string()), v.to_string()),
+            None => (None, line),
+        };
+        let mut record = ProducerRecord::new(topic, value.into_bytes());
+        record.key = key.map(|k| k.into_bytes().into());
+        record.partition = partition;
+        pending.push_back(producer.send(record).await?);
+        total += 1;
+    }
+    producer.flush().await;
+    for f in pending {
+        print(f.await?);
     }
     eprintln!("Produced a total of {total} records");
     Ok(())
@@ -122,78 +116,100 @@ pub async fn consume(
     max_records: Option<u64>,
     timeout_ms: Option<u64>,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        group.is_none(),
-        "--group: consumer groups are not yet available in this build"
-    );
     if let Some(o) = offset {
         anyhow::ensure!(o >= 0, "--offset {o} must not be negative");
+        anyhow::ensure!(partition.is_some(), "--offset needs --partition");
     }
-    let mut client = DataClient::connect(bootstrap).await?;
-    let partitions = client.wait_for_topic(topic, Duration::from_secs(2)).await?;
-    let parts: Vec<i32> = match partition {
-        Some(p) => {
+    if let Some(g) = group {
+        anyhow::ensure!(!g.is_empty(), "--group: the group id is empty");
+    }
+    let config = ConsumerConfig {
+        group_id: group.map(str::to_string),
+        client_id: "sluice-cli".into(),
+        auto_offset_reset: if from_beginning {
+            OffsetReset::Earliest
+        } else {
+            OffsetReset::Latest
+        },
+        enable_auto_commit: true,
+        auto_commit_interval: Duration::from_secs(1),
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::connect(bootstrap, config).await?;
+    let partitions = consumer
+        .cluster()
+        .wait_for_topic(topic, Duration::from_secs(2))
+        .await?;
+    match (group, partition) {
+        (Some(_), None) => consumer.subscribe(vec![topic.to_string()])?,
+        (_, Some(p)) => {
             anyhow::ensure!(
                 p >= 0 && p < partitions,
                 "--partition {p}: topic {topic} has partitions 0..{}",
                 partitions - 1
             );
-            vec![p]
+            consumer.assign(vec![(topic.to_string(), p)]);
+            if let Some(o) = offset {
+                // Positions start unset; a zero-time poll initialises them.
+                consumer.poll(Duration::ZERO).await?;
+                consumer.seek((topic.to_string(), p), o)?;
+            }
         }
-        None => (0..partitions).collect(),
-    };
-    let mut positions = Vec::new();
-    for &p in &parts {
-        let start = match offset {
-            Some(o) => o,
-            None if from_beginning => client.list_offset(topic, p, -2).await?,
-            None => client.list_offset(topic, p, -1).await?,
-        };
-        positions.push((p, start));
+        (None, None) => consumer.assign((0..partitions).map(|p| (topic.to_string(), p)).collect()),
     }
     let mut seen = 0u64;
     let mut last_record = Instant::now();
     let idle = timeout_ms.map(Duration::from_millis);
     'outer: loop {
-        let mut got_any = false;
-        for (p, pos) in positions.iter_mut() {
-            let wait = if parts.len() == 1 { 500 } else { 50 };
-            let r = client.fetch(topic, *p, *pos, wait).await.context("fetch")?;
-            for rec in r.records {
-                got_any = true;
-                let key = rec
-                    .key
-                    .as_ref()
-                    .map(|k| String::from_utf8_lossy(k).into_owned());
-                let value = rec
-                    .value
-                    .as_ref()
-                    .map(|v| String::from_utf8_lossy(v).into_owned());
-                match out {
-                    OutputFormat::Json => println!(
-                        "{}",
-                        json!({"partition": *p, "offset": rec.offset, "timestamp": rec.timestamp_ms, "key": key, "value": value})
-                    ),
-                    OutputFormat::Table => match &key {
-                        Some(k) => println!("{k}\t{}", value.unwrap_or_default()),
-                        None => println!("{}", value.unwrap_or_default()),
-                    },
-                }
-                *pos = rec.offset + 1;
-                seen += 1;
-                if max_records.is_some_and(|m| seen >= m) {
-                    break 'outer;
-                }
+        let wait = idle.map_or(Duration::from_millis(500), |t| {
+            t.saturating_sub(last_record.elapsed())
+                .min(Duration::from_millis(500))
+        });
+        let records = consumer.poll(wait).await?;
+        if records.is_empty() {
+            if idle.is_some_and(|t| last_record.elapsed() >= t) {
+                break;
             }
-            if r.next_fetch_offset > *pos {
-                *pos = r.next_fetch_offset;
+            continue;
+        }
+        last_record = Instant::now();
+        for (i, rec) in records.iter().enumerate() {
+            let key = rec
+                .key
+                .as_ref()
+                .map(|k| String::from_utf8_lossy(k).into_owned());
+            let value = rec
+                .value
+                .as_ref()
+                .map(|v| String::from_utf8_lossy(v).into_owned());
+            match out {
+                OutputFormat::Json => println!(
+                    "{}",
+                    json!({"partition": rec.partition, "offset": rec.offset, "timestamp": rec.timestamp, "key": key, "value": value})
+                ),
+                OutputFormat::Table => match &key {
+                    Some(k) => println!("{k}\t{}", value.unwrap_or_default()),
+                    None => println!("{}", value.unwrap_or_default()),
+                },
+            }
+            seen += 1;
+            if max_records.is_some_and(|m| seen >= m) {
+                // Records returned but not printed must be consumed again: move their
+                // partitions back to the first one of them.
+                let mut back: std::collections::BTreeMap<(String, i32), i64> = Default::default();
+                for r in &records[i + 1..] {
+                    back.entry((r.topic.clone(), r.partition))
+                        .or_insert(r.offset);
+                }
+                for (tp, o) in back {
+                    consumer.seek(tp, o)?;
+                }
+                break 'outer;
             }
         }
-        if got_any {
-            last_record = Instant::now();
-        } else if idle.is_some_and(|t| last_record.elapsed() >= t) {
-            break;
-        }
+    }
+    if group.is_some() {
+        consumer.close().await?;
     }
     eprintln!("Processed a total of {seen} messages");
     Ok(())

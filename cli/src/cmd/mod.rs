@@ -4,6 +4,7 @@ pub mod broker;
 pub mod controller;
 pub mod data;
 pub mod dev;
+pub mod group;
 pub mod quorum;
 pub mod topic;
 

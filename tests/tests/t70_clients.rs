@@ -1,0 +1,585 @@
+//! Client guarantees with real processes: the idempotent producer across leader kills
+//! (no loss, no duplicates, order kept), replayed batches, consumer groups rebalancing on a
+//! member's death and surviving the coordinator's, and group bad input.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_client::{
+    Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
+};
+use sluice_proto::status::error_code;
+use sluice_proto::v1::broker_client::BrokerClient;
+use sluice_proto::v1::*;
+use sluice_tests::cluster::Cluster;
+use sluice_tests::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+const CONTROLLER: &[&str] = &["broker.session.timeout.ms=2000"];
+const BROKER: &[&str] = &[
+    "broker.heartbeat.interval.ms=300",
+    "replica.lag.time.max.ms=3000",
+    "group.consumer.session.timeout.ms=3000",
+    "group.consumer.heartbeat.interval.ms=300",
+    "offsets.topic.num.partitions=3",
+];
+
+async fn partition_leader(c: &Cluster, topic: &str, p: usize) -> Option<(i32, i32, usize)> {
+    for id in 1..=3 {
+        if let Some(t) = describe_topic(&c.controller_addr(id), topic).await {
+            let ps = &t.partitions[p];
+            return Some((ps.leader_id, ps.leader_epoch, ps.isr.len()));
+        }
+    }
+    None
+}
+
+/// Consumes every partition of `topic` from the start until `n` records were read.
+async fn read_all(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    n: usize,
+) -> Vec<(i32, i64, String)> {
+    let mut c = Consumer::connect(
+        bootstrap,
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            ..ConsumerConfig::default()
+        },
+    )
+    .await
+    .expect("consumer");
+    c.assign((0..partitions).map(|p| (topic.to_string(), p)).collect());
+    let mut out = Vec::new();
+    let start = Instant::now();
+    while out.len() < n && start.elapsed() < WAIT {
+        for r in c.poll(Duration::from_millis(500)).await.expect("poll") {
+            let v = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
+            out.push((r.partition, r.offset, v));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_producer_survives_leader_kills_without_loss_or_duplicates() {
+    const N: usize = 50_000;
+    const PARTITIONS: i32 = 3;
+    let mut c = Cluster::start(3, 3, CONTROLLER, BROKER);
+    create_topic_with(
+        &c.controller_addr(1),
+        "ids",
+        PARTITIONS,
+        3,
+        &[("min.insync.replicas", "2")],
+    )
+    .await;
+    let producer = wait_for("producer", WAIT, || async {
+        Producer::connect(
+            &c.bootstrap(),
+            ProducerConfig {
+                request_timeout: Duration::from_secs(5),
+                retry_backoff: Duration::from_millis(50),
+                ..ProducerConfig::default()
+            },
+        )
+        .await
+        .ok()
+    })
+    .await;
+    assert!(
+        producer.producer_id().0 >= 0,
+        "idempotence is on by default"
+    );
+    let producer = Arc::new(producer);
+    let acked = Arc::new(AtomicUsize::new(0));
+    let sender = {
+        let producer = producer.clone();
+        let acked = acked.clone();
+        tokio::spawn(async move {
+            let mut futures = Vec::with_capacity(N);
+            for n in 0..N {
+                let r = ProducerRecord::new("ids", format!("{n}")).partition(n as i32 % PARTITIONS);
+                futures.push(producer.send(r).await.expect("send"));
+                if n % 500 == 499 {
+                    // Pace the producer so the kills land mid-stream.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            let mut results = Vec::with_capacity(N);
+            for f in futures {
+                let r = f.await;
+                acked.fetch_add(1, Ordering::Relaxed);
+                results.push(r);
+            }
+            results
+        })
+    };
+    // Kill the leader of a partition three times while records flow.
+    let mut kills = 0;
+    for round in 0..3usize {
+        let p = round % PARTITIONS as usize;
+        let (leader, epoch, _) = wait_for("a leader", WAIT, || async {
+            partition_leader(&c, "ids", p).await.filter(|l| l.0 >= 0)
+        })
+        .await;
+        c.kill_broker(leader as u16);
+        kills += 1;
+        wait_for("a new leader", WAIT, || async {
+            partition_leader(&c, "ids", p)
+                .await
+                .filter(|l| l.0 >= 0 && l.1 > epoch)
+        })
+        .await;
+        c.start_broker(leader as u16);
+        wait_for("the ISR to be complete", WAIT, || async {
+            partition_leader(&c, "ids", p).await.filter(|l| l.2 == 3)
+        })
+        .await;
+    }
+    let results = tokio::time::timeout(Duration::from_secs(180), sender)
+        .await
+        .expect("all sends complete")
+        .unwrap();
+    let failed: Vec<_> = results.iter().filter(|r| r.is_err()).take(3).collect();
+    assert!(
+        failed.is_empty(),
+        "every record is acknowledged: {failed:?}"
+    );
+    // Acknowledged offsets are distinct per partition.
+    let mut acked_at = BTreeSet::new();
+    for r in results.iter().flatten() {
+        assert!(
+            acked_at.insert((r.partition, r.offset)),
+            "offset {r:?} acknowledged twice"
+        );
+    }
+
+    let records = read_all(&c.bootstrap(), "ids", PARTITIONS, N).await;
+    let mut seen = BTreeMap::new();
+    let mut last_in_partition: BTreeMap<i32, usize> = BTreeMap::new();
+    for (p, offset, v) in &records {
+        let n: usize = v.parse().unwrap();
+        assert_eq!(
+            n as i32 % PARTITIONS,
+            *p,
+            "record {n} in the wrong partition"
+        );
+        if let Some(prev) = seen.insert(n, (*p, *offset)) {
+            panic!("record {n} stored twice: at {prev:?} and {:?}", (p, offset));
+        }
+        if let Some(&last) = last_in_partition.get(p) {
+            assert!(n > last, "partition {p}: {n} after {last} (reordered)");
+        }
+        last_in_partition.insert(*p, n);
+        assert!(
+            acked_at.contains(&(*p, *offset)),
+            "offset {p}/{offset} was not the acknowledged one"
+        );
+    }
+    assert_eq!(
+        seen.len(),
+        N,
+        "every acknowledged record is readable ({kills} leader kills)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_batch_gets_its_original_offset_and_a_gap_is_refused() {
+    let c = Cluster::start(1, 1, CONTROLLER, BROKER);
+    create_topic_with(&c.controller_addr(1), "r", 1, 1, &[]).await;
+    let mut b = BrokerClient::new(channel(&c.broker_addr(1)));
+    let pid = wait_for("a producer id", WAIT, || {
+        let mut b = b.clone();
+        async move {
+            b.init_producer_id(InitProducerIdRequest::default())
+                .await
+                .ok()
+        }
+    })
+    .await
+    .into_inner();
+    let other = b
+        .init_producer_id(InitProducerIdRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(
+        pid.producer_id, other.producer_id,
+        "producer ids are unique"
+    );
+    let batch = |seq: i32, values: &[&str]| {
+        let mut bb = sluice_storage::RecordBatchBuilder::new().producer(
+            pid.producer_id,
+            pid.producer_epoch as i16,
+            seq,
+        );
+        for v in values {
+            bb.append(1_700_000_000_000, None, Some(v.as_bytes()), &[]);
+        }
+        bb.build()
+    };
+    let produce = |bytes: bytes::Bytes| ProduceRequest {
+        topic: "r".into(),
+        partition: 0,
+        acks: Some(-1),
+        payload: Some(produce_request::Payload::RecordBatch(bytes)),
+        ..Default::default()
+    };
+    let first = wait_for("the first produce", WAIT, || {
+        let mut b = b.clone();
+        let req = produce(batch(0, &["a", "b", "c"]));
+        async move { b.produce(req).await.ok() }
+    })
+    .await
+    .into_inner();
+    b.produce(produce(batch(3, &["d"]))).await.unwrap();
+    let replay = b
+        .produce(produce(batch(0, &["a", "b", "c"])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (replay.base_offset, replay.last_offset),
+        (first.base_offset, first.last_offset),
+        "a replayed batch is answered with its original offsets"
+    );
+    let gap = b.produce(produce(batch(9, &["x"]))).await.unwrap_err();
+    assert_eq!(
+        error_code(&gap),
+        ErrorCode::OutOfOrderSequenceNumber,
+        "{gap:?}"
+    );
+    assert!(gap.message().contains("expected 4"), "{}", gap.message());
+    let stored = read_all(&c.bootstrap(), "r", 1, 4).await;
+    let values: Vec<&str> = stored.iter().map(|(_, _, v)| v.as_str()).collect();
+    assert_eq!(
+        values,
+        ["a", "b", "c", "d"],
+        "nothing stored twice, nothing after the gap"
+    );
+}
+
+/// A `sluice consume --group` process whose JSON lines are collected.
+struct CliConsumer {
+    child: Child,
+    lines: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl CliConsumer {
+    fn start(bootstrap: &str, topic: &str, group: &str) -> Self {
+        let mut child = Command::new(sluice_bin())
+            .args([
+                "consume",
+                topic,
+                "--group",
+                group,
+                "--from-beginning",
+                "-o",
+                "json",
+            ])
+            .args(["--timeout-ms", "120000", "--bootstrap", bootstrap])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn consumer");
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        CliConsumer { child, lines }
+    }
+
+    fn values(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| v["value"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+impl Drop for CliConsumer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `sluice group describe G -o json`.
+fn describe_group(bootstrap: &str, group: &str) -> Option<serde_json::Value> {
+    let out = Command::new(sluice_bin())
+        .args([
+            "group",
+            "describe",
+            group,
+            "-o",
+            "json",
+            "--bootstrap",
+            bootstrap,
+        ])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())?
+}
+
+/// member id → partitions, from a describe document.
+fn owners(d: &serde_json::Value) -> BTreeMap<String, Vec<i64>> {
+    let mut m: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for p in d["partitions"].as_array().unwrap() {
+        if let Some(id) = p["consumer_id"].as_str() {
+            m.entry(id.to_string())
+                .or_default()
+                .push(p["partition"].as_i64().unwrap());
+        }
+    }
+    m
+}
+
+async fn produce_range(producer: &Producer, from: usize, to: usize) {
+    let mut fs = Vec::new();
+    for n in from..to {
+        fs.push(
+            producer
+                .send(ProducerRecord::new("g", format!("{n}")).key(format!("k{n}")))
+                .await
+                .unwrap(),
+        );
+    }
+    for f in fs {
+        f.await.expect("acknowledged");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_rebalance_on_member_death_and_survive_coordinator_loss() {
+    let mut c = Cluster::start(3, 3, CONTROLLER, BROKER);
+    create_topic_with(
+        &c.controller_addr(1),
+        "g",
+        6,
+        3,
+        &[("min.insync.replicas", "2")],
+    )
+    .await;
+    let bootstrap = c.bootstrap();
+    let producer = wait_for("producer", WAIT, || async {
+        Producer::connect(&bootstrap, ProducerConfig::default())
+            .await
+            .ok()
+    })
+    .await;
+    produce_range(&producer, 0, 3000).await;
+
+    let mut consumers: Vec<CliConsumer> = (0..3)
+        .map(|_| CliConsumer::start(&bootstrap, "g", "grp"))
+        .collect();
+    let committed_history = Arc::new(Mutex::new(BTreeMap::<i64, i64>::new()));
+    let check_monotonic = |d: &serde_json::Value| {
+        let mut h = committed_history.lock().unwrap();
+        for p in d["partitions"].as_array().unwrap() {
+            if let Some(o) = p["current_offset"].as_i64() {
+                let part = p["partition"].as_i64().unwrap();
+                let prev = h.insert(part, o).unwrap_or(-1);
+                assert!(
+                    o >= prev,
+                    "partition {part}: committed offset went back from {prev} to {o}"
+                );
+            }
+        }
+    };
+    let d = wait_for("three members with two partitions each", WAIT, || async {
+        let d = describe_group(&bootstrap, "grp")?;
+        check_monotonic(&d);
+        let o = owners(&d);
+        (o.len() == 3 && o.values().all(|ps| ps.len() == 2)).then_some(d)
+    })
+    .await;
+    assert_eq!(d["members"], 3);
+
+    // kill -9 one member: its partitions move to the others within the session timeout
+    // plus a rebalance.
+    let killed = consumers.remove(0);
+    drop(killed);
+    let t0 = Instant::now();
+    wait_for("two members owning all six partitions", WAIT, || async {
+        let d = describe_group(&bootstrap, "grp")?;
+        check_monotonic(&d);
+        let o = owners(&d);
+        (o.len() == 2 && o.values().map(Vec::len).sum::<usize>() == 6).then_some(())
+    })
+    .await;
+    let moved_after = t0.elapsed();
+    assert!(
+        moved_after < Duration::from_secs(3 + 5),
+        "partitions moved after {moved_after:?} (session timeout 3 s)"
+    );
+
+    // Kill the coordinator's broker: the group keeps consuming.
+    let mut b = BrokerClient::new(channel(&c.broker_addr(1)));
+    let coordinator = b
+        .find_coordinator(FindCoordinatorRequest {
+            group_id: "grp".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .coordinator
+        .unwrap()
+        .broker_id;
+    c.kill_broker(coordinator as u16);
+    produce_range(&producer, 3000, 4000).await;
+    let all: BTreeSet<String> = (0..4000).map(|n| n.to_string()).collect();
+    wait_for(
+        "every record consumed at least once",
+        Duration::from_secs(90),
+        || async {
+            let got: BTreeSet<String> = consumers.iter().flat_map(CliConsumer::values).collect();
+            (got.is_superset(&all)).then_some(())
+        },
+    )
+    .await;
+    c.start_broker(coordinator as u16);
+    let d = wait_for("offsets committed up to the end", WAIT, || async {
+        let d = describe_group(&bootstrap, "grp")?;
+        check_monotonic(&d);
+        let lag: i64 = d["partitions"]
+            .as_array()?
+            .iter()
+            .map(|p| p["lag"].as_i64().unwrap_or(1))
+            .sum();
+        (lag == 0).then_some(d)
+    })
+    .await;
+    assert_eq!(d["partitions"].as_array().unwrap().len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_bad_input_and_zombie_commits_are_refused_without_changes() {
+    let c = Cluster::start(
+        1,
+        1,
+        CONTROLLER,
+        &[BROKER, &["offsets.topic.replication.factor=1"]].concat(),
+    );
+    create_topic_with(&c.controller_addr(1), "z", 2, 1, &[]).await;
+    let bootstrap = c.bootstrap();
+    let mut consumer = wait_for("consumer", WAIT, || async {
+        Consumer::connect(
+            &bootstrap,
+            ConsumerConfig {
+                group_id: Some("zg".into()),
+                auto_offset_reset: OffsetReset::Earliest,
+                enable_auto_commit: false,
+                ..ConsumerConfig::default()
+            },
+        )
+        .await
+        .ok()
+    })
+    .await;
+    consumer.subscribe(vec!["z".into()]).unwrap();
+    wait_for("an assignment", WAIT, || {
+        let ready = consumer.member().1 > 0;
+        async move { ready.then_some(()) }
+    })
+    .await;
+    consumer.poll(Duration::from_millis(200)).await.unwrap();
+    consumer
+        .commit_offsets(vec![(("z".into(), 0), 0)])
+        .await
+        .unwrap();
+    let (member, epoch) = consumer.member();
+
+    let coordinator = sluice_client::consumer::find_coordinator(consumer.cluster(), "zg")
+        .await
+        .unwrap();
+    let mut b = BrokerClient::new(channel(&coordinator));
+    let commit =
+        |member: &str, epoch: i32, topic: &str, partition: i32, offset: i64| OffsetCommitRequest {
+            group_id: "zg".into(),
+            member_id: member.into(),
+            member_epoch: epoch,
+            partitions: vec![OffsetCommitPartition {
+                topic: topic.into(),
+                partition,
+                committed_offset: offset,
+                ..Default::default()
+            }],
+        };
+    // A zombie with an older epoch, and an unknown member.
+    let stale = b
+        .offset_commit(commit(&member, epoch - 1, "z", 0, 5))
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&stale), ErrorCode::StaleMemberEpoch, "{stale:?}");
+    let unknown = b
+        .offset_commit(commit("nobody", 1, "z", 0, 5))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error_code(&unknown),
+        ErrorCode::UnknownMemberId,
+        "{unknown:?}"
+    );
+    assert!(
+        unknown.message().contains("nobody"),
+        "{}",
+        unknown.message()
+    );
+    // An unknown partition and a negative offset fail per partition.
+    let r = b
+        .offset_commit(commit(&member, epoch, "z", 9, 5))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.results[0].error_code,
+        ErrorCode::UnknownTopicOrPartition as i32
+    );
+    let r = b
+        .offset_commit(commit(&member, epoch, "z", 0, -3))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.results[0].error_code, ErrorCode::InvalidRequest as i32);
+    assert!(r.results[0].error_message.contains("negative"));
+    // An empty group id.
+    let empty = b
+        .consumer_group_heartbeat(ConsumerGroupHeartbeatRequest {
+            group_id: String::new(),
+            subscribed_topic_names: vec!["z".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&empty), ErrorCode::InvalidGroupId);
+    // An administrator may not reset a group with members.
+    let admin = b
+        .offset_commit(commit("", -1, "z", 0, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&admin), ErrorCode::NonEmptyGroup);
+    // Nothing changed.
+    let committed = consumer.committed(&[("z".into(), 0)]).await.unwrap();
+    assert_eq!(committed[&("z".to_string(), 0)], 0);
+    // The coordinator still serves.
+    consumer
+        .commit_offsets(vec![(("z".into(), 0), 0)])
+        .await
+        .unwrap();
+}
