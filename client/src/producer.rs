@@ -649,6 +649,14 @@ async fn run_partition_sender(
                 let mut failed = vec![(batch, code, err)];
                 while let Some((b, r)) = inflight.next().await {
                     match r {
+                        // With idempotence a later success is not final while an earlier
+                        // batch is unresolved: resending both in order gets each its
+                        // original offsets (≤ 5 in flight, all within the broker's cache).
+                        Ok(_) if idempotent => failed.push((
+                            b,
+                            ErrorCode::None,
+                            ClientError::from_code(0, "resent after an earlier failure"),
+                        )),
                         Ok(resp) => complete(&sh, b, Ok(resp)),
                         Err(s) => {
                             let c = error_code(&s);
@@ -656,7 +664,6 @@ async fn run_partition_sender(
                         }
                     }
                 }
-                let first_code = failed[0].1;
                 let mut fatal = None;
                 for (i, (mut b, c, e)) in failed.into_iter().enumerate() {
                     // Pipelined requests may reach the leader out of order (each is its own
@@ -668,7 +675,7 @@ async fn run_partition_sender(
                     if out_of_order {
                         b.out_of_order += 1;
                     }
-                    let follows_failure = i > 0 && out_of_order && retriable(first_code);
+                    let follows_failure = i > 0 && (idempotent || retriable(c));
                     let reordered = out_of_order && b.out_of_order <= OUT_OF_ORDER_RETRIES;
                     let expired = b.created.elapsed() >= cfg.delivery_timeout;
                     if fatal.is_none() && (retriable(c) || follows_failure || reordered) && !expired
