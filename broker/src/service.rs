@@ -32,6 +32,9 @@ pub const FETCH_BYTES_DEFAULT: usize = 1 << 20;
 pub const FETCH_BYTES_MAX: usize = 32 << 20;
 /// Longest long poll.
 pub const FETCH_WAIT_MS_MAX: i32 = 30_000;
+/// How long a batch ahead of its idempotent producer's sequence waits for the batches
+/// before it (pipelined requests racing on the way in).
+pub const OUT_OF_ORDER_WAIT: Duration = Duration::from_millis(500);
 /// Default produce timeout (Kafka `request.timeout.ms`).
 pub const PRODUCE_TIMEOUT_MS_DEFAULT: i32 = 30_000;
 
@@ -230,10 +233,31 @@ impl BrokerService {
                 None,
             ));
         }
-        let info = st
-            .log
-            .append_as_leader(payload, leader_epoch)
-            .map_err(storage_status)?;
+        // Pipelined requests of one idempotent producer travel on separate HTTP/2 streams
+        // and may arrive out of order: a batch ahead of its producer's sequence waits
+        // (briefly, without the lock) for the batches before it, as Kafka gets for free
+        // from processing one connection's requests in order.
+        let wait_until = Instant::now() + OUT_OF_ORDER_WAIT;
+        let mut appended = part.subscribe();
+        let info = loop {
+            match st.log.append_as_leader(payload.clone(), leader_epoch) {
+                Err(StorageError::OutOfOrderSequence { got, expected, .. })
+                    if got > expected && Instant::now() < wait_until =>
+                {
+                    drop(st);
+                    appended.borrow_and_update();
+                    let left = wait_until.saturating_duration_since(Instant::now());
+                    let _ = tokio::time::timeout(left, appended.changed()).await;
+                    st = part.state.lock().await;
+                    let still_leader = matches!(&st.role, Role::Leader { leader_epoch: e, .. } if *e == leader_epoch);
+                    if !still_leader {
+                        drop(st);
+                        return Err(self.not_leader(&req.topic, req.partition));
+                    }
+                }
+                r => break r.map_err(storage_status)?,
+            }
+        };
         st.maybe_advance_high_watermark(self.node.id());
         part.publish(&st);
         let log_start = st.log.log_start_offset();

@@ -47,6 +47,10 @@ pub struct DataBenchArgs {
     /// Acks to benchmark: `1`, `all`, or `both`.
     #[arg(long, default_value = "both")]
     acks: String,
+    /// `bench consume`: read as this consumer group (subscribe, commits) instead of by
+    /// partition.
+    #[arg(long)]
+    group: Option<String>,
     #[command(flatten)]
     out: BenchOutput,
 }
@@ -153,6 +157,137 @@ async fn produce_phase(
         latency_ms_p99: ms(0.99),
         latency_ms_p999: ms(0.999),
         latency_ms_max: Some(h.max() as f64 / 1000.0),
+    })
+}
+
+/// Produces through the client library's batching `Producer` (acks=all), idempotent or
+/// not: the throughput a user of the library gets, and the cost of idempotence.
+async fn client_produce_phase(
+    args: &DataBenchArgs,
+    topic: &str,
+    idempotent: bool,
+    label: &str,
+) -> anyhow::Result<Row> {
+    let producer = Arc::new(
+        sluice_client::Producer::connect(
+            &args.bootstrap,
+            sluice_client::ProducerConfig {
+                acks: -1,
+                enable_idempotence: Some(idempotent),
+                batch_size: args.batch_records * args.record_bytes,
+                linger: Duration::from_millis(5),
+                max_in_flight: args.inflight.clamp(1, 5),
+                buffer_memory: 64 << 20,
+                ..Default::default()
+            },
+        )
+        .await?,
+    );
+    let records = (args.total_bytes / args.record_bytes as u64).max(1);
+    let value = Bytes::from(vec![0x61u8; args.record_bytes]);
+    let pb = progress(records * args.record_bytes as u64, label);
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<(Instant, sluice_client::DeliveryFuture)>(100_000);
+    let collector = {
+        let pb = pb.clone();
+        let record_bytes = args.record_bytes as u64;
+        tokio::spawn(async move {
+            let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                .expect("histogram bounds");
+            while let Some((t, f)) = rx.recv().await {
+                f.await.map_err(|e| anyhow::anyhow!(e))?;
+                h.record((t.elapsed().as_micros() as u64).max(1)).ok();
+                pb.inc(record_bytes);
+            }
+            anyhow::Ok(h)
+        })
+    };
+    let start = Instant::now();
+    for _ in 0..records {
+        let r = sluice_client::ProducerRecord {
+            topic: topic.to_string(),
+            value: Some(value.clone()),
+            ..Default::default()
+        };
+        let f = producer.send(r).await?;
+        tx.send((Instant::now(), f)).await.ok();
+    }
+    drop(tx);
+    producer.flush().await;
+    let h = collector.await??;
+    let secs = start.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let bytes = records * args.record_bytes as u64;
+    let ms = |q: f64| Some(h.value_at_quantile(q) as f64 / 1000.0);
+    Ok(Row {
+        phase: label.to_string(),
+        records,
+        bytes,
+        seconds: secs,
+        records_per_s: records as f64 / secs,
+        mb_per_s: bytes as f64 / secs / 1e6,
+        latency_ms_p50: ms(0.5),
+        latency_ms_p99: ms(0.99),
+        latency_ms_p999: ms(0.999),
+        latency_ms_max: Some(h.max() as f64 / 1000.0),
+    })
+}
+
+/// Reads the topic as a consumer group through the client library's `Consumer`.
+async fn group_consume_phase(
+    args: &DataBenchArgs,
+    topic: &str,
+    group: &str,
+) -> anyhow::Result<Row> {
+    let mut c = sluice_client::Consumer::connect(
+        &args.bootstrap,
+        sluice_client::ConsumerConfig {
+            group_id: Some(group.to_string()),
+            auto_offset_reset: sluice_client::OffsetReset::Earliest,
+            max_poll_records: 10_000,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let partitions = c
+        .cluster()
+        .wait_for_topic(topic, Duration::from_secs(5))
+        .await?;
+    let mut end = 0i64;
+    for p in 0..partitions {
+        end += sluice_client::consumer::list_offset(c.cluster(), topic, p, -1).await?;
+    }
+    c.subscribe(vec![topic.to_string()])?;
+    let pb = progress(end.max(0) as u64, &format!("consume --group {group}"));
+    let start = Instant::now();
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let mut idle = Instant::now();
+    while records < end as u64 && idle.elapsed() < Duration::from_secs(10) {
+        let batch = c.poll(Duration::from_millis(500)).await?;
+        if !batch.is_empty() {
+            idle = Instant::now();
+        }
+        for r in &batch {
+            bytes += r.value.as_ref().map_or(0, |v| v.len() as u64);
+        }
+        records += batch.len() as u64;
+        pb.inc(batch.len() as u64);
+    }
+    c.commit_sync().await?;
+    let secs = start.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    c.close().await?;
+    Ok(Row {
+        phase: format!("consume --group {group}"),
+        records,
+        bytes,
+        seconds: secs,
+        records_per_s: records as f64 / secs,
+        mb_per_s: bytes as f64 / secs / 1e6,
+        latency_ms_p50: None,
+        latency_ms_p99: None,
+        latency_ms_p999: None,
+        latency_ms_max: None,
     })
 }
 
@@ -467,6 +602,20 @@ pub fn run_produce(args: DataBenchArgs, consume_too: bool) -> anyhow::Result<()>
         for (acks, label) in phases {
             rows.push(produce_phase(&args, &topic, acks, label).await?);
         }
+        if args.acks != "1" {
+            // The same load through the client library, idempotence off then on.
+            let off = client_produce_phase(&args, &topic, false, "client acks=all").await?;
+            let on =
+                client_produce_phase(&args, &topic, true, "client acks=all idempotent").await?;
+            eprintln!(
+                "idempotence cost: {:.1} % of throughput ({:.0} vs {:.0} MB/s)",
+                (1.0 - on.mb_per_s / off.mb_per_s) * 100.0,
+                on.mb_per_s,
+                off.mb_per_s
+            );
+            rows.push(off);
+            rows.push(on);
+        }
         if args.record_bytes >= 16 {
             rows.push(e2e_phase(&args, &topic).await?);
         }
@@ -490,7 +639,10 @@ pub fn run_consume(args: DataBenchArgs) -> anyhow::Result<()> {
         if args.topic.is_none() {
             rows.push(produce_phase(&args, &topic, 1, "fill acks=1").await?);
         }
-        rows.push(consume_phase(&args, &topic).await?);
+        match &args.group {
+            Some(g) => rows.push(group_consume_phase(&args, &topic, g).await?),
+            None => rows.push(consume_phase(&args, &topic).await?),
+        }
         print(&rows, &args)
     })
 }
