@@ -48,6 +48,8 @@ pub struct BrokerConfig {
     pub replica_fetch_wait_max_ms: i32,
     /// Consumer group coordinator settings.
     pub groups: crate::group::GroupSettings,
+    /// `log.retention.check.interval.ms`: how often retention and `flush.ms` run.
+    pub retention_check_interval: Duration,
 }
 
 /// A running broker.
@@ -787,6 +789,42 @@ impl BrokerNode {
                         tracing::warn!(partition = %part.name(), error = %e.message(), "ISR change refused");
                         part.state.lock().await.pending_isr = None;
                     }
+                }
+            }
+        }
+    }
+
+    /// Applies `retention.ms` / `retention.bytes` (only below the HW) and `flush.ms` to
+    /// every local replica each `log.retention.check.interval.ms`. Runs forever.
+    pub async fn run_retention(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.config.retention_check_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let parts: Vec<Arc<Partition>> = self
+                .partitions
+                .lock()
+                .expect("partitions lock")
+                .values()
+                .cloned()
+                .collect();
+            for p in parts {
+                let mut st = p.state.lock().await;
+                let hw = st.high_watermark;
+                match st.log.delete_retained_segments(hw) {
+                    Ok(deleted) if !deleted.is_empty() => {
+                        tracing::info!(partition = %p.name(), segments = deleted.len(),
+                            log_start_offset = st.log.log_start_offset(), "retention deleted segments");
+                        p.publish(&st);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(partition = %p.name(), error = %e, "retention failed")
+                    }
+                }
+                // The flush.ms timer.
+                if let Err(e) = st.log.maybe_flush() {
+                    tracing::warn!(partition = %p.name(), error = %e, "flush failed");
                 }
             }
         }

@@ -945,10 +945,40 @@ pub async fn serve(
     node: Arc<BrokerNode>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    // NOT_SERVING until the broker is ready: registered, caught up with the metadata log
+    // and unfenced by the controller (which unfences only caught-up brokers).
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
-        .set_serving::<BrokerServer<BrokerService>>()
+        .set_not_serving::<BrokerServer<BrokerService>>()
         .await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let readiness = {
+        let node = node.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            let mut serving = false;
+            loop {
+                let ready = !node.fenced.load(std::sync::atomic::Ordering::SeqCst)
+                    && node.broker_epoch.load(std::sync::atomic::Ordering::SeqCst) >= 0;
+                if ready != serving {
+                    serving = ready;
+                    let status = if ready {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    };
+                    health_reporter.set_service_status("", status).await;
+                    health_reporter
+                        .set_service_status("sluice.v1.Broker", status)
+                        .await;
+                    tracing::info!(serving, "health status changed");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }))
+    };
+    let _readiness = readiness;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(sluice_proto::v1::FILE_DESCRIPTOR_SET)

@@ -330,3 +330,112 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     cl.produce("t", 0, good, -1).await.unwrap();
     assert_eq!(cl.list_offset("t", 0, -1).await.unwrap(), 3);
 }
+
+/// A child process killed and reaped on drop.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn health_of(addr: &str) -> Option<i32> {
+    let mut h = tonic_health::pb::health_client::HealthClient::new(channel(addr));
+    let r = h
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "sluice.v1.Broker".into(),
+        })
+        .await
+        .ok()?;
+    Some(r.into_inner().status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_not_serving_until_the_broker_is_registered_and_caught_up() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(2);
+    let (controller_port, broker_port) = (ports[0], ports[1]);
+    let voters = format!("1@127.0.0.1:{controller_port}");
+    let spawn = |role: &str, port: u16| {
+        Proc(
+            std::process::Command::new(sluice_bin())
+                .args([
+                    role,
+                    "--node-id",
+                    "1",
+                    "--listeners",
+                    &format!("127.0.0.1:{port}"),
+                ])
+                .args(["--controller-quorum-voters", &voters, "--log-dirs"])
+                .arg(dir.path().join(role))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn"),
+        )
+    };
+    // The broker starts first: no controller to register with, so it is not ready.
+    let _broker = spawn("broker", broker_port);
+    let addr = format!("127.0.0.1:{broker_port}");
+    let status = wait_for("the broker's health endpoint", WAIT, || health_of(&addr)).await;
+    assert_eq!(status, ServingStatus::NotServing as i32);
+    let _controller = spawn("controller", controller_port);
+    wait_for("SERVING once registered and unfenced", WAIT, || async {
+        (health_of(&addr).await? == ServingStatus::Serving as i32).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamic_retention_change_deletes_old_segments_on_a_live_topic() {
+    let c = Cluster::start(1, 1, &[], &["log.retention.check.interval.ms=300"]);
+    create_topic_with(
+        &c.controller_addr(1),
+        "ret",
+        1,
+        1,
+        &[("segment.bytes", "4096")],
+    )
+    .await;
+    let mut client = wait_for("client", WAIT, || async {
+        DataClient::connect(&c.bootstrap()).await.ok()
+    })
+    .await;
+    client.wait_for_topic("ret", WAIT).await.unwrap();
+    let value = vec![b'v'; 1000];
+    for _ in 0..40 {
+        client
+            .produce("ret", 0, batch_of(&[&value]), -1)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        client.list_offset("ret", 0, -2).await.unwrap(),
+        0,
+        "nothing deleted yet"
+    );
+    let admin = sluice_client::Admin::connect(&c.bootstrap()).await.unwrap();
+    admin
+        .alter_topic_configs("ret", vec![("retention.bytes".into(), Some("8192".into()))])
+        .await
+        .unwrap();
+    let bootstrap = c.bootstrap();
+    let start = wait_for("the log start offset to move", WAIT, || {
+        let bootstrap = bootstrap.clone();
+        async move {
+            let mut client = DataClient::connect(&bootstrap).await.ok()?;
+            let o = client.list_offset("ret", 0, -2).await.ok()?;
+            (o > 0).then_some(o)
+        }
+    })
+    .await;
+    assert!(
+        start >= 30,
+        "about 8 KiB of 40 KiB kept; log start is {start}"
+    );
+    let end = client.list_offset("ret", 0, -1).await.unwrap();
+    assert_eq!(end, 40, "retention never touches the log end");
+}

@@ -48,6 +48,7 @@ pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
         replica_lag_time_max: ms("replica.lag.time.max.ms")?,
         replica_fetch_max_bytes: cfg.num("replica.fetch.max.bytes")?,
         replica_fetch_wait_max_ms: cfg.num("replica.fetch.wait.max.ms")?,
+        retention_check_interval: ms("log.retention.check.interval.ms")?,
         groups: sluice_broker::group::GroupSettings {
             offsets_partitions: positive(cfg, "offsets.topic.num.partitions")?,
             offsets_replication_factor: positive(cfg, "offsets.topic.replication.factor")?,
@@ -74,6 +75,7 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         let heartbeats = tokio::spawn(node.clone().run_heartbeats());
         let follower = tokio::spawn(node.clone().run_metadata_follower());
         let isr = tokio::spawn(node.clone().run_isr_maintenance());
+        let retention = tokio::spawn(node.clone().run_retention());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut server = tokio::spawn(service::serve(node.clone(), async move {
             let _ = stop_rx.await;
@@ -85,6 +87,7 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
                 heartbeats.abort();
                 follower.abort();
                 isr.abort();
+                retention.abort();
                 r?.map_err(|e| anyhow::anyhow!(e))?;
                 anyhow::bail!("the broker's server stopped unexpectedly");
             }
@@ -111,6 +114,7 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         heartbeats.abort();
         follower.abort();
         isr.abort();
+        retention.abort();
         let served = server.await?;
         node.close_logs().await;
         served.map_err(|e| anyhow::anyhow!(e))
