@@ -916,11 +916,46 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// Sets `sluice_consumer_group_lag` for committed partitions whose leader is this
+    /// broker (each broker reports the partitions it can measure).
+    async fn publish_lag(&self) {
+        let shards: Vec<_> = self
+            .shards
+            .lock()
+            .expect("shards lock")
+            .values()
+            .cloned()
+            .collect();
+        for shard in shards {
+            let s = shard.lock().await;
+            for (group, g) in &s.groups {
+                for ((topic, p), c) in &g.offsets {
+                    let Some(part) = self.node.partition(topic, *p) else {
+                        continue;
+                    };
+                    let hw = part.subscribe().borrow().high_watermark;
+                    metrics::gauge!("sluice_consumer_group_lag",
+                        "group" => group.clone(), "topic" => topic.clone(), "partition" => p.to_string())
+                    .set((hw - c.offset).max(0) as f64);
+                }
+            }
+        }
+    }
+
     /// Removes members whose session expired and rebalances their groups. Runs forever.
     pub async fn run_expiry(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut ticks = 0u64;
+        metrics::describe_gauge!(
+            "sluice_consumer_group_lag",
+            "records between a group's committed offset and the partition's high watermark (kafka_exporter: kafka_consumergroup_lag)"
+        );
         loop {
             tick.tick().await;
+            ticks += 1;
+            if ticks % 5 == 0 {
+                self.publish_lag().await;
+            }
             let shards: Vec<_> = self
                 .shards
                 .lock()

@@ -478,6 +478,29 @@ impl BrokerNode {
             Role::Leader { leader_epoch, .. } if !new => Some(*leader_epoch),
             _ => None,
         };
+        // ISR changes of partitions we lead, whoever made them (our AlterPartition, or
+        // the controller fencing a replica): Kafka's IsrShrinksPerSec / IsrExpandsPerSec.
+        if let (
+            Role::Leader {
+                isr: old,
+                leader_epoch: e0,
+                ..
+            },
+            Role::Leader {
+                isr: now,
+                leader_epoch: e1,
+                ..
+            },
+        ) = (&st.role, &role)
+        {
+            if !new && e0 == e1 && old.len() != now.len() {
+                if now.len() < old.len() {
+                    metrics::counter!("sluice_isr_shrinks_total").increment(1);
+                } else {
+                    metrics::counter!("sluice_isr_expands_total").increment(1);
+                }
+            }
+        }
         st.role = role.clone();
         match &role {
             Role::Leader {
@@ -758,9 +781,9 @@ impl BrokerNode {
                         .copied()
                         .filter(|b| new_isr.contains(b))
                         .collect();
-                    (*leader_epoch, *partition_epoch, ordered)
+                    (*leader_epoch, *partition_epoch, ordered, isr.len())
                 };
-                let (leader_epoch, partition_epoch, new_isr) = proposal;
+                let (leader_epoch, partition_epoch, new_isr, old_len) = proposal;
                 {
                     let mut st = part.state.lock().await;
                     st.pending_isr = Some(new_isr.clone());
@@ -783,6 +806,7 @@ impl BrokerNode {
                     .await;
                 match r {
                     Ok(resp) => {
+                        let _ = old_len;
                         tracing::info!(partition = %part.name(), isr = ?resp.isr, "ISR change committed")
                     }
                     Err(e) => {
@@ -791,6 +815,67 @@ impl BrokerNode {
                     }
                 }
             }
+        }
+    }
+
+    /// Publishes the gauges Kafka operators watch, from the image and the local replicas,
+    /// every second. Runs forever.
+    pub async fn run_gauges(self: Arc<Self>) {
+        metrics::describe_gauge!(
+            "sluice_under_replicated_partitions",
+            "partitions this broker leads whose ISR is smaller than the replica set (Kafka: UnderReplicatedPartitions)"
+        );
+        metrics::describe_gauge!(
+            "sluice_offline_partitions",
+            "partitions of the cluster without a leader (Kafka: OfflinePartitionsCount)"
+        );
+        metrics::describe_counter!(
+            "sluice_isr_shrinks_total",
+            "ISR shrinks committed (Kafka: IsrShrinksPerSec)"
+        );
+        metrics::describe_counter!(
+            "sluice_isr_expands_total",
+            "ISR expansions committed (Kafka: IsrExpandsPerSec)"
+        );
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let image = self.image();
+            let me = self.id();
+            let (mut under, mut under_min, mut offline, mut leaders, mut replicas) =
+                (0, 0, 0, 0, 0);
+            for t in image.topics.values() {
+                let min_isr = self.min_insync(&t.name);
+                for p in &t.partitions {
+                    if p.leader == sluice_metadata::NO_LEADER {
+                        offline += 1;
+                    }
+                    if p.replicas.contains(&me) {
+                        replicas += 1;
+                    }
+                    if p.leader == me {
+                        leaders += 1;
+                        if p.isr.len() < p.replicas.len() {
+                            under += 1;
+                        }
+                        if p.isr.len() < min_isr {
+                            under_min += 1;
+                        }
+                    }
+                }
+            }
+            metrics::gauge!("sluice_under_replicated_partitions").set(under as f64);
+            metrics::gauge!("sluice_under_min_isr_partitions").set(under_min as f64);
+            metrics::gauge!("sluice_offline_partitions").set(offline as f64);
+            metrics::gauge!("sluice_leader_partitions").set(leaders as f64);
+            metrics::gauge!("sluice_partitions").set(replicas as f64);
+            metrics::gauge!("sluice_broker_fenced").set(if self.fenced.load(Ordering::SeqCst) {
+                1.0
+            } else {
+                0.0
+            });
+            metrics::gauge!("sluice_metadata_offset")
+                .set(self.metadata_offset.load(Ordering::SeqCst) as f64);
         }
     }
 

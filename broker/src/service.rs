@@ -262,6 +262,12 @@ impl BrokerService {
         part.publish(&st);
         let log_start = st.log.log_start_offset();
         drop(st);
+        if !info.duplicate {
+            metrics::counter!("sluice_messages_in_total", "topic" => req.topic.clone())
+                .increment(info.records);
+            metrics::counter!("sluice_bytes_in_total", "topic" => req.topic.clone())
+                .increment(info.bytes);
+        }
         if acks == -1 {
             let timeout_ms = if req.timeout_ms > 0 {
                 req.timeout_ms
@@ -498,6 +504,18 @@ impl BrokerService {
     }
 }
 
+/// Records a request's latency and outcome (`sluice_request_duration_seconds`,
+/// `sluice_requests_total`, Kafka's RequestMetrics).
+fn observe<T>(request: &'static str, start: Instant, r: &Result<T, Status>) {
+    metrics::histogram!("sluice_request_duration_seconds", "request" => request)
+        .record(start.elapsed().as_secs_f64());
+    let error = match r {
+        Ok(_) => "NONE",
+        Err(s) => sluice_proto::status::error_code(s).as_str_name(),
+    };
+    metrics::counter!("sluice_requests_total", "request" => request, "error" => error).increment(1);
+}
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -543,7 +561,10 @@ impl Broker for BrokerService {
         &self,
         r: Request<ProduceRequest>,
     ) -> Result<Response<ProduceResponse>, Status> {
-        Ok(Response::new(self.produce_one(r.into_inner()).await?))
+        let t = Instant::now();
+        let r = self.produce_one(r.into_inner()).await;
+        observe("produce", t, &r);
+        Ok(Response::new(r?))
     }
 
     type ProduceStreamStream = ProduceStreamOut;
@@ -588,7 +609,22 @@ impl Broker for BrokerService {
     }
 
     async fn fetch(&self, r: Request<FetchRequest>) -> Result<Response<FetchResponse>, Status> {
-        Ok(Response::new(self.fetch_one(&r.into_inner()).await?))
+        let t = Instant::now();
+        let req = r.into_inner();
+        let r = self.fetch_one(&req).await;
+        let kind = if req.replica_id.is_some() {
+            "fetch_follower"
+        } else {
+            "fetch_consumer"
+        };
+        observe(kind, t, &r);
+        if let Ok(resp) = &r {
+            if req.replica_id.is_none() && !resp.record_batches.is_empty() {
+                metrics::counter!("sluice_bytes_out_total", "topic" => req.topic.clone())
+                    .increment(resp.record_batches.len() as u64);
+            }
+        }
+        Ok(Response::new(r?))
     }
 
     type FetchStreamStream = FetchStreamOut;

@@ -91,6 +91,49 @@ pub struct ControllerNode {
 }
 
 impl ControllerNode {
+    /// Publishes quorum gauges every second (Kafka's raft-metrics and
+    /// KafkaController gauges). Runs forever.
+    pub async fn run_gauges(self: Arc<Self>) {
+        metrics::describe_gauge!(
+            "sluice_active_controller",
+            "1 on the active controller (Raft leader), else 0; the sum over the quorum must be 1 (Kafka: ActiveControllerCount)"
+        );
+        metrics::describe_gauge!(
+            "sluice_raft_apply_lag",
+            "committed Raft entries not yet applied to the metadata image"
+        );
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let m = self.raft.metrics().borrow().clone();
+            let leader = m.current_leader == Some(self.id);
+            metrics::gauge!("sluice_active_controller").set(if leader { 1.0 } else { 0.0 });
+            metrics::gauge!("sluice_raft_current_term").set(m.current_term as f64);
+            metrics::gauge!("sluice_raft_leader_id")
+                .set(m.current_leader.map_or(-1.0, |l| l as f64));
+            let last_log = m.last_log_index.unwrap_or(0);
+            let applied = m.last_applied.map_or(0, |l| l.index);
+            metrics::gauge!("sluice_raft_last_log_index").set(last_log as f64);
+            metrics::gauge!("sluice_raft_last_applied_index").set(applied as f64);
+            // The state machine applies entries as soon as they commit: the applied index
+            // is the commit index as this node knows it.
+            metrics::gauge!("sluice_raft_commit_index").set(applied as f64);
+            metrics::gauge!("sluice_raft_apply_lag").set(last_log.saturating_sub(applied) as f64);
+            let image = self.image();
+            let offline = image
+                .topics
+                .values()
+                .flat_map(|t| t.partitions.iter())
+                .filter(|p| p.leader == sluice_metadata::NO_LEADER)
+                .count();
+            metrics::gauge!("sluice_offline_partitions").set(offline as f64);
+            let fenced = image.brokers.values().filter(|b| b.fenced).count();
+            metrics::gauge!("sluice_fenced_brokers").set(fenced as f64);
+            metrics::gauge!("sluice_active_brokers").set((image.brokers.len() - fenced) as f64);
+            metrics::gauge!("sluice_topics").set(image.topics.len() as f64);
+        }
+    }
+
     /// Opens the sled store, starts Raft and initializes the cluster membership on first
     /// start (every voter proposes the same membership; openraft accepts one).
     pub async fn start(config: ControllerConfig) -> Result<Arc<Self>, String> {

@@ -13,6 +13,7 @@ use crate::{free_ports, sluice_bin};
 struct Node {
     role: &'static str,
     port: u16,
+    metrics_port: u16,
     dir: PathBuf,
     child: Option<Child>,
     stopped: bool,
@@ -32,7 +33,7 @@ impl Cluster {
     /// Starts `c` controllers and `b` brokers with extra `--override` settings for each role.
     pub fn start(c: u16, b: u16, controller_overrides: &[&str], broker_overrides: &[&str]) -> Self {
         let root = tempfile::tempdir().expect("temp dir");
-        let ports = free_ports((c + b) as usize);
+        let ports = free_ports(2 * (c + b) as usize);
         let voters = (1..=c)
             .map(|i| format!("{i}@127.0.0.1:{}", ports[i as usize - 1]))
             .collect::<Vec<_>>()
@@ -52,6 +53,7 @@ impl Cluster {
                 Node {
                     role: "controller",
                     port: ports[i as usize - 1],
+                    metrics_port: ports[(c + b + i) as usize - 1],
                     dir,
                     child: None,
                     stopped: false,
@@ -66,6 +68,7 @@ impl Cluster {
                 Node {
                     role: "broker",
                     port: ports[(c + i) as usize - 1],
+                    metrics_port: ports[(2 * c + b + i) as usize - 1],
                     dir,
                     child: None,
                     stopped: false,
@@ -103,7 +106,11 @@ impl Cluster {
             .args(["--node-id", &id.to_string()])
             .args(["--listeners", &format!("127.0.0.1:{}", node.port)])
             .args(["--controller-quorum-voters", &voters])
-            .args(["--log-dirs", node.dir.to_str().expect("utf8")]);
+            .args(["--log-dirs", node.dir.to_str().expect("utf8")])
+            .args([
+                "--override",
+                &format!("metrics.listener=127.0.0.1:{}", node.metrics_port),
+            ]);
         for o in overrides {
             cmd.args(["--override", &o]);
         }
@@ -113,6 +120,15 @@ impl Cluster {
             .stderr(log);
         node.child = Some(cmd.spawn().expect("spawn sluice"));
         node.stopped = false;
+    }
+
+    /// `host:port` of a node's Prometheus endpoint (`role` is "controller" or "broker").
+    pub fn metrics_addr(&self, role: &str, id: u16) -> String {
+        let node = match role {
+            "controller" => &self.controllers[&id],
+            _ => &self.brokers[&id],
+        };
+        format!("127.0.0.1:{}", node.metrics_port)
     }
 
     /// Restarts a broker from its own data directory.

@@ -159,6 +159,8 @@ impl Quorum {
             .args(["--listeners", &node.addr()])
             .args(["--controller-quorum-voters", &self.voters])
             .args(["--log-dirs", node.dir.to_str().expect("utf8 path")]);
+        // Metrics on a port the kernel picks (these tests do not scrape them).
+        cmd.args(["--override", "metrics.listener=127.0.0.1:0"]);
         for (k, v) in &self.extra {
             cmd.args(["--override", &format!("{k}={v}")]);
         }

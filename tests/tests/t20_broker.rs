@@ -369,7 +369,8 @@ async fn health_is_not_serving_until_the_broker_is_registered_and_caught_up() {
                     "--listeners",
                     &format!("127.0.0.1:{port}"),
                 ])
-                .args(["--controller-quorum-voters", &voters, "--log-dirs"])
+                .args(["--controller-quorum-voters", &voters])
+                .args(["--override", "metrics.listener=127.0.0.1:0", "--log-dirs"])
                 .arg(dir.path().join(role))
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())

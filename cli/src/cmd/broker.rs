@@ -10,6 +10,14 @@ use sluice_broker::{service, BrokerConfig, BrokerNode};
 
 use crate::config::{parse_voters, strip_listener_scheme, NodeConfig};
 
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Builds the broker's settings from the layered configuration.
 pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
     let node_id: i32 = cfg.num("node.id")?;
@@ -68,14 +76,18 @@ fn positive(cfg: &NodeConfig, key: &str) -> anyhow::Result<i32> {
 /// moves away before the process exits.
 pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let config = broker_config(&cfg)?;
+    let metrics = super::metrics_addr(&cfg, config.listen)?;
     let rt = super::runtime()?;
     rt.block_on(async move {
+        super::install_metrics(metrics)?;
         let node = BrokerNode::new(config).map_err(|e| anyhow::anyhow!(e))?;
         node.install();
         let heartbeats = tokio::spawn(node.clone().run_heartbeats());
         let follower = tokio::spawn(node.clone().run_metadata_follower());
         let isr = tokio::spawn(node.clone().run_isr_maintenance());
         let retention = tokio::spawn(node.clone().run_retention());
+        let gauges = tokio::spawn(node.clone().run_gauges());
+        let _gauges = AbortOnDrop(gauges);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut server = tokio::spawn(service::serve(node.clone(), async move {
             let _ = stop_rx.await;

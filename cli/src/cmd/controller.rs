@@ -61,12 +61,15 @@ pub fn controller_config(cfg: &NodeConfig) -> anyhow::Result<ControllerConfig> {
 /// Runs a controller until SIGTERM / Ctrl-C.
 pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let config = controller_config(&cfg)?;
+    let metrics = super::metrics_addr(&cfg, config.listen)?;
     let rt = super::runtime()?;
     rt.block_on(async move {
+        super::install_metrics(metrics)?;
         let node = ControllerNode::start(config)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
         let mut checker = tokio::spawn(node.clone().run_session_checker());
+        let gauges = tokio::spawn(node.clone().run_gauges());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             tokio::select! {
@@ -85,6 +88,7 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         };
         tracing::info!(node = node.id, "controller stopping");
         checker.abort();
+        gauges.abort();
         let _ = node.raft.shutdown().await;
         served.map_err(|e| anyhow::anyhow!(e))?;
         anyhow::ensure!(

@@ -1,8 +1,8 @@
 //! `sluice dev`: a local cluster (controllers + brokers) as child processes, and
 //! `sluice kill-leader` for watching failover on it.
 //!
-//! Ports with base port B: brokers B, B+1, …; controllers B+100, …; (metrics B+200, … once
-//! metrics exist). Data, logs and `cluster.json` (nodes, ports, pids) live in `--dir`.
+//! Ports with base port B: brokers B, B+1, …; controllers B+100, …; Prometheus metrics
+//! B+200, … (brokers first, then controllers). Data, logs and `cluster.json` (nodes, ports, pids) live in `--dir`.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -87,7 +87,14 @@ pub fn run(
         controllers >= 1 && brokers >= 1,
         "need at least one controller and one broker"
     );
-    anyhow::ensure!(base_port as u32 + 200 < 65535, "--base-port too high");
+    anyhow::ensure!(
+        base_port as u32 + 200 + (brokers + controllers) as u32 <= 65535,
+        "--base-port too high"
+    );
+    let metrics_port = |role: &str, i: u16| match role {
+        "broker" => base_port + 200 + i - 1,
+        _ => base_port + 200 + brokers + i - 1,
+    };
     let dir = dir.unwrap_or_else(|| default_dir(base_port));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let voters = (1..=controllers)
@@ -115,6 +122,11 @@ pub fn run(
                 format!("default.replication.factor={rf}"),
                 "--override".into(),
                 "num.partitions=3".into(),
+                "--override".into(),
+                format!(
+                    "metrics.listener=127.0.0.1:{}",
+                    metrics_port("controller", i)
+                ),
             ],
             &dir,
         )?);
@@ -142,6 +154,8 @@ pub fn run(
                 "group.consumer.session.timeout.ms=10000".into(),
                 "--override".into(),
                 "group.consumer.heartbeat.interval.ms=1000".into(),
+                "--override".into(),
+                format!("metrics.listener=127.0.0.1:{}", metrics_port("broker", i)),
             ],
             &dir,
         )?);
@@ -153,7 +167,7 @@ pub fn run(
     let write_state = |procs: &[Proc]| -> anyhow::Result<()> {
         let nodes: Vec<_> = procs
             .iter()
-            .map(|p| json!({"role": p.role, "id": p.id, "host": "127.0.0.1", "port": p.port, "pid": p.child.id(), "log": p.log}))
+            .map(|p| json!({"role": p.role, "id": p.id, "host": "127.0.0.1", "port": p.port, "metrics_port": metrics_port(p.role, p.id), "pid": p.child.id(), "log": p.log}))
             .collect();
         let state = json!({"bootstrap": bootstrap, "dir": dir, "nodes": nodes});
         std::fs::write(dir.join("cluster.json"), serde_json::to_vec_pretty(&state)?)?;

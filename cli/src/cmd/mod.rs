@@ -15,6 +15,51 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// The Prometheus endpoint's address: `metrics.listener`, else the gRPC listener's host
+/// with port + 200.
+pub fn metrics_addr(
+    cfg: &crate::config::NodeConfig,
+    grpc: std::net::SocketAddr,
+) -> anyhow::Result<std::net::SocketAddr> {
+    use anyhow::Context;
+    use std::net::ToSocketAddrs;
+    match cfg.get("metrics.listener").filter(|v| !v.is_empty()) {
+        Some(v) => v
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .with_context(|| format!("metrics.listener={v:?} is not a host:port")),
+        None => {
+            let port = grpc.port().checked_add(200).with_context(|| {
+                format!(
+                    "metrics.listener: listener port {} + 200 overflows; set metrics.listener",
+                    grpc.port()
+                )
+            })?;
+            Ok(std::net::SocketAddr::new(grpc.ip(), port))
+        }
+    }
+}
+
+/// Serves `GET /metrics` (Prometheus text format) on `addr`; call inside the runtime.
+pub fn install_metrics(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ],
+        )
+        .map_err(|e| anyhow::anyhow!("metrics: {e}"))?
+        .install()
+        .map_err(|e| anyhow::anyhow!("metrics.listener={addr}: {e}"))?;
+    tracing::info!(%addr, "metrics on http://{addr}/metrics");
+    Ok(())
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -1,0 +1,167 @@
+//! Operability with real processes: Prometheus metrics through a failover, and a gRPC
+//! client not written in Rust (Python grpcio) using reflection alone to produce and fetch.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use sluice_tests::cluster::Cluster;
+use sluice_tests::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+const CONTROLLER: &[&str] = &["broker.session.timeout.ms=2000"];
+const BROKER: &[&str] = &[
+    "broker.heartbeat.interval.ms=300",
+    "replica.lag.time.max.ms=2000",
+];
+
+/// `GET /metrics` over a plain socket; the body, or None when the node is down.
+fn scrape(addr: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// The value of an unlabelled gauge in a scrape.
+fn gauge(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
+/// Sum of `name` over the live brokers.
+fn sum_over_brokers(c: &Cluster, alive: &[u16], name: &str) -> Option<f64> {
+    let mut total = 0.0;
+    for id in alive {
+        total += gauge(&scrape(&c.metrics_addr("broker", *id))?, name)?;
+    }
+    Some(total)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_under_replicated_partitions_during_a_failover() {
+    let mut c = Cluster::start(3, 3, CONTROLLER, BROKER);
+    create_topic_with(&c.controller_addr(1), "m", 3, 3, &[]).await;
+    // Every controller serves metrics; exactly one is the active controller.
+    let active = wait_for("one active controller", WAIT, || async {
+        let mut sum = 0.0;
+        for id in 1..=3 {
+            sum += gauge(
+                &scrape(&c.metrics_addr("controller", id))?,
+                "sluice_active_controller",
+            )?;
+        }
+        (sum == 1.0).then_some(sum)
+    })
+    .await;
+    assert_eq!(active, 1.0);
+    wait_for("a healthy cluster (0 under-replicated)", WAIT, || async {
+        (sum_over_brokers(&c, &[1, 2, 3], "sluice_leader_partitions")? == 3.0
+            && sum_over_brokers(&c, &[1, 2, 3], "sluice_under_replicated_partitions")? == 0.0)
+            .then_some(())
+    })
+    .await;
+    // Produce so request metrics exist.
+    let mut client = wait_for("client", WAIT, || async {
+        sluice_client::DataClient::connect(&c.bootstrap())
+            .await
+            .ok()
+    })
+    .await;
+    client.wait_for_topic("m", WAIT).await.unwrap();
+    for p in 0..3 {
+        client.produce("m", p, batch_of(&[b"x"]), -1).await.unwrap();
+    }
+    let leader_of_0 = client.leader("m", 0).unwrap().0 as u16;
+    let body = scrape(&c.metrics_addr("broker", leader_of_0)).unwrap();
+    assert!(
+        body.contains("sluice_request_duration_seconds_bucket{request=\"produce\""),
+        "produce latency histogram exported"
+    );
+    assert!(
+        body.contains("sluice_messages_in_total{topic=\"m\"}"),
+        "per-topic messages in"
+    );
+
+    // Kill one broker: the partitions it followed become under-replicated on their
+    // leaders, and the count returns to zero once it is back in the ISR.
+    c.kill_broker(3);
+    wait_for("under-replicated partitions > 0", WAIT, || async {
+        (sum_over_brokers(&c, &[1, 2], "sluice_under_replicated_partitions")? > 0.0).then_some(())
+    })
+    .await;
+    let body = scrape(&c.metrics_addr("broker", 1)).unwrap()
+        + &scrape(&c.metrics_addr("broker", 2)).unwrap();
+    assert!(
+        body.contains("sluice_isr_shrinks_total"),
+        "ISR shrinks counted"
+    );
+    c.start_broker(3);
+    wait_for("under-replicated partitions back to 0", WAIT, || async {
+        (sum_over_brokers(&c, &[1, 2, 3], "sluice_under_replicated_partitions")? == 0.0)
+            .then_some(())
+    })
+    .await;
+    let body: String = [1, 2, 3]
+        .iter()
+        .filter_map(|id| scrape(&c.metrics_addr("broker", *id)))
+        .collect();
+    assert!(
+        body.contains("sluice_isr_expands_total"),
+        "ISR expansions counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_grpc_client_produces_and_fetches_by_reflection_alone() {
+    let c = Cluster::start(1, 1, CONTROLLER, BROKER);
+    create_topic_with(&c.controller_addr(1), "py", 1, 1, &[]).await;
+    let mut client = wait_for("client", WAIT, || async {
+        sluice_client::DataClient::connect(&c.bootstrap())
+            .await
+            .ok()
+    })
+    .await;
+    client.wait_for_topic("py", WAIT).await.unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/reflect_produce_fetch.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args([&c.broker_addr(1), "py", "hello from python"])
+        .output()
+        .expect("python3 runs (CI installs grpcio and grpcio-reflection)");
+    assert!(
+        out.status.success(),
+        "python client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let services: Vec<&str> = v["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    for s in [
+        "sluice.v1.Broker",
+        "sluice.v1.Admin",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(services.contains(&s), "reflection lists {s}: {services:?}");
+    }
+    assert_eq!(v["values"][0], "hello from python");
+    // The Rust client reads the same record at the offset Python was given.
+    let offset = v["offset"].as_i64().unwrap();
+    let r = client.fetch("py", 0, offset, 100).await.unwrap();
+    assert_eq!(
+        r.records[0].value.as_deref(),
+        Some(&b"hello from python"[..])
+    );
+}
