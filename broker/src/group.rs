@@ -953,7 +953,7 @@ impl GroupCoordinator {
         loop {
             tick.tick().await;
             ticks += 1;
-            if ticks % 5 == 0 {
+            if ticks.is_multiple_of(5) {
                 self.publish_lag().await;
             }
             let shards: Vec<_> = self
