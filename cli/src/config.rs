@@ -241,6 +241,17 @@ impl NodeConfig {
         if !KEYS.iter().any(|k| k.name == key) {
             bail!("unknown config key {key:?} (see `sluice config print` for the known keys)");
         }
+        validate(key, &value).map_err(|why| {
+            anyhow::anyhow!(
+                "invalid value {value:?} for config key {key} (from {}): {why}",
+                match source {
+                    Source::Default => "the default",
+                    Source::File => "the config file",
+                    Source::Env => "the environment",
+                    Source::Flag => "a flag",
+                }
+            )
+        })?;
         self.values.insert(key.to_string(), (value, source));
         Ok(())
     }
@@ -284,6 +295,56 @@ impl NodeConfig {
             Some((v, s)) => (k.name, v.as_str(), *s, k.doc),
             None => (k.name, "", Source::Default, k.doc),
         })
+    }
+}
+
+/// Checks one value against its key's kind: durations (`*.ms`) and counts are
+/// non-negative integers, addresses are `host:port`, voters are `id@host:port,…`.
+fn validate(key: &str, value: &str) -> Result<(), String> {
+    let v = value.trim();
+    let default = KEYS
+        .iter()
+        .find(|k| k.name == key)
+        .map_or("", |k| k.default);
+    match key {
+        "listeners" | "advertised.listeners" | "metrics.listener" => {
+            if v.is_empty() && key != "listeners" {
+                return Ok(());
+            }
+            let addr = strip_listener_scheme(v);
+            let (host, port) = addr
+                .rsplit_once(':')
+                .ok_or("expected host:port, e.g. 127.0.0.1:9092")?;
+            if host.is_empty() {
+                return Err("the host is empty (use 0.0.0.0 to listen everywhere)".into());
+            }
+            port.parse::<u16>()
+                .map_err(|_| format!("port {port:?} is not a number in 0..=65535"))?;
+            Ok(())
+        }
+        "controller.quorum.voters" => {
+            if v.is_empty() {
+                return Ok(());
+            }
+            parse_voters(v).map(|_| ()).map_err(|e| e.to_string())
+        }
+        _ if key.ends_with(".ms") => match v.parse::<i64>() {
+            Ok(n) if n >= 0 => Ok(()),
+            Ok(n) => Err(format!(
+                "a duration in milliseconds cannot be negative ({n})"
+            )),
+            Err(_) => Err("expected a duration in milliseconds (an integer)".into()),
+        },
+        _ if !default.is_empty() && default.parse::<i64>().is_ok() => match v.parse::<i64>() {
+            Ok(n) if n >= 0 => Ok(()),
+            Ok(n) => Err(format!("must not be negative ({n})")),
+            Err(_) => Err("expected an integer".into()),
+        },
+        "node.id" => v
+            .parse::<u32>()
+            .map(|_| ())
+            .map_err(|_| "expected a non-negative integer".into()),
+        _ => Ok(()),
     }
 }
 

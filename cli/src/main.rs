@@ -18,8 +18,23 @@ use output::OutputFormat;
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about, propagate_version = true)]
 struct Cli {
+    /// Log lines on stderr as `text` or `json` (one object per line); filter with RUST_LOG.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "SLUICE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Flags shared by every command that talks to a cluster.
@@ -280,6 +295,9 @@ enum GroupCommand {
 enum StatusCommand {
     /// Show status.
     Status {
+        /// Refresh every N milliseconds until Ctrl-C (`cluster status` only).
+        #[arg(long, value_name = "MS", num_args = 0..=1, default_missing_value = "2000")]
+        watch: Option<u64>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -351,7 +369,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }),
-        Command::Quorum(StatusCommand::Status { cluster }) => {
+        Command::Quorum(StatusCommand::Status { cluster, .. }) => {
             cmd::runtime()?.block_on(cmd::quorum::status(&cluster.bootstrap, cluster.output))
         }
         Command::Config(ConfigCommand::Print { node, output }) => {
@@ -439,7 +457,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Cluster(_) => not_yet("cluster status"),
+        Command::Cluster(StatusCommand::Status { watch, cluster }) => {
+            cmd::runtime()?.block_on(cmd::cluster::status(
+                &cluster.bootstrap,
+                cluster.output,
+                watch.map(std::time::Duration::from_millis),
+            ))
+        }
         Command::KillLeader {
             topic,
             partition,
@@ -481,14 +505,16 @@ fn print_config(cfg: &config::NodeConfig, output: OutputFormat) -> anyhow::Resul
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

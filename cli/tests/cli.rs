@@ -124,3 +124,118 @@ fn example_configs_in_deploy_parse() {
     }
     assert_eq!(n, 6, "three controller and three broker examples");
 }
+
+/// `config print -o json` → key → (value, source).
+fn effective(args: &[&str], env: &[(&str, &str)]) -> Result<serde_json::Value, String> {
+    let out = sluice()
+        .args(["config", "print", "-o", "json"])
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn entry(v: &serde_json::Value, key: &str) -> (String, String) {
+    let e = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["key"] == key)
+        .unwrap();
+    (
+        e["value"].as_str().unwrap().to_string(),
+        e["source"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn config_layers_toml_then_env_then_flags() {
+    let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("node.toml");
+    std::fs::write(&file, "\"num.partitions\" = 2\n\"node.id\" = 1\n").unwrap();
+    let f = file.to_str().unwrap();
+    let env = [("SLUICE_NUM_PARTITIONS", "4")];
+    let v = effective(&["--config", f], &[]).unwrap();
+    assert_eq!(entry(&v, "num.partitions"), ("2".into(), "file".into()));
+    let v = effective(&["--config", f], &env).unwrap();
+    assert_eq!(entry(&v, "num.partitions"), ("4".into(), "env".into()));
+    let v = effective(&["--config", f, "--override", "num.partitions=6"], &env).unwrap();
+    assert_eq!(entry(&v, "num.partitions"), ("6".into(), "flag".into()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_config_values_fail_with_one_line_naming_the_key() {
+    for (args, env, key) in [
+        (
+            vec!["--override", "broker.session.timeout.ms=-5"],
+            vec![],
+            "broker.session.timeout.ms",
+        ),
+        (
+            vec![],
+            vec![("SLUICE_REPLICA_LAG_TIME_MAX_MS", "-1")],
+            "replica.lag.time.max.ms",
+        ),
+        (vec!["--listeners", "nonsense"], vec![], "listeners"),
+        (vec!["--listeners", "127.0.0.1:99999"], vec![], "listeners"),
+        (
+            vec!["--override", "num.partitions=many"],
+            vec![],
+            "num.partitions",
+        ),
+        (vec!["--override", "no.such.key=1"], vec![], "no.such.key"),
+    ] {
+        let err = effective(&args, &env).unwrap_err();
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line for {args:?} {env:?}: {err}");
+        assert!(lines[0].contains(key), "{key} named in: {err}");
+    }
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    use std::io::{BufRead, BufReader};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("sluice-logjson-{}", std::process::id()));
+    let mut child = sluice()
+        .args(["--log-format", "json", "controller", "--node-id", "1"])
+        .args(["--listeners", &format!("127.0.0.1:{port}")])
+        .args(["--controller-quorum-voters", &format!("1@127.0.0.1:{port}")])
+        .args(["--override", "metrics.listener=127.0.0.1:0", "--log-dirs"])
+        .arg(&dir)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx.recv_timeout(std::time::Duration::from_secs(30));
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let line = first.expect("a log line within 30 s");
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert!(
+        v["level"].is_string() && v["timestamp"].is_string(),
+        "{line}"
+    );
+}

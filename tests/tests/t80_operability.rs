@@ -29,6 +29,17 @@ fn scrape(addr: &str) -> Option<String> {
     head.starts_with("HTTP/1.1 200").then(|| body.to_string())
 }
 
+/// `sluice cluster status -o json`.
+fn cluster_status(bootstrap: &str) -> Option<serde_json::Value> {
+    let out = std::process::Command::new(sluice_bin())
+        .args(["cluster", "status", "-o", "json", "--bootstrap", bootstrap])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())?
+}
+
 /// The value of an unlabelled gauge in a scrape.
 fn gauge(body: &str, name: &str) -> Option<f64> {
     body.lines()
@@ -97,6 +108,47 @@ async fn metrics_show_under_replicated_partitions_during_a_failover() {
         (sum_over_brokers(&c, &[1, 2], "sluice_under_replicated_partitions")? > 0.0).then_some(())
     })
     .await;
+    // `sluice cluster status` shows the same picture: broker 3 fenced, partitions short.
+    let status = wait_for("cluster status to show broker 3 fenced", WAIT, || async {
+        let v = cluster_status(&c.bootstrap())?;
+        let b3 = v["brokers"]
+            .as_array()?
+            .iter()
+            .find(|b| b["id"] == 3)?
+            .clone();
+        (b3["fenced"] == true && v["under_replicated_partitions"].as_u64()? > 0).then_some(v)
+    })
+    .await;
+    assert_eq!(status["controllers"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        status["controllers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["role"] == "leader")
+            .count(),
+        1
+    );
+    assert_eq!(status["offline_partitions"], 0);
+    let table = std::process::Command::new(sluice_bin())
+        .args(["cluster", "status", "--bootstrap", &c.bootstrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    for col in [
+        "CONTROLLER",
+        "ROLE",
+        "LAG",
+        "BROKER",
+        "FENCED",
+        "LEADS",
+        "UNDER-REPLICATED",
+    ] {
+        assert!(
+            text.contains(col),
+            "cluster status table has {col}:\n{text}"
+        );
+    }
     let body = scrape(&c.metrics_addr("broker", 1)).unwrap()
         + &scrape(&c.metrics_addr("broker", 2)).unwrap();
     assert!(

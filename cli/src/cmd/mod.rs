@@ -1,6 +1,7 @@
 //! Implementations of the `sluice` subcommands.
 
 pub mod broker;
+pub mod cluster;
 pub mod controller;
 pub mod data;
 pub mod dev;
