@@ -229,6 +229,7 @@ pub mod cluster;
 pub mod consumer;
 pub mod data;
 pub mod producer;
+pub mod verify;
 pub use cluster::Cluster;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
 pub use data::{partition_for_key, DataClient};
