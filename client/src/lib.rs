@@ -230,6 +230,7 @@ pub mod consumer;
 pub mod data;
 pub mod producer;
 pub mod verify;
+pub mod workload;
 pub use cluster::Cluster;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
 pub use data::{partition_for_key, DataClient};

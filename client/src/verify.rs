@@ -338,7 +338,10 @@ mod tests {
         });
         let r = check(&h);
         assert_eq!(r.duplicated, 1);
-        assert_eq!(r.reordered, 1, "0 stored again after 27 is also out of order");
+        assert_eq!(
+            r.reordered, 1,
+            "0 stored again after 27 is also out of order"
+        );
 
         // Reordered: swap two values of a partition.
         let mut h = clean();
@@ -351,7 +354,10 @@ mod tests {
         }
         let r = check(&h);
         assert!(r.reordered >= 1, "{r:?}");
-        assert!(r.inconsistent >= 2, "acks disagree with the stored offsets: {r:?}");
+        assert!(
+            r.inconsistent >= 2,
+            "acks disagree with the stored offsets: {r:?}"
+        );
 
         // Inconsistent: one offset read with two values.
         let mut h = clean();
@@ -380,7 +386,11 @@ mod tests {
         let mut h = clean();
         h.replicas[1].records.push((10, 5555));
         h.replicas[0].records.push((10, 6666));
-        assert_eq!(check(&h).divergent_below_hw, 0, "above the HW replicas may differ");
+        assert_eq!(
+            check(&h).divergent_below_hw,
+            0,
+            "above the HW replicas may differ"
+        );
     }
 
     #[test]

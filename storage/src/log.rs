@@ -664,8 +664,13 @@ impl Log {
     /// up below `offset` if it falls inside a batch). Used when a follower diverged from its
     /// leader. An offset below the log start empties the log and restarts it there.
     pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
-        if offset >= self.log_end_offset() {
-            return Ok(());
+        let end = self.log_end_offset();
+        if offset >= end {
+            // Nothing to cut, but an epoch this replica started as leader without writing
+            // a record (it lives at the log end) conflicts with the new leader's history:
+            // drop it, or the follower would keep fetching with it and be told to truncate
+            // forever (Kafka's UnifiedLog.truncateTo does the same).
+            return self.epochs.truncate_from_end(end);
         }
         if offset <= self.log_start_offset {
             let start = offset.max(0);

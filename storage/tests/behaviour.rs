@@ -300,3 +300,29 @@ fn stored_records_decode_to_what_was_produced() {
     // Reads honour the high watermark: nothing at or past it.
     assert!(log.read(0, 1000, 0).unwrap().is_empty());
 }
+
+/// Regression (found by t90 `all_nodes_crash_at_once_and_restart`): a replica elected
+/// leader that wrote nothing keeps an epoch entry at its log end. Demoted, it fetched with
+/// that epoch, was told to truncate to its own log end, and `truncate_to` returned early
+/// without dropping the entry — so it fetched with it again, forever, and never rejoined
+/// the ISR.
+#[test]
+fn truncating_to_the_log_end_drops_an_empty_epoch_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut log = open(dir.path(), small_config(), &clock);
+    log.append_as_leader(batch(0, 5, 10, clock.now()), 1)
+        .unwrap();
+    // Elected at epoch 3, then demoted before writing anything.
+    log.assign_leader_epoch(3).unwrap();
+    assert_eq!(log.latest_epoch(), Some(3));
+    let end = log.log_end_offset();
+    // The new leader (epoch 4) says our histories agree up to our log end.
+    log.truncate_to(end).unwrap();
+    assert_eq!(log.log_end_offset(), end, "no record removed");
+    assert_eq!(log.latest_epoch(), Some(1), "the empty epoch 3 is gone");
+    // It survives a restart too.
+    drop(log);
+    let log = open(dir.path(), small_config(), &clock);
+    assert_eq!(log.latest_epoch(), Some(1));
+}

@@ -168,6 +168,40 @@ impl Cluster {
         n.stopped = false;
     }
 
+    /// SIGKILLs a controller.
+    pub fn kill_controller(&mut self, id: u16) {
+        if let Some(mut c) = self.node_mut("controller", id).child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Restarts a controller from its own data directory.
+    pub fn start_controller(&mut self, id: u16) {
+        self.spawn("controller", id);
+    }
+
+    /// Restarts every node that is not running (after `stop_all` or kills).
+    pub fn start_all(&mut self) {
+        let cs: Vec<u16> = self.controllers.keys().copied().collect();
+        let bs: Vec<u16> = self.brokers.keys().copied().collect();
+        for id in cs {
+            if self.controllers[&id].child.is_none() {
+                self.spawn("controller", id);
+            }
+        }
+        for id in bs {
+            if self.brokers[&id].child.is_none() {
+                self.spawn("broker", id);
+            }
+        }
+    }
+
+    /// The data directory of broker `id`.
+    pub fn broker_dir(&self, id: u16) -> PathBuf {
+        self.brokers[&id].dir.clone()
+    }
+
     /// Address of broker `id`.
     pub fn broker_addr(&self, id: u16) -> String {
         format!("127.0.0.1:{}", self.brokers[&id].port)

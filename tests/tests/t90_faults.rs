@@ -1,0 +1,478 @@
+//! The fault-injection suite (Jepsen-style, issue #8): each scenario runs the
+//! idempotent acks=all workload of `sluice_client::workload` against real processes, injects
+//! its faults on a seeded schedule, then reads everything back (and every replica's log from
+//! disk) and requires the checker to find 0 lost, 0 duplicated, 0 reordered, 0 inconsistent,
+//! 0 read-then-lost, 0 divergent below the HW.
+//!
+//! `SLUICE_CHAOS_ROUNDS=N` lengthens every schedule (CI uses the short default);
+//! `SLUICE_CHAOS_SEED=S` replays a schedule. The seed is printed at the start of each test
+//! and shown when it fails.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use sluice_client::verify::{check, History, Replica, Report};
+use sluice_client::workload::{read_back, Workload};
+use sluice_client::ProducerConfig;
+use sluice_tests::cluster::Cluster;
+use sluice_tests::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+const TOPIC: &str = "chaos";
+const PARTITIONS: i32 = 3;
+const CONTROLLER: &[&str] = &[
+    "broker.session.timeout.ms=2000",
+    "controller.quorum.election.timeout.ms=1000",
+];
+const BROKER: &[&str] = &[
+    "broker.heartbeat.interval.ms=300",
+    "replica.lag.time.max.ms=3000",
+    "group.consumer.session.timeout.ms=3000",
+    "group.consumer.heartbeat.interval.ms=300",
+    "offsets.topic.num.partitions=3",
+];
+
+/// Rounds of each schedule: short in CI, longer with `SLUICE_CHAOS_ROUNDS`.
+fn rounds(default: usize) -> usize {
+    std::env::var("SLUICE_CHAOS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A small deterministic generator (xorshift64*) for fault schedules.
+struct Schedule(u64);
+
+impl Schedule {
+    fn new(test: &str) -> Self {
+        let seed = std::env::var("SLUICE_CHAOS_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        eprintln!("{test}: seed = {seed} (replay with SLUICE_CHAOS_SEED={seed})");
+        Schedule(seed)
+    }
+
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
+
+async fn start() -> Cluster {
+    let c = Cluster::start(3, 3, CONTROLLER, BROKER);
+    create_topic_with(
+        &c.controller_addr(1),
+        TOPIC,
+        PARTITIONS,
+        3,
+        &[("min.insync.replicas", "2")],
+    )
+    .await;
+    c
+}
+
+async fn workload(c: &Cluster) -> Workload {
+    let bootstrap = c.bootstrap();
+    let w = wait_for("the workload to start", WAIT, || {
+        let bootstrap = bootstrap.clone();
+        async move {
+            let cfg = ProducerConfig {
+                request_timeout: Duration::from_secs(5),
+                retry_backoff: Duration::from_millis(50),
+                ..ProducerConfig::default()
+            };
+            Workload::start(
+                &bootstrap,
+                TOPIC,
+                PARTITIONS,
+                cfg,
+                Some(Duration::from_micros(200)),
+            )
+            .await
+            .ok()
+        }
+    })
+    .await;
+    assert!(
+        w.wait_for_acks(500, WAIT).await,
+        "the workload makes progress"
+    );
+    w
+}
+
+/// Leader, leader epoch and ISR size of a partition, from any controller.
+async fn partition_state(c: &Cluster, p: usize) -> Option<(i32, i32, usize)> {
+    for id in 1..=3 {
+        if let Some(t) = describe_topic(&c.controller_addr(id), TOPIC).await {
+            let ps = &t.partitions[p];
+            return Some((ps.leader_id, ps.leader_epoch, ps.isr.len()));
+        }
+    }
+    None
+}
+
+async fn full_isr(c: &Cluster) {
+    let start = Instant::now();
+    loop {
+        let mut states = Vec::new();
+        for p in 0..PARTITIONS as usize {
+            states.push(partition_state(c, p).await);
+        }
+        if states
+            .iter()
+            .all(|s| s.is_some_and(|s| s.2 == 3 && s.0 >= 0))
+        {
+            return;
+        }
+        if start.elapsed() > WAIT {
+            for b in 1..=3 {
+                let log = c.broker_log(b);
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                eprintln!(
+                    "--- broker {b} (last lines, newest first)\n{}",
+                    tail.join("\n")
+                );
+            }
+            panic!("ISRs not complete after {WAIT:?}: (leader, epoch, isr size) = {states:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Stops the workload, reads everything back, stops the cluster cleanly enough to read
+/// every replica's log, and checks the history.
+async fn finish(mut c: Cluster, w: Workload, commits: Vec<(i32, i64)>) -> Report {
+    full_isr(&c).await;
+    let (sends, reads_during, _) = w.stop().await;
+    let final_reads = read_back(&c.bootstrap(), TOPIC, PARTITIONS, WAIT)
+        .await
+        .expect("read back");
+    let mut hw: BTreeMap<i32, i64> = BTreeMap::new();
+    for r in &final_reads {
+        let e = hw.entry(r.partition).or_default();
+        *e = (*e).max(r.offset + 1);
+    }
+    c.stop_all();
+    let mut replicas = Vec::new();
+    for b in 1..=3u16 {
+        for p in 0..PARTITIONS {
+            let Some(dir) = c.replica_dir(b, TOPIC, p) else {
+                continue;
+            };
+            let records = read_replica(&dir)
+                .into_iter()
+                .filter_map(|(o, v)| Some((o, std::str::from_utf8(&v).ok()?.parse().ok()?)))
+                .collect();
+            replicas.push(Replica {
+                name: format!("broker {b}"),
+                partition: p,
+                records,
+                high_watermark: hw.get(&p).copied().unwrap_or(0),
+            });
+        }
+    }
+    let report = check(&History {
+        sends,
+        reads_during,
+        final_reads,
+        commits,
+        replicas,
+    });
+    eprintln!("{report:?}");
+    assert!(
+        report.acknowledged > 0,
+        "nothing was acknowledged: {report:?}"
+    );
+    assert!(report.ok(), "anomalies found: {report:#?}");
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_9_repeatedly() {
+    let mut s = Schedule::new("leader_kill_9_repeatedly");
+    let mut c = start().await;
+    let w = workload(&c).await;
+    for _ in 0..rounds(4) {
+        let p = s.next(PARTITIONS as u64) as usize;
+        let (leader, epoch, _) = wait_for("a leader", WAIT, || async {
+            partition_state(&c, p).await.filter(|s| s.0 >= 0)
+        })
+        .await;
+        c.kill_broker(leader as u16);
+        wait_for("a new leader", WAIT, || async {
+            partition_state(&c, p)
+                .await
+                .filter(|s| s.0 >= 0 && s.1 > epoch)
+        })
+        .await;
+        assert!(
+            w.wait_for_acks(200, WAIT).await,
+            "writes continue after the failover"
+        );
+        c.start_broker(leader as u16);
+        full_isr(&c).await;
+    }
+    finish(c, w, vec![]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_nodes_crash_at_once_and_restart() {
+    let mut s = Schedule::new("all_nodes_crash_at_once_and_restart");
+    let mut c = start().await;
+    let w = workload(&c).await;
+    for _ in 0..rounds(1) {
+        tokio::time::sleep(Duration::from_millis(100 + s.next(400))).await;
+        c.stop_all();
+        c.start_all();
+        assert!(
+            w.wait_for_acks(500, WAIT).await,
+            "the cluster serves again after a full restart"
+        );
+    }
+    finish(c, w, vec![]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_leader_is_fenced_and_rejoins() {
+    let mut s = Schedule::new("paused_leader_is_fenced_and_rejoins");
+    let mut c = start().await;
+    let w = workload(&c).await;
+    for _ in 0..rounds(2) {
+        let p = s.next(PARTITIONS as u64) as usize;
+        let (leader, epoch, _) = wait_for("a leader", WAIT, || async {
+            partition_state(&c, p).await.filter(|s| s.0 >= 0)
+        })
+        .await;
+        c.pause_broker(leader as u16);
+        wait_for(
+            "the zombie's partition to get a new leader",
+            WAIT,
+            || async {
+                partition_state(&c, p)
+                    .await
+                    .filter(|s| s.0 >= 0 && s.1 > epoch)
+            },
+        )
+        .await;
+        assert!(
+            w.wait_for_acks(200, WAIT).await,
+            "writes continue while it is frozen"
+        );
+        c.resume_broker(leader as u16);
+        full_isr(&c).await;
+    }
+    finish(c, w, vec![]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_controller_killed_repeatedly() {
+    let _s = Schedule::new("active_controller_killed_repeatedly");
+    let mut c = start().await;
+    let w = workload(&c).await;
+    let election_timeout = Duration::from_millis(1000);
+    for _ in 0..rounds(3) {
+        let (old, term) = wait_for("an active controller", WAIT, || async {
+            for id in 1..=3 {
+                if let Some(l) = leader_of(&c.controller_addr(id)).await {
+                    return Some(l);
+                }
+            }
+            None
+        })
+        .await;
+        c.kill_controller(old as u16);
+        let t0 = Instant::now();
+        // The data plane keeps serving while the quorum elects.
+        let acked_before = w.acked();
+        let (new, new_term) = wait_for("a new active controller", WAIT, || async {
+            for id in (1..=3u64).filter(|id| *id != old) {
+                if let Some(l) = leader_of(&c.controller_addr(id as u16)).await {
+                    if l.0 != old && l.1 > term {
+                        return Some(l);
+                    }
+                }
+            }
+            None
+        })
+        .await;
+        let took = t0.elapsed();
+        assert!(new != old && new_term > term);
+        assert!(
+            took <= election_timeout * 2 + Duration::from_millis(500),
+            "new active controller after {took:?} (election timeout {election_timeout:?})"
+        );
+        assert!(w.wait_for_acks(200, WAIT).await, "brokers keep serving");
+        assert!(w.acked() > acked_before);
+        // Metadata never rolls back: the topic is still there, on the new leader too.
+        assert!(describe_topic(&c.controller_addr(new as u16), TOPIC)
+            .await
+            .is_some());
+        c.start_controller(old as u16);
+    }
+    finish(c, w, vec![]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unclean_election_off_keeps_a_partition_offline_rather_than_losing_data() {
+    let _s = Schedule::new("unclean_election_off");
+    let mut c = start().await;
+    let w = workload(&c).await;
+    let (leader, _, _) = wait_for("a leader", WAIT, || async {
+        partition_state(&c, 0)
+            .await
+            .filter(|s| s.0 >= 0 && s.2 == 3)
+    })
+    .await;
+    // Both followers of partition 0 leave the ISR (killed), then the leader dies too.
+    let followers: Vec<u16> = (1..=3).filter(|b| *b != leader as u16).collect();
+    for f in &followers {
+        c.kill_broker(*f);
+    }
+    wait_for("the ISR to shrink to the leader", WAIT, || async {
+        partition_state(&c, 0).await.filter(|s| s.2 == 1)
+    })
+    .await;
+    for f in &followers {
+        c.start_broker(*f);
+    }
+    c.kill_broker(leader as u16);
+    // Out-of-sync replicas are alive, but none may lead: the partition stays offline.
+    wait_for("partition 0 offline", WAIT, || async {
+        partition_state(&c, 0).await.filter(|s| s.0 < 0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (l, _, _) = partition_state(&c, 0).await.unwrap();
+    assert!(l < 0, "an out-of-sync replica was elected leader");
+    // The last in-sync replica returns and leads again, with everything acknowledged.
+    c.start_broker(leader as u16);
+    full_isr(&c).await;
+    finish(c, w, vec![]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torn_segment_tail_is_cut_on_restart() {
+    let mut s = Schedule::new("torn_segment_tail_is_cut_on_restart");
+    let mut c = start().await;
+    let w = workload(&c).await;
+    let victim = 1 + s.next(3) as u16;
+    c.kill_broker(victim);
+    // Tear the tail of every active segment of the victim: half a batch of garbage.
+    for p in 0..PARTITIONS {
+        let dir = c.replica_dir(victim, TOPIC, p).expect("replica dir");
+        let mut logs: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        logs.sort();
+        let last = logs.last().expect("a segment");
+        let mut f = std::fs::OpenOptions::new().append(true).open(last).unwrap();
+        std::io::Write::write_all(
+            &mut f,
+            &[
+                0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x40, 0xde, 0xad,
+            ],
+        )
+        .unwrap();
+    }
+    c.start_broker(victim);
+    full_isr(&c).await;
+    assert!(w.wait_for_acks(200, WAIT).await);
+    finish(c, w, vec![]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_coordinator_killed_repeatedly_commits_never_go_back() {
+    use sluice_client::{Consumer, ConsumerConfig, OffsetReset};
+    let _s = Schedule::new("group_coordinator_killed_repeatedly");
+    let mut c = start().await;
+    let w = workload(&c).await;
+    let bootstrap = c.bootstrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let commits = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(i32, i64)>::new()));
+    let member = {
+        let (stop, commits, bootstrap) = (stop.clone(), commits.clone(), bootstrap.clone());
+        tokio::spawn(async move {
+            let mut consumer = Consumer::connect(
+                &bootstrap,
+                ConsumerConfig {
+                    group_id: Some("chaos-group".into()),
+                    auto_offset_reset: OffsetReset::Earliest,
+                    enable_auto_commit: false,
+                    ..ConsumerConfig::default()
+                },
+            )
+            .await
+            .unwrap();
+            consumer.subscribe(vec![TOPIC.into()]).unwrap();
+            let mut consumed = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(records) = consumer.poll(Duration::from_millis(200)).await {
+                    consumed += records.len() as u64;
+                }
+                let _ = consumer.commit_sync().await;
+                // Observe what is committed now (the coordinator's view).
+                let tps: Vec<_> = (0..PARTITIONS).map(|p| (TOPIC.to_string(), p)).collect();
+                if let Ok(m) = consumer.committed(&tps).await {
+                    let mut log = commits.lock().unwrap();
+                    for ((_, p), o) in m {
+                        if o >= 0 {
+                            log.push((p, o));
+                        }
+                    }
+                }
+            }
+            consumed
+        })
+    };
+    let mut admin = sluice_proto::v1::broker_client::BrokerClient::new(channel(&c.broker_addr(1)));
+    for _ in 0..rounds(3) {
+        wait_for("commits to flow", WAIT, || {
+            let n = commits.lock().unwrap().len();
+            async move { (n > 0).then_some(()) }
+        })
+        .await;
+        let coordinator = wait_for("the coordinator", WAIT, || {
+            let mut admin = admin.clone();
+            async move {
+                admin
+                    .find_coordinator(sluice_proto::v1::FindCoordinatorRequest {
+                        group_id: "chaos-group".into(),
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .coordinator
+                    .map(|b| b.broker_id as u16)
+            }
+        })
+        .await;
+        let before = commits.lock().unwrap().len();
+        c.kill_broker(coordinator);
+        wait_for("commits through a new coordinator", WAIT, || {
+            let n = commits.lock().unwrap().len();
+            async move { (n > before + 3).then_some(()) }
+        })
+        .await;
+        c.start_broker(coordinator);
+        full_isr(&c).await;
+        admin = sluice_proto::v1::broker_client::BrokerClient::new(channel(
+            &c.broker_addr(coordinator),
+        ));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let consumed = member.await.unwrap();
+    assert!(consumed > 0, "the group consumed");
+    let commits = std::mem::take(&mut *commits.lock().unwrap());
+    finish(c, w, commits).await;
+}
