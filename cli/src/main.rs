@@ -150,6 +150,15 @@ enum Command {
         /// How long to run.
         #[arg(long, default_value = "60s")]
         duration: String,
+        /// Time between faults.
+        #[arg(long, default_value = "10s")]
+        interval: String,
+        /// How long `pause-leader` keeps a leader stopped.
+        #[arg(long, default_value = "5s")]
+        pause: String,
+        /// The dev cluster's directory (default: the one `sluice dev` uses for this port).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -315,11 +324,6 @@ enum ConfigCommand {
     },
 }
 
-/// A command whose implementation lands with a later issue: say so and fail, never pretend.
-fn not_yet(what: &str) -> anyhow::Result<()> {
-    anyhow::bail!("`sluice {what}` is not yet available in this build")
-}
-
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(cmd) => bench::run(cmd),
@@ -470,7 +474,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dir,
             cluster,
         } => cmd::dev::kill_leader(&cluster.bootstrap, dir, &topic, partition, cluster.output),
-        Command::Chaos { .. } => not_yet("chaos"),
+        Command::Chaos {
+            scenario,
+            duration,
+            interval,
+            pause,
+            dir,
+            cluster,
+        } => {
+            let o = cmd::chaos::Options {
+                scenario,
+                duration: cmd::chaos::parse_duration(&duration)?,
+                interval: cmd::chaos::parse_duration(&interval)?,
+                pause: cmd::chaos::parse_duration(&pause)?,
+                dir,
+            };
+            cmd::runtime()?.block_on(cmd::chaos::run(&cluster.bootstrap, cluster.output, o))
+        }
     }
 }
 

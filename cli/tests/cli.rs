@@ -86,13 +86,24 @@ fn config_print_shows_value_sources() {
 }
 
 #[test]
-fn roles_not_built_yet_say_so_and_fail() {
+fn chaos_names_the_scenarios_when_given_an_unknown_one() {
     let out = sluice()
-        .args(["chaos", "--scenario", "kill-leader"])
+        .args([
+            "chaos",
+            "--scenario",
+            "meteor-strike",
+            "--bootstrap",
+            "127.0.0.1:1",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not yet available"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("meteor-strike") && err.contains("kill-leader"),
+        "{err}"
+    );
 }
 
 #[test]

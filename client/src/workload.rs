@@ -23,6 +23,8 @@ pub struct Sample {
     pub latency: Duration,
     /// Whether it was acknowledged.
     pub ok: bool,
+    /// The partition it was sent to.
+    pub partition: i32,
 }
 
 /// A running workload.
@@ -100,6 +102,7 @@ impl Workload {
                             at: started.elapsed(),
                             latency: t.elapsed(),
                             ok,
+                            partition,
                         });
                         sends.lock().expect("sends").push(Send {
                             value,
@@ -149,6 +152,11 @@ impl Workload {
             acked,
             started,
         })
+    }
+
+    /// A copy of the samples so far.
+    pub fn samples(&self) -> Vec<Sample> {
+        self.samples.lock().expect("samples").clone()
     }
 
     /// Sends acknowledged so far.

@@ -476,3 +476,104 @@ async fn group_coordinator_killed_repeatedly_commits_never_go_back() {
     let commits = std::mem::take(&mut *commits.lock().unwrap());
     finish(c, w, commits).await;
 }
+
+/// A base port B where B..B+2, B+100..B+102 and B+200..B+205 are all free.
+fn free_dev_base() -> u16 {
+    let mut s = Schedule(std::process::id() as u64 | 1);
+    for _ in 0..200 {
+        let base = 20_000 + s.next(20_000) as u16;
+        let ports = (0..3).chain(100..103).chain(200..206).map(|o| base + o);
+        let held: Vec<_> = ports
+            .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
+            .collect();
+        if held.iter().all(Result::is_ok) {
+            return base;
+        }
+    }
+    panic!("no free port block for sluice dev");
+}
+
+/// `sluice chaos` end to end: a `sluice dev` cluster, a short kill-leader run, a scorecard
+/// that says PASS with faults injected, and the SVG timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluice_chaos_kill_leader_scorecard_passes() {
+    struct Dev(std::process::Child, tempfile::TempDir);
+    impl Drop for Dev {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = self.0.wait();
+        }
+    }
+    let base = free_dev_base();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(sluice_bin())
+        .args([
+            "dev",
+            "--base-port",
+            &base.to_string(),
+            "-o",
+            "json",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let dev = Dev(child, dir);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    let ready = rx
+        .recv_timeout(Duration::from_secs(90))
+        .expect("sluice dev is ready");
+    assert!(ready.contains("\"ready\":true"), "{ready}");
+    let out = std::process::Command::new(sluice_bin())
+        .args([
+            "chaos",
+            "--scenario",
+            "kill-leader",
+            "--duration",
+            "12s",
+            "--interval",
+            "4s",
+        ])
+        .args([
+            "-o",
+            "json",
+            "--bootstrap",
+            &format!("127.0.0.1:{base}"),
+            "--dir",
+        ])
+        .arg(dev.1.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "PASS", "{v}");
+    assert!(v["faults_injected"].as_u64().unwrap() >= 2, "{v}");
+    assert!(v["records_acknowledged"].as_u64().unwrap() > 0);
+    assert_eq!(v["records_lost"], 0);
+    assert_eq!(v["records_duplicated"], 0);
+    assert!(
+        v["new_leader_ms_max"].as_f64().is_some(),
+        "failover measured: {v}"
+    );
+    let svg = std::fs::read_to_string(v["timeline_svg"].as_str().unwrap()).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("SIGKILL leader"));
+}

@@ -17,6 +17,44 @@ use sluice_client::{Admin, DataClient};
 
 use crate::output::{table, OutputFormat};
 
+/// The running dev cluster's directory and `cluster.json` (`dir`, else the default
+/// directory of the first bootstrap port).
+pub fn load_state(
+    bootstrap: &str,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<(PathBuf, serde_json::Value)> {
+    let dir = match dir {
+        Some(d) => d,
+        None => {
+            let first_port: u16 = bootstrap
+                .split(',')
+                .next()
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| p.parse().ok())
+                .context("--bootstrap must be host:port")?;
+            default_dir(first_port)
+        }
+    };
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).with_context(|| {
+            format!(
+                "no dev cluster state in {} (is `sluice dev` running? use --dir)",
+                dir.display()
+            )
+        })?)?;
+    Ok((dir, state))
+}
+
+/// Pid of the dev-cluster node with this role and gRPC port, from `cluster.json`.
+pub fn pid_of(state: &serde_json::Value, role: &str, port: u16) -> Option<i32> {
+    state["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["role"] == role && n["port"] == port)?["pid"]
+        .as_u64()
+        .map(|p| p as i32)
+}
+
 /// Where `sluice dev` keeps a cluster with base port `base_port` unless `--dir` says otherwise.
 pub fn default_dir(base_port: u16) -> PathBuf {
     std::env::temp_dir().join(format!("sluice-dev-{base_port}"))
@@ -28,6 +66,7 @@ struct Proc {
     port: u16,
     log: PathBuf,
     child: Child,
+    args: Vec<String>,
 }
 
 fn spawn(
@@ -45,7 +84,7 @@ fn spawn(
         .open(&log)?;
     let mut cmd = Command::new(exe);
     cmd.arg(role)
-        .args(args)
+        .args(&args)
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG")
@@ -72,6 +111,7 @@ fn spawn(
         port,
         log,
         child,
+        args,
     })
 }
 
@@ -226,7 +266,40 @@ pub fn run(
             println!("Ctrl-C stops the cluster.");
         }
     }
-    rt.block_on(super::shutdown_signal());
+    // Supervise: a node that dies (a crash, `sluice kill-leader`, `sluice chaos`) is
+    // restarted from its own data directory a second later, like a process manager would.
+    rt.block_on(async {
+        let stop = super::shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+            let mut changed = false;
+            for p in procs.iter_mut() {
+                if let Ok(Some(status)) = p.child.try_wait() {
+                    eprintln!(
+                        "{} {} exited ({status}); restarting it in 1 s",
+                        p.role, p.id
+                    );
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    match spawn(p.role, p.id, p.port, p.args.clone(), &dir) {
+                        Ok(np) => {
+                            *p = np;
+                            changed = true;
+                        }
+                        Err(e) => eprintln!("restarting {} {} failed: {e:#}", p.role, p.id),
+                    }
+                }
+            }
+            if changed {
+                if let Err(e) = write_state(&procs) {
+                    eprintln!("writing cluster.json: {e:#}");
+                }
+            }
+        }
+    });
     eprintln!("stopping: brokers first (controlled shutdown), then controllers");
     for role in ["broker", "controller"] {
         for p in procs.iter().filter(|p| p.role == role) {
@@ -268,39 +341,13 @@ pub fn kill_leader(
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse().ok())
         .context("leader address")?;
-    let dir = match dir {
-        Some(d) => d,
-        None => {
-            let first_port: u16 = bootstrap
-                .split(',')
-                .next()
-                .and_then(|a| a.rsplit_once(':'))
-                .and_then(|(_, p)| p.parse().ok())
-                .context("--bootstrap must be host:port")?;
-            default_dir(first_port)
-        }
-    };
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("cluster.json")).with_context(|| {
-            format!(
-                "no dev cluster state in {} (is `sluice dev` running? use --dir)",
-                dir.display()
-            )
-        })?)?;
-    let pid = state["nodes"]
-        .as_array()
-        .and_then(|nodes| {
-            nodes
-                .iter()
-                .find(|n| n["role"] == "broker" && n["port"] == port)
-        })
-        .and_then(|n| n["pid"].as_u64())
-        .with_context(|| {
-            format!(
-                "broker {leader_id} at {addr} is not part of the dev cluster in {}",
-                dir.display()
-            )
-        })?;
+    let (dir, state) = load_state(bootstrap, dir)?;
+    let pid = pid_of(&state, "broker", port).with_context(|| {
+        format!(
+            "broker {leader_id} at {addr} is not part of the dev cluster in {}",
+            dir.display()
+        )
+    })?;
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL)
         .with_context(|| format!("killing pid {pid}"))?;
     match out {

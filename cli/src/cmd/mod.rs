@@ -1,6 +1,7 @@
 //! Implementations of the `sluice` subcommands.
 
 pub mod broker;
+pub mod chaos;
 pub mod cluster;
 pub mod controller;
 pub mod data;
