@@ -348,7 +348,7 @@ pub fn kill_leader(
             dir.display()
         )
     })?;
-    kill(Pid::from_raw(pid as i32), Signal::SIGKILL)
+    kill(Pid::from_raw(pid), Signal::SIGKILL)
         .with_context(|| format!("killing pid {pid}"))?;
     match out {
         OutputFormat::Json => println!("{}", json!({"topic": topic, "partition": partition, "killed_broker": leader_id, "pid": pid})),
