@@ -26,12 +26,24 @@ pub struct Cluster {
     voters: String,
     controller_overrides: Vec<String>,
     broker_overrides: Vec<String>,
+    per_broker: BTreeMap<u16, Vec<String>>,
     root: tempfile::TempDir,
 }
 
 impl Cluster {
     /// Starts `c` controllers and `b` brokers with extra `--override` settings for each role.
     pub fn start(c: u16, b: u16, controller_overrides: &[&str], broker_overrides: &[&str]) -> Self {
+        Self::start_with(c, b, controller_overrides, broker_overrides, |_| Vec::new())
+    }
+
+    /// `start`, plus overrides for each broker alone (e.g. its `advertised.listeners`).
+    pub fn start_with(
+        c: u16,
+        b: u16,
+        controller_overrides: &[&str],
+        broker_overrides: &[&str],
+        per_broker: impl Fn(u16) -> Vec<String>,
+    ) -> Self {
         let root = tempfile::tempdir().expect("temp dir");
         let ports = free_ports(2 * (c + b) as usize);
         let voters = (1..=c)
@@ -44,6 +56,7 @@ impl Cluster {
             voters,
             controller_overrides: controller_overrides.iter().map(|s| s.to_string()).collect(),
             broker_overrides: broker_overrides.iter().map(|s| s.to_string()).collect(),
+            per_broker: (1..=b).map(|i| (i, per_broker(i))).collect(),
             root,
         };
         for i in 1..=c {
@@ -91,7 +104,9 @@ impl Cluster {
         let overrides = if role == "controller" {
             self.controller_overrides.clone()
         } else {
-            self.broker_overrides.clone()
+            let mut o = self.broker_overrides.clone();
+            o.extend(self.per_broker.get(&id).cloned().unwrap_or_default());
+            o
         };
         let node = self.node_mut(role, id);
         assert!(node.child.is_none(), "{role} {id} already running");

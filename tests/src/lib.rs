@@ -332,6 +332,7 @@ pub async fn create_topic(
 }
 
 pub mod cluster;
+pub mod proxy;
 
 /// Reads every record of a replica's log from disk: (offset, value).
 pub fn read_replica(dir: &Path) -> Vec<(i64, Vec<u8>)> {

@@ -577,3 +577,162 @@ async fn sluice_chaos_kill_leader_scorecard_passes() {
     let svg = std::fs::read_to_string(v["timeline_svg"].as_str().unwrap()).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("SIGKILL leader"));
 }
+
+/// A cluster whose brokers advertise TCP proxies: every client and follower connection to
+/// broker `i` goes through `proxies[i - 1]`.
+async fn start_proxied() -> (Cluster, Vec<sluice_tests::proxy::Proxy>) {
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        proxies.push(sluice_tests::proxy::Proxy::start().await);
+    }
+    let addrs: Vec<String> = proxies.iter().map(|p| p.addr.clone()).collect();
+    let c = Cluster::start_with(3, 3, CONTROLLER, BROKER, |i| {
+        vec![format!("advertised.listeners={}", addrs[i as usize - 1])]
+    });
+    for (i, p) in proxies.iter().enumerate() {
+        p.set_target(&c.broker_addr(i as u16 + 1));
+    }
+    create_topic_with(
+        &c.controller_addr(1),
+        TOPIC,
+        PARTITIONS,
+        3,
+        &[("min.insync.replicas", "2")],
+    )
+    .await;
+    (c, proxies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_producer_with_dropped_responses_across_failovers_writes_no_duplicates() {
+    use sluice_tests::proxy::Mode;
+    let mut s = Schedule::new("dropped_responses_across_failovers");
+    let (mut c, proxies) = start_proxied().await;
+    let w = workload(&c).await;
+    for round in 0..rounds(3) {
+        let p = s.next(PARTITIONS as u64) as usize;
+        let (leader, epoch, _) = wait_for("a leader", WAIT, || async {
+            partition_state(&c, p).await.filter(|s| s.0 >= 0)
+        })
+        .await;
+        // Requests reach the leader and are appended; every answer is lost.
+        proxies[leader as usize - 1].set(Mode::DropResponses);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        if round % 2 == 0 {
+            // ... and then the leader dies before anyone hears back.
+            c.kill_broker(leader as u16);
+            wait_for("a new leader", WAIT, || async {
+                partition_state(&c, p)
+                    .await
+                    .filter(|s| s.0 >= 0 && s.1 > epoch)
+            })
+            .await;
+            proxies[leader as usize - 1].set(Mode::Pass);
+            c.start_broker(leader as u16);
+        } else {
+            proxies[leader as usize - 1].set(Mode::Pass);
+        }
+        assert!(w.wait_for_acks(300, WAIT).await, "writes continue");
+        full_isr(&c).await;
+    }
+    let r = finish(c, w, vec![]).await;
+    assert_eq!(r.duplicated, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_followers_but_not_its_client_never_acks() {
+    use sluice_client::verify::{Outcome, Send};
+    use sluice_proto::v1::*;
+    use sluice_tests::proxy::Mode;
+    let _s = Schedule::new("leader_cut_off_from_followers");
+    let (mut c, proxies) = start_proxied().await;
+    let (leader, _, _) = wait_for("partition 0 with a full ISR", WAIT, || async {
+        partition_state(&c, 0)
+            .await
+            .filter(|s| s.0 >= 0 && s.2 == 3)
+    })
+    .await;
+    // The client talks to the leader directly; its followers reach it only through the
+    // proxy, which now drops everything.
+    let mut direct = broker_client::BrokerClient::new(channel(&c.broker_addr(leader as u16)));
+    let produce = |v: u64| ProduceRequest {
+        topic: TOPIC.into(),
+        partition: 0,
+        acks: Some(-1),
+        timeout_ms: 1000,
+        payload: Some(produce_request::Payload::RecordBatch(batch_of(&[v
+            .to_string()
+            .as_bytes()]))),
+        ..Default::default()
+    };
+    let mut sends = Vec::new();
+    let mut v = 0u64;
+    // A healthy start: these are acknowledged.
+    for _ in 0..20 {
+        let r = direct.produce(produce(v)).await.expect("healthy produce");
+        let r = r.into_inner();
+        sends.push(Send {
+            value: v,
+            partition: 0,
+            outcome: Outcome::Ack {
+                partition: 0,
+                offset: r.base_offset,
+            },
+        });
+        v += 1;
+    }
+    proxies[leader as usize - 1].set(Mode::Blackhole);
+    let cut = Instant::now();
+    let mut acked_while_cut = 0;
+    let mut errors = BTreeMap::<String, u32>::new();
+    while cut.elapsed() < Duration::from_secs(6) {
+        let outcome = match direct.produce(produce(v)).await {
+            Ok(r) => {
+                acked_while_cut += 1;
+                Outcome::Ack {
+                    partition: 0,
+                    offset: r.into_inner().base_offset,
+                }
+            }
+            Err(s) => {
+                *errors
+                    .entry(
+                        sluice_proto::status::error_code(&s)
+                            .as_str_name()
+                            .to_string(),
+                    )
+                    .or_default() += 1;
+                Outcome::Failed
+            }
+        };
+        sends.push(Send {
+            value: v,
+            partition: 0,
+            outcome,
+        });
+        v += 1;
+    }
+    assert_eq!(
+        acked_while_cut, 0,
+        "acks=all was acknowledged while the leader could not replicate"
+    );
+    assert!(
+        errors.contains_key("NOT_ENOUGH_REPLICAS") || errors.contains_key("REQUEST_TIMED_OUT"),
+        "{errors:?}"
+    );
+    proxies[leader as usize - 1].set(Mode::Pass);
+    full_isr(&c).await;
+    let final_reads = read_back(&c.bootstrap(), TOPIC, 1, WAIT).await.unwrap();
+    c.stop_all();
+    let report = check(&History {
+        sends,
+        final_reads: final_reads
+            .into_iter()
+            .filter(|r| r.partition == 0)
+            .collect(),
+        ..History::default()
+    });
+    eprintln!("{report:?} errors while cut off: {errors:?}");
+    assert!(report.ok(), "{report:#?}");
+    assert_eq!(report.acknowledged, 20);
+}

@@ -348,8 +348,7 @@ pub fn kill_leader(
             dir.display()
         )
     })?;
-    kill(Pid::from_raw(pid), Signal::SIGKILL)
-        .with_context(|| format!("killing pid {pid}"))?;
+    kill(Pid::from_raw(pid), Signal::SIGKILL).with_context(|| format!("killing pid {pid}"))?;
     match out {
         OutputFormat::Json => println!("{}", json!({"topic": topic, "partition": partition, "killed_broker": leader_id, "pid": pid})),
         OutputFormat::Table => println!("killed broker {leader_id} (pid {pid}), leader of {topic}-{partition}; watch: sluice topic describe {topic}"),
