@@ -21,6 +21,7 @@ pub mod batch;
 pub mod config;
 pub mod epoch;
 pub mod error;
+pub mod fault;
 pub mod index;
 pub mod limits;
 pub mod log;

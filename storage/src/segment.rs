@@ -315,18 +315,18 @@ impl Segment {
                 &mut slices_buf[..1]
             }
         };
+        if crate::fault::disk_full() {
+            // A full disk takes part of the write, then refuses the rest.
+            let half = &slices[0][..slices[0].len() / 2];
+            let _ = self.file.write_all(half);
+            return Err(self.undo_partial_write(crate::fault::enospc()));
+        }
         while !slices.is_empty() {
-            let n = self
-                .file
-                .write_vectored(slices)
-                .map_err(|e| StorageError::io("append", &self.log_path, e))?;
-            if n == 0 {
-                return Err(StorageError::io(
-                    "append",
-                    &self.log_path,
-                    std::io::ErrorKind::WriteZero.into(),
-                ));
-            }
+            let n = match self.file.write_vectored(slices) {
+                Ok(0) => return Err(self.undo_partial_write(std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => n,
+                Err(e) => return Err(self.undo_partial_write(e)),
+            };
             IoSlice::advance_slices(&mut slices, n);
         }
         let header = match prefix {
@@ -348,6 +348,19 @@ impl Segment {
         self.size += bytes.len() as u64;
         self.account(position, &header, index_interval_bytes);
         Ok(())
+    }
+
+    /// A write failed part-way (ENOSPC, EIO): cut the file back to the last whole batch and
+    /// put the cursor there, so the next append starts where the log really ends.
+    fn undo_partial_write(&mut self, e: std::io::Error) -> StorageError {
+        let repaired = self
+            .file
+            .set_len(self.size)
+            .and_then(|_| self.file.seek(SeekFrom::Start(self.size)).map(|_| ()));
+        if let Err(r) = repaired {
+            tracing::error!(path = %self.log_path.display(), error = %r, "could not cut a partial write");
+        }
+        StorageError::io("append", &self.log_path, e)
     }
 
     /// Reads `len` bytes at `position` into a fresh buffer.

@@ -130,6 +130,7 @@ impl Cluster {
             cmd.args(["--override", &o]);
         }
         cmd.env("RUST_LOG", "info,openraft=warn,sled=warn,h2=warn")
+            .env("SLUICE_FAULT_INJECTION", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
@@ -173,6 +174,12 @@ impl Cluster {
         let pid = n.child.as_ref().expect("running").id();
         kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).expect("SIGSTOP");
         n.stopped = true;
+    }
+
+    /// Sends `signal` to a running broker.
+    pub fn signal_broker(&self, id: u16, signal: Signal) {
+        let pid = self.brokers[&id].child.as_ref().expect("running").id();
+        kill(Pid::from_raw(pid as i32), signal).expect("signal");
     }
 
     /// SIGCONTs a broker.

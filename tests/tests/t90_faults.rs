@@ -736,3 +736,39 @@ async fn a_leader_cut_off_from_its_followers_but_not_its_client_never_acks() {
     assert!(report.ok(), "{report:#?}");
     assert_eq!(report.acknowledged, 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_on_a_leader_gives_no_false_ack_and_recovers_when_space_returns() {
+    let mut s = Schedule::new("enospc_on_a_leader");
+    let c = start().await;
+    let w = workload(&c).await;
+    for _ in 0..rounds(2) {
+        let p = s.next(PARTITIONS as u64) as usize;
+        let (leader, _, _) = wait_for("a leader", WAIT, || async {
+            partition_state(&c, p).await.filter(|s| s.0 >= 0)
+        })
+        .await;
+        // SIGUSR1 toggles the broker's simulated full disk (SLUICE_FAULT_INJECTION=1).
+        let toggles = |c: &Cluster| {
+            c.broker_log(leader as u16)
+                .matches("simulated full disk toggled")
+                .count()
+        };
+        let before = toggles(&c);
+        c.signal_broker(leader as u16, nix::sys::signal::Signal::SIGUSR1);
+        let full_since = Instant::now();
+        wait_for("the full disk to show in the log", WAIT, || {
+            let n = toggles(&c);
+            async move { (n > before).then_some(()) }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2).saturating_sub(full_since.elapsed())).await;
+        c.signal_broker(leader as u16, nix::sys::signal::Signal::SIGUSR1);
+        assert!(
+            w.wait_for_acks(300, WAIT).await,
+            "writes resume when space returns"
+        );
+        full_isr(&c).await;
+    }
+    finish(c, w, vec![]).await;
+}

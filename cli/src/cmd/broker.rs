@@ -18,6 +18,27 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// With `SLUICE_FAULT_INJECTION=1` (the verification suite), SIGUSR1 toggles a simulated
+/// full disk: appends fail with ENOSPC until the next SIGUSR1. Inert otherwise.
+async fn fault_injection() {
+    if std::env::var("SLUICE_FAULT_INJECTION").as_deref() != Ok("1") {
+        return;
+    }
+    let Ok(mut usr1) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+    else {
+        return;
+    };
+    while usr1.recv().await.is_some() {
+        let on = !sluice_storage::fault::disk_full();
+        sluice_storage::fault::set_disk_full(on);
+        tracing::warn!(
+            disk_full = on,
+            "fault injection: simulated full disk toggled"
+        );
+    }
+}
+
 /// Builds the broker's settings from the layered configuration.
 pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
     let node_id: i32 = cfg.num("node.id")?;
@@ -88,6 +109,7 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         let retention = tokio::spawn(node.clone().run_retention());
         let gauges = tokio::spawn(node.clone().run_gauges());
         let _gauges = AbortOnDrop(gauges);
+        let _faults = AbortOnDrop(tokio::spawn(fault_injection()));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut server = tokio::spawn(service::serve(node.clone(), async move {
             let _ = stop_rx.await;
