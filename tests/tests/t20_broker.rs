@@ -353,7 +353,7 @@ async fn health_of(addr: &str) -> Option<i32> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_is_not_serving_until_the_broker_is_registered_and_caught_up() {
+async fn health_is_not_serving_until_a_node_is_ready() {
     use tonic_health::pb::health_check_response::ServingStatus;
     let dir = tempfile::tempdir().unwrap();
     let ports = free_ports(2);
@@ -388,6 +388,48 @@ async fn health_is_not_serving_until_the_broker_is_registered_and_caught_up() {
         (health_of(&addr).await? == ServingStatus::Serving as i32).then_some(())
     })
     .await;
+    let caddr = format!("127.0.0.1:{controller_port}");
+    let controller_health = |addr: String| async move {
+        let mut h = tonic_health::pb::health_client::HealthClient::new(channel(&addr));
+        let r = h
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "sluice.v1.Controller".into(),
+            })
+            .await
+            .ok()?;
+        Some(r.into_inner().status)
+    };
+    wait_for("the single-voter controller SERVING", WAIT, || {
+        controller_health(caddr.clone())
+    })
+    .await;
+    // A controller whose two fellow voters never start has no quorum: NOT_SERVING.
+    let lonely = free_ports(3);
+    let voters3 = format!(
+        "1@127.0.0.1:{},2@127.0.0.1:{},3@127.0.0.1:{}",
+        lonely[0], lonely[1], lonely[2]
+    );
+    let _lonely = Proc(
+        std::process::Command::new(sluice_bin())
+            .args(["controller", "--node-id", "1"])
+            .args(["--listeners", &format!("127.0.0.1:{}", lonely[0])])
+            .args(["--controller-quorum-voters", &voters3])
+            .args(["--override", "metrics.listener=127.0.0.1:0", "--log-dirs"])
+            .arg(dir.path().join("lonely"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let status = wait_for("the lonely controller's health", WAIT, || {
+        controller_health(format!("127.0.0.1:{}", lonely[0]))
+    })
+    .await;
+    assert_eq!(
+        status,
+        ServingStatus::NotServing as i32,
+        "no quorum, not ready"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -583,3 +583,106 @@ async fn group_bad_input_and_zombie_commits_are_refused_without_changes() {
         .await
         .unwrap();
 }
+
+/// Batch sizes as stored: the record count of every batch of partition 0 of `topic`.
+async fn stored_batches(bootstrap: &str, topic: &str) -> Vec<i32> {
+    let mut client = sluice_client::DataClient::connect(bootstrap).await.unwrap();
+    let (_, addr) = client.leader(topic, 0).unwrap();
+    let _ = &mut client;
+    let resp = BrokerClient::new(channel(&addr))
+        .fetch(FetchRequest {
+            topic: topic.into(),
+            partition: 0,
+            fetch_offset: 0,
+            max_bytes: 1 << 20,
+            format: RecordFormat::Batches as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    sluice_storage::batch::headers(&resp.record_batches)
+        .map(|h| h.records_count)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_batching_respects_batch_size_and_linger() {
+    let c = Cluster::start(1, 1, CONTROLLER, BROKER);
+    create_topic_with(&c.controller_addr(1), "bs", 1, 1, &[]).await;
+    create_topic_with(&c.controller_addr(1), "lg", 1, 1, &[]).await;
+    let bootstrap = c.bootstrap();
+
+    // batch.size: 40 records of ~125 bytes with batch.size 1000 and a long linger are sent
+    // as soon as each batch fills: 5 batches of 8, not one, and without waiting 10 s.
+    let p = wait_for("producer", WAIT, || async {
+        Producer::connect(
+            &bootstrap,
+            ProducerConfig {
+                batch_size: 1000,
+                linger: Duration::from_secs(10),
+                max_in_flight: 1,
+                ..ProducerConfig::default()
+            },
+        )
+        .await
+        .ok()
+    })
+    .await;
+    p.cluster().wait_for_topic("bs", WAIT).await.unwrap();
+    let start = Instant::now();
+    let mut fs = Vec::new();
+    for i in 0..40 {
+        let r = ProducerRecord::new("bs", vec![b'x'; 100]).partition(0);
+        let _ = i;
+        fs.push(p.send(r).await.unwrap());
+    }
+    for f in fs {
+        f.await.unwrap();
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "full batches do not wait for linger.ms"
+    );
+    let sizes = stored_batches(&bootstrap, "bs").await;
+    assert_eq!(sizes.iter().sum::<i32>(), 40);
+    assert!(sizes.len() >= 4, "split by batch.size: {sizes:?}");
+    assert!(
+        sizes.iter().all(|n| *n * 125 <= 1000 + 125),
+        "no batch over batch.size: {sizes:?}"
+    );
+
+    // linger.ms: three records sent together wait for the linger and go as one batch.
+    let p = Producer::connect(
+        &bootstrap,
+        ProducerConfig {
+            batch_size: 1 << 20,
+            linger: Duration::from_millis(300),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    p.cluster().wait_for_topic("lg", WAIT).await.unwrap();
+    let start = Instant::now();
+    let mut fs = Vec::new();
+    for i in 0..3 {
+        fs.push(
+            p.send(ProducerRecord::new("lg", format!("r{i}")).partition(0))
+                .await
+                .unwrap(),
+        );
+    }
+    for f in fs {
+        f.await.unwrap();
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "the batch waited for linger.ms"
+    );
+    assert_eq!(
+        stored_batches(&bootstrap, "lg").await,
+        vec![3],
+        "one batch of three"
+    );
+}

@@ -392,6 +392,40 @@ async fn torn_segment_tail_is_cut_on_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_losing_its_unsynced_tail_loses_nothing_acknowledged() {
+    let mut s = Schedule::new("lost_unsynced_tail");
+    let mut c = start().await;
+    let w = workload(&c).await;
+    for _ in 0..rounds(2) {
+        // Power loss on one machine: the process dies and the page cache's last writes
+        // never reach the disk (here: the last quarter of every active segment is gone).
+        let victim = 1 + s.next(3) as u16;
+        c.kill_broker(victim);
+        for p in 0..PARTITIONS {
+            let dir = c.replica_dir(victim, TOPIC, p).expect("replica dir");
+            let mut logs: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "log"))
+                .collect();
+            logs.sort();
+            let last = logs.last().expect("a segment");
+            let len = std::fs::metadata(last).unwrap().len();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(last)
+                .unwrap()
+                .set_len(len - len / 4)
+                .unwrap();
+        }
+        c.start_broker(victim);
+        full_isr(&c).await;
+        assert!(w.wait_for_acks(200, WAIT).await);
+    }
+    finish(c, w, vec![]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_coordinator_killed_repeatedly_commits_never_go_back() {
     use sluice_client::{Consumer, ConsumerConfig, OffsetReset};
     let _s = Schedule::new("group_coordinator_killed_repeatedly");

@@ -91,13 +91,37 @@ pub async fn serve(
     node: Arc<ControllerNode>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    // NOT_SERVING while this node knows no active controller (no quorum yet, or an
+    // election in progress); SERVING once it does. Raft traffic flows either way.
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<AdminServer<AdminService>>()
-        .await;
-    health_reporter
-        .set_serving::<ControllerServer<ControllerService>>()
-        .await;
+    let mut metrics = node.raft.metrics();
+    let readiness = tokio::spawn(async move {
+        let mut serving = None;
+        loop {
+            let ready = metrics.borrow_and_update().current_leader.is_some();
+            if serving != Some(ready) {
+                serving = Some(ready);
+                let status = if ready {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                for service in ["", "sluice.v1.Admin", "sluice.v1.Controller"] {
+                    health_reporter.set_service_status(service, status).await;
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    struct Abort(tokio::task::JoinHandle<()>);
+    impl Drop for Abort {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _readiness = Abort(readiness);
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(sluice_proto::v1::FILE_DESCRIPTOR_SET)
