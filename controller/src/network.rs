@@ -23,9 +23,14 @@ use crate::types::{NodeId, TypeConfig};
 /// Largest Raft message accepted (snapshot chunks are 3 MiB by default).
 pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// Creates one connection per peer.
+/// Creates one connection per peer. Peers are dialled at the address this node's own
+/// `controller.quorum.voters` gives (as in Kafka), so each node may reach a peer its own
+/// way (e.g. through a proxy); the address in the Raft membership is the fallback.
 #[derive(Clone, Default)]
-pub struct NetworkFactory;
+pub struct NetworkFactory {
+    /// Peer addresses from this node's configuration.
+    pub voters: std::collections::BTreeMap<NodeId, String>,
+}
 
 /// A lazily connected channel to one peer.
 pub struct Connection {
@@ -40,7 +45,11 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
         Connection {
             target,
-            addr: node.addr.clone(),
+            addr: self
+                .voters
+                .get(&target)
+                .cloned()
+                .unwrap_or_else(|| node.addr.clone()),
             client: None,
         }
     }

@@ -161,7 +161,9 @@ impl ControllerNode {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            NetworkFactory,
+            NetworkFactory {
+                voters: config.voters.clone(),
+            },
             log.clone(),
             sm,
         )

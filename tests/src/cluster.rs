@@ -27,6 +27,8 @@ pub struct Cluster {
     controller_overrides: Vec<String>,
     broker_overrides: Vec<String>,
     per_broker: BTreeMap<u16, Vec<String>>,
+    /// `controller.quorum.voters` as each controller sees it (default: `voters`).
+    controller_voters: BTreeMap<u16, String>,
     root: tempfile::TempDir,
 }
 
@@ -44,6 +46,26 @@ impl Cluster {
         broker_overrides: &[&str],
         per_broker: impl Fn(u16) -> Vec<String>,
     ) -> Self {
+        Self::start_custom(
+            c,
+            b,
+            controller_overrides,
+            broker_overrides,
+            per_broker,
+            |_, _| None,
+        )
+    }
+
+    /// `start_with`, plus each controller's own view of the voters: `voters_of(id, real)`
+    /// gets the real `id@host:port,…` list and may return another (e.g. through proxies).
+    pub fn start_custom(
+        c: u16,
+        b: u16,
+        controller_overrides: &[&str],
+        broker_overrides: &[&str],
+        per_broker: impl Fn(u16) -> Vec<String>,
+        voters_of: impl Fn(u16, &str) -> Option<String>,
+    ) -> Self {
         let root = tempfile::tempdir().expect("temp dir");
         let ports = free_ports(2 * (c + b) as usize);
         let voters = (1..=c)
@@ -57,8 +79,14 @@ impl Cluster {
             controller_overrides: controller_overrides.iter().map(|s| s.to_string()).collect(),
             broker_overrides: broker_overrides.iter().map(|s| s.to_string()).collect(),
             per_broker: (1..=b).map(|i| (i, per_broker(i))).collect(),
+            controller_voters: BTreeMap::new(),
             root,
         };
+        for i in 1..=c {
+            if let Some(v) = voters_of(i, &cl.voters) {
+                cl.controller_voters.insert(i, v);
+            }
+        }
         for i in 1..=c {
             let dir = cl.root.path().join(format!("controller-{i}"));
             cl.controllers.insert(
@@ -100,7 +128,14 @@ impl Cluster {
     }
 
     fn spawn(&mut self, role: &'static str, id: u16) {
-        let voters = self.voters.clone();
+        let voters = match role {
+            "controller" => self
+                .controller_voters
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| self.voters.clone()),
+            _ => self.voters.clone(),
+        };
         let overrides = if role == "controller" {
             self.controller_overrides.clone()
         } else {

@@ -806,3 +806,136 @@ async fn a_full_disk_on_a_leader_gives_no_false_ack_and_recovers_when_space_retu
     }
     finish(c, w, vec![]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_cut_off_from_the_quorum_commits_nothing() {
+    use sluice_tests::proxy::{Mode, Proxy};
+    let _s = Schedule::new("controller_minority_partition");
+    // links[i][j]: controller i's proxy to controller j (i, j in 1..=3, i != j).
+    let mut links: BTreeMap<(u16, u16), Proxy> = BTreeMap::new();
+    for i in 1..=3u16 {
+        for j in (1..=3u16).filter(|j| *j != i) {
+            links.insert((i, j), Proxy::start().await);
+        }
+    }
+    let proxy_addr: BTreeMap<(u16, u16), String> =
+        links.iter().map(|(k, p)| (*k, p.addr.clone())).collect();
+    let c = Cluster::start_custom(
+        3,
+        3,
+        CONTROLLER,
+        BROKER,
+        |_| Vec::new(),
+        |i, real| {
+            // Controller i reaches every peer through its own proxy to that peer.
+            let own = real
+                .split(',')
+                .map(|v| {
+                    let (id, addr) = v.split_once('@').unwrap();
+                    let j: u16 = id.parse().unwrap();
+                    if j == i {
+                        format!("{j}@{addr}")
+                    } else {
+                        format!("{j}@{}", proxy_addr[&(i, j)])
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            Some(own)
+        },
+    );
+    for ((_, j), p) in &links {
+        p.set_target(&c.controller_addr(*j));
+    }
+    create_topic_with(
+        &c.controller_addr(1),
+        TOPIC,
+        PARTITIONS,
+        3,
+        &[("min.insync.replicas", "2")],
+    )
+    .await;
+    let w = workload(&c).await;
+    let (old, term) = wait_for("an active controller", WAIT, || async {
+        for id in 1..=3 {
+            if let Some(l) = leader_of(&c.controller_addr(id)).await {
+                return Some(l);
+            }
+        }
+        None
+    })
+    .await;
+    let old = old as u16;
+    // Cut the active controller off from both peers, both ways.
+    for ((i, j), p) in &links {
+        if *i == old || *j == old {
+            p.set(Mode::Blackhole);
+        }
+    }
+    let t0 = Instant::now();
+    let new = wait_for("the majority to elect a new leader", WAIT, || async {
+        for id in (1..=3u16).filter(|id| *id != old) {
+            // A follower may forward the question to the cut-off leader: don't wait on it.
+            let asked = tokio::time::timeout(
+                Duration::from_millis(300),
+                leader_of(&c.controller_addr(id)),
+            )
+            .await;
+            if let Ok(Some((l, t))) = asked {
+                if l as u16 != old && t > term {
+                    return Some(l as u16);
+                }
+            }
+        }
+        None
+    })
+    .await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "new leader after {:?}",
+        t0.elapsed()
+    );
+    // The minority side cannot commit: a topic created through it never appears.
+    let minority = tokio::time::timeout(
+        Duration::from_secs(15),
+        create_topic(&c.controller_addr(old), "minority-topic", 1, 1),
+    )
+    .await;
+    let committed = matches!(&minority, Ok(Ok(r)) if r.error_code == 0);
+    assert!(
+        !committed,
+        "the cut-off controller committed a write: {minority:?}"
+    );
+    assert!(
+        describe_topic(&c.controller_addr(new), "minority-topic")
+            .await
+            .is_none(),
+        "the majority never saw it"
+    );
+    assert!(
+        w.wait_for_acks(200, WAIT).await,
+        "the data plane keeps serving"
+    );
+    // Heal: the old leader follows the new one and every node has the same metadata.
+    for p in links.values() {
+        p.set(Mode::Pass);
+    }
+    let topics_of = |addr: String| async move {
+        let (image, _) = image_of(&addr).await?;
+        Some(
+            image
+                .topics
+                .values()
+                .map(|t| t.name.clone())
+                .collect::<Vec<_>>(),
+        )
+    };
+    wait_for("all three controllers to agree", WAIT, || async {
+        let a = topics_of(c.controller_addr(1)).await?;
+        let b = topics_of(c.controller_addr(2)).await?;
+        let d = topics_of(c.controller_addr(3)).await?;
+        (a == b && b == d && !a.contains(&"minority-topic".to_string())).then_some(())
+    })
+    .await;
+    finish(c, w, vec![]).await;
+}
