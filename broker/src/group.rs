@@ -293,6 +293,21 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// The (possibly not yet loaded) shard of offsets partition `p`.
+    fn shard_slot(&self, p: i32) -> Arc<tokio::sync::Mutex<Shard>> {
+        self.shards
+            .lock()
+            .expect("shards lock")
+            .entry(p)
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(Shard {
+                    leader_epoch: -1,
+                    groups: HashMap::new(),
+                }))
+            })
+            .clone()
+    }
+
     /// The shard of `group`, loaded from the log if this broker just became its leader;
     /// NOT_COORDINATOR (with the right broker as hint) when another broker leads it.
     async fn shard(&self, group: &str) -> Result<(i32, Arc<tokio::sync::Mutex<Shard>>), Status> {
@@ -329,18 +344,7 @@ impl GroupCoordinator {
             Role::Leader { leader_epoch, .. } => *leader_epoch,
             Role::Follower { .. } => return Err(not_coordinator()),
         };
-        let shard = {
-            let mut shards = self.shards.lock().expect("shards lock");
-            shards
-                .entry(p)
-                .or_insert_with(|| {
-                    Arc::new(tokio::sync::Mutex::new(Shard {
-                        leader_epoch: -1,
-                        groups: HashMap::new(),
-                    }))
-                })
-                .clone()
-        };
+        let shard = self.shard_slot(p);
         let mut s = shard.lock().await;
         if s.leader_epoch != leader_epoch {
             s.groups = self.load(p).await?;
@@ -786,25 +790,7 @@ impl GroupCoordinator {
             }
             // Load by asking for a group id of this partition is not possible in general;
             // load the shard directly.
-            let shard = {
-                let shards = self.shards.lock().expect("shards lock");
-                shards.get(&p).cloned()
-            };
-            let shard = match shard {
-                Some(s) => s,
-                None => {
-                    let s = Arc::new(tokio::sync::Mutex::new(Shard {
-                        leader_epoch: -1,
-                        groups: HashMap::new(),
-                    }));
-                    self.shards
-                        .lock()
-                        .expect("shards lock")
-                        .entry(p)
-                        .or_insert(s)
-                        .clone()
-                }
-            };
+            let shard = self.shard_slot(p);
             let mut s = shard.lock().await;
             let epoch = match &part.state.lock().await.role {
                 Role::Leader { leader_epoch, .. } => *leader_epoch,

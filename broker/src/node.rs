@@ -879,6 +879,16 @@ impl BrokerNode {
         }
     }
 
+    /// Every local replica (a snapshot of the map; the lock is not held afterwards).
+    pub fn local_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .lock()
+            .expect("partitions lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Applies `retention.ms` / `retention.bytes` (only below the HW) and `flush.ms` to
     /// every local replica each `log.retention.check.interval.ms`. Runs forever.
     pub async fn run_retention(self: Arc<Self>) {
@@ -886,14 +896,7 @@ impl BrokerNode {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let parts: Vec<Arc<Partition>> = self
-                .partitions
-                .lock()
-                .expect("partitions lock")
-                .values()
-                .cloned()
-                .collect();
-            for p in parts {
+            for p in self.local_partitions() {
                 let mut st = p.state.lock().await;
                 let hw = st.high_watermark;
                 match st.log.delete_retained_segments(hw) {
@@ -917,14 +920,7 @@ impl BrokerNode {
 
     /// Flushes every local log and marks it cleanly shut down (process exit).
     pub async fn close_logs(&self) {
-        let parts: Vec<Arc<Partition>> = self
-            .partitions
-            .lock()
-            .expect("partitions lock")
-            .values()
-            .cloned()
-            .collect();
-        for p in parts {
+        for p in self.local_partitions() {
             let mut st = p.state.lock().await;
             if let Err(e) = st.log.shutdown() {
                 tracing::warn!(partition = %p.name(), error = %e, "could not close the log cleanly");

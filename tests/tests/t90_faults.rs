@@ -120,6 +120,24 @@ async fn partition_state(c: &Cluster, p: usize) -> Option<(i32, i32, usize)> {
     None
 }
 
+/// Waits for partition `p` to have a leader: (leader, epoch, ISR size).
+async fn leader(c: &Cluster, p: usize) -> (i32, i32, usize) {
+    wait_for("a leader", WAIT, || async {
+        partition_state(c, p).await.filter(|s| s.0 >= 0)
+    })
+    .await
+}
+
+/// Waits for partition `p` to have a leader in an epoch after `epoch`.
+async fn new_leader(c: &Cluster, p: usize, epoch: i32) -> (i32, i32, usize) {
+    wait_for("a new leader", WAIT, || async {
+        partition_state(c, p)
+            .await
+            .filter(|s| s.0 >= 0 && s.1 > epoch)
+    })
+    .await
+}
+
 async fn full_isr(c: &Cluster) {
     let start = Instant::now();
     loop {
@@ -203,17 +221,9 @@ async fn leader_kill_9_repeatedly() {
     let w = workload(&c).await;
     for _ in 0..rounds(4) {
         let p = s.next(PARTITIONS as u64) as usize;
-        let (leader, epoch, _) = wait_for("a leader", WAIT, || async {
-            partition_state(&c, p).await.filter(|s| s.0 >= 0)
-        })
-        .await;
+        let (leader, epoch, _) = leader(&c, p).await;
         c.kill_broker(leader as u16);
-        wait_for("a new leader", WAIT, || async {
-            partition_state(&c, p)
-                .await
-                .filter(|s| s.0 >= 0 && s.1 > epoch)
-        })
-        .await;
+        new_leader(&c, p, epoch).await;
         assert!(
             w.wait_for_acks(200, WAIT).await,
             "writes continue after the failover"
@@ -248,21 +258,10 @@ async fn paused_leader_is_fenced_and_rejoins() {
     let w = workload(&c).await;
     for _ in 0..rounds(2) {
         let p = s.next(PARTITIONS as u64) as usize;
-        let (leader, epoch, _) = wait_for("a leader", WAIT, || async {
-            partition_state(&c, p).await.filter(|s| s.0 >= 0)
-        })
-        .await;
+        let (leader, epoch, _) = leader(&c, p).await;
         c.pause_broker(leader as u16);
-        wait_for(
-            "the zombie's partition to get a new leader",
-            WAIT,
-            || async {
-                partition_state(&c, p)
-                    .await
-                    .filter(|s| s.0 >= 0 && s.1 > epoch)
-            },
-        )
-        .await;
+        // The zombie is fenced: its partition gets a leader in a newer epoch.
+        new_leader(&c, p, epoch).await;
         assert!(
             w.wait_for_acks(200, WAIT).await,
             "writes continue while it is frozen"
@@ -645,22 +644,14 @@ async fn idempotent_producer_with_dropped_responses_across_failovers_writes_no_d
     let w = workload(&c).await;
     for round in 0..rounds(3) {
         let p = s.next(PARTITIONS as u64) as usize;
-        let (leader, epoch, _) = wait_for("a leader", WAIT, || async {
-            partition_state(&c, p).await.filter(|s| s.0 >= 0)
-        })
-        .await;
+        let (leader, epoch, _) = leader(&c, p).await;
         // Requests reach the leader and are appended; every answer is lost.
         proxies[leader as usize - 1].set(Mode::DropResponses);
         tokio::time::sleep(Duration::from_millis(1500)).await;
         if round % 2 == 0 {
             // ... and then the leader dies before anyone hears back.
             c.kill_broker(leader as u16);
-            wait_for("a new leader", WAIT, || async {
-                partition_state(&c, p)
-                    .await
-                    .filter(|s| s.0 >= 0 && s.1 > epoch)
-            })
-            .await;
+            new_leader(&c, p, epoch).await;
             proxies[leader as usize - 1].set(Mode::Pass);
             c.start_broker(leader as u16);
         } else {
@@ -778,10 +769,7 @@ async fn a_full_disk_on_a_leader_gives_no_false_ack_and_recovers_when_space_retu
     let w = workload(&c).await;
     for _ in 0..rounds(2) {
         let p = s.next(PARTITIONS as u64) as usize;
-        let (leader, _, _) = wait_for("a leader", WAIT, || async {
-            partition_state(&c, p).await.filter(|s| s.0 >= 0)
-        })
-        .await;
+        let (leader, _, _) = leader(&c, p).await;
         // SIGUSR1 toggles the broker's simulated full disk (SLUICE_FAULT_INJECTION=1).
         let toggles = |c: &Cluster| {
             c.broker_log(leader as u16)
