@@ -1,12 +1,33 @@
-//! Fault injection for the verification suite: a process-wide "disk full" switch. When on,
-//! every segment append writes part of its batch and then fails with ENOSPC, as a full disk
-//! does; the segment cuts the partial write off again, so the log stays exactly as it was.
-//! Off unless something turns it on (the broker does so only with
-//! `SLUICE_FAULT_INJECTION=1`, on SIGUSR1).
+//! Fault injection for the verification suite, process-wide and off unless something turns
+//! it on (the broker does so only with `SLUICE_FAULT_INJECTION=1`: SIGUSR1 toggles the full
+//! disk, SIGUSR2 the fsync stall):
+//! * disk full: every segment append writes part of its batch and then fails with ENOSPC, as
+//!   a full disk does; the segment cuts the partial write off again, so the log stays
+//!   exactly as it was;
+//! * fsync stall: every segment fsync first sleeps for the stall (a slow or saturated disk).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 static DISK_FULL: AtomicBool = AtomicBool::new(false);
+static FSYNC_STALL_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every segment fsync take at least `stall` longer (zero turns it off).
+pub fn set_fsync_stall(stall: Duration) {
+    FSYNC_STALL_MS.store(stall.as_millis() as u64, Ordering::SeqCst);
+}
+
+/// The current fsync stall.
+pub fn fsync_stall() -> Duration {
+    Duration::from_millis(FSYNC_STALL_MS.load(Ordering::Relaxed))
+}
+
+pub(crate) fn maybe_stall_fsync() {
+    let ms = FSYNC_STALL_MS.load(Ordering::Relaxed);
+    if ms > 0 {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+}
 
 /// Turns the simulated full disk on or off.
 pub fn set_disk_full(on: bool) {

@@ -512,6 +512,7 @@ impl Segment {
     /// Writes buffered index entries and, with `sync`, fsyncs the log and the indexes.
     pub fn flush(&mut self, sync: bool) -> Result<()> {
         if sync {
+            crate::fault::maybe_stall_fsync();
             self.file
                 .sync_data()
                 .map_err(|e| StorageError::io("fsync segment", &self.log_path, e))?;

@@ -927,3 +927,44 @@ async fn a_controller_cut_off_from_the_quorum_commits_nothing() {
     .await;
     finish(c, w, vec![]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_fsync_stall_on_a_leader_gives_no_false_ack_and_no_duplicates() {
+    let mut s = Schedule::new("fsync_stall_on_a_leader");
+    let c = Cluster::start(3, 3, CONTROLLER, BROKER);
+    // Every append is fsynced, so a stalled fsync stalls the leader's appends.
+    create_topic_with(
+        &c.controller_addr(1),
+        TOPIC,
+        PARTITIONS,
+        3,
+        &[("min.insync.replicas", "2"), ("flush.messages", "1")],
+    )
+    .await;
+    let w = workload(&c).await;
+    for _ in 0..rounds(2) {
+        let p = s.next(PARTITIONS as u64) as usize;
+        let (leader, _, _) = leader(&c, p).await;
+        let toggles = |c: &Cluster| {
+            c.broker_log(leader as u16)
+                .matches("fsync stall toggled")
+                .count()
+        };
+        let before = toggles(&c);
+        // SIGUSR2 toggles a 1.5 s stall in every fsync (SLUICE_FAULT_INJECTION=1).
+        c.signal_broker(leader as u16, nix::sys::signal::Signal::SIGUSR2);
+        wait_for("the stall to start", WAIT, || {
+            let n = toggles(&c);
+            async move { (n > before).then_some(()) }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        c.signal_broker(leader as u16, nix::sys::signal::Signal::SIGUSR2);
+        assert!(
+            w.wait_for_acks(300, WAIT).await,
+            "writes resume at full speed after the stall"
+        );
+        full_isr(&c).await;
+    }
+    finish(c, w, vec![]).await;
+}

@@ -19,23 +19,37 @@ impl Drop for AbortOnDrop {
 }
 
 /// With `SLUICE_FAULT_INJECTION=1` (the verification suite), SIGUSR1 toggles a simulated
-/// full disk: appends fail with ENOSPC until the next SIGUSR1. Inert otherwise.
+/// full disk (appends fail with ENOSPC) and SIGUSR2 a 1.5 s stall in every fsync. Inert
+/// otherwise.
 async fn fault_injection() {
     if std::env::var("SLUICE_FAULT_INJECTION").as_deref() != Ok("1") {
         return;
     }
-    let Ok(mut usr1) =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
-    else {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut usr1), Ok(mut usr2)) = (
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::user_defined2()),
+    ) else {
         return;
     };
-    while usr1.recv().await.is_some() {
-        let on = !sluice_storage::fault::disk_full();
-        sluice_storage::fault::set_disk_full(on);
-        tracing::warn!(
-            disk_full = on,
-            "fault injection: simulated full disk toggled"
-        );
+    loop {
+        tokio::select! {
+            Some(()) = usr1.recv() => {
+                let on = !sluice_storage::fault::disk_full();
+                sluice_storage::fault::set_disk_full(on);
+                tracing::warn!(disk_full = on, "fault injection: simulated full disk toggled");
+            }
+            Some(()) = usr2.recv() => {
+                let stall = if sluice_storage::fault::fsync_stall().is_zero() {
+                    Duration::from_millis(1500)
+                } else {
+                    Duration::ZERO
+                };
+                sluice_storage::fault::set_fsync_stall(stall);
+                tracing::warn!(stall_ms = stall.as_millis() as u64, "fault injection: fsync stall toggled");
+            }
+            else => return,
+        }
     }
 }
 
