@@ -4,13 +4,26 @@
 //! * disk full: every segment append writes part of its batch and then fails with ENOSPC, as
 //!   a full disk does; the segment cuts the partial write off again, so the log stays
 //!   exactly as it was;
-//! * fsync stall: every segment fsync first sleeps for the stall (a slow or saturated disk).
+//! * fsync stall: every segment fsync first sleeps for the stall (a slow or saturated disk);
+//! * clock jump: the storage engine's wall clock is shifted (`SLUICE_FAULT_CLOCK_OFFSET_MS`
+//!   at broker start-up). Raft, leases and timeouts use monotonic clocks and are unaffected.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 static DISK_FULL: AtomicBool = AtomicBool::new(false);
 static FSYNC_STALL_MS: AtomicU64 = AtomicU64::new(0);
+static CLOCK_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Shifts the storage engine's wall clock (`log::system_clock`) by `ms`: a clock jump.
+pub fn set_clock_offset_ms(ms: i64) {
+    CLOCK_OFFSET_MS.store(ms, Ordering::SeqCst);
+}
+
+/// The current clock offset.
+pub fn clock_offset_ms() -> i64 {
+    CLOCK_OFFSET_MS.load(Ordering::Relaxed)
+}
 
 /// Makes every segment fsync take at least `stall` longer (zero turns it off).
 pub fn set_fsync_stall(stall: Duration) {

@@ -34,12 +34,13 @@ use crate::segment::{Corruption, Segment};
 /// Milliseconds since the Unix epoch; injected so tests control time.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
-/// The system clock.
+/// The system clock (plus the fault-injection clock offset, normally zero).
 pub fn system_clock() -> Clock {
     Arc::new(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64)
+            + crate::fault::clock_offset_ms()
     })
 }
 

@@ -27,6 +27,8 @@ pub struct Cluster {
     controller_overrides: Vec<String>,
     broker_overrides: Vec<String>,
     per_broker: BTreeMap<u16, Vec<String>>,
+    /// Extra environment of each broker (fault injection).
+    broker_env: BTreeMap<u16, Vec<(String, String)>>,
     /// `controller.quorum.voters` as each controller sees it (default: `voters`).
     controller_voters: BTreeMap<u16, String>,
     root: tempfile::TempDir,
@@ -80,6 +82,7 @@ impl Cluster {
             broker_overrides: broker_overrides.iter().map(|s| s.to_string()).collect(),
             per_broker: (1..=b).map(|i| (i, per_broker(i))).collect(),
             controller_voters: BTreeMap::new(),
+            broker_env: BTreeMap::new(),
             root,
         };
         for i in 1..=c {
@@ -143,6 +146,10 @@ impl Cluster {
             o.extend(self.per_broker.get(&id).cloned().unwrap_or_default());
             o
         };
+        let env = match role {
+            "broker" => self.broker_env.get(&id).cloned().unwrap_or_default(),
+            _ => Vec::new(),
+        };
         let node = self.node_mut(role, id);
         assert!(node.child.is_none(), "{role} {id} already running");
         std::fs::create_dir_all(&node.dir).expect("node dir");
@@ -164,6 +171,9 @@ impl Cluster {
         for o in overrides {
             cmd.args(["--override", &o]);
         }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         cmd.env("RUST_LOG", "info,openraft=warn,sled=warn,h2=warn")
             .env("SLUICE_FAULT_INJECTION", "1")
             .stdin(Stdio::null())
@@ -180,6 +190,13 @@ impl Cluster {
             _ => &self.brokers[&id],
         };
         format!("127.0.0.1:{}", node.metrics_port)
+    }
+
+    /// Sets an environment variable for the broker's next start.
+    pub fn set_broker_env(&mut self, id: u16, key: &str, value: &str) {
+        let env = self.broker_env.entry(id).or_default();
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_string(), value.to_string()));
     }
 
     /// Restarts a broker from its own data directory.

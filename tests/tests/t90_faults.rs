@@ -968,3 +968,33 @@ async fn an_fsync_stall_on_a_leader_gives_no_false_ack_and_no_duplicates() {
     }
     finish(c, w, vec![]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_jumps_on_brokers_lose_nothing() {
+    let mut s = Schedule::new("clock_jumps_on_brokers");
+    let mut c = start().await;
+    let w = workload(&c).await;
+    // Two brokers restart with their wall clocks two hours ahead and behind; the leader of a
+    // partition then moves onto a jumped broker. Retention (7 days) must not fire, and
+    // nothing may depend on wall-clock agreement between replicas.
+    let ahead = 1 + s.next(3) as u16;
+    let behind = ahead % 3 + 1;
+    for (b, offset) in [(ahead, "7200000"), (behind, "-7200000")] {
+        c.kill_broker(b);
+        c.set_broker_env(b, "SLUICE_FAULT_CLOCK_OFFSET_MS", offset);
+        c.start_broker(b);
+        full_isr(&c).await;
+        assert!(w.wait_for_acks(200, WAIT).await);
+    }
+    for round in 0..rounds(2) {
+        let p = round % PARTITIONS as usize;
+        let (l, epoch, _) = leader(&c, p).await;
+        c.kill_broker(l as u16);
+        new_leader(&c, p, epoch).await;
+        assert!(w.wait_for_acks(200, WAIT).await);
+        c.start_broker(l as u16);
+        full_isr(&c).await;
+    }
+    assert!(c.broker_log(ahead).contains("storage clock shifted"));
+    finish(c, w, vec![]).await;
+}

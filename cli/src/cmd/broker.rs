@@ -25,6 +25,13 @@ async fn fault_injection() {
     if std::env::var("SLUICE_FAULT_INJECTION").as_deref() != Ok("1") {
         return;
     }
+    if let Some(ms) = std::env::var("SLUICE_FAULT_CLOCK_OFFSET_MS")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+    {
+        sluice_storage::fault::set_clock_offset_ms(ms);
+        tracing::warn!(offset_ms = ms, "fault injection: storage clock shifted");
+    }
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut usr1), Ok(mut usr2)) = (
         signal(SignalKind::user_defined1()),
