@@ -998,3 +998,128 @@ async fn clock_jumps_on_brokers_lose_nothing() {
     assert!(c.broker_log(ahead).contains("storage clock shifted"));
     finish(c, w, vec![]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_cut_off_from_the_controllers_is_fenced_and_its_zombie_leadership_never_loses_acks(
+) {
+    use sluice_client::verify::{Outcome, Send};
+    use sluice_proto::v1::*;
+    use sluice_tests::proxy::{Mode, Proxy};
+    let _s = Schedule::new("broker_cut_off_from_controllers");
+    // links[(b, k)]: broker b's proxy to controller k.
+    let mut links: BTreeMap<(u16, u16), Proxy> = BTreeMap::new();
+    for b in 1..=3u16 {
+        for k in 1..=3u16 {
+            links.insert((b, k), Proxy::start().await);
+        }
+    }
+    let addr: BTreeMap<(u16, u16), String> = links
+        .iter()
+        .map(|(key, p)| (*key, p.addr.clone()))
+        .collect();
+    let c = Cluster::start_with(3, 3, CONTROLLER, BROKER, |b| {
+        let voters = (1..=3u16)
+            .map(|k| format!("{k}@{}", addr[&(b, k)]))
+            .collect::<Vec<_>>()
+            .join(",");
+        vec![format!("controller.quorum.voters={voters}")]
+    });
+    for ((_, k), p) in &links {
+        p.set_target(&c.controller_addr(*k));
+    }
+    create_topic_with(
+        &c.controller_addr(1),
+        "zombie",
+        1,
+        3,
+        &[("min.insync.replicas", "2")],
+    )
+    .await;
+    let zombie_state = |c: &Cluster| {
+        let addr = c.controller_addr(1);
+        async move {
+            let t = describe_topic(&addr, "zombie").await?;
+            let p = &t.partitions[0];
+            Some((p.leader_id, p.leader_epoch, p.isr.len()))
+        }
+    };
+    let (old, epoch, _) = wait_for("a leader with a full ISR", WAIT, || async {
+        zombie_state(&c).await.filter(|s| s.0 >= 0 && s.2 == 3)
+    })
+    .await;
+    let mut direct = broker_client::BrokerClient::new(channel(&c.broker_addr(old as u16)));
+    let produce = |v: u64| ProduceRequest {
+        topic: "zombie".into(),
+        partition: 0,
+        acks: Some(-1),
+        timeout_ms: 1000,
+        payload: Some(produce_request::Payload::RecordBatch(batch_of(&[v
+            .to_string()
+            .as_bytes()]))),
+        ..Default::default()
+    };
+    // Cut the leader off from every controller; keep producing to it directly.
+    for ((b, _), p) in &links {
+        if *b == old as u16 {
+            p.set(Mode::Blackhole);
+        }
+    }
+    let mut sends = Vec::new();
+    let mut v = 0u64;
+    let start = Instant::now();
+    let mut new_leader_seen: Option<Duration> = None;
+    let mut late_acks = 0;
+    while start.elapsed() < Duration::from_secs(8) {
+        let sent_at = start.elapsed();
+        let outcome = match direct.produce(produce(v)).await {
+            Ok(r) => {
+                // Once the controllers have moved the partition (plus a second for every
+                // replica to hear of it), the zombie can no longer reach acks=all.
+                if new_leader_seen.is_some_and(|t| sent_at > t + Duration::from_secs(1)) {
+                    late_acks += 1;
+                }
+                Outcome::Ack {
+                    partition: 0,
+                    offset: r.into_inner().base_offset,
+                }
+            }
+            Err(_) => Outcome::Failed,
+        };
+        sends.push(Send {
+            value: v,
+            partition: 0,
+            outcome,
+        });
+        v += 1;
+        if new_leader_seen.is_none() {
+            if let Some(s) = zombie_state(&c).await {
+                if s.0 >= 0 && s.0 != old && s.1 > epoch {
+                    new_leader_seen = Some(start.elapsed());
+                }
+            }
+        }
+    }
+    assert!(
+        new_leader_seen.is_some(),
+        "the cut-off broker was fenced and its partition moved"
+    );
+    assert_eq!(
+        late_acks, 0,
+        "the zombie acknowledged acks=all after it was replaced"
+    );
+    for p in links.values() {
+        p.set(Mode::Pass);
+    }
+    wait_for("the ISR to be complete again", WAIT, || async {
+        zombie_state(&c).await.filter(|s| s.0 >= 0 && s.2 == 3)
+    })
+    .await;
+    let final_reads = read_back(&c.bootstrap(), "zombie", 1, WAIT).await.unwrap();
+    let report = check(&History {
+        sends,
+        final_reads,
+        ..History::default()
+    });
+    eprintln!("{report:?}; new leader after {new_leader_seen:?}");
+    assert!(report.ok(), "{report:#?}");
+}
