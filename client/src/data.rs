@@ -2,15 +2,15 @@
 //! partitioner, produce with leader re-routing and bounded retries, and fetch. The full
 //! batching producer and group consumer build on this.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_proto::status::{error_code, error_detail};
 use sluice_proto::v1::broker_client::BrokerClient;
 use sluice_proto::v1::*;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
+use crate::cluster::Cluster;
 use crate::{ClientError, Result};
 
 /// Kafka's default partitioner for keyed records: `toPositive(murmur2(key)) % partitions`.
@@ -25,25 +25,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Retries of one request before giving up (each after a metadata refresh).
 pub const RETRIES_MAX: u32 = 20;
 
-/// Connections and cached metadata of one cluster.
+/// A partition-aware request client over a [`Cluster`] (shared metadata and channels): the
+/// low-level produce/fetch/list-offsets calls the CLI tools and tests use. Applications
+/// want [`crate::Producer`] and [`crate::Consumer`].
 pub struct DataClient {
-    bootstrap: Vec<String>,
-    channels: HashMap<String, Channel>,
-    metadata: MetadataResponse,
-}
-
-fn lazy(addr: &str) -> Result<Channel> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| ClientError {
-            code: ErrorCode::InvalidRequest,
-            message: format!("INVALID_REQUEST: bad address {addr:?}: {e}"),
-        })?
-        .connect_timeout(Duration::from_secs(2))
-        // Longer than a produce's own 10 s acks=all timeout and any fetch long poll, so a
-        // frozen broker costs one bounded wait, then a retry elsewhere.
-        .timeout(REQUEST_TIMEOUT)
-        .tcp_nodelay(true)
-        .connect_lazy())
+    cluster: std::sync::Arc<Cluster>,
 }
 
 fn retriable(code: ErrorCode) -> bool {
@@ -53,97 +39,42 @@ fn retriable(code: ErrorCode) -> bool {
 impl DataClient {
     /// Connects to the cluster through any bootstrap broker and loads metadata.
     pub async fn connect(bootstrap: &str) -> Result<Self> {
-        let mut c = DataClient {
-            bootstrap: crate::parse_bootstrap(bootstrap),
-            channels: HashMap::new(),
-            metadata: MetadataResponse::default(),
-        };
-        c.refresh().await?;
-        Ok(c)
+        Ok(DataClient {
+            cluster: Cluster::connect(bootstrap, REQUEST_TIMEOUT).await?,
+        })
     }
 
-    fn channel(&mut self, addr: &str) -> Result<Channel> {
-        if let Some(c) = self.channels.get(addr) {
-            return Ok(c.clone());
-        }
-        let c = lazy(addr)?;
-        self.channels.insert(addr.to_string(), c.clone());
-        Ok(c)
-    }
-
-    fn client(&mut self, addr: &str) -> Result<BrokerClient<Channel>> {
-        Ok(BrokerClient::new(self.channel(addr)?)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20))
+    fn client(&self, addr: &str) -> Result<BrokerClient<Channel>> {
+        self.cluster.broker(addr)
     }
 
     /// Reloads metadata from any reachable broker.
     pub async fn refresh(&mut self) -> Result<()> {
-        let mut addrs: Vec<String> = self
-            .metadata
-            .brokers
-            .iter()
-            .map(|b| format!("{}:{}", b.host, b.port))
-            .collect();
-        addrs.extend(self.bootstrap.iter().cloned());
-        let mut last = String::from("no bootstrap address");
-        for a in addrs {
-            match self.client(&a)?.metadata(MetadataRequest::default()).await {
-                Ok(r) => {
-                    self.metadata = r.into_inner();
-                    return Ok(());
-                }
-                Err(s) => last = format!("{a}: {}", s.message()),
-            }
-        }
-        Err(ClientError {
-            code: ErrorCode::NetworkException,
-            message: format!("NETWORK_EXCEPTION: no broker reachable ({last})"),
-        })
+        self.cluster.refresh().await
     }
 
     /// The cached metadata.
-    pub fn metadata(&self) -> &MetadataResponse {
-        &self.metadata
+    pub fn metadata(&self) -> std::sync::Arc<MetadataResponse> {
+        self.cluster.metadata()
     }
 
     /// Refreshes metadata until `topic` is known (a topic just created may not have reached
     /// every broker yet), for at most `timeout`.
     pub async fn wait_for_topic(&mut self, topic: &str, timeout: Duration) -> Result<i32> {
-        let start = std::time::Instant::now();
-        loop {
-            if let Ok(n) = self.partitions(topic) {
-                return Ok(n);
-            }
-            if start.elapsed() >= timeout {
-                return self.partitions(topic);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            self.refresh().await.ok();
-        }
+        self.cluster.wait_for_topic(topic, timeout).await
     }
 
     /// Number of partitions of `topic`.
     pub fn partitions(&self, topic: &str) -> Result<i32> {
-        match self.metadata.topics.iter().find(|t| t.name == topic) {
-            Some(t) if t.error_code == 0 => Ok(t.partitions.len() as i32),
-            _ => Err(ClientError {
-                code: ErrorCode::UnknownTopicOrPartition,
-                message: format!("UNKNOWN_TOPIC_OR_PARTITION: topic {topic:?} does not exist"),
-            }),
-        }
+        self.cluster.partitions(topic).ok_or_else(|| ClientError {
+            code: ErrorCode::UnknownTopicOrPartition,
+            message: format!("UNKNOWN_TOPIC_OR_PARTITION: topic {topic:?} does not exist"),
+        })
     }
 
     /// The leader's address of a partition, from cached metadata.
     pub fn leader(&self, topic: &str, partition: i32) -> Option<(i32, String)> {
-        let t = self.metadata.topics.iter().find(|t| t.name == topic)?;
-        let p = t.partitions.iter().find(|p| p.partition == partition)?;
-        let b = self
-            .metadata
-            .brokers
-            .iter()
-            .find(|b| b.broker_id == p.leader_id)?;
-        Some((b.broker_id, format!("{}:{}", b.host, b.port)))
+        self.cluster.leader(topic, partition)
     }
 
     /// Produces one encoded batch to a partition, re-routing on NOT_LEADER_OR_FOLLOWER and
