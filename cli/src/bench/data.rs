@@ -69,6 +69,31 @@ struct Row {
     latency_ms_max: Option<f64>,
 }
 
+impl Row {
+    /// A phase's row: throughput from the totals, latency percentiles from `h` (µs).
+    fn new(
+        phase: impl std::fmt::Display,
+        records: u64,
+        bytes: u64,
+        secs: f64,
+        h: Option<&hdrhistogram::Histogram<u64>>,
+    ) -> Row {
+        let ms = |q: f64| h.map(|h| h.value_at_quantile(q) as f64 / 1000.0);
+        Row {
+            phase: phase.to_string(),
+            records,
+            bytes,
+            seconds: secs,
+            records_per_s: records as f64 / secs,
+            mb_per_s: bytes as f64 / secs / 1e6,
+            latency_ms_p50: ms(0.5),
+            latency_ms_p99: ms(0.99),
+            latency_ms_p999: ms(0.999),
+            latency_ms_max: h.map(|h| h.max() as f64 / 1000.0),
+        }
+    }
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -145,19 +170,7 @@ async fn produce_phase(
     let h = hist.lock().expect("histogram lock");
     let records = sent * args.batch_records as u64;
     let bytes = records * args.record_bytes as u64;
-    let ms = |q: f64| Some(h.value_at_quantile(q) as f64 / 1000.0);
-    Ok(Row {
-        phase: label.to_string(),
-        records,
-        bytes,
-        seconds: secs,
-        records_per_s: records as f64 / secs,
-        mb_per_s: bytes as f64 / secs / 1e6,
-        latency_ms_p50: ms(0.5),
-        latency_ms_p99: ms(0.99),
-        latency_ms_p999: ms(0.999),
-        latency_ms_max: Some(h.max() as f64 / 1000.0),
-    })
+    Ok(Row::new(label, records, bytes, secs, Some(&h)))
 }
 
 /// Produces through the client library's batching `Producer` (acks=all), idempotent or
@@ -218,19 +231,7 @@ async fn client_produce_phase(
     let secs = start.elapsed().as_secs_f64();
     pb.finish_and_clear();
     let bytes = records * args.record_bytes as u64;
-    let ms = |q: f64| Some(h.value_at_quantile(q) as f64 / 1000.0);
-    Ok(Row {
-        phase: label.to_string(),
-        records,
-        bytes,
-        seconds: secs,
-        records_per_s: records as f64 / secs,
-        mb_per_s: bytes as f64 / secs / 1e6,
-        latency_ms_p50: ms(0.5),
-        latency_ms_p99: ms(0.99),
-        latency_ms_p999: ms(0.999),
-        latency_ms_max: Some(h.max() as f64 / 1000.0),
-    })
+    Ok(Row::new(label, records, bytes, secs, Some(&h)))
 }
 
 /// Reads the topic as a consumer group through the client library's `Consumer`.
@@ -277,18 +278,13 @@ async fn group_consume_phase(
     let secs = start.elapsed().as_secs_f64();
     pb.finish_and_clear();
     c.close().await?;
-    Ok(Row {
-        phase: format!("consume --group {group}"),
+    Ok(Row::new(
+        format!("consume --group {group}"),
         records,
         bytes,
-        seconds: secs,
-        records_per_s: records as f64 / secs,
-        mb_per_s: bytes as f64 / secs / 1e6,
-        latency_ms_p50: None,
-        latency_ms_p99: None,
-        latency_ms_p999: None,
-        latency_ms_max: None,
-    })
+        secs,
+        None,
+    ))
 }
 
 fn now_us() -> u64 {
@@ -408,19 +404,13 @@ async fn e2e_phase(args: &DataBenchArgs, topic: &str) -> anyhow::Result<Row> {
     let h = hist.lock().expect("histogram lock");
     let records = per_partition * partitions as u64 * args.batch_records as u64;
     let bytes = records * args.record_bytes as u64;
-    let ms = |q: f64| Some(h.value_at_quantile(q) as f64 / 1000.0);
-    Ok(Row {
-        phase: "end-to-end acks=all (1 in flight)".into(),
+    Ok(Row::new(
+        "end-to-end acks=all (1 in flight)",
         records,
         bytes,
-        seconds: secs,
-        records_per_s: records as f64 / secs,
-        mb_per_s: bytes as f64 / secs / 1e6,
-        latency_ms_p50: ms(0.5),
-        latency_ms_p99: ms(0.99),
-        latency_ms_p999: ms(0.999),
-        latency_ms_max: Some(h.max() as f64 / 1000.0),
-    })
+        secs,
+        Some(&h),
+    ))
 }
 
 async fn consume_phase(args: &DataBenchArgs, topic: &str) -> anyhow::Result<Row> {
@@ -479,18 +469,7 @@ async fn consume_phase(args: &DataBenchArgs, topic: &str) -> anyhow::Result<Row>
     }
     let secs = start.elapsed().as_secs_f64();
     pb.finish_and_clear();
-    Ok(Row {
-        phase: "consume".into(),
-        records,
-        bytes,
-        seconds: secs,
-        records_per_s: records as f64 / secs,
-        mb_per_s: bytes as f64 / secs / 1e6,
-        latency_ms_p50: None,
-        latency_ms_p99: None,
-        latency_ms_p999: None,
-        latency_ms_max: None,
-    })
+    Ok(Row::new("consume", records, bytes, secs, None))
 }
 
 async fn ensure_topic(args: &DataBenchArgs, topic: &str) -> anyhow::Result<()> {
