@@ -8,38 +8,33 @@
 //! * [`Mode::Blackhole`]: nothing is forwarded either way; connections stay open and silent
 //!   (a partition: callers see timeouts, not refusals) until the mode changes, then close.
 
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 /// What a proxy does with traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
 pub enum Mode {
     /// Forward both ways.
-    Pass = 0,
+    Pass,
     /// Forward requests, drop the responses and close.
-    DropResponses = 1,
+    DropResponses,
     /// Forward nothing; hold connections open and silent.
-    Blackhole = 2,
+    Blackhole,
 }
 
-fn mode_of(v: u8) -> Mode {
-    match v {
-        1 => Mode::DropResponses,
-        2 => Mode::Blackhole,
-        _ => Mode::Pass,
-    }
+/// Waits until the mode is something other than `Blackhole` (or the proxy is gone).
+async fn until_not_blackholed(mode: &mut watch::Receiver<Mode>) {
+    let _ = mode.wait_for(|m| *m != Mode::Blackhole).await;
 }
 
 /// One proxy: listens on `addr`, forwards to a target set with [`Proxy::set_target`].
 pub struct Proxy {
     /// `127.0.0.1:port` it listens on.
     pub addr: String,
-    mode: Arc<AtomicU8>,
+    mode: watch::Sender<Mode>,
     target: Arc<Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -49,7 +44,7 @@ impl Proxy {
     pub async fn start() -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("local addr").to_string();
-        let mode = Arc::new(AtomicU8::new(Mode::Pass as u8));
+        let (mode, _) = watch::channel(Mode::Pass);
         let target: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         let task = {
             let (mode, target) = (mode.clone(), target.clone());
@@ -60,7 +55,7 @@ impl Proxy {
                     };
                     let t = target.lock().expect("target").clone();
                     let Some(t) = t else { continue };
-                    tokio::spawn(serve(client, t, mode.clone()));
+                    tokio::spawn(serve(client, t, mode.subscribe()));
                 }
             })
         };
@@ -79,7 +74,7 @@ impl Proxy {
 
     /// Switches the mode for existing and new connections.
     pub fn set(&self, mode: Mode) {
-        self.mode.store(mode as u8, Ordering::SeqCst);
+        self.mode.send_replace(mode);
     }
 }
 
@@ -89,11 +84,9 @@ impl Drop for Proxy {
     }
 }
 
-async fn serve(client: TcpStream, target: String, mode: Arc<AtomicU8>) {
+async fn serve(client: TcpStream, target: String, mut mode: watch::Receiver<Mode>) {
     // A blackholed link accepts and then says nothing.
-    while mode_of(mode.load(Ordering::SeqCst)) == Mode::Blackhole {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_not_blackholed(&mut mode).await;
     let Ok(server) = TcpStream::connect(&target).await else {
         return;
     };
@@ -113,7 +106,7 @@ async fn serve(client: TcpStream, target: String, mode: Arc<AtomicU8>) {
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    mode: Arc<AtomicU8>,
+    mut mode: watch::Receiver<Mode>,
     response: bool,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
@@ -122,16 +115,15 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        match mode_of(mode.load(Ordering::SeqCst)) {
+        let now = *mode.borrow_and_update();
+        match now {
             Mode::Pass => {}
             Mode::DropResponses if !response => {}
             Mode::DropResponses => return,
             Mode::Blackhole => {
                 // Silence until the partition heals, then drop the connection (its bytes
                 // were lost, the stream cannot continue).
-                while mode_of(mode.load(Ordering::SeqCst)) == Mode::Blackhole {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                until_not_blackholed(&mut mode).await;
                 return;
             }
         }
