@@ -191,41 +191,7 @@ impl DataClient {
         partition: i32,
         timestamp: i64,
     ) -> Result<i64> {
-        for _ in 0..RETRIES_MAX {
-            let Some((_, addr)) = self.leader(topic, partition) else {
-                self.refresh().await.ok();
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let r = self
-                .client(&addr)?
-                .list_offsets(ListOffsetsRequest {
-                    partitions: vec![ListOffsetsPartition {
-                        topic: topic.to_string(),
-                        partition,
-                        timestamp,
-                        current_leader_epoch: None,
-                    }],
-                    isolation_level: 0,
-                })
-                .await
-                .map_err(ClientError::from_status)?
-                .into_inner();
-            let res = r.results.into_iter().next().unwrap_or_default();
-            if res.error_code == 0 {
-                return Ok(res.offset);
-            }
-            let code = ErrorCode::try_from(res.error_code).unwrap_or(ErrorCode::UnknownServerError);
-            if !retriable(code) {
-                return Err(ClientError::from_code(res.error_code, &res.error_message));
-            }
-            self.refresh().await.ok();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(ClientError {
-            code: ErrorCode::RequestTimedOut,
-            message: "REQUEST_TIMED_OUT: retries exhausted".into(),
-        })
+        crate::consumer::list_offset(&self.cluster, topic, partition, timestamp).await
     }
 }
 
