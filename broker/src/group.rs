@@ -340,7 +340,7 @@ impl GroupCoordinator {
         let Some(part) = self.node.partition(OFFSETS_TOPIC, p) else {
             return Err(not_coordinator());
         };
-        let leader_epoch = match &part.state.lock().await.role {
+        let leader_epoch = match &part.state.lock().await.replica.role() {
             Role::Leader { leader_epoch, .. } => *leader_epoch,
             Role::Follower { .. } => return Err(not_coordinator()),
         };
@@ -785,14 +785,14 @@ impl GroupCoordinator {
             let Some(part) = self.node.partition(OFFSETS_TOPIC, p) else {
                 continue;
             };
-            if !matches!(part.state.lock().await.role, Role::Leader { .. }) {
+            if !matches!(part.state.lock().await.replica.role(), Role::Leader { .. }) {
                 continue;
             }
             // Load by asking for a group id of this partition is not possible in general;
             // load the shard directly.
             let shard = self.shard_slot(p);
             let mut s = shard.lock().await;
-            let epoch = match &part.state.lock().await.role {
+            let epoch = match &part.state.lock().await.replica.role() {
                 Role::Leader { leader_epoch, .. } => *leader_epoch,
                 _ => continue,
             };

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use sluice_metadata::config::effective;
+use sluice_metadata::config::TopicConfig;
 use sluice_metadata::records::RecordBatch as MetaBatch;
 use sluice_metadata::{BrokerId, MetadataImage, TopicId, NO_LEADER};
 use sluice_proto::status::{error_code, error_detail};
@@ -17,9 +17,9 @@ use sluice_proto::v1::controller_client::ControllerClient;
 use sluice_proto::v1::metadata_event::Event;
 use sluice_proto::v1::*;
 use sluice_storage::{Log, LogConfig};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use crate::partition::{FollowerState, Partition, Role};
+use crate::partition::{AlterIsr, AlterOutcome, Partition, ReplicaState, Role, RoleChange};
 
 /// Settings of one broker (Kafka key names in the docs).
 #[derive(Debug, Clone)]
@@ -75,6 +75,59 @@ pub struct BrokerNode {
     channels: Mutex<HashMap<String, Channel>>,
     /// The unused part `[next, end)` of the producer-id block the controller gave us.
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    /// High watermarks from `replication-offset-checkpoint` at start-up, read when a
+    /// replica opens (std lock: map lookups only).
+    hw_checkpoint: Mutex<HashMap<(String, i32), i64>>,
+}
+
+/// How often leaders' and followers' HWs are written to `replication-offset-checkpoint`
+/// (Kafka's `replica.high.watermark.checkpoint.interval.ms` is 5 s; one small file per
+/// log dir, written only when a HW moved, so 1 s costs little).
+pub const HW_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The HW checkpoint file of a log dir (Kafka's name and format: a version line, a count
+/// line, then `topic partition offset` lines).
+fn hw_checkpoint_file(dir: &std::path::Path) -> PathBuf {
+    dir.join("replication-offset-checkpoint")
+}
+
+/// Parses a HW checkpoint; a damaged file is an error naming the line.
+fn parse_hw_checkpoint(text: &str) -> Result<HashMap<(String, i32), i64>, String> {
+    let mut lines = text.lines();
+    if lines.next() != Some("0") {
+        return Err("unknown version (expected 0 on the first line)".into());
+    }
+    let count: usize = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or("the second line is not a count")?;
+    let mut out = HashMap::new();
+    for (i, line) in lines.enumerate() {
+        let mut f = line.split(' ');
+        let (Some(t), Some(p), Some(o), None) = (f.next(), f.next(), f.next(), f.next()) else {
+            return Err(format!("line {} is not `topic partition offset`", i + 3));
+        };
+        let p: i32 = p
+            .parse()
+            .map_err(|_| format!("line {}: bad partition", i + 3))?;
+        let o: i64 = o
+            .parse()
+            .map_err(|_| format!("line {}: bad offset", i + 3))?;
+        out.insert((t.to_string(), p), o);
+    }
+    if out.len() != count {
+        return Err(format!("{} entries, the count says {count}", out.len()));
+    }
+    Ok(out)
+}
+
+/// Renders a HW checkpoint (sorted, so unchanged state renders the same bytes).
+fn render_hw_checkpoint(hws: &[(String, i32, i64)]) -> String {
+    let mut out = format!("0\n{}\n", hws.len());
+    for (t, p, o) in hws {
+        out.push_str(&format!("{t} {p} {o}\n"));
+    }
+    out
 }
 
 fn image_file(dir: &std::path::Path) -> PathBuf {
@@ -93,6 +146,16 @@ impl BrokerNode {
             Err(e) => return Err(format!("reading the persisted metadata image: {e}")),
         };
         let offset = image.offset;
+        let hw_checkpoint = match std::fs::read_to_string(hw_checkpoint_file(&config.log_dir)) {
+            Ok(text) => parse_hw_checkpoint(&text).unwrap_or_else(|e| {
+                // Losing the checkpoint costs only KIP-207 waits: HWs start at 0 and are
+                // relearned; it never serves uncommitted data.
+                tracing::warn!(error = %e, "ignoring a damaged replication-offset-checkpoint");
+                HashMap::new()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => return Err(format!("reading replication-offset-checkpoint: {e}")),
+        };
         let node = Arc::new(BrokerNode {
             config,
             image: RwLock::new(Arc::new(image)),
@@ -105,8 +168,71 @@ impl BrokerNode {
             shutting_down: AtomicBool::new(false),
             channels: Mutex::new(HashMap::new()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
+            hw_checkpoint: Mutex::new(hw_checkpoint),
         });
         Ok(node)
+    }
+
+    /// The checkpointed HW of a replica (0 when none), bounded later by its log end.
+    pub fn checkpointed_high_watermark(&self, topic: &str, index: i32) -> i64 {
+        self.hw_checkpoint
+            .lock()
+            .expect("hw checkpoint lock")
+            .get(&(topic.to_string(), index))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Writes every local replica's HW to `replication-offset-checkpoint` (write, fsync,
+    /// rename) off the async workers. Returns what it wrote.
+    pub async fn checkpoint_high_watermarks(&self, last: Option<String>) -> Option<String> {
+        let mut hws: Vec<(String, i32, i64)> = self
+            .local_partitions()
+            .iter()
+            .map(|p| (p.topic.clone(), p.index, p.offsets().high_watermark))
+            .collect();
+        hws.sort();
+        let text = render_hw_checkpoint(&hws);
+        if last.as_deref() == Some(text.as_str()) {
+            return last;
+        }
+        let path = hw_checkpoint_file(&self.config.log_dir);
+        let body = text.clone();
+        let r = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let tmp = path.with_extension("tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(body.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => Some(text),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not write replication-offset-checkpoint");
+                last
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "HW checkpoint task failed");
+                last
+            }
+        }
+    }
+
+    /// Checkpoints HWs every [`HW_CHECKPOINT_INTERVAL`]. Never returns.
+    pub async fn run_hw_checkpoints(self: Arc<Self>) {
+        let mut last = None;
+        let mut tick = tokio::time::interval(HW_CHECKPOINT_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            last = self.checkpoint_high_watermarks(last).await;
+        }
     }
 
     /// The broker id.
@@ -135,11 +261,8 @@ impl BrokerNode {
         if let Some(c) = map.get(addr) {
             return c.clone();
         }
-        let c = Endpoint::from_shared(format!("http://{addr}"))
-            .expect("host:port endpoints are valid URIs")
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let c = sluice_proto::transport::internal_channel(addr)
+            .expect("host:port endpoints are valid URIs");
         map.insert(addr.to_string(), c.clone());
         c
     }
@@ -164,7 +287,7 @@ impl BrokerNode {
         for attempt in 0..n * 2 {
             let i = (start + attempt) % n;
             let addr = self.config.controllers[i].clone();
-            match f(ControllerClient::new(self.channel(&addr))).await {
+            match with_deadline(f(ControllerClient::new(self.channel(&addr)))).await {
                 Ok(r) => {
                     self.active_controller.store(i, Ordering::Relaxed);
                     return Ok(r.into_inner());
@@ -173,7 +296,9 @@ impl BrokerNode {
                     if let Some(hint) = error_detail(&s).and_then(|d| d.leader) {
                         let want = format!("{}:{}", hint.host, hint.port);
                         if let Some(j) = self.config.controllers.iter().position(|a| *a == want) {
-                            if let Ok(r) = f(ControllerClient::new(self.channel(&want))).await {
+                            if let Ok(r) =
+                                with_deadline(f(ControllerClient::new(self.channel(&want)))).await
+                            {
                                 self.active_controller.store(j, Ordering::Relaxed);
                                 return Ok(r.into_inner());
                             }
@@ -273,6 +398,8 @@ impl BrokerNode {
                             fenced = r.is_fenced,
                             "fencing state changed"
                         );
+                        // Leadership follows fencing (see `reconcile`).
+                        self.reconcile();
                     }
                 }
                 Err(s) => {
@@ -307,12 +434,13 @@ impl BrokerNode {
             let addr = self.config.controllers[i % self.config.controllers.len()].clone();
             i += 1;
             let applied = self.metadata_offset.load(Ordering::SeqCst);
-            let stream = ControllerClient::new(self.channel(&addr))
-                .watch_metadata(WatchMetadataRequest {
+            let stream = with_deadline(ControllerClient::new(self.channel(&addr)).watch_metadata(
+                WatchMetadataRequest {
                     from_offset: if applied == 0 { 0 } else { applied + 1 },
                     broker_id: Some(self.id()),
-                })
-                .await;
+                },
+            ))
+            .await;
             let mut stream = match stream {
                 Ok(s) => s.into_inner(),
                 Err(_) => {
@@ -378,11 +506,20 @@ impl BrokerNode {
     pub fn reconcile(&self) {
         let image = self.image();
         let me = self.id();
+        // Until the controller unfences us (we registered and caught up with the metadata
+        // log), leadership in the image is stale (a persisted image, or one the controller
+        // has since changed): we lead nothing (review defect 13).
+        let fenced = self.fenced.load(Ordering::SeqCst);
         let mut wanted = HashMap::new();
         for t in image.topics.values() {
             for (i, p) in t.partitions.iter().enumerate() {
                 if p.replicas.contains(&me) {
-                    let role = if p.leader == me {
+                    let role = if p.leader == me && fenced {
+                        Role::Follower {
+                            leader: NO_LEADER,
+                            leader_epoch: p.leader_epoch,
+                        }
+                    } else if p.leader == me {
                         Role::Leader {
                             leader_epoch: p.leader_epoch,
                             partition_epoch: p.partition_epoch,
@@ -434,12 +571,15 @@ impl BrokerNode {
                             continue;
                         }
                     };
+                    let leo = log.log_end_offset();
+                    let hw = self.checkpointed_high_watermark(&topic.name, key.1);
+                    let replica = ReplicaState::new(me, role.clone(), hw, leo);
                     let p = Arc::new(Partition::new(
                         topic.name.clone(),
                         key.0,
                         key.1,
                         log,
-                        role.clone(),
+                        replica,
                     ));
                     parts.insert(key, p.clone());
                     tracing::info!(partition = %p.name(), ?role, "replica created");
@@ -470,67 +610,29 @@ impl BrokerNode {
             }
         };
         let _ = st.log.set_config(config);
-        let same = st.role == role;
-        if same && !new {
+        let old = st.replica.role().clone();
+        let leo = st.log.log_end_offset();
+        let change = st.replica.apply_role(role.clone(), leo, Instant::now());
+        if new {
+            // A fresh replica: the state was built with this role already.
+        } else if matches!(change, RoleChange::Unchanged | RoleChange::Stale) {
             return;
         }
-        let was_leader_epoch = match &st.role {
-            Role::Leader { leader_epoch, .. } if !new => Some(*leader_epoch),
-            _ => None,
-        };
         // ISR changes of partitions we lead, whoever made them (our AlterPartition, or
         // the controller fencing a replica): Kafka's IsrShrinksPerSec / IsrExpandsPerSec.
-        if let (
-            Role::Leader {
-                isr: old,
-                leader_epoch: e0,
-                ..
-            },
-            Role::Leader {
-                isr: now,
-                leader_epoch: e1,
-                ..
-            },
-        ) = (&st.role, &role)
-        {
-            if !new && e0 == e1 && old.len() != now.len() {
-                if now.len() < old.len() {
-                    metrics::counter!("sluice_isr_shrinks_total").increment(1);
-                } else {
-                    metrics::counter!("sluice_isr_expands_total").increment(1);
-                }
-            }
+        if change == RoleChange::IsrChanged {
+            count_isr_change(&old, st.replica.role());
         }
-        st.role = role.clone();
+        let became_leader =
+            change == RoleChange::BecameLeader || (new && matches!(role, Role::Leader { .. }));
         match &role {
-            Role::Leader {
-                leader_epoch, isr, ..
-            } => {
-                if was_leader_epoch != Some(*leader_epoch) {
-                    st.followers.clear();
-                    // ISR members are presumed in sync at election (Kafka does the same);
-                    // one that never fetches from us leaves the ISR after the lag window.
-                    let hw = st.high_watermark;
-                    let now = Instant::now();
-                    for b in isr.iter().filter(|b| **b != self.id()) {
-                        st.followers.insert(
-                            *b,
-                            FollowerState {
-                                log_end_offset: hw,
-                                last_caught_up: now,
-                                previous_fetch: None,
-                            },
-                        );
-                    }
+            Role::Leader { leader_epoch, .. } => {
+                if became_leader {
                     if let Err(e) = st.log.assign_leader_epoch(*leader_epoch) {
                         tracing::error!(partition = %part.name(), error = %e, "cannot record the leader epoch");
                     }
                     tracing::info!(partition = %part.name(), leader_epoch, "became leader");
                 }
-                if st.pending_isr.as_ref() == Some(isr) {
-                    st.pending_isr = None;
-                }
-                st.maybe_advance_high_watermark(self.id());
                 if let Some(h) = self.fetchers.lock().expect("fetchers lock").remove(&key) {
                     h.abort();
                 }
@@ -539,8 +641,6 @@ impl BrokerNode {
                 leader,
                 leader_epoch,
             } => {
-                st.followers.clear();
-                st.pending_isr = None;
                 if let Some(h) = self.fetchers.lock().expect("fetchers lock").remove(&key) {
                     h.abort();
                 }
@@ -576,7 +676,7 @@ impl BrokerNode {
         loop {
             let (fetch_offset, last_epoch) = {
                 let st = part.state.lock().await;
-                if st.role
+                if *st.replica.role()
                     != (Role::Follower {
                         leader,
                         leader_epoch,
@@ -604,6 +704,11 @@ impl BrokerNode {
                 isolation_level: 0,
                 format: RecordFormat::Batches as i32,
             };
+            let mut req = tonic::Request::new(req);
+            req.set_timeout(
+                Duration::from_millis(self.config.replica_fetch_wait_max_ms.max(0) as u64)
+                    + REPLICA_FETCH_TIMEOUT_MARGIN,
+            );
             let resp = BrokerClient::new(self.channel(&addr))
                 .max_decoding_message_size(64 << 20)
                 .fetch(req)
@@ -613,7 +718,7 @@ impl BrokerNode {
                     backoff = Duration::from_millis(50);
                     let r = r.into_inner();
                     let mut st = part.state.lock().await;
-                    if st.role
+                    if *st.replica.role()
                         != (Role::Follower {
                             leader,
                             leader_epoch,
@@ -646,23 +751,21 @@ impl BrokerNode {
                             continue;
                         }
                     }
-                    st.follow_high_watermark(r.high_watermark);
+                    let leo = st.log.log_end_offset();
+                    st.replica.follow_high_watermark(r.high_watermark, leo);
                     part.publish(&st);
                 }
                 Err(s) => {
                     let code = error_code(&s);
                     if code == ErrorCode::OffsetOutOfRange {
                         // Our log end is below the leader's log start: start over there.
-                        let start = error_detail(&s).and_then(|d| {
-                            let rest = d.message.split("log start ").nth(1)?;
-                            let digits: String =
-                                rest.chars().take_while(char::is_ascii_digit).collect();
-                            digits.parse::<i64>().ok()
-                        });
+                        let start = error_detail(&s).and_then(|d| d.log_start_offset);
                         if let Some(start) = start.filter(|s| *s > fetch_offset) {
                             let mut st = part.state.lock().await;
                             let _ = st.log.truncate_fully_and_start_at(start);
                             st.clamp_high_watermark();
+                            st.replica.raise_high_watermark_to(start);
+                            part.publish(&st);
                         }
                     }
                     tokio::time::sleep(backoff).await;
@@ -672,8 +775,8 @@ impl BrokerNode {
         }
     }
 
-    /// Leader-side bookkeeping of a follower's fetch: its LEO, caught-up time, the HW, and
-    /// an ISR expansion when it caught up.
+    /// Leader-side bookkeeping of a follower's fetch: its LEO and caught-up time, and the
+    /// HW (woken waiters see it on the watch channel).
     pub fn record_follower_fetch(
         &self,
         part: &Partition,
@@ -682,138 +785,86 @@ impl BrokerNode {
         fetch_offset: i64,
     ) {
         let leo = st.log.log_end_offset();
-        let now = Instant::now();
-        let entry = st.followers.entry(follower).or_insert(FollowerState {
-            log_end_offset: fetch_offset,
-            // Unknown followers count as lagging; ISR members are pre-seeded at election.
-            last_caught_up: now - self.config.replica_lag_time_max,
-            previous_fetch: None,
-        });
-        entry.log_end_offset = fetch_offset;
-        // Kafka's rule: caught up now if it reached our end; caught up as of its previous
-        // fetch if it reached the end we had then.
-        if fetch_offset >= leo {
-            entry.last_caught_up = now;
-        } else if let Some((prev_leo, prev_time)) = entry.previous_fetch {
-            if fetch_offset >= prev_leo && prev_time > entry.last_caught_up {
-                entry.last_caught_up = prev_time;
-            }
-        }
-        entry.previous_fetch = Some((leo, now));
-        if st.maybe_advance_high_watermark(self.id()) {
+        if st
+            .replica
+            .on_follower_fetch(follower, fetch_offset, leo, Instant::now())
+        {
             part.publish(st);
         }
     }
 
-    /// Leader duties every second: propose ISR shrinks for followers that fell behind for
-    /// `replica.lag.time.max.ms` and expansions for followers that caught up. Never returns.
+    /// Leader duties every half second: ask each led partition's replica state for the
+    /// next ISR change (a shrink of followers that fell behind for
+    /// `replica.lag.time.max.ms`, or an expansion) and send it to the controller, then
+    /// apply the answer. Never returns.
     pub async fn run_isr_maintenance(self: Arc<Self>) {
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             if self.fenced.load(Ordering::SeqCst) {
                 continue;
             }
-            let parts: Vec<Arc<Partition>> = self
-                .partitions
-                .lock()
-                .expect("partitions lock")
-                .values()
-                .cloned()
-                .collect();
-            for part in parts {
+            for part in self.local_partitions() {
                 let proposal = {
-                    let st = part.state.lock().await;
-                    let Role::Leader {
-                        leader_epoch,
-                        partition_epoch,
-                        isr,
-                        replicas,
-                    } = &st.role
-                    else {
-                        continue;
-                    };
-                    if st.pending_isr.is_some() {
-                        continue;
-                    }
-                    let now = Instant::now();
-                    let hw = st.high_watermark;
-                    let mut new_isr: Vec<BrokerId> = isr
-                        .iter()
-                        .copied()
-                        .filter(|b| {
-                            *b == self.id()
-                                || st.followers.get(b).is_some_and(|f| {
-                                    now.duration_since(f.last_caught_up)
-                                        < self.config.replica_lag_time_max
-                                })
-                        })
-                        .collect();
-                    // Followers never heard from since we became leader get a full lag window.
-                    for b in isr {
-                        if *b != self.id() && !st.followers.contains_key(b) && !new_isr.contains(b)
-                        {
-                            new_isr.push(*b);
-                        }
-                    }
-                    for b in replicas {
-                        if !new_isr.contains(b) {
-                            if let Some(f) = st.followers.get(b) {
-                                if f.log_end_offset >= hw
-                                    && f.log_end_offset >= st.log.log_end_offset().min(hw)
-                                    && now.duration_since(f.last_caught_up)
-                                        < self.config.replica_lag_time_max
-                                {
-                                    new_isr.push(*b);
-                                }
-                            }
-                        }
-                    }
-                    let mut sorted_new = new_isr.clone();
-                    sorted_new.sort_unstable();
-                    let mut sorted_old = isr.clone();
-                    sorted_old.sort_unstable();
-                    if sorted_new == sorted_old {
-                        continue;
-                    }
-                    // Keep replica order for readability.
-                    let ordered: Vec<BrokerId> = replicas
-                        .iter()
-                        .copied()
-                        .filter(|b| new_isr.contains(b))
-                        .collect();
-                    (*leader_epoch, *partition_epoch, ordered, isr.len())
-                };
-                let (leader_epoch, partition_epoch, new_isr, old_len) = proposal;
-                {
                     let mut st = part.state.lock().await;
-                    st.pending_isr = Some(new_isr.clone());
-                }
-                let req = AlterPartitionRequest {
-                    broker_id: self.id(),
-                    broker_epoch: self.broker_epoch.load(Ordering::SeqCst),
-                    topic_id: part.topic_id.to_string(),
-                    topic: part.topic.clone(),
-                    partition: part.index,
-                    leader_epoch,
-                    partition_epoch,
-                    new_isr: new_isr.clone(),
+                    let leo = st.log.log_end_offset();
+                    st.replica
+                        .propose_isr(leo, Instant::now(), self.config.replica_lag_time_max)
                 };
-                let r = self
-                    .call_controller(|mut c| {
-                        let req = req.clone();
-                        async move { c.alter_partition(req).await }
-                    })
-                    .await;
-                match r {
-                    Ok(resp) => {
-                        let _ = old_len;
-                        tracing::info!(partition = %part.name(), isr = ?resp.isr, "ISR change committed")
-                    }
-                    Err(e) => {
-                        tracing::warn!(partition = %part.name(), error = %e.message(), "ISR change refused");
-                        part.state.lock().await.pending_isr = None;
-                    }
+                let Some(proposal) = proposal else {
+                    continue;
+                };
+                let outcome = self.send_alter_partition(&part, &proposal).await;
+                let mut st = part.state.lock().await;
+                let leo = st.log.log_end_offset();
+                let before = st.replica.role().clone();
+                if st.replica.on_alter_partition(&proposal, outcome, leo) {
+                    part.publish(&st);
                 }
+                count_isr_change(&before, st.replica.role());
+            }
+        }
+    }
+
+    /// Sends one AlterPartition and classifies the answer: committed, refused for good, or
+    /// unknown (no answer: it may have committed, so the proposal stays pending).
+    async fn send_alter_partition(&self, part: &Partition, proposal: &AlterIsr) -> AlterOutcome {
+        let req = AlterPartitionRequest {
+            broker_id: self.id(),
+            broker_epoch: self.broker_epoch.load(Ordering::SeqCst),
+            topic_id: part.topic_id.to_string(),
+            topic: part.topic.clone(),
+            partition: part.index,
+            leader_epoch: proposal.leader_epoch,
+            partition_epoch: proposal.partition_epoch,
+            new_isr: proposal.isr.clone(),
+        };
+        let r = self
+            .call_controller(|mut c| {
+                let req = req.clone();
+                async move { c.alter_partition(req).await }
+            })
+            .await;
+        match r {
+            Ok(resp) => {
+                tracing::info!(partition = %part.name(), isr = ?resp.isr,
+                    partition_epoch = resp.partition_epoch, "ISR change committed");
+                AlterOutcome::Committed {
+                    leader_epoch: resp.leader_epoch,
+                    partition_epoch: resp.partition_epoch,
+                    isr: resp.isr,
+                }
+            }
+            Err(e)
+                if error_detail(&e)
+                    .is_some_and(|d| !d.retriable || is_definite_refusal(d.code())) =>
+            {
+                tracing::warn!(partition = %part.name(), error = %e.message(), "ISR change refused");
+                AlterOutcome::Refused
+            }
+            Err(e) => {
+                tracing::warn!(partition = %part.name(), error = %e.message(),
+                    "ISR change unanswered; it stays pending and is sent again");
+                AlterOutcome::Unknown
             }
         }
     }
@@ -898,7 +949,7 @@ impl BrokerNode {
             tick.tick().await;
             for p in self.local_partitions() {
                 let mut st = p.state.lock().await;
-                let hw = st.high_watermark;
+                let hw = st.replica.high_watermark();
                 match st.log.delete_retained_segments(hw) {
                     Ok(deleted) if !deleted.is_empty() => {
                         tracing::info!(partition = %p.name(), segments = deleted.len(),
@@ -918,8 +969,10 @@ impl BrokerNode {
         }
     }
 
-    /// Flushes every local log and marks it cleanly shut down (process exit).
+    /// Flushes every local log and marks it cleanly shut down (process exit), after a last
+    /// HW checkpoint.
     pub async fn close_logs(&self) {
+        self.checkpoint_high_watermarks(None).await;
         for p in self.local_partitions() {
             let mut st = p.state.lock().await;
             if let Err(e) = st.log.shutdown() {
@@ -932,27 +985,85 @@ impl BrokerNode {
     pub fn min_insync(&self, topic: &str) -> usize {
         self.image()
             .topic(topic)
-            .and_then(|t| effective(&t.config, "min.insync.replicas").and_then(|v| v.parse().ok()))
-            .unwrap_or(1)
+            .map_or(1, |t| TopicConfig::parse(&t.config).min_insync_replicas)
+    }
+}
+
+/// Deadline of one broker → controller request (heartbeat, registration, AlterPartition,
+/// producer ids): a frozen controller costs this much, then the next voter is tried. Below
+/// a third of Kafka's default `broker.session.timeout.ms` (9 s), so a broker reaches the
+/// new active controller before its session expires.
+pub const CONTROLLER_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Extra time a follower fetch gets beyond its long-poll wait before it is abandoned.
+pub const REPLICA_FETCH_TIMEOUT_MARGIN: Duration = Duration::from_secs(3);
+
+/// Runs one controller call with [`CONTROLLER_REQUEST_TIMEOUT`]; a timeout is an
+/// UNAVAILABLE status without detail (a transport failure: the outcome is unknown).
+async fn with_deadline<T>(
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<tonic::Response<T>, tonic::Status> {
+    match tokio::time::timeout(CONTROLLER_REQUEST_TIMEOUT, call).await {
+        Ok(r) => r,
+        Err(_) => Err(tonic::Status::unavailable(format!(
+            "no answer from the controller within {} ms",
+            CONTROLLER_REQUEST_TIMEOUT.as_millis()
+        ))),
+    }
+}
+
+/// Errors after which the controller certainly did not apply an AlterPartition (Kafka's
+/// `Partition.handleAlterPartitionError` resets the pending state on these).
+fn is_definite_refusal(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::InvalidUpdateVersion
+            | ErrorCode::FencedLeaderEpoch
+            | ErrorCode::NotLeaderOrFollower
+            | ErrorCode::UnknownTopicOrPartition
+            | ErrorCode::InvalidRequest
+            | ErrorCode::IneligibleReplica
+            | ErrorCode::StaleBrokerEpoch
+    )
+}
+
+/// Counts a committed ISR change of a partition we lead (Kafka's IsrShrinksPerSec /
+/// IsrExpandsPerSec).
+fn count_isr_change(before: &Role, after: &Role) {
+    if let (
+        Role::Leader {
+            isr: old,
+            leader_epoch: e0,
+            ..
+        },
+        Role::Leader {
+            isr: now,
+            leader_epoch: e1,
+            ..
+        },
+    ) = (before, after)
+    {
+        if e0 == e1 && now.len() < old.len() {
+            metrics::counter!("sluice_isr_shrinks_total").increment(1);
+        } else if e0 == e1 && now.len() > old.len() {
+            metrics::counter!("sluice_isr_expands_total").increment(1);
+        }
     }
 }
 
 static SELF: std::sync::OnceLock<std::sync::Weak<BrokerNode>> = std::sync::OnceLock::new();
 
-/// The storage settings of a topic from its config overrides.
+/// The storage settings of a topic from its config overrides (parsed once, typed).
 pub fn log_config(overrides: &std::collections::BTreeMap<String, String>) -> LogConfig {
-    let num = |k: &str| effective(overrides, k).and_then(|v| v.parse::<i64>().ok());
-    let d = LogConfig::default();
+    let c = TopicConfig::parse(overrides);
     LogConfig {
-        segment_bytes: num("segment.bytes").map_or(d.segment_bytes, |v| v as u64),
-        segment_ms: num("segment.ms").unwrap_or(d.segment_ms),
-        retention_ms: num("retention.ms").unwrap_or(d.retention_ms),
-        retention_bytes: num("retention.bytes").unwrap_or(d.retention_bytes),
-        index_interval_bytes: num("index.interval.bytes")
-            .map_or(d.index_interval_bytes, |v| v as u64),
-        max_message_bytes: num("max.message.bytes").map_or(d.max_message_bytes, |v| v as usize),
-        flush_interval_messages: num("flush.messages")
-            .map_or(d.flush_interval_messages, |v| v as u64),
-        flush_interval_ms: num("flush.ms").unwrap_or(d.flush_interval_ms),
+        segment_bytes: c.segment_bytes as u64,
+        segment_ms: c.segment_ms,
+        retention_ms: c.retention_ms,
+        retention_bytes: c.retention_bytes,
+        index_interval_bytes: c.index_interval_bytes as u64,
+        max_message_bytes: c.max_message_bytes as usize,
+        flush_interval_messages: c.flush_messages as u64,
+        flush_interval_ms: c.flush_ms,
     }
 }

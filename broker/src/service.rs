@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use sluice_metadata::NO_LEADER;
-use sluice_proto::status::error_status;
+use sluice_proto::status::{error_status, error_status_with};
 use sluice_proto::v1::admin_client::AdminClient;
 use sluice_proto::v1::admin_server::{Admin, AdminServer};
 use sluice_proto::v1::broker_server::{Broker, BrokerServer};
@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::group::GroupCoordinator;
 use crate::node::BrokerNode;
+use crate::partition::state::{diverging_epoch, AcksAll};
 use crate::partition::{Partition, Role};
 
 /// Largest produce/fetch message (a few max-size batches).
@@ -32,11 +33,27 @@ pub const FETCH_BYTES_DEFAULT: usize = 1 << 20;
 pub const FETCH_BYTES_MAX: usize = 32 << 20;
 /// Longest long poll.
 pub const FETCH_WAIT_MS_MAX: i32 = 30_000;
-/// How long a batch ahead of its idempotent producer's sequence waits for the batches
-/// before it (pipelined requests racing on the way in).
-pub const OUT_OF_ORDER_WAIT: Duration = Duration::from_millis(500);
 /// Default produce timeout (Kafka `request.timeout.ms`).
 pub const PRODUCE_TIMEOUT_MS_DEFAULT: i32 = 30_000;
+
+/// A produce that is appended and not yet answered (see [`BrokerService::produce_complete`]).
+pub struct Appended {
+    part: Arc<Partition>,
+    leader_epoch: i32,
+    first_offset: i64,
+    last_offset: i64,
+    log_start_offset: i64,
+    acks: i32,
+    min_insync: usize,
+    timeout_ms: i32,
+    correlation_id: u64,
+    topic: String,
+    partition: i32,
+}
+
+/// Produce requests of one ProduceStream appended and still waiting for replication: the
+/// stream stops reading more while this many are outstanding (bounded admission).
+pub const PRODUCE_STREAM_IN_FLIGHT_MAX: usize = 64;
 
 /// The Broker service.
 #[derive(Clone)]
@@ -144,8 +161,15 @@ impl BrokerService {
             .ok_or_else(|| self.not_leader(topic, index))
     }
 
-    /// Handles one produce request.
+    /// Handles one produce request: append, then (acks=all) wait for replication.
     pub async fn produce_one(&self, req: ProduceRequest) -> Result<ProduceResponse, Status> {
+        let appended = self.produce_append(req).await?;
+        self.produce_complete(appended).await
+    }
+
+    /// The first step of a produce: validates the request and appends it as the leader.
+    /// Calls for one stream run one after another, so a producer's batches keep their order.
+    pub async fn produce_append(&self, req: ProduceRequest) -> Result<Appended, Status> {
         let acks = req.acks.unwrap_or(-1);
         if !(-1..=1).contains(&acks) {
             return Err(error_status(
@@ -214,10 +238,23 @@ impl BrokerService {
             }
         };
         let min_insync = self.node.min_insync(&req.topic);
+        // A fenced broker leads nothing it may acknowledge: its leaderships may already
+        // have moved (review defect 13; Kafka's brokers serve no leadership while fenced).
+        if self.node.fenced.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(error_status(
+                ErrorCode::NotLeaderOrFollower,
+                format!(
+                    "broker {} is fenced by the controller and leads nothing right now",
+                    self.node.id()
+                ),
+                self.leader_hint(&req.topic, req.partition)
+                    .filter(|h| h.leader_id != self.node.id()),
+            ));
+        }
         let mut st = part.state.lock().await;
         let Role::Leader {
             leader_epoch, isr, ..
-        } = st.role.clone()
+        } = st.replica.role().clone()
         else {
             drop(st);
             return Err(self.not_leader(&req.topic, req.partition));
@@ -233,34 +270,16 @@ impl BrokerService {
                 None,
             ));
         }
-        // Pipelined requests of one idempotent producer travel on separate HTTP/2 streams
-        // and may arrive out of order: a batch ahead of its producer's sequence waits
-        // (briefly, without the lock) for the batches before it, as Kafka gets for free
-        // from processing one connection's requests in order.
-        let wait_until = Instant::now() + OUT_OF_ORDER_WAIT;
-        let mut appended = part.subscribe();
-        let info = loop {
-            match st.log.append_as_leader(payload.clone(), leader_epoch) {
-                Err(StorageError::OutOfOrderSequence { got, expected, .. })
-                    if got > expected && Instant::now() < wait_until =>
-                {
-                    drop(st);
-                    appended.borrow_and_update();
-                    let left = wait_until.saturating_duration_since(Instant::now());
-                    let _ = tokio::time::timeout(left, appended.changed()).await;
-                    st = part.state.lock().await;
-                    let still_leader = matches!(&st.role, Role::Leader { leader_epoch: e, .. } if *e == leader_epoch);
-                    if !still_leader {
-                        drop(st);
-                        return Err(self.not_leader(&req.topic, req.partition));
-                    }
-                }
-                r => break r.map_err(storage_status)?,
-            }
-        };
-        st.maybe_advance_high_watermark(self.node.id());
+        // Requests of one producer arrive in order on one ProduceStream (processed in
+        // order, as Kafka processes a connection's requests); a batch out of sequence is
+        // refused at once with OUT_OF_ORDER_SEQUENCE_NUMBER and the client resends in order.
+        let info = st
+            .log
+            .append_as_leader(payload, leader_epoch)
+            .map_err(storage_status)?;
+        st.maybe_advance_high_watermark();
         part.publish(&st);
-        let log_start = st.log.log_start_offset();
+        let log_start_offset = st.log.log_start_offset();
         drop(st);
         if !info.duplicate {
             metrics::counter!("sluice_messages_in_total", "topic" => req.topic.clone())
@@ -268,29 +287,47 @@ impl BrokerService {
             metrics::counter!("sluice_bytes_in_total", "topic" => req.topic.clone())
                 .increment(info.bytes);
         }
-        if acks == -1 {
-            let timeout_ms = if req.timeout_ms > 0 {
-                req.timeout_ms
-            } else {
-                PRODUCE_TIMEOUT_MS_DEFAULT
-            };
-            let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
-            let mut rx = part.subscribe();
+        let timeout_ms = if req.timeout_ms > 0 {
+            req.timeout_ms
+        } else {
+            PRODUCE_TIMEOUT_MS_DEFAULT
+        };
+        Ok(Appended {
+            part,
+            leader_epoch,
+            first_offset: info.first_offset,
+            last_offset: info.last_offset,
+            log_start_offset,
+            acks,
+            min_insync,
+            timeout_ms,
+            correlation_id: req.correlation_id,
+            topic: req.topic,
+            partition: req.partition,
+        })
+    }
+
+    /// The second step of a produce: for acks=all, waits until the HW passes the batch (or
+    /// leadership changes, or the timeout passes), without holding the partition lock.
+    pub async fn produce_complete(&self, a: Appended) -> Result<ProduceResponse, Status> {
+        if a.acks == -1 {
+            let deadline = Instant::now() + Duration::from_millis(a.timeout_ms as u64);
+            let mut rx = a.part.subscribe();
             loop {
                 let o = *rx.borrow_and_update();
-                if o.leader_epoch != leader_epoch {
+                if o.leader_epoch != a.leader_epoch {
                     return Err(error_status(
                         ErrorCode::NotLeaderOrFollower,
                         format!(
                             "{}: leadership changed before offsets {}..={} were replicated; they may or may not be committed",
-                            part.name(),
-                            info.first_offset,
-                            info.last_offset
+                            a.part.name(),
+                            a.first_offset,
+                            a.last_offset
                         ),
-                        self.leader_hint(&req.topic, req.partition),
+                        self.leader_hint(&a.topic, a.partition),
                     ));
                 }
-                if o.high_watermark > info.last_offset {
+                if o.high_watermark > a.last_offset {
                     break;
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -298,46 +335,51 @@ impl BrokerService {
                     return Err(error_status(
                         ErrorCode::RequestTimedOut,
                         format!(
-                            "{}: offsets {}..={} not replicated to the ISR within {timeout_ms} ms",
-                            part.name(),
-                            info.first_offset,
-                            info.last_offset
+                            "{}: offsets {}..={} not replicated to the ISR within {} ms",
+                            a.part.name(),
+                            a.first_offset,
+                            a.last_offset,
+                            a.timeout_ms
                         ),
                         None,
                     ));
                 }
             }
-            let isr_now = match &part.state.lock().await.role {
-                Role::Leader { isr, .. } => isr.len(),
-                _ => 0,
-            };
-            if isr_now < min_insync {
+            let outcome = a
+                .part
+                .state
+                .lock()
+                .await
+                .replica
+                .acks_all(a.last_offset, a.min_insync);
+            if outcome == AcksAll::NotEnoughReplicasAfterAppend {
                 return Err(error_status(
                     ErrorCode::NotEnoughReplicasAfterAppend,
                     format!(
-                        "{}: written, but the ISR shrank below min.insync.replicas={min_insync}",
-                        part.name()
+                        "{}: written, but the ISR shrank below min.insync.replicas={}",
+                        a.part.name(),
+                        a.min_insync
                     ),
                     None,
                 ));
             }
         }
         // acks=0 is fire and forget: no offsets are promised (Kafka sends no response at all).
-        let (base_offset, last_offset) = if acks == 0 {
+        let (base_offset, last_offset) = if a.acks == 0 {
             (-1, -1)
         } else {
-            (info.first_offset, info.last_offset)
+            (a.first_offset, a.last_offset)
         };
         Ok(ProduceResponse {
-            correlation_id: req.correlation_id,
+            correlation_id: a.correlation_id,
             error_code: ErrorCode::None as i32,
             error_message: String::new(),
-            topic: req.topic,
-            partition: req.partition,
+            topic: a.topic,
+            partition: a.partition,
             base_offset,
             last_offset,
             log_append_time_ms: -1,
-            log_start_offset: log_start,
+            log_start_offset: a.log_start_offset,
             current_leader: None,
         })
     }
@@ -366,7 +408,7 @@ impl BrokerService {
         let mut rx = part.subscribe();
         loop {
             let mut st = part.state.lock().await;
-            let Role::Leader { leader_epoch, .. } = st.role.clone() else {
+            let Role::Leader { leader_epoch, .. } = st.replica.role().clone() else {
                 drop(st);
                 return Err(self.not_leader(&req.topic, req.partition));
             };
@@ -398,25 +440,23 @@ impl BrokerService {
             // leader, in an epoch we don't have): tell it where our histories part before
             // judging its offset, which may well be past our end (KIP-320/595).
             if follower.is_some() {
-                let diverged = match req.last_fetched_epoch.filter(|e| *e >= 0) {
-                    Some(last) => {
-                        let (e, end) = st.log.end_offset_for_epoch(last);
-                        (e >= 0 && (e < last as i64 || end < req.fetch_offset)).then_some((e, end))
-                    }
-                    None if req.fetch_offset > leo => {
-                        let latest = st.log.latest_epoch().unwrap_or(-1);
-                        Some((latest as i64, leo))
-                    }
-                    None => None,
-                };
+                let diverged = diverging_epoch(
+                    req.last_fetched_epoch,
+                    req.fetch_offset,
+                    |e| st.log.end_offset_for_epoch(e),
+                    start,
+                    leo,
+                    st.log.latest_epoch(),
+                )
+                .map(|d| (d.leader_epoch as i64, d.end_offset));
                 if let Some((e, end)) = diverged {
                     return Ok(FetchResponse {
                         topic: req.topic.clone(),
                         partition: req.partition,
                         log_start_offset: start,
                         log_end_offset: leo,
-                        high_watermark: st.high_watermark,
-                        last_stable_offset: st.high_watermark,
+                        high_watermark: st.replica.high_watermark(),
+                        last_stable_offset: st.replica.high_watermark(),
                         next_fetch_offset: req.fetch_offset,
                         diverging_epoch: Some(EpochEndOffset {
                             leader_epoch: e as i32,
@@ -427,7 +467,7 @@ impl BrokerService {
                 }
             }
             if req.fetch_offset < start || req.fetch_offset > leo {
-                return Err(error_status(
+                return Err(error_status_with(
                     ErrorCode::OffsetOutOfRange,
                     format!(
                         "{}: offset {} is outside [log start {start}, log end {leo}]",
@@ -435,6 +475,10 @@ impl BrokerService {
                         req.fetch_offset
                     ),
                     None,
+                    |d| {
+                        d.log_start_offset = Some(start);
+                        d.log_end_offset = Some(leo);
+                    },
                 ));
             }
             let mut resp = FetchResponse {
@@ -442,7 +486,7 @@ impl BrokerService {
                 partition: req.partition,
                 log_start_offset: start,
                 log_end_offset: leo,
-                last_stable_offset: st.high_watermark,
+                last_stable_offset: st.replica.high_watermark(),
                 next_fetch_offset: req.fetch_offset,
                 ..Default::default()
             };
@@ -451,7 +495,7 @@ impl BrokerService {
                     .record_follower_fetch(&part, &mut st, replica, req.fetch_offset);
                 leo
             } else {
-                st.high_watermark
+                st.replica.high_watermark()
             };
             let data = if req.fetch_offset < upper {
                 st.log
@@ -460,7 +504,7 @@ impl BrokerService {
             } else {
                 Bytes::new()
             };
-            resp.high_watermark = st.high_watermark;
+            resp.high_watermark = st.replica.high_watermark();
             drop(st);
             let left = deadline.saturating_duration_since(Instant::now());
             if data.is_empty() && !left.is_zero() {
@@ -574,32 +618,60 @@ impl Broker for BrokerService {
         r: Request<Streaming<ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         let mut inbound = r.into_inner();
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::channel(PRODUCE_STREAM_IN_FLIGHT_MAX);
         let svc = self.clone();
-        // Ends when the client closes its side or goes away.
+        // Appends run one at a time in arrival order (a producer's batches keep their
+        // sequence); replication waits overlap, up to PRODUCE_STREAM_IN_FLIGHT_MAX, and are
+        // answered in request order. Ends when the client closes its side or goes away.
         tokio::spawn(async move {
-            while let Ok(Some(req)) = inbound.message().await {
-                let (id, topic, partition) = (req.correlation_id, req.topic.clone(), req.partition);
-                let resp = match svc.produce_one(req).await {
-                    Ok(r) => r,
-                    Err(s) => {
-                        let (code, msg, leader) = in_band_error(&s);
-                        ProduceResponse {
-                            correlation_id: id,
-                            error_code: code,
-                            error_message: msg,
-                            topic,
-                            partition,
-                            base_offset: -1,
-                            last_offset: -1,
-                            log_append_time_ms: -1,
-                            log_start_offset: -1,
-                            current_leader: leader,
+            let mut waiting = futures::stream::FuturesOrdered::new();
+            let mut inbound_open = true;
+            loop {
+                if !inbound_open && waiting.is_empty() {
+                    return;
+                }
+                tokio::select! {
+                    biased;
+                    () = tx.closed() => return,
+                    Some(resp) = waiting.next(), if !waiting.is_empty() => {
+                        if tx.send(Ok(resp)).await.is_err() {
+                            return;
                         }
                     }
-                };
-                if tx.send(Ok(resp)).await.is_err() {
-                    return;
+                    msg = inbound.message(), if inbound_open && waiting.len() < PRODUCE_STREAM_IN_FLIGHT_MAX => {
+                        let Ok(Some(req)) = msg else {
+                            inbound_open = false;
+                            continue;
+                        };
+                        let (id, topic, partition) =
+                            (req.correlation_id, req.topic.clone(), req.partition);
+                        let svc = svc.clone();
+                        let t = Instant::now();
+                        let appended = svc.produce_append(req).await;
+                        waiting.push_back(async move {
+                            let r = match appended {
+                                Ok(a) => svc.produce_complete(a).await,
+                                Err(s) => Err(s),
+                            };
+                            observe("produce", t, &r);
+                            r.unwrap_or_else(|s| {
+                                let (code, msg, leader) = in_band_error(&s);
+                                ProduceResponse {
+                                    correlation_id: id,
+                                    error_code: code,
+                                    error_message: msg,
+                                    topic,
+                                    partition,
+                                    base_offset: -1,
+                                    last_offset: -1,
+                                    log_append_time_ms: -1,
+                                    log_start_offset: -1,
+                                    current_leader: leader,
+                                }
+                            })
+                        });
+                    }
+                    else => return,
                 }
             }
         });
@@ -649,7 +721,14 @@ impl Broker for BrokerService {
         // Ends when the client goes away or a fetch fails (reported in-band).
         tokio::spawn(async move {
             loop {
-                match svc.fetch_one(&req).await {
+                // A client that went away ends the long poll at once (review defect 6):
+                // the stream's task must not keep polling, nor keep a deleted log open.
+                let r = tokio::select! {
+                    biased;
+                    () = tx.closed() => return,
+                    r = svc.fetch_one(&req) => r,
+                };
+                match r {
                     Ok(resp) => {
                         let next = resp.next_fetch_offset;
                         let empty = resp.record_batches.is_empty() && resp.records.is_empty();
@@ -705,19 +784,33 @@ impl Broker for BrokerService {
             let r: Result<(), Status> = async {
                 let part = self.lookup(&p.topic, p.partition)?;
                 let st = part.state.lock().await;
-                let Role::Leader { leader_epoch, .. } = st.role else {
+                let Role::Leader { leader_epoch, .. } = *st.replica.role() else {
                     drop(st);
                     return Err(self.not_leader(&p.topic, p.partition));
                 };
                 out.leader_epoch = leader_epoch;
                 match p.timestamp {
                     -2 => out.offset = st.log.log_start_offset(),
-                    -1 => out.offset = st.high_watermark,
+                    -1 => match st.replica.known_high_watermark() {
+                        Some(hw) => out.offset = hw,
+                        // KIP-207: a new leader does not know its HW until it reaches the
+                        // start of its epoch; the client retries.
+                        None => {
+                            return Err(error_status(
+                                ErrorCode::OffsetNotAvailable,
+                                format!(
+                                    "{}: the new leader's high watermark is not known yet; retry",
+                                    part.name()
+                                ),
+                                None,
+                            ))
+                        }
+                    },
                     t if t >= 0 => {
                         if let Some((o, ts)) =
                             st.log.offset_for_timestamp(t).map_err(storage_status)?
                         {
-                            if o < st.high_watermark {
+                            if o < st.replica.high_watermark() {
                                 out.offset = o;
                                 out.timestamp = ts;
                             }
@@ -826,7 +919,7 @@ impl Broker for BrokerService {
         let req = r.into_inner();
         let part = self.lookup(&req.topic, req.partition)?;
         let st = part.state.lock().await;
-        if !matches!(st.role, Role::Leader { .. }) {
+        if !st.replica.is_leader() {
             drop(st);
             return Err(self.not_leader(&req.topic, req.partition));
         }
@@ -935,6 +1028,10 @@ impl Broker for BrokerService {
     }
 }
 
+/// Deadline of an Admin call relayed to a controller (a topic creation waits for the
+/// quorum; a frozen controller must not hold the caller forever).
+pub const ADMIN_RELAY_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Relays Admin calls to the controllers (which forward writes to the active one), so
 /// `--bootstrap` may name a broker.
 #[derive(Clone)]
@@ -951,7 +1048,9 @@ macro_rules! relay {
                     let req = r.into_inner();
                     let mut last = Status::unavailable("no controller reachable");
                     for addr in &self.node.config.controllers {
-                        match AdminClient::new(self.node.channel(addr)).$m(req.clone()).await {
+                        let mut call = Request::new(req.clone());
+                        call.set_timeout(ADMIN_RELAY_TIMEOUT);
+                        match AdminClient::new(self.node.channel(addr)).$m(call).await {
                             Ok(resp) => return Ok(resp),
                             Err(s) if s.code() == tonic::Code::Unavailable && sluice_proto::status::error_detail(&s).is_none() => last = s,
                             Err(s) => return Err(s),

@@ -76,11 +76,14 @@ pub fn create_topic(
     } else {
         replication_factor
     };
+    let mut canonical = BTreeMap::new();
     for (k, v) in configs {
-        if let Err(e) = validate_topic_config(k, v) {
-            return refuse(ErrorCode::InvalidConfig, e);
-        }
+        match validate_topic_config(k, v) {
+            Ok(v) => canonical.insert(k.clone(), v),
+            Err(e) => return refuse(ErrorCode::InvalidConfig, e),
+        };
     }
+    let configs = &canonical;
     let live = image.unfenced_brokers();
     if rf < 1 {
         return refuse(
@@ -197,23 +200,25 @@ pub fn alter_topic_configs(
     let mut records = Vec::new();
     for (key, value) in ops {
         let check = match value {
-            Some(v) => validate_topic_config(key, v),
-            None => validate_topic_config(key, effective(&BTreeMap::new(), key).unwrap_or("")),
+            Some(v) => validate_topic_config(key, v).map(Some),
+            None => validate_topic_config(key, effective(&BTreeMap::new(), key).unwrap_or(""))
+                .map(|_| None),
         };
-        if let Err(e) = check {
-            return refuse(ErrorCode::InvalidConfig, e);
-        }
+        let value = match check {
+            Ok(v) => v,
+            Err(e) => return refuse(ErrorCode::InvalidConfig, e),
+        };
         records.push(MetadataRecord::TopicConfig {
             id: t.id,
             key: key.clone(),
-            value: value.clone(),
+            value,
         });
     }
     Ok(records)
 }
 
 fn unclean_allowed(t: &TopicImage) -> bool {
-    effective(&t.config, "unclean.leader.election.enable") == Some("true")
+    sluice_metadata::config::TopicConfig::parse(&t.config).unclean_leader_election_enable
 }
 
 /// Records that take `id` out of service: for every partition it leads, a new leader from

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sluice_proto::v1::raft_client::RaftClient;
 use sluice_proto::v1::RaftPayload;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::types::{NodeId, TypeConfig};
 
@@ -69,10 +69,8 @@ impl Connection {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{}", self.addr))
-            .map_err(|e| CallError::Unreachable(Transport(e.to_string())))?
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true);
+        let endpoint = sluice_proto::transport::internal_endpoint(&self.addr)
+            .map_err(|e| CallError::Unreachable(Transport(e)))?;
         let client = RaftClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);

@@ -97,31 +97,102 @@ pub fn topic_config_key(name: &str) -> Option<&'static TopicConfigKey> {
     TOPIC_CONFIGS.iter().find(|k| k.name == name)
 }
 
-/// Validates one `key=value`; the error names the key and what is wrong.
-pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
+/// Validates one `key=value` and returns its canonical form (what is stored: an integer
+/// without spaces, `true`/`false`); the error names the key and what is wrong.
+pub fn validate_topic_config(key: &str, value: &str) -> Result<String, String> {
     let k = topic_config_key(key).ok_or_else(|| format!("unknown topic config key {key:?}"))?;
+    let trimmed = value.trim();
     match k.kind {
         Kind::Int(min, max) => {
-            let v: i64 = value
-                .trim()
+            let v: i64 = trimmed
                 .parse()
                 .map_err(|_| format!("{key}={value:?} is not an integer"))?;
             if v < min || v > max {
                 return Err(format!("{key}={v} is outside [{min}, {max}]"));
             }
+            Ok(v.to_string())
         }
         Kind::Bool => {
-            if value != "true" && value != "false" {
+            if trimmed != "true" && trimmed != "false" {
                 return Err(format!("{key}={value:?} must be true or false"));
             }
+            Ok(trimmed.to_string())
         }
         Kind::OneOf(allowed) => {
-            if !allowed.contains(&value) {
+            if !allowed.contains(&trimmed) {
                 return Err(format!("{key}={value:?} must be one of {allowed:?}"));
             }
+            Ok(trimmed.to_string())
         }
     }
-    Ok(())
+}
+
+/// A topic's configs, parsed once into types (defaults filled in). Values stored before
+/// configs were canonicalised (`" 2"`) parse the way they were validated: trimmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// `retention.ms` (-1 = forever).
+    pub retention_ms: i64,
+    /// `retention.bytes` (-1 = no limit).
+    pub retention_bytes: i64,
+    /// `segment.bytes`.
+    pub segment_bytes: i64,
+    /// `segment.ms`.
+    pub segment_ms: i64,
+    /// `min.insync.replicas`.
+    pub min_insync_replicas: usize,
+    /// `max.message.bytes`.
+    pub max_message_bytes: i64,
+    /// `unclean.leader.election.enable`.
+    pub unclean_leader_election_enable: bool,
+    /// `index.interval.bytes`.
+    pub index_interval_bytes: i64,
+    /// `flush.messages`.
+    pub flush_messages: i64,
+    /// `flush.ms`.
+    pub flush_ms: i64,
+}
+
+impl TopicConfig {
+    /// Parses a topic's overrides over the defaults. A value that does not parse (only
+    /// possible in a hand-edited image) falls back to the default and is logged by the
+    /// caller through [`TopicConfig::invalid`].
+    pub fn parse(overrides: &std::collections::BTreeMap<String, String>) -> Self {
+        let int = |k: &str| -> i64 {
+            let parse = |v: &str| {
+                validate_topic_config(k, v)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+            };
+            overrides
+                .get(k)
+                .and_then(|v| parse(v))
+                .or_else(|| topic_config_key(k).and_then(|d| d.default.parse().ok()))
+                .expect("every integer key has an integer default")
+        };
+        TopicConfig {
+            retention_ms: int("retention.ms"),
+            retention_bytes: int("retention.bytes"),
+            segment_bytes: int("segment.bytes"),
+            segment_ms: int("segment.ms"),
+            min_insync_replicas: int("min.insync.replicas") as usize,
+            max_message_bytes: int("max.message.bytes"),
+            unclean_leader_election_enable: overrides
+                .get("unclean.leader.election.enable")
+                .is_some_and(|v| v.trim() == "true"),
+            index_interval_bytes: int("index.interval.bytes"),
+            flush_messages: int("flush.messages"),
+            flush_ms: int("flush.ms"),
+        }
+    }
+
+    /// The overrides that fail validation (they were replaced by defaults in `parse`).
+    pub fn invalid(overrides: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+        overrides
+            .iter()
+            .filter_map(|(k, v)| validate_topic_config(k, v).err())
+            .collect()
+    }
 }
 
 /// The effective value of `key` for a topic with `overrides`.
@@ -150,5 +221,30 @@ mod tests {
         assert!(validate_topic_config("min.insync.replicas", "0").is_err());
         assert!(validate_topic_config("cleanup.policy", "compact").is_err());
         assert!(validate_topic_config("unclean.leader.election.enable", "yes").is_err());
+    }
+
+    #[test]
+    fn values_are_stored_canonical_and_parsed_as_validated() {
+        // Review defect 11: " 2" validated trimmed but was parsed untrimmed (falling back to 1).
+        assert_eq!(
+            validate_topic_config("min.insync.replicas", " 2").unwrap(),
+            "2"
+        );
+        assert_eq!(
+            validate_topic_config("retention.ms", "+1000 ").unwrap(),
+            "1000"
+        );
+        assert_eq!(
+            validate_topic_config("unclean.leader.election.enable", " true").unwrap(),
+            "true"
+        );
+        let mut o = std::collections::BTreeMap::new();
+        o.insert("min.insync.replicas".to_string(), " 2".to_string());
+        o.insert("retention.bytes".to_string(), "4096 ".to_string());
+        let c = TopicConfig::parse(&o);
+        assert_eq!(c.min_insync_replicas, 2);
+        assert_eq!(c.retention_bytes, 4096);
+        assert_eq!(c.retention_ms, 604_800_000, "default");
+        assert!(TopicConfig::invalid(&o).is_empty());
     }
 }

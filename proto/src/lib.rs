@@ -17,3 +17,4 @@ pub mod v1 {
 pub use v1::ErrorCode;
 
 pub mod status;
+pub mod transport;

@@ -35,17 +35,29 @@ pub fn error_status(
     message: impl Into<String>,
     leader: Option<LeaderHint>,
 ) -> tonic::Status {
+    error_status_with(code, message, leader, |_| {})
+}
+
+/// [`error_status`] with more fields of the `ErrorDetail` set by `fill` (offsets, epochs,
+/// the partition): numbers a peer acts on travel as fields, never inside the message.
+pub fn error_status_with(
+    code: ErrorCode,
+    message: impl Into<String>,
+    leader: Option<LeaderHint>,
+    fill: impl FnOnce(&mut ErrorDetail),
+) -> tonic::Status {
     let message = message.into();
     let reason = code.as_str_name();
     let text = format!("{reason}: {message}");
-    let detail = ErrorDetail {
+    let mut detail = ErrorDetail {
         code: code as i32,
         reason: reason.to_string(),
         message: message.clone(),
         leader,
         retriable: is_retriable(code),
-        partition: None,
+        ..Default::default()
     };
+    fill(&mut detail);
     let grpc = grpc_code(code);
     let status = RpcStatus {
         code: grpc as i32,

@@ -402,8 +402,19 @@ impl Log {
     /// Appends producer batches as the leader in `leader_epoch`: validates every batch fully
     /// before writing any, assigns offsets from the log end and stamps the epoch. Nothing is
     /// written when any batch is invalid.
+    ///
+    /// Exactly one batch per call, as Kafka requires of magic-v2 produce requests
+    /// (`LogValidator`): with several, a duplicate among them would answer for all.
     pub fn append_as_leader(&mut self, records: Bytes, leader_epoch: i32) -> Result<AppendInfo> {
         let batches = self.parse_input(records, Validation::Full)?;
+        if batches.len() > 1 {
+            return Err(StorageError::Unsupported {
+                reason: format!(
+                    "{} record batches in one produce for one partition; send exactly one",
+                    batches.len()
+                ),
+            });
+        }
         let mut accepted: Vec<BatchHeader> = Vec::with_capacity(batches.len());
         for b in &batches {
             let h = b.header();

@@ -127,3 +127,22 @@ fn followers_rebuild_the_same_state_and_truncation_rolls_it_back() {
             .duplicate
     );
 }
+
+/// Review defect 5: a produce holding a retried batch and a new one used to answer with the
+/// duplicate's offsets and silently drop the new batch. A leader now takes exactly one
+/// batch per call (Kafka's rule for magic v2): the pair is refused and nothing is written.
+#[test]
+fn a_duplicate_followed_by_a_new_batch_in_one_append_is_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path().join("t-0"), Default::default()).unwrap();
+    let first = pbatch(7, 0, 0, 1, 1_000);
+    log.append_as_leader(first.clone(), 1).unwrap();
+    let second = pbatch(7, 0, 1, 1, 1_000);
+    let mut both = first.to_vec();
+    both.extend_from_slice(&second);
+    let err = log.append_as_leader(both.into(), 1).unwrap_err();
+    assert_eq!(err.reason(), "INVALID_RECORD", "{err}");
+    assert_eq!(log.log_end_offset(), 1, "nothing written");
+    let info = log.append_as_leader(second, 1).unwrap();
+    assert_eq!((info.first_offset, info.duplicate), (1, false));
+}

@@ -262,8 +262,11 @@ fn run(ops: Vec<Op>) {
                 m.batches.push(batch);
             }
             Op::AppendMany { batches } => {
+                // A leader takes exactly one batch per call (Kafka's rule for magic v2): the
+                // batches together are refused whole, then appended one by one.
                 let mut next = m.end;
                 let mut all = Vec::new();
+                let mut built = Vec::new();
                 for values in &batches {
                     let (bytes, batch) = build(
                         &mut next,
@@ -273,10 +276,17 @@ fn run(ops: Vec<Op>) {
                         m.epoch,
                     );
                     all.extend_from_slice(&bytes);
+                    built.push((bytes, batch));
+                }
+                if batches.len() > 1 {
+                    let refused = log.append_as_leader(Bytes::from(all), m.epoch).unwrap_err();
+                    assert_eq!(refused.reason(), "INVALID_RECORD", "{refused}");
+                    assert_eq!(log.log_end_offset(), m.end, "nothing written");
+                }
+                for (bytes, batch) in built {
+                    log.append_as_leader(bytes, m.epoch).unwrap();
                     m.batches.push(batch);
                 }
-                let info = log.append_as_leader(Bytes::from(all), m.epoch).unwrap();
-                assert_eq!(info.batches.len(), batches.len());
                 m.end = next;
             }
             Op::Read { at, max_bytes } => {

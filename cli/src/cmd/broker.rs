@@ -130,6 +130,7 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         let retention = tokio::spawn(node.clone().run_retention());
         let gauges = tokio::spawn(node.clone().run_gauges());
         let _gauges = AbortOnDrop(gauges);
+        let _hw_checkpoints = AbortOnDrop(tokio::spawn(node.clone().run_hw_checkpoints()));
         let _faults = AbortOnDrop(tokio::spawn(fault_injection()));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut server = tokio::spawn(service::serve(node.clone(), async move {

@@ -16,7 +16,7 @@ use sluice_proto::v1::controller_server::ControllerServer;
 use sluice_proto::v1::raft_client::RaftClient;
 use sluice_proto::v1::raft_server::RaftServer;
 use sluice_proto::v1::{ErrorCode, ForwardRequest};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Status;
 
 pub use admin::AdminService;
@@ -37,11 +37,8 @@ fn channel(addr: &str) -> Result<Channel, Status> {
     if let Some(c) = map.get(addr) {
         return Ok(c.clone());
     }
-    let c = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Status::internal(format!("bad peer address {addr}: {e}")))?
-        .connect_timeout(Duration::from_millis(500))
-        .tcp_nodelay(true)
-        .connect_lazy();
+    let c = sluice_proto::transport::internal_channel(addr)
+        .map_err(|e| Status::internal(format!("bad peer address: {e}")))?;
     map.insert(addr.to_string(), c.clone());
     Ok(c)
 }

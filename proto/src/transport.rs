@@ -1,0 +1,38 @@
+//! How every internal channel (broker → controller, broker → broker, controller →
+//! controller) is dialled: a connect timeout, HTTP/2 keepalive pings that notice a frozen
+//! (SIGSTOPed, hung) peer whose kernel still holds the TCP connection open, and TCP
+//! keepalive for peers that vanished. Per-request deadlines are set by each caller
+//! (`tonic::Request::set_timeout` or `tokio::time::timeout`), since a long poll and a
+//! heartbeat need different ones.
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+/// Connect timeout of internal channels.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Interval of HTTP/2 PING frames on internal channels.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// A PING unanswered this long closes the connection and fails its requests.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// TCP keepalive of internal channels.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(10);
+
+const _: () = assert!(KEEPALIVE_TIMEOUT.as_millis() >= KEEPALIVE_INTERVAL.as_millis());
+
+/// A lazily connecting channel to `host:port` with the internal keepalives.
+pub fn internal_channel(addr: &str) -> Result<Channel, String> {
+    Ok(internal_endpoint(addr)?.connect_lazy())
+}
+
+/// The endpoint behind [`internal_channel`].
+pub fn internal_endpoint(addr: &str) -> Result<Endpoint, String> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("{addr:?} is not a host:port address: {e}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .tcp_keepalive(Some(TCP_KEEPALIVE))
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true))
+}
