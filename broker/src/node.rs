@@ -235,6 +235,14 @@ impl BrokerNode {
         }
     }
 
+    /// Deadline of one controller request (see [`CONTROLLER_REQUEST_TIMEOUT_MAX`]).
+    pub fn controller_request_timeout(&self) -> Duration {
+        (self.config.heartbeat_interval * 3).clamp(
+            CONTROLLER_REQUEST_TIMEOUT_MIN,
+            CONTROLLER_REQUEST_TIMEOUT_MAX,
+        )
+    }
+
     /// The broker id.
     pub fn id(&self) -> BrokerId {
         self.config.node_id
@@ -284,10 +292,11 @@ impl BrokerNode {
         let n = self.config.controllers.len();
         let mut last = tonic::Status::unavailable("no controller configured");
         let start = self.active_controller.load(Ordering::Relaxed);
+        let deadline = self.controller_request_timeout();
         for attempt in 0..n * 2 {
             let i = (start + attempt) % n;
             let addr = self.config.controllers[i].clone();
-            match with_deadline(f(ControllerClient::new(self.channel(&addr)))).await {
+            match with_deadline(deadline, f(ControllerClient::new(self.channel(&addr)))).await {
                 Ok(r) => {
                     self.active_controller.store(i, Ordering::Relaxed);
                     return Ok(r.into_inner());
@@ -296,8 +305,11 @@ impl BrokerNode {
                     if let Some(hint) = error_detail(&s).and_then(|d| d.leader) {
                         let want = format!("{}:{}", hint.host, hint.port);
                         if let Some(j) = self.config.controllers.iter().position(|a| *a == want) {
-                            if let Ok(r) =
-                                with_deadline(f(ControllerClient::new(self.channel(&want)))).await
+                            if let Ok(r) = with_deadline(
+                                deadline,
+                                f(ControllerClient::new(self.channel(&want))),
+                            )
+                            .await
                             {
                                 self.active_controller.store(j, Ordering::Relaxed);
                                 return Ok(r.into_inner());
@@ -434,12 +446,13 @@ impl BrokerNode {
             let addr = self.config.controllers[i % self.config.controllers.len()].clone();
             i += 1;
             let applied = self.metadata_offset.load(Ordering::SeqCst);
-            let stream = with_deadline(ControllerClient::new(self.channel(&addr)).watch_metadata(
-                WatchMetadataRequest {
+            let stream = with_deadline(
+                self.controller_request_timeout(),
+                ControllerClient::new(self.channel(&addr)).watch_metadata(WatchMetadataRequest {
                     from_offset: if applied == 0 { 0 } else { applied + 1 },
                     broker_id: Some(self.id()),
-                },
-            ))
+                }),
+            )
             .await;
             let mut stream = match stream {
                 Ok(s) => s.into_inner(),
@@ -989,25 +1002,29 @@ impl BrokerNode {
     }
 }
 
-/// Deadline of one broker → controller request (heartbeat, registration, AlterPartition,
-/// producer ids): a frozen controller costs this much, then the next voter is tried. Below
-/// a third of Kafka's default `broker.session.timeout.ms` (9 s), so a broker reaches the
-/// new active controller before its session expires.
-pub const CONTROLLER_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest deadline of one broker → controller request (heartbeat, registration,
+/// AlterPartition, producer ids): a frozen controller costs this much, then the next voter
+/// is tried. The deadline is three heartbeat intervals within [0.5 s, 2 s]: well inside
+/// `broker.session.timeout.ms` (Kafka's default 9 s), so a broker reaches the new active
+/// controller before its session there expires.
+pub const CONTROLLER_REQUEST_TIMEOUT_MAX: Duration = Duration::from_secs(2);
+/// Shortest deadline of one broker → controller request.
+pub const CONTROLLER_REQUEST_TIMEOUT_MIN: Duration = Duration::from_millis(500);
 
 /// Extra time a follower fetch gets beyond its long-poll wait before it is abandoned.
 pub const REPLICA_FETCH_TIMEOUT_MARGIN: Duration = Duration::from_secs(3);
 
-/// Runs one controller call with [`CONTROLLER_REQUEST_TIMEOUT`]; a timeout is an
-/// UNAVAILABLE status without detail (a transport failure: the outcome is unknown).
+/// Runs one controller call with a deadline; a timeout is an UNAVAILABLE status without
+/// detail (a transport failure: the outcome is unknown).
 async fn with_deadline<T>(
+    deadline: Duration,
     call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<tonic::Response<T>, tonic::Status> {
-    match tokio::time::timeout(CONTROLLER_REQUEST_TIMEOUT, call).await {
+    match tokio::time::timeout(deadline, call).await {
         Ok(r) => r,
         Err(_) => Err(tonic::Status::unavailable(format!(
             "no answer from the controller within {} ms",
-            CONTROLLER_REQUEST_TIMEOUT.as_millis()
+            deadline.as_millis()
         ))),
     }
 }

@@ -54,6 +54,10 @@ impl Cluster {
                         .connect_timeout(Duration::from_secs(2))
                         .timeout(self.request_timeout)
                         .tcp_nodelay(true)
+                        // A frozen broker (SIGSTOP, hung) keeps its TCP connection open:
+                        // unanswered HTTP/2 pings close it, failing what was in flight there.
+                        .http2_keep_alive_interval(Duration::from_secs(2))
+                        .keep_alive_timeout(Duration::from_secs(3))
                         .initial_stream_window_size(4 << 20)
                         .initial_connection_window_size(16 << 20)
                         .connect_lazy();

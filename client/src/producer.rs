@@ -217,6 +217,93 @@ struct Shared {
     flushing: AtomicBool,
     closed: AtomicBool,
     fatal: Mutex<Option<ClientError>>,
+    /// One ProduceStream per broker address: the broker appends a stream's requests in
+    /// the order they were sent, so pipelined batches of a partition keep their sequence
+    /// (Kafka gets the same from one connection). Std lock: map lookups only.
+    streams: Mutex<HashMap<String, Arc<ProduceConn>>>,
+}
+
+/// Requests queued for one ProduceStream before `send` waits.
+const PRODUCE_STREAM_QUEUE: usize = 256;
+
+/// Where one produce answer goes.
+type AnswerTx = oneshot::Sender<std::result::Result<ProduceResponse, tonic::Status>>;
+
+/// A live ProduceStream to one broker and the answers it still owes.
+struct ProduceConn {
+    /// Requests to send, in order.
+    tx: tokio::sync::mpsc::Sender<ProduceRequest>,
+    /// Waiters by correlation id (std lock: inserts and removes only).
+    pending: Arc<Mutex<HashMap<u64, AnswerTx>>>,
+    /// Next correlation id.
+    next_id: std::sync::atomic::AtomicU64,
+    /// False once the stream ended: the next send opens a new one.
+    alive: Arc<AtomicBool>,
+}
+
+impl Shared {
+    /// The ProduceStream to `addr`, opened on first use or after the last one ended.
+    async fn produce_conn(
+        &self,
+        addr: &str,
+    ) -> std::result::Result<Arc<ProduceConn>, tonic::Status> {
+        if let Some(c) = self.streams.lock().expect("streams lock").get(addr) {
+            if c.alive.load(Ordering::SeqCst) {
+                return Ok(c.clone());
+            }
+        }
+        let mut client = self
+            .cluster
+            .broker(addr)
+            .map_err(|e| tonic::Status::invalid_argument(e.message))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(PRODUCE_STREAM_QUEUE);
+        let mut inbound = client
+            .produce_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let pending: Arc<Mutex<HashMap<u64, _>>> = Arc::new(Mutex::new(HashMap::new()));
+        let alive = Arc::new(AtomicBool::new(true));
+        let conn = Arc::new(ProduceConn {
+            tx,
+            pending: pending.clone(),
+            next_id: std::sync::atomic::AtomicU64::new(1),
+            alive: alive.clone(),
+        });
+        let addr_owned = addr.to_string();
+        // Reads answers until the stream ends, then fails whatever is still owed (each
+        // sender retries those in order). Ends with the stream; nothing awaits it.
+        tokio::spawn(async move {
+            let ended = loop {
+                match inbound.message().await {
+                    Ok(Some(resp)) => {
+                        let waiter = pending
+                            .lock()
+                            .expect("pending lock")
+                            .remove(&resp.correlation_id);
+                        if let Some(w) = waiter {
+                            let _ = w.send(Ok(resp));
+                        }
+                    }
+                    Ok(None) => {
+                        break tonic::Status::unavailable(format!(
+                            "the produce stream to {addr_owned} closed"
+                        ))
+                    }
+                    Err(s) => break s,
+                }
+            };
+            alive.store(false, Ordering::SeqCst);
+            let owed: Vec<_> = pending.lock().expect("pending lock").drain().collect();
+            for (_, w) in owed {
+                let _ = w.send(Err(ended.clone()));
+            }
+        });
+        self.streams
+            .lock()
+            .expect("streams lock")
+            .insert(addr.to_string(), conn.clone());
+        Ok(conn)
+    }
 }
 
 /// A batching producer. Cheap to share behind an `Arc`; `send` takes `&self`.
@@ -282,6 +369,7 @@ impl Producer {
                 flushing: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 fatal: Mutex::new(None),
+                streams: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -601,13 +689,9 @@ async fn run_partition_sender(
                 backoff_until = Some(Instant::now() + cfg.retry_backoff);
                 break;
             };
-            inflight.push_back(Box::pin(send_batch(
-                sh.clone(),
-                addr,
-                topic.clone(),
-                partition,
-                batch,
-            )));
+            // Sent here, in order; the future only waits for the answer.
+            let answer = send_batch(&sh, &addr, topic.clone(), partition, &batch).await;
+            inflight.push_back(Box::pin(async move { (batch, answer.await) }));
         }
         if inflight.is_empty() {
             if sh.closed.load(Ordering::SeqCst) && retry.is_empty() {
@@ -720,28 +804,65 @@ async fn sleep_until_opt(t: Option<Instant>) {
     }
 }
 
+/// Puts one batch on the ProduceStream to `addr` and returns the wait for its answer (an
+/// in-band error becomes a status with the same ErrorDetail a unary call carries).
 async fn send_batch(
-    sh: Arc<Shared>,
-    addr: String,
+    sh: &Arc<Shared>,
+    addr: &str,
     topic: String,
     partition: i32,
-    batch: Batch,
-) -> Sent {
-    let req = ProduceRequest {
-        correlation_id: 0,
-        topic,
-        partition,
-        acks: Some(sh.config.acks),
-        timeout_ms: sh.config.request_timeout.as_millis() as i32,
-        payload: Some(produce_request::Payload::RecordBatch(
-            batch.bytes.clone().expect("built before sending"),
-        )),
-    };
-    let result = match sh.cluster.broker(&addr) {
-        Ok(mut c) => c.produce(req).await.map(|r| r.into_inner()),
-        Err(e) => Err(tonic::Status::invalid_argument(e.message)),
-    };
-    (batch, result)
+    batch: &Batch,
+) -> impl Future<Output = std::result::Result<ProduceResponse, tonic::Status>> + Send + 'static {
+    let timeout = sh.config.request_timeout;
+    let sent = async {
+        let conn = sh.produce_conn(addr).await?;
+        let id = conn.next_id.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = oneshot::channel();
+        conn.pending.lock().expect("pending lock").insert(id, tx);
+        let req = ProduceRequest {
+            correlation_id: id,
+            topic,
+            partition,
+            acks: Some(sh.config.acks),
+            timeout_ms: timeout.as_millis() as i32,
+            payload: Some(produce_request::Payload::RecordBatch(
+                batch.bytes.clone().expect("built before sending"),
+            )),
+        };
+        if conn.tx.send(req).await.is_err() {
+            conn.alive.store(false, Ordering::SeqCst);
+            conn.pending.lock().expect("pending lock").remove(&id);
+            return Err(tonic::Status::unavailable(format!(
+                "the produce stream to {addr} closed"
+            )));
+        }
+        Ok(rx)
+    }
+    .await;
+    async move {
+        let rx = sent?;
+        // The broker answers within its own timeout_ms; the margin covers the trip.
+        let answer = tokio::time::timeout(timeout + Duration::from_secs(5), rx).await;
+        let resp = match answer {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => return Err(tonic::Status::unavailable("the produce stream ended")),
+            Err(_) => {
+                return Err(tonic::Status::deadline_exceeded(
+                    "no produce answer within the request timeout",
+                ))
+            }
+        };
+        if resp.error_code != ErrorCode::None as i32 {
+            let code =
+                ErrorCode::try_from(resp.error_code).unwrap_or(ErrorCode::UnknownServerError);
+            return Err(sluice_proto::status::error_status(
+                code,
+                resp.error_message,
+                resp.current_leader,
+            ));
+        }
+        Ok(resp)
+    }
 }
 
 fn complete(sh: &Shared, batch: Batch, result: Result<ProduceResponse>) {

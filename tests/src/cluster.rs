@@ -250,6 +250,22 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOPs a controller (frozen: its connections stay open, nothing answers).
+    pub fn pause_controller(&mut self, id: u16) {
+        let n = self.node_mut("controller", id);
+        let pid = n.child.as_ref().expect("running").id();
+        kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).expect("SIGSTOP");
+        n.stopped = true;
+    }
+
+    /// SIGCONTs a controller.
+    pub fn resume_controller(&mut self, id: u16) {
+        let n = self.node_mut("controller", id);
+        let pid = n.child.as_ref().expect("running").id();
+        kill(Pid::from_raw(pid as i32), Signal::SIGCONT).expect("SIGCONT");
+        n.stopped = false;
+    }
+
     /// Restarts a controller from its own data directory.
     pub fn start_controller(&mut self, id: u16) {
         self.spawn("controller", id);

@@ -1123,3 +1123,80 @@ async fn a_broker_cut_off_from_the_controllers_is_fenced_and_its_zombie_leadersh
     eprintln!("{report:?}; new leader after {new_leader_seen:?}");
     assert!(report.ok(), "{report:#?}");
 }
+
+/// The active controller as the given controllers see it.
+async fn active_controller(c: &Cluster, among: &[u16]) -> (u16, i64) {
+    wait_for("an active controller", WAIT, || async {
+        for id in among {
+            if let Some((l, term)) = leader_of(&c.controller_addr(*id)).await {
+                if among.contains(&(l as u16)) {
+                    return Some((l as u16, term));
+                }
+            }
+        }
+        None
+    })
+    .await
+}
+
+/// Partitions of the topic without a leader, asked of controller `id`.
+async fn offline_partitions(c: &Cluster, id: u16) -> Option<usize> {
+    let t = describe_topic(&c.controller_addr(id), TOPIC).await?;
+    Some(t.partitions.iter().filter(|p| p.leader_id < 0).count())
+}
+
+/// Review defect 2 of issue 12: broker → controller calls had a connect timeout only, so a
+/// frozen (SIGSTOPed) active controller, whose kernel keeps the TCP connections open, left
+/// every broker's heartbeat and ISR loops waiting forever; the new controller then fenced
+/// every broker and acks=all stopped. Method: SIGSTOP the active controller right after a
+/// topic is created, then again in steady state under an acks=all workload. Each time
+/// acks=all writes continue within a few seconds, no partition is offline once a new
+/// controller leads (checked for three session timeouts), and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_active_controller_does_not_stop_the_data_plane() {
+    let _s = Schedule::new("frozen_active_controller");
+    let mut c = Cluster::start(3, 3, CONTROLLER, BROKER);
+    // 1. Right after a metadata change.
+    let (frozen, _) = active_controller(&c, &[1, 2, 3]).await;
+    create_topic_with(
+        &c.controller_addr(frozen),
+        TOPIC,
+        PARTITIONS,
+        3,
+        &[("min.insync.replicas", "2")],
+    )
+    .await;
+    c.pause_controller(frozen);
+    let w = workload(&c).await;
+    assert_serving_while_frozen(&c, &w, frozen).await;
+    c.resume_controller(frozen);
+    full_isr(&c).await;
+    // 2. In steady state, under the workload.
+    let (frozen, _) = active_controller(&c, &[1, 2, 3]).await;
+    c.pause_controller(frozen);
+    assert_serving_while_frozen(&c, &w, frozen).await;
+    c.resume_controller(frozen);
+    finish(c, w, vec![]).await;
+}
+
+/// With controller `frozen` SIGSTOPed: another controller becomes active, and for three
+/// broker session timeouts (a broker stuck on the frozen controller would be fenced by
+/// then) acks=all writes keep coming within a few seconds and no partition is offline.
+async fn assert_serving_while_frozen(c: &Cluster, w: &Workload, frozen: u16) {
+    let others: Vec<u16> = (1..=3).filter(|i| *i != frozen).collect();
+    let (active, _) = active_controller(c, &others).await;
+    assert_ne!(active, frozen);
+    let session = Duration::from_millis(2000);
+    let until = Instant::now() + session * 3;
+    while Instant::now() < until {
+        assert!(
+            w.wait_for_acks(50, Duration::from_secs(10)).await,
+            "acks=all stalled with controller {frozen} frozen"
+        );
+        assert_eq!(
+            offline_partitions(c, active).await,
+            Some(0),
+            "a partition went offline with controller {frozen} frozen"
+        );
+    }
+}
