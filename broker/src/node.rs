@@ -1084,3 +1084,33 @@ pub fn log_config(overrides: &std::collections::BTreeMap<String, String>) -> Log
         flush_interval_ms: c.flush_ms,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hw_checkpoint_round_trips_in_kafkas_format() {
+        let hws = vec![("orders".to_string(), 0, 42), ("orders".to_string(), 1, 7)];
+        let text = render_hw_checkpoint(&hws);
+        assert_eq!(text, "0\n2\norders 0 42\norders 1 7\n");
+        let back = parse_hw_checkpoint(&text).unwrap();
+        assert_eq!(back.get(&("orders".to_string(), 0)), Some(&42));
+        assert_eq!(back.get(&("orders".to_string(), 1)), Some(&7));
+    }
+
+    #[test]
+    fn a_damaged_hw_checkpoint_is_an_error_naming_the_problem() {
+        let cases = [
+            ("1\n0\n", "version"),
+            ("0\nx\n", "count"),
+            ("0\n1\norders 0\n", "line 3"),
+            ("0\n1\norders zero 4\n", "partition"),
+            ("0\n2\norders 0 4\n", "count says 2"),
+        ];
+        for (text, want) in cases {
+            let e = parse_hw_checkpoint(text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+}

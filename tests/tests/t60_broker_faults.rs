@@ -507,3 +507,68 @@ async fn returning_leader_truncates_its_divergent_tail() {
         "replicas must be identical"
     );
 }
+
+/// Review defect 13 of issue 12: a restarted broker used to take leadership from its
+/// persisted metadata image before the controller had unfenced it, and produce never
+/// checked fencing, so acks=1 writes accepted there could be lost (the controller may have
+/// moved the partition meanwhile). Method: one broker leads an RF 1 topic; every
+/// controller is killed, the broker is killed and restarted. It serves RPCs but is fenced
+/// (no controller to let it in), so acks=1 must be refused with NOT_LEADER_OR_FOLLOWER;
+/// once the controllers return it leads again and acks=1 works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_broker_leads_nothing_until_the_controller_unfences_it() {
+    let mut c = Cluster::start(3, 1, CONTROLLER, BROKER);
+    create_topic_with(&c.controller_addr(1), "solo", 1, 1, &[]).await;
+    let req = |v: &'static [u8]| ProduceRequest {
+        topic: "solo".into(),
+        partition: 0,
+        acks: Some(1),
+        payload: Some(produce_request::Payload::RecordBatch(batch_of(&[v]))),
+        ..Default::default()
+    };
+    let addr = c.broker_addr(1);
+    wait_for("broker 1 to lead solo-0", WAIT, || async {
+        BrokerClient::new(channel(&addr))
+            .produce(req(b"before"))
+            .await
+            .ok()
+    })
+    .await;
+    for id in 1..=3 {
+        c.kill_controller(id);
+    }
+    c.kill_broker(1);
+    c.start_broker(1);
+    // Serving again (from its persisted image), but fenced.
+    wait_for("broker 1 to serve", WAIT, || async {
+        BrokerClient::new(channel(&addr))
+            .metadata(MetadataRequest::default())
+            .await
+            .ok()
+            .filter(|m| !m.get_ref().topics.is_empty())
+    })
+    .await;
+    let err = BrokerClient::new(channel(&addr))
+        .produce(req(b"while-fenced"))
+        .await
+        .expect_err("a fenced broker must not accept writes");
+    assert_eq!(
+        error_code(&err),
+        ErrorCode::NotLeaderOrFollower,
+        "{}",
+        err.message()
+    );
+    for id in 1..=3 {
+        c.start_controller(id);
+    }
+    let ok = wait_for("broker 1 to lead again", WAIT, || async {
+        BrokerClient::new(channel(&addr))
+            .produce(req(b"after"))
+            .await
+            .ok()
+    })
+    .await
+    .into_inner();
+    assert_eq!(ok.base_offset, 1, "the write while fenced was not stored");
+    c.stop_all();
+}
