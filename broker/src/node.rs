@@ -80,6 +80,37 @@ pub struct BrokerNode {
     hw_checkpoint: Mutex<HashMap<(String, i32), i64>>,
 }
 
+/// How long a removed replica's log stays set aside before it is deleted (Kafka's
+/// `file.delete.delay.ms`, 60 s).
+pub const LOG_DELETE_DELAY: Duration = Duration::from_secs(60);
+
+/// Suffix of a removed replica's directory (Kafka's `-delete`).
+pub const DELETED_SUFFIX: &str = "-delete";
+
+/// Deletes the set-aside replica directories of `dir` older than `delay` (by the time in
+/// their name). Blocking: run it off the async workers.
+pub fn delete_set_aside_logs(dir: &std::path::Path, delay: Duration) -> std::io::Result<usize> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut deleted = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(DELETED_SUFFIX)) else {
+            continue;
+        };
+        let Some(at) = stem.rsplit('.').next().and_then(|t| t.parse::<u128>().ok()) else {
+            continue;
+        };
+        if now.saturating_sub(at) >= delay.as_millis() {
+            std::fs::remove_dir_all(entry.path())?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
 /// How often leaders' and followers' HWs are written to `replication-offset-checkpoint`
 /// (Kafka's `replica.high.watermark.checkpoint.interval.ms` is 5 s; one small file per
 /// log dir, written only when a HW moved, so 1 s costs little).
@@ -451,6 +482,7 @@ impl BrokerNode {
                 ControllerClient::new(self.channel(&addr)).watch_metadata(WatchMetadataRequest {
                     from_offset: if applied == 0 { 0 } else { applied + 1 },
                     broker_id: Some(self.id()),
+                    cluster_id: self.config.cluster_id.clone(),
                 }),
             )
             .await;
@@ -469,6 +501,7 @@ impl BrokerNode {
                 };
                 if let Err(e) = self.apply_event(event) {
                     tracing::error!(error = %e, "could not apply metadata; resubscribing");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     break;
                 }
             }
@@ -476,6 +509,7 @@ impl BrokerNode {
     }
 
     fn apply_event(&self, ev: MetadataEvent) -> Result<(), String> {
+        check_metadata_source(&self.config.cluster_id, &ev, self.image().offset)?;
         let mut image = (*self.image()).clone();
         let mut changed = false;
         let mut applied = self.metadata_offset.load(Ordering::SeqCst);
@@ -563,9 +597,22 @@ impl BrokerNode {
             if let Some(p) = parts.remove(&key) {
                 let name = p.name();
                 let dir = self.config.log_dir.join(format!("{name}-{}", key.0));
-                tracing::info!(partition = %name, "replica removed; deleting its log");
-                // The log handle closes when the last Arc drops; remove the files now.
-                let _ = std::fs::remove_dir_all(dir);
+                // Kafka's way: rename now, delete after file.delete.delay.ms, so a replica
+                // dropped by mistake can still be recovered by hand for a while.
+                let aside = self.config.log_dir.join(format!(
+                    "{name}-{}.{}{DELETED_SUFFIX}",
+                    key.0,
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis())
+                ));
+                match std::fs::rename(&dir, &aside) {
+                    Ok(()) => tracing::info!(partition = %name, dir = %aside.display(),
+                        "replica removed; its log is set aside and deleted after {} s",
+                        LOG_DELETE_DELAY.as_secs()),
+                    Err(e) => tracing::warn!(partition = %name, error = %e,
+                        "replica removed; could not set its log aside"),
+                }
             }
         }
         for (key, (topic, role)) in wanted {
@@ -960,6 +1007,15 @@ impl BrokerNode {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            let dir = self.config.log_dir.clone();
+            match tokio::task::spawn_blocking(move || delete_set_aside_logs(&dir, LOG_DELETE_DELAY))
+                .await
+            {
+                Ok(Ok(n)) if n > 0 => tracing::info!(logs = n, "deleted set-aside replica logs"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not delete set-aside logs"),
+                Err(e) => tracing::warn!(error = %e, "set-aside log deletion task failed"),
+            }
             for p in self.local_partitions() {
                 let mut st = p.state.lock().await;
                 let hw = st.replica.high_watermark();
@@ -1027,6 +1083,29 @@ async fn with_deadline<T>(
             deadline.as_millis()
         ))),
     }
+}
+
+/// Refuses metadata that would make this broker drop data it must keep (review defect 10):
+/// events of another cluster, and a snapshot older than the image already applied (the
+/// quorum lost committed metadata: a wiped or reset controller set). The broker keeps its
+/// image and keeps resubscribing, loudly, until an operator sorts it out.
+fn check_metadata_source(cluster_id: &str, ev: &MetadataEvent, applied: u64) -> Result<(), String> {
+    if !ev.cluster_id.is_empty() && ev.cluster_id != cluster_id {
+        return Err(format!(
+            "metadata from cluster {:?}, but this broker belongs to {cluster_id:?}; not applied",
+            ev.cluster_id
+        ));
+    }
+    if let Some(Event::Snapshot(s)) = &ev.event {
+        if s.offset < applied {
+            return Err(format!(
+                "the controllers sent a snapshot at offset {} but this broker already applied \
+                 offset {applied}: the quorum lost committed metadata; not applied",
+                s.offset
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Errors after which the controller certainly did not apply an AlterPartition (Kafka's
@@ -1112,5 +1191,35 @@ mod tests {
             let e = parse_hw_checkpoint(text).unwrap_err();
             assert!(e.contains(want), "{text:?}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod set_aside_tests {
+    use super::*;
+
+    #[test]
+    fn set_aside_logs_are_deleted_only_after_the_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let old = dir
+            .path()
+            .join(format!("t-0-abc.{}{DELETED_SUFFIX}", now - 120_000));
+        let new = dir.path().join(format!("t-1-abc.{}{DELETED_SUFFIX}", now));
+        let live = dir.path().join("t-2-abc");
+        for d in [&old, &new, &live] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("00000000000000000000.log"), b"x").unwrap();
+        }
+        assert_eq!(
+            delete_set_aside_logs(dir.path(), LOG_DELETE_DELAY).unwrap(),
+            1
+        );
+        assert!(!old.exists());
+        assert!(new.exists(), "within the delay: kept");
+        assert!(live.exists(), "a live replica is never touched");
     }
 }

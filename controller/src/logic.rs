@@ -311,14 +311,19 @@ pub fn unfence_broker(image: &MetadataImage, id: BrokerId) -> Vec<MetadataRecord
     records
 }
 
-/// Registers (or re-registers) a broker. A re-registration is a restart: the broker is
-/// fenced first so it leads nothing until it catches up again.
+/// Registers (or re-registers) a broker. A re-registration by a new incarnation is a
+/// restart: the broker is fenced first so it leads nothing until it catches up again. The
+/// same incarnation retrying gets its registration back unchanged (no records). A new
+/// incarnation while the registered one still has a live session is a second process with
+/// the same `node.id`: `DUPLICATE_BROKER_REGISTRATION` (Kafka's
+/// `ClusterControlManager.registerBroker`), so the two cannot keep fencing each other.
 pub fn register_broker(
     image: &MetadataImage,
     id: BrokerId,
     incarnation_id: &str,
     endpoint: Endpoint,
     rack: Option<String>,
+    registered_session_alive: bool,
 ) -> Result<Vec<MetadataRecord>, Refusal> {
     if id < 0 {
         return refuse(
@@ -336,7 +341,21 @@ pub fn register_broker(
         );
     }
     let mut records = Vec::new();
-    if image.brokers.contains_key(&id) {
+    if let Some(b) = image.brokers.get(&id) {
+        if b.incarnation_id == incarnation_id {
+            return Ok(records);
+        }
+        if registered_session_alive {
+            return refuse(
+                ErrorCode::DuplicateBrokerRegistration,
+                format!(
+                    "broker {id} is registered by incarnation {} whose session is alive; \
+                     another process with node.id {id} is running (or the old one stopped \
+                     less than broker.session.timeout.ms ago)",
+                    b.incarnation_id
+                ),
+            );
+        }
         records.extend(fence_broker(image, id));
     }
     records.push(MetadataRecord::RegisterBroker {

@@ -377,6 +377,17 @@ impl ControllerNode {
         );
     }
 
+    /// Whether `broker`'s session is alive (a heartbeat within `broker.session.timeout.ms`).
+    pub fn session_alive(&self, broker: BrokerId) -> bool {
+        let s = self.sessions.lock().expect("sessions lock");
+        s.get(&broker).is_some_and(|s| s.deadline > Instant::now())
+    }
+
+    /// Ends `broker`'s session (its controlled shutdown completed).
+    pub fn end_session(&self, broker: BrokerId) {
+        self.sessions.lock().expect("sessions lock").remove(&broker);
+    }
+
     /// Milliseconds since the broker's last heartbeat, and the metadata offset it reported.
     pub fn session_info(&self, broker: BrokerId) -> Option<(i64, Option<u64>)> {
         let s = self.sessions.lock().expect("sessions lock");
@@ -411,7 +422,9 @@ impl ControllerNode {
                 let now = Instant::now();
                 let mut s = self.sessions.lock().expect("sessions lock");
                 s.clear();
-                for id in image.brokers.keys() {
+                // Fenced brokers have no session to keep (and their next incarnation may
+                // register at once).
+                for id in image.brokers.values().filter(|b| !b.fenced).map(|b| &b.id) {
                     s.insert(
                         *id,
                         Session {

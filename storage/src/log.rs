@@ -251,11 +251,49 @@ impl Log {
             report,
             producers,
         };
+        // The epoch checkpoint is written at each new epoch, so it can only lag the log when
+        // it was lost (then every batch header says where its epoch starts) or when an unclean
+        // shutdown left batches after the recovery point: rebuild from the batch headers, as
+        // Kafka's LogLoader does while recovering segments (review defect 9 of issue 12).
+        let rebuild_from = if log.epochs.entries().is_empty() {
+            Some(log.log_start_offset)
+        } else if !clean {
+            Some(recovery_point.max(log.log_start_offset))
+        } else {
+            None
+        };
+        if let Some(from) = rebuild_from {
+            log.rebuild_epochs_from(from)?;
+        }
         log.replay_producer_state()?;
         if !log.report.corruptions.is_empty() {
             tracing::warn!(dir = %log.dir.display(), report = ?log.report, "log recovered with data loss");
         }
         Ok(log)
+    }
+
+    /// Assigns the leader epoch of every batch from `from` to the log end (headers only
+    /// matter; batches are read in 1 MiB steps). Epochs never go back, so batches of epochs
+    /// the cache already has change nothing.
+    fn rebuild_epochs_from(&mut self, from: i64) -> Result<()> {
+        let end = self.log_end_offset();
+        let mut at = from;
+        while at < end {
+            let bytes = self.read(at, 1 << 20, i64::MAX)?;
+            let mut next = at;
+            for h in crate::batch::headers(&bytes) {
+                if h.partition_leader_epoch >= 0 {
+                    self.epochs
+                        .assign(h.partition_leader_epoch, h.base_offset)?;
+                }
+                next = h.next_offset();
+            }
+            if next <= at {
+                break;
+            }
+            at = next;
+        }
+        Ok(())
     }
 
     /// What `open` found.

@@ -7,7 +7,7 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use sluice_storage::{LogConfig, Validation};
+use sluice_storage::{Log, LogConfig, Validation};
 
 #[test]
 fn segments_roll_at_segment_bytes_and_reads_cross_them() {
@@ -325,4 +325,26 @@ fn truncating_to_the_log_end_drops_an_empty_epoch_at_the_end() {
     drop(log);
     let log = open(dir.path(), small_config(), &clock);
     assert_eq!(log.latest_epoch(), Some(1));
+}
+
+/// Review defect 9 of issue 12: a lost `leader-epoch-checkpoint` used to leave the epoch
+/// cache empty, so this replica, as a follower, sent no last fetched epoch and skipped the
+/// divergence check. Recovery now rebuilds it from the batch headers (Kafka's LogLoader).
+#[test]
+fn a_lost_epoch_checkpoint_is_rebuilt_from_the_batch_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    {
+        let mut log = Log::open(&path, small_config()).unwrap();
+        log.append_as_leader(batch(1, 3, 10, 1_000), 1).unwrap();
+        log.append_as_leader(batch(2, 2, 10, 1_000), 3).unwrap();
+        log.append_as_leader(batch(3, 4, 10, 1_000), 3).unwrap();
+        log.shutdown().unwrap();
+    }
+    std::fs::remove_file(path.join(sluice_storage::epoch::LEADER_EPOCH_CHECKPOINT)).unwrap();
+    let log = Log::open(&path, small_config()).unwrap();
+    assert_eq!(log.latest_epoch(), Some(3));
+    assert_eq!(log.end_offset_for_epoch(1), (1, 3));
+    assert_eq!(log.end_offset_for_epoch(2), (1, 3));
+    assert_eq!(log.end_offset_for_epoch(3), (3, 9));
 }

@@ -280,7 +280,7 @@ pub async fn image_of(addr: &str) -> Option<(sluice_metadata::MetadataImage, boo
     let mut stream = controller(addr)
         .watch_metadata(sluice_proto::v1::WatchMetadataRequest {
             from_offset: 0,
-            broker_id: None,
+            ..Default::default()
         })
         .await
         .ok()?

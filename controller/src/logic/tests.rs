@@ -32,7 +32,15 @@ fn cluster(n: i32) -> MetadataImage {
     for id in 1..=n {
         img = commit(
             &img,
-            register_broker(&img, id, &format!("inc-{id}"), ep(9000 + id as u16), None).unwrap(),
+            register_broker(
+                &img,
+                id,
+                &format!("inc-{id}"),
+                ep(9000 + id as u16),
+                None,
+                false,
+            )
+            .unwrap(),
         );
         img = commit(&img, unfence_broker(&img, id));
     }
@@ -320,7 +328,7 @@ proptest! {
         for op in ops {
             let before = img.clone();
             let records: Vec<MetadataRecord> = match op {
-                Op::Register(b) => register_broker(&img, b, &format!("i{}", img.offset), ep(9000), None).unwrap(),
+                Op::Register(b) => register_broker(&img, b, &format!("i{}", img.offset), ep(9000), None, false).unwrap(),
                 Op::Unfence(b) => unfence_broker(&img, b),
                 Op::Fence(b) => fence_broker(&img, b),
                 Op::Create(t, p, r) => {
@@ -367,4 +375,30 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_second_incarnation_is_refused_while_the_first_has_a_live_session() {
+    // Review defect 8 of issue 12 (Kafka's ClusterControlManager.registerBroker).
+    let img = cluster(2);
+    let epoch = img.brokers[&1].epoch;
+    let err = register_broker(&img, 1, "other", ep(9101), None, true).unwrap_err();
+    assert_eq!(
+        err.code,
+        ErrorCode::DuplicateBrokerRegistration,
+        "{}",
+        err.message
+    );
+    assert!(err.message.contains("inc-1"), "{}", err.message);
+    // The same incarnation retrying keeps its registration (and epoch).
+    assert!(register_broker(&img, 1, "inc-1", ep(9001), None, true)
+        .unwrap()
+        .is_empty());
+    assert_eq!(img.brokers[&1].epoch, epoch);
+    // Once the old session is gone, a new incarnation is a restart: fenced, re-registered.
+    let records = register_broker(&img, 1, "other", ep(9101), None, false).unwrap();
+    let next = commit(&img, records);
+    assert!(next.brokers[&1].fenced);
+    assert_eq!(next.brokers[&1].incarnation_id, "other");
+    assert!(next.brokers[&1].epoch > epoch);
 }

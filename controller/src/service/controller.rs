@@ -81,21 +81,27 @@ impl Controller for ControllerService {
             host: req.host.clone(),
             port,
         };
-        let (offset, _) = self
+        let alive = self.node.session_alive(req.broker_id);
+        let (offset, existing) = self
             .node
             .decide(|img| {
-                Ok((
-                    logic::register_broker(
-                        img,
-                        req.broker_id,
-                        &req.incarnation_id,
-                        endpoint,
-                        req.rack.clone(),
-                    )?,
-                    (),
-                ))
+                let records = logic::register_broker(
+                    img,
+                    req.broker_id,
+                    &req.incarnation_id,
+                    endpoint,
+                    req.rack.clone(),
+                    alive,
+                )?;
+                // A retry of the same incarnation: its current registration.
+                let existing = records
+                    .is_empty()
+                    .then(|| img.brokers.get(&req.broker_id).map(|b| b.epoch))
+                    .flatten();
+                Ok((records, existing))
             })
             .await?;
+        let offset = existing.map_or(offset, |e| e as u64);
         self.node.touch_session(req.broker_id, None);
         tracing::info!(broker = req.broker_id, epoch = offset, "broker registered");
         Ok(Response::new(RegisterBrokerResponse {
@@ -136,6 +142,11 @@ impl Controller for ControllerService {
                 Ok((Vec::new(), (b.fenced, false)))
             })
             .await?;
+        if shut_down {
+            // A broker that finished its controlled shutdown leaves no live session: its next
+            // incarnation may register at once.
+            self.node.end_session(broker);
+        }
         Ok(Response::new(BrokerHeartbeatResponse {
             is_caught_up: caught_up,
             is_fenced: fenced,
@@ -249,6 +260,16 @@ impl Controller for ControllerService {
         r: Request<WatchMetadataRequest>,
     ) -> Result<Response<Self::WatchMetadataStream>, Status> {
         let req = r.into_inner();
+        if !req.cluster_id.is_empty() && req.cluster_id != self.node.config.cluster_id {
+            return Err(error_status(
+                ErrorCode::InconsistentClusterId,
+                format!(
+                    "the watcher belongs to cluster {:?}, this is {:?}",
+                    req.cluster_id, self.node.config.cluster_id
+                ),
+                None,
+            ));
+        }
         let (tx, rx) = mpsc::channel(WATCH_CHANNEL_CAPACITY);
         let node = self.node.clone();
         // The task ends when the client goes away (send fails) or the node stops.
@@ -305,6 +326,7 @@ async fn stream_metadata(
                         event: Some(metadata_event::Event::Records(MetadataRecords {
                             entries: out,
                         })),
+                        cluster_id: node.config.cluster_id.clone(),
                     }
                 }
                 // Purged (or a hole after a snapshot install): send the image.
@@ -317,6 +339,7 @@ async fn stream_metadata(
                             format_version: RECORD_FORMAT_VERSION,
                             image: image.encode().into(),
                         })),
+                        cluster_id: node.config.cluster_id.clone(),
                     }
                 }
             };
@@ -335,6 +358,7 @@ async fn stream_metadata(
                 let beat = MetadataEvent {
                     committed_offset: applied,
                     event: Some(metadata_event::Event::Heartbeat(MetadataHeartbeat {})),
+                    cluster_id: node.config.cluster_id.clone(),
                 };
                 if tx.send(Ok(beat)).await.is_err() {
                     return Ok(());
