@@ -336,14 +336,26 @@ impl BrokerNode {
                     if let Some(hint) = error_detail(&s).and_then(|d| d.leader) {
                         let want = format!("{}:{}", hint.host, hint.port);
                         if let Some(j) = self.config.controllers.iter().position(|a| *a == want) {
-                            if let Ok(r) = with_deadline(
+                            let hinted = with_deadline(
                                 deadline,
                                 f(ControllerClient::new(self.channel(&want))),
                             )
-                            .await
-                            {
-                                self.active_controller.store(j, Ordering::Relaxed);
-                                return Ok(r.into_inner());
+                            .await;
+                            match hinted {
+                                Ok(r) => {
+                                    self.active_controller.store(j, Ordering::Relaxed);
+                                    return Ok(r.into_inner());
+                                }
+                                // The active controller's own refusal is the answer: do not
+                                // hide it behind a follower's NOT_CONTROLLER.
+                                Err(s)
+                                    if error_detail(&s)
+                                        .is_some_and(|d| d.code() != ErrorCode::NotController) =>
+                                {
+                                    self.active_controller.store(j, Ordering::Relaxed);
+                                    return Err(s);
+                                }
+                                Err(_) => {}
                             }
                         }
                     }

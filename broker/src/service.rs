@@ -624,7 +624,9 @@ impl Broker for BrokerService {
         // sequence); replication waits overlap, up to PRODUCE_STREAM_IN_FLIGHT_MAX, and are
         // answered in request order. Ends when the client closes its side or goes away.
         tokio::spawn(async move {
-            let mut waiting = futures::stream::FuturesOrdered::new();
+            let mut waiting: futures::stream::FuturesOrdered<
+                tokio::task::JoinHandle<ProduceResponse>,
+            > = futures::stream::FuturesOrdered::new();
             let mut inbound_open = true;
             loop {
                 if !inbound_open && waiting.is_empty() {
@@ -633,8 +635,10 @@ impl Broker for BrokerService {
                 tokio::select! {
                     biased;
                     () = tx.closed() => return,
-                    Some(resp) = waiting.next(), if !waiting.is_empty() => {
-                        if tx.send(Ok(resp)).await.is_err() {
+                    Some(joined) = waiting.next(), if !waiting.is_empty() => {
+                        let resp: Result<ProduceResponse, Status> = joined
+                            .map_err(|e: tokio::task::JoinError| Status::internal(format!("produce task failed: {e}")));
+                        if tx.send(resp).await.is_err() {
                             return;
                         }
                     }
@@ -648,7 +652,11 @@ impl Broker for BrokerService {
                         let svc = svc.clone();
                         let t = Instant::now();
                         let appended = svc.produce_append(req).await;
-                        waiting.push_back(async move {
+                        // Each wait runs as its own task: a future parked in `waiting` while
+                        // this loop awaits the next append must not hold anything the append
+                        // needs (a tokio mutex permit handed to an unpolled waiter deadlocked
+                        // the partition: every fetch and the ISR loop stalled behind it).
+                        waiting.push_back(tokio::spawn(async move {
                             let r = match appended {
                                 Ok(a) => svc.produce_complete(a).await,
                                 Err(s) => Err(s),
@@ -669,7 +677,7 @@ impl Broker for BrokerService {
                                     current_leader: leader,
                                 }
                             })
-                        });
+                        }));
                     }
                     else => return,
                 }

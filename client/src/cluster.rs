@@ -56,8 +56,8 @@ impl Cluster {
                         .tcp_nodelay(true)
                         // A frozen broker (SIGSTOP, hung) keeps its TCP connection open:
                         // unanswered HTTP/2 pings close it, failing what was in flight there.
-                        .http2_keep_alive_interval(Duration::from_secs(2))
-                        .keep_alive_timeout(Duration::from_secs(3))
+                        .http2_keep_alive_interval(sluice_proto::transport::KEEPALIVE_INTERVAL)
+                        .keep_alive_timeout(sluice_proto::transport::KEEPALIVE_TIMEOUT)
                         .initial_stream_window_size(4 << 20)
                         .initial_connection_window_size(16 << 20)
                         .connect_lazy();

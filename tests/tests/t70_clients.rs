@@ -686,3 +686,66 @@ async fn producer_batching_respects_batch_size_and_linger() {
         "one batch of three"
     );
 }
+
+/// Regression (found by `sluice bench produce` this session): a ProduceStream kept each
+/// acks=all replication wait in a list it polled only between appends. A wait woken with
+/// the partition's mutex permit while the stream's loop was inside the next append (which
+/// wanted the same mutex) deadlocked the partition: follower fetches and the ISR loop
+/// queued behind it, so acks=all hung for good. Method: 20 000 records of 1 KiB, sticky
+/// partitioning and pipelined 16 KiB batches through the Producer, acks=all, RF 3. Every
+/// record must be acknowledged, and a later write must still be (the partitions are not
+/// wedged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_acks_all_batches_on_one_stream_never_wedge_a_partition() {
+    let c = Cluster::start(3, 3, CONTROLLER, BROKER);
+    create_topic_with(
+        &c.controller_addr(1),
+        "pipe",
+        3,
+        3,
+        &[("min.insync.replicas", "2")],
+    )
+    .await;
+    let producer = wait_for("producer", WAIT, || async {
+        Producer::connect(
+            &c.bootstrap(),
+            ProducerConfig {
+                batch_size: 16 * 1024,
+                linger: Duration::from_millis(5),
+                max_in_flight: 4,
+                ..ProducerConfig::default()
+            },
+        )
+        .await
+        .ok()
+    })
+    .await;
+    let value = vec![b'x'; 1024];
+    let mut acks = Vec::new();
+    for _ in 0..20_000 {
+        acks.push(
+            producer
+                .send(ProducerRecord::new("pipe", value.clone()))
+                .await
+                .expect("queued"),
+        );
+    }
+    let all = async {
+        for f in acks {
+            f.await.expect("acknowledged");
+        }
+    };
+    tokio::time::timeout(WAIT, all)
+        .await
+        .expect("every record acknowledged (no wedged partition)");
+    for p in 0..3 {
+        let later = producer
+            .send(ProducerRecord::new("pipe", b"later".to_vec()).partition(p))
+            .await
+            .expect("queued");
+        tokio::time::timeout(WAIT, later)
+            .await
+            .expect("partition still serves acks=all")
+            .expect("acknowledged");
+    }
+}
