@@ -29,7 +29,6 @@ use tonic::Status;
 
 use crate::assign;
 use crate::node::BrokerNode;
-use crate::partition::Role;
 
 /// The internal topic holding committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -340,10 +339,11 @@ impl GroupCoordinator {
         let Some(part) = self.node.partition(OFFSETS_TOPIC, p) else {
             return Err(not_coordinator());
         };
-        let leader_epoch = match &part.state.lock().await.replica.role() {
-            Role::Leader { leader_epoch, .. } => *leader_epoch,
-            Role::Follower { .. } => return Err(not_coordinator()),
-        };
+        let o = part.offsets();
+        if !o.is_leader {
+            return Err(not_coordinator());
+        }
+        let leader_epoch = o.leader_epoch;
         let shard = self.shard_slot(p);
         let mut s = shard.lock().await;
         if s.leader_epoch != leader_epoch {
@@ -360,15 +360,15 @@ impl GroupCoordinator {
             .node
             .partition(OFFSETS_TOPIC, p)
             .ok_or_else(|| err(ErrorCode::NotCoordinator, "offsets partition moved"))?;
-        let st = part.state.lock().await;
-        let end = st.log.log_end_offset();
-        let mut at = st.log.log_start_offset();
+        let o = part.offsets();
+        let end = o.log_end_offset;
+        let mut at = o.log_start_offset;
         let mut groups: HashMap<String, Group> = HashMap::new();
         let mut records = 0usize;
         while at < end {
-            let bytes = st
-                .log
+            let bytes = part
                 .read(at, 1 << 20, end)
+                .await
                 .map_err(|e| err(ErrorCode::CoordinatorLoadInProgress, e.to_string()))?;
             if bytes.is_empty() {
                 break;
@@ -415,17 +415,17 @@ impl GroupCoordinator {
         for (k, v) in &records {
             b.append(now, Some(k), v.as_deref(), &[]);
         }
-        let svc = crate::service::BrokerService::new(self.node.clone());
-        svc.produce_one(ProduceRequest {
-            correlation_id: 0,
-            topic: OFFSETS_TOPIC.into(),
-            partition: p,
-            acks: Some(-1),
-            timeout_ms: 10_000,
-            payload: Some(produce_request::Payload::RecordBatch(b.build())),
-        })
-        .await
-        .map(|_| ())
+        crate::data::DataPlane::new(self.node.clone())
+            .produce_one(ProduceRequest {
+                correlation_id: 0,
+                topic: OFFSETS_TOPIC.into(),
+                partition: p,
+                acks: Some(-1),
+                timeout_ms: 10_000,
+                payload: Some(produce_request::Payload::RecordBatch(b.build())),
+            })
+            .await
+            .map(|_| ())
     }
 
     fn partition_counts(&self, topics: &[String]) -> BTreeMap<String, i32> {
@@ -785,17 +785,18 @@ impl GroupCoordinator {
             let Some(part) = self.node.partition(OFFSETS_TOPIC, p) else {
                 continue;
             };
-            if !matches!(part.state.lock().await.replica.role(), Role::Leader { .. }) {
+            if !part.offsets().is_leader {
                 continue;
             }
             // Load by asking for a group id of this partition is not possible in general;
             // load the shard directly.
             let shard = self.shard_slot(p);
             let mut s = shard.lock().await;
-            let epoch = match &part.state.lock().await.replica.role() {
-                Role::Leader { leader_epoch, .. } => *leader_epoch,
-                _ => continue,
-            };
+            let o = part.offsets();
+            if !o.is_leader {
+                continue;
+            }
+            let epoch = o.leader_epoch;
             if s.leader_epoch != epoch {
                 if let Ok(g) = self.load(p).await {
                     s.groups = g;

@@ -11,6 +11,8 @@
 //! ```
 
 pub mod assign;
+pub mod data;
+pub mod error;
 pub mod group;
 pub mod node;
 pub mod partition;

@@ -19,7 +19,10 @@ use sluice_proto::v1::*;
 use sluice_storage::{Log, LogConfig};
 use tonic::transport::Channel;
 
-use crate::partition::{AlterIsr, AlterOutcome, Partition, ReplicaState, Role, RoleChange};
+use crate::partition::state::DivergingEpoch;
+use crate::partition::{
+    AlterIsr, AlterOutcome, FetchedFromLeader, PartitionHandle, ReplicaState, Role,
+};
 
 /// Settings of one broker (Kafka key names in the docs).
 #[derive(Debug, Clone)]
@@ -58,10 +61,14 @@ pub struct BrokerNode {
     pub config: BrokerConfig,
     /// The latest metadata image (std lock: swapped, never held across `.await`).
     image: RwLock<Arc<MetadataImage>>,
-    /// Local replicas (std lock: map lookups only).
-    partitions: Mutex<HashMap<(TopicId, i32), Arc<Partition>>>,
-    /// Follower fetch tasks by partition.
-    fetchers: Mutex<HashMap<(TopicId, i32), tokio::task::JoinHandle<()>>>,
+    /// Local replicas' handles (std lock: map lookups and inserts only).
+    partitions: Mutex<HashMap<(TopicId, i32), PartitionHandle>>,
+    /// Each replica's actor task, awaited when the replica is removed (std lock: tiny).
+    actors: Mutex<HashMap<(TopicId, i32), tokio::task::JoinHandle<()>>>,
+    /// Follower fetch tasks by partition, with the role they follow (std lock: tiny).
+    fetchers: Mutex<HashMap<PartitionKey, (Role, tokio::task::JoinHandle<()>)>>,
+    /// Serialises `reconcile` (held across opening logs; nothing else takes it).
+    reconcile_lock: Mutex<()>,
     /// Our broker epoch (-1 = not registered).
     pub broker_epoch: AtomicI64,
     /// Whether the controller currently fences us.
@@ -79,6 +86,9 @@ pub struct BrokerNode {
     /// replica opens (std lock: map lookups only).
     hw_checkpoint: Mutex<HashMap<(String, i32), i64>>,
 }
+
+/// A local replica's key: topic id and partition index.
+pub type PartitionKey = (TopicId, i32);
 
 /// How long a removed replica's log stays set aside before it is deleted (Kafka's
 /// `file.delete.delay.ms`, 60 s).
@@ -191,7 +201,9 @@ impl BrokerNode {
             config,
             image: RwLock::new(Arc::new(image)),
             partitions: Mutex::new(HashMap::new()),
+            actors: Mutex::new(HashMap::new()),
             fetchers: Mutex::new(HashMap::new()),
+            reconcile_lock: Mutex::new(()),
             broker_epoch: AtomicI64::new(-1),
             fenced: AtomicBool::new(true),
             active_controller: AtomicUsize::new(0),
@@ -285,7 +297,7 @@ impl BrokerNode {
     }
 
     /// A local replica by topic name and index.
-    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+    pub fn partition(&self, topic: &str, index: i32) -> Option<PartitionHandle> {
         let id = self.image().topic(topic)?.id;
         self.partitions
             .lock()
@@ -560,9 +572,12 @@ impl BrokerNode {
         Ok(())
     }
 
-    /// Makes local replicas match the image: opens logs for new replicas, switches roles,
-    /// starts or stops follower fetchers, deletes replicas that are gone.
+    /// Makes local replicas match the image: opens logs for new replicas, hands every
+    /// replica its role, starts or stops follower fetchers, sets aside replicas that are
+    /// gone. Calls run one at a time (`reconcile_lock`); the `partitions` map is locked only
+    /// for lookups and inserts, never across a log's recovery.
     pub fn reconcile(&self) {
+        let _one_at_a_time = self.reconcile_lock.lock().expect("reconcile lock");
         let image = self.image();
         let me = self.id();
         // Until the controller unfences us (we registered and caught up with the metadata
@@ -595,48 +610,32 @@ impl BrokerNode {
                 }
             }
         }
-        let mut parts = self.partitions.lock().expect("partitions lock");
-        // Gone: stop and delete.
-        let gone: Vec<(TopicId, i32)> = parts
-            .keys()
-            .filter(|k| !wanted.contains_key(k))
-            .copied()
-            .collect();
+        let (gone, existing): (Vec<PartitionKey>, HashMap<PartitionKey, PartitionHandle>) = {
+            let parts = self.partitions.lock().expect("partitions lock");
+            (
+                parts
+                    .keys()
+                    .filter(|k| !wanted.contains_key(k))
+                    .copied()
+                    .collect(),
+                parts.clone(),
+            )
+        };
         for key in gone {
-            if let Some(h) = self.fetchers.lock().expect("fetchers lock").remove(&key) {
-                h.abort();
-            }
-            if let Some(p) = parts.remove(&key) {
-                let name = p.name();
-                let dir = self.config.log_dir.join(format!("{name}-{}", key.0));
-                // Kafka's way: rename now, delete after file.delete.delay.ms, so a replica
-                // dropped by mistake can still be recovered by hand for a while.
-                let aside = self.config.log_dir.join(format!(
-                    "{name}-{}.{}{DELETED_SUFFIX}",
-                    key.0,
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis())
-                ));
-                match std::fs::rename(&dir, &aside) {
-                    Ok(()) => tracing::info!(partition = %name, dir = %aside.display(),
-                        "replica removed; its log is set aside and deleted after {} s",
-                        LOG_DELETE_DELAY.as_secs()),
-                    Err(e) => tracing::warn!(partition = %name, error = %e,
-                        "replica removed; could not set its log aside"),
-                }
-            }
+            self.remove_replica(key);
         }
         for (key, (topic, role)) in wanted {
             let config = log_config(&topic.config);
-            let part = match parts.get(&key) {
+            let part = match existing.get(&key) {
                 Some(p) => p.clone(),
                 None => {
                     let dir = self
                         .config
                         .log_dir
                         .join(format!("{}-{}-{}", topic.name, key.1, key.0));
-                    let log = match Log::open(&dir, config.clone()) {
+                    // Recovery reads and may rewrite segments: off the async workers.
+                    let opened = tokio::task::block_in_place(|| Log::open(&dir, config.clone()));
+                    let log = match opened {
                         Ok(l) => l,
                         Err(e) => {
                             tracing::error!(dir = %dir.display(), error = %e, "cannot open partition log");
@@ -646,86 +645,105 @@ impl BrokerNode {
                     let leo = log.log_end_offset();
                     let hw = self.checkpointed_high_watermark(&topic.name, key.1);
                     let replica = ReplicaState::new(me, role.clone(), hw, leo);
-                    let p = Arc::new(Partition::new(
+                    if let Role::Leader { leader_epoch, .. } = &role {
+                        tracing::info!(partition = %format!("{}-{}", topic.name, key.1), leader_epoch, "became leader");
+                    }
+                    let (p, task) = PartitionHandle::spawn(
                         topic.name.clone(),
                         key.0,
                         key.1,
                         log,
                         replica,
-                    ));
-                    parts.insert(key, p.clone());
+                        config.clone(),
+                    );
+                    // The first role of a new replica is applied by its actor at start (the
+                    // epoch must be in the leader-epoch checkpoint before any append).
+                    p.set_role(role.clone(), config.clone());
+                    self.actors.lock().expect("actors lock").insert(key, task);
+                    self.partitions
+                        .lock()
+                        .expect("partitions lock")
+                        .insert(key, p.clone());
                     tracing::info!(partition = %p.name(), ?role, "replica created");
-                    self.apply_role(&p, role, config, true);
-                    continue;
+                    p
                 }
             };
-            self.apply_role(&part, role, config, false);
+            self.apply_role(&part, role, config);
         }
     }
 
-    fn apply_role(&self, part: &Arc<Partition>, role: Role, config: LogConfig, new: bool) {
+    /// Hands `part` its role and starts or stops its follower fetcher.
+    fn apply_role(&self, part: &PartitionHandle, role: Role, config: LogConfig) {
         let key = (part.topic_id, part.index);
-        // The role switch takes the partition lock; do it without blocking the caller.
-        let mut st = match part.state.try_lock() {
-            Ok(st) => st,
-            Err(_) => {
-                // Busy (an append or fetch is running): reconcile again shortly from the
-                // then-latest image, so a newer role is never overwritten by this one.
-                let me = self.self_arc();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    if let Some(me) = me {
-                        me.reconcile();
-                    }
-                });
-                return;
-            }
-        };
-        let _ = st.log.set_config(config);
-        let old = st.replica.role().clone();
-        let leo = st.log.log_end_offset();
-        let change = st.replica.apply_role(role.clone(), leo, Instant::now());
-        if new {
-            // A fresh replica: the state was built with this role already.
-        } else if matches!(change, RoleChange::Unchanged | RoleChange::Stale) {
+        part.set_role(role.clone(), config);
+        let mut fetchers = self.fetchers.lock().expect("fetchers lock");
+        if fetchers.get(&key).is_some_and(|(r, _)| *r == role) {
             return;
         }
-        // ISR changes of partitions we lead, whoever made them (our AlterPartition, or
-        // the controller fencing a replica): Kafka's IsrShrinksPerSec / IsrExpandsPerSec.
-        if change == RoleChange::IsrChanged {
-            count_isr_change(&old, st.replica.role());
+        if let Some((_, h)) = fetchers.remove(&key) {
+            h.abort();
         }
-        let became_leader =
-            change == RoleChange::BecameLeader || (new && matches!(role, Role::Leader { .. }));
-        match &role {
-            Role::Leader { leader_epoch, .. } => {
-                if became_leader {
-                    if let Err(e) = st.log.assign_leader_epoch(*leader_epoch) {
-                        tracing::error!(partition = %part.name(), error = %e, "cannot record the leader epoch");
-                    }
-                    tracing::info!(partition = %part.name(), leader_epoch, "became leader");
-                }
-                if let Some(h) = self.fetchers.lock().expect("fetchers lock").remove(&key) {
-                    h.abort();
-                }
-            }
-            Role::Follower {
-                leader,
-                leader_epoch,
-            } => {
-                if let Some(h) = self.fetchers.lock().expect("fetchers lock").remove(&key) {
-                    h.abort();
-                }
-                if *leader != NO_LEADER && *leader != self.id() {
-                    tracing::info!(partition = %part.name(), leader, leader_epoch, "became follower");
-                    if let Some(me) = self.self_arc() {
-                        let h = tokio::spawn(me.run_fetcher(part.clone(), *leader, *leader_epoch));
-                        self.fetchers.lock().expect("fetchers lock").insert(key, h);
-                    }
+        if let Role::Follower {
+            leader,
+            leader_epoch,
+        } = role
+        {
+            if leader != NO_LEADER && leader != self.id() {
+                if let Some(me) = self.self_arc() {
+                    let h = tokio::spawn(me.run_fetcher(part.clone(), leader, leader_epoch));
+                    fetchers.insert(key, (role, h));
                 }
             }
         }
-        part.publish(&st);
+    }
+
+    /// A replica the image no longer gives us: stop its fetcher, close its log, and set its
+    /// directory aside to be deleted after [`LOG_DELETE_DELAY`].
+    fn remove_replica(&self, key: (TopicId, i32)) {
+        if let Some((_, h)) = self.fetchers.lock().expect("fetchers lock").remove(&key) {
+            h.abort();
+        }
+        let Some(p) = self
+            .partitions
+            .lock()
+            .expect("partitions lock")
+            .remove(&key)
+        else {
+            return;
+        };
+        let actor = self.actors.lock().expect("actors lock").remove(&key);
+        let name = p.name();
+        let dir = self.config.log_dir.join(format!("{name}-{}", key.0));
+        // Kafka's way: rename now, delete after file.delete.delay.ms, so a replica dropped by
+        // mistake can still be recovered by hand for a while. The actor closes the log first.
+        let aside = self.config.log_dir.join(format!(
+            "{name}-{}.{}{DELETED_SUFFIX}",
+            key.0,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        ));
+        // Fire and forget: the rename waits for the actor to close its log; nobody needs
+        // the outcome beyond the log line.
+        tokio::spawn(async move {
+            if let Err(e) = p.close().await {
+                tracing::warn!(partition = %name, error = %e, "could not close a removed replica's log");
+            }
+            drop(p);
+            if let Some(actor) = actor {
+                let _ = actor.await;
+            }
+            match tokio::task::spawn_blocking(move || std::fs::rename(&dir, &aside).map(|_| aside))
+                .await
+            {
+                Ok(Ok(aside)) => tracing::info!(partition = %name, dir = %aside.display(),
+                    "replica removed; its log is set aside and deleted after {} s",
+                    LOG_DELETE_DELAY.as_secs()),
+                Ok(Err(e)) => tracing::warn!(partition = %name, error = %e,
+                    "replica removed; could not set its log aside"),
+                Err(e) => tracing::warn!(partition = %name, error = %e, "rename task failed"),
+            }
+        });
     }
 
     fn self_arc(&self) -> Option<Arc<BrokerNode>> {
@@ -740,23 +758,15 @@ impl BrokerNode {
     /// Follower: fetches from `leader` at `leader_epoch` until the role changes.
     async fn run_fetcher(
         self: Arc<Self>,
-        part: Arc<Partition>,
+        part: PartitionHandle,
         leader: BrokerId,
         leader_epoch: i32,
     ) {
         let mut backoff = Duration::from_millis(50);
         loop {
-            let (fetch_offset, last_epoch) = {
-                let st = part.state.lock().await;
-                if *st.replica.role()
-                    != (Role::Follower {
-                        leader,
-                        leader_epoch,
-                    })
-                {
-                    return;
-                }
-                (st.log.log_end_offset(), st.log.latest_epoch())
+            let Some((fetch_offset, last_epoch)) = part.fetch_position(leader, leader_epoch).await
+            else {
+                return;
             };
             let Some(addr) = self.broker_addr(leader) else {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -785,90 +795,49 @@ impl BrokerNode {
                 .max_decoding_message_size(64 << 20)
                 .fetch(req)
                 .await;
-            match resp {
+            let fetched = match resp {
                 Ok(r) => {
                     backoff = Duration::from_millis(50);
                     let r = r.into_inner();
-                    let mut st = part.state.lock().await;
-                    if *st.replica.role()
-                        != (Role::Follower {
-                            leader,
-                            leader_epoch,
-                        })
-                    {
-                        return;
+                    match r.diverging_epoch {
+                        Some(d) => FetchedFromLeader::Diverging(DivergingEpoch {
+                            leader_epoch: d.leader_epoch,
+                            end_offset: d.end_offset,
+                        }),
+                        None => FetchedFromLeader::Records {
+                            batches: r.record_batches,
+                            high_watermark: r.high_watermark,
+                        },
                     }
-                    if let Some(div) = r.diverging_epoch {
-                        // KIP-320/595: truncate to where our histories agree, then refetch.
-                        let (fe, fend) = st.log.end_offset_for_epoch(div.leader_epoch);
-                        let leo = st.log.log_end_offset();
-                        let target = if fe < 0 {
-                            div.end_offset.min(leo)
-                        } else {
-                            div.end_offset.min(fend).min(leo)
-                        };
-                        tracing::warn!(partition = %part.name(), from = leo, to = target, "truncating diverged log");
-                        if let Err(e) = st.log.truncate_to(target) {
-                            tracing::error!(partition = %part.name(), error = %e, "truncation failed");
-                        }
-                        st.clamp_high_watermark();
-                        part.publish(&st);
-                        continue;
-                    }
-                    if !r.record_batches.is_empty() {
-                        if let Err(e) = st.append_replicated(r.record_batches) {
-                            tracing::error!(partition = %part.name(), error = %e, "replicated append failed");
-                            drop(st);
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            continue;
-                        }
-                    }
-                    let leo = st.log.log_end_offset();
-                    st.replica.follow_high_watermark(r.high_watermark, leo);
-                    part.publish(&st);
                 }
                 Err(s) => {
-                    let code = error_code(&s);
-                    if code == ErrorCode::OffsetOutOfRange {
-                        // Our log end is below the leader's log start: start over there.
-                        let start = error_detail(&s).and_then(|d| d.log_start_offset);
-                        if let Some(start) = start.filter(|s| *s > fetch_offset) {
-                            let mut st = part.state.lock().await;
-                            let _ = st.log.truncate_fully_and_start_at(start);
-                            st.clamp_high_watermark();
-                            st.replica.raise_high_watermark_to(start);
-                            part.publish(&st);
-                        }
-                    }
+                    // Our log end is below the leader's log start: start over there.
+                    let start = (error_code(&s) == ErrorCode::OffsetOutOfRange)
+                        .then(|| error_detail(&s).and_then(|d| d.log_start_offset))
+                        .flatten()
+                        .filter(|start| *start > fetch_offset);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(500));
+                    match start {
+                        Some(start) => FetchedFromLeader::StartAt(start),
+                        None => continue,
+                    }
+                }
+            };
+            match part.apply_from_leader(leader, leader_epoch, fetched).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::error!(partition = %part.name(), error = %e, "replicated append failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }
     }
 
-    /// Leader-side bookkeeping of a follower's fetch: its LEO and caught-up time, and the
-    /// HW (woken waiters see it on the watch channel).
-    pub fn record_follower_fetch(
-        &self,
-        part: &Partition,
-        st: &mut crate::partition::PartitionState,
-        follower: BrokerId,
-        fetch_offset: i64,
-    ) {
-        let leo = st.log.log_end_offset();
-        if st
-            .replica
-            .on_follower_fetch(follower, fetch_offset, leo, Instant::now())
-        {
-            part.publish(st);
-        }
-    }
-
-    /// Leader duties every half second: ask each led partition's replica state for the
-    /// next ISR change (a shrink of followers that fell behind for
-    /// `replica.lag.time.max.ms`, or an expansion) and send it to the controller, then
-    /// apply the answer. Never returns.
+    /// Leader duties every half second: ask each led partition for the next ISR change (a
+    /// shrink of followers that fell behind for `replica.lag.time.max.ms`, or an expansion),
+    /// send it to the controller, and hand the answer back. Never returns.
     pub async fn run_isr_maintenance(self: Arc<Self>) {
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -876,30 +845,28 @@ impl BrokerNode {
                 continue;
             }
             for part in self.local_partitions() {
-                let proposal = {
-                    let mut st = part.state.lock().await;
-                    let leo = st.log.log_end_offset();
-                    st.replica
-                        .propose_isr(leo, Instant::now(), self.config.replica_lag_time_max)
-                };
-                let Some(proposal) = proposal else {
+                if !part.offsets().is_leader {
+                    continue;
+                }
+                let Some(proposal) = part
+                    .propose_isr(Instant::now(), self.config.replica_lag_time_max)
+                    .await
+                else {
                     continue;
                 };
                 let outcome = self.send_alter_partition(&part, &proposal).await;
-                let mut st = part.state.lock().await;
-                let leo = st.log.log_end_offset();
-                let before = st.replica.role().clone();
-                if st.replica.on_alter_partition(&proposal, outcome, leo) {
-                    part.publish(&st);
-                }
-                count_isr_change(&before, st.replica.role());
+                part.alter_partition_answer(proposal, outcome).await;
             }
         }
     }
 
     /// Sends one AlterPartition and classifies the answer: committed, refused for good, or
     /// unknown (no answer: it may have committed, so the proposal stays pending).
-    async fn send_alter_partition(&self, part: &Partition, proposal: &AlterIsr) -> AlterOutcome {
+    async fn send_alter_partition(
+        &self,
+        part: &PartitionHandle,
+        proposal: &AlterIsr,
+    ) -> AlterOutcome {
         let req = AlterPartitionRequest {
             broker_id: self.id(),
             broker_epoch: self.broker_epoch.load(Ordering::SeqCst),
@@ -1003,7 +970,7 @@ impl BrokerNode {
     }
 
     /// Every local replica (a snapshot of the map; the lock is not held afterwards).
-    pub fn local_partitions(&self) -> Vec<Arc<Partition>> {
+    pub fn local_partitions(&self) -> Vec<PartitionHandle> {
         self.partitions
             .lock()
             .expect("partitions lock")
@@ -1029,22 +996,8 @@ impl BrokerNode {
                 Err(e) => tracing::warn!(error = %e, "set-aside log deletion task failed"),
             }
             for p in self.local_partitions() {
-                let mut st = p.state.lock().await;
-                let hw = st.replica.high_watermark();
-                match st.log.delete_retained_segments(hw) {
-                    Ok(deleted) if !deleted.is_empty() => {
-                        tracing::info!(partition = %p.name(), segments = deleted.len(),
-                            log_start_offset = st.log.log_start_offset(), "retention deleted segments");
-                        p.publish(&st);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(partition = %p.name(), error = %e, "retention failed")
-                    }
-                }
-                // The flush.ms timer.
-                if let Err(e) = st.log.maybe_flush() {
-                    tracing::warn!(partition = %p.name(), error = %e, "flush failed");
+                if let Err(e) = p.retention().await {
+                    tracing::warn!(partition = %p.name(), error = %e, "retention or flush failed");
                 }
             }
         }
@@ -1055,8 +1008,7 @@ impl BrokerNode {
     pub async fn close_logs(&self) {
         self.checkpoint_high_watermarks(None).await;
         for p in self.local_partitions() {
-            let mut st = p.state.lock().await;
-            if let Err(e) = st.log.shutdown() {
+            if let Err(e) = p.close().await {
                 tracing::warn!(partition = %p.name(), error = %e, "could not close the log cleanly");
             }
         }
@@ -1133,30 +1085,6 @@ fn is_definite_refusal(code: ErrorCode) -> bool {
             | ErrorCode::IneligibleReplica
             | ErrorCode::StaleBrokerEpoch
     )
-}
-
-/// Counts a committed ISR change of a partition we lead (Kafka's IsrShrinksPerSec /
-/// IsrExpandsPerSec).
-fn count_isr_change(before: &Role, after: &Role) {
-    if let (
-        Role::Leader {
-            isr: old,
-            leader_epoch: e0,
-            ..
-        },
-        Role::Leader {
-            isr: now,
-            leader_epoch: e1,
-            ..
-        },
-    ) = (before, after)
-    {
-        if e0 == e1 && now.len() < old.len() {
-            metrics::counter!("sluice_isr_shrinks_total").increment(1);
-        } else if e0 == e1 && now.len() > old.len() {
-            metrics::counter!("sluice_isr_expands_total").increment(1);
-        }
-    }
 }
 
 static SELF: std::sync::OnceLock<std::sync::Weak<BrokerNode>> = std::sync::OnceLock::new();

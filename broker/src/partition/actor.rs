@@ -1,0 +1,865 @@
+//! One owner per partition replica: a `PartitionActor` task owns the `Log` and the
+//! [`ReplicaState`]; everything else holds a cloneable [`PartitionHandle`] and sends it
+//! [`PartitionCommand`]s, each answered on a oneshot.
+//!
+//! ```text
+//!   produce / fetch handlers ─┐                        ┌─► spawn_blocking: the commands of
+//!   follower fetcher ─────────┼─► mpsc (bounded) ─► PartitionActor    one wake-up, in order,
+//!   ISR loop, retention ──────┘        ▲           │   (log + replica)   against the Log
+//!   reconcile ── watch (desired role) ─┘           └─► watch: Offsets (HW, LEO, epoch, ISR)
+//! ```
+//!
+//! Disk I/O never runs on the async workers: the actor hands its state to
+//! `spawn_blocking` for each wake-up and runs every command queued by then in one go (so a
+//! burst of appends costs one hand-off). Role changes come on a watch channel, so the newest
+//! role always wins and a busy partition never loses one. Long polls and acks=all waits
+//! happen in the callers, on the `Offsets` watch, without occupying the actor.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sluice_metadata::{BrokerId, TopicId};
+use sluice_storage::{AppendInfo, Log, LogConfig, StorageError};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::state::{diverging_epoch, AlterIsr, AlterOutcome, DivergingEpoch, RoleChange};
+use super::{ReplicaState, Role};
+use crate::error::BrokerError;
+
+/// Commands queued for one partition before senders wait (back-pressure on the callers).
+pub const PARTITION_COMMANDS_QUEUED_MAX: usize = 256;
+/// Most commands one blocking hand-off runs (bounds how long a role change waits).
+pub const PARTITION_COMMANDS_PER_WAKEUP_MAX: usize = 64;
+
+/// Offsets and role facts published to waiters (long polls, acks=all, the HW checkpoint,
+/// the group coordinator) so they need not ask the actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offsets {
+    /// High watermark.
+    pub high_watermark: i64,
+    /// Log end offset.
+    pub log_end_offset: i64,
+    /// Log start offset.
+    pub log_start_offset: i64,
+    /// Leader epoch (changes wake waiters so they can re-check their role).
+    pub leader_epoch: i32,
+    /// Whether this replica leads.
+    pub is_leader: bool,
+    /// Size of the committed ISR (leader only; 0 as follower).
+    pub isr_size: usize,
+}
+
+/// What a follower's fetch from the leader brought back.
+#[derive(Debug)]
+pub enum FetchedFromLeader {
+    /// Records (possibly none) and the leader's HW.
+    Records {
+        /// Stored batches to append unchanged.
+        batches: Bytes,
+        /// The leader's HW.
+        high_watermark: i64,
+    },
+    /// Our log diverged: truncate as told (KIP-320/595).
+    Diverging(DivergingEpoch),
+    /// Our log end is below the leader's log start: start over there.
+    StartAt(i64),
+}
+
+/// A fetch as the partition sees it (validated sizes; the caller handles the long poll).
+#[derive(Debug, Clone)]
+pub struct FetchArgs {
+    /// First offset wanted.
+    pub fetch_offset: i64,
+    /// `max_bytes` (already bounded).
+    pub max_bytes: usize,
+    /// The requester's view of the leader epoch, if given.
+    pub current_leader_epoch: Option<i32>,
+    /// A follower's last fetched epoch.
+    pub last_fetched_epoch: Option<i32>,
+    /// The fetching follower, or `None` for a consumer.
+    pub follower: Option<BrokerId>,
+}
+
+/// A fetch's answer.
+#[derive(Debug, Clone)]
+pub struct FetchData {
+    /// Leader epoch it was served in.
+    pub leader_epoch: i32,
+    /// Stored batches (empty when nothing is readable yet).
+    pub batches: Bytes,
+    /// HW, log start and log end when served.
+    pub high_watermark: i64,
+    /// Log start offset.
+    pub log_start_offset: i64,
+    /// Log end offset.
+    pub log_end_offset: i64,
+    /// Set when a follower must truncate first.
+    pub diverging: Option<DivergingEpoch>,
+}
+
+/// The result of an append as the leader.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// What storage wrote (or, for a retried idempotent batch, its original offsets).
+    pub info: AppendInfo,
+    /// The epoch we lead in.
+    pub leader_epoch: i32,
+    /// Log start offset after the append.
+    pub log_start_offset: i64,
+}
+
+/// A question for the partition actor. Each carries its reply channel.
+pub enum PartitionCommand {
+    /// Append a producer's batch as the leader (min ISR checked for acks=all).
+    Append {
+        /// One record batch.
+        payload: Bytes,
+        /// `min.insync.replicas` to require, for acks=all; `None` otherwise.
+        min_insync: Option<usize>,
+        /// Answer.
+        reply: oneshot::Sender<Result<Appended, BrokerError>>,
+    },
+    /// Serve a consumer or follower fetch (no waiting).
+    Fetch {
+        /// The fetch.
+        args: FetchArgs,
+        /// Answer.
+        reply: oneshot::Sender<Result<FetchData, BrokerError>>,
+    },
+    /// `ListOffsets` for one timestamp (-2 earliest, -1 latest, else a time).
+    ListOffset {
+        /// The timestamp asked for.
+        timestamp: i64,
+        /// Answer: (leader epoch, offset, timestamp) with offset -1 when none.
+        reply: oneshot::Sender<Result<(i32, i64, i64), BrokerError>>,
+    },
+    /// The leader's end offset for an epoch (`OffsetForLeaderEpoch`).
+    EpochEndOffset {
+        /// The epoch asked for.
+        epoch: i32,
+        /// Answer: (epoch, end offset).
+        reply: oneshot::Sender<Result<(i64, i64), BrokerError>>,
+    },
+    /// Follower: where to fetch from, if it still follows `leader` at `leader_epoch`.
+    FetchPosition {
+        /// The leader the fetcher follows.
+        leader: BrokerId,
+        /// Its epoch.
+        leader_epoch: i32,
+        /// Answer: (log end offset, latest epoch), or `None` when the role changed.
+        reply: oneshot::Sender<Option<(i64, Option<i32>)>>,
+    },
+    /// Follower: apply what the leader sent, if it still follows `leader` at `leader_epoch`.
+    FromLeader {
+        /// The leader the fetcher follows.
+        leader: BrokerId,
+        /// Its epoch.
+        leader_epoch: i32,
+        /// What came back.
+        fetched: FetchedFromLeader,
+        /// Answer: `Ok(false)` when the role changed (the fetcher stops).
+        reply: oneshot::Sender<Result<bool, StorageError>>,
+    },
+    /// Leader: the next ISR change to send, if any.
+    ProposeIsr {
+        /// Now.
+        now: Instant,
+        /// `replica.lag.time.max.ms`.
+        lag_max: Duration,
+        /// Answer.
+        reply: oneshot::Sender<Option<AlterIsr>>,
+    },
+    /// Leader: the controller's answer to a proposal.
+    AlterPartitionAnswer {
+        /// What was sent.
+        sent: AlterIsr,
+        /// What came back.
+        outcome: AlterOutcome,
+        /// Answer: (ISR size before, after), for the shrink/expand counters.
+        reply: oneshot::Sender<(usize, usize)>,
+    },
+    /// Read stored batches `[from, upper)` (the group coordinator's replay).
+    Read {
+        /// First offset.
+        from: i64,
+        /// Byte budget.
+        max_bytes: usize,
+        /// Exclusive upper offset.
+        upper: i64,
+        /// Answer.
+        reply: oneshot::Sender<Result<Bytes, StorageError>>,
+    },
+    /// Retention below the HW, and the `flush.ms` timer.
+    Retention {
+        /// Answer: segments deleted.
+        reply: oneshot::Sender<Result<usize, StorageError>>,
+    },
+    /// Flush and mark the log cleanly shut down; the actor then ends.
+    Close {
+        /// Answer.
+        reply: oneshot::Sender<Result<(), StorageError>>,
+    },
+}
+
+/// The cloneable handle of one partition replica.
+#[derive(Clone)]
+pub struct PartitionHandle {
+    /// Topic name.
+    pub topic: String,
+    /// Topic id.
+    pub topic_id: TopicId,
+    /// Partition index.
+    pub index: i32,
+    commands_tx: mpsc::Sender<PartitionCommand>,
+    role_tx: std::sync::Arc<watch::Sender<(Role, LogConfig)>>,
+    offsets_rx: watch::Receiver<Offsets>,
+}
+
+/// The actor's state while it is handed to a blocking thread.
+struct Core {
+    log: Log,
+    replica: ReplicaState,
+    name: String,
+}
+
+impl PartitionHandle {
+    /// Starts the actor of an opened log. The task ends after `Close` or when every handle
+    /// is gone; its `JoinHandle` is returned for the owner to await.
+    pub fn spawn(
+        topic: String,
+        topic_id: TopicId,
+        index: i32,
+        log: Log,
+        replica: ReplicaState,
+        config: LogConfig,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (commands_tx, commands_rx) = mpsc::channel(PARTITION_COMMANDS_QUEUED_MAX);
+        let (role_tx, role_rx) = watch::channel((replica.role().clone(), config));
+        let core = Core {
+            name: format!("{topic}-{index}"),
+            log,
+            replica,
+        };
+        let (offsets_tx, offsets_rx) = watch::channel(core.offsets());
+        let actor = PartitionActor {
+            core: Some(core),
+            commands_rx,
+            role_rx,
+            offsets_tx,
+        };
+        let span = tracing::info_span!("partition", topic = %topic, partition = index);
+        let task = tokio::spawn(tracing::Instrument::instrument(actor.run(), span));
+        (
+            PartitionHandle {
+                topic,
+                topic_id,
+                index,
+                commands_tx,
+                role_tx: std::sync::Arc::new(role_tx),
+                offsets_rx,
+            },
+            task,
+        )
+    }
+
+    /// `topic-index` for logs and errors.
+    pub fn name(&self) -> String {
+        format!("{}-{}", self.topic, self.index)
+    }
+
+    /// A receiver of offset and role changes.
+    pub fn subscribe(&self) -> watch::Receiver<Offsets> {
+        self.offsets_rx.clone()
+    }
+
+    /// The offsets last published.
+    pub fn offsets(&self) -> Offsets {
+        *self.offsets_rx.borrow()
+    }
+
+    /// Asks the actor for the role the image gives this replica (newest wins).
+    pub fn set_role(&self, role: Role, config: LogConfig) {
+        self.role_tx.send_replace((role, config));
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> PartitionCommand,
+    ) -> Result<T, BrokerError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands_tx
+            .send(make(tx))
+            .await
+            .map_err(|_| BrokerError::ReplicaClosed {
+                partition: self.name(),
+            })?;
+        rx.await.map_err(|_| BrokerError::ReplicaClosed {
+            partition: self.name(),
+        })
+    }
+
+    /// Appends one batch as the leader.
+    pub async fn append(
+        &self,
+        payload: Bytes,
+        min_insync: Option<usize>,
+    ) -> Result<Appended, BrokerError> {
+        self.ask(|reply| PartitionCommand::Append {
+            payload,
+            min_insync,
+            reply,
+        })
+        .await?
+    }
+
+    /// Serves one fetch (no waiting).
+    pub async fn fetch(&self, args: FetchArgs) -> Result<FetchData, BrokerError> {
+        self.ask(|reply| PartitionCommand::Fetch { args, reply })
+            .await?
+    }
+
+    /// `ListOffsets` for one timestamp: (leader epoch, offset, timestamp).
+    pub async fn list_offset(&self, timestamp: i64) -> Result<(i32, i64, i64), BrokerError> {
+        self.ask(|reply| PartitionCommand::ListOffset { timestamp, reply })
+            .await?
+    }
+
+    /// The leader's end offset for `epoch`.
+    pub async fn epoch_end_offset(&self, epoch: i32) -> Result<(i64, i64), BrokerError> {
+        self.ask(|reply| PartitionCommand::EpochEndOffset { epoch, reply })
+            .await?
+    }
+
+    /// Follower: (LEO, latest epoch) if it still follows `leader` at `leader_epoch`.
+    pub async fn fetch_position(
+        &self,
+        leader: BrokerId,
+        leader_epoch: i32,
+    ) -> Option<(i64, Option<i32>)> {
+        self.ask(|reply| PartitionCommand::FetchPosition {
+            leader,
+            leader_epoch,
+            reply,
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Follower: applies what the leader sent; `Ok(false)` when the role changed.
+    pub async fn apply_from_leader(
+        &self,
+        leader: BrokerId,
+        leader_epoch: i32,
+        fetched: FetchedFromLeader,
+    ) -> Result<bool, StorageError> {
+        match self
+            .ask(|reply| PartitionCommand::FromLeader {
+                leader,
+                leader_epoch,
+                fetched,
+                reply,
+            })
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Leader: the next ISR change to propose.
+    pub async fn propose_isr(&self, now: Instant, lag_max: Duration) -> Option<AlterIsr> {
+        self.ask(|reply| PartitionCommand::ProposeIsr {
+            now,
+            lag_max,
+            reply,
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Leader: the controller's answer; returns the ISR size before and after.
+    pub async fn alter_partition_answer(
+        &self,
+        sent: AlterIsr,
+        outcome: AlterOutcome,
+    ) -> Option<(usize, usize)> {
+        self.ask(|reply| PartitionCommand::AlterPartitionAnswer {
+            sent,
+            outcome,
+            reply,
+        })
+        .await
+        .ok()
+    }
+
+    /// Reads stored batches `[from, upper)`.
+    pub async fn read(
+        &self,
+        from: i64,
+        max_bytes: usize,
+        upper: i64,
+    ) -> Result<Bytes, BrokerError> {
+        self.ask(|reply| PartitionCommand::Read {
+            from,
+            max_bytes,
+            upper,
+            reply,
+        })
+        .await?
+        .map_err(BrokerError::from)
+    }
+
+    /// Runs retention and the flush timer; returns the segments deleted.
+    pub async fn retention(&self) -> Result<usize, BrokerError> {
+        self.ask(|reply| PartitionCommand::Retention { reply })
+            .await?
+            .map_err(BrokerError::from)
+    }
+
+    /// Flushes and closes the log; the actor ends.
+    pub async fn close(&self) -> Result<(), BrokerError> {
+        self.ask(|reply| PartitionCommand::Close { reply })
+            .await?
+            .map_err(BrokerError::from)
+    }
+}
+
+/// The task that owns one replica (see the module doc).
+struct PartitionActor {
+    /// `None` only while handed to a blocking thread.
+    core: Option<Core>,
+    commands_rx: mpsc::Receiver<PartitionCommand>,
+    role_rx: watch::Receiver<(Role, LogConfig)>,
+    offsets_tx: watch::Sender<Offsets>,
+}
+
+enum Work {
+    Role(Role, LogConfig),
+    Commands(Vec<PartitionCommand>),
+}
+
+impl PartitionActor {
+    /// Runs until `Close` or until every handle is gone. Loops forever otherwise.
+    async fn run(mut self) {
+        let name = self
+            .core
+            .as_ref()
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        loop {
+            let work = tokio::select! {
+                // A role change goes before queued requests: they are then answered in the
+                // new role.
+                biased;
+                changed = self.role_rx.changed() => match changed {
+                    Ok(()) => {
+                        let (role, config) = self.role_rx.borrow_and_update().clone();
+                        Work::Role(role, config)
+                    }
+                    // Every handle is gone.
+                    Err(_) => return,
+                },
+                cmd = self.commands_rx.recv() => match cmd {
+                    Some(first) => {
+                        let mut batch = vec![first];
+                        while batch.len() < PARTITION_COMMANDS_PER_WAKEUP_MAX {
+                            match self.commands_rx.try_recv() {
+                                Ok(c) => batch.push(c),
+                                Err(_) => break,
+                            }
+                        }
+                        Work::Commands(batch)
+                    }
+                    None => return,
+                },
+            };
+            let mut core = self.core.take().expect("core is home between wake-ups");
+            let offsets_tx = self.offsets_tx.clone();
+            let joined = tokio::task::spawn_blocking(move || {
+                let closed = match work {
+                    Work::Role(role, config) => {
+                        core.apply_role(role, config);
+                        false
+                    }
+                    Work::Commands(batch) => {
+                        let mut closed = false;
+                        for cmd in batch {
+                            if closed {
+                                // Dropping the reply tells the caller the replica is closed.
+                                continue;
+                            }
+                            closed = core.handle(cmd);
+                            offsets_tx.send_if_modified(|o| {
+                                let new = core.offsets();
+                                let changed = *o != new;
+                                *o = new;
+                                changed
+                            });
+                        }
+                        closed
+                    }
+                };
+                offsets_tx.send_if_modified(|o| {
+                    let new = core.offsets();
+                    let changed = *o != new;
+                    *o = new;
+                    changed
+                });
+                (core, closed)
+            })
+            .await;
+            match joined {
+                Ok((core, closed)) => {
+                    if closed {
+                        return;
+                    }
+                    self.core = Some(core);
+                }
+                Err(e) => {
+                    // A panic in the replica's code: a broken invariant. Crash the replica
+                    // rather than serve from a state nobody can vouch for.
+                    tracing::error!(partition = %name, error = %e, "partition actor panicked; replica stopped");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Core {
+    fn offsets(&self) -> Offsets {
+        Offsets {
+            high_watermark: self.replica.high_watermark(),
+            log_end_offset: self.log.log_end_offset(),
+            log_start_offset: self.log.log_start_offset(),
+            leader_epoch: self.replica.role().leader_epoch(),
+            is_leader: self.replica.is_leader(),
+            isr_size: self.replica.isr().len(),
+        }
+    }
+
+    fn apply_role(&mut self, role: Role, config: LogConfig) {
+        if let Err(e) = self.log.set_config(config) {
+            tracing::warn!(partition = %self.name, error = %e, "could not apply the topic config");
+        }
+        let before = self.replica.role().clone();
+        let leo = self.log.log_end_offset();
+        match self.replica.apply_role(role, leo, Instant::now()) {
+            RoleChange::BecameLeader => {
+                let epoch = self.replica.role().leader_epoch();
+                // Kafka records the new epoch at election, before any append, so a follower
+                // from an older epoch learns where its history diverges.
+                if let Err(e) = self.log.assign_leader_epoch(epoch) {
+                    tracing::error!(partition = %self.name, error = %e, "cannot record the leader epoch");
+                }
+                tracing::info!(partition = %self.name, leader_epoch = epoch, "became leader");
+            }
+            RoleChange::BecameFollower => {
+                tracing::info!(partition = %self.name, role = ?self.replica.role(), "became follower");
+            }
+            RoleChange::IsrChanged => count_isr_change(before.isr_len(), self.replica.isr().len()),
+            RoleChange::Unchanged | RoleChange::Stale => {}
+        }
+    }
+
+    /// Runs one command; returns whether the replica closed.
+    fn handle(&mut self, cmd: PartitionCommand) -> bool {
+        match cmd {
+            PartitionCommand::Append {
+                payload,
+                min_insync,
+                reply,
+            } => {
+                let _ = reply.send(self.append(payload, min_insync));
+            }
+            PartitionCommand::Fetch { args, reply } => {
+                let _ = reply.send(self.fetch(&args));
+            }
+            PartitionCommand::ListOffset { timestamp, reply } => {
+                let _ = reply.send(self.list_offset(timestamp));
+            }
+            PartitionCommand::EpochEndOffset { epoch, reply } => {
+                let r = if self.replica.is_leader() {
+                    Ok(self.log.end_offset_for_epoch(epoch))
+                } else {
+                    Err(self.not_leader())
+                };
+                let _ = reply.send(r);
+            }
+            PartitionCommand::FetchPosition {
+                leader,
+                leader_epoch,
+                reply,
+            } => {
+                let follows = *self.replica.role()
+                    == (Role::Follower {
+                        leader,
+                        leader_epoch,
+                    });
+                let _ = reply
+                    .send(follows.then(|| (self.log.log_end_offset(), self.log.latest_epoch())));
+            }
+            PartitionCommand::FromLeader {
+                leader,
+                leader_epoch,
+                fetched,
+                reply,
+            } => {
+                let _ = reply.send(self.apply_from_leader(leader, leader_epoch, fetched));
+            }
+            PartitionCommand::ProposeIsr {
+                now,
+                lag_max,
+                reply,
+            } => {
+                let leo = self.log.log_end_offset();
+                let _ = reply.send(self.replica.propose_isr(leo, now, lag_max));
+            }
+            PartitionCommand::AlterPartitionAnswer {
+                sent,
+                outcome,
+                reply,
+            } => {
+                let before = self.replica.isr().len();
+                let leo = self.log.log_end_offset();
+                self.replica.on_alter_partition(&sent, outcome, leo);
+                let after = self.replica.isr().len();
+                count_isr_change(before, after);
+                let _ = reply.send((before, after));
+            }
+            PartitionCommand::Read {
+                from,
+                max_bytes,
+                upper,
+                reply,
+            } => {
+                let _ = reply.send(self.log.read(from, max_bytes, upper));
+            }
+            PartitionCommand::Retention { reply } => {
+                let hw = self.replica.high_watermark();
+                let r = self.log.delete_retained_segments(hw).and_then(|deleted| {
+                    if !deleted.is_empty() {
+                        tracing::info!(partition = %self.name, segments = deleted.len(),
+                            log_start_offset = self.log.log_start_offset(), "retention deleted segments");
+                    }
+                    // The flush.ms timer.
+                    self.log.maybe_flush()?;
+                    Ok(deleted.len())
+                });
+                let _ = reply.send(r);
+            }
+            PartitionCommand::Close { reply } => {
+                let _ = reply.send(self.log.shutdown());
+                return true;
+            }
+        }
+        false
+    }
+
+    fn not_leader(&self) -> BrokerError {
+        BrokerError::NotLeader {
+            partition: self.name.clone(),
+        }
+    }
+
+    fn append(
+        &mut self,
+        payload: Bytes,
+        min_insync: Option<usize>,
+    ) -> Result<Appended, BrokerError> {
+        let Role::Leader {
+            leader_epoch, isr, ..
+        } = self.replica.role()
+        else {
+            return Err(self.not_leader());
+        };
+        let leader_epoch = *leader_epoch;
+        if let Some(min) = min_insync {
+            if isr.len() < min {
+                return Err(BrokerError::NotEnoughReplicas {
+                    partition: self.name.clone(),
+                    isr: isr.clone(),
+                    min_insync: min,
+                });
+            }
+        }
+        let info = self.log.append_as_leader(payload, leader_epoch)?;
+        let leo = self.log.log_end_offset();
+        self.replica.maybe_advance_high_watermark(leo);
+        Ok(Appended {
+            info,
+            leader_epoch,
+            log_start_offset: self.log.log_start_offset(),
+        })
+    }
+
+    fn fetch(&mut self, args: &FetchArgs) -> Result<FetchData, BrokerError> {
+        let Role::Leader { leader_epoch, .. } = *self.replica.role() else {
+            return Err(self.not_leader());
+        };
+        if let Some(e) = args.current_leader_epoch.filter(|e| *e >= 0) {
+            if e < leader_epoch {
+                return Err(BrokerError::FencedLeaderEpoch {
+                    partition: self.name.clone(),
+                    request_epoch: e,
+                    leader_epoch,
+                });
+            }
+            if e > leader_epoch {
+                return Err(BrokerError::UnknownLeaderEpoch {
+                    partition: self.name.clone(),
+                    request_epoch: e,
+                    leader_epoch,
+                });
+            }
+        }
+        let leo = self.log.log_end_offset();
+        let start = self.log.log_start_offset();
+        let mut out = FetchData {
+            leader_epoch,
+            batches: Bytes::new(),
+            high_watermark: self.replica.high_watermark(),
+            log_start_offset: start,
+            log_end_offset: leo,
+            diverging: None,
+        };
+        // A follower's history may have diverged from ours: tell it where our histories
+        // part before judging its offset, which may well be past our end (KIP-320/595).
+        if args.follower.is_some() {
+            let log = &self.log;
+            out.diverging = diverging_epoch(
+                args.last_fetched_epoch,
+                args.fetch_offset,
+                |e| log.end_offset_for_epoch(e),
+                start,
+                leo,
+                log.latest_epoch(),
+            );
+            if out.diverging.is_some() {
+                return Ok(out);
+            }
+        }
+        if args.fetch_offset < start || args.fetch_offset > leo {
+            return Err(BrokerError::OffsetOutOfRange {
+                partition: self.name.clone(),
+                offset: args.fetch_offset,
+                log_start_offset: start,
+                log_end_offset: leo,
+            });
+        }
+        let upper = match args.follower {
+            Some(f) => {
+                self.replica
+                    .on_follower_fetch(f, args.fetch_offset, leo, Instant::now());
+                leo
+            }
+            None => self.replica.high_watermark(),
+        };
+        out.high_watermark = self.replica.high_watermark();
+        if args.fetch_offset < upper {
+            out.batches = self.log.read(args.fetch_offset, args.max_bytes, upper)?;
+        }
+        Ok(out)
+    }
+
+    fn list_offset(&mut self, timestamp: i64) -> Result<(i32, i64, i64), BrokerError> {
+        let Role::Leader { leader_epoch, .. } = *self.replica.role() else {
+            return Err(self.not_leader());
+        };
+        match timestamp {
+            -2 => Ok((leader_epoch, self.log.log_start_offset(), -1)),
+            // KIP-207: a new leader does not know its HW until it reaches the start of its
+            // epoch; the client retries.
+            -1 => match self.replica.known_high_watermark() {
+                Some(hw) => Ok((leader_epoch, hw, -1)),
+                None => Err(BrokerError::OffsetNotAvailable {
+                    partition: self.name.clone(),
+                }),
+            },
+            t if t >= 0 => {
+                let hw = self.replica.high_watermark();
+                Ok(match self.log.offset_for_timestamp(t)? {
+                    Some((o, ts)) if o < hw => (leader_epoch, o, ts),
+                    _ => (leader_epoch, -1, -1),
+                })
+            }
+            other => Err(BrokerError::InvalidRequest {
+                reason: format!(
+                    "timestamp {other}: use -2 (earliest), -1 (latest) or a time in ms"
+                ),
+            }),
+        }
+    }
+
+    fn apply_from_leader(
+        &mut self,
+        leader: BrokerId,
+        leader_epoch: i32,
+        fetched: FetchedFromLeader,
+    ) -> Result<bool, StorageError> {
+        if *self.replica.role()
+            != (Role::Follower {
+                leader,
+                leader_epoch,
+            })
+        {
+            return Ok(false);
+        }
+        match fetched {
+            FetchedFromLeader::Diverging(div) => {
+                // Truncate to where our histories agree, then refetch.
+                let (fe, fend) = self.log.end_offset_for_epoch(div.leader_epoch);
+                let leo = self.log.log_end_offset();
+                let target = if fe < 0 {
+                    div.end_offset.min(leo)
+                } else {
+                    div.end_offset.min(fend).min(leo)
+                };
+                tracing::warn!(partition = %self.name, from = leo, to = target, "truncating diverged log");
+                self.log.truncate_to(target.max(0))?;
+                let leo = self.log.log_end_offset();
+                self.replica.clamp_high_watermark(leo);
+            }
+            FetchedFromLeader::StartAt(start) => {
+                if start > self.log.log_end_offset() {
+                    self.log.truncate_fully_and_start_at(start)?;
+                    let leo = self.log.log_end_offset();
+                    self.replica.clamp_high_watermark(leo);
+                    self.replica.raise_high_watermark_to(start);
+                }
+            }
+            FetchedFromLeader::Records {
+                batches,
+                high_watermark,
+            } => {
+                if !batches.is_empty() {
+                    self.log.append_as_follower(batches)?;
+                }
+                let leo = self.log.log_end_offset();
+                self.replica.follow_high_watermark(high_watermark, leo);
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Role {
+    fn isr_len(&self) -> usize {
+        match self {
+            Role::Leader { isr, .. } => isr.len(),
+            Role::Follower { .. } => 0,
+        }
+    }
+}
+
+/// Counts a committed ISR change of a partition we lead (Kafka's IsrShrinksPerSec /
+/// IsrExpandsPerSec).
+fn count_isr_change(before: usize, after: usize) {
+    if after < before {
+        metrics::counter!("sluice_isr_shrinks_total").increment(1);
+    } else if after > before {
+        metrics::counter!("sluice_isr_expands_total").increment(1);
+    }
+}
