@@ -82,6 +82,12 @@ pub struct BrokerNode {
     channels: Mutex<HashMap<String, Channel>>,
     /// The unused part `[next, end)` of the producer-id block the controller gave us.
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    /// This log dir's id (`<log.dirs>/directory.id`, created once; KIP-858), sent at
+    /// registration so the controller tells a restart of this broker from a second process.
+    pub directory_id: String,
+    /// The exclusive lock on `<log.dirs>/.lock`, held for the life of the process: one broker
+    /// per log dir, which is what makes `directory_id` prove a restart.
+    _dir_lock: std::fs::File,
     /// High watermarks from `replication-offset-checkpoint` at start-up, read when a
     /// replica opens (std lock: map lookups only).
     hw_checkpoint: Mutex<HashMap<(String, i32), i64>>,
@@ -89,6 +95,33 @@ pub struct BrokerNode {
 
 /// A local replica's key: topic id and partition index.
 pub type PartitionKey = (TopicId, i32);
+
+/// The log dir's id from `<dir>/directory.id`, created (random, 128 bits, fsynced) the first
+/// time.
+fn load_or_create_directory_id(dir: &std::path::Path) -> Result<String, String> {
+    let path = dir.join("directory.id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    }
+    let id = format!(
+        "{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    );
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(id.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(id)
+}
 
 /// How long a removed replica's log stays set aside before it is deleted (Kafka's
 /// `file.delete.delay.ms`, 60 s).
@@ -187,6 +220,20 @@ impl BrokerNode {
             Err(e) => return Err(format!("reading the persisted metadata image: {e}")),
         };
         let offset = image.offset;
+        let lock_path = config.log_dir.join(".lock");
+        let dir_lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
+        dir_lock.try_lock().map_err(|e| {
+            format!(
+                "{} is in use by another process ({e}): one broker per log dir",
+                config.log_dir.display()
+            )
+        })?;
+        let directory_id = load_or_create_directory_id(&config.log_dir)?;
         let hw_checkpoint = match std::fs::read_to_string(hw_checkpoint_file(&config.log_dir)) {
             Ok(text) => parse_hw_checkpoint(&text).unwrap_or_else(|e| {
                 // Losing the checkpoint costs only KIP-207 waits: HWs start at 0 and are
@@ -212,6 +259,8 @@ impl BrokerNode {
             channels: Mutex::new(HashMap::new()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             hw_checkpoint: Mutex::new(hw_checkpoint),
+            directory_id,
+            _dir_lock: dir_lock,
         });
         Ok(node)
     }
@@ -422,6 +471,7 @@ impl BrokerNode {
                     port: self.config.advertised_port as i32,
                     rack: None,
                     log_dirs: vec![self.config.log_dir.display().to_string()],
+                    directory_id: self.directory_id.clone(),
                 };
                 match self
                     .call_controller(|mut c| {
@@ -452,9 +502,13 @@ impl BrokerNode {
                 current_metadata_offset: Some(self.metadata_offset.load(Ordering::SeqCst)),
                 want_fence: false,
                 want_shut_down,
+                directory_id: self.directory_id.clone(),
             };
             match self
-                .call_controller(|mut c| async move { c.broker_heartbeat(req).await })
+                .call_controller(|mut c| {
+                    let req = req.clone();
+                    async move { c.broker_heartbeat(req).await }
+                })
                 .await
             {
                 Ok(r) => {

@@ -71,6 +71,23 @@ fn observe<T>(request: &'static str, start: Instant, r: &Result<T, Status>) {
     metrics::counter!("sluice_requests_total", "request" => request, "error" => error).increment(1);
 }
 
+/// Counts a `FetchStream` task while it lives (`sluice_fetch_streams_open`): streams whose
+/// client left must not linger.
+struct OpenFetchStream;
+
+impl OpenFetchStream {
+    fn new() -> Self {
+        metrics::gauge!("sluice_fetch_streams_open").increment(1.0);
+        OpenFetchStream
+    }
+}
+
+impl Drop for OpenFetchStream {
+    fn drop(&mut self) {
+        metrics::gauge!("sluice_fetch_streams_open").decrement(1.0);
+    }
+}
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -239,6 +256,7 @@ impl Broker for BrokerService {
         let svc = self.clone();
         // Ends when the client goes away or a fetch fails (reported in-band).
         tokio::spawn(async move {
+            let _open = OpenFetchStream::new();
             loop {
                 // A client that went away ends the long poll at once (review defect 6):
                 // the stream's task must not keep polling, nor keep a deleted log open.

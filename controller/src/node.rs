@@ -62,11 +62,14 @@ pub struct ControllerConfig {
 }
 
 /// A broker's liveness as the active controller sees it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Session {
     deadline: Instant,
     last_heartbeat: Instant,
     metadata_offset: Option<u64>,
+    /// The log-dir id the registered incarnation reported (unknown after a controller
+    /// failover: sessions are rebuilt without it).
+    directory_id: Option<String>,
 }
 
 /// Shared state of a running controller.
@@ -364,23 +367,53 @@ impl ControllerNode {
     }
 
     /// Records a heartbeat from `broker`, extending its session.
-    pub fn touch_session(&self, broker: BrokerId, metadata_offset: Option<u64>) {
+    pub fn touch_session(
+        &self,
+        broker: BrokerId,
+        metadata_offset: Option<u64>,
+        directory_id: &str,
+    ) {
         let now = Instant::now();
         let mut s = self.sessions.lock().expect("sessions lock");
+        let directory_id = if directory_id.is_empty() {
+            s.get(&broker).and_then(|old| old.directory_id.clone())
+        } else {
+            Some(directory_id.to_string())
+        };
         s.insert(
             broker,
             Session {
                 deadline: now + self.config.session_timeout,
                 last_heartbeat: now,
                 metadata_offset,
+                directory_id,
             },
         );
     }
 
-    /// Whether `broker`'s session is alive (a heartbeat within `broker.session.timeout.ms`).
-    pub fn session_alive(&self, broker: BrokerId) -> bool {
+    /// Starts a fresh session for a broker that just registered from `directory_id`.
+    pub fn start_session(&self, broker: BrokerId, directory_id: &str) {
+        let now = Instant::now();
+        self.sessions.lock().expect("sessions lock").insert(
+            broker,
+            Session {
+                deadline: now + self.config.session_timeout,
+                last_heartbeat: now,
+                metadata_offset: None,
+                directory_id: (!directory_id.is_empty()).then(|| directory_id.to_string()),
+            },
+        );
+    }
+
+    /// Whether `broker`'s session is alive (a heartbeat within `broker.session.timeout.ms`)
+    /// and belongs to another log dir than `directory_id`: then a new incarnation from
+    /// `directory_id` is a second process, not a restart (the broker locks its log dir).
+    pub fn session_alive_elsewhere(&self, broker: BrokerId, directory_id: &str) -> bool {
         let s = self.sessions.lock().expect("sessions lock");
-        s.get(&broker).is_some_and(|s| s.deadline > Instant::now())
+        s.get(&broker).is_some_and(|s| {
+            s.deadline > Instant::now()
+                && (directory_id.is_empty() || s.directory_id.as_deref() != Some(directory_id))
+        })
     }
 
     /// Ends `broker`'s session (its controlled shutdown completed).
@@ -431,6 +464,7 @@ impl ControllerNode {
                             deadline: now + self.config.session_timeout,
                             last_heartbeat: now,
                             metadata_offset: None,
+                            directory_id: None,
                         },
                     );
                 }
@@ -457,6 +491,7 @@ impl ControllerNode {
                             deadline: now + self.config.session_timeout,
                             last_heartbeat: now,
                             metadata_offset: None,
+                            directory_id: None,
                         });
                         session.deadline <= now
                     })

@@ -250,6 +250,11 @@ impl Cluster {
         }
     }
 
+    /// `controller.quorum.voters` of this cluster (`id@host:port,…`).
+    pub fn voters(&self) -> &str {
+        &self.voters
+    }
+
     /// SIGSTOPs a controller (frozen: its connections stay open, nothing answers).
     pub fn pause_controller(&mut self, id: u16) {
         let n = self.node_mut("controller", id);

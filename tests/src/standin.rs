@@ -78,6 +78,9 @@ impl StandIn {
                                     port: 20000 + id,
                                     rack: None,
                                     log_dirs: vec![],
+                                    // A stand-in restarted with the same id stands for the same
+                                    // broker (its "log dir"), so it may register at once.
+                                    directory_id: format!("standin-{id}"),
                                 })
                                 .await
                                 .map(|r| r.into_inner())
@@ -97,6 +100,7 @@ impl StandIn {
                                 current_metadata_offset: Some(epoch as u64),
                                 want_fence: false,
                                 want_shut_down: false,
+                                directory_id: format!("standin-{id}"),
                             })
                             .await
                             .map(|r| r.into_inner())

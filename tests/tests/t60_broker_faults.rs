@@ -572,3 +572,98 @@ async fn a_restarted_broker_leads_nothing_until_the_controller_unfences_it() {
     assert_eq!(ok.base_offset, 1, "the write while fenced was not stored");
     c.stop_all();
 }
+
+/// Review defect 8 of issue 12: a second process started with the same `node.id` used to
+/// register, fencing the first; the first re-registered and fenced it back, for ever.
+/// Method: broker 1 runs and leads an RF 1 topic; a second `sluice broker --node-id 1`
+/// starts with its own log dir and port. It must be refused with
+/// DUPLICATE_BROKER_REGISTRATION (it logs so and keeps retrying) while broker 1 stays
+/// unfenced and keeps accepting writes; killing the first then restarting it from its own
+/// log dir (same directory id) registers again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_with_the_same_node_id_is_refused_and_fences_nobody() {
+    struct Intruder(std::process::Child, #[allow(dead_code)] tempfile::TempDir);
+    impl Drop for Intruder {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut c = Cluster::start(3, 1, CONTROLLER, BROKER);
+    create_topic_with(&c.controller_addr(1), "solo", 1, 1, &[]).await;
+    let addr = c.broker_addr(1);
+    let req = |v: &'static [u8]| ProduceRequest {
+        topic: "solo".into(),
+        partition: 0,
+        acks: Some(1),
+        payload: Some(produce_request::Payload::RecordBatch(batch_of(&[v]))),
+        ..Default::default()
+    };
+    wait_for("broker 1 to lead solo-0", WAIT, || async {
+        BrokerClient::new(channel(&addr))
+            .produce(req(b"before"))
+            .await
+            .ok()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(2);
+    let log_path = dir.path().join("intruder.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = std::process::Command::new(sluice_bin())
+        .args(["broker", "--node-id", "1"])
+        .args(["--listeners", &format!("127.0.0.1:{}", port[0])])
+        .args(["--controller-quorum-voters", c.voters()])
+        .arg("--log-dirs")
+        .arg(dir.path().join("data"))
+        .args([
+            "--override",
+            &format!("metrics.listener=127.0.0.1:{}", port[1]),
+        ])
+        .args(["--override", "broker.heartbeat.interval.ms=300"])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let intruder = Intruder(child, dir);
+    wait_for("the intruder to be refused", WAIT, || async {
+        std::fs::read_to_string(&log_path)
+            .ok()
+            .filter(|l| l.contains("DUPLICATE_BROKER_REGISTRATION"))
+    })
+    .await;
+    // For longer than a session timeout, broker 1 keeps leading and serving.
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        BrokerClient::new(channel(&addr))
+            .produce(req(b"while-intruder"))
+            .await
+            .expect("broker 1 is not fenced by the intruder");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(intruder);
+    // A restart from its own log dir is a restart, not a duplicate: it registers at once
+    // (well before its old session, 2 s here, would expire) and leads again.
+    c.kill_broker(1);
+    c.start_broker(1);
+    wait_for("broker 1 to lead again", WAIT, || async {
+        BrokerClient::new(channel(&addr))
+            .produce(req(b"after"))
+            .await
+            .ok()
+    })
+    .await;
+    let duplicates: Vec<String> = c
+        .broker_log(1)
+        .lines()
+        .filter(|l| l.contains("DUPLICATE_BROKER_REGISTRATION"))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        duplicates.is_empty(),
+        "a restart from the same log dir must not be taken for a duplicate: {duplicates:?}"
+    );
+    c.stop_all();
+}

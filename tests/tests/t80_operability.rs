@@ -217,3 +217,50 @@ async fn a_python_grpc_client_produces_and_fetches_by_reflection_alone() {
         Some(&b"hello from python"[..])
     );
 }
+
+/// Review defect 6 of issue 12: a `FetchStream` whose client went away kept long-polling
+/// for ever on an idle partition (it noticed only when it had records to send). Method: open
+/// a FetchStream on an idle topic at its leader, see `sluice_fetch_streams_open` count it,
+/// drop the client, and the gauge must return to 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_stream_ends_when_its_client_leaves() {
+    use sluice_proto::v1::broker_client::BrokerClient;
+    let c = Cluster::start(3, 1, CONTROLLER, BROKER);
+    create_topic_with(&c.controller_addr(1), "idle", 1, 1, &[]).await;
+    let metrics = c.metrics_addr("broker", 1);
+    let open = || gauge(&scrape(&metrics)?, "sluice_fetch_streams_open");
+    // The partition has a leader (a fetch is served) before the stream opens.
+    wait_for("idle-0 served", WAIT, || async {
+        BrokerClient::new(channel(&c.broker_addr(1)))
+            .fetch(sluice_proto::v1::FetchRequest {
+                topic: "idle".into(),
+                partition: 0,
+                ..Default::default()
+            })
+            .await
+            .ok()
+    })
+    .await;
+    let stream = wait_for("a FetchStream", WAIT, || async {
+        BrokerClient::new(channel(&c.broker_addr(1)))
+            .fetch_stream(sluice_proto::v1::FetchRequest {
+                topic: "idle".into(),
+                partition: 0,
+                fetch_offset: 0,
+                max_wait_ms: 200,
+                ..Default::default()
+            })
+            .await
+            .ok()
+    })
+    .await;
+    wait_for("the stream counted", WAIT, || async {
+        open().filter(|n| *n == 1.0)
+    })
+    .await;
+    drop(stream);
+    wait_for("the stream gone once its client left", WAIT, || async {
+        open().filter(|n| *n == 0.0)
+    })
+    .await;
+}

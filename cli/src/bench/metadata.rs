@@ -225,6 +225,7 @@ async fn stand_in_broker(q: &LocalQuorum) -> anyhow::Result<tokio::task::JoinHan
                         port: 1,
                         rack: None,
                         log_dirs: vec![],
+                        directory_id: "bench-metadata".into(),
                     })
                     .await;
                 if let Ok(r) = r {
@@ -246,6 +247,7 @@ async fn stand_in_broker(q: &LocalQuorum) -> anyhow::Result<tokio::task::JoinHan
                         current_metadata_offset: Some(epoch as u64),
                         want_fence: false,
                         want_shut_down: false,
+                        directory_id: "bench-metadata".into(),
                     })
                     .await;
             }

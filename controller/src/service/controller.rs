@@ -81,7 +81,9 @@ impl Controller for ControllerService {
             host: req.host.clone(),
             port,
         };
-        let alive = self.node.session_alive(req.broker_id);
+        let alive = self
+            .node
+            .session_alive_elsewhere(req.broker_id, &req.directory_id);
         let (offset, existing) = self
             .node
             .decide(|img| {
@@ -102,7 +104,7 @@ impl Controller for ControllerService {
             })
             .await?;
         let offset = existing.map_or(offset, |e| e as u64);
-        self.node.touch_session(req.broker_id, None);
+        self.node.start_session(req.broker_id, &req.directory_id);
         tracing::info!(broker = req.broker_id, epoch = offset, "broker registered");
         Ok(Response::new(RegisterBrokerResponse {
             broker_epoch: offset as i64,
@@ -118,8 +120,11 @@ impl Controller for ControllerService {
         let image = self.node.image();
         logic::check_broker_epoch(&image, req.broker_id, req.broker_epoch)
             .map_err(|e| error_status(e.code, e.message, None))?;
-        self.node
-            .touch_session(req.broker_id, req.current_metadata_offset);
+        self.node.touch_session(
+            req.broker_id,
+            req.current_metadata_offset,
+            &req.directory_id,
+        );
         let caught_up = req
             .current_metadata_offset
             .is_some_and(|o| o as i64 >= req.broker_epoch);
