@@ -85,6 +85,12 @@ pub enum BrokerError {
     Storage(#[from] StorageError),
 }
 
+impl From<sluice_storage::RecordError> for BrokerError {
+    fn from(e: sluice_storage::RecordError) -> Self {
+        BrokerError::Storage(StorageError::from(e))
+    }
+}
+
 impl BrokerError {
     /// The Kafka error code (the one place internal errors become wire codes).
     pub fn code(&self) -> ErrorCode {

@@ -640,7 +640,7 @@ async fn fetch_partition(
         .map_err(ClientError::from_status)?
         .into_inner();
     let mut out = Vec::new();
-    for batch in sluice_storage::batch::batches(resp.record_batches) {
+    for batch in sluice_record::batches(resp.record_batches) {
         let batch = batch.map_err(|e| ClientError {
             code: ErrorCode::CorruptMessage,
             message: format!("CORRUPT_MESSAGE: {}-{}: {e}", tp.0, tp.1),

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
 use sluice_proto::status::{error_code, error_detail};
 use sluice_proto::v1::*;
-use sluice_storage::RecordBatchBuilder;
+use sluice_record::RecordBatchBuilder;
 use tokio::sync::{oneshot, Notify, Semaphore};
 
 use crate::cluster::Cluster;

@@ -118,3 +118,14 @@ impl StorageError {
 
 /// Result alias for the storage crate.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+impl From<sluice_record::RecordError> for StorageError {
+    fn from(e: sluice_record::RecordError) -> Self {
+        use sluice_record::RecordError as R;
+        match e {
+            R::CorruptMessage { reason } => StorageError::CorruptMessage { reason },
+            R::MessageTooLarge { size, max } => StorageError::MessageTooLarge { size, max },
+            R::UnsupportedCompression { codec } => StorageError::UnsupportedCompression { codec },
+        }
+    }
+}

@@ -17,7 +17,7 @@
 //!
 //! The on-disk unit is Kafka's RecordBatch v2, byte for byte ([`batch`]).
 
-pub mod batch;
+pub use sluice_record::batch;
 pub mod config;
 pub mod epoch;
 pub mod error;
@@ -27,9 +27,10 @@ pub mod limits;
 pub mod log;
 pub mod producer;
 pub mod segment;
-pub mod varint;
+pub use sluice_record::varint;
 
 pub use batch::{Record, RecordBatch, RecordBatchBuilder, Validation};
 pub use config::LogConfig;
 pub use error::{Result, StorageError};
 pub use log::{AppendInfo, Clock, Log, RecoveryReport};
+pub use sluice_record::RecordError;

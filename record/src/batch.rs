@@ -25,7 +25,7 @@
 
 use bytes::{BufMut, Bytes};
 
-use crate::error::{Result, StorageError};
+use crate::error::{RecordError, Result};
 use crate::limits::{LOG_OVERHEAD_BYTES, RECORD_BATCH_HEADER_BYTES, RECORD_BYTES_MIN};
 use crate::varint::{get_varint, get_varlong, put_varint, put_varlong, varlong_len};
 
@@ -172,13 +172,13 @@ pub fn peek_batch_size(b: &[u8], max_batch_bytes: usize) -> Result<Option<usize>
     let batch_length = i32_at(b, pos::BATCH_LENGTH);
     let min = (RECORD_BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32;
     if batch_length < min {
-        return Err(StorageError::corrupt(format!(
+        return Err(RecordError::corrupt(format!(
             "batch length {batch_length} is smaller than the {min}-byte header"
         )));
     }
     let size = batch_length as usize + LOG_OVERHEAD_BYTES;
     if size > max_batch_bytes {
-        return Err(StorageError::MessageTooLarge {
+        return Err(RecordError::MessageTooLarge {
             size,
             max: max_batch_bytes,
         });
@@ -218,14 +218,14 @@ impl RecordBatch {
         // that is really there can be "too large".
         if let Ok(Some(size)) = peek_batch_size(buf, usize::MAX) {
             if size > buf.len() {
-                return Err(StorageError::corrupt(format!(
+                return Err(RecordError::corrupt(format!(
                     "batch length field says {size} bytes but only {} are present",
                     buf.len()
                 )));
             }
         }
         let Some(size) = peek_batch_size(buf, max_batch_bytes)? else {
-            return Err(StorageError::corrupt(format!(
+            return Err(RecordError::corrupt(format!(
                 "{} trailing bytes are too few for a record batch",
                 buf.len()
             )));
@@ -235,8 +235,17 @@ impl RecordBatch {
         Ok(batch)
     }
 
-    /// Wraps bytes that hold exactly one batch of at least header size, without validation.
-    pub(crate) fn parse_unchecked(bytes: Bytes) -> Self {
+    /// Wraps bytes that hold exactly one batch of at least header size, without validation
+    /// (the storage engine reading back what it framed, which validates afterwards).
+    ///
+    /// # Panics
+    /// If `bytes` is shorter than a batch header.
+    pub fn parse_unchecked(bytes: Bytes) -> Self {
+        assert!(
+            bytes.len() >= RECORD_BATCH_HEADER_BYTES,
+            "{} bytes cannot hold a {RECORD_BATCH_HEADER_BYTES}-byte batch header",
+            bytes.len()
+        );
         let header = BatchHeader::parse(&bytes);
         RecordBatch { bytes, header }
     }
@@ -247,7 +256,7 @@ impl RecordBatch {
         let mut buf = bytes;
         let batch = RecordBatch::split_from(&mut buf, usize::MAX, how)?;
         if !buf.is_empty() {
-            return Err(StorageError::corrupt(format!(
+            return Err(RecordError::corrupt(format!(
                 "{} bytes follow a {}-byte batch that should span all {total} bytes",
                 buf.len(),
                 batch.size_bytes()
@@ -261,61 +270,61 @@ impl RecordBatch {
         let h = &self.header;
         let b = &self.bytes[..];
         if h.magic != MAGIC_V2 {
-            return Err(StorageError::corrupt(format!(
+            return Err(RecordError::corrupt(format!(
                 "magic byte is {}, only record batch v2 (magic 2) is supported",
                 h.magic
             )));
         }
         let computed = crc32c::crc32c(&b[pos::ATTRIBUTES..]);
         if computed != h.crc {
-            return Err(StorageError::corrupt(format!(
+            return Err(RecordError::corrupt(format!(
                 "CRC-32C mismatch in batch at offset {}: stored {:#010x}, computed {:#010x}",
                 h.base_offset, h.crc, computed
             )));
         }
         let body = b.len() - RECORD_BATCH_HEADER_BYTES;
         if h.records_count < 0 || h.records_count as usize > body / RECORD_BYTES_MIN {
-            return Err(StorageError::corrupt(format!(
+            return Err(RecordError::corrupt(format!(
                 "record count {} is impossible for a {body}-byte record section",
                 h.records_count
             )));
         }
         if h.last_offset_delta < 0 || h.last_offset_delta < h.records_count - 1 {
-            return Err(StorageError::corrupt(format!(
+            return Err(RecordError::corrupt(format!(
                 "last offset delta {} does not cover {} records",
                 h.last_offset_delta, h.records_count
             )));
         }
         if h.max_timestamp < h.base_timestamp && h.records_count > 0 {
-            return Err(StorageError::corrupt(format!(
+            return Err(RecordError::corrupt(format!(
                 "max timestamp {} is below base timestamp {}",
                 h.max_timestamp, h.base_timestamp
             )));
         }
         if how == Validation::Full {
             if h.compression() != 0 {
-                return Err(StorageError::UnsupportedCompression {
+                return Err(RecordError::UnsupportedCompression {
                     codec: h.compression(),
                 });
             }
             if h.records_count == 0 {
-                return Err(StorageError::corrupt("record batch holds no records"));
+                return Err(RecordError::corrupt("record batch holds no records"));
             }
             if h.last_offset_delta != h.records_count - 1 {
-                return Err(StorageError::corrupt(format!(
+                return Err(RecordError::corrupt(format!(
                     "last offset delta {} != record count {} - 1",
                     h.last_offset_delta, h.records_count
                 )));
             }
             let (n, max_ts) = walk_records(&self.bytes, h)?;
             if n != h.records_count {
-                return Err(StorageError::corrupt(format!(
+                return Err(RecordError::corrupt(format!(
                     "batch declares {} records but holds {n}",
                     h.records_count
                 )));
             }
             if max_ts != h.max_timestamp && !h.is_log_append_time() {
-                return Err(StorageError::corrupt(format!(
+                return Err(RecordError::corrupt(format!(
                     "max timestamp field {} differs from the largest record timestamp {max_ts}",
                     h.max_timestamp
                 )));
@@ -374,7 +383,7 @@ fn walk_records(b: &[u8], h: &BatchHeader) -> Result<(i32, i64)> {
     let mut max_ts = i64::MIN;
     while p < b.len() {
         let start = p;
-        let bad = |what: &str| StorageError::corrupt(format!("record {n} at byte {start}: {what}"));
+        let bad = |what: &str| RecordError::corrupt(format!("record {n} at byte {start}: {what}"));
         let len = get_varint(b, &mut p).ok_or_else(|| bad("unreadable length"))?;
         if len < (RECORD_BYTES_MIN - 1) as i32 || p + len as usize > b.len() {
             return Err(bad(&format!(
@@ -480,7 +489,7 @@ impl RecordIter {
         let b = &self.bytes[..];
         let start = self.pos;
         let mut p = self.pos;
-        let bad = |what: &str| StorageError::corrupt(format!("record at byte {start}: {what}"));
+        let bad = |what: &str| RecordError::corrupt(format!("record at byte {start}: {what}"));
         let len = get_varint(b, &mut p).ok_or_else(|| bad("unreadable length"))?;
         if len < (RECORD_BYTES_MIN - 1) as i32 || p + len as usize > b.len() {
             return Err(bad(&format!(
