@@ -475,6 +475,28 @@ impl PartitionActor {
                     None => return,
                 },
             };
+            // Commands that touch no file (offset and role questions, ISR bookkeeping, a
+            // fetch with nothing to read) run right here: a thread hand-off would cost more
+            // than they do. Anything that may read or write the disk goes to a blocking thread.
+            if let Work::Commands(batch) = &work {
+                let core = self.core.as_ref().expect("core is home between wake-ups");
+                if batch.iter().all(|c| core.is_memory_only(c)) {
+                    let Work::Commands(batch) = work else {
+                        unreachable!("checked above")
+                    };
+                    let core = self.core.as_mut().expect("core is home between wake-ups");
+                    for cmd in batch {
+                        core.handle(cmd);
+                        self.offsets_tx.send_if_modified(|o| {
+                            let new = core.offsets();
+                            let changed = *o != new;
+                            *o = new;
+                            changed
+                        });
+                    }
+                    continue;
+                }
+            }
             let mut core = self.core.take().expect("core is home between wake-ups");
             let offsets_tx = self.offsets_tx.clone();
             let joined = tokio::task::spawn_blocking(move || {
@@ -529,6 +551,35 @@ impl PartitionActor {
 }
 
 impl Core {
+    /// Whether `cmd` is answered from memory alone (no file is read or written).
+    fn is_memory_only(&self, cmd: &PartitionCommand) -> bool {
+        match cmd {
+            PartitionCommand::FetchPosition { .. }
+            | PartitionCommand::ProposeIsr { .. }
+            | PartitionCommand::AlterPartitionAnswer { .. }
+            | PartitionCommand::EpochEndOffset { .. } => true,
+            PartitionCommand::ListOffset { timestamp, .. } => *timestamp < 0,
+            PartitionCommand::Fetch { args, .. } => {
+                // A fetch at or past what it may read, or answered with an error or a
+                // divergence, reads nothing.
+                let Role::Leader { .. } = self.replica.role() else {
+                    return true;
+                };
+                let upper = if args.follower.is_some() {
+                    self.log.log_end_offset()
+                } else {
+                    self.replica.high_watermark()
+                };
+                args.fetch_offset >= upper || args.fetch_offset < self.log.log_start_offset()
+            }
+            PartitionCommand::Append { .. }
+            | PartitionCommand::FromLeader { .. }
+            | PartitionCommand::Read { .. }
+            | PartitionCommand::Retention { .. }
+            | PartitionCommand::Close { .. } => false,
+        }
+    }
+
     fn offsets(&self) -> Offsets {
         Offsets {
             high_watermark: self.replica.high_watermark(),
