@@ -688,7 +688,15 @@ impl BrokerNode {
                         .log_dir
                         .join(format!("{}-{}-{}", topic.name, key.1, key.0));
                     // Recovery reads and may rewrite segments: off the async workers.
-                    let opened = tokio::task::block_in_place(|| Log::open(&dir, config.clone()));
+                    let opened = tokio::task::block_in_place(|| {
+                        let mut log = Log::open(&dir, config.clone())?;
+                        // A replica that starts as leader records its epoch before any append,
+                        // as a role change to leader does (Kafka does it at election).
+                        if let Role::Leader { leader_epoch, .. } = &role {
+                            log.assign_leader_epoch(*leader_epoch)?;
+                        }
+                        Ok::<_, sluice_storage::StorageError>(log)
+                    });
                     let log = match opened {
                         Ok(l) => l,
                         Err(e) => {
