@@ -215,7 +215,7 @@ impl DataPlane {
         let min_insync = self.node.min_insync(&req.topic);
         // A fenced broker leads nothing it may acknowledge: its leaderships may already
         // have moved (review defect 13; Kafka's brokers serve no leadership while fenced).
-        if self.node.fenced.load(std::sync::atomic::Ordering::SeqCst) {
+        if !self.node.may_lead(&self.node.image()) {
             return Err(error_status(
                 ErrorCode::NotLeaderOrFollower,
                 format!(

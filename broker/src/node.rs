@@ -77,6 +77,9 @@ pub struct BrokerNode {
     active_controller: AtomicUsize,
     /// Last metadata offset applied.
     pub metadata_offset: AtomicU64,
+    /// Set once this process has applied metadata from a controller (not only the image it
+    /// persisted earlier): from then on the image's fencing state of our registration is live.
+    live_metadata: AtomicBool,
     /// Set when a controlled shutdown has been granted.
     pub shutting_down: AtomicBool,
     channels: Mutex<HashMap<String, Channel>>,
@@ -256,6 +259,7 @@ impl BrokerNode {
             fenced: AtomicBool::new(true),
             active_controller: AtomicUsize::new(0),
             metadata_offset: AtomicU64::new(offset),
+            live_metadata: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             channels: Mutex::new(HashMap::new()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
@@ -334,6 +338,22 @@ impl BrokerNode {
             CONTROLLER_REQUEST_TIMEOUT_MIN,
             CONTROLLER_REQUEST_TIMEOUT_MAX,
         )
+    }
+
+    /// Whether this broker may lead now: the controller unfenced us (heartbeat answer), or
+    /// the live image says our current registration is unfenced (the heartbeat answer may
+    /// lag the metadata). A persisted image alone never lets us lead (review defect 13).
+    pub fn may_lead(&self, image: &MetadataImage) -> bool {
+        if !self.fenced.load(Ordering::SeqCst) {
+            return true;
+        }
+        let epoch = self.broker_epoch.load(Ordering::SeqCst);
+        self.live_metadata.load(Ordering::SeqCst)
+            && epoch >= 0
+            && image
+                .brokers
+                .get(&self.id())
+                .is_some_and(|b| !b.fenced && b.epoch == epoch)
     }
 
     /// The broker id.
@@ -624,6 +644,10 @@ impl BrokerNode {
             self.reconcile();
         }
         self.metadata_offset.store(applied, Ordering::SeqCst);
+        if !self.live_metadata.swap(true, Ordering::SeqCst) {
+            // The image is live now: fencing state in it may let us lead (see `may_lead`).
+            self.reconcile();
+        }
         Ok(())
     }
 
@@ -638,7 +662,7 @@ impl BrokerNode {
         // Until the controller unfences us (we registered and caught up with the metadata
         // log), leadership in the image is stale (a persisted image, or one the controller
         // has since changed): we lead nothing (review defect 13).
-        let fenced = self.fenced.load(Ordering::SeqCst);
+        let fenced = !self.may_lead(&image);
         let mut wanted = HashMap::new();
         for t in image.topics.values() {
             for (i, p) in t.partitions.iter().enumerate() {
