@@ -23,6 +23,7 @@ use tonic::Status;
 
 use crate::error::BrokerError;
 use crate::node::BrokerNode;
+use crate::partition::state::{acks_all, AcksAll};
 use crate::partition::{FetchArgs, PartitionHandle};
 
 /// Most records in one plain-records produce.
@@ -267,7 +268,7 @@ impl DataPlane {
         if a.acks == -1 {
             let deadline = Instant::now() + Duration::from_millis(a.timeout_ms as u64);
             let mut rx = a.part.subscribe();
-            let isr_size = loop {
+            let outcome = loop {
                 let o = *rx.borrow_and_update();
                 if o.leader_epoch != a.leader_epoch || !o.is_leader {
                     return Err(error_status(
@@ -281,8 +282,9 @@ impl DataPlane {
                         self.leader_hint(&a.topic, a.partition),
                     ));
                 }
-                if o.high_watermark > a.last_offset {
-                    break o.isr_size;
+                match acks_all(o.high_watermark, o.isr_size, a.last_offset, a.min_insync) {
+                    AcksAll::Waiting => {}
+                    done => break done,
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() || tokio::time::timeout(left, rx.changed()).await.is_err() {
@@ -299,7 +301,7 @@ impl DataPlane {
                     ));
                 }
             };
-            if isr_size < a.min_insync {
+            if outcome == AcksAll::NotEnoughReplicasAfterAppend {
                 return Err(error_status(
                     ErrorCode::NotEnoughReplicasAfterAppend,
                     format!(

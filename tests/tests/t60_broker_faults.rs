@@ -508,6 +508,33 @@ async fn returning_leader_truncates_its_divergent_tail() {
     );
 }
 
+/// An acks=1 produce of one record to `solo-0`.
+fn solo_acks_one(v: &'static [u8]) -> ProduceRequest {
+    ProduceRequest {
+        topic: "solo".into(),
+        partition: 0,
+        acks: Some(1),
+        payload: Some(produce_request::Payload::RecordBatch(batch_of(&[v]))),
+        ..Default::default()
+    }
+}
+
+/// Produces `v` to `solo-0` at `addr` as soon as that broker accepts it (it leads), within
+/// `WAIT`.
+async fn produce_when_led(
+    addr: &str,
+    what: &str,
+    v: &'static [u8],
+) -> tonic::Response<ProduceResponse> {
+    wait_for(what, WAIT, || async {
+        BrokerClient::new(channel(addr))
+            .produce(solo_acks_one(v))
+            .await
+            .ok()
+    })
+    .await
+}
+
 /// Review defect 13 of issue 12: a restarted broker used to take leadership from its
 /// persisted metadata image before the controller had unfenced it, and produce never
 /// checked fencing, so acks=1 writes accepted there could be lost (the controller may have
@@ -519,21 +546,8 @@ async fn returning_leader_truncates_its_divergent_tail() {
 async fn a_restarted_broker_leads_nothing_until_the_controller_unfences_it() {
     let mut c = Cluster::start(3, 1, CONTROLLER, BROKER);
     create_topic_with(&c.controller_addr(1), "solo", 1, 1, &[]).await;
-    let req = |v: &'static [u8]| ProduceRequest {
-        topic: "solo".into(),
-        partition: 0,
-        acks: Some(1),
-        payload: Some(produce_request::Payload::RecordBatch(batch_of(&[v]))),
-        ..Default::default()
-    };
     let addr = c.broker_addr(1);
-    wait_for("broker 1 to lead solo-0", WAIT, || async {
-        BrokerClient::new(channel(&addr))
-            .produce(req(b"before"))
-            .await
-            .ok()
-    })
-    .await;
+    produce_when_led(&addr, "broker 1 to lead solo-0", b"before").await;
     for id in 1..=3 {
         c.kill_controller(id);
     }
@@ -549,7 +563,7 @@ async fn a_restarted_broker_leads_nothing_until_the_controller_unfences_it() {
     })
     .await;
     let err = BrokerClient::new(channel(&addr))
-        .produce(req(b"while-fenced"))
+        .produce(solo_acks_one(b"while-fenced"))
         .await
         .expect_err("a fenced broker must not accept writes");
     assert_eq!(
@@ -561,14 +575,9 @@ async fn a_restarted_broker_leads_nothing_until_the_controller_unfences_it() {
     for id in 1..=3 {
         c.start_controller(id);
     }
-    let ok = wait_for("broker 1 to lead again", WAIT, || async {
-        BrokerClient::new(channel(&addr))
-            .produce(req(b"after"))
-            .await
-            .ok()
-    })
-    .await
-    .into_inner();
+    let ok = produce_when_led(&addr, "broker 1 to lead again", b"after")
+        .await
+        .into_inner();
     assert_eq!(ok.base_offset, 1, "the write while fenced was not stored");
     c.stop_all();
 }
@@ -592,20 +601,7 @@ async fn a_second_process_with_the_same_node_id_is_refused_and_fences_nobody() {
     let mut c = Cluster::start(3, 1, CONTROLLER, BROKER);
     create_topic_with(&c.controller_addr(1), "solo", 1, 1, &[]).await;
     let addr = c.broker_addr(1);
-    let req = |v: &'static [u8]| ProduceRequest {
-        topic: "solo".into(),
-        partition: 0,
-        acks: Some(1),
-        payload: Some(produce_request::Payload::RecordBatch(batch_of(&[v]))),
-        ..Default::default()
-    };
-    wait_for("broker 1 to lead solo-0", WAIT, || async {
-        BrokerClient::new(channel(&addr))
-            .produce(req(b"before"))
-            .await
-            .ok()
-    })
-    .await;
+    produce_when_led(&addr, "broker 1 to lead solo-0", b"before").await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_ports(2);
     let log_path = dir.path().join("intruder.log");
@@ -638,7 +634,7 @@ async fn a_second_process_with_the_same_node_id_is_refused_and_fences_nobody() {
     let until = std::time::Instant::now() + Duration::from_secs(3);
     while std::time::Instant::now() < until {
         BrokerClient::new(channel(&addr))
-            .produce(req(b"while-intruder"))
+            .produce(solo_acks_one(b"while-intruder"))
             .await
             .expect("broker 1 is not fenced by the intruder");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -648,13 +644,7 @@ async fn a_second_process_with_the_same_node_id_is_refused_and_fences_nobody() {
     // (well before its old session, 2 s here, would expire) and leads again.
     c.kill_broker(1);
     c.start_broker(1);
-    wait_for("broker 1 to lead again", WAIT, || async {
-        BrokerClient::new(channel(&addr))
-            .produce(req(b"after"))
-            .await
-            .ok()
-    })
-    .await;
+    produce_when_led(&addr, "broker 1 to lead again", b"after").await;
     let duplicates: Vec<String> = c
         .broker_log(1)
         .lines()

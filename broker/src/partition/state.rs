@@ -529,13 +529,30 @@ impl ReplicaState {
 
     /// Whether an acks=all batch ending at `last_offset` is done (see [`AcksAll`]).
     pub fn acks_all(&self, last_offset: i64, min_insync: usize) -> AcksAll {
-        if self.high_watermark <= last_offset {
-            AcksAll::Waiting
-        } else if self.isr().len() < min_insync {
-            AcksAll::NotEnoughReplicasAfterAppend
-        } else {
-            AcksAll::Done
-        }
+        acks_all(
+            self.high_watermark,
+            self.isr().len(),
+            last_offset,
+            min_insync,
+        )
+    }
+}
+
+/// The acks=all rule over published offsets (Kafka's `Partition.checkEnoughReplicasReachOffset`):
+/// waiting until the HW passes `last_offset`, then done unless the committed ISR is below
+/// `min.insync.replicas`. Used by [`ReplicaState::acks_all`] and by waiters on the watch.
+pub fn acks_all(
+    high_watermark: i64,
+    isr_size: usize,
+    last_offset: i64,
+    min_insync: usize,
+) -> AcksAll {
+    if high_watermark <= last_offset {
+        AcksAll::Waiting
+    } else if isr_size < min_insync {
+        AcksAll::NotEnoughReplicasAfterAppend
+    } else {
+        AcksAll::Done
     }
 }
 
