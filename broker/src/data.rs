@@ -24,7 +24,7 @@ use tonic::Status;
 use crate::error::BrokerError;
 use crate::node::BrokerNode;
 use crate::partition::state::{acks_all, AcksAll};
-use crate::partition::{FetchArgs, PartitionHandle};
+use crate::partition::{FetchArgs, Offsets, PartitionHandle};
 
 /// Most records in one plain-records produce.
 pub const RECORDS_PER_REQUEST_MAX: usize = 65_536;
@@ -34,6 +34,9 @@ pub const FETCH_BYTES_DEFAULT: usize = 1 << 20;
 pub const FETCH_BYTES_MAX: usize = 32 << 20;
 /// Longest long poll.
 pub const FETCH_WAIT_MS_MAX: i32 = 30_000;
+/// Longest a request waits for this broker to take up a leadership its metadata gives it
+/// (see [`DataPlane::lookup`]).
+pub const LEADERSHIP_TAKE_UP_WAIT: Duration = Duration::from_secs(2);
 /// Default produce timeout (Kafka `request.timeout.ms`).
 pub const PRODUCE_TIMEOUT_MS_DEFAULT: i32 = 30_000;
 
@@ -99,28 +102,63 @@ impl DataPlane {
         error_status(code, msg, hint)
     }
 
-    pub fn lookup(&self, topic: &str, index: i32) -> Result<PartitionHandle, Status> {
-        let image = self.node.image();
-        let Some(t) = image.topic(topic) else {
-            return Err(error_status(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("topic {topic:?} does not exist"),
-                None,
-            ));
-        };
-        if index < 0 || index as usize >= t.partitions.len() {
-            return Err(error_status(
-                ErrorCode::UnknownTopicOrPartition,
-                format!(
-                    "topic {topic:?} has no partition {index} (it has {})",
-                    t.partitions.len()
-                ),
-                None,
-            ));
+    /// The local replica that serves a request needing the leader. When our own metadata
+    /// already names us the leader but the replica has not taken the leadership up yet (the
+    /// image is swapped first; opening a new log and applying the role follow, taking
+    /// milliseconds, more on a loaded box), waits up to [`LEADERSHIP_TAKE_UP_WAIT`] for it
+    /// instead of answering NOT_LEADER with a hint that names this very broker. Kafka has no
+    /// such window: its metadata cache and partition roles change in one step.
+    pub async fn lookup(&self, topic: &str, index: i32) -> Result<PartitionHandle, Status> {
+        let deadline = Instant::now() + LEADERSHIP_TAKE_UP_WAIT;
+        let mut reconciled = self.node.subscribe_reconciled();
+        loop {
+            reconciled.borrow_and_update();
+            let image = self.node.image();
+            let Some(t) = image.topic(topic) else {
+                return Err(error_status(
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("topic {topic:?} does not exist"),
+                    None,
+                ));
+            };
+            let Some(p) = usize::try_from(index)
+                .ok()
+                .and_then(|i| t.partitions.get(i))
+            else {
+                return Err(error_status(
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!(
+                        "topic {topic:?} has no partition {index} (it has {})",
+                        t.partitions.len()
+                    ),
+                    None,
+                ));
+            };
+            let local = self.node.partition(topic, index);
+            let mut offsets = local.as_ref().map(|h| h.subscribe());
+            let taken_up = |o: &Offsets| o.is_leader && o.leader_epoch >= p.leader_epoch;
+            let waiting = p.leader == self.node.id()
+                && !offsets
+                    .as_mut()
+                    .is_some_and(|rx| taken_up(&rx.borrow_and_update()));
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !waiting || left.is_zero() {
+                return local.ok_or_else(|| self.not_leader(topic, index));
+            }
+            let offsets_changed = async {
+                match offsets.as_mut() {
+                    Some(rx) => {
+                        let _ = rx.changed().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = offsets_changed => {}
+                _ = reconciled.changed() => {}
+                _ = tokio::time::sleep(left) => {}
+            }
         }
-        self.node
-            .partition(topic, index)
-            .ok_or_else(|| self.not_leader(topic, index))
     }
 
     /// A partition's error as a status: the one place `BrokerError`s meet the wire, adding
@@ -154,7 +192,7 @@ impl DataPlane {
                 None,
             ));
         }
-        let part = self.lookup(&req.topic, req.partition)?;
+        let part = self.lookup(&req.topic, req.partition).await?;
         let payload: Bytes = match req.payload {
             Some(produce_request::Payload::RecordBatch(b)) => b,
             Some(produce_request::Payload::Records(list)) => {
@@ -350,7 +388,7 @@ impl DataPlane {
         } else {
             (req.max_bytes as usize).min(FETCH_BYTES_MAX)
         };
-        let part = self.lookup(&req.topic, req.partition)?;
+        let part = self.lookup(&req.topic, req.partition).await?;
         let args = FetchArgs {
             fetch_offset: req.fetch_offset,
             max_bytes,

@@ -69,6 +69,9 @@ pub struct BrokerNode {
     fetchers: Mutex<HashMap<PartitionKey, (Role, tokio::task::JoinHandle<()>)>>,
     /// Serialises `reconcile` (held across opening logs; nothing else takes it).
     reconcile_lock: Mutex<()>,
+    /// Bumped whenever `reconcile` created a replica or handed out roles: requests waiting
+    /// for a leadership to be taken up watch it (see `DataPlane::lookup`).
+    reconciled: tokio::sync::watch::Sender<u64>,
     /// Our broker epoch (-1 = not registered).
     pub broker_epoch: AtomicI64,
     /// Whether the controller currently fences us.
@@ -255,6 +258,7 @@ impl BrokerNode {
             actors: Mutex::new(HashMap::new()),
             fetchers: Mutex::new(HashMap::new()),
             reconcile_lock: Mutex::new(()),
+            reconciled: tokio::sync::watch::Sender::new(0),
             broker_epoch: AtomicI64::new(-1),
             fenced: AtomicBool::new(true),
             active_controller: AtomicUsize::new(0),
@@ -364,6 +368,11 @@ impl BrokerNode {
     /// The current image.
     pub fn image(&self) -> Arc<MetadataImage> {
         self.image.read().expect("image lock").clone()
+    }
+
+    /// A receiver told whenever `reconcile` created replicas or handed out roles.
+    pub fn subscribe_reconciled(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reconciled.subscribe()
     }
 
     /// A local replica by topic name and index.
@@ -751,12 +760,14 @@ impl BrokerNode {
                         .lock()
                         .expect("partitions lock")
                         .insert(key, p.clone());
+                    self.reconciled.send_modify(|g| *g += 1);
                     tracing::info!(partition = %p.name(), ?role, "replica created");
                     p
                 }
             };
             self.apply_role(&part, role, config);
         }
+        self.reconciled.send_modify(|g| *g += 1);
     }
 
     /// Hands `part` its role and starts or stops its follower fetcher.

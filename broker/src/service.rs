@@ -319,7 +319,7 @@ impl Broker for BrokerService {
                 ..Default::default()
             };
             let r: Result<(), Status> = async {
-                let part = self.data.lookup(&p.topic, p.partition)?;
+                let part = self.data.lookup(&p.topic, p.partition).await?;
                 let (epoch, offset, timestamp) = part
                     .list_offset(p.timestamp)
                     .await
@@ -418,7 +418,7 @@ impl Broker for BrokerService {
         r: Request<OffsetForLeaderEpochRequest>,
     ) -> Result<Response<OffsetForLeaderEpochResponse>, Status> {
         let req = r.into_inner();
-        let part = self.data.lookup(&req.topic, req.partition)?;
+        let part = self.data.lookup(&req.topic, req.partition).await?;
         let (epoch, end) = part
             .epoch_end_offset(req.leader_epoch)
             .await

@@ -482,3 +482,76 @@ async fn a_dynamic_retention_change_deletes_old_segments_on_a_live_topic() {
     let end = client.list_offset("ret", 0, -1).await.unwrap();
     assert_eq!(end, 40, "retention never touches the log end");
 }
+
+/// Goal: once a broker's own metadata names it the leader of a partition, it accepts a
+/// produce for that partition instead of answering NOT_LEADER with a hint that names
+/// itself (a client following that hint would loop). Method: 1 controller + 1 broker; a
+/// 300-partition topic (the broker opens 300 logs after its metadata already lists them);
+/// as soon as the broker's Metadata answer lists the topic, one acks=1 produce to every
+/// partition at once; every one must succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_accepts_produce_as_soon_as_its_metadata_names_it_leader() {
+    const PARTITIONS: i32 = 300;
+    let c = Cluster::start(1, 1, &[], &[]);
+    let mut broker = BrokerClient::new(channel(&c.broker_addr(1)));
+    let metadata = |mut b: BrokerClient<tonic::transport::Channel>| async move {
+        b.metadata(MetadataRequest {
+            topics: vec!["wide".into()],
+            allow_auto_topic_creation: false,
+        })
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+    };
+    wait_for("the broker to be registered and unfenced", WAIT, || async {
+        metadata(broker.clone())
+            .await
+            .filter(|m| m.brokers.iter().any(|b| b.broker_id == 1))
+    })
+    .await;
+    let created = create_topic(&c.controller_addr(1), "wide", PARTITIONS, 1)
+        .await
+        .expect("create the topic");
+    assert_eq!(created.error_code, 0, "{}", created.error_message);
+    let led = wait_for("the broker's metadata to list the topic", WAIT, || async {
+        let m = metadata(broker.clone()).await?;
+        let t = m.topics.into_iter().find(|t| t.name == "wide")?;
+        (t.partitions.len() == PARTITIONS as usize && t.partitions.iter().all(|p| p.leader_id == 1))
+            .then_some(t.partitions.len())
+    })
+    .await;
+    assert_eq!(led, PARTITIONS as usize);
+    let mut sends = tokio::task::JoinSet::new();
+    for p in 0..PARTITIONS {
+        let mut b = broker.clone();
+        sends.spawn(async move {
+            b.produce(ProduceRequest {
+                topic: "wide".into(),
+                partition: p,
+                acks: Some(1),
+                timeout_ms: 10_000,
+                payload: Some(produce_request::Payload::RecordBatch(batch_of(&[b"v"]))),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| format!("partition {p}: {:?} {}", error_code(&s), s.message()))
+        });
+    }
+    let failed: Vec<String> = sends
+        .join_all()
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} produces refused: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    broker
+        .metadata(MetadataRequest::default())
+        .await
+        .expect("still serving");
+}
