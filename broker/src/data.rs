@@ -55,6 +55,13 @@ pub struct PendingProduce {
     partition: i32,
 }
 
+impl PendingProduce {
+    /// Offset of the first record appended.
+    pub fn first_offset(&self) -> i64 {
+        self.first_offset
+    }
+}
+
 /// The shared data-plane operations of one broker.
 #[derive(Clone)]
 pub struct DataPlane {

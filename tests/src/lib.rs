@@ -415,3 +415,15 @@ pub fn batch_of(values: &[&[u8]]) -> bytes::Bytes {
     }
     b.build()
 }
+
+/// `GET /metrics` over a plain socket; the body, or None when the node is down.
+pub fn scrape(addr: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    std::io::Write::write_all(&mut s, request.as_bytes()).ok()?;
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}

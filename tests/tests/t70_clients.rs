@@ -749,3 +749,156 @@ async fn pipelined_acks_all_batches_on_one_stream_never_wedge_a_partition() {
             .expect("acknowledged");
     }
 }
+
+/// Goal: an offset commit that waits for replication of `__consumer_offsets` (acks=all)
+/// does not stall the other groups of its coordinator: their heartbeats are answered
+/// while it waits (a stalled heartbeat expires members and rebalances healthy groups).
+/// Method: 1 controller + 3 brokers, one RF-3 offsets partition (every group on one
+/// coordinator), two groups with one member each; SIGSTOP both followers of the offsets
+/// partition (no fencing, no ISR shrink for 30 s), commit for group A (it cannot be
+/// replicated), and while it waits, heartbeat group B. Then resume and commit again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_waiting_for_replication_does_not_stall_other_groups_of_its_coordinator() {
+    let mut c = Cluster::start(
+        1,
+        3,
+        &["broker.session.timeout.ms=30000"],
+        &[
+            "broker.heartbeat.interval.ms=300",
+            "replica.lag.time.max.ms=30000",
+            "group.consumer.session.timeout.ms=30000",
+            "offsets.topic.num.partitions=1",
+            "offsets.topic.replication.factor=3",
+        ],
+    );
+    create_topic_with(&c.controller_addr(1), "t", 1, 1, &[]).await;
+    let any = BrokerClient::new(channel(&c.broker_addr(1)));
+    let coordinator = wait_for("a coordinator", WAIT, || {
+        let mut b = any.clone();
+        async move {
+            let r = b
+                .find_coordinator(FindCoordinatorRequest {
+                    group_id: "ga".into(),
+                })
+                .await
+                .ok()?
+                .into_inner();
+            r.coordinator
+        }
+    })
+    .await;
+    wait_for("a full ISR on the offsets partition", WAIT, || async {
+        describe_topic(&c.controller_addr(1), "__consumer_offsets")
+            .await
+            .filter(|t| t.partitions[0].isr.len() == 3)
+    })
+    .await;
+    let mut coord = BrokerClient::new(channel(&format!(
+        "{}:{}",
+        coordinator.host, coordinator.port
+    )));
+    let join = |group: &str| ConsumerGroupHeartbeatRequest {
+        group_id: group.into(),
+        member_epoch: 0,
+        subscribed_topic_names: vec!["t".into()],
+        ..Default::default()
+    };
+    let mut joined = Vec::new();
+    for g in ["ga", "gb"] {
+        let r = wait_for("a join", WAIT, || {
+            let mut b = coord.clone();
+            let req = join(g);
+            async move { b.consumer_group_heartbeat(req).await.ok() }
+        })
+        .await
+        .into_inner();
+        joined.push((r.member_id, r.member_epoch));
+    }
+    for id in 1..=3u16 {
+        if id as i32 != coordinator.broker_id {
+            c.pause_broker(id);
+        }
+    }
+    let (a_member, a_epoch) = joined[0].clone();
+    let mut committer = coord.clone();
+    let commit = tokio::spawn(async move {
+        committer
+            .offset_commit(OffsetCommitRequest {
+                group_id: "ga".into(),
+                member_id: a_member,
+                member_epoch: a_epoch,
+                partitions: vec![OffsetCommitPartition {
+                    topic: "t".into(),
+                    partition: 0,
+                    committed_offset: 7,
+                    ..Default::default()
+                }],
+            })
+            .await
+    });
+    // Let the commit reach the coordinator and start waiting for its followers.
+    wait_for("the commit to be appended", WAIT, || async {
+        let m = scrape(&c.metrics_addr("broker", coordinator.broker_id as u16))?;
+        m.contains("sluice_messages_in_total{topic=\"__consumer_offsets\"}")
+            .then_some(())
+    })
+    .await;
+    let (b_member, b_epoch) = joined[1].clone();
+    let heartbeat = tokio::time::timeout(
+        Duration::from_secs(3),
+        coord.consumer_group_heartbeat(ConsumerGroupHeartbeatRequest {
+            group_id: "gb".into(),
+            member_id: b_member,
+            member_epoch: b_epoch,
+            ..Default::default()
+        }),
+    )
+    .await;
+    assert!(
+        !commit.is_finished(),
+        "the commit cannot be replicated while both followers are stopped"
+    );
+    let heartbeat = heartbeat.expect("group gb's heartbeat is answered while ga's commit waits");
+    assert_eq!(
+        heartbeat.expect("heartbeat").into_inner().member_epoch,
+        b_epoch
+    );
+    for id in 1..=3u16 {
+        if id as i32 != coordinator.broker_id {
+            c.resume_broker(id);
+        }
+    }
+    // Whatever the first commit's answer, a commit after the followers are back is stored.
+    let _ = tokio::time::timeout(WAIT, commit)
+        .await
+        .expect("commit answered");
+    let (a_member, a_epoch) = joined[0].clone();
+    wait_for("a commit after the followers resumed", WAIT, || {
+        let mut b = coord.clone();
+        let req = OffsetCommitRequest {
+            group_id: "ga".into(),
+            member_id: a_member.clone(),
+            member_epoch: a_epoch,
+            partitions: vec![OffsetCommitPartition {
+                topic: "t".into(),
+                partition: 0,
+                committed_offset: 9,
+                ..Default::default()
+            }],
+        };
+        async move {
+            let r = b.offset_commit(req).await.ok()?.into_inner();
+            (r.results[0].error_code == 0).then_some(())
+        }
+    })
+    .await;
+    let fetched = coord
+        .offset_fetch(OffsetFetchRequest {
+            group_id: "ga".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("offset fetch")
+        .into_inner();
+    assert_eq!(fetched.results[0].committed_offset, 9);
+}

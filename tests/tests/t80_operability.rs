@@ -1,7 +1,6 @@
 //! Operability with real processes: Prometheus metrics through a failover, and a gRPC
 //! client not written in Rust (Python grpcio) using reflection alone to produce and fetch.
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use sluice_tests::cluster::Cluster;
@@ -13,21 +12,6 @@ const BROKER: &[&str] = &[
     "broker.heartbeat.interval.ms=300",
     "replica.lag.time.max.ms=2000",
 ];
-
-/// `GET /metrics` over a plain socket; the body, or None when the node is down.
-fn scrape(addr: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
-}
 
 /// `sluice cluster status -o json`.
 fn cluster_status(bootstrap: &str) -> Option<serde_json::Value> {

@@ -1,0 +1,588 @@
+//! The groups of one `__consumer_offsets` partition as plain data: every decision of the
+//! coordinator (join, heartbeat, leave, expiry, commit fencing, offset fetch, delete) with
+//! no I/O, no lock and no clock of its own. The shard actor ([`super::actor`]) owns one
+//! [`ShardState`], writes the records these decisions ask for and applies them once they
+//! are committed (Kafka's `GroupMetadataManager` over its `CoordinatorRuntime`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sluice_metadata::MetadataImage;
+use sluice_proto::v1::*;
+use tonic::Status;
+
+use super::records::{offset_key, offset_value};
+use super::{err, Committed, COMMIT_METADATA_BYTES_MAX, GROUP_MEMBERS_MAX};
+use crate::assign;
+
+#[derive(Debug, Clone)]
+struct Member {
+    instance_id: Option<String>,
+    rack_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    subscribed: Vec<String>,
+    /// Epoch last given to the member (its assignment is the group's at that epoch).
+    epoch: i32,
+    last_seen: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    epoch: i32,
+    assignor: String,
+    members: BTreeMap<String, Member>,
+    /// Target assignment at `epoch`.
+    assignment: assign::Assignment,
+    /// Partition counts the assignment was computed with.
+    partition_counts: BTreeMap<String, i32>,
+    /// Committed offsets, with the offset of the record in `__consumer_offsets` that wrote
+    /// each (a later record wins, whatever order the writes' completions arrive in).
+    offsets: BTreeMap<(String, i32), (Committed, i64)>,
+}
+
+impl Group {
+    fn state(&self) -> GroupState {
+        if self.members.is_empty() {
+            GroupState::Empty
+        } else if self.members.values().all(|m| m.epoch == self.epoch) {
+            GroupState::Stable
+        } else {
+            GroupState::Reconciling
+        }
+    }
+
+    fn owns(&self, member: &str, topic: &str, partition: i32) -> bool {
+        self.assignment
+            .get(member)
+            .and_then(|ts| ts.get(topic))
+            .is_some_and(|ps| ps.contains(&partition))
+    }
+
+    /// Recomputes the target assignment at a new group epoch.
+    fn rebalance(&mut self, image: &MetadataImage) {
+        let subs: BTreeMap<String, Vec<String>> = self
+            .members
+            .iter()
+            .map(|(id, m)| (id.clone(), m.subscribed.clone()))
+            .collect();
+        self.partition_counts = partition_counts(image, &self.subscribed_topics());
+        self.epoch += 1;
+        self.assignment = assign::assign(&self.assignor, &subs, &self.partition_counts)
+            .expect("assignor validated on join");
+    }
+
+    fn subscribed_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self
+            .members
+            .values()
+            .flat_map(|m| m.subscribed.iter().cloned())
+            .collect();
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+
+    fn assignment_of(&self, image: &MetadataImage, member: &str) -> Assignment {
+        let topic_partitions = self
+            .assignment
+            .get(member)
+            .map(|ts| {
+                ts.iter()
+                    .map(|(t, ps)| TopicPartitions {
+                        topic: t.clone(),
+                        topic_id: image
+                            .topic(t)
+                            .map(|ti| ti.id.to_string())
+                            .unwrap_or_default(),
+                        partitions: ps.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Assignment { topic_partitions }
+    }
+}
+
+fn partition_counts(image: &MetadataImage, topics: &[String]) -> BTreeMap<String, i32> {
+    topics
+        .iter()
+        .filter_map(|t| Some((t.clone(), image.topic(t)?.partitions.len() as i32)))
+        .collect()
+}
+
+fn member_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// What a commit needs written: the answer per partition (errors already final) and the
+/// records to append with acks=all before the accepted ones count as committed.
+#[derive(Debug)]
+pub struct CommitPlan {
+    /// One result per requested partition; those accepted say NONE until the write's outcome.
+    pub results: Vec<OffsetCommitResult>,
+    /// Records to append (key, value), in the order of `accepted`.
+    pub writes: Vec<(Bytes, Option<Bytes>)>,
+    /// The offsets to apply once the write is committed.
+    pub accepted: Vec<((String, i32), Committed)>,
+}
+
+/// The groups of one offsets partition at one leader epoch of it.
+#[derive(Debug, Default)]
+pub struct ShardState {
+    groups: HashMap<String, Group>,
+}
+
+impl ShardState {
+    /// Replays one record of the offsets partition (at `offset` in its log): a commit, or a
+    /// tombstone (no value). Records of unknown kinds are skipped.
+    pub fn replay(&mut self, offset: i64, key: &[u8], value: Option<&[u8]>) {
+        let Some((g, t, p)) = super::records::parse_offset_key(key) else {
+            return;
+        };
+        let group = self.groups.entry(g).or_default();
+        match value.and_then(super::records::parse_offset_value) {
+            Some(c) => {
+                group.offsets.insert((t, p), (c, offset));
+            }
+            None => {
+                group.offsets.remove(&(t, p));
+            }
+        }
+    }
+
+    /// Drops groups a replay left without offsets or members (all tombstoned).
+    pub fn loaded(&mut self) {
+        self.groups
+            .retain(|_, g| !g.offsets.is_empty() || !g.members.is_empty());
+    }
+
+    /// Number of groups.
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Whether there are no groups.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// ConsumerGroupHeartbeat: join (epoch 0), heartbeat, leave (epoch < 0).
+    pub fn heartbeat(
+        &mut self,
+        req: ConsumerGroupHeartbeatRequest,
+        client_host: String,
+        now: Instant,
+        heartbeat_interval: Duration,
+        image: &MetadataImage,
+    ) -> Result<ConsumerGroupHeartbeatResponse, Status> {
+        let hb_ms = heartbeat_interval.as_millis() as i32;
+        if req.member_epoch < 0 {
+            if let Some(g) = self.groups.get_mut(&req.group_id) {
+                if g.members.remove(&req.member_id).is_some() {
+                    tracing::info!(group = %req.group_id, member = %req.member_id, "member left");
+                    g.rebalance(image);
+                }
+            }
+            return Ok(ConsumerGroupHeartbeatResponse {
+                member_id: req.member_id,
+                member_epoch: req.member_epoch,
+                heartbeat_interval_ms: hb_ms,
+                assignment: None,
+            });
+        }
+        if req.member_epoch == 0 {
+            if req.subscribed_topic_names.is_empty() {
+                return Err(err(
+                    ErrorCode::InvalidRequest,
+                    "a joining member must subscribe to at least one topic",
+                ));
+            }
+            if !req.server_assignor.is_empty()
+                && !assign::ASSIGNORS.contains(&req.server_assignor.as_str())
+            {
+                return Err(err(
+                    ErrorCode::UnsupportedAssignor,
+                    format!(
+                        "assignor {:?} is not supported; use one of {:?}",
+                        req.server_assignor,
+                        assign::ASSIGNORS
+                    ),
+                ));
+            }
+        }
+        let known = self
+            .groups
+            .get(&req.group_id)
+            .is_some_and(|g| g.members.contains_key(&req.member_id));
+        if req.member_epoch != 0 && !known {
+            return Err(err(
+                ErrorCode::UnknownMemberId,
+                format!(
+                    "member {:?} is not in group {:?} (expired or never joined); rejoin with member_epoch 0",
+                    req.member_id, req.group_id
+                ),
+            ));
+        }
+        let group = self.groups.entry(req.group_id.clone()).or_default();
+        let mut changed = false;
+        let member_id = if req.member_epoch == 0 {
+            if group.members.len() >= GROUP_MEMBERS_MAX {
+                return Err(err(
+                    ErrorCode::GroupMaxSizeReached,
+                    format!("group {:?} has {GROUP_MEMBERS_MAX} members", req.group_id),
+                ));
+            }
+            let id = if req.member_id.is_empty() {
+                member_id()
+            } else {
+                req.member_id.clone()
+            };
+            if group.members.is_empty() {
+                group.assignor = if req.server_assignor.is_empty() {
+                    "range".into()
+                } else {
+                    req.server_assignor.clone()
+                };
+            }
+            group.members.insert(
+                id.clone(),
+                Member {
+                    instance_id: req.instance_id.clone(),
+                    rack_id: req.rack_id.clone(),
+                    client_id: req.client_id.clone(),
+                    client_host,
+                    subscribed: req.subscribed_topic_names.clone(),
+                    epoch: 0,
+                    last_seen: now,
+                },
+            );
+            tracing::info!(group = %req.group_id, member = %id, "member joined");
+            changed = true;
+            id
+        } else {
+            let m = group
+                .members
+                .get_mut(&req.member_id)
+                .expect("checked above");
+            if req.member_epoch != m.epoch {
+                return Err(err(
+                    ErrorCode::FencedMemberEpoch,
+                    format!(
+                        "member {:?} sent epoch {}, its epoch is {}; rejoin with member_epoch 0",
+                        req.member_id, req.member_epoch, m.epoch
+                    ),
+                ));
+            }
+            m.last_seen = now;
+            if !req.subscribed_topic_names.is_empty() && req.subscribed_topic_names != m.subscribed
+            {
+                m.subscribed = req.subscribed_topic_names.clone();
+                changed = true;
+            }
+            req.member_id.clone()
+        };
+        // A subscribed topic created or grown since the last assignment.
+        if partition_counts(image, &group.subscribed_topics()) != group.partition_counts {
+            changed = true;
+        }
+        if changed {
+            group.rebalance(image);
+        }
+        let epoch = group.epoch;
+        group.members.get_mut(&member_id).expect("present").epoch = epoch;
+        let assignment = group.assignment_of(image, &member_id);
+        Ok(ConsumerGroupHeartbeatResponse {
+            member_id,
+            member_epoch: epoch,
+            heartbeat_interval_ms: hb_ms,
+            assignment: Some(assignment),
+        })
+    }
+
+    /// Removes members not heard from within `timeout` and rebalances their groups.
+    /// Returns how many expired.
+    pub fn expire(&mut self, now: Instant, timeout: Duration, image: &MetadataImage) -> usize {
+        let mut expired = 0;
+        for (id, g) in self.groups.iter_mut() {
+            let before = g.members.len();
+            g.members.retain(|mid, m| {
+                let alive = now.saturating_duration_since(m.last_seen) < timeout;
+                if !alive {
+                    tracing::info!(group = %id, member = %mid, "member session expired");
+                }
+                alive
+            });
+            if g.members.len() != before {
+                expired += before - g.members.len();
+                g.rebalance(image);
+            }
+        }
+        expired
+    }
+
+    /// OffsetCommit, first half: fences the committer (a member at its current epoch for
+    /// its own partitions, or an administrator — member "" and epoch -1 — while the group
+    /// has no members) and validates each partition.
+    pub fn prepare_commit(
+        &self,
+        req: &OffsetCommitRequest,
+        image: &MetadataImage,
+    ) -> Result<CommitPlan, Status> {
+        let group = self.groups.get(&req.group_id);
+        let admin = req.member_id.is_empty() && req.member_epoch < 0;
+        if admin {
+            if group.is_some_and(|g| !g.members.is_empty()) {
+                return Err(err(
+                    ErrorCode::NonEmptyGroup,
+                    format!(
+                        "group {:?} has active members; offsets can only be reset while it is empty",
+                        req.group_id
+                    ),
+                ));
+            }
+        } else {
+            let Some(m) = group.and_then(|g| g.members.get(&req.member_id)) else {
+                return Err(err(
+                    ErrorCode::UnknownMemberId,
+                    format!(
+                        "member {:?} is not in group {:?}",
+                        req.member_id, req.group_id
+                    ),
+                ));
+            };
+            if req.member_epoch != m.epoch {
+                let code = if req.member_epoch < m.epoch {
+                    ErrorCode::StaleMemberEpoch
+                } else {
+                    ErrorCode::FencedMemberEpoch
+                };
+                return Err(err(
+                    code,
+                    format!(
+                        "member {:?} committed with epoch {}, its epoch is {}",
+                        req.member_id, req.member_epoch, m.epoch
+                    ),
+                ));
+            }
+        }
+        let mut plan = CommitPlan {
+            results: Vec::with_capacity(req.partitions.len()),
+            writes: Vec::new(),
+            accepted: Vec::new(),
+        };
+        for c in &req.partitions {
+            let result = |code: ErrorCode, msg: String| OffsetCommitResult {
+                topic: c.topic.clone(),
+                partition: c.partition,
+                error_code: code as i32,
+                error_message: msg,
+            };
+            let exists = image
+                .topic(&c.topic)
+                .is_some_and(|t| c.partition >= 0 && (c.partition as usize) < t.partitions.len());
+            let r = if !exists {
+                result(
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("{}-{} does not exist", c.topic, c.partition),
+                )
+            } else if c.committed_offset < 0 {
+                result(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "committed offset {} for {}-{} is negative",
+                        c.committed_offset, c.topic, c.partition
+                    ),
+                )
+            } else if c.metadata.len() > COMMIT_METADATA_BYTES_MAX {
+                result(
+                    ErrorCode::OffsetMetadataTooLarge,
+                    format!(
+                        "metadata of {} bytes exceeds {COMMIT_METADATA_BYTES_MAX}",
+                        c.metadata.len()
+                    ),
+                )
+            } else if !admin
+                && !group.is_some_and(|g| g.owns(&req.member_id, &c.topic, c.partition))
+            {
+                result(
+                    ErrorCode::StaleMemberEpoch,
+                    format!(
+                        "{}-{} is not assigned to member {:?} at epoch {}",
+                        c.topic, c.partition, req.member_id, req.member_epoch
+                    ),
+                )
+            } else {
+                let committed = Committed {
+                    offset: c.committed_offset,
+                    leader_epoch: c.committed_leader_epoch.unwrap_or(-1),
+                    metadata: c.metadata.clone(),
+                };
+                plan.writes.push((
+                    offset_key(&req.group_id, &c.topic, c.partition),
+                    Some(offset_value(&committed)),
+                ));
+                plan.accepted
+                    .push(((c.topic.clone(), c.partition), committed));
+                result(ErrorCode::None, String::new())
+            };
+            plan.results.push(r);
+        }
+        Ok(plan)
+    }
+
+    /// OffsetCommit, second half: the records of `accepted` were committed at offsets
+    /// `first_offset..` of the offsets partition.
+    pub fn apply_commit(
+        &mut self,
+        group: &str,
+        accepted: Vec<((String, i32), Committed)>,
+        first_offset: i64,
+    ) {
+        let g = self.groups.entry(group.to_string()).or_default();
+        for (i, (tp, c)) in accepted.into_iter().enumerate() {
+            let at = first_offset + i as i64;
+            match g.offsets.get(&tp) {
+                // A later write already applied (completions may arrive out of order).
+                Some((_, newer)) if *newer > at => {}
+                _ => {
+                    g.offsets.insert(tp, (c, at));
+                }
+            }
+        }
+    }
+
+    /// OffsetFetch: committed offsets (-1 where none); every committed one when no
+    /// partitions are named.
+    pub fn fetch(&self, req: &OffsetFetchRequest) -> OffsetFetchResponse {
+        let group = self.groups.get(&req.group_id);
+        let result = |t: &str, p: i32, c: Option<&Committed>| OffsetFetchResult {
+            topic: t.to_string(),
+            partition: p,
+            committed_offset: c.map_or(-1, |c| c.offset),
+            committed_leader_epoch: c.map_or(-1, |c| c.leader_epoch),
+            metadata: c.map(|c| c.metadata.clone()).unwrap_or_default(),
+            error_code: 0,
+            error_message: String::new(),
+        };
+        let results = if req.partitions.is_empty() {
+            group
+                .map(|g| {
+                    g.offsets
+                        .iter()
+                        .map(|((t, p), (c, _))| result(t, *p, Some(c)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            req.partitions
+                .iter()
+                .map(|tp| {
+                    let c = group
+                        .and_then(|g| g.offsets.get(&(tp.topic.clone(), tp.partition)))
+                        .map(|(c, _)| c);
+                    result(&tp.topic, tp.partition, c)
+                })
+                .collect()
+        };
+        OffsetFetchResponse { results }
+    }
+
+    /// ListGroups entries.
+    pub fn list(&self) -> Vec<ListedGroup> {
+        self.groups
+            .iter()
+            .map(|(id, g)| ListedGroup {
+                group_id: id.clone(),
+                protocol_type: "consumer".into(),
+                group_state: g.state() as i32,
+            })
+            .collect()
+    }
+
+    /// DescribeGroups for one group.
+    pub fn describe(&self, group_id: &str, image: &MetadataImage) -> DescribedGroup {
+        let Some(g) = self.groups.get(group_id) else {
+            return DescribedGroup {
+                group_id: group_id.to_string(),
+                group_state: GroupState::Dead as i32,
+                error_code: ErrorCode::GroupIdNotFound as i32,
+                error_message: format!("group {group_id:?} does not exist"),
+                ..Default::default()
+            };
+        };
+        let members = g
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let a = g.assignment_of(image, id);
+                GroupMember {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    rack_id: m.rack_id.clone(),
+                    member_epoch: m.epoch,
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    subscribed_topic_names: m.subscribed.clone(),
+                    assignment: Some(a.clone()),
+                    target_assignment: Some(a),
+                }
+            })
+            .collect();
+        DescribedGroup {
+            group_id: group_id.to_string(),
+            error_code: 0,
+            error_message: String::new(),
+            group_state: g.state() as i32,
+            protocol_type: "consumer".into(),
+            group_epoch: g.epoch,
+            assignment_epoch: g.epoch,
+            assignor_name: g.assignor.clone(),
+            members,
+        }
+    }
+
+    /// DeleteGroups, first half: only an empty group; the tombstones of its offsets.
+    pub fn prepare_delete(&self, group_id: &str) -> Result<Vec<(Bytes, Option<Bytes>)>, Status> {
+        let Some(g) = self.groups.get(group_id) else {
+            return Err(err(
+                ErrorCode::GroupIdNotFound,
+                format!("group {group_id:?} does not exist"),
+            ));
+        };
+        if !g.members.is_empty() {
+            return Err(err(
+                ErrorCode::NonEmptyGroup,
+                format!("group {group_id:?} has {} active members", g.members.len()),
+            ));
+        }
+        Ok(g.offsets
+            .keys()
+            .map(|(t, p)| (offset_key(group_id, t, *p), None))
+            .collect())
+    }
+
+    /// DeleteGroups, second half: tombstones were committed from `first_offset` on; offsets
+    /// written before them are gone, and so is the group if it is still empty.
+    pub fn apply_delete(&mut self, group_id: &str, first_offset: i64) {
+        if let Some(g) = self.groups.get_mut(group_id) {
+            g.offsets.retain(|_, (_, at)| *at >= first_offset);
+            if g.members.is_empty() && g.offsets.is_empty() {
+                self.groups.remove(group_id);
+            }
+        }
+    }
+
+    /// `(group, topic, partition, committed offset)` of every committed offset.
+    pub fn committed(&self) -> impl Iterator<Item = (&str, &str, i32, i64)> {
+        self.groups.iter().flat_map(|(g, grp)| {
+            grp.offsets
+                .iter()
+                .map(move |((t, p), (c, _))| (g.as_str(), t.as_str(), *p, c.offset))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

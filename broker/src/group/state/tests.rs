@@ -1,0 +1,320 @@
+//! Table tests of the coordinator's decisions. Each names the Kafka rule it follows
+//! (KIP-848 consumer protocol; `GroupMetadataManager` / `OffsetMetadataManager`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_metadata::{MetadataImage, PartitionState, TopicId, TopicImage};
+use sluice_proto::status::error_code;
+use sluice_proto::v1::*;
+
+use super::ShardState;
+
+const HB: Duration = Duration::from_millis(300);
+
+/// An image with topic `t` of `n` partitions.
+fn image(n: usize) -> MetadataImage {
+    let id = TopicId([7; 16]);
+    let p = PartitionState {
+        replicas: vec![1],
+        isr: vec![1],
+        leader: 1,
+        leader_epoch: 0,
+        partition_epoch: 0,
+    };
+    let t = TopicImage {
+        id,
+        name: "t".into(),
+        config: BTreeMap::new(),
+        partitions: vec![p; n],
+    };
+    MetadataImage {
+        topics: Arc::new(BTreeMap::from([(id, Arc::new(t))])),
+        topic_ids: Arc::new(BTreeMap::from([("t".to_string(), id)])),
+        ..Default::default()
+    }
+}
+
+fn join(group: &str) -> ConsumerGroupHeartbeatRequest {
+    ConsumerGroupHeartbeatRequest {
+        group_id: group.into(),
+        member_epoch: 0,
+        subscribed_topic_names: vec!["t".into()],
+        ..Default::default()
+    }
+}
+
+fn beat(group: &str, member: &str, epoch: i32) -> ConsumerGroupHeartbeatRequest {
+    ConsumerGroupHeartbeatRequest {
+        group_id: group.into(),
+        member_id: member.into(),
+        member_epoch: epoch,
+        ..Default::default()
+    }
+}
+
+fn commit(
+    group: &str,
+    member: &str,
+    epoch: i32,
+    partition: i32,
+    offset: i64,
+) -> OffsetCommitRequest {
+    OffsetCommitRequest {
+        group_id: group.into(),
+        member_id: member.into(),
+        member_epoch: epoch,
+        partitions: vec![OffsetCommitPartition {
+            topic: "t".into(),
+            partition,
+            committed_offset: offset,
+            ..Default::default()
+        }],
+    }
+}
+
+fn partitions(r: &ConsumerGroupHeartbeatResponse) -> Vec<i32> {
+    r.assignment
+        .as_ref()
+        .map(|a| {
+            a.topic_partitions
+                .iter()
+                .flat_map(|t| t.partitions.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn committed(s: &ShardState, group: &str, partition: i32) -> i64 {
+    s.fetch(&OffsetFetchRequest {
+        group_id: group.into(),
+        partitions: vec![TopicPartition {
+            topic: "t".into(),
+            partition,
+        }],
+    })
+    .results
+    .first()
+    .map_or(-2, |r| r.committed_offset)
+}
+
+#[test]
+fn a_join_bumps_the_group_epoch_and_a_second_member_splits_the_partitions() {
+    // KIP-848: every membership change bumps the group epoch; the server assigns.
+    let img = image(4);
+    let mut s = ShardState::default();
+    let now = Instant::now();
+    let a = s.heartbeat(join("g"), "h".into(), now, HB, &img).unwrap();
+    assert_eq!(a.member_epoch, 1);
+    assert_eq!(partitions(&a), vec![0, 1, 2, 3]);
+    assert_eq!(a.heartbeat_interval_ms, 300);
+    let b = s.heartbeat(join("g"), "h".into(), now, HB, &img).unwrap();
+    assert_eq!(b.member_epoch, 2);
+    assert_eq!(partitions(&b).len(), 2);
+    // A heartbeat at an epoch the member was never given is fenced (it must rejoin).
+    let stale = s
+        .heartbeat(beat("g", &a.member_id, 2), "h".into(), now, HB, &img)
+        .unwrap_err();
+    assert_eq!(error_code(&stale), ErrorCode::FencedMemberEpoch);
+    let a2 = s
+        .heartbeat(beat("g", &a.member_id, 1), "h".into(), now, HB, &img)
+        .unwrap();
+    assert_eq!(a2.member_epoch, 2);
+    assert_eq!(partitions(&a2).len(), 2);
+}
+
+#[test]
+fn heartbeats_that_cannot_be_served_are_refused_with_the_kafka_code() {
+    let img = image(1);
+    let now = Instant::now();
+    let cases: Vec<(&str, ConsumerGroupHeartbeatRequest, ErrorCode)> = vec![
+        (
+            "unknown member",
+            beat("g", "nobody", 1),
+            ErrorCode::UnknownMemberId,
+        ),
+        (
+            "join without a subscription",
+            ConsumerGroupHeartbeatRequest {
+                subscribed_topic_names: vec![],
+                ..join("g")
+            },
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            "unknown assignor",
+            ConsumerGroupHeartbeatRequest {
+                server_assignor: "sticky-ish".into(),
+                ..join("g")
+            },
+            ErrorCode::UnsupportedAssignor,
+        ),
+    ];
+    for (name, req, code) in cases {
+        let mut s = ShardState::default();
+        let e = s.heartbeat(req, "h".into(), now, HB, &img).unwrap_err();
+        assert_eq!(error_code(&e), code, "{name}: {e:?}");
+        assert!(s.is_empty(), "{name}: a refused join creates no group");
+    }
+}
+
+#[test]
+fn a_leave_and_an_expired_session_rebalance_the_rest() {
+    let img = image(2);
+    let mut s = ShardState::default();
+    let t0 = Instant::now();
+    let a = s.heartbeat(join("g"), "h".into(), t0, HB, &img).unwrap();
+    let b = s.heartbeat(join("g"), "h".into(), t0, HB, &img).unwrap();
+    // B leaves (epoch -1): A gets everything at the next epoch.
+    s.heartbeat(beat("g", &b.member_id, -1), "h".into(), t0, HB, &img)
+        .unwrap();
+    let a = s
+        .heartbeat(beat("g", &a.member_id, 1), "h".into(), t0, HB, &img)
+        .unwrap();
+    assert_eq!(partitions(&a), vec![0, 1]);
+    // A stops heartbeating: after the session timeout it is gone and the group is empty.
+    let timeout = Duration::from_secs(3);
+    assert_eq!(s.expire(t0 + Duration::from_secs(2), timeout, &img), 0);
+    assert_eq!(s.expire(t0 + Duration::from_secs(4), timeout, &img), 1);
+    let d = s.describe("g", &img);
+    assert_eq!(d.group_state, GroupState::Empty as i32);
+}
+
+#[test]
+fn commits_are_fenced_by_member_epoch_and_ownership() {
+    // Kafka's OffsetMetadataManager: STALE_MEMBER_EPOCH for an older epoch or a partition
+    // the member does not own, FENCED_MEMBER_EPOCH for a newer one, UNKNOWN_MEMBER_ID, and
+    // NON_EMPTY_GROUP for an admin commit (no member) while members are active.
+    let img = image(2);
+    let mut s = ShardState::default();
+    let now = Instant::now();
+    let a = s.heartbeat(join("g"), "h".into(), now, HB, &img).unwrap();
+    let b = s.heartbeat(join("g"), "h".into(), now, HB, &img).unwrap();
+    let a = s
+        .heartbeat(beat("g", &a.member_id, 1), "h".into(), now, HB, &img)
+        .unwrap();
+    let mine = partitions(&a)[0];
+    let theirs = partitions(&b)[0];
+    let refused: Vec<(&str, OffsetCommitRequest, ErrorCode)> = vec![
+        (
+            "older epoch",
+            commit("g", &a.member_id, 1, mine, 5),
+            ErrorCode::StaleMemberEpoch,
+        ),
+        (
+            "newer epoch",
+            commit("g", &a.member_id, 3, mine, 5),
+            ErrorCode::FencedMemberEpoch,
+        ),
+        (
+            "unknown member",
+            commit("g", "x", 2, mine, 5),
+            ErrorCode::UnknownMemberId,
+        ),
+        (
+            "admin while active",
+            commit("g", "", -1, mine, 5),
+            ErrorCode::NonEmptyGroup,
+        ),
+    ];
+    for (name, req, code) in refused {
+        let e = s.prepare_commit(&req, &img).unwrap_err();
+        assert_eq!(error_code(&e), code, "{name}");
+    }
+    let per_partition: Vec<(&str, OffsetCommitRequest, ErrorCode)> = vec![
+        (
+            "not owned",
+            commit("g", &a.member_id, 2, theirs, 5),
+            ErrorCode::StaleMemberEpoch,
+        ),
+        (
+            "no such partition",
+            commit("g", &a.member_id, 2, 9, 5),
+            ErrorCode::UnknownTopicOrPartition,
+        ),
+        (
+            "negative offset",
+            commit("g", &a.member_id, 2, mine, -1),
+            ErrorCode::InvalidRequest,
+        ),
+        (
+            "owned",
+            commit("g", &a.member_id, 2, mine, 5),
+            ErrorCode::None,
+        ),
+    ];
+    for (name, req, code) in per_partition {
+        let plan = s.prepare_commit(&req, &img).unwrap();
+        assert_eq!(plan.results[0].error_code, code as i32, "{name}");
+        assert_eq!(
+            plan.writes.len(),
+            usize::from(code == ErrorCode::None),
+            "{name}"
+        );
+    }
+    // Preparing stores nothing: only a committed write does.
+    assert_eq!(committed(&s, "g", mine), -1);
+}
+
+#[test]
+fn the_later_record_wins_whatever_order_writes_complete_in() {
+    // Two commits appended at offsets 10 and 11 of __consumer_offsets may report back in
+    // either order; the log order decides, as a replay would.
+    let img = image(1);
+    let mut s = ShardState::default();
+    let plan = |s: &ShardState, off| {
+        s.prepare_commit(&commit("g", "", -1, 0, off), &img)
+            .unwrap()
+    };
+    let first = plan(&s, 100);
+    let second = plan(&s, 200);
+    s.apply_commit("g", second.accepted, 11);
+    s.apply_commit("g", first.accepted, 10);
+    assert_eq!(committed(&s, "g", 0), 200);
+}
+
+#[test]
+fn a_replay_applies_commits_and_tombstones_in_log_order() {
+    use super::super::records::{offset_key, offset_value};
+    use super::super::Committed;
+    let c = |o| {
+        offset_value(&Committed {
+            offset: o,
+            leader_epoch: 0,
+            metadata: String::new(),
+        })
+    };
+    let mut s = ShardState::default();
+    s.replay(0, &offset_key("g", "t", 0), Some(&c(5)));
+    s.replay(1, &offset_key("g", "t", 0), Some(&c(8)));
+    s.replay(2, &offset_key("gone", "t", 0), Some(&c(3)));
+    s.replay(3, &offset_key("gone", "t", 0), None);
+    s.replay(4, b"\x00\x09not a key", Some(b"junk"));
+    s.loaded();
+    assert_eq!(committed(&s, "g", 0), 8);
+    assert_eq!(
+        s.len(),
+        1,
+        "a group whose offsets were all tombstoned is gone"
+    );
+}
+
+#[test]
+fn only_an_empty_group_is_deleted_and_only_its_older_offsets_go() {
+    let img = image(1);
+    let mut s = ShardState::default();
+    let now = Instant::now();
+    let a = s.heartbeat(join("g"), "h".into(), now, HB, &img).unwrap();
+    let e = s.prepare_delete("g").unwrap_err();
+    assert_eq!(error_code(&e), ErrorCode::NonEmptyGroup);
+    let e = s.prepare_delete("nope").unwrap_err();
+    assert_eq!(error_code(&e), ErrorCode::GroupIdNotFound);
+    s.heartbeat(beat("g", &a.member_id, -1), "h".into(), now, HB, &img)
+        .unwrap();
+    let p = s.prepare_commit(&commit("g", "", -1, 0, 4), &img).unwrap();
+    s.apply_commit("g", p.accepted, 10);
+    assert_eq!(s.prepare_delete("g").unwrap().len(), 1);
+    s.apply_delete("g", 11);
+    assert!(s.is_empty());
+}
