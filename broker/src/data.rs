@@ -10,6 +10,9 @@
 //!   Fetch ───► fetch_one: PartitionHandle::fetch, empty? wait on the watch, ask again
 //! ```
 
+pub use crate::limits::{
+    FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX, RECORDS_PER_REQUEST_MAX,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,15 +28,6 @@ use crate::error::BrokerError;
 use crate::node::BrokerNode;
 use crate::partition::state::{acks_all, AcksAll};
 use crate::partition::{FetchArgs, Offsets, PartitionHandle};
-
-/// Most records in one plain-records produce.
-pub const RECORDS_PER_REQUEST_MAX: usize = 65_536;
-/// Default and maximum `max_bytes` of a fetch.
-pub const FETCH_BYTES_DEFAULT: usize = 1 << 20;
-/// Upper bound on a fetch's `max_bytes`.
-pub const FETCH_BYTES_MAX: usize = 32 << 20;
-/// Longest long poll.
-pub const FETCH_WAIT_MS_MAX: i32 = 30_000;
 /// Longest a request waits for this broker to take up a leadership its metadata gives it
 /// (see [`DataPlane::lookup`]).
 pub const LEADERSHIP_TAKE_UP_WAIT: Duration = Duration::from_secs(2);
@@ -258,6 +252,9 @@ impl DataPlane {
                 ))
             }
         };
+        // Bounded admission: the payload holds its share of `queued.max.request.bytes`
+        // until it is appended; while the budget is spent, this stream reads no more.
+        let _admitted = self.node.request_bytes.admit(payload.len()).await;
         let min_insync = self.node.min_insync(&req.topic);
         // A fenced broker leads nothing it may acknowledge: its leaderships may already
         // have moved (review defect 13; Kafka's brokers serve no leadership while fenced).

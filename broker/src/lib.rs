@@ -14,6 +14,8 @@ pub mod assign;
 pub mod data;
 pub mod error;
 pub mod group;
+pub mod limits;
+pub mod listener;
 pub mod node;
 pub mod partition;
 pub mod service;

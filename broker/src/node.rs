@@ -53,6 +53,8 @@ pub struct BrokerConfig {
     pub groups: crate::group::GroupSettings,
     /// `log.retention.check.interval.ms`: how often retention and `flush.ms` run.
     pub retention_check_interval: Duration,
+    /// Bounded admission on the listener.
+    pub listener_limits: crate::listener::ListenerLimits,
 }
 
 /// A running broker.
@@ -97,6 +99,9 @@ pub struct BrokerNode {
     /// High watermarks from `replication-offset-checkpoint` at start-up, read when a
     /// replica opens (std lock: map lookups only).
     hw_checkpoint: Mutex<HashMap<(String, i32), i64>>,
+    /// The listener's budget of produce bytes received and not yet appended
+    /// (`queued.max.request.bytes`).
+    pub request_bytes: crate::listener::RequestBytes,
 }
 
 /// A local replica's key: topic id and partition index.
@@ -251,6 +256,8 @@ impl BrokerNode {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
             Err(e) => return Err(format!("reading replication-offset-checkpoint: {e}")),
         };
+        let request_bytes =
+            crate::listener::RequestBytes::new(config.listener_limits.request_bytes_in_flight_max);
         let node = Arc::new(BrokerNode {
             config,
             image: RwLock::new(Arc::new(image)),
@@ -268,6 +275,7 @@ impl BrokerNode {
             channels: Mutex::new(HashMap::new()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             hw_checkpoint: Mutex::new(hw_checkpoint),
+            request_bytes,
             directory_id,
             _dir_lock: dir_lock,
         });
@@ -890,7 +898,7 @@ impl BrokerNode {
                     + REPLICA_FETCH_TIMEOUT_MARGIN,
             );
             let resp = BrokerClient::new(self.channel(&addr))
-                .max_decoding_message_size(64 << 20)
+                .max_decoding_message_size(crate::limits::MESSAGE_BYTES_MAX)
                 .fetch(req)
                 .await;
             let fetched = match resp {

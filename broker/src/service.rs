@@ -1,6 +1,7 @@
 //! `sluice.v1.Broker` (produce, fetch, offsets, metadata) and an `Admin` relay to the
 //! controllers, plus the server that hosts them with health and reflection.
 
+pub use crate::limits::{MESSAGE_BYTES_MAX, PRODUCE_STREAM_IN_FLIGHT_MAX};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,12 +19,6 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::data::DataPlane;
 use crate::group::GroupCoordinator;
 use crate::node::BrokerNode;
-
-/// Largest produce/fetch message (a few max-size batches).
-pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// Produce requests of one ProduceStream appended and still waiting for replication: the
-/// stream stops reading more while this many are outstanding (bounded admission).
-pub const PRODUCE_STREAM_IN_FLIGHT_MAX: usize = 64;
 
 /// The Broker service.
 #[derive(Clone)]
@@ -624,9 +619,16 @@ pub async fn serve(
     let groups = GroupCoordinator::new(node.clone(), node.config.groups.clone());
     let expiry = tokio::spawn(groups.clone().run_expiry());
     let _expiry = AbortOnDrop(expiry);
-    tracing::info!(broker = node.id(), %addr, "broker listening");
+    let limits = node.config.listener_limits;
+    let listener = crate::listener::bind(addr)
+        .await
+        .map_err(|e| format!("binding {addr}: {e}"))?;
+    tracing::info!(broker = node.id(), %addr, ?limits, "broker listening");
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+        .max_concurrent_streams(Some(limits.streams_per_connection_max))
+        // Dead clients are noticed, and their streams end (a FetchStream stops polling).
+        .http2_keepalive_interval(Some(sluice_proto::transport::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(sluice_proto::transport::KEEPALIVE_TIMEOUT))
         .add_service(health)
         .add_service(v1)
         .add_service(v1alpha)
@@ -636,7 +638,10 @@ pub async fn serve(
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
         )
         .add_service(AdminServer::new(AdminRelay { node: node.clone() }))
-        .serve_with_shutdown(addr, shutdown)
+        .serve_with_incoming_shutdown(
+            crate::listener::incoming(listener, limits.connections_max),
+            shutdown,
+        )
         .await
         .map_err(|e| format!("serving on {addr}: {e}"))
 }

@@ -130,6 +130,21 @@ pub const KEYS: &[Key] = &[
         doc: "host:port of the Prometheus endpoint (GET /metrics); default: the host of `listeners`, port + 200",
     },
     Key {
+        name: "max.connections",
+        default: "10000",
+        doc: "connections a broker serves at once; more wait until one closes (Kafka: unbounded)",
+    },
+    Key {
+        name: "queued.max.request.bytes",
+        default: "268435456",
+        doc: "produce bytes received and not yet appended, over all connections; more wait (Kafka: unbounded)",
+    },
+    Key {
+        name: "max.concurrent.streams",
+        default: "1024",
+        doc: "gRPC (HTTP/2) requests one connection may have open at once",
+    },
+    Key {
         name: "log.retention.check.interval.ms",
         default: "300000",
         doc: "how often brokers apply retention.ms / retention.bytes to their partitions",

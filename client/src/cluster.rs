@@ -13,7 +13,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::{ClientError, Result};
 
 /// Largest gRPC message the client sends or accepts.
-pub const MESSAGE_BYTES_MAX: usize = 64 << 20;
+pub use sluice_proto::transport::MESSAGE_BYTES_MAX;
 
 /// A cluster seen through its brokers.
 pub struct Cluster {

@@ -10,6 +10,10 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 /// Connect timeout of internal channels.
+/// Largest gRPC message any Sluice service or client sends or accepts (Kafka's
+/// `socket.request.max.bytes` default, 100 MiB): room for a max-size record batch (64 MiB)
+/// plus a max-size fetch beside it, and the framing.
+pub const MESSAGE_BYTES_MAX: usize = 100 << 20;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Interval of HTTP/2 PING frames on internal channels.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);

@@ -9,6 +9,7 @@
 //!   replays the partition; requests arriving meanwhile queue in the actor (up to
 //!   [`DEFERRED_DURING_LOAD_MAX`], then COORDINATOR_LOAD_IN_PROGRESS, retriable).
 
+pub use crate::limits::{DEFERRED_DURING_LOAD_MAX, SHARD_COMMANDS_QUEUED_MAX};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,11 +22,6 @@ use super::state::ShardState;
 use super::{err, not_coordinator, Committed, GroupSettings, OFFSETS_TOPIC};
 use crate::data::DataPlane;
 use crate::node::BrokerNode;
-
-/// Requests queued for one shard before callers wait to enqueue.
-const SHARD_COMMANDS_QUEUED_MAX: usize = 1024;
-/// Requests held while the shard loads; more get COORDINATOR_LOAD_IN_PROGRESS.
-pub const DEFERRED_DURING_LOAD_MAX: usize = 4096;
 /// How long an offsets write may wait for the ISR (Kafka's `offsets.commit.timeout.ms`).
 const OFFSETS_COMMIT_TIMEOUT_MS: i32 = 5_000;
 /// Bytes read per step of a replay.

@@ -21,6 +21,7 @@
 //! partitions assigned to it at that epoch, so a zombie (expired, or one whose partitions
 //! moved) cannot move a committed offset behind what the new owner committed.
 
+pub use crate::limits::{COMMIT_METADATA_BYTES_MAX, GROUP_ID_BYTES_MAX, GROUP_MEMBERS_MAX};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,13 +41,6 @@ use actor::ShardHandle;
 
 /// The internal topic holding committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-/// Longest group id.
-pub const GROUP_ID_BYTES_MAX: usize = 255;
-/// Most members in one group (Kafka's `group.consumer.max.size` default is unlimited; a
-/// bound keeps one group from exhausting the coordinator).
-pub const GROUP_MEMBERS_MAX: usize = 1000;
-/// Longest commit metadata string (Kafka's `offset.metadata.max.bytes`).
-pub const COMMIT_METADATA_BYTES_MAX: usize = 4096;
 /// How often sessions are checked for expiry.
 const EXPIRY_TICK: Duration = Duration::from_millis(200);
 

@@ -15,6 +15,7 @@
 //! role always wins and a busy partition never loses one. Long polls and acks=all waits
 //! happen in the callers, on the `Offsets` watch, without occupying the actor.
 
+pub use crate::limits::{PARTITION_COMMANDS_PER_WAKEUP_MAX, PARTITION_COMMANDS_QUEUED_MAX};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,11 +26,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::state::{diverging_epoch, AlterIsr, AlterOutcome, DivergingEpoch, RoleChange};
 use super::{ReplicaState, Role};
 use crate::error::BrokerError;
-
-/// Commands queued for one partition before senders wait (back-pressure on the callers).
-pub const PARTITION_COMMANDS_QUEUED_MAX: usize = 256;
-/// Most commands one blocking hand-off runs (bounds how long a role change waits).
-pub const PARTITION_COMMANDS_PER_WAKEUP_MAX: usize = 64;
 
 /// Offsets and role facts published to waiters (long polls, acks=all, the HW checkpoint,
 /// the group coordinator) so they need not ask the actor.

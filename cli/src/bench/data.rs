@@ -134,7 +134,8 @@ async fn produce_phase(
             .connect()
             .await?;
         for lane in 0..args.inflight {
-            let mut broker = BrokerClient::new(channel.clone()).max_encoding_message_size(64 << 20);
+            let mut broker = BrokerClient::new(channel.clone())
+                .max_encoding_message_size(sluice_proto::transport::MESSAGE_BYTES_MAX);
             let (batch, hist, pb, topic) =
                 (batch.clone(), hist.clone(), pb.clone(), topic.to_string());
             let n = per_partition / args.inflight as u64
@@ -321,7 +322,8 @@ async fn e2e_phase(args: &DataBenchArgs, topic: &str) -> anyhow::Result<Row> {
             .connect()
             .await?;
         let target = from + (per_partition * args.batch_records as u64) as i64;
-        let mut reader = BrokerClient::new(channel.clone()).max_decoding_message_size(64 << 20);
+        let mut reader = BrokerClient::new(channel.clone())
+            .max_decoding_message_size(sluice_proto::transport::MESSAGE_BYTES_MAX);
         let (hist, topic_c, pb_c) = (hist.clone(), topic.to_string(), pb.clone());
         consumers.spawn(async move {
             let mut at = from;
@@ -363,7 +365,8 @@ async fn e2e_phase(args: &DataBenchArgs, topic: &str) -> anyhow::Result<Row> {
             }
             anyhow::Ok(())
         });
-        let mut writer = BrokerClient::new(channel).max_encoding_message_size(64 << 20);
+        let mut writer = BrokerClient::new(channel)
+            .max_encoding_message_size(sluice_proto::transport::MESSAGE_BYTES_MAX);
         let (topic_p, record_bytes, batch_records) =
             (topic.to_string(), args.record_bytes, args.batch_records);
         producers.spawn(async move {
@@ -434,7 +437,8 @@ async fn consume_phase(args: &DataBenchArgs, topic: &str) -> anyhow::Result<Row>
             .tcp_nodelay(true)
             .connect()
             .await?;
-        let mut broker = BrokerClient::new(channel).max_decoding_message_size(64 << 20);
+        let mut broker = BrokerClient::new(channel)
+            .max_decoding_message_size(sluice_proto::transport::MESSAGE_BYTES_MAX);
         let (topic, pb) = (topic.to_string(), pb.clone());
         tasks.spawn(async move {
             let (mut at, mut bytes, mut records) = (from, 0u64, 0u64);

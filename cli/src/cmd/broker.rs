@@ -99,6 +99,11 @@ pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
         replica_fetch_max_bytes: cfg.num("replica.fetch.max.bytes")?,
         replica_fetch_wait_max_ms: cfg.num("replica.fetch.wait.max.ms")?,
         retention_check_interval: ms("log.retention.check.interval.ms")?,
+        listener_limits: sluice_broker::listener::ListenerLimits {
+            connections_max: positive(cfg, "max.connections")? as usize,
+            request_bytes_in_flight_max: positive(cfg, "queued.max.request.bytes")? as usize,
+            streams_per_connection_max: positive(cfg, "max.concurrent.streams")? as u32,
+        },
         groups: sluice_broker::group::GroupSettings {
             offsets_partitions: positive(cfg, "offsets.topic.num.partitions")?,
             offsets_replication_factor: positive(cfg, "offsets.topic.replication.factor")?,

@@ -1,0 +1,232 @@
+//! The broker's listener with bounded admission: at most `max.connections` connections
+//! are served (the acceptor waits for one to close before it accepts the next, as Kafka's
+//! acceptor does), and produce payloads hold a share of `queued.max.request.bytes` from
+//! the moment they are received until they are appended.
+//!
+//! ```text
+//!   TcpListener ──accept (needs a connection permit)──► Admitted (holds the permit)
+//!        └─► tonic/HTTP/2 (max.concurrent.streams per connection)
+//!              └─► Produce: RequestBytes::admit(payload) … append … permit dropped
+//! ```
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::limits::{
+    CONNECTIONS_MAX_DEFAULT, REQUEST_BYTES_IN_FLIGHT_DEFAULT, STREAMS_PER_CONNECTION_DEFAULT,
+};
+
+/// Admission settings of one listener (broker config keys in the docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// `max.connections`.
+    pub connections_max: usize,
+    /// `queued.max.request.bytes`.
+    pub request_bytes_in_flight_max: usize,
+    /// `max.concurrent.streams`.
+    pub streams_per_connection_max: u32,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            request_bytes_in_flight_max: REQUEST_BYTES_IN_FLIGHT_DEFAULT,
+            streams_per_connection_max: STREAMS_PER_CONNECTION_DEFAULT,
+        }
+    }
+}
+
+/// The shared budget of request bytes in flight.
+#[derive(Clone)]
+pub struct RequestBytes {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+/// A share of the request-bytes budget; given back when dropped.
+pub struct BytesPermit {
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl RequestBytes {
+    /// A budget of `max` bytes (at least 1).
+    pub fn new(max: usize) -> Self {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        RequestBytes {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// Waits until `bytes` fit in the budget and takes them. A request larger than the
+    /// whole budget waits for all of it (it runs alone rather than never).
+    pub async fn admit(&self, bytes: usize) -> BytesPermit {
+        let n = bytes.clamp(1, self.max) as u32;
+        let permit = self.permits.clone().acquire_many_owned(n).await.ok();
+        BytesPermit { _permit: permit }
+    }
+
+    /// Bytes currently free.
+    pub fn available(&self) -> usize {
+        self.permits.available_permits()
+    }
+}
+
+/// An accepted connection holding one of the listener's connection permits.
+pub struct Admitted {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connected for Admitted {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Admitted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Admitted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Accepted connections of `listener`, at most `connections_max` open at once. Accept
+/// errors (e.g. out of file descriptors) are logged and retried after a pause; the stream
+/// never ends.
+pub fn incoming(
+    listener: TcpListener,
+    connections_max: usize,
+) -> impl futures::Stream<Item = io::Result<Admitted>> {
+    let permits = Arc::new(Semaphore::new(connections_max.max(1)));
+    metrics::describe_gauge!(
+        "sluice_connections_open",
+        "client and peer connections the broker's listener is serving"
+    );
+    let connections_max = connections_max.max(1);
+    futures::stream::unfold((listener, permits), move |(listener, permits)| async move {
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the connection semaphore is never closed");
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tracing::trace!(%peer, "connection accepted");
+                    let open = connections_max - permits.available_permits();
+                    metrics::gauge!("sluice_connections_open").set(open as f64);
+                    let admitted = Admitted {
+                        stream,
+                        _permit: permit,
+                    };
+                    return Some((Ok(admitted), (listener, permits)));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+}
+
+/// Binds `addr` for [`incoming`].
+pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn request_bytes_wait_for_room_and_an_oversized_request_runs_alone() {
+        let budget = RequestBytes::new(100);
+        let a = budget.admit(60).await;
+        assert_eq!(budget.available(), 40);
+        // 50 more do not fit until `a` is answered.
+        let waiting = tokio::time::timeout(Duration::from_millis(50), budget.admit(50)).await;
+        assert!(waiting.is_err(), "60 + 50 > 100 must wait");
+        drop(a);
+        let b = tokio::time::timeout(Duration::from_secs(5), budget.admit(50))
+            .await
+            .expect("room after the first is done");
+        drop(b);
+        // Larger than the whole budget: takes all of it, so it runs alone.
+        let big = budget.admit(1_000).await;
+        assert_eq!(budget.available(), 0);
+        drop(big);
+        assert_eq!(budget.available(), 100);
+    }
+
+    #[tokio::test]
+    async fn the_listener_serves_at_most_max_connections_at_once() {
+        use futures::StreamExt;
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut accepted = Box::pin(incoming(listener, 2));
+        let _c1 = TcpStream::connect(addr).await.unwrap();
+        let _c2 = TcpStream::connect(addr).await.unwrap();
+        let c3 = TcpStream::connect(addr).await.unwrap();
+        let first = accepted.next().await.unwrap().unwrap();
+        let _second = accepted.next().await.unwrap().unwrap();
+        // The third waits in the kernel's queue while two are open...
+        let third = tokio::time::timeout(Duration::from_millis(100), accepted.next()).await;
+        assert!(third.is_err(), "a third connection must wait");
+        // ...and is accepted once one closes.
+        drop(first);
+        let third = tokio::time::timeout(Duration::from_secs(5), accepted.next())
+            .await
+            .expect("accepted after one closed")
+            .unwrap()
+            .unwrap();
+        assert_eq!(third.stream.peer_addr().unwrap(), c3.local_addr().unwrap());
+    }
+}
