@@ -589,6 +589,7 @@ impl BrokerNode {
         // Reconcile what the persisted image says before any event arrives.
         self.reconcile();
         let mut i = 0usize;
+        let mut refused: Option<String> = None;
         loop {
             let addr = self.config.controllers[i % self.config.controllers.len()].clone();
             i += 1;
@@ -603,8 +604,20 @@ impl BrokerNode {
             )
             .await;
             let mut stream = match stream {
-                Ok(s) => s.into_inner(),
-                Err(_) => {
+                Ok(s) => {
+                    refused = None;
+                    s.into_inner()
+                }
+                Err(s) => {
+                    // Another cluster's quorum on a controller address: say so (once per
+                    // change), apply nothing, keep asking (review defect 10).
+                    if error_code(&s) == ErrorCode::InconsistentClusterId
+                        && refused.as_deref() != Some(s.message())
+                    {
+                        tracing::error!(controller = %addr, error = %s.message(),
+                            "refusing metadata from another cluster; not applied");
+                        refused = Some(s.message().to_string());
+                    }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }

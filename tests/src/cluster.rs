@@ -271,6 +271,18 @@ impl Cluster {
         n.stopped = false;
     }
 
+    /// Deletes a stopped controller's data directory: it restarts with an empty disk.
+    pub fn wipe_controller(&mut self, id: u16) {
+        let n = self.node_mut("controller", id);
+        assert!(n.child.is_none(), "controller {id} must be stopped first");
+        let _ = std::fs::remove_dir_all(&n.dir);
+    }
+
+    /// Sets the config overrides every controller gets from its next start on.
+    pub fn set_controller_overrides(&mut self, overrides: &[&str]) {
+        self.controller_overrides = overrides.iter().map(|s| s.to_string()).collect();
+    }
+
     /// Restarts a controller from its own data directory.
     pub fn start_controller(&mut self, id: u16) {
         self.spawn("controller", id);

@@ -657,3 +657,76 @@ async fn a_second_process_with_the_same_node_id_is_refused_and_fences_nobody() {
     );
     c.stop_all();
 }
+
+/// Review defect 10 of issue 12: a broker deleted at once (`remove_dir_all`) any local
+/// replica missing from its metadata, and took metadata from any quorum, so a reset or
+/// foreign quorum deleted data. Method: one broker leads two RF 1 topics. Deleting one
+/// topic sets its replica aside (renamed `…-delete`, still readable, deleted only after a
+/// grace period). Then the quorum is replaced by an empty one of another cluster id on the
+/// same address: the broker must refuse its metadata (it logs so) and keep its replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_topic_or_a_foreign_quorum_deletes_no_data_at_once() {
+    let mut c = Cluster::start(1, 1, CONTROLLER, BROKER);
+    create_topic_with(&c.controller_addr(1), "solo", 1, 1, &[]).await;
+    create_topic_with(&c.controller_addr(1), "gone", 1, 1, &[]).await;
+    let addr = c.broker_addr(1);
+    produce_when_led(&addr, "broker 1 to lead solo-0", b"kept").await;
+    let gone = |v: &'static [u8]| ProduceRequest {
+        topic: "gone".into(),
+        ..solo_acks_one(v)
+    };
+    wait_for("broker 1 to lead gone-0", WAIT, || async {
+        BrokerClient::new(channel(&addr))
+            .produce(gone(b"set-aside"))
+            .await
+            .ok()
+    })
+    .await;
+    let gone_dir = c.replica_dir(1, "gone", 0).expect("replica dir of gone-0");
+    admin(&c.controller_addr(1))
+        .delete_topics(DeleteTopicsRequest {
+            names: vec!["gone".into()],
+        })
+        .await
+        .expect("delete the topic");
+    let aside = wait_for("gone-0 to be set aside", WAIT, || async {
+        std::fs::read_dir(c.broker_dir(1))
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("gone-0-") && n.ends_with("-delete"))
+            })
+    })
+    .await;
+    assert!(!gone_dir.exists(), "the live directory is gone");
+    let records: Vec<Vec<u8>> = read_replica(&aside).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(
+        records,
+        vec![b"set-aside".to_vec()],
+        "set aside, not deleted"
+    );
+
+    // An empty quorum of another cluster on the controllers' address.
+    c.kill_controller(1);
+    c.wipe_controller(1);
+    c.set_controller_overrides(&[CONTROLLER, &["cluster.id=elsewhere"]].concat());
+    c.start_controller(1);
+    wait_for("the broker to refuse the foreign quorum", WAIT, || async {
+        c.broker_log(1)
+            .lines()
+            .any(|l| l.contains("elsewhere") && l.contains("not applied"))
+            .then_some(())
+    })
+    .await;
+    let solo_dir = c.replica_dir(1, "solo", 0).expect("replica dir of solo-0");
+    c.kill_broker(1);
+    let records: Vec<Vec<u8>> = read_replica(&solo_dir)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(records, vec![b"kept".to_vec()], "solo-0 is untouched");
+    c.stop_all();
+}

@@ -910,3 +910,7 @@ fn count_isr_change(before: usize, after: usize) {
         metrics::counter!("sluice_isr_expands_total").increment(1);
     }
 }
+
+#[cfg(test)]
+#[path = "actor_tests.rs"]
+mod tests;
