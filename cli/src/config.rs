@@ -130,6 +130,11 @@ pub const KEYS: &[Key] = &[
         doc: "host:port of the Prometheus endpoint (GET /metrics); default: the host of `listeners`, port + 200",
     },
     Key {
+        name: "num.io.threads",
+        default: "8",
+        doc: "threads that run partitions' disk work; each partition is pinned to one",
+    },
+    Key {
         name: "max.connections",
         default: "10000",
         doc: "connections a broker serves at once; more wait until one closes (Kafka: unbounded)",

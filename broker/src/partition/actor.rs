@@ -237,8 +237,15 @@ impl PartitionHandle {
             replica,
         };
         let (offsets_tx, offsets_rx) = watch::channel(core.offsets());
+        let io_key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (topic_id, index).hash(&mut h);
+            h.finish()
+        };
         let actor = PartitionActor {
             core: Some(core),
+            io_key,
             commands_rx,
             role_rx,
             offsets_tx,
@@ -424,8 +431,10 @@ impl PartitionHandle {
 
 /// The task that owns one replica (see the module doc).
 struct PartitionActor {
-    /// `None` only while handed to a blocking thread.
+    /// `None` only while handed to its I/O thread.
     core: Option<Core>,
+    /// Which I/O thread runs this partition's disk work.
+    io_key: u64,
     commands_rx: mpsc::Receiver<PartitionCommand>,
     role_rx: watch::Receiver<(Role, LogConfig)>,
     offsets_tx: watch::Sender<Offsets>,
@@ -495,39 +504,40 @@ impl PartitionActor {
             }
             let mut core = self.core.take().expect("core is home between wake-ups");
             let offsets_tx = self.offsets_tx.clone();
-            let joined = tokio::task::spawn_blocking(move || {
-                let closed = match work {
-                    Work::Role(role, config) => {
-                        core.apply_role(role, config);
-                        false
-                    }
-                    Work::Commands(batch) => {
-                        let mut closed = false;
-                        for cmd in batch {
-                            if closed {
-                                // Dropping the reply tells the caller the replica is closed.
-                                continue;
-                            }
-                            closed = core.handle(cmd);
-                            offsets_tx.send_if_modified(|o| {
-                                let new = core.offsets();
-                                let changed = *o != new;
-                                *o = new;
-                                changed
-                            });
+            let joined = super::io::pool()
+                .run(self.io_key, move || {
+                    let closed = match work {
+                        Work::Role(role, config) => {
+                            core.apply_role(role, config);
+                            false
                         }
-                        closed
-                    }
-                };
-                offsets_tx.send_if_modified(|o| {
-                    let new = core.offsets();
-                    let changed = *o != new;
-                    *o = new;
-                    changed
-                });
-                (core, closed)
-            })
-            .await;
+                        Work::Commands(batch) => {
+                            let mut closed = false;
+                            for cmd in batch {
+                                if closed {
+                                    // Dropping the reply tells the caller the replica is closed.
+                                    continue;
+                                }
+                                closed = core.handle(cmd);
+                                offsets_tx.send_if_modified(|o| {
+                                    let new = core.offsets();
+                                    let changed = *o != new;
+                                    *o = new;
+                                    changed
+                                });
+                            }
+                            closed
+                        }
+                    };
+                    offsets_tx.send_if_modified(|o| {
+                        let new = core.offsets();
+                        let changed = *o != new;
+                        *o = new;
+                        changed
+                    });
+                    (core, closed)
+                })
+                .await;
             match joined {
                 Ok((core, closed)) => {
                     if closed {

@@ -9,10 +9,11 @@
 //! ```
 //!
 //! The rules live in [`state`]; [`actor`] owns the state and does the disk I/O off the
-//! async workers, publishing HW, LEO and role facts on a watch channel so long polls and
+//! async workers, on the partition's pinned thread of the [`io`] pool, publishing HW, LEO and role facts on a watch channel so long polls and
 //! acks=all waiters wake without asking it.
 
 pub mod actor;
+pub mod io;
 pub mod state;
 
 pub use actor::{

@@ -122,6 +122,7 @@ fn positive(cfg: &NodeConfig, key: &str) -> anyhow::Result<i32> {
 /// Runs a broker until SIGTERM / Ctrl-C, then shuts down in a controlled way: leadership
 /// moves away before the process exits.
 pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
+    sluice_broker::partition::io::init(positive(&cfg, "num.io.threads")? as usize);
     let config = broker_config(&cfg)?;
     let metrics = super::metrics_addr(&cfg, config.listen)?;
     let rt = super::runtime()?;

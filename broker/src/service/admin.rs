@@ -1,0 +1,50 @@
+//! The `Admin` service on a broker: every call relayed to the controllers.
+
+use super::*;
+
+/// Deadline of an Admin call relayed to a controller (a topic creation waits for the
+/// quorum; a frozen controller must not hold the caller forever).
+pub const ADMIN_RELAY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Relays Admin calls to the controllers (which forward writes to the active one), so
+/// `--bootstrap` may name a broker.
+#[derive(Clone)]
+pub struct AdminRelay {
+    pub(super) node: Arc<BrokerNode>,
+}
+
+macro_rules! relay {
+    ($( $m:ident, $Req:ty, $Resp:ty; )*) => {
+        #[tonic::async_trait]
+        impl Admin for AdminRelay {
+            $(
+                async fn $m(&self, r: Request<$Req>) -> Result<Response<$Resp>, Status> {
+                    let req = r.into_inner();
+                    let mut last = Status::unavailable("no controller reachable");
+                    for addr in &self.node.config.controllers {
+                        let mut call = Request::new(req.clone());
+                        call.set_timeout(ADMIN_RELAY_TIMEOUT);
+                        match AdminClient::new(self.node.channel(addr)).$m(call).await {
+                            Ok(resp) => return Ok(resp),
+                            Err(s) if s.code() == tonic::Code::Unavailable && sluice_proto::status::error_detail(&s).is_none() => last = s,
+                            Err(s) => return Err(s),
+                        }
+                    }
+                    Err(last)
+                }
+            )*
+        }
+    };
+}
+
+relay! {
+    create_topics, CreateTopicsRequest, CreateTopicsResponse;
+    delete_topics, DeleteTopicsRequest, DeleteTopicsResponse;
+    list_topics, ListTopicsRequest, ListTopicsResponse;
+    describe_topics, DescribeTopicsRequest, DescribeTopicsResponse;
+    create_partitions, CreatePartitionsRequest, CreatePartitionsResponse;
+    incremental_alter_configs, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse;
+    describe_configs, DescribeConfigsRequest, DescribeConfigsResponse;
+    describe_cluster, DescribeClusterRequest, DescribeClusterResponse;
+    describe_quorum, DescribeQuorumRequest, DescribeQuorumResponse;
+}

@@ -1,0 +1,84 @@
+//! `Fetch` (consumers and followers, long poll) and `FetchStream` (consumers).
+
+use super::*;
+
+pub(super) async fn fetch(
+    svc: &BrokerService,
+    r: Request<FetchRequest>,
+) -> Result<Response<FetchResponse>, Status> {
+    let t = Instant::now();
+    let req = r.into_inner();
+    let r = svc.data.fetch_one(&req).await;
+    let kind = if req.replica_id.is_some() {
+        "fetch_follower"
+    } else {
+        "fetch_consumer"
+    };
+    observe(kind, t, &r);
+    if let Ok(resp) = &r {
+        if req.replica_id.is_none() && !resp.record_batches.is_empty() {
+            metrics::counter!("sluice_bytes_out_total", "topic" => req.topic.clone())
+                .increment(resp.record_batches.len() as u64);
+        }
+    }
+    Ok(Response::new(r?))
+}
+
+pub(super) async fn fetch_stream(
+    svc: &BrokerService,
+    r: Request<FetchRequest>,
+) -> Result<Response<FetchStreamOut>, Status> {
+    let mut req = r.into_inner();
+    if req.replica_id.is_some_and(|r| r >= 0) {
+        return Err(error_status(
+            ErrorCode::InvalidRequest,
+            "followers must use unary Fetch",
+            None,
+        ));
+    }
+    if req.max_wait_ms == 0 {
+        req.max_wait_ms = 500;
+    }
+    let (tx, rx) = mpsc::channel(4);
+    let svc = svc.clone();
+    // Ends when the client goes away or a fetch fails (reported in-band).
+    tokio::spawn(async move {
+        let _open = OpenFetchStream::new();
+        loop {
+            // A client that went away ends the long poll at once (review defect 6):
+            // the stream's task must not keep polling, nor keep a deleted log open.
+            let r = tokio::select! {
+                biased;
+                () = tx.closed() => return,
+                r = svc.data.fetch_one(&req) => r,
+            };
+            match r {
+                Ok(resp) => {
+                    let next = resp.next_fetch_offset;
+                    let empty = resp.record_batches.is_empty() && resp.records.is_empty();
+                    if !empty && tx.send(Ok(resp)).await.is_err() {
+                        return;
+                    }
+                    req.fetch_offset = next;
+                }
+                Err(s) => {
+                    let (code, msg, leader) = in_band_error(&s);
+                    let _ = tx
+                        .send(Ok(FetchResponse {
+                            error_code: code,
+                            error_message: msg,
+                            current_leader: leader,
+                            topic: req.topic.clone(),
+                            partition: req.partition,
+                            ..Default::default()
+                        }))
+                        .await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Response::new(Box::pin(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    )))
+}

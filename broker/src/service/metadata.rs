@@ -1,0 +1,75 @@
+//! `Metadata`: the cluster as this broker's image knows it.
+
+use super::*;
+
+pub(super) async fn metadata(
+    svc: &BrokerService,
+    r: Request<MetadataRequest>,
+) -> Result<Response<MetadataResponse>, Status> {
+    let req = r.into_inner();
+    let image = svc.node.image();
+    let brokers = image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| BrokerEndpoint {
+            broker_id: b.id,
+            host: b.endpoint.host.clone(),
+            port: b.endpoint.port as i32,
+            rack: b.rack.clone(),
+        })
+        .collect();
+    let describe = |t: &sluice_metadata::TopicImage| TopicMetadata {
+        error_code: 0,
+        error_message: String::new(),
+        name: t.name.clone(),
+        topic_id: t.id.to_string(),
+        is_internal: t.name.starts_with("__"),
+        partitions: t
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PartitionMetadata {
+                error_code: if p.leader == NO_LEADER {
+                    ErrorCode::LeaderNotAvailable as i32
+                } else {
+                    0
+                },
+                partition: i as i32,
+                leader_id: p.leader,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replicas.clone(),
+                isr: p.isr.clone(),
+                offline_replicas: p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|b| !image.is_unfenced(*b))
+                    .collect(),
+            })
+            .collect(),
+    };
+    let topics = if req.topics.is_empty() {
+        image.topics.values().map(|t| describe(t)).collect()
+    } else {
+        req.topics
+            .iter()
+            .map(|n| match image.topic(n) {
+                Some(t) => describe(t),
+                None => TopicMetadata {
+                    error_code: ErrorCode::UnknownTopicOrPartition as i32,
+                    error_message: format!("topic {n:?} does not exist"),
+                    name: n.clone(),
+                    ..Default::default()
+                },
+            })
+            .collect()
+    };
+    Ok(Response::new(MetadataResponse {
+        brokers,
+        cluster_id: svc.node.config.cluster_id.clone(),
+        controller_id: -1,
+        topics,
+        metadata_offset: image.offset,
+    }))
+}
