@@ -135,45 +135,107 @@ impl AsyncWrite for Admitted {
     }
 }
 
-/// Accepted connections of `listener`, at most `connections_max` open at once. Accept
-/// errors (e.g. out of file descriptors) are logged and retried after a pause; the stream
-/// never ends.
+/// How long a new connection may take to send its first bytes before it is dropped.
+pub const FIRST_BYTES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The protocol a connection speaks, told by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/2 (gRPC): the client preface starts `PRI *`.
+    Grpc,
+    /// Kafka: a 4-byte length, at most 100 MiB, so its first byte is below 0x07.
+    Kafka,
+}
+
+/// Tells the protocol from the first four bytes of a connection.
+pub fn protocol_of(first: &[u8; 4]) -> Protocol {
+    if first == b"PRI " {
+        Protocol::Grpc
+    } else {
+        Protocol::Kafka
+    }
+}
+
+/// What serves a Kafka connection.
+pub type KafkaServer = Arc<dyn Fn(Admitted, SocketAddr) + Send + Sync>;
+
+/// Accepted gRPC connections of `listener`, at most `connections_max` connections of
+/// either protocol open at once. Each connection's first bytes say whether it is HTTP/2
+/// (handed to the returned stream, for tonic) or Kafka (handed to `kafka`; closed when
+/// there is none). Accept errors (e.g. out of file descriptors) are logged and retried
+/// after a pause; the stream never ends while the listener lives.
 pub fn incoming(
     listener: TcpListener,
     connections_max: usize,
+    kafka: Option<KafkaServer>,
 ) -> impl futures::Stream<Item = io::Result<Admitted>> {
-    let permits = Arc::new(Semaphore::new(connections_max.max(1)));
+    let connections_max = connections_max.max(1);
+    let permits = Arc::new(Semaphore::new(connections_max));
     metrics::describe_gauge!(
         "sluice_connections_open",
         "client and peer connections the broker's listener is serving"
     );
-    let connections_max = connections_max.max(1);
-    futures::stream::unfold((listener, permits), move |(listener, permits)| async move {
-        let permit = permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the connection semaphore is never closed");
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        // Runs until tonic drops the stream (the server stopped).
         loop {
-            match listener.accept().await {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    tracing::trace!(%peer, "connection accepted");
-                    let open = connections_max - permits.available_permits();
-                    metrics::gauge!("sluice_connections_open").set(open as f64);
-                    let admitted = Admitted {
-                        stream,
-                        _permit: permit,
-                    };
-                    return Some((Ok(admitted), (listener, permits)));
-                }
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => p.expect("the connection semaphore is never closed"),
+                () = tx.closed() => return,
+            };
+            let (stream, peer) = match listener.accept().await {
+                Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed; retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
                 }
-            }
+            };
+            let _ = stream.set_nodelay(true);
+            let open = connections_max - permits.available_permits();
+            metrics::gauge!("sluice_connections_open").set(open as f64);
+            let admitted = Admitted {
+                stream,
+                _permit: permit,
+            };
+            let tx = tx.clone();
+            let kafka = kafka.clone();
+            // Sniffing waits for the client: off the accept loop.
+            tokio::spawn(async move {
+                let first =
+                    tokio::time::timeout(FIRST_BYTES_TIMEOUT, first_bytes(&admitted.stream)).await;
+                match first {
+                    Ok(Some(first)) => match (protocol_of(&first), kafka) {
+                        (Protocol::Grpc, _) => {
+                            let _ = tx.send(Ok(admitted)).await;
+                        }
+                        (Protocol::Kafka, Some(serve)) => serve(admitted, peer),
+                        (Protocol::Kafka, None) => {
+                            tracing::debug!(%peer, "not HTTP/2 and no Kafka listener here; closed")
+                        }
+                    },
+                    Ok(None) => tracing::debug!(%peer, "closed before sending anything"),
+                    Err(_) => {
+                        tracing::debug!(%peer, "sent nothing within {FIRST_BYTES_TIMEOUT:?}; closed")
+                    }
+                }
+            });
         }
-    })
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// The first four bytes of a connection, left in the socket; `None` if it closes first.
+async fn first_bytes(stream: &TcpStream) -> Option<[u8; 4]> {
+    let mut buf = [0u8; 4];
+    loop {
+        match stream.peek(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) if n >= 4 => return Some(buf),
+            // Fewer bytes so far: peek would return at once again; let more arrive.
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+        }
+    }
 }
 
 /// Binds `addr` for [`incoming`].
@@ -211,10 +273,18 @@ mod tests {
         use futures::StreamExt;
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut accepted = Box::pin(incoming(listener, 2));
-        let _c1 = TcpStream::connect(addr).await.unwrap();
-        let _c2 = TcpStream::connect(addr).await.unwrap();
-        let c3 = TcpStream::connect(addr).await.unwrap();
+        let mut accepted = Box::pin(incoming(listener, 2, None));
+        let connect = || async {
+            use tokio::io::AsyncWriteExt;
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                .await
+                .unwrap();
+            c
+        };
+        let _c1 = connect().await;
+        let _c2 = connect().await;
+        let c3 = connect().await;
         let first = accepted.next().await.unwrap().unwrap();
         let _second = accepted.next().await.unwrap().unwrap();
         // The third waits in the kernel's queue while two are open...
@@ -228,5 +298,36 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(third.stream.peer_addr().unwrap(), c3.local_addr().unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_first_bytes_tell_http2_from_kafka() {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        assert_eq!(protocol_of(b"PRI "), Protocol::Grpc);
+        // An ApiVersions request: length 0x00000014 first.
+        assert_eq!(protocol_of(&[0, 0, 0, 0x14]), Protocol::Kafka);
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (kafka_tx, mut kafka_rx) = tokio::sync::mpsc::unbounded_channel();
+        let serve: KafkaServer = Arc::new(move |c: Admitted, _| {
+            let _ = kafka_tx.send(c.stream.peer_addr().unwrap());
+        });
+        let mut grpc = Box::pin(incoming(listener, 10, Some(serve)));
+        let mut k = TcpStream::connect(addr).await.unwrap();
+        k.write_all(&[0, 0, 0, 4, 0, 18, 0, 0]).await.unwrap();
+        let mut h = TcpStream::connect(addr).await.unwrap();
+        h.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        let to_kafka = tokio::time::timeout(Duration::from_secs(5), kafka_rx.recv())
+            .await
+            .unwrap();
+        assert_eq!(to_kafka, Some(k.local_addr().unwrap()));
+        let to_grpc = tokio::time::timeout(Duration::from_secs(5), grpc.next())
+            .await
+            .unwrap();
+        assert_eq!(
+            to_grpc.unwrap().unwrap().stream.peer_addr().unwrap(),
+            h.local_addr().unwrap()
+        );
     }
 }

@@ -234,6 +234,13 @@ impl Broker for BrokerService {
     }
 }
 
+/// Serves Kafka connections of this broker's listener (see [`crate::kafka`]).
+fn kafka_server(node: Arc<BrokerNode>) -> crate::listener::KafkaServer {
+    Arc::new(move |conn, peer| {
+        tokio::spawn(crate::kafka::serve_connection(conn, peer, node.clone()));
+    })
+}
+
 /// Serves the broker's services until `shutdown` resolves.
 pub async fn serve(
     node: Arc<BrokerNode>,
@@ -304,7 +311,11 @@ pub async fn serve(
         )
         .add_service(AdminServer::new(AdminRelay { node: node.clone() }))
         .serve_with_incoming_shutdown(
-            crate::listener::incoming(listener, limits.connections_max),
+            crate::listener::incoming(
+                listener,
+                limits.connections_max,
+                Some(kafka_server(node.clone())),
+            ),
             shutdown,
         )
         .await

@@ -1,0 +1,102 @@
+//! Metadata: brokers, topics and partitions from this broker's image.
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use sluice_metadata::{MetadataImage, TopicImage, NO_LEADER};
+
+use super::{kstr, Ctx};
+
+/// Kafka's UNKNOWN_TOPIC_OR_PARTITION and LEADER_NOT_AVAILABLE.
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const LEADER_NOT_AVAILABLE: i16 = 5;
+
+pub(super) fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let image = ctx.node.image();
+    let brokers: Vec<MetadataResponseBroker> = image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(kstr(b.endpoint.host.clone()))
+                .with_port(b.endpoint.port as i32)
+                .with_rack(b.rack.clone().map(kstr))
+        })
+        .collect();
+    // A real broker id (clients use it for admin requests); the lowest live one.
+    let controller_id = brokers
+        .iter()
+        .map(|b| b.node_id.0)
+        .min()
+        .unwrap_or(ctx.node.id());
+    // v0: an empty list means every topic; v1+: null does.
+    let wanted: Option<Vec<Option<String>>> = match req.topics {
+        None => None,
+        Some(ts) if ts.is_empty() && version == 0 => None,
+        Some(ts) => Some(
+            ts.into_iter()
+                .map(|t| {
+                    t.name.map(|n| n.0.as_str().to_string()).or_else(|| {
+                        // v10+: a topic asked by id.
+                        let id = sluice_metadata::TopicId(*t.topic_id.as_bytes());
+                        image.topics.get(&id).map(|t| t.name.clone())
+                    })
+                })
+                .collect(),
+        ),
+    };
+    let topics = match wanted {
+        None => image.topics.values().map(|t| topic(&image, t)).collect(),
+        Some(names) => names
+            .into_iter()
+            .map(|n| match n.as_deref().and_then(|n| image.topic(n)) {
+                Some(t) => topic(&image, t),
+                None => MetadataResponseTopic::default()
+                    .with_error_code(UNKNOWN_TOPIC_OR_PARTITION)
+                    .with_name(n.map(|n| TopicName(kstr(n)))),
+            })
+            .collect(),
+    };
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(kstr(ctx.node.config.cluster_id.clone())))
+        .with_controller_id(BrokerId(controller_id))
+        .with_topics(topics)
+}
+
+fn topic(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTopic {
+    let partitions = t
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
+            MetadataResponsePartition::default()
+                .with_error_code(if p.leader == NO_LEADER {
+                    LEADER_NOT_AVAILABLE
+                } else {
+                    0
+                })
+                .with_partition_index(i as i32)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr))
+                .with_offline_replicas(
+                    p.replicas
+                        .iter()
+                        .filter(|b| !image.is_unfenced(**b))
+                        .map(|b| BrokerId(*b))
+                        .collect(),
+                )
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(kstr(t.name.clone()))))
+        .with_topic_id(uuid::Uuid::from_bytes(t.id.0))
+        .with_is_internal(t.name.starts_with("__"))
+        .with_partitions(partitions)
+}

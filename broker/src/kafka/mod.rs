@@ -1,0 +1,339 @@
+//! The Kafka wire protocol on the broker's port (DESIGN §4–§7): existing Kafka clients and
+//! tools produce to and fetch from Sluice unchanged. The listener tells a Kafka connection
+//! from an HTTP/2 one by its first bytes ([`crate::listener`]); this module serves it.
+//!
+//! ```text
+//!   socket ─► reader: frame (i32 length ≤ MESSAGE_BYTES_MAX, request-bytes budget)
+//!               ─► header + body (kafka-protocol codecs) ─► handler ─► oneshot ─┐
+//!             in-order queue (≤ KAFKA_IN_FLIGHT_MAX responses) ◄─────────────────┘
+//!   socket ◄─ writer: responses in request order (acks=0 produce: none)
+//! ```
+//!
+//! Handlers call the same [`DataPlane`] as the gRPC service; record batches pass through as
+//! the bytes the client sent and the log stores (never decoded and re-encoded). Produce
+//! appends of one connection run in arrival order in the reader, so a producer's pipelined
+//! batches keep their order; replication waits and every other request run concurrently,
+//! answered in order. A frame with a negative or oversized length, an unknown API, or a body
+//! that does not decode closes that connection with a log line; nothing else is affected.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::data::DataPlane;
+use crate::limits::MESSAGE_BYTES_MAX;
+use crate::node::BrokerNode;
+
+mod fetch;
+mod metadata;
+mod offsets;
+mod produce;
+mod versions;
+
+pub use versions::SUPPORTED;
+
+/// Responses one connection may have outstanding (read, not yet written) before the reader
+/// stops reading: pipelining with a bound (Kafka clients keep ≤ 5 in flight by default).
+pub const KAFKA_IN_FLIGHT_MAX: usize = 32;
+
+/// What a handler gives back: the encoded response body, or nothing (acks=0 produce).
+type Answer = Option<ResponseKind>;
+
+/// The context every handler gets.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    pub node: Arc<BrokerNode>,
+    pub data: DataPlane,
+}
+
+/// A request as the connection decoded it.
+struct Decoded {
+    api_key: ApiKey,
+    version: i16,
+    header: RequestHeader,
+    body: RequestKind,
+}
+
+/// Why a connection is closed.
+#[derive(Debug, thiserror::Error)]
+enum Close {
+    #[error("the client closed the connection")]
+    Eof,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// Serves one Kafka connection until the client closes it or breaks the protocol.
+pub async fn serve_connection<S>(stream: S, peer: SocketAddr, node: Arc<BrokerNode>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let ctx = Ctx {
+        data: DataPlane::new(node.clone()),
+        node,
+    };
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (queue, mut answers) =
+        mpsc::channel::<(i32, i16, ApiKey, oneshot::Receiver<Answer>)>(KAFKA_IN_FLIGHT_MAX);
+    metrics::gauge!("sluice_kafka_connections_open").increment(1.0);
+    // The writer: responses in request order.
+    let write = tokio::spawn(async move {
+        while let Some((correlation_id, version, api_key, rx)) = answers.recv().await {
+            let Ok(answer) = rx.await else {
+                // The handler failed without an answer: the client cannot match later
+                // responses any more, so the connection ends.
+                return;
+            };
+            let Some(body) = answer else { continue };
+            let frame = match encode_response(api_key, version, correlation_id, &body) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(api = ?api_key, version, error = %e, "cannot encode a Kafka response; closing the connection");
+                    return;
+                }
+            };
+            if writer.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    let closed = read_loop(&mut reader, &queue, &ctx, peer).await;
+    match &closed {
+        Close::Eof => tracing::debug!(%peer, "Kafka connection closed by the client"),
+        Close::Io(e) => tracing::debug!(%peer, error = %e, "Kafka connection failed"),
+        Close::Protocol(why) => {
+            tracing::warn!(%peer, "closing a Kafka connection: {why}")
+        }
+    }
+    drop(queue);
+    let _ = write.await;
+    metrics::gauge!("sluice_kafka_connections_open").decrement(1.0);
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    queue: &mpsc::Sender<(i32, i16, ApiKey, oneshot::Receiver<Answer>)>,
+    ctx: &Ctx,
+    peer: SocketAddr,
+) -> Close {
+    loop {
+        let frame = match read_frame(reader, ctx).await {
+            Ok(f) => f,
+            Err(c) => return c,
+        };
+        let decoded = match decode_request(frame) {
+            Ok(Ok(d)) => d,
+            // KIP-511: a too-new ApiVersions gets a v0 answer with error 35 and our ranges.
+            Ok(Err((correlation_id, answer))) => {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(Some(answer));
+                if queue
+                    .send((correlation_id, 0, ApiKey::ApiVersions, rx))
+                    .await
+                    .is_err()
+                {
+                    return Close::Eof;
+                }
+                continue;
+            }
+            Err(why) => return Close::Protocol(why),
+        };
+        let (tx, rx) = oneshot::channel();
+        let (correlation_id, version, api_key) = (
+            decoded.header.correlation_id,
+            decoded.version,
+            decoded.api_key,
+        );
+        if queue
+            .send((correlation_id, version, api_key, rx))
+            .await
+            .is_err()
+        {
+            return Close::Eof;
+        }
+        dispatch(ctx, decoded, tx, peer).await;
+    }
+}
+
+/// Reads one length-prefixed frame, holding its size in the request-bytes budget while
+/// it is read and decoded.
+async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, ctx: &Ctx) -> Result<Bytes, Close> {
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(Close::Eof),
+        Err(e) => return Err(Close::Io(e)),
+    }
+    let len = i32::from_be_bytes(len);
+    if len < 4 || len as usize > MESSAGE_BYTES_MAX {
+        return Err(Close::Protocol(format!(
+            "a frame of {len} bytes (a request is 4..={MESSAGE_BYTES_MAX} bytes)"
+        )));
+    }
+    let _budget = ctx.node.request_bytes.admit(len as usize).await;
+    let mut buf = BytesMut::zeroed(len as usize);
+    reader.read_exact(&mut buf).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Close::Protocol(format!("the connection ended inside a {len}-byte frame"))
+        } else {
+            Close::Io(e)
+        }
+    })?;
+    Ok(buf.freeze())
+}
+
+/// Decodes a frame. `Ok(Err(..))` is a ready answer (a too-new ApiVersions), `Err` a
+/// reason to close the connection.
+#[allow(clippy::type_complexity)]
+fn decode_request(mut frame: Bytes) -> Result<Result<Decoded, (i32, ResponseKind)>, String> {
+    if frame.len() < 8 {
+        return Err(format!("a request of {} bytes has no header", frame.len()));
+    }
+    let raw_key = (&frame[0..2]).get_i16();
+    let version = (&frame[2..4]).get_i16();
+    let correlation_id = (&frame[4..8]).get_i32();
+    let Ok(api_key) = ApiKey::try_from(raw_key) else {
+        return Err(format!("unknown API key {raw_key}"));
+    };
+    let Some(range) = versions::supported(api_key) else {
+        return Err(format!(
+            "{api_key:?} (key {raw_key}) is not supported by this broker; ApiVersions lists what is"
+        ));
+    };
+    if version < range.0 || version > range.1 {
+        if api_key == ApiKey::ApiVersions {
+            return Ok(Err((
+                correlation_id,
+                versions::unsupported_version_answer(),
+            )));
+        }
+        return Err(format!(
+            "{api_key:?} v{version} is not supported (versions {}..={})",
+            range.0, range.1
+        ));
+    }
+    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
+        .map_err(|e| format!("{api_key:?} v{version}: bad request header: {e}"))?;
+    let body = RequestKind::decode(api_key, &mut frame, version)
+        .map_err(|e| format!("{api_key:?} v{version}: the request does not decode: {e:#}"))?;
+    Ok(Ok(Decoded {
+        api_key,
+        version,
+        header,
+        body,
+    }))
+}
+
+fn encode_response(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+) -> Result<Bytes, String> {
+    let header_version = api_key.response_header_version(version);
+    let mut out = BytesMut::new();
+    out.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut out, header_version)
+        .map_err(|e| format!("{api_key:?} v{version} response header: {e}"))?;
+    body.encode(&mut out, version)
+        .map_err(|e| format!("{api_key:?} v{version} response: {e:#}"))?;
+    let len = (out.len() - 4) as i32;
+    out[0..4].copy_from_slice(&len.to_be_bytes());
+    Ok(out.freeze())
+}
+
+/// Runs a request. Produce appends happen here, in arrival order; the rest of the work
+/// runs in a task that answers on `tx`.
+async fn dispatch(ctx: &Ctx, d: Decoded, tx: oneshot::Sender<Answer>, peer: SocketAddr) {
+    let start = Instant::now();
+    let name = api_name(d.api_key);
+    let version = d.version;
+    match d.body {
+        RequestKind::Produce(req) => {
+            let appended = produce::append(ctx, req).await;
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let answer = produce::complete(&ctx, appended).await;
+                observe(name, start);
+                let _ = tx.send(answer.map(Into::into));
+            });
+        }
+        body => {
+            let ctx = ctx.clone();
+            let client = d
+                .header
+                .client_id
+                .as_ref()
+                .map(|c| c.as_str().to_string())
+                .unwrap_or_default();
+            tokio::spawn(async move {
+                let answer: ResponseKind = match body {
+                    RequestKind::ApiVersions(_) => versions::api_versions().into(),
+                    RequestKind::Metadata(r) => metadata::metadata(&ctx, r, version).into(),
+                    RequestKind::Fetch(r) => fetch::fetch(&ctx, r, version).await.into(),
+                    RequestKind::ListOffsets(r) => {
+                        offsets::list_offsets(&ctx, r, version).await.into()
+                    }
+                    RequestKind::OffsetForLeaderEpoch(r) => {
+                        offsets::offset_for_leader_epoch(&ctx, r).await.into()
+                    }
+                    RequestKind::InitProducerId(r) => {
+                        produce::init_producer_id(&ctx, r).await.into()
+                    }
+                    other => {
+                        // `versions::supported` admits only the APIs above.
+                        tracing::error!(%peer, client, request = ?other, "no handler for an advertised Kafka API");
+                        return;
+                    }
+                };
+                observe(name, start);
+                let _ = tx.send(Some(answer));
+            });
+        }
+    }
+}
+
+fn api_name(k: ApiKey) -> &'static str {
+    match k {
+        ApiKey::Produce => "kafka_produce",
+        ApiKey::Fetch => "kafka_fetch",
+        ApiKey::ListOffsets => "kafka_list_offsets",
+        ApiKey::Metadata => "kafka_metadata",
+        ApiKey::ApiVersions => "kafka_api_versions",
+        ApiKey::InitProducerId => "kafka_init_producer_id",
+        ApiKey::OffsetForLeaderEpoch => "kafka_offset_for_leader_epoch",
+        _ => "kafka_other",
+    }
+}
+
+fn observe(request: &'static str, start: Instant) {
+    metrics::histogram!("sluice_request_duration_seconds", "request" => request)
+        .record(start.elapsed().as_secs_f64());
+}
+
+/// A Kafka string from a Rust one.
+pub(crate) fn kstr(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// The Kafka code and message of a gRPC status built by the data plane.
+pub(crate) fn code_of(s: &tonic::Status) -> (i16, String) {
+    let d = sluice_proto::status::error_detail(s);
+    (
+        sluice_proto::status::error_code(s) as i16,
+        d.map_or_else(|| s.message().to_string(), |d| d.message),
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,76 @@
+//! Framing and decoding without a broker.
+
+use super::*;
+
+fn frame(key: i16, version: i16, correlation: i32, body: &[u8]) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(key);
+    b.put_i16(version);
+    b.put_i32(correlation);
+    b.put_i16(4);
+    b.put_slice(b"test");
+    if version >= 3 && key == 18 {
+        b.put_u8(0); // header tagged fields (header v2)
+    }
+    b.put_slice(body);
+    b.freeze()
+}
+
+#[test]
+fn an_api_versions_request_decodes_and_a_too_new_one_gets_the_kip_511_answer() {
+    // v3: compact client software name "a" and version "1", then tagged fields.
+    let d = decode_request(frame(18, 3, 7, &[2, b'a', 2, b'1', 0]))
+        .unwrap()
+        .ok()
+        .unwrap();
+    assert_eq!(d.api_key, ApiKey::ApiVersions);
+    assert_eq!(d.header.correlation_id, 7);
+    // v9 does not exist yet: a v0 answer with error 35 and our ranges, not a closed socket.
+    let Err((correlation, answer)) = decode_request(frame(18, 9, 8, &[])).unwrap() else {
+        panic!("a too-new ApiVersions is answered")
+    };
+    assert_eq!(correlation, 8);
+    let ResponseKind::ApiVersions(r) = &answer else {
+        panic!("an ApiVersions answer")
+    };
+    assert_eq!(r.error_code, 35);
+    assert!(r
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == ApiKey::Produce as i16));
+    let bytes = encode_response(ApiKey::ApiVersions, 0, correlation, &answer).unwrap();
+    assert_eq!(
+        (&bytes[4..8]).get_i32(),
+        8,
+        "the correlation id comes first"
+    );
+}
+
+#[test]
+fn bad_requests_are_refused_with_a_reason_naming_the_problem() {
+    let cases: Vec<(&str, Bytes, &str)> = vec![
+        ("too short", Bytes::from_static(&[0, 18]), "no header"),
+        ("unknown key", frame(999, 0, 1, &[]), "unknown API key 999"),
+        (
+            "unsupported API",
+            frame(ApiKey::CreateAcls as i16, 0, 1, &[]),
+            "not supported",
+        ),
+        (
+            "too-old produce",
+            frame(0, 1, 1, &[]),
+            "Produce v1 is not supported",
+        ),
+        (
+            "garbage body",
+            frame(3, 1, 1, &[0xff, 0xff, 0xff]),
+            "does not decode",
+        ),
+    ];
+    for (name, f, want) in cases {
+        let Err(why) = decode_request(f) else {
+            panic!("{name}: must be refused")
+        };
+        assert!(why.contains(want), "{name}: {why}");
+    }
+}
