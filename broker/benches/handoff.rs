@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sluice_broker::partition::{PartitionHandle, ReplicaState, Role};
+use sluice_metadata::BrokerId;
 use sluice_storage::{Log, LogConfig, RecordBatchBuilder};
 use tokio::sync::oneshot;
 
@@ -43,8 +44,8 @@ fn leader() -> Role {
     Role::Leader {
         leader_epoch: 0,
         partition_epoch: 0,
-        isr: vec![1],
-        replicas: vec![1],
+        isr: vec![BrokerId(1)],
+        replicas: vec![BrokerId(1)],
     }
 }
 
@@ -133,7 +134,7 @@ fn handoff(c: &mut Criterion) {
                 let dir = tempfile::tempdir().expect("tempdir");
                 rt.block_on(async {
                     let log = Log::open(dir.path().join("p-0"), config()).expect("open");
-                    let replica = ReplicaState::new(1, leader(), 0, 0);
+                    let replica = ReplicaState::new(BrokerId(1), leader(), 0, 0);
                     let (part, task) = PartitionHandle::spawn(
                         "t".into(),
                         Default::default(),

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_metadata::NO_LEADER;
+use sluice_metadata::{BrokerId, NO_LEADER};
 use sluice_proto::status::error_status;
 use sluice_proto::v1::*;
 use sluice_storage::batch::batches;
@@ -76,7 +76,7 @@ impl DataPlane {
         }
         let b = image.brokers.get(&p.leader)?;
         Some(LeaderHint {
-            leader_id: p.leader,
+            leader_id: p.leader.get(),
             host: b.endpoint.host.clone(),
             port: b.endpoint.port as i32,
             leader_epoch: p.leader_epoch,
@@ -266,7 +266,7 @@ impl DataPlane {
                     self.node.id()
                 ),
                 self.leader_hint(&req.topic, req.partition)
-                    .filter(|h| h.leader_id != self.node.id()),
+                    .filter(|h| h.leader_id != self.node.id().get()),
             ));
         }
         // Requests of one producer arrive in order on one ProduceStream (processed in
@@ -398,7 +398,7 @@ impl DataPlane {
             max_bytes,
             current_leader_epoch: req.current_leader_epoch,
             last_fetched_epoch: req.last_fetched_epoch,
-            follower: req.replica_id.filter(|r| *r >= 0),
+            follower: req.replica_id.filter(|r| *r >= 0).map(BrokerId),
         };
         let deadline =
             Instant::now() + Duration::from_millis(req.max_wait_ms.min(FETCH_WAIT_MS_MAX) as u64);

@@ -58,7 +58,7 @@ pub enum BrokerError {
         /// `topic-index`.
         partition: String,
         /// The committed ISR.
-        isr: Vec<i32>,
+        isr: Vec<sluice_metadata::BrokerId>,
         /// The topic's `min.insync.replicas`.
         min_insync: usize,
     },

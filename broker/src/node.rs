@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use sluice_metadata::config::TopicConfig;
 use sluice_metadata::records::RecordBatch as MetaBatch;
-use sluice_metadata::{BrokerId, MetadataImage, TopicId, NO_LEADER};
+use sluice_metadata::{BrokerId, MetadataImage, TopicIdPartition, TopicPartition, NO_LEADER};
 use sluice_proto::status::{error_code, error_detail};
 use sluice_proto::v1::broker_client::BrokerClient;
 use sluice_proto::v1::controller_client::ControllerClient;
@@ -64,9 +64,9 @@ pub struct BrokerNode {
     /// The latest metadata image (std lock: swapped, never held across `.await`).
     image: RwLock<Arc<MetadataImage>>,
     /// Local replicas' handles (std lock: map lookups and inserts only).
-    partitions: Mutex<HashMap<(TopicId, i32), PartitionHandle>>,
+    partitions: Mutex<HashMap<PartitionKey, PartitionHandle>>,
     /// Each replica's actor task, awaited when the replica is removed (std lock: tiny).
-    actors: Mutex<HashMap<(TopicId, i32), tokio::task::JoinHandle<()>>>,
+    actors: Mutex<HashMap<PartitionKey, tokio::task::JoinHandle<()>>>,
     /// Follower fetch tasks by partition, with the role they follow (std lock: tiny).
     fetchers: Mutex<HashMap<PartitionKey, (Role, tokio::task::JoinHandle<()>)>>,
     /// Serialises `reconcile` (held across opening logs; nothing else takes it).
@@ -98,14 +98,14 @@ pub struct BrokerNode {
     _dir_lock: std::fs::File,
     /// High watermarks from `replication-offset-checkpoint` at start-up, read when a
     /// replica opens (std lock: map lookups only).
-    hw_checkpoint: Mutex<HashMap<(String, i32), i64>>,
+    hw_checkpoint: Mutex<HashMap<TopicPartition, i64>>,
     /// The listener's budget of produce bytes received and not yet appended
     /// (`queued.max.request.bytes`).
     pub request_bytes: crate::listener::RequestBytes,
 }
 
-/// A local replica's key: topic id and partition index.
-pub type PartitionKey = (TopicId, i32);
+/// A local replica's key.
+pub type PartitionKey = TopicIdPartition;
 
 /// The log dir's id from `<dir>/directory.id`, created (random, 128 bits, fsynced) the first
 /// time.
@@ -178,7 +178,7 @@ fn hw_checkpoint_file(dir: &std::path::Path) -> PathBuf {
 }
 
 /// Parses a HW checkpoint; a damaged file is an error naming the line.
-fn parse_hw_checkpoint(text: &str) -> Result<HashMap<(String, i32), i64>, String> {
+fn parse_hw_checkpoint(text: &str) -> Result<HashMap<TopicPartition, i64>, String> {
     let mut lines = text.lines();
     if lines.next() != Some("0") {
         return Err("unknown version (expected 0 on the first line)".into());
@@ -199,7 +199,7 @@ fn parse_hw_checkpoint(text: &str) -> Result<HashMap<(String, i32), i64>, String
         let o: i64 = o
             .parse()
             .map_err(|_| format!("line {}: bad offset", i + 3))?;
-        out.insert((t.to_string(), p), o);
+        out.insert(TopicPartition::new(t, p), o);
     }
     if out.len() != count {
         return Err(format!("{} entries, the count says {count}", out.len()));
@@ -287,7 +287,7 @@ impl BrokerNode {
         self.hw_checkpoint
             .lock()
             .expect("hw checkpoint lock")
-            .get(&(topic.to_string(), index))
+            .get(&TopicPartition::new(topic, index))
             .copied()
             .unwrap_or(0)
     }
@@ -389,7 +389,7 @@ impl BrokerNode {
         self.partitions
             .lock()
             .expect("partitions lock")
-            .get(&(id, index))
+            .get(&TopicIdPartition::new(id, index))
             .cloned()
     }
 
@@ -479,7 +479,7 @@ impl BrokerNode {
                 ));
             }
             let req = sluice_proto::v1::AllocateProducerIdsRequest {
-                broker_id: self.id(),
+                broker_id: self.id().get(),
                 broker_epoch,
             };
             let block = self
@@ -502,7 +502,7 @@ impl BrokerNode {
         loop {
             if self.broker_epoch.load(Ordering::SeqCst) < 0 {
                 let req = RegisterBrokerRequest {
-                    broker_id: self.id(),
+                    broker_id: self.id().get(),
                     incarnation_id: incarnation.clone(),
                     cluster_id: self.config.cluster_id.clone(),
                     host: self.config.advertised_host.clone(),
@@ -520,7 +520,7 @@ impl BrokerNode {
                 {
                     Ok(r) => {
                         tracing::info!(
-                            broker = self.id(),
+                            broker = self.id().get(),
                             epoch = r.broker_epoch,
                             "registered with the quorum"
                         );
@@ -535,7 +535,7 @@ impl BrokerNode {
             }
             let want_shut_down = self.shutting_down.load(Ordering::SeqCst);
             let req = BrokerHeartbeatRequest {
-                broker_id: self.id(),
+                broker_id: self.id().get(),
                 broker_epoch: self.broker_epoch.load(Ordering::SeqCst),
                 current_metadata_offset: Some(self.metadata_offset.load(Ordering::SeqCst)),
                 want_fence: false,
@@ -553,7 +553,7 @@ impl BrokerNode {
                     let was = self.fenced.swap(r.is_fenced, Ordering::SeqCst);
                     if was != r.is_fenced {
                         tracing::info!(
-                            broker = self.id(),
+                            broker = self.id().get(),
                             fenced = r.is_fenced,
                             "fencing state changed"
                         );
@@ -598,7 +598,7 @@ impl BrokerNode {
                 self.controller_request_timeout(),
                 ControllerClient::new(self.channel(&addr)).watch_metadata(WatchMetadataRequest {
                     from_offset: if applied == 0 { 0 } else { applied + 1 },
-                    broker_id: Some(self.id()),
+                    broker_id: Some(self.id().get()),
                     cluster_id: self.config.cluster_id.clone(),
                 }),
             )
@@ -715,7 +715,7 @@ impl BrokerNode {
                             leader_epoch: p.leader_epoch,
                         }
                     };
-                    wanted.insert((t.id, i as i32), (t.clone(), role));
+                    wanted.insert(TopicIdPartition::new(t.id, i as i32), (t.clone(), role));
                 }
             }
         }
@@ -741,7 +741,7 @@ impl BrokerNode {
                     let dir = self
                         .config
                         .log_dir
-                        .join(format!("{}-{}-{}", topic.name, key.1, key.0));
+                        .join(format!("{}-{}-{}", topic.name, key.partition, key.topic_id));
                     // Recovery reads and may rewrite segments: off the async workers.
                     let opened = tokio::task::block_in_place(|| {
                         let mut log = Log::open(&dir, config.clone())?;
@@ -760,15 +760,15 @@ impl BrokerNode {
                         }
                     };
                     let leo = log.log_end_offset();
-                    let hw = self.checkpointed_high_watermark(&topic.name, key.1);
+                    let hw = self.checkpointed_high_watermark(&topic.name, key.partition);
                     let replica = ReplicaState::new(me, role.clone(), hw, leo);
                     if let Role::Leader { leader_epoch, .. } = &role {
-                        tracing::info!(partition = %format!("{}-{}", topic.name, key.1), leader_epoch, "became leader");
+                        tracing::info!(partition = %format!("{}-{}", topic.name, key.partition), leader_epoch, "became leader");
                     }
                     let (p, task) = PartitionHandle::spawn(
                         topic.name.clone(),
-                        key.0,
-                        key.1,
+                        key.topic_id,
+                        key.partition,
                         log,
                         replica,
                         config.clone(),
@@ -793,7 +793,7 @@ impl BrokerNode {
 
     /// Hands `part` its role and starts or stops its follower fetcher.
     fn apply_role(&self, part: &PartitionHandle, role: Role, config: LogConfig) {
-        let key = (part.topic_id, part.index);
+        let key = TopicIdPartition::new(part.topic_id, part.index);
         part.set_role(role.clone(), config);
         let mut fetchers = self.fetchers.lock().expect("fetchers lock");
         if fetchers.get(&key).is_some_and(|(r, _)| *r == role) {
@@ -818,7 +818,7 @@ impl BrokerNode {
 
     /// A replica the image no longer gives us: stop its fetcher, close its log, and set its
     /// directory aside to be deleted after [`LOG_DELETE_DELAY`].
-    fn remove_replica(&self, key: (TopicId, i32)) {
+    fn remove_replica(&self, key: PartitionKey) {
         if let Some((_, h)) = self.fetchers.lock().expect("fetchers lock").remove(&key) {
             h.abort();
         }
@@ -832,12 +832,12 @@ impl BrokerNode {
         };
         let actor = self.actors.lock().expect("actors lock").remove(&key);
         let name = p.name();
-        let dir = self.config.log_dir.join(format!("{name}-{}", key.0));
+        let dir = self.config.log_dir.join(format!("{name}-{}", key.topic_id));
         // Kafka's way: rename now, delete after file.delete.delay.ms, so a replica dropped by
         // mistake can still be recovered by hand for a while. The actor closes the log first.
         let aside = self.config.log_dir.join(format!(
             "{name}-{}.{}{DELETED_SUFFIX}",
-            key.0,
+            key.topic_id,
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis())
@@ -897,7 +897,7 @@ impl BrokerNode {
                 fetch_offset,
                 current_leader_epoch: Some(leader_epoch),
                 last_fetched_epoch: last_epoch,
-                replica_id: Some(self.id()),
+                replica_id: Some(self.id().get()),
                 replica_epoch: Some(self.broker_epoch.load(Ordering::SeqCst)),
                 max_bytes: self.config.replica_fetch_max_bytes,
                 min_bytes: 1,
@@ -987,14 +987,14 @@ impl BrokerNode {
         proposal: &AlterIsr,
     ) -> AlterOutcome {
         let req = AlterPartitionRequest {
-            broker_id: self.id(),
+            broker_id: self.id().get(),
             broker_epoch: self.broker_epoch.load(Ordering::SeqCst),
             topic_id: part.topic_id.to_string(),
             topic: part.topic.clone(),
             partition: part.index,
             leader_epoch: proposal.leader_epoch,
             partition_epoch: proposal.partition_epoch,
-            new_isr: proposal.isr.clone(),
+            new_isr: BrokerId::to_wire(&proposal.isr),
         };
         let r = self
             .call_controller(|mut c| {
@@ -1009,7 +1009,7 @@ impl BrokerNode {
                 AlterOutcome::Committed {
                     leader_epoch: resp.leader_epoch,
                     partition_epoch: resp.partition_epoch,
-                    isr: resp.isr,
+                    isr: BrokerId::from_wire(&resp.isr),
                 }
             }
             Err(e)
@@ -1233,8 +1233,8 @@ mod tests {
         let text = render_hw_checkpoint(&hws);
         assert_eq!(text, "0\n2\norders 0 42\norders 1 7\n");
         let back = parse_hw_checkpoint(&text).unwrap();
-        assert_eq!(back.get(&("orders".to_string(), 0)), Some(&42));
-        assert_eq!(back.get(&("orders".to_string(), 1)), Some(&7));
+        assert_eq!(back.get(&TopicPartition::new("orders", 0)), Some(&42));
+        assert_eq!(back.get(&TopicPartition::new("orders", 1)), Some(&7));
     }
 
     #[test]

@@ -325,7 +325,7 @@ pub fn register_broker(
     rack: Option<String>,
     registered_session_alive: bool,
 ) -> Result<Vec<MetadataRecord>, Refusal> {
-    if id < 0 {
+    if id.get() < 0 {
         return refuse(
             ErrorCode::InvalidRequest,
             format!("broker id {id} must be >= 0"),

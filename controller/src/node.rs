@@ -499,12 +499,12 @@ impl ControllerNode {
                     .collect()
             };
             for id in expired {
-                tracing::warn!(broker = id, "broker session expired; fencing it");
+                tracing::warn!(broker = id.get(), "broker session expired; fencing it");
                 let r = self
                     .decide(|img| Ok((logic::fence_broker(img, id), ())))
                     .await;
                 if let Err(e) = r {
-                    tracing::warn!(broker = id, error = %e.message(), "could not fence broker");
+                    tracing::warn!(broker = id.get(), error = %e.message(), "could not fence broker");
                 }
             }
         }

@@ -2,11 +2,66 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A broker's `node.id`.
-pub type BrokerId = i32;
+/// A broker's `node.id`. A newtype so it cannot be mixed up with the other `i32`s beside it
+/// (partition indexes, leader and partition epochs); on the wire and in the metadata log it
+/// is the plain `int32` it was (`serde(transparent)`).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct BrokerId(pub i32);
+
+impl BrokerId {
+    /// The id as the wire's `int32`.
+    pub const fn get(self) -> i32 {
+        self.0
+    }
+}
+
+impl BrokerId {
+    /// Ids from the wire's `repeated int32`.
+    pub fn from_wire(ids: &[i32]) -> Vec<BrokerId> {
+        ids.iter().map(|&i| BrokerId(i)).collect()
+    }
+
+    /// Ids for the wire's `repeated int32`.
+    pub fn to_wire(ids: &[BrokerId]) -> Vec<i32> {
+        ids.iter().map(|i| i.0).collect()
+    }
+}
+
+/// Compares with a wire `int32` (tests and request checks read better this way).
+impl PartialEq<i32> for BrokerId {
+    fn eq(&self, other: &i32) -> bool {
+        self.0 == *other
+    }
+}
+
+/// Printed as the bare number (`[1, 2]` in an ISR, as Kafka prints it).
+impl std::fmt::Debug for BrokerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for BrokerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<i32> for BrokerId {
+    fn from(id: i32) -> Self {
+        BrokerId(id)
+    }
+}
+
+impl From<BrokerId> for i32 {
+    fn from(id: BrokerId) -> Self {
+        id.0
+    }
+}
 
 /// Leader value of a partition that has none (Kafka's `-1`).
-pub const NO_LEADER: BrokerId = -1;
+pub const NO_LEADER: BrokerId = BrokerId(-1);
 
 /// A topic's UUID; printed as Kafka prints it: URL-safe base64 without padding (22 chars).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
@@ -72,5 +127,58 @@ mod tests {
         assert_eq!(TopicId([0; 16]).to_string(), "AAAAAAAAAAAAAAAAAAAAAA");
         assert_eq!(TopicId::parse("short"), None);
         assert_eq!(TopicId::parse("AAAAAAAAAAAAAAAAAAAAA!"), None);
+    }
+}
+
+/// A partition named by its topic's name (Kafka's `TopicPartition`): what clients, the HW
+/// checkpoint and committed offsets use.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TopicPartition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// `topic`-`partition`.
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+/// `orders-0`, as Kafka prints it.
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+impl std::fmt::Debug for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// A partition named by its topic's id (Kafka's `TopicIdPartition`): the key of a local
+/// replica, which a topic re-created under the same name does not share.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct TopicIdPartition {
+    /// Topic id.
+    pub topic_id: TopicId,
+    /// Partition index.
+    pub partition: i32,
+}
+
+impl TopicIdPartition {
+    /// Partition `partition` of topic `topic_id`.
+    pub const fn new(topic_id: TopicId, partition: i32) -> Self {
+        TopicIdPartition {
+            topic_id,
+            partition,
+        }
     }
 }

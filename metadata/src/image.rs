@@ -353,16 +353,16 @@ mod tests {
             1,
             &[
                 MetadataRecord::RegisterBroker {
-                    id: 1,
+                    id: BrokerId(1),
                     incarnation_id: "a".into(),
                     endpoint: endpoint(),
                     rack: None,
                 },
-                MetadataRecord::BrokerUnfenced { id: 1 },
+                MetadataRecord::BrokerUnfenced { id: BrokerId(1) },
             ],
         );
         assert_eq!(d.changed_brokers.len(), 1);
-        assert_eq!(img.brokers[&1].epoch, 1);
+        assert_eq!(img.brokers[&BrokerId(1)].epoch, 1);
         let (img, d) = img.apply(
             2,
             &[
@@ -374,9 +374,9 @@ mod tests {
                 MetadataRecord::Partition {
                     topic_id: id,
                     index: 0,
-                    replicas: vec![1],
-                    isr: vec![1],
-                    leader: 1,
+                    replicas: BrokerId::from_wire(&[1]),
+                    isr: BrokerId::from_wire(&[1]),
+                    leader: BrokerId(1),
                     leader_epoch: 0,
                     partition_epoch: 0,
                 },
@@ -412,7 +412,7 @@ mod tests {
         let (img2, d) = img.apply(
             7,
             &[
-                MetadataRecord::BrokerFenced { id: 9 },
+                MetadataRecord::BrokerFenced { id: BrokerId(9) },
                 MetadataRecord::DeleteTopic {
                     id: TopicId([3; 16]),
                 },
@@ -428,7 +428,7 @@ mod tests {
         let (img, _) = MetadataImage::default().apply(
             5,
             &[MetadataRecord::ProducerIdBlock {
-                broker: 1,
+                broker: BrokerId(1),
                 first: 0,
                 len: 1000,
             }],

@@ -70,31 +70,40 @@ mod tests {
 
     #[test]
     fn placement_follows_i_plus_j_mod_n() {
-        let r = assign_replicas(&[1, 2, 3], 0, 4, 3).unwrap();
+        let r = assign_replicas(&BrokerId::from_wire(&[1, 2, 3]), 0, 4, 3).unwrap();
         assert_eq!(
             r,
             vec![vec![1, 2, 3], vec![2, 3, 1], vec![3, 1, 2], vec![1, 2, 3]]
         );
-        let more = assign_replicas(&[1, 2, 3], 4, 2, 2).unwrap();
+        let more = assign_replicas(&BrokerId::from_wire(&[1, 2, 3]), 4, 2, 2).unwrap();
         assert_eq!(more, vec![vec![2, 3], vec![3, 1]], "numbering continues");
-        assert!(assign_replicas(&[1, 2], 0, 1, 3)
+        assert!(assign_replicas(&BrokerId::from_wire(&[1, 2]), 0, 1, 3)
             .unwrap_err()
             .contains("larger than"));
-        assert!(assign_replicas(&[1, 2], 0, 1, 0).is_err());
+        assert!(assign_replicas(&BrokerId::from_wire(&[1, 2]), 0, 1, 0).is_err());
     }
 
     #[test]
     fn election_prefers_replica_order_within_isr() {
         let p = PartitionState {
-            replicas: vec![3, 1, 2],
-            isr: vec![1, 2],
-            leader: 3,
+            replicas: BrokerId::from_wire(&[3, 1, 2]),
+            isr: BrokerId::from_wire(&[1, 2]),
+            leader: BrokerId(3),
             leader_epoch: 4,
             partition_epoch: 9,
         };
-        assert_eq!(elect_leader(&p, |b| b != 3, false), Some((1, false)));
-        assert_eq!(elect_leader(&p, |b| b == 2, false), Some((2, false)));
+        assert_eq!(
+            elect_leader(&p, |b| b != 3, false),
+            Some((BrokerId(1), false))
+        );
+        assert_eq!(
+            elect_leader(&p, |b| b == 2, false),
+            Some((BrokerId(2), false))
+        );
         assert_eq!(elect_leader(&p, |b| b == 3, false), None);
-        assert_eq!(elect_leader(&p, |b| b == 3, true), Some((3, true)));
+        assert_eq!(
+            elect_leader(&p, |b| b == 3, true),
+            Some((BrokerId(3), true))
+        );
     }
 }

@@ -43,7 +43,11 @@ async fn three_controllers_elect_a_leader_and_share_topics() {
         .await;
         // Placement: replica j of partition i on broker (i + j) mod 3, replica 0 leads.
         let t = image.topic("topic-0").unwrap();
-        let replicas: Vec<Vec<i32>> = t.partitions.iter().map(|p| p.replicas.clone()).collect();
+        let replicas: Vec<Vec<i32>> = t
+            .partitions
+            .iter()
+            .map(|p| sluice_metadata::BrokerId::to_wire(&p.replicas))
+            .collect();
         assert_eq!(replicas, vec![vec![1, 2, 3], vec![2, 3, 1], vec![3, 1, 2]]);
         assert!(t.partitions.iter().all(|p| p.leader == p.replicas[0]));
     }
@@ -160,7 +164,9 @@ async fn silent_broker_is_fenced_and_leadership_moves() {
     brokers[0].stop();
     let image = wait_for("broker 1 fenced", WAIT, || async {
         let (img, _) = image_of(&addrs[1]).await?;
-        img.brokers.get(&1).filter(|b| b.fenced)?;
+        img.brokers
+            .get(&sluice_metadata::BrokerId(1))
+            .filter(|b| b.fenced)?;
         Some(img)
     })
     .await;
@@ -173,7 +179,7 @@ async fn silent_broker_is_fenced_and_leadership_moves() {
     for (i, p) in t.partitions.iter().enumerate() {
         assert_ne!(p.leader, 1, "partition {i} still led by the fenced broker");
         assert!(
-            !p.isr.contains(&1),
+            !p.isr.contains(&sluice_metadata::BrokerId(1)),
             "partition {i} keeps the fenced broker in ISR"
         );
     }

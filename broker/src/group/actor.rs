@@ -91,7 +91,7 @@ enum Report {
 enum AfterWrite {
     Commit {
         group: String,
-        accepted: Vec<((String, i32), Committed)>,
+        accepted: Vec<(sluice_metadata::TopicPartition, Committed)>,
         results: Vec<OffsetCommitResult>,
         reply: Reply<OffsetCommitResponse>,
     },

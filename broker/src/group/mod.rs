@@ -117,7 +117,7 @@ fn not_coordinator(node: &BrokerNode, what: &str, p: i32) -> Status {
         .and_then(|ps| {
             let b = image.brokers.get(&ps.leader)?;
             Some(LeaderHint {
-                leader_id: ps.leader,
+                leader_id: ps.leader.get(),
                 host: b.endpoint.host.clone(),
                 port: b.endpoint.port as i32,
                 leader_epoch: ps.leader_epoch,
@@ -179,7 +179,7 @@ impl GroupCoordinator {
         };
         Ok(FindCoordinatorResponse {
             coordinator: Some(BrokerEndpoint {
-                broker_id: leader,
+                broker_id: leader.get(),
                 host: b.endpoint.host.clone(),
                 port: b.endpoint.port as i32,
                 rack: None,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_metadata::MetadataImage;
+use sluice_metadata::{MetadataImage, TopicPartition};
 use sluice_proto::v1::*;
 use tonic::Status;
 
@@ -39,7 +39,7 @@ struct Group {
     partition_counts: BTreeMap<String, i32>,
     /// Committed offsets, with the offset of the record in `__consumer_offsets` that wrote
     /// each (a later record wins, whatever order the writes' completions arrive in).
-    offsets: BTreeMap<(String, i32), (Committed, i64)>,
+    offsets: BTreeMap<TopicPartition, (Committed, i64)>,
 }
 
 impl Group {
@@ -125,7 +125,7 @@ pub struct CommitPlan {
     /// Records to append (key, value), in the order of `accepted`.
     pub writes: Vec<(Bytes, Option<Bytes>)>,
     /// The offsets to apply once the write is committed.
-    pub accepted: Vec<((String, i32), Committed)>,
+    pub accepted: Vec<(TopicPartition, Committed)>,
 }
 
 /// The groups of one offsets partition at one leader epoch of it.
@@ -144,10 +144,10 @@ impl ShardState {
         let group = self.groups.entry(g).or_default();
         match value.and_then(super::records::parse_offset_value) {
             Some(c) => {
-                group.offsets.insert((t, p), (c, offset));
+                group.offsets.insert(TopicPartition::new(t, p), (c, offset));
             }
             None => {
-                group.offsets.remove(&(t, p));
+                group.offsets.remove(&TopicPartition::new(t, p));
             }
         }
     }
@@ -424,7 +424,7 @@ impl ShardState {
                     Some(offset_value(&committed)),
                 ));
                 plan.accepted
-                    .push(((c.topic.clone(), c.partition), committed));
+                    .push((TopicPartition::new(c.topic.clone(), c.partition), committed));
                 result(ErrorCode::None, String::new())
             };
             plan.results.push(r);
@@ -437,7 +437,7 @@ impl ShardState {
     pub fn apply_commit(
         &mut self,
         group: &str,
-        accepted: Vec<((String, i32), Committed)>,
+        accepted: Vec<(TopicPartition, Committed)>,
         first_offset: i64,
     ) {
         let g = self.groups.entry(group.to_string()).or_default();
@@ -471,7 +471,7 @@ impl ShardState {
                 .map(|g| {
                     g.offsets
                         .iter()
-                        .map(|((t, p), (c, _))| result(t, *p, Some(c)))
+                        .map(|(tp, (c, _))| result(&tp.topic, tp.partition, Some(c)))
                         .collect()
                 })
                 .unwrap_or_default()
@@ -480,7 +480,10 @@ impl ShardState {
                 .iter()
                 .map(|tp| {
                     let c = group
-                        .and_then(|g| g.offsets.get(&(tp.topic.clone(), tp.partition)))
+                        .and_then(|g| {
+                            g.offsets
+                                .get(&TopicPartition::new(tp.topic.clone(), tp.partition))
+                        })
                         .map(|(c, _)| c);
                     result(&tp.topic, tp.partition, c)
                 })
@@ -559,7 +562,7 @@ impl ShardState {
         }
         Ok(g.offsets
             .keys()
-            .map(|(t, p)| (offset_key(group_id, t, *p), None))
+            .map(|tp| (offset_key(group_id, &tp.topic, tp.partition), None))
             .collect())
     }
 
@@ -579,7 +582,7 @@ impl ShardState {
         self.groups.iter().flat_map(|(g, grp)| {
             grp.offsets
                 .iter()
-                .map(move |((t, p), (c, _))| (g.as_str(), t.as_str(), *p, c.offset))
+                .map(move |(tp, (c, _))| (g.as_str(), tp.topic.as_str(), tp.partition, c.offset))
         })
     }
 }

@@ -20,7 +20,7 @@ pub(super) fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> Metadat
         .filter(|b| !b.fenced)
         .map(|b| {
             MetadataResponseBroker::default()
-                .with_node_id(BrokerId(b.id))
+                .with_node_id(BrokerId(b.id.get()))
                 .with_host(kstr(b.endpoint.host.clone()))
                 .with_port(b.endpoint.port as i32)
                 .with_rack(b.rack.clone().map(kstr))
@@ -31,7 +31,7 @@ pub(super) fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> Metadat
         .iter()
         .map(|b| b.node_id.0)
         .min()
-        .unwrap_or(ctx.node.id());
+        .unwrap_or(ctx.node.id().get());
     // v0: an empty list means every topic; v1+: null does.
     let wanted: Option<Vec<Option<String>>> = match req.topics {
         None => None,
@@ -73,7 +73,9 @@ fn topic(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTopic {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
+            let ids = |v: &[sluice_metadata::BrokerId]| {
+                v.iter().map(|b| BrokerId(b.get())).collect::<Vec<_>>()
+            };
             MetadataResponsePartition::default()
                 .with_error_code(if p.leader == NO_LEADER {
                     LEADER_NOT_AVAILABLE
@@ -81,7 +83,7 @@ fn topic(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTopic {
                     0
                 })
                 .with_partition_index(i as i32)
-                .with_leader_id(BrokerId(p.leader))
+                .with_leader_id(BrokerId(p.leader.get()))
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(ids(&p.replicas))
                 .with_isr_nodes(ids(&p.isr))
@@ -89,7 +91,7 @@ fn topic(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTopic {
                     p.replicas
                         .iter()
                         .filter(|b| !image.is_unfenced(**b))
-                        .map(|b| BrokerId(*b))
+                        .map(|b| BrokerId(b.get()))
                         .collect(),
                 )
         })

@@ -2,6 +2,8 @@
 
 use sluice_storage::{Log, LogConfig, RecordBatchBuilder};
 
+use sluice_metadata::BrokerId;
+
 use super::*;
 use crate::partition::state::{ReplicaState, Role};
 
@@ -40,10 +42,10 @@ async fn a_restarted_leader_never_answers_a_stale_latest_offset() {
         let role = Role::Leader {
             leader_epoch: 1,
             partition_epoch: 1,
-            isr: vec![1, 2, 3],
-            replicas: vec![1, 2, 3],
+            isr: BrokerId::from_wire(&[1, 2, 3]),
+            replicas: BrokerId::from_wire(&[1, 2, 3]),
         };
-        let replica = ReplicaState::new(1, role.clone(), checkpointed.unwrap_or(0), leo);
+        let replica = ReplicaState::new(BrokerId(1), role.clone(), checkpointed.unwrap_or(0), leo);
         let (part, task) = PartitionHandle::spawn(
             "t".into(),
             Default::default(),

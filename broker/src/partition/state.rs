@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use sluice_metadata::BrokerId;
+use sluice_metadata::{BrokerId, NO_LEADER};
 
 /// A partition's role on this broker, from the latest metadata image (or, for the ISR and
 /// partition epoch, from a committed AlterPartition answer).
@@ -161,7 +161,7 @@ impl ReplicaState {
         let mut s = ReplicaState {
             me,
             role: Role::Follower {
-                leader: -1,
+                leader: NO_LEADER,
                 leader_epoch: -1,
             },
             high_watermark: high_watermark.clamp(0, log_end_offset.max(0)),

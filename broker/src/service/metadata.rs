@@ -13,7 +13,7 @@ pub(super) async fn metadata(
         .values()
         .filter(|b| !b.fenced)
         .map(|b| BrokerEndpoint {
-            broker_id: b.id,
+            broker_id: b.id.get(),
             host: b.endpoint.host.clone(),
             port: b.endpoint.port as i32,
             rack: b.rack.clone(),
@@ -36,15 +36,15 @@ pub(super) async fn metadata(
                     0
                 },
                 partition: i as i32,
-                leader_id: p.leader,
+                leader_id: p.leader.get(),
                 leader_epoch: p.leader_epoch,
-                replicas: p.replicas.clone(),
-                isr: p.isr.clone(),
+                replicas: BrokerId::to_wire(&p.replicas),
+                isr: BrokerId::to_wire(&p.isr),
                 offline_replicas: p
                     .replicas
                     .iter()
-                    .copied()
-                    .filter(|b| !image.is_unfenced(*b))
+                    .filter(|b| !image.is_unfenced(**b))
+                    .map(|b| b.get())
                     .collect(),
             })
             .collect(),

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use sluice_metadata::NO_LEADER;
+use sluice_metadata::{BrokerId, NO_LEADER};
 use sluice_proto::status::error_status;
 use sluice_proto::v1::admin_client::AdminClient;
 use sluice_proto::v1::admin_server::{Admin, AdminServer};
@@ -295,7 +295,7 @@ pub async fn serve(
     let listener = crate::listener::bind(addr)
         .await
         .map_err(|e| format!("binding {addr}: {e}"))?;
-    tracing::info!(broker = node.id(), %addr, ?limits, "broker listening");
+    tracing::info!(broker = node.id().get(), %addr, ?limits, "broker listening");
     tonic::transport::Server::builder()
         .max_concurrent_streams(Some(limits.streams_per_connection_max))
         // Dead clients are noticed, and their streams end (a FetchStream stops polling).

@@ -85,7 +85,7 @@ pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
         .with_context(|| format!("advertised.listeners={advertised:?} is not host:port"))?;
     let ms = |key: &str| -> anyhow::Result<Duration> { Ok(Duration::from_millis(cfg.num(key)?)) };
     Ok(BrokerConfig {
-        node_id,
+        node_id: sluice_metadata::BrokerId(node_id),
         listen,
         advertised_host: host.to_string(),
         advertised_port: port
@@ -155,7 +155,7 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             }
         }
         tracing::info!(
-            broker = node.id(),
+            broker = node.id().get(),
             "controlled shutdown: moving leadership away"
         );
         node.shutting_down.store(true, Ordering::SeqCst);

@@ -34,7 +34,7 @@ fn cluster(n: i32) -> MetadataImage {
             &img,
             register_broker(
                 &img,
-                id,
+                BrokerId(id),
                 &format!("inc-{id}"),
                 ep(9000 + id as u16),
                 None,
@@ -42,7 +42,7 @@ fn cluster(n: i32) -> MetadataImage {
             )
             .unwrap(),
         );
-        img = commit(&img, unfence_broker(&img, id));
+        img = commit(&img, unfence_broker(&img, BrokerId(id)));
     }
     img
 }
@@ -116,17 +116,20 @@ fn fencing_moves_leadership_within_the_isr_in_one_batch() {
         &img,
         create_topic(&img, "t", 3, 3, &BTreeMap::new(), &defaults(), id).unwrap(),
     );
-    let records = fence_broker(&img, 1);
-    assert!(matches!(records[0], MetadataRecord::BrokerFenced { id: 1 }));
+    let records = fence_broker(&img, BrokerId(1));
+    assert!(matches!(
+        records[0],
+        MetadataRecord::BrokerFenced { id: BrokerId(1) }
+    ));
     let img = commit(&img, records);
     for p in &img.topic("t").unwrap().partitions {
         assert_ne!(p.leader, 1);
-        assert!(!p.isr.contains(&1));
+        assert!(!p.isr.contains(&BrokerId(1)));
     }
     let p0 = img.partition(id, 0).unwrap();
     assert_eq!(
         (p0.leader, p0.leader_epoch),
-        (2, 1),
+        (BrokerId(2), 1),
         "next replica in order"
     );
 }
@@ -139,16 +142,16 @@ fn last_isr_member_stays_and_partition_goes_leaderless_until_it_returns() {
         &img,
         create_topic(&img, "t", 1, 2, &BTreeMap::new(), &defaults(), id).unwrap(),
     );
-    let img = commit(&img, fence_broker(&img, 2));
-    let img = commit(&img, fence_broker(&img, 1));
+    let img = commit(&img, fence_broker(&img, BrokerId(2)));
+    let img = commit(&img, fence_broker(&img, BrokerId(1)));
     let p = img.partition(id, 0).unwrap();
     assert_eq!(p.leader, NO_LEADER);
     assert_eq!(p.isr, vec![1], "the last ISR member is kept");
     // Broker 2 returns, but is not in the ISR: clean election refuses it.
-    let img = commit(&img, unfence_broker(&img, 2));
+    let img = commit(&img, unfence_broker(&img, BrokerId(2)));
     assert_eq!(img.partition(id, 0).unwrap().leader, NO_LEADER);
     // Broker 1 returns: it leads again.
-    let img = commit(&img, unfence_broker(&img, 1));
+    let img = commit(&img, unfence_broker(&img, BrokerId(1)));
     let p = img.partition(id, 0).unwrap();
     assert_eq!(p.leader, 1);
     assert!(p.leader_epoch >= 2);
@@ -166,11 +169,11 @@ fn unclean_election_when_enabled() {
         &img,
         create_topic(&img, "t", 1, 2, &cfg, &defaults(), id).unwrap(),
     );
-    let img = commit(&img, fence_broker(&img, 2));
-    let img = commit(&img, fence_broker(&img, 1));
-    let img = commit(&img, unfence_broker(&img, 2));
+    let img = commit(&img, fence_broker(&img, BrokerId(2)));
+    let img = commit(&img, fence_broker(&img, BrokerId(1)));
+    let img = commit(&img, unfence_broker(&img, BrokerId(2)));
     let p = img.partition(id, 0).unwrap();
-    assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
+    assert_eq!((p.leader, p.isr.clone()), (BrokerId(2), vec![BrokerId(2)]));
 }
 
 #[test]
@@ -182,12 +185,12 @@ fn alter_partition_checks_epochs_and_membership() {
         create_topic(&img, "t", 1, 3, &BTreeMap::new(), &defaults(), id).unwrap(),
     );
     let base = AlterPartition {
-        broker: 1,
+        broker: BrokerId(1),
         topic_id: id,
         index: 0,
         leader_epoch: 0,
         partition_epoch: 0,
-        new_isr: vec![1, 2],
+        new_isr: BrokerId::from_wire(&[1, 2]),
     };
     let (records, state) = alter_partition(&img, &base).unwrap();
     assert_eq!(state.partition_epoch, 1);
@@ -199,7 +202,7 @@ fn alter_partition_checks_epochs_and_membership() {
     let wrong = [
         (
             AlterPartition {
-                broker: 2,
+                broker: BrokerId(2),
                 partition_epoch: 1,
                 ..base.clone()
             },
@@ -223,7 +226,7 @@ fn alter_partition_checks_epochs_and_membership() {
         ),
         (
             AlterPartition {
-                new_isr: vec![2, 3],
+                new_isr: BrokerId::from_wire(&[2, 3]),
                 partition_epoch: 1,
                 ..base.clone()
             },
@@ -231,7 +234,7 @@ fn alter_partition_checks_epochs_and_membership() {
         ),
         (
             AlterPartition {
-                new_isr: vec![1, 1],
+                new_isr: BrokerId::from_wire(&[1, 1]),
                 partition_epoch: 1,
                 ..base.clone()
             },
@@ -239,7 +242,7 @@ fn alter_partition_checks_epochs_and_membership() {
         ),
         (
             AlterPartition {
-                new_isr: vec![1, 9],
+                new_isr: BrokerId::from_wire(&[1, 9]),
                 partition_epoch: 1,
                 ..base.clone()
             },
@@ -262,12 +265,12 @@ fn alter_partition_checks_epochs_and_membership() {
         );
     }
     // A fenced broker cannot join the ISR.
-    let img = commit(&img, fence_broker(&img, 3));
+    let img = commit(&img, fence_broker(&img, BrokerId(3)));
     let p = img.partition(id, 0).unwrap().clone();
     let err = alter_partition(
         &img,
         &AlterPartition {
-            new_isr: vec![1, 2, 3],
+            new_isr: BrokerId::from_wire(&[1, 2, 3]),
             partition_epoch: p.partition_epoch,
             ..base
         },
@@ -279,9 +282,9 @@ fn alter_partition_checks_epochs_and_membership() {
 #[test]
 fn producer_id_blocks_are_disjoint() {
     let img = cluster(1);
-    let a = allocate_producer_ids(&img, 1, 1000);
+    let a = allocate_producer_ids(&img, BrokerId(1), 1000);
     let img = commit(&img, vec![a.clone()]);
-    let b = allocate_producer_ids(&img, 1, 1000);
+    let b = allocate_producer_ids(&img, BrokerId(1), 1000);
     match (a, b) {
         (
             MetadataRecord::ProducerIdBlock {
@@ -328,9 +331,9 @@ proptest! {
         for op in ops {
             let before = img.clone();
             let records: Vec<MetadataRecord> = match op {
-                Op::Register(b) => register_broker(&img, b, &format!("i{}", img.offset), ep(9000), None, false).unwrap(),
-                Op::Unfence(b) => unfence_broker(&img, b),
-                Op::Fence(b) => fence_broker(&img, b),
+                Op::Register(b) => register_broker(&img, BrokerId::from(b), &format!("i{}", img.offset), ep(9000), None, false).unwrap(),
+                Op::Unfence(b) => unfence_broker(&img, BrokerId::from(b)),
+                Op::Fence(b) => fence_broker(&img, BrokerId::from(b)),
                 Op::Create(t, p, r) => {
                     next_id += 1;
                     create_topic(&img, &format!("t{t}"), p, r, &BTreeMap::new(), &defaults(), TopicId([next_id; 16]))
@@ -345,7 +348,7 @@ proptest! {
                     let Some(topic) = img.topic(&format!("t{t}")) else { continue };
                     let Some(state) = topic.partitions.get(p as usize) else { continue };
                     if state.leader == NO_LEADER { continue }
-                    let new_isr: Vec<i32> = if matches!(op, Op::Shrink(..)) {
+                    let new_isr: Vec<BrokerId> = if matches!(op, Op::Shrink(..)) {
                         vec![state.leader]
                     } else {
                         state.replicas.iter().copied().filter(|b| img.is_unfenced(*b) || state.isr.contains(b)).collect()
@@ -381,8 +384,8 @@ proptest! {
 fn a_second_incarnation_is_refused_while_the_first_has_a_live_session() {
     // Review defect 8 of issue 12 (Kafka's ClusterControlManager.registerBroker).
     let img = cluster(2);
-    let epoch = img.brokers[&1].epoch;
-    let err = register_broker(&img, 1, "other", ep(9101), None, true).unwrap_err();
+    let epoch = img.brokers[&BrokerId(1)].epoch;
+    let err = register_broker(&img, BrokerId(1), "other", ep(9101), None, true).unwrap_err();
     assert_eq!(
         err.code,
         ErrorCode::DuplicateBrokerRegistration,
@@ -391,14 +394,16 @@ fn a_second_incarnation_is_refused_while_the_first_has_a_live_session() {
     );
     assert!(err.message.contains("inc-1"), "{}", err.message);
     // The same incarnation retrying keeps its registration (and epoch).
-    assert!(register_broker(&img, 1, "inc-1", ep(9001), None, true)
-        .unwrap()
-        .is_empty());
-    assert_eq!(img.brokers[&1].epoch, epoch);
+    assert!(
+        register_broker(&img, BrokerId(1), "inc-1", ep(9001), None, true)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(img.brokers[&BrokerId(1)].epoch, epoch);
     // Once the old session is gone, a new incarnation is a restart: fenced, re-registered.
-    let records = register_broker(&img, 1, "other", ep(9101), None, false).unwrap();
+    let records = register_broker(&img, BrokerId(1), "other", ep(9101), None, false).unwrap();
     let next = commit(&img, records);
-    assert!(next.brokers[&1].fenced);
-    assert_eq!(next.brokers[&1].incarnation_id, "other");
-    assert!(next.brokers[&1].epoch > epoch);
+    assert!(next.brokers[&BrokerId(1)].fenced);
+    assert_eq!(next.brokers[&BrokerId(1)].incarnation_id, "other");
+    assert!(next.brokers[&BrokerId(1)].epoch > epoch);
 }

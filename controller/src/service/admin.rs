@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use prost::Message;
 use sluice_metadata::config::{effective, TOPIC_CONFIGS};
-use sluice_metadata::{TopicId, TopicImage};
+use sluice_metadata::{BrokerId, TopicId, TopicImage};
 use sluice_proto::status::error_status;
 use sluice_proto::v1::admin_server::Admin;
 use sluice_proto::v1::*;
@@ -61,16 +61,16 @@ fn describe(t: &TopicImage, image: &sluice_metadata::MetadataImage) -> TopicDesc
             .enumerate()
             .map(|(i, p)| PartitionDescription {
                 partition: i as i32,
-                leader_id: p.leader,
+                leader_id: p.leader.get(),
                 leader_epoch: p.leader_epoch,
                 partition_epoch: p.partition_epoch,
-                replicas: p.replicas.clone(),
-                isr: p.isr.clone(),
+                replicas: BrokerId::to_wire(&p.replicas),
+                isr: BrokerId::to_wire(&p.isr),
                 offline_replicas: p
                     .replicas
                     .iter()
-                    .copied()
-                    .filter(|b| !image.is_unfenced(*b))
+                    .filter(|b| !image.is_unfenced(**b))
+                    .map(|b| b.get())
                     .collect(),
             })
             .collect(),
@@ -379,8 +379,8 @@ impl AdminService {
         _req: DescribeClusterRequest,
     ) -> Result<DescribeClusterResponse, Status> {
         let image = self.node.ensure_current().await?;
-        let mut leaders = BTreeMap::<i32, i32>::new();
-        let mut replicas = BTreeMap::<i32, i32>::new();
+        let mut leaders = BTreeMap::<BrokerId, i32>::new();
+        let mut replicas = BTreeMap::<BrokerId, i32>::new();
         for t in image.topics.values() {
             for p in &t.partitions {
                 *leaders.entry(p.leader).or_default() += 1;
@@ -395,9 +395,9 @@ impl AdminService {
             .map(|b| {
                 let session = self.node.session_info(b.id);
                 ClusterBroker {
-                    broker_id: b.id,
+                    broker_id: b.id.get(),
                     endpoint: Some(BrokerEndpoint {
-                        broker_id: b.id,
+                        broker_id: b.id.get(),
                         host: b.endpoint.host.clone(),
                         port: b.endpoint.port as i32,
                         rack: b.rack.clone(),

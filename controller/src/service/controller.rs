@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::Stream;
 use openraft::EntryPayload;
 use sluice_metadata::records::RECORD_FORMAT_VERSION;
-use sluice_metadata::{Endpoint, TopicId};
+use sluice_metadata::{BrokerId, Endpoint, TopicId};
 use sluice_proto::status::error_status;
 use sluice_proto::v1::controller_server::Controller;
 use sluice_proto::v1::*;
@@ -83,13 +83,13 @@ impl Controller for ControllerService {
         };
         let alive = self
             .node
-            .session_alive_elsewhere(req.broker_id, &req.directory_id);
+            .session_alive_elsewhere(BrokerId(req.broker_id), &req.directory_id);
         let (offset, existing) = self
             .node
             .decide(|img| {
                 let records = logic::register_broker(
                     img,
-                    req.broker_id,
+                    BrokerId(req.broker_id),
                     &req.incarnation_id,
                     endpoint,
                     req.rack.clone(),
@@ -98,13 +98,14 @@ impl Controller for ControllerService {
                 // A retry of the same incarnation: its current registration.
                 let existing = records
                     .is_empty()
-                    .then(|| img.brokers.get(&req.broker_id).map(|b| b.epoch))
+                    .then(|| img.brokers.get(&BrokerId(req.broker_id)).map(|b| b.epoch))
                     .flatten();
                 Ok((records, existing))
             })
             .await?;
         let offset = existing.map_or(offset, |e| e as u64);
-        self.node.start_session(req.broker_id, &req.directory_id);
+        self.node
+            .start_session(BrokerId(req.broker_id), &req.directory_id);
         tracing::info!(broker = req.broker_id, epoch = offset, "broker registered");
         Ok(Response::new(RegisterBrokerResponse {
             broker_epoch: offset as i64,
@@ -118,17 +119,17 @@ impl Controller for ControllerService {
         self.require_active()?;
         let req = r.into_inner();
         let image = self.node.image();
-        logic::check_broker_epoch(&image, req.broker_id, req.broker_epoch)
+        logic::check_broker_epoch(&image, BrokerId(req.broker_id), req.broker_epoch)
             .map_err(|e| error_status(e.code, e.message, None))?;
         self.node.touch_session(
-            req.broker_id,
+            BrokerId(req.broker_id),
             req.current_metadata_offset,
             &req.directory_id,
         );
         let caught_up = req
             .current_metadata_offset
             .is_some_and(|o| o as i64 >= req.broker_epoch);
-        let broker = req.broker_id;
+        let broker = BrokerId(req.broker_id);
         let (_, (fenced, shut_down)) = self
             .node
             .decide(|img| {
@@ -168,7 +169,7 @@ impl Controller for ControllerService {
         let (_, state) = self
             .node
             .decide(|img| {
-                logic::check_broker_epoch(img, req.broker_id, req.broker_epoch)?;
+                logic::check_broker_epoch(img, BrokerId(req.broker_id), req.broker_epoch)?;
                 let topic_id = if req.topic_id.is_empty() {
                     img.topic(&req.topic).map(|t| t.id)
                 } else {
@@ -183,12 +184,12 @@ impl Controller for ControllerService {
                 let (records, state) = logic::alter_partition(
                     img,
                     &AlterPartition {
-                        broker: req.broker_id,
+                        broker: BrokerId(req.broker_id),
                         topic_id,
                         index: req.partition,
                         leader_epoch: req.leader_epoch,
                         partition_epoch: req.partition_epoch,
-                        new_isr: req.new_isr.clone(),
+                        new_isr: BrokerId::from_wire(&req.new_isr),
                     },
                 )?;
                 Ok((records, (topic_id, state)))
@@ -198,10 +199,10 @@ impl Controller for ControllerService {
         Ok(Response::new(AlterPartitionResponse {
             topic_id: topic_id.to_string(),
             partition: req.partition,
-            leader_id: state.leader,
+            leader_id: state.leader.0,
             leader_epoch: state.leader_epoch,
             partition_epoch: state.partition_epoch,
-            isr: state.isr,
+            isr: BrokerId::to_wire(&state.isr),
         }))
     }
 
@@ -211,7 +212,7 @@ impl Controller for ControllerService {
     ) -> Result<Response<ControlledShutdownResponse>, Status> {
         self.require_active()?;
         let req = r.into_inner();
-        let broker = req.broker_id;
+        let broker = BrokerId(req.broker_id);
         self.node
             .decide(|img| {
                 logic::check_broker_epoch(img, broker, req.broker_epoch)?;
@@ -247,8 +248,12 @@ impl Controller for ControllerService {
         let (_, first) = self
             .node
             .decide(|img| {
-                logic::check_broker_epoch(img, req.broker_id, req.broker_epoch)?;
-                let rec = logic::allocate_producer_ids(img, req.broker_id, PRODUCER_ID_BLOCK_LEN);
+                logic::check_broker_epoch(img, BrokerId(req.broker_id), req.broker_epoch)?;
+                let rec = logic::allocate_producer_ids(
+                    img,
+                    BrokerId(req.broker_id),
+                    PRODUCER_ID_BLOCK_LEN,
+                );
                 Ok((vec![rec], img.next_producer_id))
             })
             .await?;

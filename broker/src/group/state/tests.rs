@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_metadata::{MetadataImage, PartitionState, TopicId, TopicImage};
+use sluice_metadata::{BrokerId, MetadataImage, PartitionState, TopicId, TopicImage};
 use sluice_proto::status::error_code;
 use sluice_proto::v1::*;
 
@@ -17,9 +17,9 @@ const HB: Duration = Duration::from_millis(300);
 fn image(n: usize) -> MetadataImage {
     let id = TopicId([7; 16]);
     let p = PartitionState {
-        replicas: vec![1],
-        isr: vec![1],
-        leader: 1,
+        replicas: vec![BrokerId(1)],
+        isr: vec![BrokerId(1)],
+        leader: BrokerId(1),
         leader_epoch: 0,
         partition_epoch: 0,
     };

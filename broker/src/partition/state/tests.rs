@@ -7,25 +7,30 @@ use proptest::prelude::*;
 
 use super::*;
 
-const ME: BrokerId = 1;
+const ME: BrokerId = BrokerId(1);
 const LAG: Duration = Duration::from_secs(10);
 
-fn leader(epoch: i32, partition_epoch: i32, isr: &[BrokerId], replicas: &[BrokerId]) -> Role {
+/// Broker ids from literals.
+fn ids(v: &[i32]) -> Vec<BrokerId> {
+    BrokerId::from_wire(v)
+}
+
+fn leader(epoch: i32, partition_epoch: i32, isr: &[i32], replicas: &[i32]) -> Role {
     Role::Leader {
         leader_epoch: epoch,
         partition_epoch,
-        isr: isr.to_vec(),
-        replicas: replicas.to_vec(),
+        isr: ids(isr),
+        replicas: ids(replicas),
     }
 }
 
 /// Leader 1 of replicas {1, 2, 3} at epoch 5 / partition epoch 10 with the given ISR and
 /// log end offset.
-fn leading(isr: &[BrokerId], leo: i64, t0: Instant) -> ReplicaState {
+fn leading(isr: &[i32], leo: i64, t0: Instant) -> ReplicaState {
     let mut s = ReplicaState::new(
         ME,
         Role::Follower {
-            leader: 2,
+            leader: BrokerId(2),
             leader_epoch: 4,
         },
         0,
@@ -35,11 +40,11 @@ fn leading(isr: &[BrokerId], leo: i64, t0: Instant) -> ReplicaState {
     s
 }
 
-fn committed(partition_epoch: i32, isr: &[BrokerId]) -> AlterOutcome {
+fn committed(partition_epoch: i32, isr: &[i32]) -> AlterOutcome {
     AlterOutcome::Committed {
         leader_epoch: 5,
         partition_epoch,
-        isr: isr.to_vec(),
+        isr: ids(isr),
     }
 }
 
@@ -47,7 +52,7 @@ fn committed(partition_epoch: i32, isr: &[BrokerId]) -> AlterOutcome {
 fn high_watermark_is_the_min_log_end_over_the_isr() {
     // Partition.maybeIncrementLeaderHW: (fetch offsets of 2 and 3, ISR) -> HW.
     let t0 = Instant::now();
-    let cases: &[(&[BrokerId], i64, i64, i64)] = &[
+    let cases: &[(&[i32], i64, i64, i64)] = &[
         (&[1, 2, 3], 40, 70, 40),
         (&[1, 2, 3], 100, 100, 100),
         (&[1, 2], 40, 0, 40),
@@ -56,8 +61,8 @@ fn high_watermark_is_the_min_log_end_over_the_isr() {
     ];
     for (isr, f2, f3, want) in cases {
         let mut s = leading(isr, 100, t0);
-        s.on_follower_fetch(2, *f2, 100, t0);
-        s.on_follower_fetch(3, *f3, 100, t0);
+        s.on_follower_fetch(BrokerId(2), *f2, 100, t0);
+        s.on_follower_fetch(BrokerId(3), *f3, 100, t0);
         assert_eq!(s.high_watermark(), *want, "isr {isr:?} f2 {f2} f3 {f3}");
     }
 }
@@ -70,20 +75,20 @@ fn high_watermark_waits_for_a_replica_whose_isr_addition_is_pending() {
     // everything acknowledged must be on it.
     let t0 = Instant::now();
     let mut s = leading(&[1, 2], 50, t0);
-    s.on_follower_fetch(2, 50, 50, t0);
-    s.on_follower_fetch(3, 50, 50, t0);
+    s.on_follower_fetch(BrokerId(2), 50, 50, t0);
+    s.on_follower_fetch(BrokerId(3), 50, 50, t0);
     assert_eq!(s.high_watermark(), 50);
     let p = s.propose_isr(50, t0, LAG).expect("3 caught up: expand");
     assert_eq!(p.isr, vec![1, 2, 3]);
     assert_eq!(s.maximal_isr(), vec![1, 2, 3]);
     // New appends reach 2 but not 3 while the proposal is in flight.
-    s.on_follower_fetch(2, 80, 80, t0);
+    s.on_follower_fetch(BrokerId(2), 80, 80, t0);
     assert_eq!(
         s.high_watermark(),
         50,
         "HW must wait for the pending member 3"
     );
-    s.on_follower_fetch(3, 70, 80, t0);
+    s.on_follower_fetch(BrokerId(3), 70, 80, t0);
     assert_eq!(s.high_watermark(), 70);
     // Committed: 3 is an ISR member now, as far as the HW already assumed.
     s.on_alter_partition(&p, committed(11, &[1, 2, 3]), 80);
@@ -98,12 +103,12 @@ fn a_lost_alter_partition_answer_keeps_the_proposal_in_the_maximal_isr() {
     // (Kafka's AlterPartitionManager retries; only a definite error resets the state).
     let t0 = Instant::now();
     let mut s = leading(&[1, 2], 50, t0);
-    s.on_follower_fetch(2, 50, 50, t0);
-    s.on_follower_fetch(3, 50, 50, t0);
+    s.on_follower_fetch(BrokerId(2), 50, 50, t0);
+    s.on_follower_fetch(BrokerId(3), 50, 50, t0);
     let p = s.propose_isr(50, t0, LAG).unwrap();
     s.on_alter_partition(&p, AlterOutcome::Unknown, 50);
     assert_eq!(s.pending(), Some(&p));
-    s.on_follower_fetch(2, 90, 90, t0);
+    s.on_follower_fetch(BrokerId(2), 90, 90, t0);
     assert_eq!(s.high_watermark(), 50);
     assert_eq!(
         s.propose_isr(90, t0, LAG),
@@ -126,7 +131,7 @@ fn a_committed_alter_partition_answer_applies_its_isr_and_partition_epoch() {
     // the next proposal. The controller may answer a different ISR than proposed.
     let t0 = Instant::now();
     let mut s = leading(&[1, 2, 3], 10, t0);
-    s.on_follower_fetch(2, 10, 10, t0);
+    s.on_follower_fetch(BrokerId(2), 10, 10, t0);
     let later = t0 + LAG + Duration::from_secs(1);
     let p = s
         .propose_isr(10, later, LAG)
@@ -147,9 +152,9 @@ fn a_committed_alter_partition_answer_applies_its_isr_and_partition_epoch() {
     );
     assert_eq!(s.isr(), &[1, 2]);
     // And the next proposal is based on epoch 12.
-    s.on_follower_fetch(3, 10, 10, later);
+    s.on_follower_fetch(BrokerId(3), 10, 10, later);
     let q = s.propose_isr(10, later, LAG).expect("3 back: expand");
-    assert_eq!((q.partition_epoch, q.isr.clone()), (12, vec![1, 2, 3]));
+    assert_eq!((q.partition_epoch, q.isr.clone()), (12, ids(&[1, 2, 3])));
 }
 
 #[test]
@@ -158,8 +163,8 @@ fn metadata_past_the_proposals_partition_epoch_ends_it() {
     // image is authoritative and the proposal is void.
     let t0 = Instant::now();
     let mut s = leading(&[1, 2], 50, t0);
-    s.on_follower_fetch(3, 50, 50, t0);
-    s.on_follower_fetch(2, 50, 50, t0);
+    s.on_follower_fetch(BrokerId(3), 50, 50, t0);
+    s.on_follower_fetch(BrokerId(2), 50, 50, t0);
     let p = s.propose_isr(50, t0, LAG).unwrap();
     assert_eq!(
         s.apply_role(leader(5, 11, &[1], &[1, 2, 3]), 50, t0),
@@ -175,13 +180,13 @@ fn metadata_past_the_proposals_partition_epoch_ends_it() {
 fn an_answer_for_another_leader_epoch_changes_nothing() {
     let t0 = Instant::now();
     let mut s = leading(&[1, 2], 50, t0);
-    s.on_follower_fetch(2, 50, 50, t0);
-    s.on_follower_fetch(3, 50, 50, t0);
+    s.on_follower_fetch(BrokerId(2), 50, 50, t0);
+    s.on_follower_fetch(BrokerId(3), 50, 50, t0);
     let p = s.propose_isr(50, t0, LAG).unwrap();
     let stale = AlterOutcome::Committed {
         leader_epoch: 4,
         partition_epoch: 30,
-        isr: vec![1],
+        isr: ids(&[1]),
     };
     s.on_alter_partition(&p, stale, 50);
     assert_eq!(s.isr(), &[1, 2]);
@@ -208,13 +213,13 @@ fn a_follower_not_caught_up_for_the_lag_time_leaves_the_isr() {
     for (fetches, probe, shrinks) in cases {
         let mut s = leading(&[1, 2], 100, t0);
         for (off, leo, at) in *fetches {
-            s.on_follower_fetch(2, *off, *leo, t0 + Duration::from_secs(*at));
+            s.on_follower_fetch(BrokerId(2), *off, *leo, t0 + Duration::from_secs(*at));
         }
         let leo = fetches.last().map_or(100, |f| f.1);
         let p = s.propose_isr(leo, t0 + Duration::from_secs(*probe), LAG);
         assert_eq!(
             p.as_ref().map(|p| p.isr.clone()),
-            shrinks.then(|| vec![1]),
+            shrinks.then(|| ids(&[1])),
             "fetches {fetches:?} probe {probe}s"
         );
     }
@@ -228,9 +233,9 @@ fn a_follower_joins_the_isr_only_past_the_hw_and_the_leader_epoch_start() {
     let cases: &[(i64, bool)] = &[(40, false), (99, false), (100, true), (120, true)];
     for (f3, joins) in cases {
         let mut s = leading(&[1, 2], 100, t0);
-        s.on_follower_fetch(2, 100, 100, t0);
+        s.on_follower_fetch(BrokerId(2), 100, 100, t0);
         assert_eq!(s.high_watermark(), 100);
-        s.on_follower_fetch(3, *f3, 130, t0);
+        s.on_follower_fetch(BrokerId(3), *f3, 130, t0);
         let p = s.propose_isr(130, t0, LAG);
         assert_eq!(p.is_some(), *joins, "follower 3 at {f3}");
     }
@@ -240,8 +245,8 @@ fn a_follower_joins_the_isr_only_past_the_hw_and_the_leader_epoch_start() {
 fn followers_join_one_at_a_time_and_nothing_new_is_proposed_while_one_is_pending() {
     let t0 = Instant::now();
     let mut s = leading(&[1], 0, t0);
-    s.on_follower_fetch(2, 0, 0, t0);
-    s.on_follower_fetch(3, 0, 0, t0);
+    s.on_follower_fetch(BrokerId(2), 0, 0, t0);
+    s.on_follower_fetch(BrokerId(3), 0, 0, t0);
     let p = s.propose_isr(0, t0, LAG).unwrap();
     assert_eq!(p.isr, vec![1, 2]);
     assert_eq!(s.propose_isr(0, t0, LAG), Some(p.clone()));
@@ -254,9 +259,9 @@ fn followers_join_one_at_a_time_and_nothing_new_is_proposed_while_one_is_pending
 fn a_broker_that_is_not_a_replica_does_not_move_the_hw() {
     let t0 = Instant::now();
     let mut s = leading(&[1, 2], 100, t0);
-    s.on_follower_fetch(2, 10, 100, t0);
-    assert!(!s.on_follower_fetch(9, 100, 100, t0));
-    assert_eq!(s.follower(9), None);
+    s.on_follower_fetch(BrokerId(2), 10, 100, t0);
+    assert!(!s.on_follower_fetch(BrokerId(9), 100, 100, t0));
+    assert_eq!(s.follower(BrokerId(9)), None);
     assert_eq!(s.high_watermark(), 10);
 }
 
@@ -268,7 +273,7 @@ fn a_new_leader_holds_the_hw_until_every_isr_member_fetches() {
     let mut s = ReplicaState::new(
         ME,
         Role::Follower {
-            leader: 2,
+            leader: BrokerId(2),
             leader_epoch: 4,
         },
         30,
@@ -277,11 +282,11 @@ fn a_new_leader_holds_the_hw_until_every_isr_member_fetches() {
     assert_eq!(s.high_watermark(), 30);
     s.apply_role(leader(5, 10, &[1, 2, 3], &[1, 2, 3]), 60, t0);
     assert_eq!(s.high_watermark(), 30);
-    s.on_follower_fetch(2, 60, 60, t0);
+    s.on_follower_fetch(BrokerId(2), 60, 60, t0);
     assert_eq!(s.high_watermark(), 30);
-    s.on_follower_fetch(3, 20, 60, t0);
+    s.on_follower_fetch(BrokerId(3), 20, 60, t0);
     assert_eq!(s.high_watermark(), 30, "never backwards");
-    s.on_follower_fetch(3, 60, 60, t0);
+    s.on_follower_fetch(BrokerId(3), 60, 60, t0);
     assert_eq!(s.high_watermark(), 60);
 }
 
@@ -293,7 +298,7 @@ fn a_new_leaders_latest_offset_is_unknown_below_its_epoch_start() {
     let mut s = ReplicaState::new(
         ME,
         Role::Follower {
-            leader: 2,
+            leader: BrokerId(2),
             leader_epoch: 4,
         },
         30,
@@ -306,7 +311,7 @@ fn a_new_leaders_latest_offset_is_unknown_below_its_epoch_start() {
     );
     s.apply_role(leader(5, 10, &[1, 2], &[1, 2, 3]), 60, t0);
     assert_eq!(s.known_high_watermark(), None);
-    s.on_follower_fetch(2, 60, 60, t0);
+    s.on_follower_fetch(BrokerId(2), 60, 60, t0);
     assert_eq!(s.known_high_watermark(), Some(60));
 }
 
@@ -316,7 +321,7 @@ fn a_follower_takes_the_leaders_hw_bounded_by_its_own_log_end() {
     let mut s = ReplicaState::new(
         ME,
         Role::Follower {
-            leader: 2,
+            leader: BrokerId(2),
             leader_epoch: 4,
         },
         0,
@@ -334,7 +339,7 @@ fn a_follower_takes_the_leaders_hw_bounded_by_its_own_log_end() {
     s.clamp_high_watermark(12);
     assert_eq!(s.high_watermark(), 12, "truncated below the HW");
     assert!(
-        !s.on_follower_fetch(3, 12, 12, t0),
+        !s.on_follower_fetch(BrokerId(3), 12, 12, t0),
         "followers track nobody"
     );
 }
@@ -343,17 +348,17 @@ fn a_follower_takes_the_leaders_hw_bounded_by_its_own_log_end() {
 fn becoming_follower_drops_leader_state() {
     let t0 = Instant::now();
     let mut s = leading(&[1, 2], 50, t0);
-    s.on_follower_fetch(2, 50, 50, t0);
-    s.on_follower_fetch(3, 50, 50, t0);
+    s.on_follower_fetch(BrokerId(2), 50, 50, t0);
+    s.on_follower_fetch(BrokerId(3), 50, 50, t0);
     s.propose_isr(50, t0, LAG).unwrap();
     let r = Role::Follower {
-        leader: 2,
+        leader: BrokerId(2),
         leader_epoch: 6,
     };
     assert_eq!(s.apply_role(r.clone(), 50, t0), RoleChange::BecameFollower);
     assert_eq!(s.apply_role(r, 50, t0), RoleChange::Unchanged);
     assert_eq!(s.pending(), None);
-    assert_eq!(s.follower(2), None);
+    assert_eq!(s.follower(BrokerId(2)), None);
     assert_eq!(s.propose_isr(50, t0, LAG), None);
 }
 
@@ -437,7 +442,7 @@ fn acks_all_is_done_once_the_hw_passes_the_batch_with_enough_isr() {
     // Partition.checkEnoughReplicasReachOffset.
     let t0 = Instant::now();
     let mut s = leading(&[1, 2], 100, t0);
-    s.on_follower_fetch(2, 60, 100, t0);
+    s.on_follower_fetch(BrokerId(2), 60, 100, t0);
     let cases: &[(i64, usize, AcksAll)] = &[
         (59, 2, AcksAll::Done),
         (60, 2, AcksAll::Waiting),
@@ -468,7 +473,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (1i64..20).prop_map(Op::Append),
-        (2..=3, 0u8..=100).prop_map(|(b, f)| Op::Fetch(b, f)),
+        (2..=3, 0u8..=100).prop_map(|(b, f)| Op::Fetch(BrokerId(b), f)),
         (0u64..15).prop_map(Op::Tick),
         (0u8..3).prop_map(Op::Answer),
     ]
@@ -498,9 +503,9 @@ proptest! {
                 }
                 Op::Fetch(b, frac) => {
                     // A follower fetches at or past what it already has.
-                    let at = follower_leo[b as usize]
-                        + (leo - follower_leo[b as usize]) * frac as i64 / 100;
-                    follower_leo[b as usize] = at;
+                    let at = follower_leo[b.get() as usize]
+                        + (leo - follower_leo[b.get() as usize]) * frac as i64 / 100;
+                    follower_leo[b.get() as usize] = at;
                     s.on_follower_fetch(b, at, leo, now);
                 }
                 Op::Tick(secs) => {
@@ -536,8 +541,8 @@ proptest! {
             }
             for b in may_be_isr.into_iter().filter(|b| *b != ME) {
                 prop_assert!(
-                    follower_leo[b as usize] >= hw,
-                    "HW {} past broker {}'s log end {}", hw, b, follower_leo[b as usize]
+                    follower_leo[b.get() as usize] >= hw,
+                    "HW {} past broker {}'s log end {}", hw, b, follower_leo[b.get() as usize]
                 );
             }
         }
