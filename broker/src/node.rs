@@ -55,6 +55,9 @@ pub struct BrokerConfig {
     pub retention_check_interval: Duration,
     /// Bounded admission on the listener.
     pub listener_limits: crate::listener::ListenerLimits,
+    /// `auto.create.topics.enable`: a Metadata request that asks for it creates missing
+    /// topics with the cluster's `num.partitions` and `default.replication.factor`.
+    pub auto_create_topics: bool,
 }
 
 /// A running broker.
@@ -463,6 +466,80 @@ impl BrokerNode {
             }
         }
         Err(last)
+    }
+
+    /// Creates `topics` through the controllers (the first that answers); one result per
+    /// topic, `Err((code, message))` when it was refused. `None` partitions / replication
+    /// factor mean the cluster defaults (Kafka's -1).
+    pub async fn create_topics(
+        &self,
+        topics: Vec<TopicSpec>,
+    ) -> Result<Vec<CreateTopicResult>, tonic::Status> {
+        let req = CreateTopicsRequest {
+            topics,
+            validate_only: false,
+        };
+        let mut last = tonic::Status::unavailable("no controller reachable");
+        for addr in &self.config.controllers {
+            let mut call = tonic::Request::new(req.clone());
+            call.set_timeout(crate::service::ADMIN_RELAY_TIMEOUT);
+            match sluice_proto::v1::admin_client::AdminClient::new(self.channel(addr))
+                .create_topics(call)
+                .await
+            {
+                Ok(r) => return Ok(r.into_inner().results),
+                Err(s) => last = s,
+            }
+        }
+        Err(last)
+    }
+
+    /// Auto-creation for a Metadata request (Kafka's `auto.create.topics.enable`): creates
+    /// those of `names` that do not exist, are not internal (`__…`) and are wanted, with
+    /// the cluster defaults. Returns the names it asked for; the caller answers them with
+    /// LEADER_NOT_AVAILABLE (retriable) until their leaders are known, as Kafka does.
+    pub async fn auto_create(&self, names: &[String]) -> Vec<String> {
+        if !self.config.auto_create_topics {
+            return Vec::new();
+        }
+        let image = self.image();
+        let missing: Vec<String> = names
+            .iter()
+            .filter(|n| !n.is_empty() && !n.starts_with("__") && image.topic(n).is_none())
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return missing;
+        }
+        let specs = missing
+            .iter()
+            .map(|n| TopicSpec {
+                name: n.clone(),
+                num_partitions: -1,
+                replication_factor: -1,
+                configs: Default::default(),
+            })
+            .collect();
+        match self.create_topics(specs).await {
+            Ok(results) => {
+                for r in &results {
+                    if r.error_code == 0 {
+                        tracing::info!(topic = %r.name, "topic auto-created");
+                    }
+                }
+                results
+                    .into_iter()
+                    .filter(|r| {
+                        r.error_code == 0 || r.error_code == ErrorCode::TopicAlreadyExists as i32
+                    })
+                    .map(|r| r.name)
+                    .collect()
+            }
+            Err(s) => {
+                tracing::warn!(error = %s.message(), "auto-creating topics failed");
+                Vec::new()
+            }
+        }
     }
 
     /// A producer id never handed out before, from our block (a new block is allocated

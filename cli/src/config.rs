@@ -130,6 +130,11 @@ pub const KEYS: &[Key] = &[
         doc: "host:port of the Prometheus endpoint (GET /metrics); default: the host of `listeners`, port + 200",
     },
     Key {
+        name: "auto.create.topics.enable",
+        default: "true",
+        doc: "a Metadata request that asks for it (Kafka producers do) creates missing topics with num.partitions and default.replication.factor",
+    },
+    Key {
         name: "num.io.threads",
         default: "8",
         doc: "threads that run partitions' disk work; each partition is pinned to one",
@@ -299,6 +304,16 @@ impl NodeConfig {
                 env_name(key)
             )
         })
+    }
+
+    /// A `true`/`false` value; the error names the key.
+    pub fn bool(&self, key: &str) -> anyhow::Result<bool> {
+        let v = self.require(key)?;
+        match v.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => anyhow::bail!("config key {key}={v:?} must be true or false"),
+        }
     }
 
     /// A value parsed as a number; the error names the key.

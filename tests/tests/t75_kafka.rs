@@ -391,3 +391,76 @@ async fn confluent_kafka_and_kafka_python_produce_and_consume_unchanged() {
         .all(|m| m[3] == serde_json::json!([["h", "x"]]));
     assert!(with_header, "headers survive");
 }
+
+/// Goal: Kafka's `auto.create.topics.enable` (default true): a Kafka producer writing to a
+/// topic that does not exist creates it (with `num.partitions` and
+/// `default.replication.factor`), as with Kafka; a broker with it off answers
+/// UNKNOWN_TOPIC_OR_PARTITION instead. Method: kcat produces to a new topic on one cluster
+/// and reads it back; a gRPC Metadata asking for auto-creation on a cluster with it off
+/// creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_producer_auto_creates_its_topic_unless_that_is_off() {
+    use sluice_proto::v1::broker_client::BrokerClient;
+    use sluice_proto::v1::MetadataRequest;
+    let c = Cluster::start(1, 1, &[], &[]);
+    let b = c.broker_addr(1);
+    wait_for("kcat metadata", WAIT, || async {
+        kcat_try(&["-b", &b, "-L"], None).ok()
+    })
+    .await;
+    kcat(
+        &["-b", &b, "-P", "-t", "fresh", "-K:"],
+        Some("k:made-on-the-fly\n"),
+    );
+    let out = kcat(
+        &[
+            "-b",
+            &b,
+            "-C",
+            "-t",
+            "fresh",
+            "-o",
+            "beginning",
+            "-c",
+            "1",
+            "-e",
+            "-q",
+            "-f",
+            "%k %s\n",
+        ],
+        None,
+    );
+    assert_eq!(out.trim(), "k made-on-the-fly");
+    let t = describe_topic(&c.controller_addr(1), "fresh")
+        .await
+        .expect("the topic exists now");
+    assert_eq!(t.partitions.len(), 1, "num.partitions default");
+
+    let off = Cluster::start(1, 1, &[], &["auto.create.topics.enable=false"]);
+    let mut broker = BrokerClient::new(channel(&off.broker_addr(1)));
+    let m = wait_for("broker metadata", WAIT, || {
+        let mut broker = broker.clone();
+        async move {
+            broker
+                .metadata(MetadataRequest {
+                    topics: vec!["nope".into()],
+                    allow_auto_topic_creation: true,
+                })
+                .await
+                .ok()
+        }
+    })
+    .await
+    .into_inner();
+    assert_eq!(
+        m.topics[0].error_code,
+        sluice_proto::v1::ErrorCode::UnknownTopicOrPartition as i32
+    );
+    assert!(describe_topic(&off.controller_addr(1), "nope")
+        .await
+        .is_none());
+    broker
+        .metadata(MetadataRequest::default())
+        .await
+        .expect("still serving");
+}

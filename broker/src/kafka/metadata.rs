@@ -12,7 +12,20 @@ use super::{kstr, Ctx};
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const LEADER_NOT_AVAILABLE: i16 = 5;
 
-pub(super) fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub(super) async fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> MetadataResponse {
+    // v4+ says whether to auto-create; older versions always ask (Kafka's behaviour).
+    let allow_auto_create = version < 4 || req.allow_auto_topic_creation;
+    let named: Vec<String> = req
+        .topics
+        .iter()
+        .flatten()
+        .filter_map(|t| t.name.as_ref().map(|n| n.0.as_str().to_string()))
+        .collect();
+    let created = if allow_auto_create {
+        ctx.node.auto_create(&named).await
+    } else {
+        Vec::new()
+    };
     let image = ctx.node.image();
     let brokers: Vec<MetadataResponseBroker> = image
         .brokers
@@ -54,9 +67,17 @@ pub(super) fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> Metadat
             .into_iter()
             .map(|n| match n.as_deref().and_then(|n| image.topic(n)) {
                 Some(t) => topic(&image, t),
-                None => MetadataResponseTopic::default()
-                    .with_error_code(UNKNOWN_TOPIC_OR_PARTITION)
-                    .with_name(n.map(|n| TopicName(kstr(n)))),
+                None => {
+                    // Just auto-created: not in our image yet; the client asks again.
+                    let code = if n.as_ref().is_some_and(|n| created.contains(n)) {
+                        LEADER_NOT_AVAILABLE
+                    } else {
+                        UNKNOWN_TOPIC_OR_PARTITION
+                    };
+                    MetadataResponseTopic::default()
+                        .with_error_code(code)
+                        .with_name(n.map(|n| TopicName(kstr(n))))
+                }
             })
             .collect(),
     };

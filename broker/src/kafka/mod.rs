@@ -279,7 +279,7 @@ async fn dispatch(ctx: &Ctx, d: Decoded, tx: oneshot::Sender<Answer>, peer: Sock
             tokio::spawn(async move {
                 let answer: ResponseKind = match body {
                     RequestKind::ApiVersions(_) => versions::api_versions().into(),
-                    RequestKind::Metadata(r) => metadata::metadata(&ctx, r, version).into(),
+                    RequestKind::Metadata(r) => metadata::metadata(&ctx, r, version).await.into(),
                     RequestKind::Fetch(r) => fetch::fetch(&ctx, r, version).await.into(),
                     RequestKind::ListOffsets(r) => {
                         offsets::list_offsets(&ctx, r, version).await.into()

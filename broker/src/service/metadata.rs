@@ -7,6 +7,11 @@ pub(super) async fn metadata(
     r: Request<MetadataRequest>,
 ) -> Result<Response<MetadataResponse>, Status> {
     let req = r.into_inner();
+    let created = if req.allow_auto_topic_creation {
+        svc.node.auto_create(&req.topics).await
+    } else {
+        Vec::new()
+    };
     let image = svc.node.image();
     let brokers = image
         .brokers
@@ -56,6 +61,12 @@ pub(super) async fn metadata(
             .iter()
             .map(|n| match image.topic(n) {
                 Some(t) => describe(t),
+                None if created.contains(n) => TopicMetadata {
+                    error_code: ErrorCode::LeaderNotAvailable as i32,
+                    error_message: format!("topic {n:?} was just created; retry"),
+                    name: n.clone(),
+                    ..Default::default()
+                },
                 None => TopicMetadata {
                     error_code: ErrorCode::UnknownTopicOrPartition as i32,
                     error_message: format!("topic {n:?} does not exist"),

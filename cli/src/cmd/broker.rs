@@ -99,6 +99,7 @@ pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
         replica_fetch_max_bytes: cfg.num("replica.fetch.max.bytes")?,
         replica_fetch_wait_max_ms: cfg.num("replica.fetch.wait.max.ms")?,
         retention_check_interval: ms("log.retention.check.interval.ms")?,
+        auto_create_topics: cfg.bool("auto.create.topics.enable")?,
         listener_limits: sluice_broker::listener::ListenerLimits {
             connections_max: positive(cfg, "max.connections")? as usize,
             request_bytes_in_flight_max: positive(cfg, "queued.max.request.bytes")? as usize,
