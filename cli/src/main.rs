@@ -524,8 +524,29 @@ fn print_config(cfg: &config::NodeConfig, output: OutputFormat) -> anyhow::Resul
     Ok(())
 }
 
+/// Commands that run as long-lived nodes: their stdout/stderr may be a pipe to a parent that
+/// went away, and that must never kill a broker or a controller.
+fn is_node(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Dev { .. } | Command::Controller(_) | Command::Broker(_)
+    )
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !is_node(&cli.command) {
+        // A Unix tool whose reader goes away (`sluice consume … | head -3`) ends quietly, as
+        // SIGPIPE's default does (status 141 in the shell), instead of panicking in
+        // `println!`. Rust ignores SIGPIPE by default; sockets use MSG_NOSIGNAL either way.
+        // SAFETY: called once at start-up, before any thread exists, restoring the default.
+        unsafe {
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let logs = tracing_subscriber::fmt()

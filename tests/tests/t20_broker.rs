@@ -555,3 +555,61 @@ async fn a_broker_accepts_produce_as_soon_as_its_metadata_names_it_leader() {
         .await
         .expect("still serving");
 }
+
+/// Goal (issue 18.1): a command whose reader goes away (`sluice consume … | head -3`) exits
+/// quietly, as Unix tools do (SIGPIPE, status 141 in a shell), instead of panicking with
+/// "failed printing to stdout". Method: 3000 records in a topic; `sluice consume
+/// --from-beginning` with its stdout on a pipe that is closed after the first line; the
+/// process must end by SIGPIPE (or success) and print no panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_whose_reader_goes_away_exits_quietly() {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    let c = Cluster::start(1, 1, &[], &[]);
+    create_topic_with(&c.controller_addr(1), "piped", 1, 1, &[]).await;
+    let mut cl = client(&c.bootstrap()).await;
+    for chunk in 0..30 {
+        let values: Vec<String> = (0..100).map(|i| format!("value-{chunk}-{i}")).collect();
+        let refs: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+        cl.produce("piped", 0, batch_of(&refs), 1)
+            .await
+            .expect("acks=1 produce");
+    }
+    let mut child = std::process::Command::new(sluice_bin())
+        .args([
+            "consume",
+            "piped",
+            "--from-beginning",
+            "--bootstrap",
+            &c.bootstrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .unwrap();
+    assert!(!first.is_empty(), "the consumer printed something");
+    // The reader is gone now (the BufReader and the pipe's read end were dropped).
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the consumer did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!err.contains("panicked"), "no panic: {err}");
+    assert!(
+        status.success() || status.signal() == Some(13),
+        "ended by SIGPIPE or cleanly: {status:?}\n{err}"
+    );
+}
