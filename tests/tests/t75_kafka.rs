@@ -272,19 +272,38 @@ async fn bad_kafka_frames_close_only_their_connection() {
     };
     let garbage_metadata = request(3, 1, 1, &[0xff, 0xff, 0xff]);
     let unknown_key = request(999, 0, 1, &[]);
+    // Produce v3, acks=0, to a topic that does not exist: Kafka closes the connection, the
+    // only way an acks=0 producer learns to refresh its metadata.
+    let mut body = Vec::new();
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // transactional id: null
+    body.extend_from_slice(&0i16.to_be_bytes()); // acks=0
+    body.extend_from_slice(&1000i32.to_be_bytes()); // timeout
+    body.extend_from_slice(&1i32.to_be_bytes()); // one topic
+    body.extend_from_slice(&7i16.to_be_bytes());
+    body.extend_from_slice(b"missing");
+    body.extend_from_slice(&1i32.to_be_bytes()); // one partition
+    body.extend_from_slice(&0i32.to_be_bytes()); // index 0
+    body.extend_from_slice(&0i32.to_be_bytes()); // no records
+    let acks0_unknown = request(0, 3, 1, &body);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("negative length", (-1i32).to_be_bytes().to_vec()),
         ("2 GiB length", i32::MAX.to_be_bytes().to_vec()),
         ("undecodable body", garbage_metadata),
         ("unknown API key", unknown_key),
+        ("failed acks=0 produce", acks0_unknown),
     ];
     for (name, bytes) in cases {
         let mut s = connect();
         s.write_all(&bytes).unwrap();
         let mut buf = [0u8; 16];
         let n = s.read(&mut buf);
+        let closed = match &n {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        };
         assert!(
-            matches!(n, Ok(0)) || n.is_err(),
+            closed,
             "{name}: the broker closes the connection (read {n:?})"
         );
     }

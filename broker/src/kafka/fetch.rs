@@ -118,7 +118,7 @@ pub(super) async fn fetch(ctx: &Ctx, req: FetchRequest, _version: i16) -> FetchR
             );
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        if total >= min_bytes.max(1) || errors || left.is_zero() || watches.is_empty() {
+        if total >= min_bytes || errors || left.is_zero() || watches.is_empty() {
             return FetchResponse::default().with_responses(responses);
         }
         // Nothing yet: wait for any partition to change (new data, HW, leadership).

@@ -8,6 +8,9 @@ use sluice_metadata::{MetadataImage, TopicImage, NO_LEADER};
 
 use super::{kstr, Ctx};
 
+/// Topics Kafka clients treat as internal (`exclude.internal.topics`); only these.
+const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+
 /// Kafka's UNKNOWN_TOPIC_OR_PARTITION and LEADER_NOT_AVAILABLE.
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const LEADER_NOT_AVAILABLE: i16 = 5;
@@ -120,6 +123,6 @@ fn topic(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(kstr(t.name.clone()))))
         .with_topic_id(uuid::Uuid::from_bytes(t.id.0))
-        .with_is_internal(t.name.starts_with("__"))
+        .with_is_internal(INTERNAL_TOPICS.contains(&t.name.as_str()))
         .with_partitions(partitions)
 }

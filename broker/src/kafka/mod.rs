@@ -42,8 +42,30 @@ pub use versions::SUPPORTED;
 /// stops reading: pipelining with a bound (Kafka clients keep ≤ 5 in flight by default).
 pub const KAFKA_IN_FLIGHT_MAX: usize = 32;
 
-/// What a handler gives back: the encoded response body, or nothing (acks=0 produce).
-type Answer = Option<ResponseKind>;
+/// How long a connection may stay silent between requests (Kafka's
+/// `connections.max.idle.ms` default, 10 minutes).
+pub const CONNECTION_IDLE_MAX: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long the rest of a request may take to arrive once its length was read: a client
+/// that announces a large frame and stalls must not hold the request-bytes budget.
+pub const REQUEST_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What a handler gives back.
+pub(crate) enum Answer {
+    /// A response to write.
+    Reply(Box<ResponseKind>),
+    /// Nothing to write (acks=0 produce that succeeded).
+    Nothing,
+    /// Close the connection after the earlier responses: an acks=0 produce failed, and
+    /// closing is the only signal such a producer gets to refresh its metadata (Kafka does
+    /// the same).
+    Close(String),
+}
+
+/// An answer with what it holds until it is written (a Fetch's in-flight permit).
+struct Answered {
+    answer: Answer,
+    _held: Option<tokio::sync::OwnedSemaphorePermit>,
+}
 
 /// The context every handler gets.
 #[derive(Clone)]
@@ -81,31 +103,43 @@ where
         node,
     };
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let (queue, mut answers) =
-        mpsc::channel::<(i32, i16, ApiKey, oneshot::Receiver<Answer>)>(KAFKA_IN_FLIGHT_MAX);
+    let (queue, mut answers) = mpsc::channel::<Queued>(KAFKA_IN_FLIGHT_MAX);
     metrics::gauge!("sluice_kafka_connections_open").increment(1.0);
-    // The writer: responses in request order.
-    let write = tokio::spawn(async move {
+    // The writer: responses in request order. When it stops (the client went away, or the
+    // connection must close), it shuts the socket down and the reader stops too.
+    let mut write = tokio::spawn(async move {
         while let Some((correlation_id, version, api_key, rx)) = answers.recv().await {
-            let Ok(answer) = rx.await else {
+            let Ok(answered) = rx.await else {
                 // The handler failed without an answer: the client cannot match later
                 // responses any more, so the connection ends.
-                return;
+                break;
             };
-            let Some(body) = answer else { continue };
+            let body = match answered.answer {
+                Answer::Reply(body) => body,
+                Answer::Nothing => continue,
+                Answer::Close(why) => {
+                    tracing::info!(%peer, "closing a Kafka connection: {why}");
+                    break;
+                }
+            };
             let frame = match encode_response(api_key, version, correlation_id, &body) {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::error!(api = ?api_key, version, error = %e, "cannot encode a Kafka response; closing the connection");
-                    return;
+                    break;
                 }
             };
             if writer.write_all(&frame).await.is_err() {
-                return;
+                break;
             }
         }
+        let _ = writer.shutdown().await;
     });
-    let closed = read_loop(&mut reader, &queue, &ctx, peer).await;
+    let fetches = Arc::new(tokio::sync::Semaphore::new(FETCHES_IN_FLIGHT_MAX));
+    let closed = tokio::select! {
+        closed = read_loop(&mut reader, &queue, &ctx, &fetches, peer) => closed,
+        _ = &mut write => Close::Eof,
+    };
     match &closed {
         Close::Eof => tracing::debug!(%peer, "Kafka connection closed by the client"),
         Close::Io(e) => tracing::debug!(%peer, error = %e, "Kafka connection failed"),
@@ -114,14 +148,24 @@ where
         }
     }
     drop(queue);
-    let _ = write.await;
+    if !write.is_finished() {
+        let _ = write.await;
+    }
     metrics::gauge!("sluice_kafka_connections_open").decrement(1.0);
 }
 
+/// Fetches of one connection read and not yet written: a fetch answer can be tens of MiB,
+/// and Kafka clients send one fetch per connection at a time anyway.
+pub const FETCHES_IN_FLIGHT_MAX: usize = 1;
+
+/// A request's slot in the in-order queue: (correlation id, version, api, its answer).
+type Queued = (i32, i16, ApiKey, oneshot::Receiver<Answered>);
+
 async fn read_loop<R: AsyncRead + Unpin>(
     reader: &mut R,
-    queue: &mpsc::Sender<(i32, i16, ApiKey, oneshot::Receiver<Answer>)>,
+    queue: &mpsc::Sender<Queued>,
     ctx: &Ctx,
+    fetches: &Arc<tokio::sync::Semaphore>,
     peer: SocketAddr,
 ) -> Close {
     loop {
@@ -134,7 +178,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
             // KIP-511: a too-new ApiVersions gets a v0 answer with error 35 and our ranges.
             Ok(Err((correlation_id, answer))) => {
                 let (tx, rx) = oneshot::channel();
-                let _ = tx.send(Some(answer));
+                let _ = tx.send(Answered {
+                    answer: Answer::Reply(Box::new(answer)),
+                    _held: None,
+                });
                 if queue
                     .send((correlation_id, 0, ApiKey::ApiVersions, rx))
                     .await
@@ -159,7 +206,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         {
             return Close::Eof;
         }
-        dispatch(ctx, decoded, tx, peer).await;
+        dispatch(ctx, decoded, tx, fetches, peer).await;
     }
 }
 
@@ -167,10 +214,16 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// it is read and decoded.
 async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, ctx: &Ctx) -> Result<Bytes, Close> {
     let mut len = [0u8; 4];
-    match reader.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(Close::Eof),
-        Err(e) => return Err(Close::Io(e)),
+    match tokio::time::timeout(CONNECTION_IDLE_MAX, reader.read_exact(&mut len)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(Close::Eof),
+        Ok(Err(e)) => return Err(Close::Io(e)),
+        Err(_) => {
+            return Err(Close::Protocol(format!(
+                "idle for {} s (connections.max.idle.ms)",
+                CONNECTION_IDLE_MAX.as_secs()
+            )))
+        }
     }
     let len = i32::from_be_bytes(len);
     if len < 4 || len as usize > MESSAGE_BYTES_MAX {
@@ -180,14 +233,17 @@ async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, ctx: &Ctx) -> Result<B
     }
     let _budget = ctx.node.request_bytes.admit(len as usize).await;
     let mut buf = BytesMut::zeroed(len as usize);
-    reader.read_exact(&mut buf).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            Close::Protocol(format!("the connection ended inside a {len}-byte frame"))
-        } else {
-            Close::Io(e)
-        }
-    })?;
-    Ok(buf.freeze())
+    match tokio::time::timeout(REQUEST_BODY_TIMEOUT, reader.read_exact(&mut buf)).await {
+        Ok(Ok(_)) => Ok(buf.freeze()),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(Close::Protocol(
+            format!("the connection ended inside a {len}-byte frame"),
+        )),
+        Ok(Err(e)) => Err(Close::Io(e)),
+        Err(_) => Err(Close::Protocol(format!(
+            "a {len}-byte frame did not arrive within {} s",
+            REQUEST_BODY_TIMEOUT.as_secs()
+        ))),
+    }
 }
 
 /// Decodes a frame. `Ok(Err(..))` is a ready answer (a too-new ApiVersions), `Err` a
@@ -254,7 +310,13 @@ fn encode_response(
 
 /// Runs a request. Produce appends happen here, in arrival order; the rest of the work
 /// runs in a task that answers on `tx`.
-async fn dispatch(ctx: &Ctx, d: Decoded, tx: oneshot::Sender<Answer>, peer: SocketAddr) {
+async fn dispatch(
+    ctx: &Ctx,
+    d: Decoded,
+    tx: oneshot::Sender<Answered>,
+    fetches: &Arc<tokio::sync::Semaphore>,
+    peer: SocketAddr,
+) {
     let start = Instant::now();
     let name = api_name(d.api_key);
     let version = d.version;
@@ -265,10 +327,20 @@ async fn dispatch(ctx: &Ctx, d: Decoded, tx: oneshot::Sender<Answer>, peer: Sock
             tokio::spawn(async move {
                 let answer = produce::complete(&ctx, appended).await;
                 observe(name, start);
-                let _ = tx.send(answer.map(Into::into));
+                let _ = tx.send(Answered {
+                    answer,
+                    _held: None,
+                });
             });
         }
         body => {
+            // At most FETCHES_IN_FLIGHT_MAX fetch answers per connection wait to be written;
+            // the reader waits here (reading no more) until the previous one was.
+            let held = if matches!(body, RequestKind::Fetch(_)) {
+                fetches.clone().acquire_owned().await.ok()
+            } else {
+                None
+            };
             let ctx = ctx.clone();
             let client = d
                 .header
@@ -297,7 +369,10 @@ async fn dispatch(ctx: &Ctx, d: Decoded, tx: oneshot::Sender<Answer>, peer: Sock
                     }
                 };
                 observe(name, start);
-                let _ = tx.send(Some(answer));
+                let _ = tx.send(Answered {
+                    answer: Answer::Reply(Box::new(answer)),
+                    _held: held,
+                });
             });
         }
     }

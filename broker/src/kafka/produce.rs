@@ -64,8 +64,9 @@ pub(super) async fn append(ctx: &Ctx, req: ProduceRequest) -> Appended {
 }
 
 /// Waits for replication (acks=all) of every appended partition at once and builds the
-/// answer; acks=0 gets none.
-pub(super) async fn complete(ctx: &Ctx, a: Appended) -> Option<ProduceResponse> {
+/// answer. acks=0 gets none, or the connection closes when a partition failed (the only
+/// signal such a producer gets, as in Kafka).
+pub(super) async fn complete(ctx: &Ctx, a: Appended) -> super::Answer {
     let acks = a.acks;
     let mut responses = Vec::with_capacity(a.topics.len());
     for (name, parts) in a.topics {
@@ -96,7 +97,25 @@ pub(super) async fn complete(ctx: &Ctx, a: Appended) -> Option<ProduceResponse> 
                 .with_partition_responses(partition_responses),
         );
     }
-    (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+    if acks != 0 {
+        return super::Answer::Reply(Box::new(
+            ProduceResponse::default().with_responses(responses).into(),
+        ));
+    }
+    let failed: Vec<String> = responses
+        .iter()
+        .flat_map(|t| {
+            t.partition_responses
+                .iter()
+                .filter(|p| p.error_code != 0)
+                .map(move |p| format!("{}-{} (error {})", t.name.0.as_str(), p.index, p.error_code))
+        })
+        .collect();
+    if failed.is_empty() {
+        super::Answer::Nothing
+    } else {
+        super::Answer::Close(format!("an acks=0 produce failed on {}", failed.join(", ")))
+    }
 }
 
 /// InitProducerId for an idempotent producer; transactions are refused.

@@ -4,12 +4,12 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseKind};
 
 /// `(api, min, max)` of every API served. Produce and Fetch stop at v12 (v13 names topics
-/// by id only); ListOffsets at v7 (v8+ adds timestamp lookups by max timestamp we do not
+/// by id only); ListOffsets at v6 (v7 adds the max-timestamp lookup, KIP-734, we do not
 /// have yet); InitProducerId at v4 (v5+ is transactions only).
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 12),
     (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::ListOffsets, 1, 6),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::InitProducerId, 0, 4),
