@@ -93,6 +93,10 @@ enum Command {
         /// Write every record to this partition.
         #[arg(long)]
         partition: Option<i32>,
+        /// A header `KEY=VALUE` on every record (repeatable; order and duplicates kept;
+        /// `KEY` alone gives a header without a value).
+        #[arg(long = "header", value_name = "KEY=VALUE")]
+        headers: Vec<String>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -118,6 +122,11 @@ enum Command {
         /// Stop when no record arrives for this long.
         #[arg(long)]
         timeout_ms: Option<u64>,
+        /// Print each record with this format instead of the table or JSON (kcat's `-f`):
+        /// %t topic, %p partition, %o offset, %k key, %s value, %T timestamp (ms),
+        /// %h headers (`k=v,k2=v2`), %% a percent sign; \n, \t escapes.
+        #[arg(long)]
+        format: Option<String>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -393,6 +402,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             acks,
             key_separator,
             partition,
+            headers,
             cluster,
         } => cmd::runtime()?.block_on(cmd::data::produce(
             &cluster.bootstrap,
@@ -401,6 +411,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             &acks,
             key_separator.as_deref(),
             partition,
+            &headers,
         )),
         Command::Consume {
             topic,
@@ -410,10 +421,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             offset,
             max_records,
             timeout_ms,
+            format,
             cluster,
         } => cmd::runtime()?.block_on(cmd::data::consume(
             &cluster.bootstrap,
             cluster.output,
+            format.as_deref(),
             &topic,
             group.as_deref(),
             from_beginning,

@@ -108,6 +108,8 @@ pub struct ConsumerRecord {
     pub key: Option<Bytes>,
     /// Value.
     pub value: Option<Bytes>,
+    /// Headers in record order, duplicates kept (key as UTF-8, lossily).
+    pub headers: Vec<(String, Option<Bytes>)>,
     /// Leader epoch of the batch.
     pub leader_epoch: i32,
 }
@@ -661,6 +663,11 @@ async fn fetch_partition(
                 timestamp: r.timestamp,
                 key: r.key,
                 value: r.value,
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|h| (String::from_utf8_lossy(&h.key).into_owned(), h.value))
+                    .collect(),
                 leader_epoch: epoch,
             });
         }

@@ -23,7 +23,9 @@ pub async fn produce(
     acks: &str,
     key_separator: Option<&str>,
     partition: Option<i32>,
+    headers: &[String],
 ) -> anyhow::Result<()> {
+    let headers = parse_headers(headers)?;
     let acks: i32 = match acks {
         "all" | "-1" => -1,
         "1" => 1,
@@ -92,6 +94,7 @@ pub async fn produce(
         let mut record = ProducerRecord::new(topic, value.into_bytes());
         record.key = key.map(|k| k.into_bytes().into());
         record.partition = partition;
+        record.headers = headers.clone();
         pending.push_back(producer.send(record).await?);
         total += 1;
     }
@@ -103,11 +106,82 @@ pub async fn produce(
     Ok(())
 }
 
+/// `--header KEY=VALUE` arguments as record headers, in order (`KEY` alone: no value).
+fn parse_headers(args: &[String]) -> anyhow::Result<Vec<(String, Option<bytes::Bytes>)>> {
+    args.iter()
+        .map(|a| {
+            let (k, v) = match a.split_once('=') {
+                Some((k, v)) => (k, Some(bytes::Bytes::from(v.to_string()))),
+                None => (a.as_str(), None),
+            };
+            anyhow::ensure!(
+                !k.is_empty(),
+                "--header {a:?}: the key is empty (use KEY=VALUE)"
+            );
+            Ok((k.to_string(), v))
+        })
+        .collect()
+}
+
+/// Headers as `k=v,k2=v2` (a header without a value prints as `k`).
+fn headers_text(headers: &[(String, Option<bytes::Bytes>)]) -> String {
+    headers
+        .iter()
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k}={}", String::from_utf8_lossy(v)),
+            None => k.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One record through a kcat-style `--format` string.
+fn formatted(format: &str, rec: &sluice_client::consumer::ConsumerRecord) -> String {
+    let text = |b: &Option<bytes::Bytes>| {
+        b.as_ref()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default()
+    };
+    let mut out = String::new();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '%' => match chars.next() {
+                Some('t') => out.push_str(&rec.topic),
+                Some('p') => out.push_str(&rec.partition.to_string()),
+                Some('o') => out.push_str(&rec.offset.to_string()),
+                Some('k') => out.push_str(&text(&rec.key)),
+                Some('s') => out.push_str(&text(&rec.value)),
+                Some('T') => out.push_str(&rec.timestamp.to_string()),
+                Some('h') => out.push_str(&headers_text(&rec.headers)),
+                Some('%') => out.push('%'),
+                Some(other) => {
+                    out.push('%');
+                    out.push(other);
+                }
+                None => out.push('%'),
+            },
+            '\\' => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some(other) => {
+                    out.push('\\');
+                    out.push(other);
+                }
+                None => out.push('\\'),
+            },
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Prints records of a topic.
 #[allow(clippy::too_many_arguments)]
 pub async fn consume(
     bootstrap: &str,
     out: OutputFormat,
+    format: Option<&str>,
     topic: &str,
     group: Option<&str>,
     from_beginning: bool,
@@ -182,15 +256,29 @@ pub async fn consume(
                 .value
                 .as_ref()
                 .map(|v| String::from_utf8_lossy(v).into_owned());
-            match out {
-                OutputFormat::Json => println!(
+            let headers: Vec<serde_json::Value> = rec
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    json!({"key": k, "value": v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned())})
+                })
+                .collect();
+            match (format, out) {
+                (Some(f), _) => print!("{}", formatted(f, rec)),
+                (None, OutputFormat::Json) => println!(
                     "{}",
-                    json!({"partition": rec.partition, "offset": rec.offset, "timestamp": rec.timestamp, "key": key, "value": value})
+                    json!({"partition": rec.partition, "offset": rec.offset, "timestamp": rec.timestamp, "key": key, "value": value, "headers": headers})
                 ),
-                OutputFormat::Table => match &key {
-                    Some(k) => println!("{k}\t{}", value.unwrap_or_default()),
-                    None => println!("{}", value.unwrap_or_default()),
-                },
+                (None, OutputFormat::Table) => {
+                    let mut line = match &key {
+                        Some(k) => format!("{k}\t{}", value.unwrap_or_default()),
+                        None => value.unwrap_or_default(),
+                    };
+                    if !rec.headers.is_empty() {
+                        line.push_str(&format!("\t[{}]", headers_text(&rec.headers)));
+                    }
+                    println!("{line}");
+                }
             }
             seen += 1;
             if max_records.is_some_and(|m| seen >= m) {
