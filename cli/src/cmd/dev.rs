@@ -17,8 +17,9 @@ use sluice_client::{Admin, DataClient};
 
 use crate::output::{table, OutputFormat};
 
-/// The running dev cluster's directory and `cluster.json` (`dir`, else the default
-/// directory of the first bootstrap port).
+/// The running dev cluster's directory and `cluster.json`: `dir`, else the one found from
+/// the bootstrap ports (the default directory of a port, or the pointer `sluice dev --dir`
+/// leaves there, see [`pointer_file`]). Says on stderr which cluster it found.
 pub fn load_state(
     bootstrap: &str,
     dir: Option<PathBuf>,
@@ -26,13 +27,25 @@ pub fn load_state(
     let dir = match dir {
         Some(d) => d,
         None => {
-            let first_port: u16 = bootstrap
+            let ports: Vec<u16> = bootstrap
                 .split(',')
-                .next()
-                .and_then(|a| a.rsplit_once(':'))
-                .and_then(|(_, p)| p.parse().ok())
-                .context("--bootstrap must be host:port")?;
-            default_dir(first_port)
+                .filter_map(|a| a.rsplit_once(':'))
+                .filter_map(|(_, p)| p.parse().ok())
+                .collect();
+            anyhow::ensure!(!ports.is_empty(), "--bootstrap must be host:port[,…]");
+            let found = ports.iter().find_map(|&p| {
+                let d = default_dir(p);
+                if d.join("cluster.json").exists() {
+                    return Some(d);
+                }
+                let pointer: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(pointer_file(p)).ok()?).ok()?;
+                let d = PathBuf::from(pointer["dir"].as_str()?);
+                d.join("cluster.json").exists().then_some(d)
+            });
+            let d = found.unwrap_or_else(|| default_dir(ports[0]));
+            eprintln!("using the dev cluster in {}", d.display());
+            d
         }
     };
     let state: serde_json::Value =
@@ -58,6 +71,30 @@ pub fn pid_of(state: &serde_json::Value, role: &str, port: u16) -> Option<i32> {
 /// Where `sluice dev` keeps a cluster with base port `base_port` unless `--dir` says otherwise.
 pub fn default_dir(base_port: u16) -> PathBuf {
     std::env::temp_dir().join(format!("sluice-dev-{base_port}"))
+}
+
+/// Where `sluice dev --dir D` leaves a pointer to D for tools that only know the bootstrap
+/// address (`kill-leader`, `chaos`): `{"dir": D, "pid": <sluice dev>}`.
+pub fn pointer_file(base_port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("sluice-dev-{base_port}.json"))
+}
+
+/// Whether `pid` is still a `sluice broker` listening on `port` (not a reused pid).
+fn is_our_broker(pid: i32, port: u16) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let is_sluice = args.first().is_some_and(|a| {
+        a.rsplit('/')
+            .next()
+            .is_some_and(|n| n.starts_with("sluice"))
+    });
+    let listens = args.iter().any(|a| a.ends_with(&format!(":{port}")));
+    is_sluice && args.iter().any(|a| a == "broker") && listens
 }
 
 struct Proc {
@@ -214,6 +251,15 @@ pub fn run(
         Ok(())
     };
     write_state(&procs)?;
+    if dir != default_dir(base_port) {
+        std::fs::write(
+            pointer_file(base_port),
+            serde_json::to_vec(&json!({
+                "dir": dir.canonicalize().unwrap_or_else(|_| dir.clone()),
+                "pid": std::process::id()
+            }))?,
+        )?;
+    }
     let rt = super::runtime()?;
     let ready = rt.block_on(async {
         let start = Instant::now();
@@ -318,7 +364,20 @@ pub fn run(
         }
     }
     let _ = std::fs::remove_file(dir.join("cluster.json"));
+    remove_pointer(base_port);
     Ok(())
+}
+
+/// Removes the pointer of `base_port` if it is ours.
+fn remove_pointer(base_port: u16) {
+    let path = pointer_file(base_port);
+    let ours = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| v["pid"] == std::process::id());
+    if ours {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// `sluice kill-leader TOPIC PARTITION`: SIGKILLs the dev-cluster broker leading it.
@@ -348,6 +407,13 @@ pub fn kill_leader(
             dir.display()
         )
     })?;
+    // cluster.json may be stale (the node restarted, the pid was reused): kill only the
+    // sluice broker on that port.
+    anyhow::ensure!(
+        is_our_broker(pid, port),
+        "pid {pid} from {} is no longer the sluice broker on port {port}; not killing it",
+        dir.join("cluster.json").display()
+    );
     kill(Pid::from_raw(pid), Signal::SIGKILL).with_context(|| format!("killing pid {pid}"))?;
     match out {
         OutputFormat::Json => println!("{}", json!({"topic": topic, "partition": partition, "killed_broker": leader_id, "pid": pid})),
