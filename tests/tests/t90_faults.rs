@@ -41,6 +41,12 @@ fn rounds(default: usize) -> usize {
 }
 
 /// A small deterministic generator (xorshift64*) for fault schedules.
+/// The fault suite's tests run one at a time: each starts a whole cluster and bounds how
+/// fast it recovers (a new active controller within about two election timeouts), and two
+/// clusters at once on a 2-core box starved elections past those bounds (seen in CI:
+/// `active_controller_killed_repeatedly`, a new leader after 3.9 s and 4.2 s).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Schedule(u64);
 
 impl Schedule {
@@ -216,6 +222,7 @@ async fn finish(mut c: Cluster, w: Workload, commits: Vec<(i32, i64)>) -> Report
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_9_repeatedly() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let mut s = Schedule::new("leader_kill_9_repeatedly");
     let mut c = start().await;
     let w = workload(&c).await;
@@ -236,6 +243,7 @@ async fn leader_kill_9_repeatedly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_nodes_crash_at_once_and_restart() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let mut s = Schedule::new("all_nodes_crash_at_once_and_restart");
     let mut c = start().await;
     let w = workload(&c).await;
@@ -253,6 +261,7 @@ async fn all_nodes_crash_at_once_and_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_leader_is_fenced_and_rejoins() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let mut s = Schedule::new("paused_leader_is_fenced_and_rejoins");
     let mut c = start().await;
     let w = workload(&c).await;
@@ -274,6 +283,7 @@ async fn paused_leader_is_fenced_and_rejoins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_controller_killed_repeatedly() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let _s = Schedule::new("active_controller_killed_repeatedly");
     let mut c = start().await;
     let w = workload(&c).await;
@@ -322,6 +332,7 @@ async fn active_controller_killed_repeatedly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unclean_election_off_keeps_a_partition_offline_rather_than_losing_data() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let _s = Schedule::new("unclean_election_off");
     let mut c = start().await;
     let w = workload(&c).await;
@@ -360,6 +371,7 @@ async fn unclean_election_off_keeps_a_partition_offline_rather_than_losing_data(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn torn_segment_tail_is_cut_on_restart() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let mut s = Schedule::new("torn_segment_tail_is_cut_on_restart");
     let mut c = start().await;
     let w = workload(&c).await;
@@ -392,6 +404,7 @@ async fn torn_segment_tail_is_cut_on_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_losing_its_unsynced_tail_loses_nothing_acknowledged() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let mut s = Schedule::new("lost_unsynced_tail");
     let mut c = start().await;
     let w = workload(&c).await;
@@ -426,6 +439,7 @@ async fn a_broker_losing_its_unsynced_tail_loses_nothing_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_coordinator_killed_repeatedly_commits_never_go_back() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     use sluice_client::{Consumer, ConsumerConfig, OffsetReset};
     let _s = Schedule::new("group_coordinator_killed_repeatedly");
     let mut c = start().await;
@@ -530,6 +544,7 @@ fn free_dev_base() -> u16 {
 /// that says PASS with faults injected, and the SVG timeline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sluice_chaos_kill_leader_scorecard_passes() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     struct Dev(std::process::Child, tempfile::TempDir);
     impl Drop for Dev {
         fn drop(&mut self) {
@@ -638,6 +653,7 @@ async fn start_proxied() -> (Cluster, Vec<sluice_tests::proxy::Proxy>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_producer_with_dropped_responses_across_failovers_writes_no_duplicates() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     use sluice_tests::proxy::Mode;
     let mut s = Schedule::new("dropped_responses_across_failovers");
     let (mut c, proxies) = start_proxied().await;
@@ -666,6 +682,7 @@ async fn idempotent_producer_with_dropped_responses_across_failovers_writes_no_d
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_its_followers_but_not_its_client_never_acks() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     use sluice_client::verify::{Outcome, Send};
     use sluice_proto::v1::*;
     use sluice_tests::proxy::Mode;
@@ -764,6 +781,7 @@ async fn a_leader_cut_off_from_its_followers_but_not_its_client_never_acks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_on_a_leader_gives_no_false_ack_and_recovers_when_space_returns() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let mut s = Schedule::new("enospc_on_a_leader");
     let c = start().await;
     let w = workload(&c).await;
@@ -797,6 +815,7 @@ async fn a_full_disk_on_a_leader_gives_no_false_ack_and_recovers_when_space_retu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_cut_off_from_the_quorum_commits_nothing() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     use sluice_tests::proxy::{Mode, Proxy};
     let _s = Schedule::new("controller_minority_partition");
     // links[i][j]: controller i's proxy to controller j (i, j in 1..=3, i != j).
@@ -930,6 +949,7 @@ async fn a_controller_cut_off_from_the_quorum_commits_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_fsync_stall_on_a_leader_gives_no_false_ack_and_no_duplicates() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let mut s = Schedule::new("fsync_stall_on_a_leader");
     let c = Cluster::start(3, 3, CONTROLLER, BROKER);
     // Every append is fsynced, so a stalled fsync stalls the leader's appends.
@@ -971,6 +991,7 @@ async fn an_fsync_stall_on_a_leader_gives_no_false_ack_and_no_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clock_jumps_on_brokers_lose_nothing() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let mut s = Schedule::new("clock_jumps_on_brokers");
     let mut c = start().await;
     let w = workload(&c).await;
@@ -1002,6 +1023,7 @@ async fn clock_jumps_on_brokers_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_cut_off_from_the_controllers_is_fenced_and_its_zombie_leadership_never_loses_acks(
 ) {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     use sluice_client::verify::{Outcome, Send};
     use sluice_proto::v1::*;
     use sluice_tests::proxy::{Mode, Proxy};
@@ -1154,6 +1176,7 @@ async fn offline_partitions(c: &Cluster, id: u16) -> Option<usize> {
 /// controller leads (checked for three session timeouts), and nothing acknowledged is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_active_controller_does_not_stop_the_data_plane() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let _s = Schedule::new("frozen_active_controller");
     let mut c = Cluster::start(3, 3, CONTROLLER, BROKER);
     // 1. Right after a metadata change.
