@@ -427,3 +427,92 @@ pub fn scrape(addr: &str) -> Option<String> {
     let (head, body) = out.split_once("\r\n\r\n")?;
     head.starts_with("HTTP/1.1 200").then(|| body.to_string())
 }
+
+/// A real `sluice dev` cluster in a temp dir on free ports, for the tests of the dev tools.
+/// SIGTERMed (a clean stop) and its directory removed when dropped.
+pub struct DevCluster {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    /// Its base port (broker 1's gRPC and Kafka port).
+    pub base: u16,
+}
+
+impl DevCluster {
+    /// Starts `sluice dev --dir <temp> --base-port <free>` and waits (≤ 90 s) for "ready".
+    pub fn start() -> Self {
+        let base = free_dev_base();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = std::process::Command::new(sluice_bin())
+            .args([
+                "dev",
+                "--base-port",
+                &base.to_string(),
+                "-o",
+                "json",
+                "--dir",
+            ])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn sluice dev");
+        let stdout = child.stdout.take().expect("stdout");
+        let dev = DevCluster { child, dir, base };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(l);
+            }
+        });
+        let ready = rx
+            .recv_timeout(Duration::from_secs(90))
+            .expect("sluice dev is ready");
+        assert!(ready.contains("\"ready\":true"), "{ready}");
+        dev
+    }
+
+    /// Its `--dir`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `127.0.0.1:<base>`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.base)
+    }
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// A base port B where B..B+2, B+100..B+102 and B+200..B+205 are all free (what
+/// `sluice dev` with 3 + 3 nodes uses).
+pub fn free_dev_base() -> u16 {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    (0..500u64)
+        .map(|i| 20_000 + ((seed.wrapping_add(i * 7919)) % 20_000) as u16)
+        .find(|&b| {
+            (0..3)
+                .chain(100..103)
+                .chain(200..206)
+                .map(|o| std::net::TcpListener::bind(("127.0.0.1", b + o)))
+                .collect::<Vec<_>>()
+                .iter()
+                .all(Result::is_ok)
+        })
+        .expect("no free port block for sluice dev")
+}

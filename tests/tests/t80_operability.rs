@@ -256,61 +256,8 @@ async fn a_fetch_stream_ends_when_its_client_leaves() {
 /// name the directory on stderr.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_leader_finds_a_dev_cluster_started_with_dir_from_its_bootstrap_address() {
-    struct Dev(std::process::Child, tempfile::TempDir);
-    impl Drop for Dev {
-        fn drop(&mut self) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.0.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = self.0.wait();
-        }
-    }
-    // A base port B with B..B+2, B+100..B+102, B+200..B+205 free.
-    let base = (0..500u32)
-        .map(|i| 21_000 + ((std::process::id() * 7 + i * 37) % 20_000) as u16)
-        .find(|&b| {
-            (0..3)
-                .chain(100..103)
-                .chain(200..206)
-                .map(|o| std::net::TcpListener::bind(("127.0.0.1", b + o)))
-                .collect::<Vec<_>>()
-                .iter()
-                .all(Result::is_ok)
-        })
-        .expect("a free port block");
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(sluice_bin())
-        .args([
-            "dev",
-            "--base-port",
-            &base.to_string(),
-            "-o",
-            "json",
-            "--dir",
-        ])
-        .arg(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let dev = Dev(child, dir);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(l);
-        }
-    });
-    let ready = rx
-        .recv_timeout(Duration::from_secs(90))
-        .expect("sluice dev is ready");
-    assert!(ready.contains("\"ready\":true"), "{ready}");
-    let bootstrap = format!("127.0.0.1:{base}");
+    let dev = DevCluster::start();
+    let bootstrap = dev.bootstrap();
     let sluice = |args: &[&str]| {
         std::process::Command::new(sluice_bin())
             .args(args)
@@ -332,7 +279,7 @@ async fn kill_leader_finds_a_dev_cluster_started_with_dir_from_its_bootstrap_add
     let v: serde_json::Value = serde_json::from_slice(&killed.stdout).unwrap();
     assert!(v["pid"].as_u64().is_some_and(|p| p > 0), "{v}");
     let stderr = String::from_utf8_lossy(&killed.stderr);
-    let canonical = dev.1.path().canonicalize().unwrap();
+    let canonical = dev.dir().canonicalize().unwrap();
     assert!(
         stderr.contains(&format!("using the dev cluster in {}", canonical.display())),
         "the tool names the cluster it found: {stderr}"

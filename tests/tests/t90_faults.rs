@@ -524,69 +524,13 @@ async fn group_coordinator_killed_repeatedly_commits_never_go_back() {
     finish(c, w, commits).await;
 }
 
-/// A base port B where B..B+2, B+100..B+102 and B+200..B+205 are all free.
-fn free_dev_base() -> u16 {
-    let mut s = Schedule(std::process::id() as u64 | 1);
-    for _ in 0..200 {
-        let base = 20_000 + s.next(20_000) as u16;
-        let ports = (0..3).chain(100..103).chain(200..206).map(|o| base + o);
-        let held: Vec<_> = ports
-            .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
-            .collect();
-        if held.iter().all(Result::is_ok) {
-            return base;
-        }
-    }
-    panic!("no free port block for sluice dev");
-}
-
 /// `sluice chaos` end to end: a `sluice dev` cluster, a short kill-leader run, a scorecard
 /// that says PASS with faults injected, and the SVG timeline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sluice_chaos_kill_leader_scorecard_passes() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
-    struct Dev(std::process::Child, tempfile::TempDir);
-    impl Drop for Dev {
-        fn drop(&mut self) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.0.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = self.0.wait();
-        }
-    }
-    let base = free_dev_base();
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(sluice_bin())
-        .args([
-            "dev",
-            "--base-port",
-            &base.to_string(),
-            "-o",
-            "json",
-            "--dir",
-        ])
-        .arg(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let dev = Dev(child, dir);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(l);
-        }
-    });
-    let ready = rx
-        .recv_timeout(Duration::from_secs(90))
-        .expect("sluice dev is ready");
-    assert!(ready.contains("\"ready\":true"), "{ready}");
+    let dev = DevCluster::start();
+    let base = dev.base;
     let out = std::process::Command::new(sluice_bin())
         .args([
             "chaos",
@@ -604,7 +548,7 @@ async fn sluice_chaos_kill_leader_scorecard_passes() {
             &format!("127.0.0.1:{base}"),
             "--dir",
         ])
-        .arg(dev.1.path())
+        .arg(dev.dir())
         .output()
         .unwrap();
     assert!(
