@@ -69,6 +69,10 @@ enum Command {
         /// Brokers listen on B, B+1, ...; controllers on B+100, ...; metrics on B+200, ...
         #[arg(long, default_value_t = 9092)]
         base_port: u16,
+        /// Also show every node's log live on stdout, each line prefixed with the node
+        /// (`broker-1 | ...`), as `docker compose up` does; the log files are kept too.
+        #[arg(long)]
+        logs: bool,
         /// `table` for people, `json` for scripts.
         #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
@@ -97,6 +101,8 @@ enum Command {
         /// `KEY` alone gives a header without a value).
         #[arg(long = "header", value_name = "KEY=VALUE")]
         headers: Vec<String>,
+        #[command(flatten)]
+        lines: cmd::data::LineFormat,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -394,8 +400,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             brokers,
             dir,
             base_port,
+            logs,
             output,
-        } => cmd::dev::run(controllers, brokers, dir, base_port, output),
+        } => cmd::dev::run(controllers, brokers, dir, base_port, logs, output),
         Command::Broker(args) => cmd::broker::run(args.load("broker")?),
         Command::Produce {
             topic,
@@ -403,6 +410,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             key_separator,
             partition,
             headers,
+            lines,
             cluster,
         } => cmd::runtime()?.block_on(cmd::data::produce(
             &cluster.bootstrap,
@@ -412,6 +420,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             key_separator.as_deref(),
             partition,
             &headers,
+            &lines,
         )),
         Command::Consume {
             topic,
@@ -564,6 +573,8 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only for a person at a terminal: log files and pipes get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => logs.init(),

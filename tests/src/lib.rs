@@ -435,11 +435,20 @@ pub struct DevCluster {
     dir: tempfile::TempDir,
     /// Its base port (broker 1's gRPC and Kafka port).
     pub base: u16,
+    /// The lines `sluice dev` printed on stdout before its "ready" line.
+    pub early: Vec<String>,
+    /// The lines `sluice dev` prints on stdout after its "ready" line.
+    pub stdout: std::sync::mpsc::Receiver<String>,
 }
 
 impl DevCluster {
     /// Starts `sluice dev --dir <temp> --base-port <free>` and waits (≤ 90 s) for "ready".
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`DevCluster::start`] with more `sluice dev` arguments.
+    pub fn start_with(extra: &[&str]) -> Self {
         let base = free_dev_base();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut child = std::process::Command::new(sluice_bin())
@@ -452,12 +461,12 @@ impl DevCluster {
                 "--dir",
             ])
             .arg(dir.path())
+            .args(extra)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn sluice dev");
         let stdout = child.stdout.take().expect("stdout");
-        let dev = DevCluster { child, dir, base };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             use std::io::BufRead;
@@ -465,13 +474,32 @@ impl DevCluster {
                 .lines()
                 .map_while(Result::ok)
             {
-                let _ = tx.send(l);
+                if tx.send(l).is_err() {
+                    return;
+                }
             }
         });
-        let ready = rx
-            .recv_timeout(Duration::from_secs(90))
-            .expect("sluice dev is ready");
-        assert!(ready.contains("\"ready\":true"), "{ready}");
+        let mut dev = DevCluster {
+            child,
+            dir,
+            base,
+            early: Vec::new(),
+            stdout: rx,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = dev
+                .stdout
+                .recv_timeout(left)
+                .expect("sluice dev is ready within 90 s");
+            if line.contains("\"ready\":true") {
+                break;
+            }
+            // With `--logs` the nodes' lines come first; without it nothing else does.
+            assert!(extra.contains(&"--logs"), "unexpected output: {line}");
+            dev.early.push(line);
+        }
         dev
     }
 

@@ -723,4 +723,58 @@ async fn headers_round_trip_through_the_cli_and_the_format_string_prints_them() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Per-line headers, Kafka console producer style; a bad line stops produce after the
+    // lines before it are written, and the error names it.
+    let out = run(
+        &[
+            "produce",
+            "h",
+            "--parse-headers",
+            "--key-separator",
+            "=",
+            "--header",
+            "all=1",
+            "--null-marker",
+            "NULL",
+        ],
+        "x:1,x:2,y:NULL\tk2=v2\nNULL\tv3\nno delimiter\nnever\tnever\n",
+    );
+    assert!(!out.status.success(), "a bad line fails the command");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 3: no headers delimiter"), "{err}");
+    let out = run(
+        &[
+            "consume",
+            "h",
+            "--from-beginning",
+            "--max-records",
+            "3",
+            "--timeout-ms",
+            "3000",
+            "-o",
+            "json",
+        ],
+        "",
+    );
+    let recs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 3, "{recs:?}");
+    assert_eq!(recs[1]["key"], "k2");
+    assert_eq!(recs[1]["value"], "v2");
+    assert_eq!(
+        recs[1]["headers"],
+        serde_json::json!([
+            {"key": "all", "value": "1"},
+            {"key": "x", "value": "1"},
+            {"key": "x", "value": "2"},
+            {"key": "y", "value": null}
+        ])
+    );
+    assert_eq!(recs[2]["value"], "v3");
+    assert_eq!(
+        recs[2]["headers"],
+        serde_json::json!([{"key": "all", "value": "1"}])
+    );
 }

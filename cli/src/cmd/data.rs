@@ -15,7 +15,87 @@ use crate::output::OutputFormat;
 /// Records awaiting acknowledgement before `produce` stops reading stdin.
 const PENDING_MAX: usize = 10_000;
 
+/// How `produce` reads headers from each line (Kafka's console producer `parse.headers`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct LineFormat {
+    /// Each line starts with its own headers: `k1:v1,k2:v2<TAB>[key<SEP>]value`
+    /// (Kafka's console producer `parse.headers=true`); added after any `--header`.
+    #[arg(long)]
+    pub parse_headers: bool,
+    /// Ends the headers part of a line (`headers.delimiter`).
+    #[arg(long, default_value = "\t", requires = "parse_headers")]
+    pub headers_delimiter: String,
+    /// Separates headers from each other (`headers.separator`).
+    #[arg(long, default_value = ",", requires = "parse_headers")]
+    pub headers_separator: String,
+    /// Separates a header's key from its value (`headers.key.separator`).
+    #[arg(long, default_value = ":", requires = "parse_headers")]
+    pub headers_key_separator: String,
+    /// A header value written as this string is a header without a value (`null.marker`);
+    /// the whole headers part written as it means no headers.
+    #[arg(long, requires = "parse_headers")]
+    pub null_marker: Option<String>,
+}
+
+type Headers = Vec<(String, Option<bytes::Bytes>)>;
+
+impl LineFormat {
+    /// Unescapes `\t` and `\n` in the separators (a shell passes them literally).
+    fn unescaped(&self) -> LineFormat {
+        let u = |s: &str| s.replace("\\t", "\t").replace("\\n", "\n");
+        LineFormat {
+            parse_headers: self.parse_headers,
+            headers_delimiter: u(&self.headers_delimiter),
+            headers_separator: u(&self.headers_separator),
+            headers_key_separator: u(&self.headers_key_separator),
+            null_marker: self.null_marker.clone(),
+        }
+    }
+
+    /// Splits line `number` (1-based) into its headers and the rest of the line, or says
+    /// what is wrong with it. Without `--parse-headers` the whole line is the rest.
+    fn split<'a>(&self, line: &'a str, number: u64) -> anyhow::Result<(Headers, &'a str)> {
+        if !self.parse_headers {
+            return Ok((Vec::new(), line));
+        }
+        let Some((head, rest)) = line.split_once(self.headers_delimiter.as_str()) else {
+            anyhow::bail!(
+                "line {number}: no headers delimiter {:?} (--parse-headers expects \
+                 `k1:v1,k2:v2<delimiter>value`)",
+                self.headers_delimiter
+            );
+        };
+        if head.is_empty() || Some(head) == self.null_marker.as_deref() {
+            return Ok((Vec::new(), rest));
+        }
+        let headers = head
+            .split(self.headers_separator.as_str())
+            .map(|pair| {
+                let Some((k, v)) = pair.split_once(self.headers_key_separator.as_str()) else {
+                    anyhow::bail!(
+                        "line {number}: header {pair:?} has no key separator {:?}",
+                        self.headers_key_separator
+                    );
+                };
+                anyhow::ensure!(
+                    !k.is_empty(),
+                    "line {number}: header {pair:?} has an empty key"
+                );
+                anyhow::ensure!(
+                    Some(k) != self.null_marker.as_deref(),
+                    "line {number}: header key {k:?} is the null marker (keys cannot be null)"
+                );
+                let v = (Some(v) != self.null_marker.as_deref())
+                    .then(|| bytes::Bytes::from(v.to_string()));
+                Ok((k.to_string(), v))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok((headers, rest))
+    }
+}
+
 /// Reads stdin lines and produces one record per line.
+#[allow(clippy::too_many_arguments)]
 pub async fn produce(
     bootstrap: &str,
     out: OutputFormat,
@@ -24,8 +104,10 @@ pub async fn produce(
     key_separator: Option<&str>,
     partition: Option<i32>,
     headers: &[String],
+    lines: &LineFormat,
 ) -> anyhow::Result<()> {
     let headers = parse_headers(headers)?;
+    let lines = lines.unescaped();
     let acks: i32 = match acks {
         "all" | "-1" => -1,
         "1" => 1,
@@ -65,6 +147,8 @@ pub async fn produce(
     });
     let mut pending = VecDeque::new();
     let mut total = 0u64;
+    let mut number = 0u64;
+    let mut bad_line = None;
     let print = |m: sluice_client::RecordMetadata| match out {
         OutputFormat::Json => println!("{}", json!({"partition": m.partition, "offset": m.offset})),
         OutputFormat::Table => println!(
@@ -87,14 +171,25 @@ pub async fn produce(
             }
         };
         let Some(line) = line else { break };
-        let (key, value) = match key_separator.and_then(|s| line.split_once(s)) {
+        number += 1;
+        let (line_headers, rest) = match lines.split(&line, number) {
+            Ok(split) => split,
+            Err(e) => {
+                // Like Kafka's console producer: stop at the first bad line, after the
+                // records before it are acknowledged.
+                bad_line = Some(e);
+                break;
+            }
+        };
+        let (key, value) = match key_separator.and_then(|s| rest.split_once(s)) {
             Some((k, v)) => (Some(k.to_string()), v.to_string()),
-            None => (None, line),
+            None => (None, rest.to_string()),
         };
         let mut record = ProducerRecord::new(topic, value.into_bytes());
         record.key = key.map(|k| k.into_bytes().into());
         record.partition = partition;
         record.headers = headers.clone();
+        record.headers.extend(line_headers);
         pending.push_back(producer.send(record).await?);
         total += 1;
     }
@@ -103,11 +198,14 @@ pub async fn produce(
         print(f.await?);
     }
     eprintln!("Produced a total of {total} records");
-    Ok(())
+    match bad_line {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// `--header KEY=VALUE` arguments as record headers, in order (`KEY` alone: no value).
-fn parse_headers(args: &[String]) -> anyhow::Result<Vec<(String, Option<bytes::Bytes>)>> {
+fn parse_headers(args: &[String]) -> anyhow::Result<Headers> {
     args.iter()
         .map(|a| {
             let (k, v) = match a.split_once('=') {
@@ -301,4 +399,79 @@ pub async fn consume(
     }
     eprintln!("Processed a total of {seen} messages");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kafka_defaults() -> LineFormat {
+        LineFormat {
+            parse_headers: true,
+            headers_delimiter: "\t".into(),
+            headers_separator: ",".into(),
+            headers_key_separator: ":".into(),
+            null_marker: Some("NULL".into()),
+        }
+    }
+
+    fn h(k: &str, v: Option<&str>) -> (String, Option<bytes::Bytes>) {
+        (k.to_string(), v.map(|v| bytes::Bytes::from(v.to_string())))
+    }
+
+    /// Kafka's console producer (`LineMessageReader`, `parse.headers=true`): headers, the
+    /// headers delimiter, then the key and value; order and duplicates kept; the null
+    /// marker as a value is a header without a value, as the whole part no headers.
+    #[test]
+    fn parse_headers_splits_lines_as_kafkas_console_producer_does() {
+        let f = kafka_defaults();
+        let table: &[(&str, Headers, &str)] = &[
+            (
+                "a:1,a:2,b:x:y\tk=v",
+                vec![h("a", Some("1")), h("a", Some("2")), h("b", Some("x:y"))],
+                "k=v",
+            ),
+            ("n:NULL\tv", vec![h("n", None)], "v"),
+            ("e:\tv", vec![h("e", Some(""))], "v"),
+            ("NULL\tv\twith tab", vec![], "v\twith tab"),
+            ("\tv", vec![], "v"),
+        ];
+        for (line, headers, rest) in table {
+            let (got, got_rest) = f.split(line, 1).unwrap();
+            assert_eq!(&got, headers, "{line:?}");
+            assert_eq!(got_rest, *rest, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn parse_headers_names_the_line_and_the_problem() {
+        let f = kafka_defaults();
+        for (line, needle) in [
+            ("no delimiter here", "line 7: no headers delimiter"),
+            ("a=1\tv", "line 7: header \"a=1\" has no key separator"),
+            (":1\tv", "empty key"),
+            ("NULL:1\tv", "is the null marker"),
+        ] {
+            let e = f.split(line, 7).unwrap_err().to_string();
+            assert!(e.contains(needle), "{line:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn without_parse_headers_the_whole_line_is_the_record() {
+        let mut f = kafka_defaults();
+        f.parse_headers = false;
+        assert_eq!(f.split("a:1\tv", 1).unwrap(), (vec![], "a:1\tv"));
+    }
+
+    /// A shell passes `--headers-delimiter '\t'` as backslash-t.
+    #[test]
+    fn separators_given_as_escapes_are_unescaped() {
+        let mut f = kafka_defaults();
+        f.headers_delimiter = "\\t".into();
+        f.headers_separator = "\\n".into();
+        let u = f.unescaped();
+        assert_eq!(u.headers_delimiter, "\t");
+        assert_eq!(u.headers_separator, "\n");
+    }
 }

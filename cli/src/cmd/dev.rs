@@ -106,12 +106,55 @@ struct Proc {
     args: Vec<String>,
 }
 
+/// Where the nodes' output goes besides their log files.
+#[derive(Clone, Copy)]
+enum Echo {
+    /// Only the files.
+    Off,
+    /// Also stdout, each line prefixed with the node, padded to this width.
+    Prefixed(usize),
+}
+
+/// Copies a node's output, line by line, to its log file and to stdout behind `prefix`.
+/// Lines from several nodes never interleave (each is written under the stdout lock). When
+/// stdout goes away (the reader of `sluice dev --logs | ...` quits) the file alone goes on.
+fn tee(mut from: impl std::io::Read, mut file: std::fs::File, prefix: String) {
+    use std::io::{BufRead, Write};
+    let mut reader = std::io::BufReader::new(&mut from);
+    let mut line = Vec::new();
+    let mut echo = true;
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let _ = file.write_all(&line);
+        if echo {
+            let mut out = std::io::stdout().lock();
+            echo = out
+                .write_all(prefix.as_bytes())
+                .and_then(|()| out.write_all(&line))
+                .and_then(|()| {
+                    if line.ends_with(b"\n") {
+                        Ok(())
+                    } else {
+                        out.write_all(b"\n")
+                    }
+                })
+                .and_then(|()| out.flush())
+                .is_ok();
+        }
+    }
+}
+
 fn spawn(
     role: &'static str,
     id: u16,
     port: u16,
     args: Vec<String>,
     dir: &Path,
+    echo: Echo,
 ) -> anyhow::Result<Proc> {
     let exe = std::env::current_exe()?;
     let log = dir.join(format!("{role}-{id}.log"));
@@ -119,6 +162,10 @@ fn spawn(
         .create(true)
         .append(true)
         .open(&log)?;
+    let (stdout, stderr) = match echo {
+        Echo::Off => (Stdio::from(file.try_clone()?), Stdio::from(file)),
+        Echo::Prefixed(_) => (Stdio::piped(), Stdio::piped()),
+    };
     let mut cmd = Command::new(exe);
     cmd.arg(role)
         .args(&args)
@@ -128,8 +175,8 @@ fn spawn(
                 .unwrap_or_else(|_| "info,openraft=warn,sled=warn,h2=warn".into()),
         )
         .stdin(Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file);
+        .stdout(stdout)
+        .stderr(stderr);
     // Own process group: a Ctrl-C typed at the terminal reaches only `sluice dev`, which
     // then stops brokers before controllers.
     cmd.process_group(0);
@@ -139,9 +186,20 @@ fn spawn(
             nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
         });
     }
-    let child = cmd
+    let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {role} {id}"))?;
+    if let Echo::Prefixed(width) = echo {
+        let prefix = format!("{:<width$} | ", format!("{role}-{id}"));
+        let file = std::fs::OpenOptions::new().append(true).open(&log)?;
+        if let Some(out) = child.stdout.take() {
+            let (file, prefix) = (file.try_clone()?, prefix.clone());
+            std::thread::spawn(move || tee(out, file, prefix));
+        }
+        if let Some(err) = child.stderr.take() {
+            std::thread::spawn(move || tee(err, file, prefix));
+        }
+    }
     Ok(Proc {
         role,
         id,
@@ -158,6 +216,7 @@ pub fn run(
     brokers: u16,
     dir: Option<PathBuf>,
     base_port: u16,
+    logs: bool,
     out: OutputFormat,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -179,6 +238,12 @@ pub fn run(
         .collect::<Vec<_>>()
         .join(",");
     let rf = brokers.min(3);
+    let echo = if logs {
+        let width = format!("controller-{}", controllers.max(brokers)).len();
+        Echo::Prefixed(width)
+    } else {
+        Echo::Off
+    };
     let mut procs = Vec::new();
     for i in 1..=controllers {
         let port = base_port + 100 + i - 1;
@@ -206,6 +271,7 @@ pub fn run(
                 ),
             ],
             &dir,
+            echo,
         )?);
     }
     for i in 1..=brokers {
@@ -235,6 +301,7 @@ pub fn run(
                 format!("metrics.listener=127.0.0.1:{}", metrics_port("broker", i)),
             ],
             &dir,
+            echo,
         )?);
     }
     let bootstrap = (0..brokers)
@@ -330,7 +397,7 @@ pub fn run(
                         p.role, p.id
                     );
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    match spawn(p.role, p.id, p.port, p.args.clone(), &dir) {
+                    match spawn(p.role, p.id, p.port, p.args.clone(), &dir, echo) {
                         Ok(np) => {
                             *p = np;
                             changed = true;
