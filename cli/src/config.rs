@@ -180,6 +180,21 @@ pub const KEYS: &[Key] = &[
         doc: "how often group members are told to heartbeat",
     },
     Key {
+        name: "group.min.session.timeout.ms",
+        default: "6000",
+        doc: "classic protocol (JoinGroup): the shortest session timeout a member may ask for",
+    },
+    Key {
+        name: "group.max.session.timeout.ms",
+        default: "1800000",
+        doc: "classic protocol (JoinGroup): the longest session timeout a member may ask for",
+    },
+    Key {
+        name: "group.initial.rebalance.delay.ms",
+        default: "3000",
+        doc: "classic protocol: how long the first rebalance of an empty group waits for more members (each new one extends it, up to the rebalance timeout)",
+    },
+    Key {
         name: "request.timeout.ms",
         default: "5000",
         doc: "how long a metadata write may wait for the quorum",

@@ -130,6 +130,7 @@ pub fn grpc_code(code: ErrorCode) -> tonic::Code {
         ErrorCode::NotEnoughReplicasAfterAppend => tonic::Code::Unavailable,
         ErrorCode::InvalidRequiredAcks => tonic::Code::InvalidArgument,
         ErrorCode::IllegalGeneration => tonic::Code::FailedPrecondition,
+        ErrorCode::InconsistentGroupProtocol => tonic::Code::FailedPrecondition,
         ErrorCode::InvalidGroupId => tonic::Code::InvalidArgument,
         ErrorCode::UnknownMemberId => tonic::Code::NotFound,
         ErrorCode::InvalidSessionTimeout => tonic::Code::InvalidArgument,

@@ -483,3 +483,174 @@ async fn a_kafka_producer_auto_creates_its_topic_unless_that_is_off() {
         .await
         .expect("still serving");
 }
+
+/// Goal: Kafka consumer groups work through the Kafka port with stock clients (the classic
+/// protocol: FindCoordinator, JoinGroup with KIP-394's member-id round trip, SyncGroup,
+/// Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups), on the
+/// same coordinator and offsets as Sluice's own groups. Method: 1 controller + 3 brokers
+/// (so the coordinator is usually not the broker the client bootstraps from), a 6-partition
+/// RF 3 topic (and another for the Python clients). kcat `-G` reads 20 records and commits; a second `kcat -G` run sees only the
+/// 5 produced since, and `sluice group describe` shows the group's committed offsets.
+/// `tests/py/kafka_groups.py`: 3 confluent-kafka members split the 6 partitions and read
+/// 300 records exactly once between them; one member leaves and the other two take over
+/// its partitions and read 60 more; committed offsets equal the log ends; kafka-python's
+/// group consumer reads everything and its admin client lists and describes the groups
+/// (a live one Stable with both members and all 6 partitions assigned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_consumer_groups_of_kcat_confluent_kafka_and_kafka_python_share_partitions_and_offsets(
+) {
+    let c = Cluster::start(1, 3, &[], &[]);
+    create_topic_with(&c.controller_addr(1), "grp", 6, 3, &[]).await;
+    let b = c.broker_addr(1);
+    let lines: String = (0..20).map(|i| format!("k{i}:v{i}\n")).collect();
+    wait_for("kcat to produce to a led topic", WAIT, || async {
+        kcat_try(&["-b", &b, "-P", "-t", "grp", "-K", ":"], Some(&lines)).ok()
+    })
+    .await;
+    let group_read = || {
+        let out = kcat(
+            &[
+                "-b",
+                &b,
+                "-G",
+                "kg",
+                "grp",
+                "-e",
+                "-q",
+                "-X",
+                "auto.offset.reset=earliest",
+                "-f",
+                "%s\n",
+            ],
+            None,
+        );
+        let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    let mut want: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
+    want.sort();
+    assert_eq!(group_read(), want, "kcat -G reads every record once");
+    let more: String = (20..25).map(|i| format!("k{i}:v{i}\n")).collect();
+    kcat(&["-b", &b, "-P", "-t", "grp", "-K", ":"], Some(&more));
+    let mut want: Vec<String> = (20..25).map(|i| format!("v{i}")).collect();
+    want.sort();
+    assert_eq!(
+        group_read(),
+        want,
+        "the second run starts at the group's committed offsets"
+    );
+    let described = Command::new(sluice_bin())
+        .args(["group", "describe", "kg", "-o", "json", "--bootstrap", &b])
+        .output()
+        .unwrap();
+    let d: serde_json::Value = serde_json::from_slice(&described.stdout).unwrap_or_else(|_| {
+        panic!(
+            "group describe: {}",
+            String::from_utf8_lossy(&described.stderr)
+        )
+    });
+    let committed: i64 = d["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|o| o["current_offset"].as_i64().unwrap())
+        .sum();
+    assert_eq!(committed, 25, "Sluice sees kcat's commits: {d}");
+
+    create_topic_with(&c.controller_addr(1), "pyg", 6, 3, &[]).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/kafka_groups.py");
+    let out = Command::new("timeout")
+        .arg("300")
+        .arg("python3")
+        .arg(&script)
+        .args([&b, "pyg", "6"])
+        .output()
+        .expect("python3 runs (scripts/test installs confluent-kafka and kafka-python)");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    let values = |v: &serde_json::Value| -> Vec<String> {
+        let mut all: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|m| m.as_array().unwrap().iter())
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect();
+        all.sort();
+        all
+    };
+    let mut first: Vec<String> = (0..300).map(|i| format!("a-{i}")).collect();
+    first.sort();
+    assert_eq!(
+        values(&r["first_consumed"]),
+        first,
+        "three members read the 300 records exactly once between them"
+    );
+    let parts = |v: &serde_json::Value| -> Vec<Vec<i64>> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                a.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_i64().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    let three = parts(&r["three_assignments"]);
+    assert!(
+        three.iter().all(|a| a.len() == 2),
+        "range over 6 partitions and 3 members: {three:?}"
+    );
+    let two = parts(&r["two_assignments"]);
+    let mut covered: Vec<i64> = two.iter().flatten().copied().collect();
+    covered.sort();
+    assert_eq!(
+        covered,
+        (0..6).collect::<Vec<_>>(),
+        "after a leave: {two:?}"
+    );
+    let mut second: Vec<String> = (0..60).map(|i| format!("b-{i}")).collect();
+    second.sort();
+    assert_eq!(values(&r["second_consumed"]), second);
+    assert_eq!(
+        r["live_cg"],
+        serde_json::json!({"state": "Stable", "protocol": "range", "clients": ["m0", "m1"], "partitions": [0, 1, 2, 3, 4, 5]})
+    );
+    assert_eq!(
+        r["committed"], r["end_offsets"],
+        "every read record committed"
+    );
+    let ends: i64 = r["end_offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_i64().unwrap())
+        .sum();
+    assert_eq!(ends, 300 + 60);
+    assert_eq!(
+        r["kafka_python_consumed"].as_array().unwrap().len(),
+        360,
+        "kafka-python's group reads all"
+    );
+    let kpg: i64 = r["kpg_committed"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|o| o.as_i64().unwrap())
+        .sum();
+    assert_eq!(kpg, 360, "kafka-python committed through its auto-commit");
+    assert_eq!(r["listed_groups"], serde_json::json!(["cg", "kg", "kpg"]));
+    assert_eq!(
+        r["described"],
+        serde_json::json!({"cg": {"state": "Empty", "members": 0}, "kpg": {"state": "Empty", "members": 0}})
+    );
+}

@@ -10,6 +10,7 @@
 //!   [`DEFERRED_DURING_LOAD_MAX`], then COORDINATOR_LOAD_IN_PROGRESS, retriable).
 
 pub use crate::limits::{DEFERRED_DURING_LOAD_MAX, SHARD_COMMANDS_QUEUED_MAX};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,7 +19,8 @@ use sluice_storage::RecordBatchBuilder;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
-use super::state::ShardState;
+use super::classic::{self, ClassicError, Completed};
+use super::state::{KafkaGroupView, ShardState};
 use super::{err, not_coordinator, Committed, GroupSettings, OFFSETS_TOPIC};
 use crate::data::DataPlane;
 use crate::node::BrokerNode;
@@ -55,6 +57,34 @@ enum Command {
     List {
         reply: Reply<Vec<ListedGroup>>,
     },
+    ClassicJoin {
+        group: String,
+        req: classic::JoinRequest,
+        reply: Reply<classic::JoinResponse>,
+    },
+    ClassicSync {
+        group: String,
+        req: classic::SyncRequest,
+        reply: Reply<classic::SyncResponse>,
+    },
+    ClassicHeartbeat {
+        group: String,
+        member: String,
+        generation: i32,
+        reply: Reply<Option<ClassicError>>,
+    },
+    ClassicLeave {
+        group: String,
+        members: Vec<String>,
+        reply: Reply<Vec<Option<ClassicError>>>,
+    },
+    KafkaDescribe {
+        group: String,
+        reply: Reply<Option<KafkaGroupView>>,
+    },
+    KafkaList {
+        reply: Reply<Vec<KafkaGroupView>>,
+    },
 }
 
 impl Command {
@@ -67,8 +97,71 @@ impl Command {
             Command::Describe { reply, .. } => drop(reply.send(Err(e))),
             Command::Delete { reply, .. } => drop(reply.send(Err(e))),
             Command::List { reply } => drop(reply.send(Err(e))),
+            Command::ClassicJoin { reply, .. } => drop(reply.send(Err(e))),
+            Command::ClassicSync { reply, .. } => drop(reply.send(Err(e))),
+            Command::ClassicHeartbeat { reply, .. } => drop(reply.send(Err(e))),
+            Command::ClassicLeave { reply, .. } => drop(reply.send(Err(e))),
+            Command::KafkaDescribe { reply, .. } => drop(reply.send(Err(e))),
+            Command::KafkaList { reply } => drop(reply.send(Err(e))),
         }
     }
+}
+
+/// Classic JoinGroup / SyncGroup requests waiting for their rebalance, by (group, member),
+/// oldest first (a member's superseded join is answered before its newer one).
+#[derive(Default)]
+struct Parked {
+    joins: HashMap<(String, String), VecDeque<Reply<classic::JoinResponse>>>,
+    syncs: HashMap<(String, String), VecDeque<Reply<classic::SyncResponse>>>,
+}
+
+impl Parked {
+    fn deliver(&mut self, group: &str, done: Vec<Completed>) {
+        for c in done {
+            match c {
+                Completed::Join { member, answer } => {
+                    if let Some(r) = pop(&mut self.joins, group, &member) {
+                        let _ = r.send(Ok(answer));
+                    }
+                }
+                Completed::Sync { member, answer } => {
+                    if let Some(r) = pop(&mut self.syncs, group, &member) {
+                        let _ = r.send(Ok(answer));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Coordination moved: every parked request learns it (clients find the new one).
+    fn fail_all(&mut self, e: &Status) {
+        for (_, q) in self.joins.drain() {
+            for r in q {
+                let _ = r.send(Err(e.clone()));
+            }
+        }
+        for (_, q) in self.syncs.drain() {
+            for r in q {
+                let _ = r.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+fn pop<T>(m: &mut HashMap<(String, String), VecDeque<T>>, group: &str, member: &str) -> Option<T> {
+    let key = (group.to_string(), member.to_string());
+    let q = m.get_mut(&key)?;
+    let r = q.pop_front();
+    if q.is_empty() {
+        m.remove(&key);
+    }
+    r
+}
+
+fn park<T>(m: &mut HashMap<(String, String), VecDeque<T>>, group: &str, member: &str, reply: T) {
+    m.entry((group.to_string(), member.to_string()))
+        .or_default()
+        .push_back(reply);
 }
 
 /// What the actor's own tasks report.
@@ -142,6 +235,7 @@ impl ShardHandle {
             settings,
             phase: Phase::Idle,
             reports,
+            parked: Parked::default(),
         };
         let span = tracing::info_span!("group_shard", partition = p);
         tokio::spawn(tracing::Instrument::instrument(
@@ -204,6 +298,64 @@ impl ShardHandle {
         self.ask(|reply| Command::List { reply }).await
     }
 
+    pub(crate) async fn classic_join(
+        &self,
+        group: String,
+        req: classic::JoinRequest,
+    ) -> Result<classic::JoinResponse, Status> {
+        self.ask(|reply| Command::ClassicJoin { group, req, reply })
+            .await
+    }
+
+    pub(crate) async fn classic_sync(
+        &self,
+        group: String,
+        req: classic::SyncRequest,
+    ) -> Result<classic::SyncResponse, Status> {
+        self.ask(|reply| Command::ClassicSync { group, req, reply })
+            .await
+    }
+
+    pub(crate) async fn classic_heartbeat(
+        &self,
+        group: String,
+        member: String,
+        generation: i32,
+    ) -> Result<Option<ClassicError>, Status> {
+        self.ask(|reply| Command::ClassicHeartbeat {
+            group,
+            member,
+            generation,
+            reply,
+        })
+        .await
+    }
+
+    pub(crate) async fn classic_leave(
+        &self,
+        group: String,
+        members: Vec<String>,
+    ) -> Result<Vec<Option<ClassicError>>, Status> {
+        self.ask(|reply| Command::ClassicLeave {
+            group,
+            members,
+            reply,
+        })
+        .await
+    }
+
+    pub(crate) async fn kafka_describe(
+        &self,
+        group: String,
+    ) -> Result<Option<KafkaGroupView>, Status> {
+        self.ask(|reply| Command::KafkaDescribe { group, reply })
+            .await
+    }
+
+    pub(crate) async fn kafka_list(&self) -> Result<Vec<KafkaGroupView>, Status> {
+        self.ask(|reply| Command::KafkaList { reply }).await
+    }
+
     /// Asks for a session-expiry pass (and a lag report when `publish_lag`); a pass still
     /// queued makes this one unnecessary.
     pub(crate) fn tick(&self, publish_lag: bool) {
@@ -218,6 +370,7 @@ struct ShardActor {
     settings: GroupSettings,
     phase: Phase,
     reports: mpsc::UnboundedSender<Report>,
+    parked: Parked,
 }
 
 impl ShardActor {
@@ -255,13 +408,27 @@ impl ShardActor {
             Command::Describe { group, .. } | Command::Delete { group, .. } => {
                 format!("group {group:?}")
             }
-            Command::List { .. } => "its groups".into(),
+            Command::ClassicJoin { group, .. }
+            | Command::ClassicSync { group, .. }
+            | Command::ClassicHeartbeat { group, .. }
+            | Command::ClassicLeave { group, .. }
+            | Command::KafkaDescribe { group, .. } => format!("group {group:?}"),
+            Command::List { .. } | Command::KafkaList { .. } => "its groups".into(),
         }
+    }
+
+    /// Leaves the ready phase: parked classic requests are answered NOT_COORDINATOR.
+    fn go_idle(&mut self) {
+        if matches!(self.phase, Phase::Ready { .. }) {
+            let e = not_coordinator(&self.node, "the parked requests", self.p);
+            self.parked.fail_all(&e);
+        }
+        self.phase = Phase::Idle;
     }
 
     async fn on_command(&mut self, cmd: Command) {
         let Some(epoch) = self.leadership() else {
-            self.phase = Phase::Idle;
+            self.go_idle();
             let e = not_coordinator(&self.node, &Self::what(&cmd), self.p);
             return cmd.fail(e);
         };
@@ -291,6 +458,9 @@ impl ShardActor {
 
     /// Replays the partition in a task; the actor keeps serving (and queueing) meanwhile.
     fn start_load(&mut self, leader_epoch: i32) {
+        if matches!(self.phase, Phase::Ready { .. }) {
+            self.go_idle();
+        }
         // Requests queued for an older epoch's load are served by this one.
         let deferred = match std::mem::replace(&mut self.phase, Phase::Idle) {
             Phase::Loading { deferred, .. } => deferred,
@@ -399,14 +569,18 @@ impl ShardActor {
     fn on_tick(&mut self, publish_lag: bool) {
         if self.leadership().is_none() {
             // Not the coordinator any more: free the groups.
-            self.phase = Phase::Idle;
+            self.go_idle();
             return;
         }
         let Phase::Ready { state, .. } = &mut self.phase else {
             return;
         };
         let image = self.node.image();
-        state.expire(Instant::now(), self.settings.session_timeout, &image);
+        let now = Instant::now();
+        state.expire(now, self.settings.session_timeout, &image);
+        for (group, c) in state.classic_tick(now, &self.settings.classic) {
+            self.parked.deliver(&group, vec![c]);
+        }
         if publish_lag {
             for (group, topic, p, offset) in state.committed() {
                 let Some(part) = self.node.partition(topic, p) else {
@@ -454,6 +628,57 @@ impl ShardActor {
             }
             Command::List { reply } => {
                 let _ = reply.send(Ok(state.list()));
+            }
+            Command::KafkaList { reply } => {
+                let _ = reply.send(Ok(state.kafka_list(&image)));
+            }
+            Command::KafkaDescribe { group, reply } => {
+                let _ = reply.send(Ok(state.kafka_view(&group, &image)));
+            }
+            Command::ClassicJoin { group, req, reply } => {
+                let now = Instant::now();
+                let (answer, done) = state.classic_join(&group, req, now, &self.settings.classic);
+                match answer {
+                    classic::Answer::Now(r) => {
+                        let _ = reply.send(Ok(r));
+                    }
+                    // Parked under the id it joined with, or (v0–v3) the one it was given.
+                    classic::Answer::Later(member) => {
+                        park(&mut self.parked.joins, &group, &member, reply)
+                    }
+                }
+                self.parked.deliver(&group, done);
+            }
+            Command::ClassicSync { group, req, reply } => {
+                let (answer, done) = state.classic_sync(&group, req, Instant::now());
+                match answer {
+                    classic::Answer::Now(r) => {
+                        let _ = reply.send(Ok(r));
+                    }
+                    classic::Answer::Later(member) => {
+                        park(&mut self.parked.syncs, &group, &member, reply)
+                    }
+                }
+                self.parked.deliver(&group, done);
+            }
+            Command::ClassicHeartbeat {
+                group,
+                member,
+                generation,
+                reply,
+            } => {
+                let r = state.classic_heartbeat(&group, &member, generation, Instant::now());
+                let _ = reply.send(Ok(r.err()));
+            }
+            Command::ClassicLeave {
+                group,
+                members,
+                reply,
+            } => {
+                let (results, done) =
+                    state.classic_leave(&group, &members, Instant::now(), &self.settings.classic);
+                self.parked.deliver(&group, done);
+                let _ = reply.send(Ok(results.into_iter().map(Result::err).collect()));
             }
             Command::Commit { req, reply } => {
                 let plan = match state.prepare_commit(&req, &image) {

@@ -34,10 +34,13 @@ use crate::data::DataPlane;
 use crate::node::BrokerNode;
 
 mod actor;
+pub mod classic;
+mod consumer_protocol;
 mod records;
 pub mod state;
 
 use actor::ShardHandle;
+pub use state::KafkaGroupView;
 
 /// The internal topic holding committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -55,6 +58,8 @@ pub struct GroupSettings {
     pub session_timeout: Duration,
     /// `group.consumer.heartbeat.interval.ms`.
     pub heartbeat_interval: Duration,
+    /// The classic protocol's session bounds and initial rebalance delay.
+    pub classic: classic::ClassicSettings,
 }
 
 /// Kafka's `Utils.abs(groupId.hashCode()) % N` over Java's UTF-16 `String.hashCode`.
@@ -263,6 +268,78 @@ impl GroupCoordinator {
     /// partitions are named.
     pub async fn fetch(&self, req: OffsetFetchRequest) -> Result<OffsetFetchResponse, Status> {
         self.shard(&req.group_id)?.fetch(req).await
+    }
+
+    /// JoinGroup (classic protocol); answered when the group's rebalance completes.
+    pub async fn classic_join(
+        &self,
+        group: &str,
+        req: classic::JoinRequest,
+    ) -> Result<classic::JoinResponse, Status> {
+        self.shard(group)?
+            .classic_join(group.to_string(), req)
+            .await
+    }
+
+    /// SyncGroup (classic protocol); a follower's is answered when the leader's arrives.
+    pub async fn classic_sync(
+        &self,
+        group: &str,
+        req: classic::SyncRequest,
+    ) -> Result<classic::SyncResponse, Status> {
+        self.shard(group)?
+            .classic_sync(group.to_string(), req)
+            .await
+    }
+
+    /// Heartbeat (classic protocol): `None` when all is well.
+    pub async fn classic_heartbeat(
+        &self,
+        group: &str,
+        member: &str,
+        generation: i32,
+    ) -> Result<Option<classic::ClassicError>, Status> {
+        self.shard(group)?
+            .classic_heartbeat(group.to_string(), member.to_string(), generation)
+            .await
+    }
+
+    /// LeaveGroup (classic protocol): one result per member.
+    pub async fn classic_leave(
+        &self,
+        group: &str,
+        members: Vec<String>,
+    ) -> Result<Vec<Option<classic::ClassicError>>, Status> {
+        self.shard(group)?
+            .classic_leave(group.to_string(), members)
+            .await
+    }
+
+    /// A group as Kafka's DescribeGroups shows it; `None` if there is no such group.
+    pub async fn kafka_describe(&self, group: &str) -> Result<Option<KafkaGroupView>, Status> {
+        self.shard(group)?.kafka_describe(group.to_string()).await
+    }
+
+    /// Every group this broker coordinates, as Kafka's ListGroups shows them.
+    pub async fn kafka_list(&self) -> Vec<KafkaGroupView> {
+        let mut out = Vec::new();
+        for p in self.led_offsets_partitions() {
+            if let Ok(groups) = self.shard_of(p).kafka_list().await {
+                out.extend(groups);
+            }
+        }
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        out
+    }
+
+    fn led_offsets_partitions(&self) -> Vec<i32> {
+        (0..self.offsets_partitions())
+            .filter(|&p| {
+                self.node
+                    .partition(OFFSETS_TOPIC, p)
+                    .is_some_and(|part| part.offsets().is_leader)
+            })
+            .collect()
     }
 
     /// Groups of every offsets partition this broker leads.

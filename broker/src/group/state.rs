@@ -12,6 +12,7 @@ use sluice_metadata::{MetadataImage, TopicPartition};
 use sluice_proto::v1::*;
 use tonic::Status;
 
+use super::classic::{self, ClassicError, ClassicGroup, ClassicSettings, Completed};
 use super::records::{offset_key, offset_value};
 use super::{err, Committed, COMMIT_METADATA_BYTES_MAX, GROUP_MEMBERS_MAX};
 use crate::assign;
@@ -40,10 +41,31 @@ struct Group {
     /// Committed offsets, with the offset of the record in `__consumer_offsets` that wrote
     /// each (a later record wins, whatever order the writes' completions arrive in).
     offsets: BTreeMap<TopicPartition, (Committed, i64)>,
+    /// Membership under the classic protocol (JoinGroup/SyncGroup); a group has members
+    /// of one protocol at a time.
+    classic: ClassicGroup,
 }
 
 impl Group {
+    /// No members of either protocol.
+    fn has_no_members(&self) -> bool {
+        self.members.is_empty() && self.classic.is_empty()
+    }
+
+    /// Nothing left to keep: no members and no committed offsets.
+    fn is_vacant(&self) -> bool {
+        self.has_no_members() && self.offsets.is_empty()
+    }
+
     fn state(&self) -> GroupState {
+        if !self.classic.is_empty() {
+            return match self.classic.state() {
+                classic::ClassicState::Empty => GroupState::Empty,
+                classic::ClassicState::PreparingRebalance => GroupState::Assigning,
+                classic::ClassicState::CompletingRebalance => GroupState::Reconciling,
+                classic::ClassicState::Stable => GroupState::Stable,
+            };
+        }
         if self.members.is_empty() {
             GroupState::Empty
         } else if self.members.values().all(|m| m.epoch == self.epoch) {
@@ -154,8 +176,7 @@ impl ShardState {
 
     /// Drops groups a replay left without offsets or members (all tombstoned).
     pub fn loaded(&mut self) {
-        self.groups
-            .retain(|_, g| !g.offsets.is_empty() || !g.members.is_empty());
+        self.groups.retain(|_, g| !g.is_vacant());
     }
 
     /// Number of groups.
@@ -193,6 +214,19 @@ impl ShardState {
             });
         }
         if req.member_epoch == 0 {
+            if self
+                .groups
+                .get(&req.group_id)
+                .is_some_and(|g| !g.classic.is_empty())
+            {
+                return Err(err(
+                    ErrorCode::InconsistentGroupProtocol,
+                    format!(
+                        "group {:?} has members of the classic protocol (JoinGroup); a consumer-protocol member cannot join it",
+                        req.group_id
+                    ),
+                ));
+            }
             if req.subscribed_topic_names.is_empty() {
                 return Err(err(
                     ErrorCode::InvalidRequest,
@@ -332,8 +366,9 @@ impl ShardState {
     ) -> Result<CommitPlan, Status> {
         let group = self.groups.get(&req.group_id);
         let admin = req.member_id.is_empty() && req.member_epoch < 0;
+        let classic_member = group.is_some_and(|g| g.classic.has_member(&req.member_id));
         if admin {
-            if group.is_some_and(|g| !g.members.is_empty()) {
+            if group.is_some_and(|g| !g.has_no_members()) {
                 return Err(err(
                     ErrorCode::NonEmptyGroup,
                     format!(
@@ -342,6 +377,13 @@ impl ShardState {
                     ),
                 ));
             }
+        } else if classic_member {
+            // Classic groups: the member's generation (in member_epoch), no ownership check
+            // (the assignment is the client's).
+            let g = group.expect("has the member");
+            g.classic
+                .check_commit(&req.member_id, req.member_epoch)
+                .map_err(classic_status)?;
         } else {
             let Some(m) = group.and_then(|g| g.members.get(&req.member_id)) else {
                 return Err(err(
@@ -404,6 +446,7 @@ impl ShardState {
                     ),
                 )
             } else if !admin
+                && !classic_member
                 && !group.is_some_and(|g| g.owns(&req.member_id, &c.topic, c.partition))
             {
                 result(
@@ -498,7 +541,7 @@ impl ShardState {
             .iter()
             .map(|(id, g)| ListedGroup {
                 group_id: id.clone(),
-                protocol_type: "consumer".into(),
+                protocol_type: g.classic.protocol_type().unwrap_or("consumer").to_string(),
                 group_state: g.state() as i32,
             })
             .collect()
@@ -515,6 +558,9 @@ impl ShardState {
                 ..Default::default()
             };
         };
+        if !g.classic.is_empty() {
+            return describe_classic(group_id, g, image);
+        }
         let members = g
             .members
             .iter()
@@ -554,10 +600,13 @@ impl ShardState {
                 format!("group {group_id:?} does not exist"),
             ));
         };
-        if !g.members.is_empty() {
+        if !g.has_no_members() {
             return Err(err(
                 ErrorCode::NonEmptyGroup,
-                format!("group {group_id:?} has {} active members", g.members.len()),
+                format!(
+                    "group {group_id:?} has {} active members",
+                    g.members.len() + g.classic.describe().len()
+                ),
             ));
         }
         Ok(g.offsets
@@ -571,10 +620,194 @@ impl ShardState {
     pub fn apply_delete(&mut self, group_id: &str, first_offset: i64) {
         if let Some(g) = self.groups.get_mut(group_id) {
             g.offsets.retain(|_, (_, at)| *at >= first_offset);
-            if g.members.is_empty() && g.offsets.is_empty() {
+            if g.is_vacant() {
                 self.groups.remove(group_id);
             }
         }
+    }
+
+    /// The group's classic membership, created empty if need be; a group whose members
+    /// use the consumer protocol (KIP-848) is refused.
+    fn classic_group(&mut self, group_id: &str) -> Result<&mut ClassicGroup, ClassicError> {
+        let g = self.groups.entry(group_id.to_string()).or_default();
+        if !g.members.is_empty() {
+            return Err(ClassicError {
+                code: classic::code::INCONSISTENT_GROUP_PROTOCOL,
+                message: format!(
+                    "group {group_id:?} has members of the consumer protocol (KIP-848); a classic member cannot join it"
+                ),
+            });
+        }
+        Ok(&mut g.classic)
+    }
+
+    /// JoinGroup (classic protocol).
+    pub fn classic_join(
+        &mut self,
+        group_id: &str,
+        req: classic::JoinRequest,
+        now: Instant,
+        settings: &ClassicSettings,
+    ) -> (classic::Answer<classic::JoinResponse>, Vec<Completed>) {
+        let member = req.member_id.clone();
+        match self.classic_group(group_id) {
+            Ok(g) => g.join(req, now, settings),
+            Err(e) => (
+                classic::Answer::Now(classic::JoinResponse {
+                    error: Some(e),
+                    generation_id: -1,
+                    member_id: member,
+                    ..Default::default()
+                }),
+                Vec::new(),
+            ),
+        }
+    }
+
+    /// SyncGroup (classic protocol).
+    pub fn classic_sync(
+        &mut self,
+        group_id: &str,
+        req: classic::SyncRequest,
+        now: Instant,
+    ) -> (classic::Answer<classic::SyncResponse>, Vec<Completed>) {
+        match self.classic_group(group_id) {
+            Ok(g) => g.sync(req, now),
+            Err(e) => (
+                classic::Answer::Now(classic::SyncResponse {
+                    error: Some(e),
+                    ..Default::default()
+                }),
+                Vec::new(),
+            ),
+        }
+    }
+
+    /// Heartbeat (classic protocol).
+    pub fn classic_heartbeat(
+        &mut self,
+        group_id: &str,
+        member: &str,
+        generation: i32,
+        now: Instant,
+    ) -> Result<(), ClassicError> {
+        self.classic_group(group_id)?
+            .heartbeat(member, generation, now)
+    }
+
+    /// LeaveGroup (classic protocol): one result per member, in order.
+    pub fn classic_leave(
+        &mut self,
+        group_id: &str,
+        members: &[String],
+        now: Instant,
+        settings: &ClassicSettings,
+    ) -> (Vec<Result<(), ClassicError>>, Vec<Completed>) {
+        let g = match self.classic_group(group_id) {
+            Ok(g) => g,
+            Err(e) => return (members.iter().map(|_| Err(e.clone())).collect(), Vec::new()),
+        };
+        let mut done = Vec::new();
+        let results = members
+            .iter()
+            .map(|m| {
+                g.leave(m, now, settings).map(|d| {
+                    tracing::info!(group = %group_id, member = %m, "classic member left");
+                    done.extend(d);
+                })
+            })
+            .collect();
+        (results, done)
+    }
+
+    /// Time passes for every classic group: session expiry and rebalance timeouts. Also
+    /// forgets groups left with nothing (no members, no offsets).
+    pub fn classic_tick(
+        &mut self,
+        now: Instant,
+        settings: &ClassicSettings,
+    ) -> Vec<(String, Completed)> {
+        let mut done = Vec::new();
+        for (id, g) in self.groups.iter_mut() {
+            done.extend(
+                g.classic
+                    .tick(now, settings)
+                    .into_iter()
+                    .map(|c| (id.clone(), c)),
+            );
+        }
+        self.groups.retain(|_, g| !g.is_vacant());
+        done
+    }
+
+    /// A group as Kafka's DescribeGroups shows it: state name, protocol type, protocol and
+    /// members with consumer-protocol metadata and assignment bytes. `None`: no such group.
+    pub fn kafka_view(&self, group_id: &str, image: &MetadataImage) -> Option<KafkaGroupView> {
+        let g = self.groups.get(group_id)?;
+        if !g.classic.is_empty() {
+            return Some(KafkaGroupView {
+                group_id: group_id.to_string(),
+                group_type: "classic",
+                state: g.classic.state().name(),
+                protocol_type: g.classic.protocol_type().unwrap_or("consumer").to_string(),
+                protocol: g.classic.protocol_name().unwrap_or_default().to_string(),
+                members: g.classic.describe(),
+            });
+        }
+        let state = match g.state() {
+            GroupState::Empty => "Empty",
+            GroupState::Stable => "Stable",
+            GroupState::Assigning => "Assigning",
+            _ => "Reconciling",
+        };
+        let members = g
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let parts: Vec<(String, Vec<i32>)> = g
+                    .assignment_of(image, id)
+                    .topic_partitions
+                    .into_iter()
+                    .map(|tp| (tp.topic, tp.partitions))
+                    .collect();
+                classic::DescribedMember {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: Bytes::new(),
+                    assignment: super::consumer_protocol::encode_assignment(&parts),
+                }
+            })
+            .collect();
+        Some(KafkaGroupView {
+            group_id: group_id.to_string(),
+            // A group with offsets only is Kafka's "classic" Empty group.
+            group_type: if g.members.is_empty() {
+                "classic"
+            } else {
+                "consumer"
+            },
+            state,
+            protocol_type: "consumer".into(),
+            protocol: if g.members.is_empty() {
+                String::new()
+            } else {
+                g.assignor.clone()
+            },
+            members,
+        })
+    }
+
+    /// Every group as Kafka's ListGroups shows it.
+    pub fn kafka_list(&self, image: &MetadataImage) -> Vec<KafkaGroupView> {
+        let mut out: Vec<KafkaGroupView> = self
+            .groups
+            .keys()
+            .filter_map(|id| self.kafka_view(id, image))
+            .collect();
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        out
     }
 
     /// `(group, topic, partition, committed offset)` of every committed offset.
@@ -589,3 +822,70 @@ impl ShardState {
 
 #[cfg(test)]
 mod tests;
+
+/// A group as Kafka's DescribeGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaGroupView {
+    pub group_id: String,
+    /// "classic" or "consumer" (KIP-848), ListGroups v5's group type.
+    pub group_type: &'static str,
+    /// Kafka's state name ("Stable", "PreparingRebalance", …).
+    pub state: &'static str,
+    pub protocol_type: String,
+    /// The chosen protocol (classic) or the server assignor (consumer protocol).
+    pub protocol: String,
+    pub members: Vec<classic::DescribedMember>,
+}
+
+/// A classic protocol error as the status the gRPC side and OffsetCommit use.
+fn classic_status(e: ClassicError) -> Status {
+    let code = ErrorCode::try_from(e.code as i32).unwrap_or(ErrorCode::UnknownServerError);
+    err(code, e.message)
+}
+
+/// DescribeGroups (gRPC) of a classic group: members with the topics of their subscription
+/// and the partitions of their assignment, read from the consumer-protocol bytes.
+fn describe_classic(group_id: &str, g: &Group, image: &MetadataImage) -> DescribedGroup {
+    let members = g
+        .classic
+        .describe()
+        .into_iter()
+        .map(|m| {
+            let assignment = Assignment {
+                topic_partitions: super::consumer_protocol::assigned_partitions(&m.assignment)
+                    .into_iter()
+                    .map(|(topic, partitions)| TopicPartitions {
+                        topic_id: image
+                            .topic(&topic)
+                            .map(|t| t.id.to_string())
+                            .unwrap_or_default(),
+                        topic,
+                        partitions,
+                    })
+                    .collect(),
+            };
+            GroupMember {
+                member_id: m.member_id,
+                instance_id: m.instance_id,
+                rack_id: None,
+                member_epoch: g.classic.generation(),
+                client_id: m.client_id,
+                client_host: m.client_host,
+                subscribed_topic_names: super::consumer_protocol::subscribed_topics(&m.metadata),
+                assignment: Some(assignment.clone()),
+                target_assignment: Some(assignment),
+            }
+        })
+        .collect();
+    DescribedGroup {
+        group_id: group_id.to_string(),
+        error_code: 0,
+        error_message: String::new(),
+        group_state: g.state() as i32,
+        protocol_type: g.classic.protocol_type().unwrap_or("consumer").to_string(),
+        group_epoch: g.classic.generation(),
+        assignment_epoch: g.classic.generation(),
+        assignor_name: g.classic.protocol_name().unwrap_or_default().to_string(),
+        members,
+    }
+}

@@ -27,10 +27,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::data::DataPlane;
+use crate::group::GroupCoordinator;
 use crate::limits::MESSAGE_BYTES_MAX;
 use crate::node::BrokerNode;
 
 mod fetch;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -72,6 +74,7 @@ struct Answered {
 pub(crate) struct Ctx {
     pub node: Arc<BrokerNode>,
     pub data: DataPlane,
+    pub groups: Arc<GroupCoordinator>,
 }
 
 /// A request as the connection decoded it.
@@ -94,13 +97,18 @@ enum Close {
 }
 
 /// Serves one Kafka connection until the client closes it or breaks the protocol.
-pub async fn serve_connection<S>(stream: S, peer: SocketAddr, node: Arc<BrokerNode>)
-where
+pub async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    node: Arc<BrokerNode>,
+    groups: Arc<GroupCoordinator>,
+) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let ctx = Ctx {
         data: DataPlane::new(node.clone()),
         node,
+        groups,
     };
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (queue, mut answers) = mpsc::channel::<Queued>(KAFKA_IN_FLIGHT_MAX);
@@ -362,6 +370,28 @@ async fn dispatch(
                     RequestKind::InitProducerId(r) => {
                         produce::init_producer_id(&ctx, r).await.into()
                     }
+                    RequestKind::FindCoordinator(r) => {
+                        groups::find_coordinator(&ctx, r, version).await.into()
+                    }
+                    RequestKind::JoinGroup(r) => {
+                        // Kafka's client host: "/" and the address.
+                        let host = format!("/{}", peer.ip());
+                        groups::join_group(&ctx, r, version, client, host)
+                            .await
+                            .into()
+                    }
+                    RequestKind::SyncGroup(r) => groups::sync_group(&ctx, r).await.into(),
+                    RequestKind::Heartbeat(r) => groups::heartbeat(&ctx, r).await.into(),
+                    RequestKind::LeaveGroup(r) => {
+                        groups::leave_group(&ctx, r, version).await.into()
+                    }
+                    RequestKind::OffsetCommit(r) => groups::offset_commit(&ctx, r).await.into(),
+                    RequestKind::OffsetFetch(r) => {
+                        groups::offset_fetch(&ctx, r, version).await.into()
+                    }
+                    RequestKind::ListGroups(r) => groups::list_groups(&ctx, r).await.into(),
+                    RequestKind::DescribeGroups(r) => groups::describe_groups(&ctx, r).await.into(),
+                    RequestKind::DeleteGroups(r) => groups::delete_groups(&ctx, r).await.into(),
                     other => {
                         // `versions::supported` admits only the APIs above.
                         tracing::error!(%peer, client, request = ?other, "no handler for an advertised Kafka API");
@@ -387,6 +417,16 @@ fn api_name(k: ApiKey) -> &'static str {
         ApiKey::ApiVersions => "kafka_api_versions",
         ApiKey::InitProducerId => "kafka_init_producer_id",
         ApiKey::OffsetForLeaderEpoch => "kafka_offset_for_leader_epoch",
+        ApiKey::FindCoordinator => "kafka_find_coordinator",
+        ApiKey::JoinGroup => "kafka_join_group",
+        ApiKey::SyncGroup => "kafka_sync_group",
+        ApiKey::Heartbeat => "kafka_heartbeat",
+        ApiKey::LeaveGroup => "kafka_leave_group",
+        ApiKey::OffsetCommit => "kafka_offset_commit",
+        ApiKey::OffsetFetch => "kafka_offset_fetch",
+        ApiKey::ListGroups => "kafka_list_groups",
+        ApiKey::DescribeGroups => "kafka_describe_groups",
+        ApiKey::DeleteGroups => "kafka_delete_groups",
         _ => "kafka_other",
     }
 }

@@ -5,7 +5,9 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseKind};
 
 /// `(api, min, max)` of every API served. Produce and Fetch stop at v12 (v13 names topics
 /// by id only); ListOffsets at v6 (v7 adds the max-timestamp lookup, KIP-734, we do not
-/// have yet); InitProducerId at v4 (v5+ is transactions only).
+/// have yet); InitProducerId at v4 (v5+ is transactions only). The group APIs are the
+/// classic protocol's; OffsetCommit from v2 and OffsetFetch from v1 (older ones are
+/// ZooKeeper-era).
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 12),
     (ApiKey::Fetch, 4, 12),
@@ -14,6 +16,16 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// The versions of `key` served, if it is served.

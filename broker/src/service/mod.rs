@@ -235,9 +235,17 @@ impl Broker for BrokerService {
 }
 
 /// Serves Kafka connections of this broker's listener (see [`crate::kafka`]).
-fn kafka_server(node: Arc<BrokerNode>) -> crate::listener::KafkaServer {
+fn kafka_server(
+    node: Arc<BrokerNode>,
+    groups: Arc<GroupCoordinator>,
+) -> crate::listener::KafkaServer {
     Arc::new(move |conn, peer| {
-        tokio::spawn(crate::kafka::serve_connection(conn, peer, node.clone()));
+        tokio::spawn(crate::kafka::serve_connection(
+            conn,
+            peer,
+            node.clone(),
+            groups.clone(),
+        ));
     })
 }
 
@@ -305,7 +313,7 @@ pub async fn serve(
         .add_service(v1)
         .add_service(v1alpha)
         .add_service(
-            BrokerServer::new(BrokerService::with_groups(node.clone(), groups))
+            BrokerServer::new(BrokerService::with_groups(node.clone(), groups.clone()))
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
         )
@@ -314,7 +322,7 @@ pub async fn serve(
             crate::listener::incoming(
                 listener,
                 limits.connections_max,
-                Some(kafka_server(node.clone())),
+                Some(kafka_server(node.clone(), groups)),
             ),
             shutdown,
         )

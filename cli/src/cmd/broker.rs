@@ -110,6 +110,12 @@ pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
             offsets_replication_factor: positive(cfg, "offsets.topic.replication.factor")?,
             session_timeout: ms("group.consumer.session.timeout.ms")?,
             heartbeat_interval: ms("group.consumer.heartbeat.interval.ms")?,
+            classic: sluice_broker::group::classic::ClassicSettings {
+                min_session_timeout: ms("group.min.session.timeout.ms")?,
+                max_session_timeout: ms("group.max.session.timeout.ms")?,
+                initial_rebalance_delay: ms("group.initial.rebalance.delay.ms")?,
+                max_size: sluice_broker::group::GROUP_MEMBERS_MAX,
+            },
         },
     })
 }

@@ -318,3 +318,105 @@ fn only_an_empty_group_is_deleted_and_only_its_older_offsets_go() {
     s.apply_delete("g", 11);
     assert!(s.is_empty());
 }
+
+fn classic_settings() -> crate::group::classic::ClassicSettings {
+    crate::group::classic::ClassicSettings {
+        min_session_timeout: Duration::from_secs(6),
+        max_session_timeout: Duration::from_secs(1800),
+        initial_rebalance_delay: Duration::ZERO,
+        max_size: 10,
+    }
+}
+
+fn classic_join(member: &str) -> crate::group::classic::JoinRequest {
+    crate::group::classic::JoinRequest {
+        member_id: member.into(),
+        instance_id: None,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), bytes::Bytes::new())],
+        session_timeout: Duration::from_secs(10),
+        rebalance_timeout: Duration::from_secs(10),
+        client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
+        require_known_member_id: false,
+    }
+}
+
+/// Kafka keeps a group on one protocol at a time (`GroupMetadataManager`: a classic join to
+/// a consumer group with members, or the reverse, is INCONSISTENT_GROUP_PROTOCOL); both
+/// kinds share the group's committed offsets. A classic member commits with its generation
+/// (Kafka's `validateOffsetCommit`), with no ownership check; an administrator's commit
+/// waits for the group to be empty of either kind.
+#[test]
+fn a_group_speaks_one_protocol_at_a_time_and_classic_commits_are_fenced_by_generation() {
+    use crate::group::classic::{code, Answer, Completed};
+    let img = image(2);
+    let now = Instant::now();
+    let mut s = ShardState::default();
+    let (a, done) = s.classic_join("g", classic_join(""), now, &classic_settings());
+    let Answer::Later(member) = a else {
+        panic!("the first join waits for its rebalance")
+    };
+    assert!(
+        matches!(&done[..], [Completed::Join { member: m, answer }] if *m == member && answer.generation_id == 1),
+        "with no initial delay a lone member's join completes at once: {done:?}"
+    );
+    let e = s
+        .heartbeat(join("g"), "h".into(), now, HB, &img)
+        .unwrap_err();
+    assert_eq!(error_code(&e), ErrorCode::InconsistentGroupProtocol);
+    let e = s
+        .prepare_commit(&commit("g", &member, 0, 0, 5), &img)
+        .unwrap_err();
+    assert_eq!(
+        error_code(&e),
+        ErrorCode::IllegalGeneration,
+        "generation 0 is old"
+    );
+    let e = s
+        .prepare_commit(&commit("g", &member, 1, 0, 5), &img)
+        .unwrap_err();
+    assert_eq!(
+        error_code(&e),
+        ErrorCode::RebalanceInProgress,
+        "between JoinGroup and SyncGroup"
+    );
+    let (r, _) = s.classic_sync(
+        "g",
+        crate::group::classic::SyncRequest {
+            member_id: member.clone(),
+            generation_id: 1,
+            protocol_type: None,
+            protocol_name: None,
+            assignments: vec![(member.clone(), bytes::Bytes::from_static(b"x"))],
+        },
+        now,
+    );
+    assert!(matches!(r, Answer::Now(ref s) if s.error.is_none()));
+    let plan = s
+        .prepare_commit(&commit("g", &member, 1, 1, 5), &img)
+        .unwrap();
+    assert_eq!(plan.results[0].error_code, 0, "any partition, no ownership");
+    s.apply_commit("g", plan.accepted, 0);
+    assert_eq!(committed(&s, "g", 1), 5);
+    let e = s
+        .prepare_commit(&commit("g", "", -1, 0, 1), &img)
+        .unwrap_err();
+    assert_eq!(error_code(&e), ErrorCode::NonEmptyGroup);
+    let (results, _) =
+        s.classic_leave("g", std::slice::from_ref(&member), now, &classic_settings());
+    assert!(results[0].is_ok());
+    // Empty now: a consumer-protocol member may join, and keeps the offsets.
+    let r = s.heartbeat(join("g"), "h".into(), now, HB, &img).unwrap();
+    assert_eq!(committed(&s, "g", 1), 5);
+    let (a, _) = s.classic_join("g", classic_join(""), now, &classic_settings());
+    let Answer::Now(j) = a else {
+        panic!("refused at once")
+    };
+    assert_eq!(
+        j.error.map(|e| e.code),
+        Some(code::INCONSISTENT_GROUP_PROTOCOL),
+        "member {} holds the group",
+        r.member_id
+    );
+}

@@ -1,0 +1,540 @@
+//! Consumer groups over the Kafka protocol: FindCoordinator, the classic group protocol
+//! (JoinGroup, SyncGroup, Heartbeat, LeaveGroup), OffsetCommit, OffsetFetch, ListGroups,
+//! DescribeGroups and DeleteGroups, on the same coordinator, shard actors and stored
+//! offsets as the gRPC API ([`crate::group`]).
+
+use std::time::Duration;
+
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use sluice_proto::v1 as pb;
+
+use super::{code_of, kstr, Ctx};
+use crate::group::classic::{self, ClassicError};
+
+/// Kafka's FindCoordinator key type for transactions (not supported).
+const KEY_TYPE_TRANSACTION: i8 = 1;
+const INVALID_REQUEST: i16 = 42;
+
+fn msg(s: String) -> Option<StrBytes> {
+    (!s.is_empty()).then(|| kstr(s))
+}
+
+/// One coordinator lookup: `(node id, host, port)` or the error.
+async fn coordinator_of(
+    ctx: &Ctx,
+    key: &str,
+    key_type: i8,
+) -> Result<(i32, String, i32), (i16, String)> {
+    if key_type == KEY_TYPE_TRANSACTION {
+        return Err((
+            INVALID_REQUEST,
+            "transactions are not supported by this broker".into(),
+        ));
+    }
+    let r = ctx
+        .groups
+        .find_coordinator(key)
+        .await
+        .map_err(|s| code_of(&s))?;
+    let c = r.coordinator.unwrap_or_default();
+    Ok((c.broker_id, c.host, c.port))
+}
+
+pub(super) async fn find_coordinator(
+    ctx: &Ctx,
+    req: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    if version < 4 {
+        let out = FindCoordinatorResponse::default();
+        return match coordinator_of(ctx, req.key.as_str(), req.key_type).await {
+            Ok((id, host, port)) => out
+                .with_node_id(BrokerId(id))
+                .with_host(kstr(host))
+                .with_port(port),
+            Err((code, m)) => out
+                .with_error_code(code)
+                .with_error_message(msg(m))
+                .with_node_id(BrokerId(-1))
+                .with_host(kstr(""))
+                .with_port(-1),
+        };
+    }
+    let mut coordinators = Vec::with_capacity(req.coordinator_keys.len());
+    for key in req.coordinator_keys {
+        let c = Coordinator::default().with_key(key.clone());
+        coordinators.push(
+            match coordinator_of(ctx, key.as_str(), req.key_type).await {
+                Ok((id, host, port)) => c
+                    .with_node_id(BrokerId(id))
+                    .with_host(kstr(host))
+                    .with_port(port),
+                Err((code, m)) => c
+                    .with_error_code(code)
+                    .with_error_message(msg(m))
+                    .with_node_id(BrokerId(-1))
+                    .with_host(kstr(""))
+                    .with_port(-1),
+            },
+        );
+    }
+    FindCoordinatorResponse::default().with_coordinators(coordinators)
+}
+
+fn classic_code(e: &Option<ClassicError>) -> (i16, Option<StrBytes>) {
+    match e {
+        Some(e) => (e.code, msg(e.message.clone())),
+        None => (0, None),
+    }
+}
+
+pub(super) async fn join_group(
+    ctx: &Ctx,
+    req: JoinGroupRequest,
+    version: i16,
+    client_id: String,
+    client_host: String,
+) -> JoinGroupResponse {
+    let group = req.group_id.0.as_str().to_string();
+    let session = Duration::from_millis(req.session_timeout_ms.max(0) as u64);
+    let rebalance = if version >= 1 {
+        Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64)
+    } else {
+        session
+    };
+    let join = classic::JoinRequest {
+        member_id: req.member_id.as_str().to_string(),
+        instance_id: req
+            .group_instance_id
+            .as_ref()
+            .map(|s| s.as_str().to_string()),
+        protocol_type: req.protocol_type.as_str().to_string(),
+        protocols: req
+            .protocols
+            .iter()
+            .map(|p| (p.name.as_str().to_string(), p.metadata.clone()))
+            .collect(),
+        session_timeout: session,
+        rebalance_timeout: rebalance,
+        client_id,
+        client_host,
+        require_known_member_id: version >= 4,
+    };
+    let r = match ctx.groups.classic_join(&group, join).await {
+        Ok(r) => r,
+        Err(s) => classic::JoinResponse {
+            error: Some(ClassicError {
+                code: code_of(&s).0,
+                message: code_of(&s).1,
+            }),
+            generation_id: -1,
+            member_id: req.member_id.as_str().to_string(),
+            ..Default::default()
+        },
+    };
+    let (code, _) = classic_code(&r.error);
+    // Before v7 the protocol name is not nullable.
+    let protocol_name = match (r.protocol_name, version >= 7) {
+        (Some(n), _) => Some(kstr(n)),
+        (None, true) => None,
+        (None, false) => Some(kstr("")),
+    };
+    JoinGroupResponse::default()
+        .with_error_code(code)
+        .with_generation_id(r.generation_id)
+        .with_protocol_type(r.protocol_type.map(kstr))
+        .with_protocol_name(protocol_name)
+        .with_leader(kstr(r.leader))
+        .with_member_id(kstr(r.member_id))
+        .with_members(
+            r.members
+                .into_iter()
+                .map(|m| {
+                    JoinGroupResponseMember::default()
+                        .with_member_id(kstr(m.member_id))
+                        .with_group_instance_id(m.instance_id.map(kstr))
+                        .with_metadata(m.metadata)
+                })
+                .collect(),
+        )
+}
+
+pub(super) async fn sync_group(ctx: &Ctx, req: SyncGroupRequest) -> SyncGroupResponse {
+    let group = req.group_id.0.as_str().to_string();
+    let sync = classic::SyncRequest {
+        member_id: req.member_id.as_str().to_string(),
+        generation_id: req.generation_id,
+        protocol_type: req.protocol_type.as_ref().map(|s| s.as_str().to_string()),
+        protocol_name: req.protocol_name.as_ref().map(|s| s.as_str().to_string()),
+        assignments: req
+            .assignments
+            .iter()
+            .map(|a| (a.member_id.as_str().to_string(), a.assignment.clone()))
+            .collect(),
+    };
+    let r = match ctx.groups.classic_sync(&group, sync).await {
+        Ok(r) => r,
+        Err(s) => classic::SyncResponse {
+            error: Some(ClassicError {
+                code: code_of(&s).0,
+                message: code_of(&s).1,
+            }),
+            ..Default::default()
+        },
+    };
+    let (code, _) = classic_code(&r.error);
+    SyncGroupResponse::default()
+        .with_error_code(code)
+        .with_protocol_type(r.protocol_type.map(kstr))
+        .with_protocol_name(r.protocol_name.map(kstr))
+        .with_assignment(r.assignment)
+}
+
+pub(super) async fn heartbeat(ctx: &Ctx, req: HeartbeatRequest) -> HeartbeatResponse {
+    let code = match ctx
+        .groups
+        .classic_heartbeat(
+            req.group_id.0.as_str(),
+            req.member_id.as_str(),
+            req.generation_id,
+        )
+        .await
+    {
+        Ok(e) => classic_code(&e).0,
+        Err(s) => code_of(&s).0,
+    };
+    HeartbeatResponse::default().with_error_code(code)
+}
+
+pub(super) async fn leave_group(
+    ctx: &Ctx,
+    req: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
+    let group = req.group_id.0.as_str();
+    let members: Vec<(String, Option<StrBytes>)> = if version < 3 {
+        vec![(req.member_id.as_str().to_string(), None)]
+    } else {
+        req.members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.as_str().to_string(),
+                    m.group_instance_id.clone(),
+                )
+            })
+            .collect()
+    };
+    let ids = members.iter().map(|(id, _)| id.clone()).collect();
+    match ctx.groups.classic_leave(group, ids).await {
+        Err(s) => LeaveGroupResponse::default().with_error_code(code_of(&s).0),
+        Ok(results) if version < 3 => {
+            LeaveGroupResponse::default().with_error_code(classic_code(&results[0]).0)
+        }
+        Ok(results) => LeaveGroupResponse::default().with_members(
+            members
+                .into_iter()
+                .zip(results)
+                .map(|((id, instance), e)| {
+                    MemberResponse::default()
+                        .with_member_id(kstr(id))
+                        .with_group_instance_id(instance)
+                        .with_error_code(classic_code(&e).0)
+                })
+                .collect(),
+        ),
+    }
+}
+
+pub(super) async fn offset_commit(ctx: &Ctx, req: OffsetCommitRequest) -> OffsetCommitResponse {
+    let commit = pb::OffsetCommitRequest {
+        group_id: req.group_id.0.as_str().to_string(),
+        member_id: req.member_id.as_str().to_string(),
+        member_epoch: req.generation_id_or_member_epoch,
+        partitions: req
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| pb::OffsetCommitPartition {
+                    topic: t.name.0.as_str().to_string(),
+                    partition: p.partition_index,
+                    committed_offset: p.committed_offset,
+                    committed_leader_epoch: (p.committed_leader_epoch >= 0)
+                        .then_some(p.committed_leader_epoch),
+                    metadata: p
+                        .committed_metadata
+                        .as_ref()
+                        .map(|m| m.as_str().to_string())
+                        .unwrap_or_default(),
+                })
+            })
+            .collect(),
+    };
+    let outcome = ctx.groups.commit(commit).await;
+    let code_for = |topic: &str, partition: i32| -> i16 {
+        match &outcome {
+            Err(s) => code_of(s).0,
+            Ok(r) => r
+                .results
+                .iter()
+                .find(|x| x.topic == topic && x.partition == partition)
+                .map_or(0, |x| x.error_code as i16),
+        }
+    };
+    OffsetCommitResponse::default().with_topics(
+        req.topics
+            .iter()
+            .map(|t| {
+                OffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(code_for(t.name.0.as_str(), p.partition_index))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
+}
+
+/// One group's committed offsets: `topics` None = all of them.
+async fn fetch_offsets(
+    ctx: &Ctx,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Vec<(String, Vec<pb::OffsetFetchResult>)>, i16> {
+    if topics.as_ref().is_some_and(|t| t.is_empty()) {
+        return Ok(Vec::new());
+    }
+    let partitions = topics
+        .iter()
+        .flatten()
+        .flat_map(|(t, ps)| {
+            ps.iter().map(|&p| pb::TopicPartition {
+                topic: t.clone(),
+                partition: p,
+            })
+        })
+        .collect();
+    let r = ctx
+        .groups
+        .fetch(pb::OffsetFetchRequest {
+            group_id: group.to_string(),
+            partitions,
+        })
+        .await
+        .map_err(|s| code_of(&s).0)?;
+    let mut by_topic: Vec<(String, Vec<pb::OffsetFetchResult>)> = Vec::new();
+    for x in r.results {
+        match by_topic.iter_mut().find(|(t, _)| *t == x.topic) {
+            Some((_, v)) => v.push(x),
+            None => by_topic.push((x.topic.clone(), vec![x])),
+        }
+    }
+    Ok(by_topic)
+}
+
+pub(super) async fn offset_fetch(
+    ctx: &Ctx,
+    req: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    let metadata = |x: &pb::OffsetFetchResult| Some(kstr(x.metadata.clone()));
+    if version < 8 {
+        let topics = req.topics.as_ref().map(|ts| {
+            ts.iter()
+                .map(|t| (t.name.0.as_str().to_string(), t.partition_indexes.clone()))
+                .collect()
+        });
+        return match fetch_offsets(ctx, req.group_id.0.as_str(), topics).await {
+            Ok(by_topic) => OffsetFetchResponse::default().with_topics(
+                by_topic
+                    .into_iter()
+                    .map(|(t, xs)| {
+                        OffsetFetchResponseTopic::default()
+                            .with_name(TopicName(kstr(t)))
+                            .with_partitions(
+                                xs.iter()
+                                    .map(|x| {
+                                        OffsetFetchResponsePartition::default()
+                                            .with_partition_index(x.partition)
+                                            .with_committed_offset(x.committed_offset)
+                                            .with_committed_leader_epoch(x.committed_leader_epoch)
+                                            .with_metadata(metadata(x))
+                                            .with_error_code(x.error_code as i16)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            ),
+            // v0–v1 have no top-level error: each requested partition carries it.
+            Err(code) if version < 2 => OffsetFetchResponse::default().with_topics(
+                req.topics
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| {
+                        OffsetFetchResponseTopic::default()
+                            .with_partitions(
+                                t.partition_indexes
+                                    .iter()
+                                    .map(|&p| {
+                                        OffsetFetchResponsePartition::default()
+                                            .with_partition_index(p)
+                                            .with_committed_offset(-1)
+                                            .with_error_code(code)
+                                    })
+                                    .collect(),
+                            )
+                            .with_name(t.name)
+                    })
+                    .collect(),
+            ),
+            Err(code) => OffsetFetchResponse::default().with_error_code(code),
+        };
+    }
+    let mut groups = Vec::with_capacity(req.groups.len());
+    for g in req.groups {
+        let topics = g.topics.as_ref().map(|ts| {
+            ts.iter()
+                .map(|t| (t.name.0.as_str().to_string(), t.partition_indexes.clone()))
+                .collect()
+        });
+        let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+        groups.push(
+            match fetch_offsets(ctx, g.group_id.0.as_str(), topics).await {
+                Ok(by_topic) => out.with_topics(
+                    by_topic
+                        .into_iter()
+                        .map(|(t, xs)| {
+                            OffsetFetchResponseTopics::default()
+                                .with_name(TopicName(kstr(t)))
+                                .with_partitions(
+                                    xs.iter()
+                                        .map(|x| {
+                                            OffsetFetchResponsePartitions::default()
+                                                .with_partition_index(x.partition)
+                                                .with_committed_offset(x.committed_offset)
+                                                .with_committed_leader_epoch(
+                                                    x.committed_leader_epoch,
+                                                )
+                                                .with_metadata(metadata(x))
+                                                .with_error_code(x.error_code as i16)
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                ),
+                Err(code) => out.with_error_code(code),
+            },
+        );
+    }
+    OffsetFetchResponse::default().with_groups(groups)
+}
+
+pub(super) async fn list_groups(ctx: &Ctx, req: ListGroupsRequest) -> ListGroupsResponse {
+    let states: Vec<String> = req
+        .states_filter
+        .iter()
+        .map(|s| s.as_str().to_lowercase())
+        .collect();
+    let types: Vec<String> = req
+        .types_filter
+        .iter()
+        .map(|s| s.as_str().to_lowercase())
+        .collect();
+    let groups = ctx
+        .groups
+        .kafka_list()
+        .await
+        .into_iter()
+        .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
+        .filter(|g| types.is_empty() || types.contains(&g.group_type.to_string()))
+        .map(|g| {
+            ListedGroup::default()
+                .with_group_id(GroupId(kstr(g.group_id)))
+                .with_protocol_type(kstr(g.protocol_type))
+                .with_group_state(kstr(g.state))
+                .with_group_type(kstr(g.group_type))
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub(super) async fn describe_groups(
+    ctx: &Ctx,
+    req: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
+    let mut groups = Vec::with_capacity(req.groups.len());
+    for id in req.groups {
+        let out = DescribedGroup::default().with_group_id(id.clone());
+        groups.push(match ctx.groups.kafka_describe(id.0.as_str()).await {
+            Ok(Some(v)) => out
+                .with_group_state(kstr(v.state))
+                .with_protocol_type(kstr(v.protocol_type))
+                .with_protocol_data(kstr(v.protocol))
+                .with_members(
+                    v.members
+                        .into_iter()
+                        .map(|m| {
+                            DescribedGroupMember::default()
+                                .with_member_id(kstr(m.member_id))
+                                .with_group_instance_id(m.instance_id.map(kstr))
+                                .with_client_id(kstr(m.client_id))
+                                .with_client_host(kstr(m.client_host))
+                                .with_member_metadata(m.metadata)
+                                .with_member_assignment(m.assignment)
+                        })
+                        .collect(),
+                ),
+            // Kafka describes a group it does not know as Dead, without an error.
+            Ok(None) => out
+                .with_group_state(kstr("Dead"))
+                .with_protocol_type(kstr(""))
+                .with_protocol_data(kstr("")),
+            Err(s) => {
+                let (code, m) = code_of(&s);
+                out.with_error_code(code)
+                    .with_error_message(msg(m))
+                    .with_group_state(kstr("Dead"))
+            }
+        });
+    }
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub(super) async fn delete_groups(ctx: &Ctx, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut results = Vec::with_capacity(req.groups_names.len());
+    for id in req.groups_names {
+        let code = match ctx.groups.delete(id.0.as_str()).await {
+            Ok(()) => 0,
+            Err(s) => code_of(&s).0,
+        };
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(id)
+                .with_error_code(code),
+        );
+    }
+    DeleteGroupsResponse::default().with_results(results)
+}
