@@ -66,7 +66,8 @@ fn handoff(c: &mut Criterion) {
                 rt.block_on(async {
                     let start = Instant::now();
                     for _ in 0..iters {
-                        log.append_as_leader(batch.clone(), 0).expect("append");
+                        log.append_as_leader(batch.clone(), sluice_storage::LeaderEpoch(0))
+                            .expect("append");
                     }
                     start.elapsed()
                 })
@@ -86,7 +87,8 @@ fn handoff(c: &mut Criterion) {
                             let mut l = log.take().expect("home");
                             let batch = batch.clone();
                             l = tokio::task::spawn_blocking(move || {
-                                l.append_as_leader(batch, 0).expect("append");
+                                l.append_as_leader(batch, sluice_storage::LeaderEpoch(0))
+                                    .expect("append");
                                 l
                             })
                             .await
@@ -109,7 +111,8 @@ fn handoff(c: &mut Criterion) {
                     let (tx, rx) = std_mpsc::sync_channel::<(Bytes, oneshot::Sender<()>)>(64);
                     let thread = std::thread::spawn(move || {
                         while let Ok((batch, reply)) = rx.recv() {
-                            log.append_as_leader(batch, 0).expect("append");
+                            log.append_as_leader(batch, sluice_storage::LeaderEpoch(0))
+                                .expect("append");
                             let _ = reply.send(());
                         }
                     });

@@ -79,7 +79,7 @@ impl DataPlane {
             leader_id: p.leader.get(),
             host: b.endpoint.host.clone(),
             port: b.endpoint.port as i32,
-            leader_epoch: p.leader_epoch,
+            leader_epoch: p.leader_epoch.get(),
         })
     }
 
@@ -137,7 +137,7 @@ impl DataPlane {
             };
             let local = self.node.partition(topic, index);
             let mut offsets = local.as_ref().map(|h| h.subscribe());
-            let taken_up = |o: &Offsets| o.is_leader && o.leader_epoch >= p.leader_epoch;
+            let taken_up = |o: &Offsets| o.is_leader && o.leader_epoch >= p.leader_epoch.get();
             let waiting = p.leader == self.node.id()
                 && !offsets
                     .as_mut()
@@ -291,8 +291,8 @@ impl DataPlane {
         Ok(PendingProduce {
             part,
             leader_epoch: appended.leader_epoch,
-            first_offset: info.first_offset,
-            last_offset: info.last_offset,
+            first_offset: info.first_offset.get(),
+            last_offset: info.last_offset.get(),
             log_start_offset: appended.log_start_offset,
             acks,
             min_insync,

@@ -1,6 +1,7 @@
 //! A broker process: registration and heartbeats with the active controller, the metadata
 //! follower, partition roles, follower fetchers and ISR maintenance.
 
+use sluice_metadata::LeaderEpoch;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -777,19 +778,19 @@ impl BrokerNode {
                     let role = if p.leader == me && fenced {
                         Role::Follower {
                             leader: NO_LEADER,
-                            leader_epoch: p.leader_epoch,
+                            leader_epoch: p.leader_epoch.get(),
                         }
                     } else if p.leader == me {
                         Role::Leader {
-                            leader_epoch: p.leader_epoch,
-                            partition_epoch: p.partition_epoch,
+                            leader_epoch: p.leader_epoch.get(),
+                            partition_epoch: p.partition_epoch.get(),
                             isr: p.isr.clone(),
                             replicas: p.replicas.clone(),
                         }
                     } else {
                         Role::Follower {
                             leader: p.leader,
-                            leader_epoch: p.leader_epoch,
+                            leader_epoch: p.leader_epoch.get(),
                         }
                     };
                     wanted.insert(TopicIdPartition::new(t.id, i as i32), (t.clone(), role));
@@ -825,7 +826,7 @@ impl BrokerNode {
                         // A replica that starts as leader records its epoch before any append,
                         // as a role change to leader does (Kafka does it at election).
                         if let Role::Leader { leader_epoch, .. } = &role {
-                            log.assign_leader_epoch(*leader_epoch)?;
+                            log.assign_leader_epoch(LeaderEpoch(*leader_epoch))?;
                         }
                         Ok::<_, sluice_storage::StorageError>(log)
                     });
@@ -838,7 +839,7 @@ impl BrokerNode {
                     };
                     let leo = log.log_end_offset();
                     let hw = self.checkpointed_high_watermark(&topic.name, key.partition);
-                    let replica = ReplicaState::new(me, role.clone(), hw, leo);
+                    let replica = ReplicaState::new(me, role.clone(), hw, leo.get());
                     if let Role::Leader { leader_epoch, .. } = &role {
                         tracing::info!(partition = %format!("{}-{}", topic.name, key.partition), leader_epoch, "became leader");
                     }

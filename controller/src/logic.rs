@@ -2,6 +2,8 @@
 //! records to commit (or a Kafka error) out. Only the active controller calls these, one at
 //! a time, on an image that includes every committed record.
 
+use sluice_metadata::LeaderEpoch;
+use sluice_metadata::PartitionEpoch;
 use std::collections::BTreeMap;
 
 use sluice_metadata::config::{effective, validate_topic_config};
@@ -136,8 +138,8 @@ fn partition_records(
             leader: replicas[0],
             isr: replicas.clone(),
             replicas,
-            leader_epoch: 0,
-            partition_epoch: 0,
+            leader_epoch: LeaderEpoch(0),
+            partition_epoch: PartitionEpoch(0),
         })
         .collect()
 }
@@ -421,7 +423,7 @@ pub fn alter_partition(
         );
     };
     let at = format!("{}-{}", t.name, req.index);
-    if req.leader_epoch < p.leader_epoch {
+    if req.leader_epoch < p.leader_epoch.get() {
         return refuse(
             ErrorCode::FencedLeaderEpoch,
             format!(
@@ -430,7 +432,7 @@ pub fn alter_partition(
             ),
         );
     }
-    if req.leader_epoch > p.leader_epoch {
+    if req.leader_epoch > p.leader_epoch.get() {
         return refuse(
             ErrorCode::UnknownLeaderEpoch,
             format!(
@@ -448,7 +450,7 @@ pub fn alter_partition(
             ),
         );
     }
-    if req.partition_epoch != p.partition_epoch {
+    if req.partition_epoch != p.partition_epoch.get() {
         return refuse(
             ErrorCode::InvalidUpdateVersion,
             format!(
@@ -488,7 +490,7 @@ pub fn alter_partition(
     }
     let mut next = p.clone();
     next.isr = req.new_isr.clone();
-    next.partition_epoch += 1;
+    next.partition_epoch = next.partition_epoch.next();
     Ok((
         vec![MetadataRecord::PartitionChange {
             topic_id: req.topic_id,

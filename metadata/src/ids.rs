@@ -60,6 +60,22 @@ impl From<BrokerId> for i32 {
     }
 }
 
+sluice_record::id_type!(
+    /// A partition's epoch (Kafka's `partitionEpoch`): bumped by the controller on every
+    /// change of the partition (leader, ISR, replicas); an AlterPartition must name the
+    /// current one.
+    PartitionEpoch(i32)
+);
+
+impl PartitionEpoch {
+    /// The epoch after this one.
+    pub const fn next(self) -> PartitionEpoch {
+        PartitionEpoch(self.0 + 1)
+    }
+}
+
+pub use sluice_record::{LeaderEpoch, Offset};
+
 /// Leader value of a partition that has none (Kafka's `-1`).
 pub const NO_LEADER: BrokerId = BrokerId(-1);
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{BrokerId, TopicId, NO_LEADER};
+use crate::ids::{BrokerId, LeaderEpoch, PartitionEpoch, TopicId, NO_LEADER};
 use crate::records::{Endpoint, MetadataRecord, RECORD_FORMAT_VERSION};
 
 /// A registered broker as the metadata log describes it.
@@ -37,9 +37,9 @@ pub struct PartitionState {
     /// Leader, or [`NO_LEADER`].
     pub leader: BrokerId,
     /// Bumped whenever the leader changes; fences stale leaders on the data path.
-    pub leader_epoch: i32,
+    pub leader_epoch: LeaderEpoch,
     /// Bumped on every change; AlterPartition must name the current one.
-    pub partition_epoch: i32,
+    pub partition_epoch: PartitionEpoch,
 }
 
 /// One topic.
@@ -236,10 +236,10 @@ impl MetadataImage {
                 if let Some(leader) = leader {
                     if *leader != p.leader {
                         p.leader = *leader;
-                        p.leader_epoch += 1;
+                        p.leader_epoch = p.leader_epoch.next();
                     }
                 }
-                p.partition_epoch += 1;
+                p.partition_epoch = p.partition_epoch.next();
                 delta.changed_partitions.insert((*topic_id, *index));
             }
             MetadataRecord::DeleteTopic { id } => {
@@ -377,8 +377,8 @@ mod tests {
                     replicas: BrokerId::from_wire(&[1]),
                     isr: BrokerId::from_wire(&[1]),
                     leader: BrokerId(1),
-                    leader_epoch: 0,
-                    partition_epoch: 0,
+                    leader_epoch: LeaderEpoch(0),
+                    partition_epoch: PartitionEpoch(0),
                 },
             ],
         );
@@ -396,7 +396,7 @@ mod tests {
         let p = img.partition(id, 0).unwrap();
         assert_eq!(
             (p.leader, p.leader_epoch, p.partition_epoch),
-            (NO_LEADER, 1, 1)
+            (NO_LEADER, LeaderEpoch(1), PartitionEpoch(1))
         );
         // The old image is untouched (copy on write).
         assert_eq!(before.partition(id, 0).unwrap().leader, 1);

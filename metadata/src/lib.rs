@@ -16,6 +16,9 @@ pub mod placement;
 pub mod records;
 pub mod validate;
 
-pub use ids::{BrokerId, TopicId, TopicIdPartition, TopicPartition, NO_LEADER};
+pub use ids::{
+    BrokerId, LeaderEpoch, Offset, PartitionEpoch, TopicId, TopicIdPartition, TopicPartition,
+    NO_LEADER,
+};
 pub use image::{BrokerRegistration, MetadataDelta, MetadataImage, PartitionState, TopicImage};
 pub use records::{Endpoint, MetadataRecord, RECORD_FORMAT_VERSION};

@@ -67,6 +67,7 @@ pub fn has_leader(p: &PartitionState) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{LeaderEpoch, PartitionEpoch};
 
     #[test]
     fn placement_follows_i_plus_j_mod_n() {
@@ -89,8 +90,8 @@ mod tests {
             replicas: BrokerId::from_wire(&[3, 1, 2]),
             isr: BrokerId::from_wire(&[1, 2]),
             leader: BrokerId(3),
-            leader_epoch: 4,
-            partition_epoch: 9,
+            leader_epoch: LeaderEpoch(4),
+            partition_epoch: PartitionEpoch(9),
         };
         assert_eq!(
             elect_leader(&p, |b| b != 3, false),

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{BrokerId, TopicId};
+use crate::ids::{BrokerId, LeaderEpoch, PartitionEpoch, TopicId};
 
 /// Version of the encoding of [`MetadataRecord`] batches and images.
 pub const RECORD_FORMAT_VERSION: u32 = 1;
@@ -81,9 +81,9 @@ pub enum MetadataRecord {
         /// Leader, or -1.
         leader: BrokerId,
         /// Leader epoch.
-        leader_epoch: i32,
+        leader_epoch: LeaderEpoch,
         /// Partition epoch (bumped on every change).
-        partition_epoch: i32,
+        partition_epoch: PartitionEpoch,
     },
     /// A change of ISR and/or leader; bumps the partition epoch, and the leader epoch when
     /// the leader changes.

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod error;
+pub mod ids;
 pub mod limits;
 pub mod varint;
 
@@ -11,3 +12,4 @@ pub use batch::{
     batches, headers, BatchHeader, Record, RecordBatch, RecordBatchBuilder, Validation,
 };
 pub use error::{RecordError, Result};
+pub use ids::{LeaderEpoch, Offset};

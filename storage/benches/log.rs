@@ -42,7 +42,8 @@ fn append(c: &mut Criterion) {
                     let mut log = Log::open(dir.path().join("p-0"), config()).expect("open");
                     let start = Instant::now();
                     for _ in 0..iters {
-                        log.append_as_leader(batch.clone(), 0).expect("append");
+                        log.append_as_leader(batch.clone(), sluice_storage::LeaderEpoch(0))
+                            .expect("append");
                     }
                     start.elapsed()
                 })
@@ -59,7 +60,8 @@ fn read(c: &mut Criterion) {
     let mut log = Log::open(dir.path().join("p-0"), config()).expect("open");
     let batch = batch_of(16 * 1024);
     while log.size_bytes() < 64 << 20 {
-        log.append_as_leader(batch.clone(), 0).expect("append");
+        log.append_as_leader(batch.clone(), sluice_storage::LeaderEpoch(0))
+            .expect("append");
     }
     let end = log.log_end_offset();
     for max_bytes in [64 * 1024usize, 1 << 20] {
@@ -70,10 +72,12 @@ fn read(c: &mut Criterion) {
             |b, &max| {
                 let mut offset = 0i64;
                 b.iter(|| {
-                    if offset >= end {
+                    if end <= offset {
                         offset = 0;
                     }
-                    let bytes = log.read(offset, max, end).expect("read");
+                    let bytes = log
+                        .read(sluice_storage::Offset(offset), max, end)
+                        .expect("read");
                     let last = sluice_storage::batch::headers(&bytes)
                         .last()
                         .expect("a batch");

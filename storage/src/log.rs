@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use sluice_record::{LeaderEpoch, Offset};
 
 use crate::batch::{patch_header, BatchHeader, RecordBatch, Validation};
 use crate::config::LogConfig;
@@ -52,9 +53,9 @@ const LOG_START: &str = "log-start-offset-checkpoint";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendInfo {
     /// Offset of the first record appended.
-    pub first_offset: i64,
+    pub first_offset: Offset,
     /// Offset of the last record appended.
-    pub last_offset: i64,
+    pub last_offset: Offset,
     /// Largest record timestamp in the appended batches.
     pub max_timestamp: i64,
     /// Number of records.
@@ -110,7 +111,7 @@ impl std::fmt::Debug for Log {
         f.debug_struct("Log")
             .field("dir", &self.dir)
             .field("log_start_offset", &self.log_start_offset)
-            .field("log_end_offset", &self.log_end_offset())
+            .field("log_end_offset", &self.end())
             .field("segments", &self.segments.len())
             .finish()
     }
@@ -276,10 +277,10 @@ impl Log {
     /// matter; batches are read in 1 MiB steps). Epochs never go back, so batches of epochs
     /// the cache already has change nothing.
     fn rebuild_epochs_from(&mut self, from: i64) -> Result<()> {
-        let end = self.log_end_offset();
+        let end = self.end();
         let mut at = from;
         while at < end {
-            let bytes = self.read(at, 1 << 20, i64::MAX)?;
+            let bytes = self.read(Offset(at), 1 << 20, Offset(i64::MAX))?;
             let mut next = at;
             for h in crate::batch::headers(&bytes) {
                 if h.partition_leader_epoch >= 0 {
@@ -309,11 +310,11 @@ impl Log {
     /// Brings the producer state from its map end up to the log end by reading the stored
     /// batch headers (after open or truncation).
     fn replay_producer_state(&mut self) -> Result<()> {
-        let end = self.log_end_offset();
+        let end = self.end();
         let mut at = self.producers.map_end_offset().max(self.log_start_offset);
         let mut replayed = 0usize;
         while at < end {
-            let bytes = self.read(at, 1 << 20, end)?;
+            let bytes = self.read(Offset(at), 1 << 20, Offset(end))?;
             if bytes.is_empty() {
                 break;
             }
@@ -354,18 +355,22 @@ impl Log {
     }
 
     /// First offset still stored.
-    pub fn log_start_offset(&self) -> i64 {
-        self.log_start_offset
+    pub fn log_start_offset(&self) -> Offset {
+        Offset(self.log_start_offset)
     }
 
     /// Offset the next record will get.
-    pub fn log_end_offset(&self) -> i64 {
+    pub fn log_end_offset(&self) -> Offset {
+        Offset(self.end())
+    }
+
+    fn end(&self) -> i64 {
         self.active().next_offset()
     }
 
     /// Offset below which data is known to be flushed.
-    pub fn recovery_point(&self) -> i64 {
-        self.recovery_point
+    pub fn recovery_point(&self) -> Offset {
+        Offset(self.recovery_point)
     }
 
     /// Total bytes in all segments.
@@ -374,8 +379,8 @@ impl Log {
     }
 
     /// Base offsets of the segments, oldest first.
-    pub fn segment_base_offsets(&self) -> Vec<i64> {
-        self.segments.keys().copied().collect()
+    pub fn segment_base_offsets(&self) -> Vec<Offset> {
+        self.segments.keys().copied().map(Offset).collect()
     }
 
     /// The leader-epoch checkpoint.
@@ -384,22 +389,24 @@ impl Log {
     }
 
     /// The latest leader epoch written to the log.
-    pub fn latest_epoch(&self) -> Option<i32> {
-        self.epochs.latest_epoch()
+    pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
+        self.epochs.latest_epoch().map(LeaderEpoch)
     }
 
     /// A new leader records its epoch as starting at the current log end as soon as it is
     /// elected (Kafka does this at election, before any append), so followers from older
     /// epochs learn where their history diverges even before new data arrives.
-    pub fn assign_leader_epoch(&mut self, epoch: i32) -> Result<bool> {
-        let end = self.log_end_offset();
-        self.epochs.assign(epoch, end)
+    pub fn assign_leader_epoch(&mut self, epoch: LeaderEpoch) -> Result<bool> {
+        let end = self.end();
+        self.epochs.assign(epoch.get(), end)
     }
 
     /// KIP-101/279 lookup for a follower's truncation: `(epoch, end_offset)` where `epoch` is
     /// the largest known epoch ≤ the one asked for and `end_offset` where it ends here.
-    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i64, i64) {
-        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    /// The epoch is -1 (and the offset -1) when no epoch ≤ the one asked for is known.
+    pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> (LeaderEpoch, Offset) {
+        let (e, o) = self.epochs.end_offset_for(epoch.get(), self.end());
+        (LeaderEpoch(e as i32), Offset(o))
     }
 
     fn active(&self) -> &Segment {
@@ -443,7 +450,12 @@ impl Log {
     ///
     /// Exactly one batch per call, as Kafka requires of magic-v2 produce requests
     /// (`LogValidator`): with several, a duplicate among them would answer for all.
-    pub fn append_as_leader(&mut self, records: Bytes, leader_epoch: i32) -> Result<AppendInfo> {
+    pub fn append_as_leader(
+        &mut self,
+        records: Bytes,
+        leader_epoch: LeaderEpoch,
+    ) -> Result<AppendInfo> {
+        let leader_epoch = leader_epoch.get();
         let batches = self.parse_input(records, Validation::Full)?;
         if batches.len() > 1 {
             return Err(StorageError::Unsupported {
@@ -464,7 +476,7 @@ impl Log {
             if let SequenceCheck::Duplicate(m) = self.producers.check(h, &accepted)? {
                 // Kafka answers a request holding a retried batch with that batch's offsets.
                 let mut info = self.empty_info(m.first_offset);
-                info.last_offset = m.last_offset;
+                info.last_offset = Offset(m.last_offset);
                 info.max_timestamp = m.max_timestamp;
                 info.duplicate = true;
                 return Ok(info);
@@ -480,7 +492,7 @@ impl Log {
                 });
             }
         }
-        let start = self.log_end_offset();
+        let start = self.end();
         self.epochs.assign(leader_epoch, start)?;
         let mut next = start;
         let mut info = self.empty_info(start);
@@ -509,7 +521,7 @@ impl Log {
             Validation::Crc,
             crate::limits::RECORD_BATCH_BYTES_MAX,
         )?;
-        let start = self.log_end_offset();
+        let start = self.end();
         let mut expected = start;
         for b in &batches {
             if b.base_offset() != expected {
@@ -537,8 +549,8 @@ impl Log {
 
     fn empty_info(&self, start: i64) -> AppendInfo {
         AppendInfo {
-            first_offset: start,
-            last_offset: start - 1,
+            first_offset: Offset(start),
+            last_offset: Offset(start - 1),
             max_timestamp: i64::MIN,
             records: 0,
             bytes: 0,
@@ -556,7 +568,7 @@ impl Log {
         let last_offset = base_offset + batch.header().last_offset_delta as i64;
         let max_timestamp = batch.header().max_timestamp;
         if self.should_roll(batch.size_bytes() as u64, last_offset, max_timestamp) {
-            self.roll(base_offset)?;
+            self.roll(Offset(base_offset))?;
         }
         let interval = self.config.index_interval_bytes;
         self.active_mut().append(prefix, batch, interval)
@@ -580,8 +592,9 @@ impl Log {
     }
 
     /// Closes the active segment and starts a new one at `base_offset` (≥ the log end).
-    pub fn roll(&mut self, base_offset: i64) -> Result<()> {
-        let end = self.log_end_offset();
+    pub fn roll(&mut self, base_offset: Offset) -> Result<()> {
+        let base_offset = base_offset.get();
+        let end = self.end();
         assert!(
             base_offset >= end,
             "new segment base {base_offset} is below the log end {end}"
@@ -631,7 +644,7 @@ impl Log {
 
     /// Fsyncs everything written so far and advances the recovery point to the log end.
     pub fn flush(&mut self) -> Result<()> {
-        let end = self.log_end_offset();
+        let end = self.end();
         let from = self.recovery_point;
         for seg in self.segments.values_mut() {
             if seg.next_offset() > from {
@@ -667,8 +680,9 @@ impl Log {
     /// watermark for consumers, the log end for followers). An offset at the log end or at
     /// `max_offset` returns no bytes; below the log start or past the end is
     /// `OFFSET_OUT_OF_RANGE`.
-    pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<Bytes> {
-        let end = self.log_end_offset();
+    pub fn read(&self, offset: Offset, max_bytes: usize, max_offset: Offset) -> Result<Bytes> {
+        let (offset, max_offset) = (offset.get(), max_offset.get());
+        let end = self.end();
         if offset < self.log_start_offset || offset > end {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
@@ -698,13 +712,13 @@ impl Log {
 
     /// The first record with timestamp ≥ `timestamp` (Kafka ListOffsets by time):
     /// `(offset, timestamp)`, or `None` when every record is older.
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(Offset, i64)>> {
         for seg in self.segments.values() {
             if seg.next_offset() <= self.log_start_offset {
                 continue;
             }
             if let Some(hit) = seg.find_by_timestamp(timestamp, self.log_start_offset)? {
-                return Ok(Some(hit));
+                return Ok(Some((Offset(hit.0), hit.1)));
             }
         }
         Ok(None)
@@ -713,8 +727,9 @@ impl Log {
     /// Removes every batch holding an offset ≥ `offset` (whole batches: the log end may end
     /// up below `offset` if it falls inside a batch). Used when a follower diverged from its
     /// leader. An offset below the log start empties the log and restarts it there.
-    pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
-        let end = self.log_end_offset();
+    pub fn truncate_to(&mut self, offset: Offset) -> Result<()> {
+        let offset = offset.get();
+        let end = self.end();
         if offset >= end {
             // Nothing to cut, but an epoch this replica started as leader without writing
             // a record (it lives at the log end) conflicts with the new leader's history:
@@ -724,7 +739,7 @@ impl Log {
         }
         if offset <= self.log_start_offset {
             let start = offset.max(0);
-            return self.truncate_fully_and_start_at(start.min(self.log_start_offset));
+            return self.truncate_fully_and_start_at(Offset(start.min(self.log_start_offset)));
         }
         let doomed: Vec<i64> = self.segments.range(offset..).map(|(b, _)| *b).collect();
         for base in doomed {
@@ -742,7 +757,7 @@ impl Log {
         );
         if end < self.log_start_offset {
             // The cut fell inside the batch that holds the log start: nothing readable remains.
-            return self.truncate_fully_and_start_at(self.log_start_offset);
+            return self.truncate_fully_and_start_at(Offset(self.log_start_offset));
         }
         self.epochs.truncate_from_end(end)?;
         self.producers = ProducerState::load(&self.dir, self.log_start_offset, end)?;
@@ -757,7 +772,8 @@ impl Log {
 
     /// Deletes all data and restarts the log empty at `offset` (a follower whose leader's
     /// log start is past its own log end).
-    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<()> {
+    pub fn truncate_fully_and_start_at(&mut self, offset: Offset) -> Result<()> {
+        let offset = offset.get();
         let all: Vec<i64> = self.segments.keys().copied().collect();
         for base in all {
             let seg = self.segments.remove(&base).expect("listed");
@@ -777,8 +793,9 @@ impl Log {
 
     /// Moves the log start forward (Kafka DeleteRecords, or a follower matching its
     /// leader's log start). Whole segments below it are deleted.
-    pub fn increment_log_start_offset(&mut self, offset: i64) -> Result<()> {
-        let end = self.log_end_offset();
+    pub fn increment_log_start_offset(&mut self, offset: Offset) -> Result<()> {
+        let offset = offset.get();
+        let end = self.end();
         if offset > end {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
@@ -810,7 +827,8 @@ impl Log {
     /// are past either limit and lie wholly below `high_watermark` (data not yet replicated
     /// is never deleted). The active segment is never deleted. Returns the deleted segments'
     /// base offsets.
-    pub fn delete_retained_segments(&mut self, high_watermark: i64) -> Result<Vec<i64>> {
+    pub fn delete_retained_segments(&mut self, high_watermark: Offset) -> Result<Vec<Offset>> {
+        let high_watermark = high_watermark.get();
         let now = (self.clock)();
         let retention_ms = self.config.retention_ms;
         let mut excess = if self.config.retention_bytes >= 0 {
@@ -840,7 +858,7 @@ impl Log {
             let base = first.base_offset();
             let seg = self.segments.remove(&base).expect("first");
             seg.delete()?;
-            deleted.push(base);
+            deleted.push(Offset(base));
             let new_start = *self.segments.keys().next().expect("one left");
             if new_start > self.log_start_offset {
                 self.log_start_offset = new_start;
@@ -864,7 +882,7 @@ impl Log {
     /// writes the clean-shutdown marker. No append may follow; the process is exiting.
     pub fn shutdown(&mut self) -> Result<()> {
         self.flush()?;
-        let end = self.log_end_offset();
+        let end = self.end();
         self.producers.write_snapshot(&self.dir)?;
         self.persist_recovery_point(end)?;
         let marker = self.dir.join(CLEAN_SHUTDOWN);
@@ -884,7 +902,7 @@ impl Log {
 
 impl AppendInfo {
     fn add(&mut self, h: BatchHeader) {
-        self.last_offset = h.last_offset();
+        self.last_offset = Offset(h.last_offset());
         self.max_timestamp = self.max_timestamp.max(h.max_timestamp);
         self.records += h.records_count.max(0) as u64;
         self.bytes += h.size_bytes() as u64;

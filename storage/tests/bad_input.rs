@@ -10,6 +10,7 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
+use sluice_storage::{LeaderEpoch, Offset};
 use sluice_storage::{Log, LogConfig, StorageError};
 
 fn fix_crc(v: &mut [u8]) {
@@ -30,7 +31,7 @@ fn fixture(config: LogConfig) -> Fixture {
     let clock = TestClock::new();
     let mut log = open(dir.path(), config, &clock);
     for i in 0..6 {
-        log.append_as_leader(batch(i, 4, 50, clock.now()), 3)
+        log.append_as_leader(batch(i, 4, 50, clock.now()), LeaderEpoch(3))
             .unwrap();
     }
     let before = read_all(&log);
@@ -40,7 +41,7 @@ fn fixture(config: LogConfig) -> Fixture {
         _dir: dir,
         log,
         before,
-        end,
+        end: end.get(),
         size,
     }
 }
@@ -59,7 +60,7 @@ impl Fixture {
     fn reject(&mut self, what: &str, input: Vec<u8>, reason: &str, mentions: &str) {
         let err = self
             .log
-            .append_as_leader(Bytes::from(input), 3)
+            .append_as_leader(Bytes::from(input), LeaderEpoch(3))
             .unwrap_err();
         assert_eq!(err.reason(), reason, "{what}: {err}");
         assert!(
@@ -135,7 +136,10 @@ fn every_bad_batch_is_rejected_with_a_named_reason_and_changes_nothing() {
     f.reject("trailing bytes", trailing, "CORRUPT_MESSAGE", "too few");
 
     // After all that, a good batch still appends at the old end.
-    let info = f.log.append_as_leader(Bytes::from(good), 3).unwrap();
+    let info = f
+        .log
+        .append_as_leader(Bytes::from(good), LeaderEpoch(3))
+        .unwrap();
     assert_eq!(info.first_offset, f.end);
 }
 
@@ -156,7 +160,7 @@ fn oversized_batch_is_message_too_large() {
     // Replication copies what the leader accepted, whatever the limit is now (as Kafka).
     let end = f.log.log_end_offset();
     let mut replicated = big;
-    replicated[0..8].copy_from_slice(&end.to_be_bytes());
+    replicated[0..8].copy_from_slice(&end.get().to_be_bytes());
     let info = f.log.append_as_follower(Bytes::from(replicated)).unwrap();
     assert_eq!(info.first_offset, end);
     let err = f
@@ -172,16 +176,16 @@ fn oversized_batch_is_message_too_large() {
 #[test]
 fn reads_outside_the_log_are_offset_out_of_range() {
     let mut f = fixture(small_config());
-    f.log.truncate_fully_and_start_at(0).unwrap();
+    f.log.truncate_fully_and_start_at(Offset(0)).unwrap();
     for i in 0..40 {
         f.log
-            .append_as_leader(batch(i, 4, 50, 1_700_000_000_000), 1)
+            .append_as_leader(batch(i, 4, 50, 1_700_000_000_000), LeaderEpoch(1))
             .unwrap();
     }
-    f.log.increment_log_start_offset(40).unwrap();
+    f.log.increment_log_start_offset(Offset(40)).unwrap();
     let end = f.log.log_end_offset();
-    for offset in [-1i64, i64::MIN, 0, 39, end + 1, i64::MAX] {
-        let err = f.log.read(offset, 1000, end).unwrap_err();
+    for offset in [-1i64, i64::MIN, 0, 39, (end + 1).get(), i64::MAX] {
+        let err = f.log.read(Offset(offset), 1000, end).unwrap_err();
         assert_eq!(err.reason(), "OFFSET_OUT_OF_RANGE", "offset {offset}");
         assert!(err.to_string().contains(&offset.to_string()), "{err}");
     }
@@ -189,7 +193,7 @@ fn reads_outside_the_log_are_offset_out_of_range() {
         f.log.read(end, 1000, end).unwrap().is_empty(),
         "the log end itself is empty, not an error"
     );
-    assert!(!f.log.read(40, 1000, end).unwrap().is_empty());
+    assert!(!f.log.read(Offset(40), 1000, end).unwrap().is_empty());
 }
 
 #[test]

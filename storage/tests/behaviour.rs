@@ -7,6 +7,7 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
+use sluice_storage::{LeaderEpoch, Offset};
 use sluice_storage::{Log, LogConfig, Validation};
 
 #[test]
@@ -15,7 +16,7 @@ fn segments_roll_at_segment_bytes_and_reads_cross_them() {
     let clock = TestClock::new();
     let mut log = open(dir.path(), small_config(), &clock);
     for i in 0..50 {
-        log.append_as_leader(batch(i, 3, 60, clock.now()), 0)
+        log.append_as_leader(batch(i, 3, 60, clock.now()), LeaderEpoch(0))
             .unwrap();
     }
     let files = segment_files(dir.path());
@@ -58,11 +59,12 @@ fn segments_roll_at_segment_ms_of_record_time() {
     };
     let mut log = open(dir.path(), cfg, &clock);
     let t0 = clock.now();
-    log.append_as_leader(batch(0, 2, 10, t0), 0).unwrap();
-    log.append_as_leader(batch(1, 2, 10, t0 + 59_000), 0)
+    log.append_as_leader(batch(0, 2, 10, t0), LeaderEpoch(0))
+        .unwrap();
+    log.append_as_leader(batch(1, 2, 10, t0 + 59_000), LeaderEpoch(0))
         .unwrap();
     assert_eq!(log.segment_base_offsets(), vec![0]);
-    log.append_as_leader(batch(2, 2, 10, t0 + 61_000), 0)
+    log.append_as_leader(batch(2, 2, 10, t0 + 61_000), LeaderEpoch(0))
         .unwrap();
     assert_eq!(log.segment_base_offsets(), vec![0, 4]);
 }
@@ -77,17 +79,17 @@ fn retention_by_time_deletes_only_expired_closed_segments_below_the_high_waterma
     };
     let mut log = open(dir.path(), cfg, &clock);
     for i in 0..30 {
-        log.append_as_leader(batch(i, 3, 60, clock.now()), 0)
+        log.append_as_leader(batch(i, 3, 60, clock.now()), LeaderEpoch(0))
             .unwrap();
     }
     let old_segments = log.segment_base_offsets();
     clock.advance(20_000);
     for i in 30..40 {
-        log.append_as_leader(batch(i, 3, 60, clock.now()), 0)
+        log.append_as_leader(batch(i, 3, 60, clock.now()), LeaderEpoch(0))
             .unwrap();
     }
     // Nothing is deleted past the high watermark.
-    assert!(log.delete_retained_segments(0).unwrap().is_empty());
+    assert!(log.delete_retained_segments(Offset(0)).unwrap().is_empty());
     let hw = log.log_end_offset();
     let deleted = log.delete_retained_segments(hw).unwrap();
     assert!(!deleted.is_empty());
@@ -114,7 +116,7 @@ fn retention_by_bytes_keeps_the_log_under_the_limit() {
     };
     let mut log = open(dir.path(), cfg, &clock);
     for i in 0..100 {
-        log.append_as_leader(batch(i, 3, 60, clock.now()), 0)
+        log.append_as_leader(batch(i, 3, 60, clock.now()), LeaderEpoch(0))
             .unwrap();
     }
     assert!(log.size_bytes() > 20_000);
@@ -130,7 +132,7 @@ fn retention_by_bytes_keeps_the_log_under_the_limit() {
         log.size_bytes()
     );
     let kept = read_all(&log);
-    assert_eq!(kept.first().unwrap().0, log.log_start_offset());
+    assert_eq!(kept.first().unwrap().0, log.log_start_offset().get());
     assert_eq!(kept.last().unwrap().0, 299);
 }
 
@@ -142,22 +144,28 @@ fn offset_for_timestamp_finds_the_first_record_at_or_after() {
     let t0 = clock.now();
     for i in 0..60i64 {
         // Records i*3 .. i*3+2 have timestamps t0 + i*100 + {0,1,2}.
-        log.append_as_leader(batch(i as u32, 3, 40, t0 + i * 100), 0)
+        log.append_as_leader(batch(i as u32, 3, 40, t0 + i * 100), LeaderEpoch(0))
             .unwrap();
     }
-    assert_eq!(log.offset_for_timestamp(t0 - 5).unwrap(), Some((0, t0)));
-    assert_eq!(log.offset_for_timestamp(t0 + 1).unwrap(), Some((1, t0 + 1)));
+    assert_eq!(
+        log.offset_for_timestamp(t0 - 5).unwrap(),
+        Some((Offset(0), t0))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(t0 + 1).unwrap(),
+        Some((Offset(1), t0 + 1))
+    );
     assert_eq!(
         log.offset_for_timestamp(t0 + 3).unwrap(),
-        Some((3, t0 + 100))
+        Some((Offset(3), t0 + 100))
     );
     assert_eq!(
         log.offset_for_timestamp(t0 + 4_250).unwrap(),
-        Some((129, t0 + 4_300))
+        Some((Offset(129), t0 + 4_300))
     );
     assert_eq!(
         log.offset_for_timestamp(t0 + 5_902).unwrap(),
-        Some((179, t0 + 5_902))
+        Some((Offset(179), t0 + 5_902))
     );
     assert_eq!(log.offset_for_timestamp(t0 + 5_903).unwrap(), None);
 }
@@ -170,7 +178,7 @@ fn leader_rewrites_offsets_and_epoch_and_follower_copies_bytes_exactly() {
     let mut follower = open(&dir.path().join("follower"), small_config(), &clock);
     for (i, epoch) in [(0u32, 1), (1, 1), (2, 4), (3, 4), (4, 6)] {
         let info = leader
-            .append_as_leader(batch(i, 5, 30, clock.now()), epoch)
+            .append_as_leader(batch(i, 5, 30, clock.now()), LeaderEpoch(epoch))
             .unwrap();
         assert_eq!(info.batches[0].partition_leader_epoch, epoch);
         assert_eq!(info.first_offset, i as i64 * 5);
@@ -187,31 +195,49 @@ fn leader_rewrites_offsets_and_epoch_and_follower_copies_bytes_exactly() {
         follower.leader_epochs().entries(),
         leader.leader_epochs().entries()
     );
-    let l = leader.read(0, 1 << 20, i64::MAX).unwrap();
-    let f = follower.read(0, 1 << 20, i64::MAX).unwrap();
+    let l = leader.read(Offset(0), 1 << 20, Offset(i64::MAX)).unwrap();
+    let f = follower.read(Offset(0), 1 << 20, Offset(i64::MAX)).unwrap();
     assert_eq!(l, f, "stored bytes are identical");
     // KIP-101: where does epoch 4 end? At the start of epoch 6.
-    assert_eq!(leader.end_offset_for_epoch(4), (4, 20));
-    assert_eq!(leader.end_offset_for_epoch(5), (4, 20));
-    assert_eq!(leader.end_offset_for_epoch(6), (6, 25));
+    assert_eq!(
+        leader.end_offset_for_epoch(LeaderEpoch(4)),
+        (LeaderEpoch(4), Offset(20))
+    );
+    assert_eq!(
+        leader.end_offset_for_epoch(LeaderEpoch(5)),
+        (LeaderEpoch(4), Offset(20))
+    );
+    assert_eq!(
+        leader.end_offset_for_epoch(LeaderEpoch(6)),
+        (LeaderEpoch(6), Offset(25))
+    );
     // Divergence: the follower led epoch 6 for a moment and wrote a batch nobody copied; the
     // leader of epoch 7 wrote different data at the same offsets.
     follower
-        .append_as_leader(batch(50, 3, 10, clock.now()), 6)
+        .append_as_leader(batch(50, 3, 10, clock.now()), LeaderEpoch(6))
         .unwrap();
     leader
-        .append_as_leader(batch(60, 2, 10, clock.now()), 7)
+        .append_as_leader(batch(60, 2, 10, clock.now()), LeaderEpoch(7))
         .unwrap();
     let (epoch, end) = leader.end_offset_for_epoch(follower.latest_epoch().unwrap());
-    assert_eq!((epoch, end), (6, 25), "epoch 6 ends where epoch 7 starts");
+    assert_eq!(
+        (epoch, end),
+        (LeaderEpoch(6), Offset(25)),
+        "epoch 6 ends where epoch 7 starts"
+    );
     follower.truncate_to(end).unwrap();
     assert_eq!(follower.log_end_offset(), 25);
-    let bytes = leader.read(25, 1 << 20, leader.log_end_offset()).unwrap();
+    let bytes = leader
+        .read(Offset(25), 1 << 20, leader.log_end_offset())
+        .unwrap();
     follower.append_as_follower(bytes).unwrap();
     assert_eq!(read_all(&follower), read_all(&leader));
-    assert_eq!(follower.latest_epoch(), Some(7));
+    assert_eq!(follower.latest_epoch(), Some(LeaderEpoch(7)));
     // An epoch newer than anything the leader knows is undefined (Kafka's answer).
-    assert_eq!(leader.end_offset_for_epoch(8), (-1, -1));
+    assert_eq!(
+        leader.end_offset_for_epoch(LeaderEpoch(8)),
+        (LeaderEpoch(-1), Offset(-1))
+    );
 }
 
 #[test]
@@ -219,10 +245,10 @@ fn a_stale_leader_epoch_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new();
     let mut log = open(dir.path(), LogConfig::default(), &clock);
-    log.append_as_leader(batch(0, 1, 10, clock.now()), 5)
+    log.append_as_leader(batch(0, 1, 10, clock.now()), LeaderEpoch(5))
         .unwrap();
     let err = log
-        .append_as_leader(batch(1, 1, 10, clock.now()), 4)
+        .append_as_leader(batch(1, 1, 10, clock.now()), LeaderEpoch(4))
         .unwrap_err();
     assert!(err.to_string().contains("older"), "{err}");
     assert_eq!(log.log_end_offset(), 1);
@@ -234,16 +260,19 @@ fn truncation_inside_a_batch_removes_the_whole_batch() {
     let clock = TestClock::new();
     let mut log = open(dir.path(), small_config(), &clock);
     for i in 0..10 {
-        log.append_as_leader(batch(i, 4, 20, clock.now()), 0)
+        log.append_as_leader(batch(i, 4, 20, clock.now()), LeaderEpoch(0))
             .unwrap();
     }
-    log.truncate_to(22).unwrap();
+    log.truncate_to(Offset(22)).unwrap();
     assert_eq!(log.log_end_offset(), 20, "batch 20..23 removed whole");
-    log.truncate_to(20).unwrap();
+    log.truncate_to(Offset(20)).unwrap();
     assert_eq!(log.log_end_offset(), 20);
-    log.truncate_to(0).unwrap();
-    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
-    log.append_as_leader(batch(0, 1, 1, clock.now()), 0)
+    log.truncate_to(Offset(0)).unwrap();
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (Offset(0), Offset(0))
+    );
+    log.append_as_leader(batch(0, 1, 1, clock.now()), LeaderEpoch(0))
         .unwrap();
     assert_eq!(read_all(&log).len(), 1);
 }
@@ -258,13 +287,13 @@ fn flush_policy_by_messages_and_by_time() {
         ..LogConfig::default()
     };
     let mut log = open(dir.path(), cfg, &clock);
-    log.append_as_leader(batch(0, 4, 10, clock.now()), 0)
+    log.append_as_leader(batch(0, 4, 10, clock.now()), LeaderEpoch(0))
         .unwrap();
     assert_eq!(log.recovery_point(), 0, "4 < flush.messages");
-    log.append_as_leader(batch(1, 6, 10, clock.now()), 0)
+    log.append_as_leader(batch(1, 6, 10, clock.now()), LeaderEpoch(0))
         .unwrap();
     assert_eq!(log.recovery_point(), 10, "flushed at 10 records");
-    log.append_as_leader(batch(2, 1, 10, clock.now()), 0)
+    log.append_as_leader(batch(2, 1, 10, clock.now()), LeaderEpoch(0))
         .unwrap();
     log.maybe_flush().unwrap();
     assert_eq!(log.recovery_point(), 10);
@@ -286,8 +315,8 @@ fn stored_records_decode_to_what_was_produced() {
         &[(b"trace", Some(b"abc"))],
     );
     b.append(clock.now() + 1, None, None, &[]);
-    log.append_as_leader(b.build(), 2).unwrap();
-    let bytes = log.read(0, 1000, 2).unwrap();
+    log.append_as_leader(b.build(), LeaderEpoch(2)).unwrap();
+    let bytes = log.read(Offset(0), 1000, Offset(2)).unwrap();
     let batch = sluice_storage::RecordBatch::from_bytes(bytes, Validation::Full).unwrap();
     let recs: Vec<_> = batch.records().map(Result::unwrap).collect();
     assert_eq!(recs[0].key, Some(Bytes::from_static(b"user-1")));
@@ -298,7 +327,7 @@ fn stored_records_decode_to_what_was_produced() {
         (1, None, None)
     );
     // Reads honour the high watermark: nothing at or past it.
-    assert!(log.read(0, 1000, 0).unwrap().is_empty());
+    assert!(log.read(Offset(0), 1000, Offset(0)).unwrap().is_empty());
 }
 
 /// Regression (found by t90 `all_nodes_crash_at_once_and_restart`): a replica elected
@@ -311,20 +340,24 @@ fn truncating_to_the_log_end_drops_an_empty_epoch_at_the_end() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new();
     let mut log = open(dir.path(), small_config(), &clock);
-    log.append_as_leader(batch(0, 5, 10, clock.now()), 1)
+    log.append_as_leader(batch(0, 5, 10, clock.now()), LeaderEpoch(1))
         .unwrap();
     // Elected at epoch 3, then demoted before writing anything.
-    log.assign_leader_epoch(3).unwrap();
-    assert_eq!(log.latest_epoch(), Some(3));
+    log.assign_leader_epoch(LeaderEpoch(3)).unwrap();
+    assert_eq!(log.latest_epoch(), Some(LeaderEpoch(3)));
     let end = log.log_end_offset();
     // The new leader (epoch 4) says our histories agree up to our log end.
     log.truncate_to(end).unwrap();
     assert_eq!(log.log_end_offset(), end, "no record removed");
-    assert_eq!(log.latest_epoch(), Some(1), "the empty epoch 3 is gone");
+    assert_eq!(
+        log.latest_epoch(),
+        Some(LeaderEpoch(1)),
+        "the empty epoch 3 is gone"
+    );
     // It survives a restart too.
     drop(log);
     let log = open(dir.path(), small_config(), &clock);
-    assert_eq!(log.latest_epoch(), Some(1));
+    assert_eq!(log.latest_epoch(), Some(LeaderEpoch(1)));
 }
 
 /// Review defect 9 of issue 12: a lost `leader-epoch-checkpoint` used to leave the epoch
@@ -336,15 +369,27 @@ fn a_lost_epoch_checkpoint_is_rebuilt_from_the_batch_headers() {
     let path = dir.path().join("t-0");
     {
         let mut log = Log::open(&path, small_config()).unwrap();
-        log.append_as_leader(batch(1, 3, 10, 1_000), 1).unwrap();
-        log.append_as_leader(batch(2, 2, 10, 1_000), 3).unwrap();
-        log.append_as_leader(batch(3, 4, 10, 1_000), 3).unwrap();
+        log.append_as_leader(batch(1, 3, 10, 1_000), LeaderEpoch(1))
+            .unwrap();
+        log.append_as_leader(batch(2, 2, 10, 1_000), LeaderEpoch(3))
+            .unwrap();
+        log.append_as_leader(batch(3, 4, 10, 1_000), LeaderEpoch(3))
+            .unwrap();
         log.shutdown().unwrap();
     }
     std::fs::remove_file(path.join(sluice_storage::epoch::LEADER_EPOCH_CHECKPOINT)).unwrap();
     let log = Log::open(&path, small_config()).unwrap();
-    assert_eq!(log.latest_epoch(), Some(3));
-    assert_eq!(log.end_offset_for_epoch(1), (1, 3));
-    assert_eq!(log.end_offset_for_epoch(2), (1, 3));
-    assert_eq!(log.end_offset_for_epoch(3), (3, 9));
+    assert_eq!(log.latest_epoch(), Some(LeaderEpoch(3)));
+    assert_eq!(
+        log.end_offset_for_epoch(LeaderEpoch(1)),
+        (LeaderEpoch(1), Offset(3))
+    );
+    assert_eq!(
+        log.end_offset_for_epoch(LeaderEpoch(2)),
+        (LeaderEpoch(1), Offset(3))
+    );
+    assert_eq!(
+        log.end_offset_for_epoch(LeaderEpoch(3)),
+        (LeaderEpoch(3), Offset(9))
+    );
 }

@@ -8,6 +8,7 @@
 
 mod common;
 
+use sluice_storage::{LeaderEpoch, Offset};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -22,7 +23,7 @@ fn fill(log: &mut Log, n: u32, clock: &TestClock) -> Vec<usize> {
         .map(|i| {
             let b = batch(i, 3, 40, clock.now());
             let size = b.len();
-            log.append_as_leader(b, 1).unwrap();
+            log.append_as_leader(b, LeaderEpoch(1)).unwrap();
             size
         })
         .collect()
@@ -108,7 +109,7 @@ fn file_cut_mid_batch_is_truncated_to_the_last_whole_batch() {
         assert_eq!(read_all(&log), all[..21].to_vec());
         // The log continues cleanly after the cut.
         let info = log
-            .append_as_leader(batch(99, 2, 10, clock.now()), 2)
+            .append_as_leader(batch(99, 2, 10, clock.now()), LeaderEpoch(2))
             .unwrap();
         assert_eq!(info.first_offset, 21);
         assert_eq!(read_all(&log).len(), 23);
@@ -161,7 +162,7 @@ fn deleted_index_is_rebuilt() {
         "rebuilt index equals the original"
     );
     // Reads from the middle use the rebuilt index.
-    let mid = log.read(45, 100, i64::MAX).unwrap();
+    let mid = log.read(Offset(45), 100, Offset(i64::MAX)).unwrap();
     let first = headers(&mid).next().unwrap();
     assert!(first.base_offset <= 45 && first.last_offset() >= 45);
 }
@@ -233,11 +234,11 @@ fn a_lost_tail_also_removes_its_leader_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new();
     let mut log = open(dir.path(), one_segment(), &clock);
-    log.append_as_leader(batch(0, 3, 10, clock.now()), 1)
+    log.append_as_leader(batch(0, 3, 10, clock.now()), LeaderEpoch(1))
         .unwrap();
-    log.append_as_leader(batch(1, 3, 10, clock.now()), 2)
+    log.append_as_leader(batch(1, 3, 10, clock.now()), LeaderEpoch(2))
         .unwrap();
-    assert_eq!(log.latest_epoch(), Some(2));
+    assert_eq!(log.latest_epoch(), Some(LeaderEpoch(2)));
     drop(log);
     let seg = &segment_files(dir.path())[0];
     let (pos, _) = last_batch_position(seg);
@@ -252,10 +253,13 @@ fn a_lost_tail_also_removes_its_leader_epoch() {
     assert_eq!(log.log_end_offset(), 3);
     assert_eq!(
         log.latest_epoch(),
-        Some(1),
+        Some(LeaderEpoch(1)),
         "epoch 2 started in the lost tail"
     );
-    assert_eq!(log.end_offset_for_epoch(1), (1, 3));
+    assert_eq!(
+        log.end_offset_for_epoch(LeaderEpoch(1)),
+        (LeaderEpoch(1), Offset(3))
+    );
 }
 
 #[test]

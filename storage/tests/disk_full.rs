@@ -5,20 +5,21 @@
 mod common;
 
 use common::*;
+use sluice_storage::LeaderEpoch;
 
 #[test]
 fn enospc_mid_append_leaves_the_log_unchanged_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new();
     let mut log = open(dir.path(), small_config(), &clock);
-    log.append_as_leader(batch(0, 3, 50, clock.now()), 0)
+    log.append_as_leader(batch(0, 3, 50, clock.now()), LeaderEpoch(0))
         .unwrap();
     let before = read_all(&log);
     let size = log.size_bytes();
 
     sluice_storage::fault::set_disk_full(true);
     let err = log
-        .append_as_leader(batch(1, 3, 50, clock.now()), 0)
+        .append_as_leader(batch(1, 3, 50, clock.now()), LeaderEpoch(0))
         .unwrap_err();
     sluice_storage::fault::set_disk_full(false);
     assert_eq!(err.reason(), "KAFKA_STORAGE_ERROR");
@@ -33,7 +34,7 @@ fn enospc_mid_append_leaves_the_log_unchanged_and_recovers() {
 
     // Space is back: the next append lands right after the last whole batch.
     let info = log
-        .append_as_leader(batch(2, 3, 50, clock.now()), 0)
+        .append_as_leader(batch(2, 3, 50, clock.now()), LeaderEpoch(0))
         .unwrap();
     assert_eq!(info.first_offset, 3);
     drop(log);

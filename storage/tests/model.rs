@@ -6,6 +6,7 @@
 //! entries and retention happen constantly); after every op the log's offsets, contents and
 //! leader-epoch answers are compared with the model's.
 
+use sluice_storage::{LeaderEpoch, Offset};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -180,7 +181,9 @@ fn check_all(log: &Log, m: &Model) {
     let mut got = Vec::new();
     let mut at = m.start;
     while at < m.end {
-        let bytes = log.read(at, 700, i64::MAX).expect("read in range");
+        let bytes = log
+            .read(Offset(at), 700, Offset(i64::MAX))
+            .expect("read in range");
         assert!(
             !bytes.is_empty(),
             "read at {at} < end {} returned nothing",
@@ -217,8 +220,8 @@ fn check_all(log: &Log, m: &Model) {
             .find(|later| later.epoch > b.epoch)
             .map_or(m.end, |later| later.base());
         assert_eq!(
-            log.end_offset_for_epoch(b.epoch),
-            (b.epoch as i64, expected_end),
+            log.end_offset_for_epoch(LeaderEpoch(b.epoch)),
+            (LeaderEpoch(b.epoch), Offset(expected_end)),
             "end offset for epoch {}",
             b.epoch
         );
@@ -256,8 +259,11 @@ fn run(ops: Vec<Op>) {
                     now.load(Ordering::SeqCst),
                     m.epoch,
                 );
-                let info = log.append_as_leader(bytes, m.epoch).unwrap();
-                assert_eq!((info.first_offset, info.last_offset), (m.end, next - 1));
+                let info = log.append_as_leader(bytes, LeaderEpoch(m.epoch)).unwrap();
+                assert_eq!(
+                    (info.first_offset, info.last_offset),
+                    (Offset(m.end), Offset(next - 1))
+                );
                 m.end = next;
                 m.batches.push(batch);
             }
@@ -279,12 +285,14 @@ fn run(ops: Vec<Op>) {
                     built.push((bytes, batch));
                 }
                 if batches.len() > 1 {
-                    let refused = log.append_as_leader(Bytes::from(all), m.epoch).unwrap_err();
+                    let refused = log
+                        .append_as_leader(Bytes::from(all), LeaderEpoch(m.epoch))
+                        .unwrap_err();
                     assert_eq!(refused.reason(), "INVALID_RECORD", "{refused}");
                     assert_eq!(log.log_end_offset(), m.end, "nothing written");
                 }
                 for (bytes, batch) in built {
-                    log.append_as_leader(bytes, m.epoch).unwrap();
+                    log.append_as_leader(bytes, LeaderEpoch(m.epoch)).unwrap();
                     m.batches.push(batch);
                 }
                 m.end = next;
@@ -292,7 +300,9 @@ fn run(ops: Vec<Op>) {
             Op::Read { at, max_bytes } => {
                 let span = (m.end - m.start + 1) as u64;
                 let offset = m.start + (at as u64 % span) as i64;
-                let bytes = log.read(offset, max_bytes, i64::MAX).unwrap();
+                let bytes = log
+                    .read(Offset(offset), max_bytes, Offset(i64::MAX))
+                    .unwrap();
                 if offset == m.end {
                     assert!(bytes.is_empty());
                 } else {
@@ -317,14 +327,16 @@ fn run(ops: Vec<Op>) {
                     assert_eq!(&want[..got.len()], &got[..]);
                 }
                 // Out-of-range reads are errors.
-                assert!(log.read(m.end + 1, 100, i64::MAX).is_err());
+                assert!(log.read(Offset(m.end + 1), 100, Offset(i64::MAX)).is_err());
                 if m.start > 0 {
-                    assert!(log.read(m.start - 1, 100, i64::MAX).is_err());
+                    assert!(log
+                        .read(Offset(m.start - 1), 100, Offset(i64::MAX))
+                        .is_err());
                 }
             }
             Op::Truncate { at } => {
                 let offset = (at as u64 % (m.end as u64 + 3)) as i64;
-                log.truncate_to(offset).unwrap();
+                log.truncate_to(Offset(offset)).unwrap();
                 if offset <= m.start {
                     m.batches.clear();
                     m.start = offset.min(m.start);
@@ -343,7 +355,7 @@ fn run(ops: Vec<Op>) {
             }
             Op::Roll => {
                 let end = m.end;
-                log.roll(end).unwrap();
+                log.roll(Offset(end)).unwrap();
             }
             Op::Sleep { ms } => {
                 now.fetch_add(ms, Ordering::SeqCst);
@@ -353,18 +365,18 @@ fn run(ops: Vec<Op>) {
                 cfg.retention_bytes = bytes.unwrap_or(-1);
                 log.set_config(cfg.clone()).unwrap();
                 let before = log.log_start_offset();
-                let deleted = log.delete_retained_segments(m.end).unwrap();
+                let deleted = log.delete_retained_segments(Offset(m.end)).unwrap();
                 let start = log.log_start_offset();
                 assert!(start >= before, "log start went back");
                 if deleted.is_empty() {
                     assert_eq!(start, before);
                 }
                 assert!(
-                    start == m.end || m.batches.iter().any(|b| b.base() == start),
+                    start == m.end || m.batches.iter().any(|b| b.base() == start.get()),
                     "log start {start} is not a batch boundary"
                 );
-                m.start = start;
-                m.batches.retain(|b| b.base() >= start);
+                m.start = start.get();
+                m.batches.retain(|b| b.base() >= start.get());
             }
             Op::CloseReopen => {
                 log.close().unwrap();

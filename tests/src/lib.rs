@@ -352,7 +352,7 @@ pub fn read_replica(dir: &Path) -> Vec<(i64, Vec<u8>)> {
                 let r = r.expect("record");
                 out.push((r.offset, r.value.map(|v| v.to_vec()).unwrap_or_default()));
             }
-            at = b.last_offset() + 1;
+            at = sluice_storage::Offset(b.last_offset() + 1);
         }
     }
     out

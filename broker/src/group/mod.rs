@@ -125,7 +125,7 @@ fn not_coordinator(node: &BrokerNode, what: &str, p: i32) -> Status {
                 leader_id: ps.leader.get(),
                 host: b.endpoint.host.clone(),
                 port: b.endpoint.port as i32,
-                leader_epoch: ps.leader_epoch,
+                leader_epoch: ps.leader_epoch.get(),
             })
         });
     error_status(

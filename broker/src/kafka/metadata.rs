@@ -108,7 +108,7 @@ fn topic(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTopic {
                 })
                 .with_partition_index(i as i32)
                 .with_leader_id(BrokerId(p.leader.get()))
-                .with_leader_epoch(p.leader_epoch)
+                .with_leader_epoch(p.leader_epoch.get())
                 .with_replica_nodes(ids(&p.replicas))
                 .with_isr_nodes(ids(&p.isr))
                 .with_offline_replicas(

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_metadata::{BrokerId, TopicId};
-use sluice_storage::{AppendInfo, Log, LogConfig, StorageError};
+use sluice_storage::{AppendInfo, LeaderEpoch, Log, LogConfig, Offset, StorageError};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::state::{diverging_epoch, AlterIsr, AlterOutcome, DivergingEpoch, RoleChange};
@@ -572,11 +572,11 @@ impl Core {
                     return true;
                 };
                 let upper = if args.follower.is_some() {
-                    self.log.log_end_offset()
+                    self.log.log_end_offset().get()
                 } else {
                     self.replica.high_watermark()
                 };
-                args.fetch_offset >= upper || args.fetch_offset < self.log.log_start_offset()
+                args.fetch_offset >= upper || args.fetch_offset < self.log.log_start_offset().get()
             }
             PartitionCommand::Append { .. }
             | PartitionCommand::FromLeader { .. }
@@ -589,8 +589,8 @@ impl Core {
     fn offsets(&self) -> Offsets {
         Offsets {
             high_watermark: self.replica.high_watermark(),
-            log_end_offset: self.log.log_end_offset(),
-            log_start_offset: self.log.log_start_offset(),
+            log_end_offset: self.log.log_end_offset().get(),
+            log_start_offset: self.log.log_start_offset().get(),
             leader_epoch: self.replica.role().leader_epoch(),
             is_leader: self.replica.is_leader(),
             isr_size: self.replica.isr().len(),
@@ -603,12 +603,12 @@ impl Core {
         }
         let before = self.replica.role().clone();
         let leo = self.log.log_end_offset();
-        match self.replica.apply_role(role, leo, Instant::now()) {
+        match self.replica.apply_role(role, leo.get(), Instant::now()) {
             RoleChange::BecameLeader => {
                 let epoch = self.replica.role().leader_epoch();
                 // Kafka records the new epoch at election, before any append, so a follower
                 // from an older epoch learns where its history diverges.
-                if let Err(e) = self.log.assign_leader_epoch(epoch) {
+                if let Err(e) = self.log.assign_leader_epoch(LeaderEpoch(epoch)) {
                     tracing::error!(partition = %self.name, error = %e, "cannot record the leader epoch");
                 }
                 tracing::info!(partition = %self.name, leader_epoch = epoch, "became leader");
@@ -639,7 +639,8 @@ impl Core {
             }
             PartitionCommand::EpochEndOffset { epoch, reply } => {
                 let r = if self.replica.is_leader() {
-                    Ok(self.log.end_offset_for_epoch(epoch))
+                    let (e, end) = self.log.end_offset_for_epoch(LeaderEpoch(epoch));
+                    Ok((e.get() as i64, end.get()))
                 } else {
                     Err(self.not_leader())
                 };
@@ -655,8 +656,12 @@ impl Core {
                         leader,
                         leader_epoch,
                     });
-                let _ = reply
-                    .send(follows.then(|| (self.log.log_end_offset(), self.log.latest_epoch())));
+                let _ = reply.send(follows.then(|| {
+                    (
+                        self.log.log_end_offset().get(),
+                        self.log.latest_epoch().map(LeaderEpoch::get),
+                    )
+                }));
             }
             PartitionCommand::FromLeader {
                 leader,
@@ -672,7 +677,7 @@ impl Core {
                 reply,
             } => {
                 let leo = self.log.log_end_offset();
-                let _ = reply.send(self.replica.propose_isr(leo, now, lag_max));
+                let _ = reply.send(self.replica.propose_isr(leo.get(), now, lag_max));
             }
             PartitionCommand::AlterPartitionAnswer {
                 sent,
@@ -681,7 +686,7 @@ impl Core {
             } => {
                 let before = self.replica.isr().len();
                 let leo = self.log.log_end_offset();
-                self.replica.on_alter_partition(&sent, outcome, leo);
+                self.replica.on_alter_partition(&sent, outcome, leo.get());
                 let after = self.replica.isr().len();
                 count_isr_change(before, after);
                 let _ = reply.send((before, after));
@@ -692,14 +697,14 @@ impl Core {
                 upper,
                 reply,
             } => {
-                let _ = reply.send(self.log.read(from, max_bytes, upper));
+                let _ = reply.send(self.log.read(Offset(from), max_bytes, Offset(upper)));
             }
             PartitionCommand::Retention { reply } => {
                 let hw = self.replica.high_watermark();
-                let r = self.log.delete_retained_segments(hw).and_then(|deleted| {
+                let r = self.log.delete_retained_segments(Offset(hw)).and_then(|deleted| {
                     if !deleted.is_empty() {
                         tracing::info!(partition = %self.name, segments = deleted.len(),
-                            log_start_offset = self.log.log_start_offset(), "retention deleted segments");
+                            log_start_offset = %self.log.log_start_offset(), "retention deleted segments");
                     }
                     // The flush.ms timer.
                     self.log.maybe_flush()?;
@@ -742,13 +747,15 @@ impl Core {
                 });
             }
         }
-        let info = self.log.append_as_leader(payload, leader_epoch)?;
+        let info = self
+            .log
+            .append_as_leader(payload, LeaderEpoch(leader_epoch))?;
         let leo = self.log.log_end_offset();
-        self.replica.maybe_advance_high_watermark(leo);
+        self.replica.maybe_advance_high_watermark(leo.get());
         Ok(Appended {
             info,
             leader_epoch,
-            log_start_offset: self.log.log_start_offset(),
+            log_start_offset: self.log.log_start_offset().get(),
         })
     }
 
@@ -778,8 +785,8 @@ impl Core {
             leader_epoch,
             batches: Bytes::new(),
             high_watermark: self.replica.high_watermark(),
-            log_start_offset: start,
-            log_end_offset: leo,
+            log_start_offset: start.get(),
+            log_end_offset: leo.get(),
             diverging: None,
         };
         // A follower's history may have diverged from ours: tell it where our histories
@@ -789,34 +796,39 @@ impl Core {
             out.diverging = diverging_epoch(
                 args.last_fetched_epoch,
                 args.fetch_offset,
-                |e| log.end_offset_for_epoch(e),
-                start,
-                leo,
-                log.latest_epoch(),
+                |e| {
+                    let (e, end) = log.end_offset_for_epoch(LeaderEpoch(e));
+                    (e.get() as i64, end.get())
+                },
+                start.get(),
+                leo.get(),
+                log.latest_epoch().map(LeaderEpoch::get),
             );
             if out.diverging.is_some() {
                 return Ok(out);
             }
         }
-        if args.fetch_offset < start || args.fetch_offset > leo {
+        if args.fetch_offset < start.get() || args.fetch_offset > leo.get() {
             return Err(BrokerError::OffsetOutOfRange {
                 partition: self.name.clone(),
                 offset: args.fetch_offset,
-                log_start_offset: start,
-                log_end_offset: leo,
+                log_start_offset: start.get(),
+                log_end_offset: leo.get(),
             });
         }
         let upper = match args.follower {
             Some(f) => {
                 self.replica
-                    .on_follower_fetch(f, args.fetch_offset, leo, Instant::now());
+                    .on_follower_fetch(f, args.fetch_offset, leo.get(), Instant::now());
                 leo
             }
-            None => self.replica.high_watermark(),
+            None => Offset(self.replica.high_watermark()),
         };
         out.high_watermark = self.replica.high_watermark();
-        if args.fetch_offset < upper {
-            out.batches = self.log.read(args.fetch_offset, args.max_bytes, upper)?;
+        if upper > args.fetch_offset {
+            out.batches = self
+                .log
+                .read(Offset(args.fetch_offset), args.max_bytes, upper)?;
         }
         Ok(out)
     }
@@ -826,7 +838,7 @@ impl Core {
             return Err(self.not_leader());
         };
         match timestamp {
-            -2 => Ok((leader_epoch, self.log.log_start_offset(), -1)),
+            -2 => Ok((leader_epoch, self.log.log_start_offset().get(), -1)),
             // KIP-207: a new leader does not know its HW until it reaches the start of its
             // epoch; the client retries.
             -1 => match self.replica.known_high_watermark() {
@@ -838,7 +850,7 @@ impl Core {
             t if t >= 0 => {
                 let hw = self.replica.high_watermark();
                 Ok(match self.log.offset_for_timestamp(t)? {
-                    Some((o, ts)) if o < hw => (leader_epoch, o, ts),
+                    Some((o, ts)) if o < hw => (leader_epoch, o.get(), ts),
                     _ => (leader_epoch, -1, -1),
                 })
             }
@@ -867,23 +879,23 @@ impl Core {
         match fetched {
             FetchedFromLeader::Diverging(div) => {
                 // Truncate to where our histories agree, then refetch.
-                let (fe, fend) = self.log.end_offset_for_epoch(div.leader_epoch);
+                let (fe, fend) = self.log.end_offset_for_epoch(LeaderEpoch(div.leader_epoch));
                 let leo = self.log.log_end_offset();
-                let target = if fe < 0 {
-                    div.end_offset.min(leo)
+                let target = if fe.get() < 0 {
+                    div.end_offset.min(leo.get())
                 } else {
-                    div.end_offset.min(fend).min(leo)
+                    div.end_offset.min(fend.get()).min(leo.get())
                 };
-                tracing::warn!(partition = %self.name, from = leo, to = target, "truncating diverged log");
-                self.log.truncate_to(target.max(0))?;
+                tracing::warn!(partition = %self.name, from = %leo, to = target, "truncating diverged log");
+                self.log.truncate_to(Offset(target.max(0)))?;
                 let leo = self.log.log_end_offset();
-                self.replica.clamp_high_watermark(leo);
+                self.replica.clamp_high_watermark(leo.get());
             }
             FetchedFromLeader::StartAt(start) => {
-                if start > self.log.log_end_offset() {
-                    self.log.truncate_fully_and_start_at(start)?;
+                if start > self.log.log_end_offset().get() {
+                    self.log.truncate_fully_and_start_at(Offset(start))?;
                     let leo = self.log.log_end_offset();
-                    self.replica.clamp_high_watermark(leo);
+                    self.replica.clamp_high_watermark(leo.get());
                     self.replica.raise_high_watermark_to(start);
                 }
             }
@@ -895,7 +907,8 @@ impl Core {
                     self.log.append_as_follower(batches)?;
                 }
                 let leo = self.log.log_end_offset();
-                self.replica.follow_high_watermark(high_watermark, leo);
+                self.replica
+                    .follow_high_watermark(high_watermark, leo.get());
             }
         }
         Ok(true)

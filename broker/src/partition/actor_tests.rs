@@ -1,5 +1,6 @@
 //! The actor with a real log in a temp dir: what a restarted replica answers.
 
+use sluice_metadata::LeaderEpoch;
 use sluice_storage::{Log, LogConfig, RecordBatchBuilder};
 
 use sluice_metadata::BrokerId;
@@ -16,9 +17,9 @@ fn batch(v: &[u8]) -> Bytes {
 /// A log of `records` records written in leader epoch 0 by a previous process.
 fn written_log(dir: &std::path::Path, records: usize) -> Log {
     let mut log = Log::open(dir, LogConfig::default()).unwrap();
-    log.assign_leader_epoch(0).unwrap();
+    log.assign_leader_epoch(LeaderEpoch(0)).unwrap();
     for i in 0..records {
-        log.append_as_leader(batch(format!("v{i}").as_bytes()), 0)
+        log.append_as_leader(batch(format!("v{i}").as_bytes()), LeaderEpoch(0))
             .unwrap();
     }
     log.shutdown().unwrap();
@@ -45,7 +46,12 @@ async fn a_restarted_leader_never_answers_a_stale_latest_offset() {
             isr: BrokerId::from_wire(&[1, 2, 3]),
             replicas: BrokerId::from_wire(&[1, 2, 3]),
         };
-        let replica = ReplicaState::new(BrokerId(1), role.clone(), checkpointed.unwrap_or(0), leo);
+        let replica = ReplicaState::new(
+            BrokerId(1),
+            role.clone(),
+            checkpointed.unwrap_or(0),
+            leo.get(),
+        );
         let (part, task) = PartitionHandle::spawn(
             "t".into(),
             Default::default(),

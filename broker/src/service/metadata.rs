@@ -42,7 +42,7 @@ pub(super) async fn metadata(
                 },
                 partition: i as i32,
                 leader_id: p.leader.get(),
-                leader_epoch: p.leader_epoch,
+                leader_epoch: p.leader_epoch.get(),
                 replicas: BrokerId::to_wire(&p.replicas),
                 isr: BrokerId::to_wire(&p.isr),
                 offline_replicas: p

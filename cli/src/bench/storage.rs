@@ -173,7 +173,7 @@ pub fn run(args: StorageBenchArgs) -> anyhow::Result<()> {
     let pb = progress(total, "log append");
     let t = Instant::now();
     for _ in 0..batches {
-        log.append_as_leader(batch.clone(), 0)?;
+        log.append_as_leader(batch.clone(), sluice_storage::LeaderEpoch(0))?;
         pb.inc(batch.len() as u64);
     }
     phases.push(phase("append", "sluice log", total, records, t.elapsed()));
@@ -186,8 +186,8 @@ pub fn run(args: StorageBenchArgs) -> anyhow::Result<()> {
     let end = log.log_end_offset();
     let mut offset = 0i64;
     let mut done = 0u64;
-    while offset < end {
-        let bytes = log.read(offset, args.read_bytes, end)?;
+    while end > offset {
+        let bytes = log.read(sluice_storage::Offset(offset), args.read_bytes, end)?;
         anyhow::ensure!(!bytes.is_empty(), "empty read at offset {offset}");
         let last = sluice_storage::batch::headers(&bytes)
             .last()

@@ -1,5 +1,6 @@
 //! Unit and property tests of the controller's decisions.
 
+use sluice_metadata::LeaderEpoch;
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
@@ -129,7 +130,7 @@ fn fencing_moves_leadership_within_the_isr_in_one_batch() {
     let p0 = img.partition(id, 0).unwrap();
     assert_eq!(
         (p0.leader, p0.leader_epoch),
-        (BrokerId(2), 1),
+        (BrokerId(2), LeaderEpoch(1)),
         "next replica in order"
     );
 }
@@ -271,7 +272,7 @@ fn alter_partition_checks_epochs_and_membership() {
         &img,
         &AlterPartition {
             new_isr: BrokerId::from_wire(&[1, 2, 3]),
-            partition_epoch: p.partition_epoch,
+            partition_epoch: p.partition_epoch.get(),
             ..base
         },
     )
@@ -357,8 +358,8 @@ proptest! {
                         broker: state.leader,
                         topic_id: topic.id,
                         index: p,
-                        leader_epoch: state.leader_epoch,
-                        partition_epoch: state.partition_epoch,
+                        leader_epoch: state.leader_epoch.get(),
+                        partition_epoch: state.partition_epoch.get(),
                         new_isr,
                     };
                     alter_partition(&img, &req).expect("a valid proposal is accepted").0

@@ -62,8 +62,8 @@ fn describe(t: &TopicImage, image: &sluice_metadata::MetadataImage) -> TopicDesc
             .map(|(i, p)| PartitionDescription {
                 partition: i as i32,
                 leader_id: p.leader.get(),
-                leader_epoch: p.leader_epoch,
-                partition_epoch: p.partition_epoch,
+                leader_epoch: p.leader_epoch.get(),
+                partition_epoch: p.partition_epoch.get(),
                 replicas: BrokerId::to_wire(&p.replicas),
                 isr: BrokerId::to_wire(&p.isr),
                 offline_replicas: p

@@ -200,8 +200,8 @@ impl Controller for ControllerService {
             topic_id: topic_id.to_string(),
             partition: req.partition,
             leader_id: state.leader.0,
-            leader_epoch: state.leader_epoch,
-            partition_epoch: state.partition_epoch,
+            leader_epoch: state.leader_epoch.get(),
+            partition_epoch: state.partition_epoch.get(),
             isr: BrokerId::to_wire(&state.isr),
         }))
     }

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use sluice_storage::Offset;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -67,11 +68,11 @@ pub fn read_all(log: &Log) -> Vec<(i64, Bytes)> {
             let b = b.expect("served batches pass CRC");
             for r in b.records() {
                 let r = r.expect("served records parse");
-                if r.offset >= at {
+                if r.offset >= at.get() {
                     out.push((r.offset, r.value.unwrap_or_default()));
                 }
             }
-            at = b.last_offset() + 1;
+            at = Offset(b.last_offset() + 1);
         }
     }
     out

@@ -1,6 +1,8 @@
 //! Table tests of the coordinator's decisions. Each names the Kafka rule it follows
 //! (KIP-848 consumer protocol; `GroupMetadataManager` / `OffsetMetadataManager`).
 
+use sluice_metadata::LeaderEpoch;
+use sluice_metadata::PartitionEpoch;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,8 +22,8 @@ fn image(n: usize) -> MetadataImage {
         replicas: vec![BrokerId(1)],
         isr: vec![BrokerId(1)],
         leader: BrokerId(1),
-        leader_epoch: 0,
-        partition_epoch: 0,
+        leader_epoch: LeaderEpoch(0),
+        partition_epoch: PartitionEpoch(0),
     };
     let t = TopicImage {
         id,
