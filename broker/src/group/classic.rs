@@ -185,6 +185,8 @@ struct Member {
     assignment: Bytes,
     awaiting_join: bool,
     awaiting_sync: bool,
+    /// Sent its SyncGroup in this generation (Kafka's pending-sync set is the others).
+    synced: bool,
     last_seen: Instant,
     /// Join order (the first member becomes the leader).
     joined: u64,
@@ -219,6 +221,9 @@ pub struct ClassicGroup {
     initial_until: Option<Instant>,
     /// When that first rebalance began (the initial delay never exceeds its timeout).
     initial_started: Option<Instant>,
+    /// After a join phase: members that have not sent SyncGroup by then are removed
+    /// (Kafka's pending-sync timeout, the rebalance timeout).
+    sync_deadline: Option<Instant>,
     next_join: u64,
 }
 
@@ -235,6 +240,7 @@ impl Default for ClassicGroup {
             deadline: None,
             initial_until: None,
             initial_started: None,
+            sync_deadline: None,
             next_join: 0,
         }
     }
@@ -277,6 +283,11 @@ impl ClassicGroup {
 
     pub fn has_member(&self, member: &str) -> bool {
         self.members.contains_key(member)
+    }
+
+    /// Joined members (ids handed out but not yet joined do not count).
+    pub fn has_members(&self) -> bool {
+        !self.members.is_empty()
     }
 
     /// The members, as DescribeGroups shows them.
@@ -343,15 +354,17 @@ impl ClassicGroup {
             .filter(|(id, _)| id.as_str() != except)
             .map(|(_, m)| m)
             .collect();
-        if others.is_empty() {
-            return true;
-        }
-        if self
-            .protocol_type
-            .as_deref()
-            .is_some_and(|t| t != protocol_type)
+        // The type must match whenever the group has members, even the joiner alone.
+        if !self.members.is_empty()
+            && self
+                .protocol_type
+                .as_deref()
+                .is_some_and(|t| t != protocol_type)
         {
             return false;
+        }
+        if others.is_empty() {
+            return true;
         }
         protocols.iter().any(|(n, _)| {
             others
@@ -489,6 +502,7 @@ impl ClassicGroup {
                 assignment: Bytes::new(),
                 awaiting_join: true,
                 awaiting_sync: false,
+                synced: false,
                 last_seen: now,
                 joined,
             },
@@ -551,6 +565,7 @@ impl ClassicGroup {
     /// Starts a rebalance: parked syncs learn it, assignments are void.
     fn prepare_rebalance(&mut self, now: Instant, settings: &ClassicSettings) -> Vec<Completed> {
         let mut done = Vec::new();
+        self.sync_deadline = None;
         if self.state == ClassicState::CompletingRebalance {
             for (id, m) in self.members.iter_mut() {
                 m.assignment = Bytes::new();
@@ -585,8 +600,11 @@ impl ClassicGroup {
         if self.state != ClassicState::PreparingRebalance {
             return Vec::new();
         }
-        if self.initial_until.is_some_and(|u| now < u) {
-            return Vec::new();
+        match self.initial_until {
+            Some(u) if now < u => return Vec::new(),
+            // Kafka's InitialDelayedJoin completes when the delay ends, whoever is pending.
+            Some(_) => return self.complete_join(now),
+            None => {}
         }
         let all_joined = self.members.values().all(|m| m.awaiting_join) && self.pending.is_empty();
         if all_joined || self.deadline.is_some_and(|d| now >= d) {
@@ -625,11 +643,13 @@ impl ClassicGroup {
                 .map(|(id, _)| id.clone());
         }
         self.state = ClassicState::CompletingRebalance;
+        self.sync_deadline = Some(now + self.max_rebalance_timeout());
         let ids: Vec<String> = self.members.keys().cloned().collect();
         let mut done = Vec::with_capacity(ids.len());
         for id in ids {
             let m = self.members.get_mut(&id).expect("present");
             m.awaiting_join = false;
+            m.synced = false;
             m.last_seen = now;
             done.push(Completed::Join {
                 answer: self.join_answer(&id),
@@ -724,20 +744,34 @@ impl ClassicGroup {
                 "the group is rebalancing; join again",
             )),
             ClassicState::Stable => {
+                let m = self.members.get_mut(&req.member_id).expect("checked");
+                m.synced = true;
                 let m = &self.members[&req.member_id];
                 (Answer::Now(self.sync_answer(m)), vec![])
             }
             ClassicState::CompletingRebalance => {
-                self.members
-                    .get_mut(&req.member_id)
-                    .expect("checked")
-                    .awaiting_sync = true;
+                let m = self.members.get_mut(&req.member_id).expect("checked");
+                m.synced = true;
+                let mut done = Vec::new();
+                if std::mem::replace(&mut m.awaiting_sync, true) {
+                    // A repeated SyncGroup (the first timed out at the client): the
+                    // earlier one is answered now, the new one waits in its place.
+                    done.push(Completed::Sync {
+                        member: req.member_id.clone(),
+                        answer: SyncResponse {
+                            error: Some(fail(
+                                code::REBALANCE_IN_PROGRESS,
+                                "superseded by a later SyncGroup",
+                            )),
+                            ..Default::default()
+                        },
+                    });
+                }
                 if self.leader.as_deref() != Some(req.member_id.as_str()) {
-                    return (Answer::Later(req.member_id), vec![]);
+                    return (Answer::Later(req.member_id), done);
                 }
                 let assigned: BTreeMap<String, Bytes> = req.assignments.into_iter().collect();
                 self.state = ClassicState::Stable;
-                let mut done = Vec::new();
                 let snapshot = (self.protocol_type.clone(), self.protocol_name.clone());
                 for (id, m) in self.members.iter_mut() {
                     m.assignment = assigned.get(id).cloned().unwrap_or_default();
@@ -794,8 +828,22 @@ impl ClassicGroup {
     }
 
     /// OffsetCommit's fence: a member of the current generation, outside the sync phase.
+    ///
+    /// Kafka's `ClassicGroup.validateOffsetCommit`: generation -1 commits (an admin client, or
+    /// a consumer without group management) only while the group has no members; otherwise
+    /// the member must be in the group at its generation.
     pub fn check_commit(&self, member: &str, generation: i32) -> Result<(), ClassicError> {
-        self.check_member(member, generation)?;
+        if generation < 0 && self.members.is_empty() {
+            return Ok(());
+        }
+        if generation >= 0 || !member.is_empty() {
+            self.check_member(member, generation)?;
+        } else {
+            return Err(fail(
+                code::UNKNOWN_MEMBER_ID,
+                "the group has members: commit as one of them (member id and generation), or while it is empty",
+            ));
+        }
         if self.state == ClassicState::CompletingRebalance {
             return Err(fail(
                 code::REBALANCE_IN_PROGRESS,
@@ -812,16 +860,46 @@ impl ClassicGroup {
         now: Instant,
         settings: &ClassicSettings,
     ) -> Result<Vec<Completed>, ClassicError> {
-        if self.pending.remove(member).is_some() {
-            return Ok(self.try_complete_join(now));
-        }
-        let Some(m) = self.members.remove(member) else {
-            return Err(fail(
-                code::UNKNOWN_MEMBER_ID,
-                format!("member {member:?} is not in the group"),
-            ));
+        let (mut results, done) = self.leave_many(&[member.to_string()], now, settings);
+        results.pop().expect("one result").map(|()| done)
+    }
+
+    /// LeaveGroup of several members (v3+): all leave, then the group rebalances once.
+    pub fn leave_many(
+        &mut self,
+        members: &[String],
+        now: Instant,
+        settings: &ClassicSettings,
+    ) -> (Vec<Result<(), ClassicError>>, Vec<Completed>) {
+        let mut removed = Vec::new();
+        let mut pending_left = false;
+        let results = members
+            .iter()
+            .map(|member| {
+                if self.pending.remove(member).is_some() {
+                    pending_left = true;
+                    return Ok(());
+                }
+                match self.members.remove(member) {
+                    Some(m) => {
+                        removed.push((member.clone(), m));
+                        Ok(())
+                    }
+                    None => Err(fail(
+                        code::UNKNOWN_MEMBER_ID,
+                        format!("member {member:?} is not in the group"),
+                    )),
+                }
+            })
+            .collect();
+        let done = if !removed.is_empty() {
+            self.after_removal(removed, now, settings)
+        } else if pending_left {
+            self.try_complete_join(now)
+        } else {
+            Vec::new()
         };
-        Ok(self.after_removal(vec![(member.to_string(), m)], now, settings))
+        (results, done)
     }
 
     fn after_removal(
@@ -869,10 +947,29 @@ impl ClassicGroup {
         let expired: Vec<String> = self
             .members
             .iter()
-            .filter(|(_, m)| !m.awaiting_join && now >= m.last_seen + m.session_timeout)
+            .filter(|(_, m)| {
+                !m.awaiting_join && !m.awaiting_sync && now >= m.last_seen + m.session_timeout
+            })
             .map(|(id, _)| id.clone())
             .collect();
         let mut done = Vec::new();
+        // Kafka's pending-sync timeout: a rebalance timeout after the join phase, members
+        // that never sent SyncGroup are removed and the group rebalances without them.
+        let sync_late = self.sync_deadline.is_some_and(|d| now >= d)
+            && matches!(
+                self.state,
+                ClassicState::CompletingRebalance | ClassicState::Stable
+            );
+        let mut expired = expired;
+        if sync_late {
+            self.sync_deadline = None;
+            for (id, m) in &self.members {
+                if !m.synced && !expired.contains(id) {
+                    tracing::info!(member = %id, "classic group member never sent SyncGroup");
+                    expired.push(id.clone());
+                }
+            }
+        }
         if !expired.is_empty() {
             let removed = expired
                 .into_iter()

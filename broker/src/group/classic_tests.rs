@@ -417,3 +417,126 @@ fn a_follower_rejoining_unchanged_gets_the_current_generation() {
     }
     assert_eq!(g.state(), ClassicState::Stable);
 }
+
+/// A follower's repeated SyncGroup (the first timed out at the client) answers the first
+/// at once and waits in its place (Kafka replaces the awaiting-sync future); the leader's
+/// assignment then reaches the new one.
+#[test]
+fn a_repeated_sync_answers_the_earlier_one_and_waits_in_its_place() {
+    let t0 = Instant::now();
+    let mut g = ClassicGroup::default();
+    let a = member_id(&mut g, t0);
+    g.join(join_req(&a, &["range"]), t0, &settings());
+    let b = member_id(&mut g, t0);
+    g.join(join_req(&b, &["range"]), t0, &settings());
+    g.tick(t0 + 4 * SECOND, &settings());
+    let (r, done) = g.sync(sync_req(&b, 1, vec![]), t0 + 4 * SECOND);
+    assert!(matches!(r, Answer::Later(_)) && done.is_empty());
+    let (r, done) = g.sync(sync_req(&b, 1, vec![]), t0 + 5 * SECOND);
+    assert!(matches!(r, Answer::Later(_)));
+    assert_eq!(
+        syncs(&done)[&b].error.as_ref().map(|e| e.code),
+        Some(code::REBALANCE_IN_PROGRESS),
+        "the earlier SyncGroup is answered"
+    );
+    let (_, done) = g.sync(
+        sync_req(&a, 1, vec![(b.clone(), Bytes::from("B"))]),
+        t0 + 5 * SECOND,
+    );
+    let s = syncs(&done);
+    assert_eq!(s.len(), 1, "one answer for b: {done:?}");
+    assert_eq!(s[&b].assignment, Bytes::from("B"));
+}
+
+/// Kafka's `hasSatisfiedHeartbeat`: a member waiting in SyncGroup is alive (librdkafka sends
+/// no heartbeats then); but a rebalance timeout after the join phase, members that never
+/// sent SyncGroup (here the leader) are removed and the group rebalances (Kafka's
+/// pending-sync timeout), so the parked followers are not left waiting forever.
+#[test]
+fn members_waiting_to_sync_stay_and_a_leader_that_never_syncs_is_removed() {
+    let t0 = Instant::now();
+    let mut g = ClassicGroup::default();
+    let a = member_id(&mut g, t0);
+    g.join(join_req(&a, &["range"]), t0, &settings());
+    let b = member_id(&mut g, t0);
+    g.join(join_req(&b, &["range"]), t0, &settings());
+    let t1 = t0 + 4 * SECOND;
+    g.tick(t1, &settings());
+    let (r, _) = g.sync(sync_req(&b, 1, vec![]), t1);
+    assert!(matches!(r, Answer::Later(_)));
+    // a heartbeats, b waits silently past its 10 s session.
+    for s in [8, 16, 24] {
+        assert_eq!(g.heartbeat(&a, 1, t1 + s * SECOND), Ok(()));
+    }
+    assert!(g.tick(t1 + 29 * SECOND, &settings()).is_empty());
+    assert!(g.has_member(&b), "waiting in SyncGroup is not silence");
+    let done = g.tick(t1 + 30 * SECOND, &settings());
+    assert!(!g.has_member(&a), "the leader never sent SyncGroup");
+    assert_eq!(
+        syncs(&done)[&b].error.as_ref().map(|e| e.code),
+        Some(code::REBALANCE_IN_PROGRESS),
+        "b is told to rejoin"
+    );
+    assert_eq!(g.state(), ClassicState::PreparingRebalance);
+}
+
+/// Kafka's InitialDelayedJoin completes when the delay ends, even if a member that was
+/// handed an id never came back with it.
+#[test]
+fn the_initial_delay_ends_the_first_rebalance_despite_an_unused_member_id() {
+    let t0 = Instant::now();
+    let mut g = ClassicGroup::default();
+    let a = member_id(&mut g, t0);
+    g.join(join_req(&a, &["range"]), t0, &settings());
+    let _never_back = member_id(&mut g, t0);
+    let done = joins(&g.tick(t0 + 3 * SECOND, &settings()));
+    assert_eq!(done.keys().collect::<Vec<_>>(), vec![&a]);
+}
+
+/// A LeaveGroup naming several members removes them all, then rebalances once.
+#[test]
+fn several_members_leave_in_one_rebalance() {
+    let t0 = Instant::now();
+    let (mut g, a, b) = stable_pair(t0);
+    let t = t0 + 5 * SECOND;
+    let c = member_id(&mut g, t);
+    g.join(join_req(&c, &["range"]), t, &settings());
+    let (_, done) = g.join(join_req(&a, &["range"]), t, &settings());
+    assert!(done.is_empty(), "b has not rejoined");
+    let (results, done) = g.leave_many(&[b.clone(), "stranger".into()], t, &settings());
+    assert_eq!(results[0], Ok(()));
+    assert_eq!(
+        results[1].as_ref().unwrap_err().code,
+        code::UNKNOWN_MEMBER_ID
+    );
+    let j = joins(&done);
+    assert_eq!(j.len(), 2, "a and c complete generation 2");
+    assert!(j.values().all(|r| r.generation_id == 2));
+}
+
+/// Kafka checks the protocol type whenever the group has members: its only member cannot
+/// rejoin as another type.
+#[test]
+fn a_sole_member_cannot_change_the_protocol_type() {
+    let t0 = Instant::now();
+    let mut g = ClassicGroup::default();
+    let a = member_id(&mut g, t0);
+    g.join(join_req(&a, &["range"]), t0, &settings());
+    let mut r = join_req(&a, &["range"]);
+    r.protocol_type = "connect".into();
+    let (ans, _) = g.join(r, t0 + SECOND, &settings());
+    assert_eq!(code_of(&ans), Some(code::INCONSISTENT_GROUP_PROTOCOL));
+}
+
+/// Classic OffsetCommit (Kafka's `validateOffsetCommit`): generation -1 only while the
+/// group has no members; UNKNOWN_MEMBER_ID otherwise.
+#[test]
+fn a_generation_minus_one_commit_needs_an_empty_group() {
+    let (g, _, _) = stable_pair(Instant::now());
+    assert_eq!(
+        g.check_commit("", -1).unwrap_err().code,
+        code::UNKNOWN_MEMBER_ID
+    );
+    assert_eq!(ClassicGroup::default().check_commit("", -1), Ok(()));
+    assert_eq!(ClassicGroup::default().check_commit("anyone", -1), Ok(()));
+}

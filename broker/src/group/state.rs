@@ -365,10 +365,12 @@ impl ShardState {
         image: &MetadataImage,
     ) -> Result<CommitPlan, Status> {
         let group = self.groups.get(&req.group_id);
-        let admin = req.member_id.is_empty() && req.member_epoch < 0;
-        let classic_member = group.is_some_and(|g| g.classic.has_member(&req.member_id));
-        if admin {
-            if group.is_some_and(|g| !g.has_no_members()) {
+        let consumer_members = group.is_some_and(|g| !g.members.is_empty());
+        let classic_members = group.is_some_and(|g| g.classic.has_members());
+        // Partition ownership is checked for consumer-protocol members only.
+        let mut owner_check = false;
+        if consumer_members {
+            if req.member_id.is_empty() && req.member_epoch < 0 {
                 return Err(err(
                     ErrorCode::NonEmptyGroup,
                     format!(
@@ -377,14 +379,6 @@ impl ShardState {
                     ),
                 ));
             }
-        } else if classic_member {
-            // Classic groups: the member's generation (in member_epoch), no ownership check
-            // (the assignment is the client's).
-            let g = group.expect("has the member");
-            g.classic
-                .check_commit(&req.member_id, req.member_epoch)
-                .map_err(classic_status)?;
-        } else {
             let Some(m) = group.and_then(|g| g.members.get(&req.member_id)) else {
                 return Err(err(
                     ErrorCode::UnknownMemberId,
@@ -408,6 +402,26 @@ impl ShardState {
                     ),
                 ));
             }
+            owner_check = true;
+        } else if classic_members {
+            // Classic groups: the member's generation (in member_epoch); the assignment is
+            // the client's, so no ownership check.
+            group
+                .expect("has members")
+                .classic
+                .check_commit(&req.member_id, req.member_epoch)
+                .map_err(classic_status)?;
+        } else if req.member_epoch >= 0 {
+            // No members: only an epoch/generation of -1 commits. (Kafka answers a group it
+            // does not know with ILLEGAL_GENERATION; clients rejoin on either code, and
+            // UNKNOWN_MEMBER_ID is what Sluice's own consumer acts on.)
+            return Err(err(
+                ErrorCode::UnknownMemberId,
+                format!(
+                    "member {:?} is not in group {:?}, which has no members; commit with generation -1",
+                    req.member_id, req.group_id
+                ),
+            ));
         }
         let mut plan = CommitPlan {
             results: Vec::with_capacity(req.partitions.len()),
@@ -445,8 +459,7 @@ impl ShardState {
                         c.metadata.len()
                     ),
                 )
-            } else if !admin
-                && !classic_member
+            } else if owner_check
                 && !group.is_some_and(|g| g.owns(&req.member_id, &c.topic, c.partition))
             {
                 result(
@@ -707,17 +720,10 @@ impl ShardState {
             Ok(g) => g,
             Err(e) => return (members.iter().map(|_| Err(e.clone())).collect(), Vec::new()),
         };
-        let mut done = Vec::new();
-        let results = members
-            .iter()
-            .map(|m| {
-                g.leave(m, now, settings).map(|d| {
-                    tracing::info!(group = %group_id, member = %m, "classic member left");
-                    done.extend(d);
-                })
-            })
-            .collect();
-        (results, done)
+        for m in members {
+            tracing::info!(group = %group_id, member = %m, "classic member leaves");
+        }
+        g.leave_many(members, now, settings)
     }
 
     /// Time passes for every classic group: session expiry and rebalance timeouts. Also
@@ -745,13 +751,26 @@ impl ShardState {
     pub fn kafka_view(&self, group_id: &str, image: &MetadataImage) -> Option<KafkaGroupView> {
         let g = self.groups.get(group_id)?;
         if !g.classic.is_empty() {
+            // Kafka's `describeNoMetadata` outside Stable: no protocol, no member bytes.
+            let stable = g.classic.state() == classic::ClassicState::Stable;
+            let mut members = g.classic.describe();
+            if !stable {
+                for m in &mut members {
+                    m.metadata = Bytes::new();
+                    m.assignment = Bytes::new();
+                }
+            }
             return Some(KafkaGroupView {
                 group_id: group_id.to_string(),
                 group_type: "classic",
                 state: g.classic.state().name(),
                 protocol_type: g.classic.protocol_type().unwrap_or("consumer").to_string(),
-                protocol: g.classic.protocol_name().unwrap_or_default().to_string(),
-                members: g.classic.describe(),
+                protocol: if stable {
+                    g.classic.protocol_name().unwrap_or_default().to_string()
+                } else {
+                    String::new()
+                },
+                members,
             });
         }
         let state = match g.state() {

@@ -59,26 +59,56 @@ pub(super) async fn find_coordinator(
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
+    let keys = if version < 4 {
+        vec![req.key.clone()]
+    } else {
+        req.coordinator_keys.clone()
+    };
+    let mut found = Vec::with_capacity(keys.len());
+    for key in keys {
+        let r = coordinator_of(ctx, key.as_str(), req.key_type).await;
+        found.push((key, r));
+    }
+    coordinator_answer(version, found)
+}
+
+/// The FindCoordinator answer: v0–v3 one coordinator in the top-level fields, v4+ one entry
+/// per key (KIP-699).
+type Lookup = Result<(i32, String, i32), (i16, String)>;
+
+pub(super) fn coordinator_answer(
+    version: i16,
+    found: Vec<(StrBytes, Lookup)>,
+) -> FindCoordinatorResponse {
     if version < 4 {
         let out = FindCoordinatorResponse::default();
-        return match coordinator_of(ctx, req.key.as_str(), req.key_type).await {
+        let Some((_, r)) = found.into_iter().next() else {
+            return out;
+        };
+        return match r {
             Ok((id, host, port)) => out
                 .with_node_id(BrokerId(id))
                 .with_host(kstr(host))
                 .with_port(port),
-            Err((code, m)) => out
-                .with_error_code(code)
-                .with_error_message(msg(m))
-                .with_node_id(BrokerId(-1))
-                .with_host(kstr(""))
-                .with_port(-1),
+            Err((code, m)) => {
+                let out = out
+                    .with_error_code(code)
+                    .with_node_id(BrokerId(-1))
+                    .with_host(kstr(""))
+                    .with_port(-1);
+                if version >= 1 {
+                    out.with_error_message(msg(m))
+                } else {
+                    out
+                }
+            }
         };
     }
-    let mut coordinators = Vec::with_capacity(req.coordinator_keys.len());
-    for key in req.coordinator_keys {
-        let c = Coordinator::default().with_key(key.clone());
-        coordinators.push(
-            match coordinator_of(ctx, key.as_str(), req.key_type).await {
+    let coordinators = found
+        .into_iter()
+        .map(|(key, r)| {
+            let c = Coordinator::default().with_key(key);
+            match r {
                 Ok((id, host, port)) => c
                     .with_node_id(BrokerId(id))
                     .with_host(kstr(host))
@@ -89,9 +119,9 @@ pub(super) async fn find_coordinator(
                     .with_node_id(BrokerId(-1))
                     .with_host(kstr(""))
                     .with_port(-1),
-            },
-        );
-    }
+            }
+        })
+        .collect();
     FindCoordinatorResponse::default().with_coordinators(coordinators)
 }
 
@@ -512,15 +542,19 @@ pub(super) async fn describe_groups(
                 .with_group_state(kstr("Dead"))
                 .with_protocol_type(kstr(""))
                 .with_protocol_data(kstr("")),
-            Err(s) => {
-                let (code, m) = code_of(&s);
-                out.with_error_code(code)
-                    .with_error_message(msg(m))
-                    .with_group_state(kstr("Dead"))
-            }
+            Err(s) => described_error(out, code_of(&s).0),
         });
     }
     DescribeGroupsResponse::default().with_groups(groups)
+}
+
+/// A group DescribeGroups could not describe (NOT_COORDINATOR, …). No message: the field
+/// exists from v6 on, and every version served is older.
+pub(super) fn described_error(out: DescribedGroup, code: i16) -> DescribedGroup {
+    out.with_error_code(code)
+        .with_group_state(kstr("Dead"))
+        .with_protocol_type(kstr(""))
+        .with_protocol_data(kstr(""))
 }
 
 pub(super) async fn delete_groups(ctx: &Ctx, req: DeleteGroupsRequest) -> DeleteGroupsResponse {

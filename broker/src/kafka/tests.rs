@@ -74,3 +74,43 @@ fn bad_requests_are_refused_with_a_reason_naming_the_problem() {
         assert!(why.contains(want), "{name}: {why}");
     }
 }
+
+/// Every advertised version of the group APIs encodes both the answer and the error answer
+/// (a field set that a version lacks makes the codec refuse, which would close the
+/// connection instead of answering).
+#[test]
+fn group_answers_encode_at_every_advertised_version() {
+    use kafka_protocol::messages::describe_groups_response::{
+        DescribedGroup, DescribedGroupMember,
+    };
+    use kafka_protocol::messages::{DescribeGroupsResponse, GroupId};
+    let range = |k: ApiKey| versions::supported(k).expect("advertised");
+    let (lo, hi) = range(ApiKey::FindCoordinator);
+    for v in lo..=hi {
+        for found in [
+            Ok((2, "h".to_string(), 9092)),
+            Err((15, "not yet".to_string())),
+        ] {
+            let r = groups::coordinator_answer(v, vec![(kstr("g"), found)]);
+            encode_response(ApiKey::FindCoordinator, v, 1, &r.into())
+                .unwrap_or_else(|e| panic!("FindCoordinator v{v}: {e}"));
+        }
+    }
+    let (lo, hi) = range(ApiKey::DescribeGroups);
+    for v in lo..=hi {
+        let ok = DescribedGroup::default()
+            .with_group_id(GroupId(kstr("g")))
+            .with_group_state(kstr("Stable"))
+            .with_members(vec![DescribedGroupMember::default()
+                .with_member_id(kstr("m"))
+                .with_client_id(kstr("c"))
+                .with_client_host(kstr("/h"))]);
+        let failed = groups::described_error(
+            DescribedGroup::default().with_group_id(GroupId(kstr("g"))),
+            16,
+        );
+        let r = DescribeGroupsResponse::default().with_groups(vec![ok, failed]);
+        encode_response(ApiKey::DescribeGroups, v, 1, &r.into())
+            .unwrap_or_else(|e| panic!("DescribeGroups v{v}: {e}"));
+    }
+}

@@ -404,10 +404,23 @@ fn a_group_speaks_one_protocol_at_a_time_and_classic_commits_are_fenced_by_gener
     let e = s
         .prepare_commit(&commit("g", "", -1, 0, 1), &img)
         .unwrap_err();
-    assert_eq!(error_code(&e), ErrorCode::NonEmptyGroup);
+    assert_eq!(
+        error_code(&e),
+        ErrorCode::UnknownMemberId,
+        "Kafka's answer to a generation -1 commit while the classic group has members"
+    );
     let (results, _) =
         s.classic_leave("g", std::slice::from_ref(&member), now, &classic_settings());
     assert!(results[0].is_ok());
+    // Without members, generation -1 commits whatever the member id (Kafka: an assign()
+    // consumer with a group.id); a generation ≥ 0 names a member that is not there.
+    assert!(s
+        .prepare_commit(&commit("g", "someone", -1, 0, 7), &img)
+        .is_ok());
+    let e = s
+        .prepare_commit(&commit("nobody-knows", "m", 3, 0, 7), &img)
+        .unwrap_err();
+    assert_eq!(error_code(&e), ErrorCode::UnknownMemberId);
     // Empty now: a consumer-protocol member may join, and keeps the offsets.
     let r = s.heartbeat(join("g"), "h".into(), now, HB, &img).unwrap();
     assert_eq!(committed(&s, "g", 1), 5);
