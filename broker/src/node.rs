@@ -1298,6 +1298,7 @@ pub fn log_config(overrides: &std::collections::BTreeMap<String, String>) -> Log
         max_message_bytes: c.max_message_bytes as usize,
         flush_interval_messages: c.flush_messages as u64,
         flush_interval_ms: c.flush_ms,
+        compression: c.compression,
     }
 }
 

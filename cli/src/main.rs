@@ -101,6 +101,9 @@ enum Command {
         /// `KEY` alone gives a header without a value).
         #[arg(long = "header", value_name = "KEY=VALUE")]
         headers: Vec<String>,
+        /// Compress each batch: none, gzip, snappy, lz4 or zstd (Kafka's `compression.type`).
+        #[arg(long, default_value = "none")]
+        compression_type: String,
         #[command(flatten)]
         lines: cmd::data::LineFormat,
         #[command(flatten)]
@@ -410,6 +413,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             key_separator,
             partition,
             headers,
+            compression_type,
             lines,
             cluster,
         } => cmd::runtime()?.block_on(cmd::data::produce(
@@ -420,6 +424,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             key_separator.as_deref(),
             partition,
             &headers,
+            &compression_type,
             &lines,
         )),
         Command::Consume {

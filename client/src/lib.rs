@@ -235,3 +235,4 @@ pub use cluster::Cluster;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
 pub use data::{partition_for_key, DataClient};
 pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use sluice_record::Compression;

@@ -60,6 +60,8 @@ pub struct ProducerConfig {
     pub delivery_timeout: Duration,
     /// `request.timeout.ms`: how long the broker may wait for the acks condition.
     pub request_timeout: Duration,
+    /// `compression.type`: the codec of each batch's records (none, gzip, snappy, lz4, zstd).
+    pub compression: sluice_record::Compression,
 }
 
 impl Default for ProducerConfig {
@@ -76,6 +78,7 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(100),
             delivery_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(30),
+            compression: sluice_record::Compression::None,
         }
     }
 }
@@ -666,7 +669,11 @@ async fn run_partition_sender(
                     q.sealed.pop_front()
                 };
                 let Some(mut b) = taken else { break };
-                let builder = b.builder.take().expect("new batch");
+                let builder = b
+                    .builder
+                    .take()
+                    .expect("new batch")
+                    .compression(sh.config.compression);
                 if idempotent {
                     b.base_sequence = next_seq;
                     next_seq = next_seq.wrapping_add(b.records) & i32::MAX;

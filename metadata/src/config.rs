@@ -85,6 +85,12 @@ pub const TOPIC_CONFIGS: &[TopicConfigKey] = &[
         kind: Kind::Int(1, i64::MAX),
     },
     TopicConfigKey {
+        name: "compression.type",
+        default: "producer",
+        doc: "the codec batches are stored with: `producer` keeps the producer's, the others (`uncompressed`, `gzip`, `snappy`, `lz4`, `zstd`) recompress at the leader",
+        kind: Kind::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
+    },
+    TopicConfigKey {
         name: "flush.ms",
         default: "9223372036854775807",
         doc: "fsync when unflushed data is this old",
@@ -151,6 +157,9 @@ pub struct TopicConfig {
     pub flush_messages: i64,
     /// `flush.ms`.
     pub flush_ms: i64,
+    /// `compression.type`: `None` keeps the producer's codec (`producer`), otherwise batches
+    /// are stored with this one.
+    pub compression: Option<sluice_record::Compression>,
 }
 
 impl TopicConfig {
@@ -183,6 +192,10 @@ impl TopicConfig {
             index_interval_bytes: int("index.interval.bytes"),
             flush_messages: int("flush.messages"),
             flush_ms: int("flush.ms"),
+            compression: overrides
+                .get("compression.type")
+                .and_then(|v| validate_topic_config("compression.type", v).ok())
+                .and_then(|v| sluice_record::Compression::parse(&v)),
         }
     }
 

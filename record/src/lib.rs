@@ -3,6 +3,7 @@
 //! the broker and the clients share it, and the clients need nothing else of storage.
 
 pub mod batch;
+pub mod compression;
 pub mod error;
 pub mod ids;
 pub mod limits;
@@ -11,5 +12,6 @@ pub mod varint;
 pub use batch::{
     batches, headers, BatchHeader, Record, RecordBatch, RecordBatchBuilder, Validation,
 };
+pub use compression::Compression;
 pub use error::{RecordError, Result};
 pub use ids::{LeaderEpoch, Offset};

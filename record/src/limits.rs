@@ -18,5 +18,9 @@ pub const RECORD_BYTES_MIN: usize = 7;
 /// inside a segment are `u32`, and one batch must fit comfortably in memory on the read path.
 pub const RECORD_BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// The most a compressed batch's records section may decompress to (a decompression bomb is
+/// refused as `CORRUPT_MESSAGE`): the ceiling on one batch, as if it had not been compressed.
+pub const RECORDS_DECOMPRESSED_BYTES_MAX: usize = RECORD_BATCH_BYTES_MAX;
+
 const _: () = assert!(RECORD_BATCH_HEADER_BYTES > LOG_OVERHEAD_BYTES);
 const _: () = assert!(RECORD_BATCH_BYTES_MAX > RECORD_BATCH_HEADER_BYTES);

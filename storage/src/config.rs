@@ -24,6 +24,9 @@ pub struct LogConfig {
     /// `flush.ms` (`log.flush.interval.ms`): fsync when the oldest unflushed append is this
     /// old. Default: never (`i64::MAX`).
     pub flush_interval_ms: i64,
+    /// `compression.type`: `None` (`producer`) stores batches with the producer's codec;
+    /// a codec recompresses every batch that uses another one, at the leader.
+    pub compression: Option<sluice_record::Compression>,
 }
 
 impl Default for LogConfig {
@@ -37,6 +40,7 @@ impl Default for LogConfig {
             max_message_bytes: crate::limits::MAX_MESSAGE_BYTES_DEFAULT,
             flush_interval_messages: u64::MAX,
             flush_interval_ms: i64::MAX,
+            compression: None,
         }
     }
 }

@@ -33,4 +33,4 @@ pub use batch::{Record, RecordBatch, RecordBatchBuilder, Validation};
 pub use config::LogConfig;
 pub use error::{Result, StorageError};
 pub use log::{AppendInfo, Clock, Log, RecoveryReport};
-pub use sluice_record::{LeaderEpoch, Offset, RecordError};
+pub use sluice_record::{Compression, LeaderEpoch, Offset, RecordError};

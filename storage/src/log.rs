@@ -456,7 +456,16 @@ impl Log {
         leader_epoch: LeaderEpoch,
     ) -> Result<AppendInfo> {
         let leader_epoch = leader_epoch.get();
-        let batches = self.parse_input(records, Validation::Full)?;
+        let mut batches = self.parse_input(records, Validation::Full)?;
+        if let Some(codec) = self.config.compression {
+            // The topic's compression.type: batches in another codec are stored in this one.
+            for b in batches.iter_mut() {
+                if b.header().compression() != codec.id() {
+                    let bytes = crate::batch::recompress(b, codec)?;
+                    *b = RecordBatch::from_bytes(bytes, Validation::Crc)?;
+                }
+            }
+        }
         if batches.len() > 1 {
             return Err(StorageError::Unsupported {
                 reason: format!(

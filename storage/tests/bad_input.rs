@@ -105,14 +105,24 @@ fn every_bad_batch_is_rejected_with_a_named_reason_and_changes_nothing() {
     magic[16] = 1;
     f.reject("old magic", magic, "CORRUPT_MESSAGE", "magic");
 
+    // Says gzip, holds plain records: the section does not decompress.
     let mut compressed = good.clone();
     compressed[22] |= 0x01;
     fix_crc(&mut compressed);
     f.reject(
-        "compressed",
+        "claims gzip",
         compressed,
+        "CORRUPT_MESSAGE",
+        "gzip records section does not decompress",
+    );
+    let mut codec7 = good.clone();
+    codec7[22] |= 0x07;
+    fix_crc(&mut codec7);
+    f.reject(
+        "unknown codec",
+        codec7,
         "UNSUPPORTED_COMPRESSION_TYPE",
-        "codec 1",
+        "codec 7",
     );
 
     f.reject("empty", Vec::new(), "CORRUPT_MESSAGE", "no record batch");

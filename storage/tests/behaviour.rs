@@ -393,3 +393,60 @@ fn a_lost_epoch_checkpoint_is_rebuilt_from_the_batch_headers() {
         (LeaderEpoch(3), Offset(9))
     );
 }
+
+/// `compression.type`: `producer` (None) stores a batch in the producer's codec; a codec
+/// recompresses batches of another one at the leader (Kafka's LogValidator), keeping the
+/// records, their offsets and the producer fields.
+#[test]
+fn compression_type_keeps_or_recompresses_batches() {
+    use sluice_storage::batch::batches;
+    use sluice_storage::{Compression, RecordBatchBuilder};
+    let build = |codec: Compression| {
+        let mut b = RecordBatchBuilder::new().compression(codec);
+        for i in 0..20 {
+            b.append(1_000 + i, Some(b"k"), Some(format!("v{i}").as_bytes()), &[]);
+        }
+        b.build()
+    };
+    let stored_codecs = |config: LogConfig, input: Compression| {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = TestClock::new();
+        let mut log = open(dir.path(), config, &clock);
+        log.append_as_leader(build(input), LeaderEpoch(0)).unwrap();
+        log.append_as_leader(build(input), LeaderEpoch(0)).unwrap();
+        let bytes = log.read(Offset(0), 1 << 20, log.log_end_offset()).unwrap();
+        batches(bytes)
+            .map(|b| {
+                let b = b.unwrap();
+                let values: Vec<Bytes> = b.records().map(|r| r.unwrap().value.unwrap()).collect();
+                (b.base_offset(), b.header().compression(), values.len())
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        stored_codecs(LogConfig::default(), Compression::Gzip),
+        vec![(0, 1, 20), (20, 1, 20)],
+        "producer: as sent"
+    );
+    let zstd = LogConfig {
+        compression: Some(Compression::Zstd),
+        ..LogConfig::default()
+    };
+    assert_eq!(
+        stored_codecs(zstd.clone(), Compression::None),
+        vec![(0, 4, 20), (20, 4, 20)]
+    );
+    assert_eq!(
+        stored_codecs(zstd, Compression::Snappy),
+        vec![(0, 4, 20), (20, 4, 20)]
+    );
+    let plain = LogConfig {
+        compression: Some(Compression::None),
+        ..LogConfig::default()
+    };
+    assert_eq!(
+        stored_codecs(plain, Compression::Lz4),
+        vec![(0, 0, 20), (20, 0, 20)],
+        "uncompressed"
+    );
+}

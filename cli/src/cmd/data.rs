@@ -104,9 +104,13 @@ pub async fn produce(
     key_separator: Option<&str>,
     partition: Option<i32>,
     headers: &[String],
+    compression: &str,
     lines: &LineFormat,
 ) -> anyhow::Result<()> {
     let headers = parse_headers(headers)?;
+    let compression = sluice_client::Compression::parse(compression).ok_or_else(|| {
+        anyhow::anyhow!("--compression-type {compression:?}: use none, gzip, snappy, lz4 or zstd")
+    })?;
     let lines = lines.unescaped();
     let acks: i32 = match acks {
         "all" | "-1" => -1,
@@ -120,6 +124,7 @@ pub async fn produce(
             acks,
             max_block: Duration::from_secs(10),
             delivery_timeout: Duration::from_secs(30),
+            compression,
             ..ProducerConfig::default()
         },
     )
