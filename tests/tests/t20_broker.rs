@@ -568,8 +568,13 @@ async fn a_command_whose_reader_goes_away_exits_quietly() {
     let c = Cluster::start(1, 1, &[], &[]);
     create_topic_with(&c.controller_addr(1), "piped", 1, 1, &[]).await;
     let mut cl = client(&c.bootstrap()).await;
+    // Far more output than a pipe buffers (64 KiB): the consumer is still writing when its
+    // reader goes away. (With less, it could write everything into the pipe first and then
+    // wait for new records, never writing again: `tail -f | head -1` does the same.)
     for chunk in 0..30 {
-        let values: Vec<String> = (0..100).map(|i| format!("value-{chunk}-{i}")).collect();
+        let values: Vec<String> = (0..100)
+            .map(|i| format!("value-{chunk}-{i}-{}", "x".repeat(200)))
+            .collect();
         let refs: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
         cl.produce("piped", 0, batch_of(&refs), 1)
             .await
