@@ -51,6 +51,10 @@ impl std::str::FromStr for OffsetReset {
     }
 }
 
+/// How long a fetch that failed with a retriable error waits before the next try (Kafka's
+/// `retry.backoff.ms` default).
+pub const FETCH_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Consumer settings, with Kafka's names and defaults.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -410,6 +414,7 @@ impl Consumer {
         }
         let mut got_data = false;
         let mut failure = None;
+        let mut retry = false;
         while let Some((tp, pos, r)) = fetches.next().await {
             match r {
                 Ok(records) => {
@@ -424,6 +429,7 @@ impl Consumer {
                     self.positions.insert(tp, Some(new));
                 }
                 Err(e) if retriable(e.code) => {
+                    retry = true;
                     self.cluster.refresh().await.ok();
                 }
                 Err(e) => failure = Some(e),
@@ -437,6 +443,11 @@ impl Consumer {
                 }
                 break;
             }
+        }
+        if retry && !got_data {
+            // Kafka's retry.backoff.ms: a leader that is down (connection refused) fails at
+            // once, and asking again at once would spin.
+            tokio::time::sleep(FETCH_RETRY_BACKOFF.min(max_wait)).await;
         }
         match failure {
             Some(e) if !got_data => Err(e),

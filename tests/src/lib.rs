@@ -428,6 +428,35 @@ pub fn scrape(addr: &str) -> Option<String> {
     head.starts_with("HTTP/1.1 200").then(|| body.to_string())
 }
 
+/// A child process that is SIGKILLed and reaped when dropped, so a failing test leaves no
+/// process behind.
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    /// The child's pid.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // /proc counts in USER_HZ, which the kernel fixes at 100 for user space.
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// A real `sluice dev` cluster in a temp dir on free ports, for the tests of the dev tools.
 /// SIGTERMed (a clean stop) and its directory removed when dropped.
 pub struct DevCluster {

@@ -593,6 +593,7 @@ async fn a_command_whose_reader_goes_away_exits_quietly() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let mut child = ChildGuard(child);
     let mut first = String::new();
     std::io::BufReader::new(stdout)
         .read_line(&mut first)
@@ -601,7 +602,7 @@ async fn a_command_whose_reader_goes_away_exits_quietly() {
     // The reader is gone now (the BufReader and the pipe's read end were dropped).
     let deadline = std::time::Instant::now() + WAIT;
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(
@@ -611,7 +612,7 @@ async fn a_command_whose_reader_goes_away_exits_quietly() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
     assert!(!err.contains("panicked"), "no panic: {err}");
     assert!(
         status.success() || status.signal() == Some(13),
@@ -781,5 +782,53 @@ async fn headers_round_trip_through_the_cli_and_the_format_string_prints_them() 
     assert_eq!(
         recs[2]["headers"],
         serde_json::json!([{"key": "all", "value": "1"}])
+    );
+}
+
+/// Goal: a consumer whose broker is gone waits between retries instead of spinning (Kafka's
+/// `retry.backoff.ms`): it used to burn over half a core asking again at once. Method: a
+/// `sluice consume` reading a topic of a 1 + 1 cluster; stop the cluster; over the next 3 s
+/// the consumer may use at most a fifth of one core (it is waiting, not working).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_whose_broker_is_gone_does_not_spin() {
+    let mut c = Cluster::start(1, 1, &[], &[]);
+    create_topic_with(&c.controller_addr(1), "gone", 1, 1, &[]).await;
+    let mut cl = client(&c.bootstrap()).await;
+    cl.produce("gone", 0, batch_of(&[b"one"]), 1)
+        .await
+        .expect("acks=1 produce");
+    let mut child = ChildGuard(
+        std::process::Command::new(sluice_bin())
+            .args([
+                "consume",
+                "gone",
+                "--from-beginning",
+                "--bootstrap",
+                &c.bootstrap(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.0.stdout.as_mut().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert_eq!(first.trim(), "one");
+    c.stop_all();
+    // Let it notice, then measure.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = cpu_time(child.id()).expect("the consumer runs");
+    let start = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = cpu_time(child.id()).expect("the consumer still runs") - before;
+    let share = used.as_secs_f64() / start.elapsed().as_secs_f64();
+    assert!(
+        share < 0.2,
+        "the consumer used {:.0} % of a core while its broker was gone",
+        share * 100.0
     );
 }
