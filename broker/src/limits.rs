@@ -37,10 +37,8 @@ pub const STREAMS_PER_CONNECTION_DEFAULT: u32 = 1024;
 
 // --- Partitions ------------------------------------------------------------------------
 
-/// Commands queued for one partition before senders wait (back-pressure on the callers).
+/// Commands waiting for one partition's I/O thread before callers wait (back-pressure).
 pub const PARTITION_COMMANDS_QUEUED_MAX: usize = 256;
-/// Most commands one blocking hand-off runs (bounds how long a role change waits).
-pub const PARTITION_COMMANDS_PER_WAKEUP_MAX: usize = 64;
 
 // --- Consumer groups -------------------------------------------------------------------
 
@@ -60,5 +58,4 @@ pub const DEFERRED_DURING_LOAD_MAX: usize = 4096;
 // answer can reach a max-size batch plus max_bytes of others; a produce, one batch.
 const _: () = assert!(MESSAGE_BYTES_MAX > RECORD_BATCH_BYTES_MAX + FETCH_BYTES_MAX);
 const _: () = assert!(REQUEST_BYTES_IN_FLIGHT_DEFAULT >= MESSAGE_BYTES_MAX);
-const _: () = assert!(PARTITION_COMMANDS_PER_WAKEUP_MAX <= PARTITION_COMMANDS_QUEUED_MAX);
 const _: () = assert!(FETCH_BYTES_DEFAULT <= FETCH_BYTES_MAX);

@@ -1,27 +1,35 @@
-//! One owner per partition replica: a `PartitionActor` task owns the `Log` and the
-//! [`ReplicaState`]; everything else holds a cloneable [`PartitionHandle`] and sends it
-//! [`PartitionCommand`]s, each answered on a oneshot.
+//! One owner per partition replica: the replica's state (`Log` + [`ReplicaState`]) lives
+//! behind one lock that only its I/O thread takes for disk work; everything else holds a
+//! cloneable [`PartitionHandle`] and sends it [`PartitionCommand`]s, each answered on a
+//! oneshot.
 //!
 //! ```text
-//!   produce / fetch handlers ─┐                        ┌─► spawn_blocking: the commands of
-//!   follower fetcher ─────────┼─► mpsc (bounded) ─► PartitionActor    one wake-up, in order,
-//!   ISR loop, retention ──────┘        ▲           │   (log + replica)   against the Log
-//!   reconcile ── watch (desired role) ─┘           └─► watch: Offsets (HW, LEO, epoch, ISR)
+//!   produce / fetch handlers ─┐                    ┌─► the partition's pinned I/O thread
+//!   follower fetcher ─────────┼─► PartitionHandle ─┤   (io.rs): commands in order, a
+//!   ISR loop, retention ──────┘      │   ▲         │   pending role change first
+//!   reconcile ── set_role (newest wins)  │         └─► memory-only commands run inline when
+//!                                        │             the replica is idle (try_lock)
+//!                       watch: Offsets (HW, LEO, epoch, ISR) ◄── published after each command
 //! ```
 //!
-//! Disk I/O never runs on the async workers: the actor hands its state to
-//! `spawn_blocking` for each wake-up and runs every command queued by then in one go (so a
-//! burst of appends costs one hand-off). Role changes come on a watch channel, so the newest
-//! role always wins and a busy partition never loses one. Long polls and acks=all waits
-//! happen in the callers, on the `Offsets` watch, without occupying the actor.
+//! Disk I/O never runs on the async workers: a command that may touch a file is queued on
+//! the partition's I/O thread, which runs it against the replica and answers the caller
+//! directly (one hop: no actor task in between; `cargo bench -p sluice-broker --bench
+//! handoff`). Commands answered from memory (offset and role questions, ISR bookkeeping, a
+//! fetch with nothing to read) run in the caller when nobody holds the replica, so a long
+//! poll never waits behind an fsync. At most [`PARTITION_COMMANDS_QUEUED_MAX`] commands per
+//! partition wait for the thread; callers beyond that wait to queue. Role changes replace a
+//! pending slot, so the newest role always wins, and are applied before the next command.
+//! Long polls and acks=all waits happen in the callers, on the `Offsets` watch.
 
-pub use crate::limits::{PARTITION_COMMANDS_PER_WAKEUP_MAX, PARTITION_COMMANDS_QUEUED_MAX};
+pub use crate::limits::PARTITION_COMMANDS_QUEUED_MAX;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_metadata::{BrokerId, TopicId};
 use sluice_storage::{AppendInfo, LeaderEpoch, Log, LogConfig, Offset, StorageError};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::state::{diverging_epoch, AlterIsr, AlterOutcome, DivergingEpoch, RoleChange};
 use super::{ReplicaState, Role};
@@ -206,12 +214,82 @@ pub struct PartitionHandle {
     pub topic_id: TopicId,
     /// Partition index.
     pub index: i32,
-    commands_tx: mpsc::Sender<PartitionCommand>,
-    role_tx: std::sync::Arc<watch::Sender<(Role, LogConfig)>>,
+    shared: Arc<Shared>,
     offsets_rx: watch::Receiver<Offsets>,
 }
 
-/// The actor's state while it is handed to a blocking thread.
+/// What the handles and the partition's I/O thread share.
+struct Shared {
+    name: String,
+    /// Which I/O thread runs this partition's disk work.
+    io_key: u64,
+    /// The replica; `None` once closed (or stopped by a panic).
+    core: Mutex<Option<Core>>,
+    /// A role the image asked for that the I/O thread has not applied yet (newest wins).
+    pending_role: Mutex<Option<(Role, LogConfig)>>,
+    offsets_tx: watch::Sender<Offsets>,
+    /// Bounds the commands waiting for the I/O thread.
+    queued: Arc<Semaphore>,
+    /// Dropped when the replica closes or stops, which ends the task `spawn` returned.
+    stopped: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl Shared {
+    fn publish(&self, core: &Core) {
+        self.offsets_tx.send_if_modified(|o| {
+            let new = core.offsets();
+            let changed = *o != new;
+            *o = new;
+            changed
+        });
+    }
+
+    /// On the I/O thread: applies a pending role change, then runs `cmd` (if any).
+    fn run(&self, cmd: Option<PartitionCommand>) {
+        let mut guard = match self.core.lock() {
+            Ok(g) => g,
+            // A panic while a caller held the replica inline: nobody can vouch for it.
+            Err(poisoned) => {
+                let mut g = poisoned.into_inner();
+                *g = None;
+                self.stop();
+                return;
+            }
+        };
+        // Closed: dropping `cmd` drops its reply, which tells the caller.
+        let Some(core) = guard.as_mut() else { return };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let pending = self.pending_role.lock().expect("pending role lock").take();
+            if let Some((role, config)) = pending {
+                core.apply_role(role, config);
+                self.publish(core);
+            }
+            let closed = cmd.is_some_and(|c| core.handle(c));
+            self.publish(core);
+            closed
+        }));
+        match outcome {
+            Ok(false) => {}
+            Ok(true) => {
+                *guard = None;
+                self.stop();
+            }
+            Err(_) => {
+                // A broken invariant: stop the replica rather than serve from a state
+                // nobody can vouch for.
+                tracing::error!(partition = %self.name, "partition replica panicked; stopped");
+                *guard = None;
+                self.stop();
+            }
+        }
+    }
+
+    fn stop(&self) {
+        self.stopped.lock().expect("stopped lock").take();
+    }
+}
+
+/// The replica's state: its log and its replication state machine.
 struct Core {
     log: Log,
     replica: ReplicaState,
@@ -229,13 +307,12 @@ impl PartitionHandle {
         replica: ReplicaState,
         config: LogConfig,
     ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (commands_tx, commands_rx) = mpsc::channel(PARTITION_COMMANDS_QUEUED_MAX);
-        let (role_tx, role_rx) = watch::channel((replica.role().clone(), config));
         let core = Core {
             name: format!("{topic}-{index}"),
             log,
             replica,
         };
+        let _ = config; // the log was opened with it; later changes come with set_role
         let (offsets_tx, offsets_rx) = watch::channel(core.offsets());
         let io_key = {
             use std::hash::{Hash, Hasher};
@@ -243,22 +320,25 @@ impl PartitionHandle {
             (topic_id, index).hash(&mut h);
             h.finish()
         };
-        let actor = PartitionActor {
-            core: Some(core),
+        let (stopped_tx, stopped_rx) = oneshot::channel::<()>();
+        let shared = Arc::new(Shared {
+            name: core.name.clone(),
             io_key,
-            commands_rx,
-            role_rx,
+            core: Mutex::new(Some(core)),
+            pending_role: Mutex::new(None),
             offsets_tx,
-        };
-        let span = tracing::info_span!("partition", topic = %topic, partition = index);
-        let task = tokio::spawn(tracing::Instrument::instrument(actor.run(), span));
+            queued: Arc::new(Semaphore::new(PARTITION_COMMANDS_QUEUED_MAX)),
+            stopped: Mutex::new(Some(stopped_tx)),
+        });
+        let task = tokio::spawn(async move {
+            let _ = stopped_rx.await;
+        });
         (
             PartitionHandle {
                 topic,
                 topic_id,
                 index,
-                commands_tx,
-                role_tx: std::sync::Arc::new(role_tx),
+                shared,
                 offsets_rx,
             },
             task,
@@ -280,22 +360,65 @@ impl PartitionHandle {
         *self.offsets_rx.borrow()
     }
 
-    /// Asks the actor for the role the image gives this replica (newest wins).
+    /// Asks for the role the image gives this replica (newest wins; applied on the I/O
+    /// thread before the next command).
     pub fn set_role(&self, role: Role, config: LogConfig) {
-        self.role_tx.send_replace((role, config));
+        *self.shared.pending_role.lock().expect("pending role lock") = Some((role, config));
+        let shared = self.shared.clone();
+        if super::io::pool()
+            .submit(self.shared.io_key, move || shared.run(None))
+            .is_err()
+        {
+            tracing::warn!(partition = %self.name(), "the I/O threads have stopped; role change dropped");
+        }
+    }
+
+    /// Runs a memory-only command right here when the replica is idle and no role change
+    /// waits; gives the command back otherwise (or drops it if the replica is closed).
+    fn try_inline(&self, cmd: PartitionCommand) -> Option<PartitionCommand> {
+        let Ok(mut guard) = self.shared.core.try_lock() else {
+            return Some(cmd);
+        };
+        // Closed (None): the command is dropped, and its caller told.
+        let core = guard.as_mut()?;
+        let role_pending = self
+            .shared
+            .pending_role
+            .lock()
+            .expect("pending role lock")
+            .is_some();
+        if role_pending || !core.is_memory_only(&cmd) {
+            return Some(cmd);
+        }
+        core.handle(cmd);
+        self.shared.publish(core);
+        None
     }
 
     async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> PartitionCommand,
     ) -> Result<T, BrokerError> {
+        let closed = || BrokerError::ReplicaClosed {
+            partition: self.name(),
+        };
         let (tx, rx) = oneshot::channel();
-        self.commands_tx
-            .send(make(tx))
-            .await
-            .map_err(|_| BrokerError::ReplicaClosed {
-                partition: self.name(),
-            })?;
+        if let Some(cmd) = self.try_inline(make(tx)) {
+            let permit = self
+                .shared
+                .queued
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| closed())?;
+            let shared = self.shared.clone();
+            super::io::pool()
+                .submit(self.shared.io_key, move || {
+                    shared.run(Some(cmd));
+                    drop(permit);
+                })
+                .map_err(|_| closed())?;
+        }
         rx.await.map_err(|_| BrokerError::ReplicaClosed {
             partition: self.name(),
         })
@@ -426,133 +549,6 @@ impl PartitionHandle {
         self.ask(|reply| PartitionCommand::Close { reply })
             .await?
             .map_err(BrokerError::from)
-    }
-}
-
-/// The task that owns one replica (see the module doc).
-struct PartitionActor {
-    /// `None` only while handed to its I/O thread.
-    core: Option<Core>,
-    /// Which I/O thread runs this partition's disk work.
-    io_key: u64,
-    commands_rx: mpsc::Receiver<PartitionCommand>,
-    role_rx: watch::Receiver<(Role, LogConfig)>,
-    offsets_tx: watch::Sender<Offsets>,
-}
-
-enum Work {
-    Role(Role, LogConfig),
-    Commands(Vec<PartitionCommand>),
-}
-
-impl PartitionActor {
-    /// Runs until `Close` or until every handle is gone. Loops forever otherwise.
-    async fn run(mut self) {
-        let name = self
-            .core
-            .as_ref()
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
-        loop {
-            let work = tokio::select! {
-                // A role change goes before queued requests: they are then answered in the
-                // new role.
-                biased;
-                changed = self.role_rx.changed() => match changed {
-                    Ok(()) => {
-                        let (role, config) = self.role_rx.borrow_and_update().clone();
-                        Work::Role(role, config)
-                    }
-                    // Every handle is gone.
-                    Err(_) => return,
-                },
-                cmd = self.commands_rx.recv() => match cmd {
-                    Some(first) => {
-                        let mut batch = vec![first];
-                        while batch.len() < PARTITION_COMMANDS_PER_WAKEUP_MAX {
-                            match self.commands_rx.try_recv() {
-                                Ok(c) => batch.push(c),
-                                Err(_) => break,
-                            }
-                        }
-                        Work::Commands(batch)
-                    }
-                    None => return,
-                },
-            };
-            // Commands that touch no file (offset and role questions, ISR bookkeeping, a
-            // fetch with nothing to read) run right here: a thread hand-off would cost more
-            // than they do. Anything that may read or write the disk goes to a blocking thread.
-            if let Work::Commands(batch) = &work {
-                let core = self.core.as_ref().expect("core is home between wake-ups");
-                if batch.iter().all(|c| core.is_memory_only(c)) {
-                    let Work::Commands(batch) = work else {
-                        unreachable!("checked above")
-                    };
-                    let core = self.core.as_mut().expect("core is home between wake-ups");
-                    for cmd in batch {
-                        core.handle(cmd);
-                        self.offsets_tx.send_if_modified(|o| {
-                            let new = core.offsets();
-                            let changed = *o != new;
-                            *o = new;
-                            changed
-                        });
-                    }
-                    continue;
-                }
-            }
-            let mut core = self.core.take().expect("core is home between wake-ups");
-            let offsets_tx = self.offsets_tx.clone();
-            let joined = super::io::pool()
-                .run(self.io_key, move || {
-                    let closed = match work {
-                        Work::Role(role, config) => {
-                            core.apply_role(role, config);
-                            false
-                        }
-                        Work::Commands(batch) => {
-                            let mut closed = false;
-                            for cmd in batch {
-                                if closed {
-                                    // Dropping the reply tells the caller the replica is closed.
-                                    continue;
-                                }
-                                closed = core.handle(cmd);
-                                offsets_tx.send_if_modified(|o| {
-                                    let new = core.offsets();
-                                    let changed = *o != new;
-                                    *o = new;
-                                    changed
-                                });
-                            }
-                            closed
-                        }
-                    };
-                    offsets_tx.send_if_modified(|o| {
-                        let new = core.offsets();
-                        let changed = *o != new;
-                        *o = new;
-                        changed
-                    });
-                    (core, closed)
-                })
-                .await;
-            match joined {
-                Ok((core, closed)) => {
-                    if closed {
-                        return;
-                    }
-                    self.core = Some(core);
-                }
-                Err(e) => {
-                    // A panic in the replica's code: a broken invariant. Crash the replica
-                    // rather than serve from a state nobody can vouch for.
-                    tracing::error!(partition = %name, error = %e, "partition actor panicked; replica stopped");
-                    return;
-                }
-            }
-        }
     }
 }
 

@@ -87,6 +87,26 @@ impl IoPool {
     }
 }
 
+impl IoPool {
+    /// Queues `f` on the thread `key` is pinned to without waiting for it (jobs of one key
+    /// run in submission order). A panic in `f` is caught and logged; the thread lives on.
+    pub fn submit(&self, key: u64, f: impl FnOnce() + Send + 'static) -> Result<(), IoError> {
+        let job: Job = Box::new(move || {
+            if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-string panic".into());
+                tracing::error!(panic = %what, "an I/O job panicked");
+            }
+        });
+        self.queues[(key % self.queues.len() as u64) as usize]
+            .send(job)
+            .map_err(|_| IoError::Stopped)
+    }
+}
+
 /// The pool every partition of this process uses, started with [`init`] (8 threads if
 /// nothing called it first).
 pub fn pool() -> &'static Arc<IoPool> {

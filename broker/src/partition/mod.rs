@@ -1,6 +1,7 @@
-//! One partition replica on this broker: a [`PartitionActor`](actor) task owning its log
-//! and its pure [`ReplicaState`] (role, high watermark, follower progress, maximal ISR,
-//! pending AlterPartition), reached through a cloneable [`PartitionHandle`].
+//! One partition replica on this broker: its log and its pure [`ReplicaState`] (role, high
+//! watermark, follower progress, maximal ISR, pending AlterPartition), owned in [`actor`],
+//! changed only by commands (on its pinned I/O thread, or inline when they touch no file)
+//! and reached through a cloneable [`PartitionHandle`].
 //!
 //! ```text
 //!   producer ──Produce──► leader: append (offsets, epoch) ──► LEO
