@@ -475,10 +475,11 @@ impl BrokerNode {
     pub async fn create_topics(
         &self,
         topics: Vec<TopicSpec>,
+        validate_only: bool,
     ) -> Result<Vec<CreateTopicResult>, tonic::Status> {
         let req = CreateTopicsRequest {
             topics,
-            validate_only: false,
+            validate_only,
         };
         let mut last = tonic::Status::unavailable("no controller reachable");
         for addr in &self.config.controllers {
@@ -486,6 +487,27 @@ impl BrokerNode {
             call.set_timeout(crate::service::ADMIN_RELAY_TIMEOUT);
             match sluice_proto::v1::admin_client::AdminClient::new(self.channel(addr))
                 .create_topics(call)
+                .await
+            {
+                Ok(r) => return Ok(r.into_inner().results),
+                Err(s) => last = s,
+            }
+        }
+        Err(last)
+    }
+
+    /// Deletes topics through the controller quorum (the Kafka port's DeleteTopics).
+    pub async fn delete_topics(
+        &self,
+        names: Vec<String>,
+    ) -> Result<Vec<sluice_proto::v1::DeleteTopicResult>, tonic::Status> {
+        let req = sluice_proto::v1::DeleteTopicsRequest { names };
+        let mut last = tonic::Status::unavailable("no controller reachable");
+        for addr in &self.config.controllers {
+            let mut call = tonic::Request::new(req.clone());
+            call.set_timeout(crate::service::ADMIN_RELAY_TIMEOUT);
+            match sluice_proto::v1::admin_client::AdminClient::new(self.channel(addr))
+                .delete_topics(call)
                 .await
             {
                 Ok(r) => return Ok(r.into_inner().results),
@@ -521,7 +543,7 @@ impl BrokerNode {
                 configs: Default::default(),
             })
             .collect();
-        match self.create_topics(specs).await {
+        match self.create_topics(specs, false).await {
             Ok(results) => {
                 for r in &results {
                     if r.error_code == 0 {

@@ -954,3 +954,61 @@ async fn an_idempotent_kafka_producer_survives_a_leader_kill_without_loss_or_dup
         "offsets without gaps"
     );
 }
+
+/// Goal: Kafka admin clients create and delete topics on Sluice (CreateTopics, DeleteTopics,
+/// relayed to the controller quorum from any broker): kafka-python's KafkaAdminClient and
+/// confluent-kafka's AdminClient. Method: 1 controller + 3 brokers; `tests/py/kafka_admin.py`
+/// creates a 4-partition RF 3 topic with `retention.ms` and a 2-partition one, sees them
+/// in Metadata with those partition counts, gets TopicAlreadyExists for a duplicate and
+/// InvalidConfiguration for `retention.ms=soon`, then deletes both with either client.
+/// Sluice's own admin API sees the configs kafka-python set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_admin_clients_create_and_delete_topics() {
+    let c = Cluster::start(1, 3, &[], &[]);
+    let b = c.broker_addr(2);
+    wait_for("three brokers in Metadata", WAIT, || async {
+        let out = kcat_try(&["-b", &b, "-L", "-J"], None).ok()?;
+        let m: serde_json::Value = serde_json::from_str(&out).ok()?;
+        (m["brokers"].as_array()?.len() == 3).then_some(())
+    })
+    .await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/kafka_admin.py");
+    let out = Command::new("timeout")
+        .arg("180")
+        .arg("python3")
+        .arg(&script)
+        .arg(&b)
+        .output()
+        .expect("python3 runs (scripts/test installs the Kafka clients)");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    assert_eq!(
+        r,
+        serde_json::json!({
+            "kp_listed": true,
+            "kp_duplicate": "TopicAlreadyExistsError",
+            "kp_bad_config": "InvalidConfigurationError",
+            "ck_partitions": 2,
+            "kp_partitions": 4,
+            "deleted": true
+        })
+    );
+    let kept = describe_topic(&c.controller_addr(1), "kp-keep")
+        .await
+        .expect("kp-keep exists");
+    let retention = kept
+        .configs
+        .iter()
+        .find(|c| c.name == "retention.ms")
+        .and_then(|c| c.value.clone());
+    assert_eq!(
+        retention.as_deref(),
+        Some("3600000"),
+        "the config kafka-python set: {kept:?}"
+    );
+}

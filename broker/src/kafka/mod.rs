@@ -31,6 +31,7 @@ use crate::group::GroupCoordinator;
 use crate::limits::MESSAGE_BYTES_MAX;
 use crate::node::BrokerNode;
 
+mod admin;
 mod fetch;
 mod groups;
 mod metadata;
@@ -392,6 +393,12 @@ async fn dispatch(
                     RequestKind::ListGroups(r) => groups::list_groups(&ctx, r).await.into(),
                     RequestKind::DescribeGroups(r) => groups::describe_groups(&ctx, r).await.into(),
                     RequestKind::DeleteGroups(r) => groups::delete_groups(&ctx, r).await.into(),
+                    RequestKind::CreateTopics(r) => {
+                        admin::create_topics(&ctx, r, version).await.into()
+                    }
+                    RequestKind::DeleteTopics(r) => {
+                        admin::delete_topics(&ctx, r, version).await.into()
+                    }
                     other => {
                         // `versions::supported` admits only the APIs above.
                         tracing::error!(%peer, client, request = ?other, "no handler for an advertised Kafka API");
@@ -427,6 +434,8 @@ fn api_name(k: ApiKey) -> &'static str {
         ApiKey::ListGroups => "kafka_list_groups",
         ApiKey::DescribeGroups => "kafka_describe_groups",
         ApiKey::DeleteGroups => "kafka_delete_groups",
+        ApiKey::CreateTopics => "kafka_create_topics",
+        ApiKey::DeleteTopics => "kafka_delete_topics",
         _ => "kafka_other",
     }
 }
