@@ -1012,3 +1012,72 @@ async fn kafka_admin_clients_create_and_delete_topics() {
         "the config kafka-python set: {kept:?}"
     );
 }
+
+/// Goal: KIP-848 consumer groups over the Kafka port (`group.protocol=consumer`,
+/// ConsumerGroupHeartbeat): librdkafka's new protocol gets its assignment from the server,
+/// the same assignor and coordinator Sluice's own consumers use. Method: 1 + 1, a
+/// 4-partition topic, `tests/py/kafka_kip848.py`: two confluent-kafka 2.16.1 members read
+/// 200 records exactly once between them, each ends with partitions of its own covering all
+/// four, and the group's committed offsets add up to 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kip_848_consumer_group_of_librdkafka_shares_partitions_assigned_by_the_server() {
+    let c = Cluster::start(1, 1, &[], &["offsets.topic.replication.factor=1"]);
+    create_topic_with(&c.controller_addr(1), "k8", 4, 1, &[]).await;
+    let b = c.broker_addr(1);
+    wait_for("kcat to see the topic led", WAIT, || async {
+        let out = kcat_try(&["-b", &b, "-L", "-t", "k8", "-J"], None).ok()?;
+        let m: serde_json::Value = serde_json::from_str(&out).ok()?;
+        m["topics"][0]["partitions"]
+            .as_array()?
+            .iter()
+            .all(|p| p["leader"].as_i64().is_some_and(|l| l >= 1))
+            .then_some(())
+    })
+    .await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/kafka_kip848.py");
+    let out = Command::new("timeout")
+        .arg("180")
+        .arg("python3")
+        .arg(&script)
+        .args([&b, "k8", "4"])
+        .output()
+        .expect("python3 runs (scripts/test installs confluent-kafka)");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    let mut all: Vec<String> = r["consumed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m.as_array().unwrap().iter())
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    all.sort();
+    let mut want: Vec<String> = (0..200).map(|i| format!("n-{i}")).collect();
+    want.sort();
+    assert_eq!(all, want, "every record once between the two members");
+    let assignments: Vec<Vec<i64>> = r["assignments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            a.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_i64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert!(
+        assignments.iter().all(|a| !a.is_empty()),
+        "both members own partitions: {assignments:?}"
+    );
+    let mut covered: Vec<i64> = assignments.into_iter().flatten().collect();
+    covered.sort();
+    assert_eq!(covered, vec![0, 1, 2, 3]);
+    assert_eq!(r["committed_total"], 200);
+}

@@ -572,3 +572,76 @@ pub(super) async fn delete_groups(ctx: &Ctx, req: DeleteGroupsRequest) -> Delete
     }
     DeleteGroupsResponse::default().with_results(results)
 }
+
+/// ConsumerGroupHeartbeat (KIP-848, `group.protocol=consumer`): the same server-side
+/// assignment as Sluice's own consumers (range / roundrobin), on the same coordinator.
+pub(super) async fn consumer_group_heartbeat(
+    ctx: &Ctx,
+    req: ConsumerGroupHeartbeatRequest,
+    client_id: String,
+    client_host: String,
+) -> ConsumerGroupHeartbeatResponse {
+    use kafka_protocol::messages::consumer_group_heartbeat_response::{
+        Assignment, TopicPartitions,
+    };
+    let fail = |code: i16, m: String| {
+        ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(code)
+            .with_error_message(msg(m))
+    };
+    if req.subscribed_topic_regex.is_some() && req.subscribed_topic_names.is_none() {
+        return fail(
+            INVALID_REQUEST,
+            "regular-expression subscriptions are not supported; subscribe to topic names".into(),
+        );
+    }
+    let beat = pb::ConsumerGroupHeartbeatRequest {
+        group_id: req.group_id.0.as_str().to_string(),
+        member_id: req.member_id.as_str().to_string(),
+        member_epoch: req.member_epoch,
+        instance_id: req.instance_id.as_ref().map(|s| s.as_str().to_string()),
+        rack_id: req.rack_id.as_ref().map(|s| s.as_str().to_string()),
+        rebalance_timeout_ms: req.rebalance_timeout_ms,
+        subscribed_topic_names: req
+            .subscribed_topic_names
+            .iter()
+            .flatten()
+            .map(|t| t.0.as_str().to_string())
+            .collect(),
+        server_assignor: req
+            .server_assignor
+            .as_ref()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        owned_partitions: Vec::new(),
+        client_id,
+    };
+    match ctx.groups.heartbeat(beat, client_host).await {
+        Err(s) => {
+            let (code, m) = code_of(&s);
+            fail(code, m)
+        }
+        Ok(r) => {
+            let assignment = r.assignment.map(|a| {
+                Assignment::default().with_topic_partitions(
+                    a.topic_partitions
+                        .into_iter()
+                        .filter_map(|tp| {
+                            let id = sluice_metadata::TopicId::parse(&tp.topic_id)?;
+                            Some(
+                                TopicPartitions::default()
+                                    .with_topic_id(uuid::Uuid::from_bytes(id.0))
+                                    .with_partitions(tp.partitions),
+                            )
+                        })
+                        .collect(),
+                )
+            });
+            ConsumerGroupHeartbeatResponse::default()
+                .with_member_id(Some(kstr(r.member_id)))
+                .with_member_epoch(r.member_epoch)
+                .with_heartbeat_interval_ms(r.heartbeat_interval_ms)
+                .with_assignment(assignment)
+        }
+    }
+}

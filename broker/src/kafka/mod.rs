@@ -382,6 +382,12 @@ async fn dispatch(
                             .into()
                     }
                     RequestKind::SyncGroup(r) => groups::sync_group(&ctx, r).await.into(),
+                    RequestKind::ConsumerGroupHeartbeat(r) => {
+                        let host = format!("/{}", peer.ip());
+                        groups::consumer_group_heartbeat(&ctx, r, client, host)
+                            .await
+                            .into()
+                    }
                     RequestKind::Heartbeat(r) => groups::heartbeat(&ctx, r).await.into(),
                     RequestKind::LeaveGroup(r) => {
                         groups::leave_group(&ctx, r, version).await.into()
@@ -435,6 +441,7 @@ fn api_name(k: ApiKey) -> &'static str {
         ApiKey::DescribeGroups => "kafka_describe_groups",
         ApiKey::DeleteGroups => "kafka_delete_groups",
         ApiKey::CreateTopics => "kafka_create_topics",
+        ApiKey::ConsumerGroupHeartbeat => "kafka_consumer_group_heartbeat",
         ApiKey::DeleteTopics => "kafka_delete_topics",
         _ => "kafka_other",
     }
