@@ -1081,3 +1081,73 @@ async fn a_kip_848_consumer_group_of_librdkafka_shares_partitions_assigned_by_th
     assert_eq!(covered, vec![0, 1, 2, 3]);
     assert_eq!(r["committed_total"], 200);
 }
+
+/// Goal: a Kafka Fetch whose `max_bytes` is used up by the first partition still answers the
+/// others with their real high watermark and log start (clients compute lag from them), as
+/// Kafka does; it answered -1 before. Method: 1 + 1, a 2-partition topic with 10 records in
+/// each; a raw Fetch v4 for both partitions with `max_bytes` = 1: partition 0 gets its first
+/// batch (always at least one), partition 1 no records and HW 10.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_a_fetch_has_no_room_for_still_gets_its_high_watermark() {
+    let c = Cluster::start(1, 1, &[], &[]);
+    create_topic_with(&c.controller_addr(1), "room", 2, 1, &[]).await;
+    let mut cl = sluice_client::DataClient::connect(&c.bootstrap())
+        .await
+        .unwrap();
+    for p in 0..2 {
+        let values: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+        let refs: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+        cl.produce("room", p, batch_of(&refs), -1)
+            .await
+            .expect("an acknowledged produce");
+    }
+    // Fetch v4: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, then
+    // [topic, [partition, fetch_offset, partition_max_bytes]].
+    let mut body = Vec::new();
+    body.extend_from_slice(&(-1i32).to_be_bytes());
+    body.extend_from_slice(&0i32.to_be_bytes());
+    body.extend_from_slice(&0i32.to_be_bytes());
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.push(0);
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&4i16.to_be_bytes());
+    body.extend_from_slice(b"room");
+    body.extend_from_slice(&2i32.to_be_bytes());
+    for p in 0..2i32 {
+        body.extend_from_slice(&p.to_be_bytes());
+        body.extend_from_slice(&0i64.to_be_bytes());
+        body.extend_from_slice(&(1i32 << 20).to_be_bytes());
+    }
+    let mut s = std::net::TcpStream::connect(c.broker_addr(1)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&request(1, 4, 7, &body)).unwrap();
+    let (corr, resp) = read_frame(&mut s).expect("a Fetch answer");
+    assert_eq!(corr, 7);
+    // throttle, [topic, [partition, error, hw, lso, aborted (nullable array), records]].
+    let mut at = 4usize;
+    let i32_at = |b: &[u8], at: usize| i32::from_be_bytes(b[at..at + 4].try_into().unwrap());
+    let i64_at = |b: &[u8], at: usize| i64::from_be_bytes(b[at..at + 8].try_into().unwrap());
+    assert_eq!(i32_at(&resp, at), 1, "one topic");
+    at += 4;
+    let name_len = i16::from_be_bytes(resp[at..at + 2].try_into().unwrap()) as usize;
+    at += 2 + name_len;
+    let n = i32_at(&resp, at);
+    at += 4;
+    let mut seen = Vec::new();
+    for _ in 0..n {
+        let partition = i32_at(&resp, at);
+        let error = i16::from_be_bytes(resp[at + 4..at + 6].try_into().unwrap());
+        let hw = i64_at(&resp, at + 6);
+        at += 4 + 2 + 8 + 8;
+        let aborted = i32_at(&resp, at);
+        at += 4 + aborted.max(0) as usize * 16;
+        let records = i32_at(&resp, at);
+        at += 4 + records.max(0) as usize;
+        seen.push((partition, error, hw, records > 0));
+    }
+    assert_eq!(
+        seen,
+        vec![(0, 0, 10, true), (1, 0, 10, false)],
+        "(partition, error, high watermark, has records)"
+    );
+}

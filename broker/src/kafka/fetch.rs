@@ -15,6 +15,8 @@ use crate::limits::{FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX};
 
 /// Kafka's INVALID_REQUEST.
 const INVALID_REQUEST: i16 = 42;
+/// Kafka's NOT_LEADER_OR_FOLLOWER.
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 
 /// One partition as asked: (index, fetch offset, partition max bytes, current leader epoch).
 type Wanted = (i32, i64, i32, i32);
@@ -102,7 +104,21 @@ pub(super) async fn fetch(ctx: &Ctx, req: FetchRequest, _version: i16) -> FetchR
                             .with_log_start_offset(f.log_start_offset)
                             .with_records(Some(records))
                     }
-                    Ok(None) => out.with_high_watermark(-1).with_records(Some(Bytes::new())),
+                    // No room left in this answer: no records, but the partition's real
+                    // offsets (clients compute lag from them), as Kafka answers.
+                    Ok(None) => match ctx.node.partition(t.0.as_str(), p).map(|h| h.offsets()) {
+                        Some(o) if o.is_leader => out
+                            .with_high_watermark(o.high_watermark)
+                            .with_last_stable_offset(o.high_watermark)
+                            .with_log_start_offset(o.log_start_offset)
+                            .with_records(Some(Bytes::new())),
+                        _ => {
+                            errors = true;
+                            out.with_error_code(NOT_LEADER_OR_FOLLOWER)
+                                .with_high_watermark(-1)
+                                .with_records(Some(Bytes::new()))
+                        }
+                    },
                     Err((code, _)) => {
                         errors = true;
                         out.with_error_code(code)

@@ -25,7 +25,8 @@ pub(super) async fn list_offsets(
         for p in t.partitions {
             let r = async {
                 let part = ctx.data.lookup(&name, p.partition_index).await?;
-                part.list_offset(p.timestamp)
+                // current_leader_epoch is a v4+ field (-1, no check, before).
+                part.list_offset(p.timestamp, Some(p.current_leader_epoch))
                     .await
                     .map_err(|e| ctx.data.status(e, &name, p.partition_index))
             }
@@ -65,7 +66,7 @@ pub(super) async fn offset_for_leader_epoch(
         for p in t.partitions {
             let r = async {
                 let part = ctx.data.lookup(&name, p.partition).await?;
-                part.epoch_end_offset(p.leader_epoch)
+                part.epoch_end_offset(p.leader_epoch, Some(p.current_leader_epoch))
                     .await
                     .map_err(|e| ctx.data.status(e, &name, p.partition))
             }

@@ -134,6 +134,8 @@ pub enum PartitionCommand {
     ListOffset {
         /// The timestamp asked for.
         timestamp: i64,
+        /// The leader epoch the client believes current (checked as in Fetch).
+        current_leader_epoch: Option<i32>,
         /// Answer: (leader epoch, offset, timestamp) with offset -1 when none.
         reply: oneshot::Sender<Result<(i32, i64, i64), BrokerError>>,
     },
@@ -141,6 +143,8 @@ pub enum PartitionCommand {
     EpochEndOffset {
         /// The epoch asked for.
         epoch: i32,
+        /// The leader epoch the asker believes current (checked as in Fetch).
+        current_leader_epoch: Option<i32>,
         /// Answer: (epoch, end offset).
         reply: oneshot::Sender<Result<(i64, i64), BrokerError>>,
     },
@@ -445,15 +449,31 @@ impl PartitionHandle {
     }
 
     /// `ListOffsets` for one timestamp: (leader epoch, offset, timestamp).
-    pub async fn list_offset(&self, timestamp: i64) -> Result<(i32, i64, i64), BrokerError> {
-        self.ask(|reply| PartitionCommand::ListOffset { timestamp, reply })
-            .await?
+    pub async fn list_offset(
+        &self,
+        timestamp: i64,
+        current_leader_epoch: Option<i32>,
+    ) -> Result<(i32, i64, i64), BrokerError> {
+        self.ask(|reply| PartitionCommand::ListOffset {
+            timestamp,
+            current_leader_epoch,
+            reply,
+        })
+        .await?
     }
 
     /// The leader's end offset for `epoch`.
-    pub async fn epoch_end_offset(&self, epoch: i32) -> Result<(i64, i64), BrokerError> {
-        self.ask(|reply| PartitionCommand::EpochEndOffset { epoch, reply })
-            .await?
+    pub async fn epoch_end_offset(
+        &self,
+        epoch: i32,
+        current_leader_epoch: Option<i32>,
+    ) -> Result<(i64, i64), BrokerError> {
+        self.ask(|reply| PartitionCommand::EpochEndOffset {
+            epoch,
+            current_leader_epoch,
+            reply,
+        })
+        .await?
     }
 
     /// Follower: (LEO, latest epoch) if it still follows `leader` at `leader_epoch`.
@@ -630,16 +650,25 @@ impl Core {
             PartitionCommand::Fetch { args, reply } => {
                 let _ = reply.send(self.fetch(&args));
             }
-            PartitionCommand::ListOffset { timestamp, reply } => {
-                let _ = reply.send(self.list_offset(timestamp));
+            PartitionCommand::ListOffset {
+                timestamp,
+                current_leader_epoch,
+                reply,
+            } => {
+                let r = self
+                    .leading_at(current_leader_epoch)
+                    .and_then(|_| self.list_offset(timestamp));
+                let _ = reply.send(r);
             }
-            PartitionCommand::EpochEndOffset { epoch, reply } => {
-                let r = if self.replica.is_leader() {
+            PartitionCommand::EpochEndOffset {
+                epoch,
+                current_leader_epoch,
+                reply,
+            } => {
+                let r = self.leading_at(current_leader_epoch).map(|_| {
                     let (e, end) = self.log.end_offset_for_epoch(LeaderEpoch(epoch));
-                    Ok((e.get() as i64, end.get()))
-                } else {
-                    Err(self.not_leader())
-                };
+                    (e.get() as i64, end.get())
+                });
                 let _ = reply.send(r);
             }
             PartitionCommand::FetchPosition {
@@ -755,11 +784,14 @@ impl Core {
         })
     }
 
-    fn fetch(&mut self, args: &FetchArgs) -> Result<FetchData, BrokerError> {
+    /// The leader epoch, if this replica leads at the epoch the asker believes current (-1 or
+    /// none: no check): Kafka's FENCED_LEADER_EPOCH for an older one (the asker is behind),
+    /// UNKNOWN_LEADER_EPOCH for a newer one (this replica is), KIP-320.
+    fn leading_at(&self, current: Option<i32>) -> Result<i32, BrokerError> {
         let Role::Leader { leader_epoch, .. } = *self.replica.role() else {
             return Err(self.not_leader());
         };
-        if let Some(e) = args.current_leader_epoch.filter(|e| *e >= 0) {
+        if let Some(e) = current.filter(|e| *e >= 0) {
             if e < leader_epoch {
                 return Err(BrokerError::FencedLeaderEpoch {
                     partition: self.name.clone(),
@@ -775,6 +807,11 @@ impl Core {
                 });
             }
         }
+        Ok(leader_epoch)
+    }
+
+    fn fetch(&mut self, args: &FetchArgs) -> Result<FetchData, BrokerError> {
+        let leader_epoch = self.leading_at(args.current_leader_epoch)?;
         let leo = self.log.log_end_offset();
         let start = self.log.log_start_offset();
         let mut out = FetchData {

@@ -61,7 +61,10 @@ async fn a_restarted_leader_never_answers_a_stale_latest_offset() {
             LogConfig::default(),
         );
         part.set_role(role, LogConfig::default());
-        let got = part.list_offset(-1).await.map(|(_, offset, _)| offset);
+        let got = part
+            .list_offset(-1, None)
+            .await
+            .map(|(_, offset, _)| offset);
         match want {
             Some(offset) => assert_eq!(got.ok(), Some(offset), "checkpointed {checkpointed:?}"),
             None => assert!(
@@ -72,4 +75,57 @@ async fn a_restarted_leader_never_answers_a_stale_latest_offset() {
         part.close().await.ok();
         let _ = task.await;
     }
+}
+
+/// KIP-320: ListOffsets and OffsetForLeaderEpoch check the leader epoch the asker believes
+/// current, as Fetch does: an older one is FENCED_LEADER_EPOCH (the asker is behind), a
+/// newer one UNKNOWN_LEADER_EPOCH (this replica is behind); -1 or none skips the check.
+#[tokio::test]
+async fn offset_lookups_check_the_askers_leader_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = written_log(dir.path(), 10);
+    let role = Role::Leader {
+        leader_epoch: 5,
+        partition_epoch: 5,
+        isr: BrokerId::from_wire(&[1]),
+        replicas: BrokerId::from_wire(&[1]),
+    };
+    let leo = log.log_end_offset().get();
+    let replica = ReplicaState::new(BrokerId(1), role, leo, leo);
+    let (part, task) = PartitionHandle::spawn(
+        "t".into(),
+        Default::default(),
+        0,
+        log,
+        replica,
+        LogConfig::default(),
+    );
+    for (current, fenced, unknown) in [
+        (None, false, false),
+        (Some(-1), false, false),
+        (Some(5), false, false),
+        (Some(4), true, false),
+        (Some(6), false, true),
+    ] {
+        for r in [
+            part.list_offset(-1, current).await.map(|_| ()),
+            part.epoch_end_offset(0, current).await.map(|_| ()),
+        ] {
+            assert_eq!(
+                matches!(r, Err(BrokerError::FencedLeaderEpoch { .. })),
+                fenced,
+                "{current:?}: {r:?}"
+            );
+            assert_eq!(
+                matches!(r, Err(BrokerError::UnknownLeaderEpoch { .. })),
+                unknown,
+                "{current:?}: {r:?}"
+            );
+            if !fenced && !unknown {
+                assert!(r.is_ok(), "{current:?}: {r:?}");
+            }
+        }
+    }
+    part.close().await.ok();
+    let _ = task.await;
 }

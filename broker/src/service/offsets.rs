@@ -27,7 +27,7 @@ pub(super) async fn list_offsets(
         let r: Result<(), Status> = async {
             let part = svc.data.lookup(&p.topic, p.partition).await?;
             let (epoch, offset, timestamp) = part
-                .list_offset(p.timestamp)
+                .list_offset(p.timestamp, p.current_leader_epoch)
                 .await
                 .map_err(|e| svc.data.status(e, &p.topic, p.partition))?;
             out.leader_epoch = epoch;
@@ -54,7 +54,7 @@ pub(super) async fn offset_for_leader_epoch(
     let req = r.into_inner();
     let part = svc.data.lookup(&req.topic, req.partition).await?;
     let (epoch, end) = part
-        .epoch_end_offset(req.leader_epoch)
+        .epoch_end_offset(req.leader_epoch, req.current_leader_epoch)
         .await
         .map_err(|e| svc.data.status(e, &req.topic, req.partition))?;
     Ok(Response::new(OffsetForLeaderEpochResponse {
