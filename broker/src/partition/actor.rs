@@ -17,7 +17,7 @@
 //! directly (one hop: no actor task in between; `cargo bench -p sluice-broker --bench
 //! handoff`). Commands answered from memory (offset and role questions, ISR bookkeeping, a
 //! fetch with nothing to read) run in the caller when nobody holds the replica, so a long
-//! poll never waits behind an fsync. At most [`PARTITION_COMMANDS_QUEUED_MAX`] commands per
+//! poll does not wait behind other partitions' disk work (it does behind its own). At most [`PARTITION_COMMANDS_QUEUED_MAX`] commands per
 //! partition wait for the thread; callers beyond that wait to queue. Role changes replace a
 //! pending slot, so the newest role always wins, and are applied before the next command.
 //! Long polls and acks=all waits happen in the callers, on the `Offsets` watch.
@@ -255,8 +255,10 @@ impl Shared {
             // A panic while a caller held the replica inline: nobody can vouch for it.
             Err(poisoned) => {
                 let mut g = poisoned.into_inner();
-                *g = None;
-                self.stop();
+                if g.take().is_some() {
+                    tracing::error!(partition = %self.name, "partition replica poisoned by a panic; stopped");
+                    self.stop();
+                }
                 return;
             }
         };
@@ -288,7 +290,14 @@ impl Shared {
         }
     }
 
+    /// The replica is gone (closed, or stopped by a panic): waiters on the offsets watch
+    /// learn it now (acks=all answers NOT_LEADER, long polls re-ask and get ReplicaClosed),
+    /// and the task `spawn` returned ends.
     fn stop(&self) {
+        self.offsets_tx.send_modify(|o| {
+            o.is_leader = false;
+            o.isr_size = 0;
+        });
         self.stopped.lock().expect("stopped lock").take();
     }
 }
@@ -367,7 +376,17 @@ impl PartitionHandle {
     /// Asks for the role the image gives this replica (newest wins; applied on the I/O
     /// thread before the next command).
     pub fn set_role(&self, role: Role, config: LogConfig) {
-        *self.shared.pending_role.lock().expect("pending role lock") = Some((role, config));
+        let queued = self
+            .shared
+            .pending_role
+            .lock()
+            .expect("pending role lock")
+            .replace((role, config))
+            .is_some();
+        if queued {
+            // A job that will apply the slot is still queued (every job takes it).
+            return;
+        }
         let shared = self.shared.clone();
         if super::io::pool()
             .submit(self.shared.io_key, move || shared.run(None))
@@ -394,8 +413,17 @@ impl PartitionHandle {
         if role_pending || !core.is_memory_only(&cmd) {
             return Some(cmd);
         }
-        core.handle(cmd);
-        self.shared.publish(core);
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            core.handle(cmd);
+            self.shared.publish(core);
+        }));
+        if ran.is_err() {
+            // A broken invariant (the reply was dropped with the command: the caller gets
+            // ReplicaClosed). Stop the replica, as the I/O thread does.
+            tracing::error!(partition = %self.shared.name, "partition replica panicked; stopped");
+            *guard = None;
+            self.shared.stop();
+        }
         None
     }
 

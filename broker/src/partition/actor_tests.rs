@@ -129,3 +129,40 @@ async fn offset_lookups_check_the_askers_leader_epoch() {
     part.close().await.ok();
     let _ = task.await;
 }
+
+/// A closed replica tells whoever waits on its offsets (an acks=all produce, a long poll)
+/// at once, instead of leaving them to their timeouts.
+#[tokio::test]
+async fn closing_a_replica_wakes_its_waiters() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = written_log(dir.path(), 3);
+    let role = Role::Leader {
+        leader_epoch: 1,
+        partition_epoch: 1,
+        isr: BrokerId::from_wire(&[1]),
+        replicas: BrokerId::from_wire(&[1]),
+    };
+    let leo = log.log_end_offset().get();
+    let replica = ReplicaState::new(BrokerId(1), role, leo, leo);
+    let (part, task) = PartitionHandle::spawn(
+        "t".into(),
+        Default::default(),
+        0,
+        log,
+        replica,
+        LogConfig::default(),
+    );
+    let mut rx = part.subscribe();
+    assert!(rx.borrow_and_update().is_leader);
+    part.close().await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), rx.changed())
+        .await
+        .expect("woken")
+        .expect("the watch lives while handles do");
+    assert!(!rx.borrow().is_leader, "no longer leading");
+    assert!(matches!(
+        part.list_offset(-1, None).await,
+        Err(BrokerError::ReplicaClosed { .. })
+    ));
+    let _ = task.await;
+}

@@ -16,8 +16,8 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// A fixed pool of I/O threads.
 pub struct IoPool {
-    /// One queue per thread. Unbounded on purpose: each partition actor has at most one job
-    /// queued (it awaits it), so a queue never holds more jobs than there are partitions.
+    /// One queue per thread. Unbounded here: each partition bounds its own jobs (at most
+    /// `PARTITION_COMMANDS_QUEUED_MAX` commands and one role change queued).
     queues: Vec<std::sync::mpsc::Sender<Job>>,
 }
 
