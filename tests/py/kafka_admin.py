@@ -47,9 +47,18 @@ c = AdminClient({"bootstrap.servers": bootstrap})
 fs = c.create_topics([CNewTopic("ck-a", num_partitions=2, replication_factor=3, config={"cleanup.policy": "delete"})])
 for t, f in fs.items():
     f.result(30)
-md = c.list_topics(timeout=30)
-report["ck_partitions"] = len(md.topics["ck-a"].partitions) if "ck-a" in md.topics else None
-report["kp_partitions"] = len(md.topics["kp-a"].partitions) if "kp-a" in md.topics else None
+
+
+def partitions_of(name):
+    """Partitions Metadata shows for `name` (None until the answering broker has the topic:
+    a created topic reaches each broker's metadata a moment after CreateTopics returns)."""
+    t = c.list_topics(timeout=30).topics.get(name)
+    return len(t.partitions) if t is not None and t.partitions else None
+
+
+wait(lambda: partitions_of("ck-a") and partitions_of("kp-a"))
+report["ck_partitions"] = partitions_of("ck-a")
+report["kp_partitions"] = partitions_of("kp-a")
 
 # Delete with each client.
 kp.delete_topics(["kp-a"])
