@@ -44,6 +44,28 @@ fn kcat(args: &[&str], input: Option<&str>) -> String {
     kcat_try(args, input).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Runs `tests/py/SCRIPT ARGS…` (a stock Kafka client, installed by `scripts/test`) bounded by
+/// `timeout SECS`, and returns the one JSON report it prints; fails with its output otherwise.
+fn py_report(script: &str, args: &[&str], secs: u32) -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("py")
+        .join(script);
+    let out = Command::new("timeout")
+        .arg(secs.to_string())
+        .arg("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("python3 runs (scripts/test installs the Kafka clients)");
+    assert!(
+        out.status.success(),
+        "{script}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON report")
+}
+
 /// Goal: a stock Kafka client works against Sluice unchanged, on the port gRPC uses, and
 /// the data is the same over both protocols. Method: 1 controller + 3 brokers, a 3-partition
 /// RF 3 topic. kcat lists metadata (3 brokers, every partition led), produces 300 keyed
@@ -356,21 +378,7 @@ async fn confluent_kafka_and_kafka_python_produce_and_consume_unchanged() {
             .then_some(())
     })
     .await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/kafka_clients.py");
-    let out = Command::new("timeout")
-        .arg("180")
-        .arg("python3")
-        .arg(&script)
-        .args([&b, "py", "3"])
-        .output()
-        .expect("python3 runs (.ci/run installs confluent-kafka and kafka-python)");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    let r = py_report("kafka_clients.py", &[b.as_str(), "py", "3"], 180);
     assert_eq!(r["confluent_errors"], serde_json::json!([]));
     let triples = |v: &serde_json::Value| -> Vec<(i64, i64, String)> {
         let mut t: Vec<(i64, i64, String)> = v
@@ -559,21 +567,7 @@ async fn kafka_consumer_groups_of_kcat_confluent_kafka_and_kafka_python_share_pa
     assert_eq!(committed, 25, "Sluice sees kcat's commits: {d}");
 
     create_topic_with(&c.controller_addr(1), "pyg", 6, 3, &[]).await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/kafka_groups.py");
-    let out = Command::new("timeout")
-        .arg("300")
-        .arg("python3")
-        .arg(&script)
-        .args([&b, "pyg", "6"])
-        .output()
-        .expect("python3 runs (scripts/test installs confluent-kafka and kafka-python)");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    let r = py_report("kafka_groups.py", &[b.as_str(), "pyg", "6"], 300);
     let values = |v: &serde_json::Value| -> Vec<String> {
         let mut all: Vec<String> = v
             .as_array()
@@ -685,21 +679,7 @@ async fn compressed_batches_of_every_codec_round_trip_through_both_protocols() {
         .ok()
     })
     .await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/kafka_compression.py");
-    let out = Command::new("timeout")
-        .arg("180")
-        .arg("python3")
-        .arg(&script)
-        .args([&b, "z"])
-        .output()
-        .expect("python3 runs (scripts/test installs confluent-kafka)");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    let r = py_report("kafka_compression.py", &[b.as_str(), "z"], 180);
     assert_eq!(r["errors"], serde_json::json!([]));
     let mut acked: Vec<(i64, String)> = r["acked"]
         .as_object()
@@ -972,21 +952,7 @@ async fn kafka_admin_clients_create_and_delete_topics() {
         (m["brokers"].as_array()?.len() == 3).then_some(())
     })
     .await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/kafka_admin.py");
-    let out = Command::new("timeout")
-        .arg("180")
-        .arg("python3")
-        .arg(&script)
-        .arg(&b)
-        .output()
-        .expect("python3 runs (scripts/test installs the Kafka clients)");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    let r = py_report("kafka_admin.py", &[b.as_str()], 180);
     assert_eq!(
         r,
         serde_json::json!({
@@ -1034,21 +1000,7 @@ async fn a_kip_848_consumer_group_of_librdkafka_shares_partitions_assigned_by_th
             .then_some(())
     })
     .await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/kafka_kip848.py");
-    let out = Command::new("timeout")
-        .arg("180")
-        .arg("python3")
-        .arg(&script)
-        .args([&b, "k8", "4"])
-        .output()
-        .expect("python3 runs (scripts/test installs confluent-kafka)");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    let r = py_report("kafka_kip848.py", &[b.as_str(), "k8", "4"], 180);
     let mut all: Vec<String> = r["consumed"]
         .as_array()
         .unwrap()

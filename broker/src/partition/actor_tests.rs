@@ -84,22 +84,7 @@ async fn a_restarted_leader_never_answers_a_stale_latest_offset() {
 async fn offset_lookups_check_the_askers_leader_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let log = written_log(dir.path(), 10);
-    let role = Role::Leader {
-        leader_epoch: 5,
-        partition_epoch: 5,
-        isr: BrokerId::from_wire(&[1]),
-        replicas: BrokerId::from_wire(&[1]),
-    };
-    let leo = log.log_end_offset().get();
-    let replica = ReplicaState::new(BrokerId(1), role, leo, leo);
-    let (part, task) = PartitionHandle::spawn(
-        "t".into(),
-        Default::default(),
-        0,
-        log,
-        replica,
-        LogConfig::default(),
-    );
+    let (part, task) = sole_leader(log, 5);
     for (current, fenced, unknown) in [
         (None, false, false),
         (Some(-1), false, false),
@@ -136,22 +121,7 @@ async fn offset_lookups_check_the_askers_leader_epoch() {
 async fn closing_a_replica_wakes_its_waiters() {
     let dir = tempfile::tempdir().unwrap();
     let log = written_log(dir.path(), 3);
-    let role = Role::Leader {
-        leader_epoch: 1,
-        partition_epoch: 1,
-        isr: BrokerId::from_wire(&[1]),
-        replicas: BrokerId::from_wire(&[1]),
-    };
-    let leo = log.log_end_offset().get();
-    let replica = ReplicaState::new(BrokerId(1), role, leo, leo);
-    let (part, task) = PartitionHandle::spawn(
-        "t".into(),
-        Default::default(),
-        0,
-        log,
-        replica,
-        LogConfig::default(),
-    );
+    let (part, task) = sole_leader(log, 1);
     let mut rx = part.subscribe();
     assert!(rx.borrow_and_update().is_leader);
     part.close().await.unwrap();
@@ -165,4 +135,24 @@ async fn closing_a_replica_wakes_its_waiters() {
         Err(BrokerError::ReplicaClosed { .. })
     ));
     let _ = task.await;
+}
+
+/// A replica of `log` leading alone at `epoch`, with its HW at the log end.
+fn sole_leader(log: Log, epoch: i32) -> (PartitionHandle, tokio::task::JoinHandle<()>) {
+    let role = Role::Leader {
+        leader_epoch: epoch,
+        partition_epoch: epoch,
+        isr: BrokerId::from_wire(&[1]),
+        replicas: BrokerId::from_wire(&[1]),
+    };
+    let leo = log.log_end_offset().get();
+    let replica = ReplicaState::new(BrokerId(1), role, leo, leo);
+    PartitionHandle::spawn(
+        "t".into(),
+        Default::default(),
+        0,
+        log,
+        replica,
+        LogConfig::default(),
+    )
 }
