@@ -27,6 +27,7 @@ pub mod limits;
 pub mod log;
 pub mod producer;
 pub mod segment;
+pub mod tail;
 pub use sluice_record::varint;
 
 pub use batch::{Record, RecordBatch, RecordBatchBuilder, Validation};

@@ -31,6 +31,7 @@ use crate::epoch::LeaderEpochCache;
 use crate::error::{Result, StorageError};
 use crate::producer::{ProducerState, SequenceCheck};
 use crate::segment::{Corruption, Segment};
+use crate::tail::TailCache;
 
 /// Milliseconds since the Unix epoch; injected so tests control time.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -104,6 +105,8 @@ pub struct Log {
     report: RecoveryReport,
     /// Idempotent-producer state as of the log end.
     producers: ProducerState,
+    /// The newest batches in memory, for reads of the tail.
+    tail: TailCache,
 }
 
 impl std::fmt::Debug for Log {
@@ -251,6 +254,7 @@ impl Log {
             clock,
             report,
             producers,
+            tail: TailCache::new(log_end_offset),
         };
         // The epoch checkpoint is written at each new epoch, so it can only lag the log when
         // it was lost (then every batch header says where its epoch starts) or when an unclean
@@ -513,6 +517,13 @@ impl Log {
             h.base_offset = next;
             h.partition_leader_epoch = leader_epoch;
             next = h.next_offset();
+            self.tail.push(&h, (self.clock)(), || {
+                let raw = batch.as_bytes();
+                let mut stored = bytes::BytesMut::with_capacity(raw.len());
+                stored.extend_from_slice(&prefix);
+                stored.extend_from_slice(&raw[16..]);
+                stored.freeze()
+            });
             self.producers.apply(&h);
             info.add(h);
         }
@@ -552,6 +563,8 @@ impl Log {
             self.producers.apply(&h);
             info.add(h);
         }
+        // Followers serve no reads; should this replica lead later, its cache starts then.
+        self.tail.reset(self.end());
         self.after_append(info.records)?;
         Ok(info)
     }
@@ -643,6 +656,7 @@ impl Log {
     /// Flushes if `flush.ms` has passed since the oldest unflushed append. For owners to
     /// call on a timer.
     pub fn maybe_flush(&mut self) -> Result<()> {
+        self.tail.expire((self.clock)());
         if let Some(since) = self.unflushed_since_ms {
             if (self.clock)().saturating_sub(since) >= self.config.flush_interval_ms {
                 self.flush()?;
@@ -703,6 +717,9 @@ impl Log {
         if offset >= max_offset {
             return Ok(Bytes::new());
         }
+        if self.tail.covers(offset) {
+            return Ok(self.tail.read(offset, max_bytes, max_offset));
+        }
         let containing = self.segments.range(..=offset).next_back();
         for (_, seg) in containing
             .into_iter()
@@ -717,6 +734,13 @@ impl Log {
             }
         }
         Ok(Bytes::new())
+    }
+
+    /// Whether [`Log::read`] from `offset` is answered from memory, touching no file: the
+    /// offset is out of range (an error), at the log end, or in the tail cache.
+    pub fn reads_from_memory(&self, offset: Offset) -> bool {
+        let offset = offset.get();
+        offset < self.log_start_offset || offset >= self.end() || self.tail.covers(offset)
     }
 
     /// The first record with timestamp ≥ `timestamp` (Kafka ListOffsets by time):
@@ -746,6 +770,8 @@ impl Log {
             // forever (Kafka's UnifiedLog.truncateTo does the same).
             return self.epochs.truncate_from_end(end);
         }
+        // First, so that a failure half-way leaves no cached batch the files no longer hold.
+        self.tail.reset(offset);
         if offset <= self.log_start_offset {
             let start = offset.max(0);
             return self.truncate_fully_and_start_at(Offset(start.min(self.log_start_offset)));
@@ -768,6 +794,7 @@ impl Log {
             // The cut fell inside the batch that holds the log start: nothing readable remains.
             return self.truncate_fully_and_start_at(Offset(self.log_start_offset));
         }
+        self.tail.reset(end);
         self.epochs.truncate_from_end(end)?;
         self.producers = ProducerState::load(&self.dir, self.log_start_offset, end)?;
         self.replay_producer_state()?;
@@ -783,6 +810,7 @@ impl Log {
     /// log start is past its own log end).
     pub fn truncate_fully_and_start_at(&mut self, offset: Offset) -> Result<()> {
         let offset = offset.get();
+        self.tail.reset(offset);
         let all: Vec<i64> = self.segments.keys().copied().collect();
         for base in all {
             let seg = self.segments.remove(&base).expect("listed");

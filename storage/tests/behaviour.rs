@@ -450,3 +450,112 @@ fn compression_type_keeps_or_recompresses_batches() {
         "uncompressed"
     );
 }
+
+/// The tail cache (storage/src/tail.rs): reads of the newest batches come from memory and
+/// are byte-identical to what the files hold; a truncation or a follower append empties it.
+#[test]
+fn tail_reads_come_from_memory_and_match_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let config = LogConfig {
+        retention_ms: -1,
+        ..LogConfig::default()
+    };
+    let mut log = open(dir.path(), config.clone(), &clock);
+    for i in 0..40u32 {
+        log.append_as_leader(batch(i, 4, 100, clock.now()), LeaderEpoch(3))
+            .unwrap();
+    }
+    let end = log.log_end_offset();
+    assert!(
+        log.reads_from_memory(Offset(0)),
+        "all of it is newer than the cache's limits"
+    );
+    let mut cached = Vec::new();
+    for at in 0..end.get() {
+        for (max_bytes, upper) in [
+            (1, end),
+            (700, end),
+            (1 << 20, end),
+            (1 << 20, Offset(at + 5)),
+        ] {
+            cached.push(log.read(Offset(at), max_bytes, upper).unwrap());
+        }
+    }
+    // A clean reopen starts with an empty cache: the same reads from the files.
+    log.close().unwrap();
+    let mut log = open(dir.path(), config.clone(), &clock);
+    assert!(!log.reads_from_memory(Offset(0)));
+    assert!(log.reads_from_memory(end), "the log end reads nothing");
+    let mut i = 0;
+    for at in 0..end.get() {
+        for (max_bytes, upper) in [
+            (1, end),
+            (700, end),
+            (1 << 20, end),
+            (1 << 20, Offset(at + 5)),
+        ] {
+            let from_file = log.read(Offset(at), max_bytes, upper).unwrap();
+            assert_eq!(
+                from_file, cached[i],
+                "read at {at}, max {max_bytes}, upper {upper}"
+            );
+            i += 1;
+        }
+    }
+    // New appends are cached again from where the log ended.
+    log.append_as_leader(batch(99, 2, 10, clock.now()), LeaderEpoch(3))
+        .unwrap();
+    assert!(log.reads_from_memory(end) && !log.reads_from_memory(Offset(end.get() - 1)));
+    // Truncation empties the cache: the truncated batch is never served again.
+    log.truncate_to(end).unwrap();
+    log.append_as_leader(batch(7, 3, 10, clock.now()), LeaderEpoch(4))
+        .unwrap();
+    let got = log.read(end, 1 << 20, log.log_end_offset()).unwrap();
+    let first = sluice_storage::batch::batches(got).next().unwrap().unwrap();
+    assert_eq!(first.header().partition_leader_epoch, 4);
+    assert_eq!(first.header().records_count, 3);
+    // Entries older than the age limit go at the next maintenance call.
+    clock.advance(sluice_storage::tail::TAIL_CACHE_AGE_MS + 1);
+    log.maybe_flush().unwrap();
+    assert!(!log.reads_from_memory(end));
+}
+
+/// The tail cache's limits: one log holds at most `TAIL_CACHE_BYTES_PER_LOG` (the oldest
+/// entries go first) and never a batch above `TAIL_CACHE_BATCH_BYTES_MAX` (which restarts
+/// the cache after it).
+#[test]
+fn tail_cache_keeps_to_its_limits() {
+    use sluice_storage::tail::{TAIL_CACHE_BATCH_BYTES_MAX, TAIL_CACHE_BYTES_PER_LOG};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let mut log = open(dir.path(), LogConfig::default(), &clock);
+    // ~20 KiB batches: a bit over the per-log budget in all.
+    let n = (TAIL_CACHE_BYTES_PER_LOG / (20 * 1024)) as u32 + 4;
+    for i in 0..n {
+        log.append_as_leader(batch(i, 20, 1024, clock.now()), LeaderEpoch(1))
+            .unwrap();
+    }
+    assert!(!log.reads_from_memory(Offset(0)), "the oldest batches were evicted");
+    assert!(log.reads_from_memory(Offset(log.log_end_offset().get() - 20)));
+    let before_big = log.log_end_offset();
+    log.append_as_leader(
+        batch(1000, 1, TAIL_CACHE_BATCH_BYTES_MAX + 1, clock.now()),
+        LeaderEpoch(1),
+    )
+    .unwrap();
+    assert!(!log.reads_from_memory(before_big), "a big batch is read from the file");
+    assert!(
+        !log.reads_from_memory(Offset(before_big.get() - 20)),
+        "the cache restarted after it"
+    );
+    let after_big = log.log_end_offset();
+    log.append_as_leader(batch(1001, 2, 10, clock.now()), LeaderEpoch(1))
+        .unwrap();
+    assert!(log.reads_from_memory(after_big));
+    assert_eq!(
+        read_all(&log).len() as i64,
+        log.log_end_offset().get(),
+        "every record reads back, from memory or file"
+    );
+}

@@ -611,7 +611,8 @@ impl Core {
             PartitionCommand::ListOffset { timestamp, .. } => *timestamp < 0,
             PartitionCommand::Fetch { args, .. } => {
                 // A fetch at or past what it may read, or answered with an error or a
-                // divergence, reads nothing.
+                // divergence, reads nothing; one of the newest batches reads the log's
+                // tail cache (storage/src/tail.rs).
                 let Role::Leader { .. } = self.replica.role() else {
                     return true;
                 };
@@ -620,11 +621,11 @@ impl Core {
                 } else {
                     self.replica.high_watermark()
                 };
-                args.fetch_offset >= upper || args.fetch_offset < self.log.log_start_offset().get()
+                args.fetch_offset >= upper || self.log.reads_from_memory(Offset(args.fetch_offset))
             }
+            PartitionCommand::Read { from, .. } => self.log.reads_from_memory(Offset(*from)),
             PartitionCommand::Append { .. }
             | PartitionCommand::FromLeader { .. }
-            | PartitionCommand::Read { .. }
             | PartitionCommand::Retention { .. }
             | PartitionCommand::Close { .. } => false,
         }
