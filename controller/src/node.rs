@@ -142,8 +142,7 @@ impl ControllerNode {
     pub async fn start(config: ControllerConfig) -> Result<Arc<Self>, String> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| format!("creating {}: {e}", config.data_dir.display()))?;
-        let db = store::open_db(&config.data_dir)
-            .map_err(|e| format!("opening sled at {}: {e}", config.data_dir.display()))?;
+        let db = store::open_db(&config.data_dir)?;
         let log = LogStore::new(&db).map_err(|e| e.to_string())?;
         let (sm, applied) = StateMachine::new(&db)?;
         let election = config.election_timeout.as_millis() as u64;

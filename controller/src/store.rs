@@ -9,8 +9,9 @@
 //!     tree "snapshot"   "current" → postcard(SnapshotMeta, image bytes)
 //! ```
 //!
-//! Every write openraft requires to be durable is followed by `flush_async` before it is
-//! acknowledged (vote, appended entries, truncation, purge, installed snapshot).
+//! Every write openraft requires to be durable is followed by [`Durable::flush`] (sled's
+//! flush, then fsyncs of its files) before it is acknowledged (vote, appended entries,
+//! truncation, purge, installed snapshot).
 
 // openraft's trait methods fix the error type (`StorageError`, large); our helpers return it
 // too so `?` works without conversions.
@@ -41,29 +42,131 @@ fn read_err<E: std::error::Error + 'static>(e: E) -> StorageError<NodeId> {
     StorageIOError::read(&e).into()
 }
 
-/// Opens the controller's sled database with a bounded cache.
-pub fn open_db(dir: &std::path::Path) -> Result<sled::Db, sled::Error> {
-    sled::Config::new()
+/// Opens the controller's sled database with a bounded cache, and makes what a previous
+/// run left (the files sled created, and their directory entries) durable before anything
+/// is served from it.
+pub fn open_db(dir: &std::path::Path) -> Result<Durable, String> {
+    let db = sled::Config::new()
         .path(dir)
         .cache_capacity(64 * 1024 * 1024)
         .open()
+        .map_err(|e| format!("opening sled at {}: {e}", dir.display()))?;
+    let syncer = Syncer::open(dir).map_err(|e| format!("syncing {}: {e}", dir.display()))?;
+    Ok(Durable {
+        db,
+        syncer: Arc::new(syncer),
+    })
+}
+
+/// The sled database plus what makes its flushes durable. sled 0.34 ends a flush with
+/// `sync_file_range` on Linux, which writes the pages out but persists neither the file's
+/// metadata (its size) nor the disk's write cache; a real `fsync` of its `db` file runs only
+/// on sled's flusher thread every 500 ms, and blob files (values over ~128 KiB, e.g. large
+/// snapshots) are never synced, nor are the directories holding new files. So after every
+/// flush openraft waits on, [`Durable::flush`] also `fdatasync`s the `db` file (through a
+/// descriptor of our own: fsync acts on the file, not the descriptor), every blob file not
+/// synced yet, and any directory whose entries changed (issue 15).
+#[derive(Clone)]
+pub struct Durable {
+    /// The database.
+    pub db: sled::Db,
+    syncer: Arc<Syncer>,
+}
+
+impl Durable {
+    /// Flushes sled and waits until the flushed data is on stable storage.
+    pub async fn flush(&self) -> std::io::Result<()> {
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let syncer = self.syncer.clone();
+        tokio::task::spawn_blocking(move || syncer.sync())
+            .await
+            .map_err(|e| std::io::Error::other(format!("the fsync task failed: {e}")))?
+    }
+}
+
+/// See [`Durable`]. Serializes syncs: each one covers every flush that finished before it.
+struct Syncer {
+    dir: std::path::PathBuf,
+    db_file: std::fs::File,
+    /// Names already synced, in the data directory and in `blobs/`.
+    known: std::sync::Mutex<(
+        std::collections::BTreeSet<std::ffi::OsString>,
+        std::collections::BTreeSet<std::ffi::OsString>,
+    )>,
+}
+
+impl Syncer {
+    fn open(dir: &std::path::Path) -> std::io::Result<Self> {
+        let s = Syncer {
+            dir: dir.to_path_buf(),
+            db_file: std::fs::File::open(dir.join("db"))?,
+            known: Default::default(),
+        };
+        s.sync()?;
+        Ok(s)
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        let mut known = self.known.lock().expect("syncer lock");
+        self.db_file.sync_data()?;
+        let blobs = self.dir.join("blobs");
+        if sync_new_entries(&blobs, &mut known.1, true)? {
+            std::fs::File::open(&blobs)?.sync_all()?;
+        }
+        // The data directory: `db`, `conf`, `snap.*` (sled fsyncs a snapshot file's data but
+        // not the rename that publishes it).
+        if sync_new_entries(&self.dir, &mut known.0, false)? {
+            std::fs::File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+/// Fsyncs the files in `dir` not in `known` (all of them when `files` is set; otherwise
+/// only the entry matters) and records them; forgets names that are gone. Returns whether
+/// the directory's entries changed.
+fn sync_new_entries(
+    dir: &std::path::Path,
+    known: &mut std::collections::BTreeSet<std::ffi::OsString>,
+    files: bool,
+) -> std::io::Result<bool> {
+    let mut now = std::collections::BTreeSet::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        if files && !known.contains(&name) && entry.file_type()?.is_file() {
+            std::fs::File::open(entry.path())?.sync_all()?;
+        }
+        now.insert(name);
+    }
+    let changed = now != *known;
+    *known = now;
+    Ok(changed)
 }
 
 /// The Raft log in sled. Cloning shares the trees (used as the log reader too).
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
+    db: Durable,
     logs: sled::Tree,
     meta: sled::Tree,
 }
 
 impl LogStore {
     /// Opens the log trees of `db`.
-    pub fn new(db: &sled::Db) -> Result<Self, sled::Error> {
+    pub fn new(db: &Durable) -> Result<Self, sled::Error> {
         Ok(LogStore {
             db: db.clone(),
-            logs: db.open_tree("raft_log")?,
-            meta: db.open_tree("raft_meta")?,
+            logs: db.db.open_tree("raft_log")?,
+            meta: db.db.open_tree("raft_meta")?,
         })
     }
 
@@ -81,8 +184,7 @@ impl LogStore {
     }
 
     async fn flush(&self) -> StorageResult<()> {
-        self.db.flush_async().await.map_err(io_err)?;
-        Ok(())
+        self.db.flush().await.map_err(io_err)
     }
 
     /// Entries with index in `[from, to)`, for WatchMetadata. Returns `None` when `from` was
@@ -188,7 +290,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.insert(&e.log_id.index.to_be_bytes(), bytes);
         }
         self.logs.apply_batch(batch).map_err(io_err)?;
-        let res = self.db.flush_async().await;
+        let res = self.db.flush().await;
         match res {
             Ok(_) => callback.log_io_completed(Ok(())),
             Err(e) => {
@@ -242,7 +344,7 @@ pub struct StateMachine {
     membership: StoredMembership<NodeId, openraft::BasicNode>,
     image: Arc<MetadataImage>,
     snapshots: sled::Tree,
-    db: sled::Db,
+    db: Durable,
     applied_tx: watch::Sender<Applied>,
     snapshot_seq: u64,
 }
@@ -250,8 +352,8 @@ pub struct StateMachine {
 impl StateMachine {
     /// Loads the last snapshot (if any) from `db`. Returns the state machine and a receiver
     /// that sees every newly applied image.
-    pub fn new(db: &sled::Db) -> Result<(Self, watch::Receiver<Applied>), String> {
-        let snapshots = db.open_tree("snapshot").map_err(|e| e.to_string())?;
+    pub fn new(db: &Durable) -> Result<(Self, watch::Receiver<Applied>), String> {
+        let snapshots = db.db.open_tree("snapshot").map_err(|e| e.to_string())?;
         let mut sm = StateMachine {
             last_applied: None,
             membership: StoredMembership::default(),
@@ -286,8 +388,7 @@ impl StateMachine {
     async fn store_snapshot(&self, s: &StoredSnapshot) -> StorageResult<()> {
         let bytes = postcard::to_stdvec(s).map_err(io_err)?;
         self.snapshots.insert("current", bytes).map_err(io_err)?;
-        self.db.flush_async().await.map_err(io_err)?;
-        Ok(())
+        self.db.flush().await.map_err(io_err)
     }
 }
 
@@ -297,7 +398,7 @@ pub struct SnapshotBuilder {
     membership: StoredMembership<NodeId, openraft::BasicNode>,
     image: Arc<MetadataImage>,
     snapshots: sled::Tree,
-    db: sled::Db,
+    db: Durable,
     seq: u64,
 }
 
@@ -319,7 +420,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         };
         let bytes = postcard::to_stdvec(&stored).map_err(io_err)?;
         self.snapshots.insert("current", bytes).map_err(io_err)?;
-        self.db.flush_async().await.map_err(io_err)?;
+        self.db.flush().await.map_err(io_err)?;
         tracing::info!(last_log_id = ?self.last_applied, bytes = data.len(), "built metadata snapshot");
         Ok(Snapshot {
             meta,
