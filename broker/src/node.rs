@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use sluice_metadata::config::TopicConfig;
 use sluice_metadata::records::RecordBatch as MetaBatch;
-use sluice_metadata::{BrokerId, MetadataImage, TopicIdPartition, TopicPartition, NO_LEADER};
+use sluice_metadata::{
+    history_diverges, BrokerId, HistoryPosition, MetadataImage, TopicIdPartition, TopicPartition,
+    NO_LEADER,
+};
 use sluice_proto::status::{error_code, error_detail};
 use sluice_proto::v1::broker_client::BrokerClient;
 use sluice_proto::v1::controller_client::ControllerClient;
@@ -86,6 +89,11 @@ pub struct BrokerNode {
     active_controller: AtomicUsize,
     /// Last metadata offset applied.
     pub metadata_offset: AtomicU64,
+    /// Where in which history the applied metadata stands (the entry at `metadata_offset`).
+    metadata_position: Mutex<HistoryPosition>,
+    /// Set when a controller's metadata history did not continue the one applied: nothing is
+    /// applied (and health is NOT_SERVING) until a controller's full image replaces ours.
+    pub metadata_diverged: AtomicBool,
     /// Set once this process has applied metadata from a controller (not only the image it
     /// persisted earlier): from then on the image's fencing state of our registration is live.
     live_metadata: AtomicBool,
@@ -236,6 +244,7 @@ impl BrokerNode {
             Err(e) => return Err(format!("reading the persisted metadata image: {e}")),
         };
         let offset = image.offset;
+        let position = image.position();
         let lock_path = config.log_dir.join(".lock");
         let dir_lock = std::fs::OpenOptions::new()
             .create(true)
@@ -274,6 +283,8 @@ impl BrokerNode {
             fenced: AtomicBool::new(true),
             active_controller: AtomicUsize::new(0),
             metadata_offset: AtomicU64::new(offset),
+            metadata_position: Mutex::new(position),
+            metadata_diverged: AtomicBool::new(false),
             live_metadata: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             channels: Mutex::new(HashMap::new()),
@@ -694,12 +705,18 @@ impl BrokerNode {
             let addr = self.config.controllers[i % self.config.controllers.len()].clone();
             i += 1;
             let applied = self.metadata_offset.load(Ordering::SeqCst);
+            let diverged = self.metadata_diverged.load(Ordering::SeqCst);
             let stream = with_deadline(
                 self.controller_request_timeout(),
                 ControllerClient::new(self.channel(&addr)).watch_metadata(WatchMetadataRequest {
-                    from_offset: if applied == 0 { 0 } else { applied + 1 },
+                    from_offset: if applied == 0 || diverged {
+                        0
+                    } else {
+                        applied + 1
+                    },
                     broker_id: Some(self.id().get()),
                     cluster_id: self.config.cluster_id.clone(),
+                    snapshot_first: diverged,
                 }),
             )
             .await;
@@ -728,25 +745,72 @@ impl BrokerNode {
                     Ok(Ok(Some(ev))) => ev,
                     _ => break,
                 };
-                if let Err(e) = self.apply_event(event) {
-                    tracing::error!(error = %e, "could not apply metadata; resubscribing");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    break;
+                match self.apply_event(event) {
+                    Ok(()) => {}
+                    Err(ApplyError::Diverged(why)) => {
+                        // Never mix two histories: stop here and start over from this
+                        // controller's full image (issue 15).
+                        tracing::error!(controller = %addr, %why,
+                            "the controller's metadata history does not continue the one this broker applied; \
+                             not applied; replacing the image with the controller's");
+                        metrics::counter!("sluice_metadata_history_divergences_total").increment(1);
+                        self.metadata_diverged.store(true, Ordering::SeqCst);
+                        i -= 1;
+                        break;
+                    }
+                    Err(ApplyError::Other(e)) => {
+                        tracing::error!(error = %e, "could not apply metadata; resubscribing");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        break;
+                    }
                 }
             }
         }
     }
 
-    fn apply_event(&self, ev: MetadataEvent) -> Result<(), String> {
-        check_metadata_source(&self.config.cluster_id, &ev, self.image().offset)?;
+    fn apply_event(&self, ev: MetadataEvent) -> Result<(), ApplyError> {
+        let diverged = self.metadata_diverged.load(Ordering::SeqCst);
+        if !diverged {
+            check_metadata_source(&self.config.cluster_id, &ev, self.image().offset)?;
+        } else if !ev.cluster_id.is_empty() && ev.cluster_id != self.config.cluster_id {
+            check_metadata_source(&self.config.cluster_id, &ev, 0)?;
+        }
+        let ours = *self.metadata_position.lock().expect("position lock");
+        let theirs = match &ev.event {
+            Some(Event::Records(r)) => Some(HistoryPosition {
+                history_id: ev.history_id,
+                offset: r.prev_offset,
+                term: r.prev_term,
+            }),
+            Some(Event::Heartbeat(_)) => Some(HistoryPosition {
+                history_id: ev.history_id,
+                offset: ev.committed_offset,
+                term: ev.committed_term,
+            }),
+            Some(Event::Snapshot(_)) | None => None,
+        };
+        if diverged && theirs.is_some() {
+            // Waiting for the image that replaces ours; apply nothing else.
+            return Ok(());
+        }
+        if let Some(why) = theirs.and_then(|t| history_diverges(ours, t)) {
+            return Err(ApplyError::Diverged(why));
+        }
         let mut image = (*self.image()).clone();
         let mut changed = false;
         let mut applied = self.metadata_offset.load(Ordering::SeqCst);
+        let mut position = ours;
         match ev.event {
             Some(Event::Snapshot(s)) => {
                 image = MetadataImage::decode(&s.image)?;
                 applied = s.offset;
+                position = image.position();
                 changed = true;
+                if diverged {
+                    tracing::warn!(from = %ours, to = %position,
+                        "replaced the metadata image with the controller's");
+                    self.metadata_diverged.store(false, Ordering::SeqCst);
+                }
             }
             Some(Event::Records(r)) => {
                 for e in r.entries {
@@ -755,13 +819,23 @@ impl BrokerNode {
                     }
                     let batch = MetaBatch::decode(&e.record)?;
                     image = image.apply(e.offset, &batch.records).0;
+                    image.term = e.term;
                     applied = applied.max(e.offset);
+                    position = image.position();
                     changed = true;
                 }
             }
             // The controller had nothing more to send: everything up to its committed
             // offset is applied (the rest were Raft entries without records).
-            Some(Event::Heartbeat(_)) => applied = applied.max(ev.committed_offset),
+            Some(Event::Heartbeat(_)) if ev.committed_offset > applied => {
+                applied = ev.committed_offset;
+                position = HistoryPosition {
+                    history_id: image.history_id,
+                    offset: ev.committed_offset,
+                    term: ev.committed_term,
+                };
+            }
+            Some(Event::Heartbeat(_)) => {}
             None => {}
         }
         if changed {
@@ -774,6 +848,7 @@ impl BrokerNode {
             self.reconcile();
         }
         self.metadata_offset.store(applied, Ordering::SeqCst);
+        *self.metadata_position.lock().expect("position lock") = position;
         if !self.live_metadata.swap(true, Ordering::SeqCst) {
             // The image is live now: fencing state in it may let us lead (see `may_lead`).
             self.reconcile();
@@ -1289,6 +1364,21 @@ fn check_metadata_source(cluster_id: &str, ev: &MetadataEvent, applied: u64) -> 
         }
     }
     Ok(())
+}
+
+/// Why a metadata event was not applied.
+#[derive(Debug)]
+enum ApplyError {
+    /// The controller's history does not continue the one applied (the message names both).
+    Diverged(String),
+    /// Anything else (undecodable, another cluster, an older snapshot, a full disk).
+    Other(String),
+}
+
+impl From<String> for ApplyError {
+    fn from(e: String) -> Self {
+        ApplyError::Other(e)
+    }
 }
 
 /// Errors after which the controller certainly did not apply an AlterPartition (Kafka's

@@ -273,6 +273,17 @@ fn remove_from_partitions(
     records
 }
 
+/// Names the history of a quorum whose log has not named one yet (`random`, made nonzero):
+/// the first thing its first active controller commits (issue 15). Nothing once named.
+pub fn name_history(image: &MetadataImage, random: u64) -> Vec<MetadataRecord> {
+    if image.history_id != 0 {
+        return Vec::new();
+    }
+    vec![MetadataRecord::HistoryStarted {
+        history_id: random.max(1),
+    }]
+}
+
 /// Fences a broker (session expired, controlled shutdown, or re-registration): the fence
 /// record and, in the same batch, leader re-election for everything it led.
 pub fn fence_broker(image: &MetadataImage, id: BrokerId) -> Vec<MetadataRecord> {

@@ -293,9 +293,16 @@ impl ControllerNode {
     ) -> Result<(u64, T), Status> {
         let _one_at_a_time = self.decide_lock.lock().await;
         let image = self.ensure_current().await?;
-        let (records, out) = f(&image).map_err(|r| error_status(r.code, r.message, None))?;
+        let (mut records, out) = f(&image).map_err(|r| error_status(r.code, r.message, None))?;
         if records.is_empty() {
             return Ok((image.offset, out));
+        }
+        // The first write of a new quorum names its history, in the same entry, so every
+        // image with content carries the id brokers check (issue 15).
+        let named = logic::name_history(&image, rand::random());
+        if !named.is_empty() {
+            tracing::info!(history_id = ?named, "naming the metadata history");
+            records.splice(0..0, named);
         }
         let offset = self.commit(records).await?;
         Ok((offset, out))

@@ -208,6 +208,25 @@ impl LogStore {
     }
 }
 
+impl LogStore {
+    /// The Raft term of the entry at `index`, if this log still knows it (an entry, or the
+    /// last purged one).
+    pub fn term_at(&self, index: u64) -> StorageResult<Option<u64>> {
+        if let Some(purged) = self.get_meta::<LogId<NodeId>>("last_purged")? {
+            if index == purged.index {
+                return Ok(Some(purged.leader_id.term));
+            }
+        }
+        match self.logs.get(index.to_be_bytes()).map_err(read_err)? {
+            None => Ok(None),
+            Some(v) => {
+                let e: Entry<TypeConfig> = postcard::from_bytes(&v).map_err(read_err)?;
+                Ok(Some(e.log_id.leader_id.term))
+            }
+        }
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -450,6 +469,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut image = (*self.image).clone();
         for e in entries {
             self.last_applied = Some(e.log_id);
+            let term = e.log_id.leader_id.term;
             let mut resp = MetaResponse::default();
             match e.payload {
                 EntryPayload::Blank => {
@@ -468,6 +488,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     image.offset = e.log_id.index;
                 }
             }
+            image.term = term;
             out.push(resp);
         }
         self.image = Arc::new(image);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{BrokerId, LeaderEpoch, PartitionEpoch, TopicId, NO_LEADER};
-use crate::records::{Endpoint, MetadataRecord, RECORD_FORMAT_VERSION};
+use crate::records::{Endpoint, MetadataRecord, RECORD_FORMAT_VERSION, RECORD_FORMAT_VERSION_V1};
 
 /// A registered broker as the metadata log describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +68,21 @@ pub struct MetadataImage {
     pub topic_ids: Arc<BTreeMap<String, TopicId>>,
     /// Next producer id not yet handed out.
     pub next_producer_id: i64,
+    /// The history this image belongs to (`HistoryStarted`); 0 before it is named.
+    pub history_id: u64,
+    /// Raft term of the entry at `offset` (0 when unknown: nothing applied, or an image of
+    /// format 1). With `offset` and `history_id` it says which history the image follows.
+    pub term: u64,
+}
+
+/// [`MetadataImage`] as format 1 wrote it.
+#[derive(Deserialize)]
+struct MetadataImageV1 {
+    offset: u64,
+    brokers: Arc<BTreeMap<BrokerId, BrokerRegistration>>,
+    topics: Arc<BTreeMap<TopicId, Arc<TopicImage>>>,
+    topic_ids: Arc<BTreeMap<String, TopicId>>,
+    next_producer_id: i64,
 }
 
 /// What one `apply` changed, for brokers to act on (become leader/follower, delete logs).
@@ -259,6 +274,15 @@ impl MetadataImage {
                 };
                 delta.changed_configs.insert(*id);
             }
+            MetadataRecord::HistoryStarted { history_id } => {
+                if self.history_id != 0 {
+                    return Err(format!(
+                        "the history is already named {:016x}",
+                        self.history_id
+                    ));
+                }
+                self.history_id = *history_id;
+            }
             MetadataRecord::ProducerIdBlock { first, len, .. } => {
                 if *first != self.next_producer_id || *len <= 0 {
                     return Err(format!(
@@ -316,6 +340,15 @@ impl MetadataImage {
         Ok(())
     }
 
+    /// Where in which history this image stands.
+    pub fn position(&self) -> crate::HistoryPosition {
+        crate::HistoryPosition {
+            history_id: self.history_id,
+            offset: self.offset,
+            term: self.term,
+        }
+    }
+
     /// Serializes the image (snapshots, brokers' persisted image).
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_stdvec(&(RECORD_FORMAT_VERSION, self)).expect("images always serialize")
@@ -323,14 +356,32 @@ impl MetadataImage {
 
     /// Deserializes an image written by [`encode`](Self::encode).
     pub fn decode(bytes: &[u8]) -> Result<MetadataImage, String> {
-        let (version, image): (u32, MetadataImage) =
-            postcard::from_bytes(bytes).map_err(|e| format!("undecodable metadata image: {e}"))?;
-        if version > RECORD_FORMAT_VERSION {
-            return Err(format!(
-                "metadata image format {version} is newer than this build"
-            ));
+        let undecodable = |e: postcard::Error| format!("undecodable metadata image: {e}");
+        let (version, rest): (u32, &[u8]) =
+            postcard::take_from_bytes(bytes).map_err(undecodable)?;
+        match version {
+            RECORD_FORMAT_VERSION => {
+                let (_, image): (u32, MetadataImage) =
+                    postcard::from_bytes(bytes).map_err(undecodable)?;
+                Ok(image)
+            }
+            RECORD_FORMAT_VERSION_V1 => {
+                let v1: MetadataImageV1 = postcard::from_bytes(rest).map_err(undecodable)?;
+                Ok(MetadataImage {
+                    offset: v1.offset,
+                    brokers: v1.brokers,
+                    topics: v1.topics,
+                    topic_ids: v1.topic_ids,
+                    next_producer_id: v1.next_producer_id,
+                    history_id: 0,
+                    term: 0,
+                })
+            }
+            v if v > RECORD_FORMAT_VERSION => Err(format!(
+                "metadata image format {v} is newer than this build"
+            )),
+            v => Err(format!("metadata image format {v} is unknown")),
         }
-        Ok(image)
     }
 }
 
@@ -435,5 +486,40 @@ mod tests {
         );
         assert_eq!(MetadataImage::decode(&img.encode()).unwrap(), img);
         assert!(MetadataImage::decode(b"garbage").is_err());
+    }
+
+    #[test]
+    fn format_1_images_still_decode_and_the_first_history_id_wins() {
+        let (img, _) = MetadataImage::default().apply(
+            5,
+            &[MetadataRecord::ProducerIdBlock {
+                broker: BrokerId(1),
+                first: 0,
+                len: 1000,
+            }],
+        );
+        // What format 1 wrote: the same fields, without history_id and term.
+        let v1 = postcard::to_stdvec(&(
+            RECORD_FORMAT_VERSION_V1,
+            (
+                img.offset,
+                &img.brokers,
+                &img.topics,
+                &img.topic_ids,
+                img.next_producer_id,
+            ),
+        ))
+        .unwrap();
+        let back = MetadataImage::decode(&v1).unwrap();
+        assert_eq!(back, img, "decoded with history_id and term 0");
+        let named = |id| MetadataRecord::HistoryStarted { history_id: id };
+        let (img, delta) = img.apply(6, &[named(0xabc)]);
+        assert_eq!(img.history_id, 0xabc);
+        assert!(delta.skipped.is_empty());
+        // A second leader that had not applied the first record yet proposes its own: ignored.
+        let (img, delta) = img.apply(7, &[named(0xdef)]);
+        assert_eq!(img.history_id, 0xabc);
+        assert_eq!(delta.skipped.len(), 1);
+        assert_eq!(MetadataImage::decode(&img.encode()).unwrap(), img);
     }
 }

@@ -10,12 +10,14 @@
 //! ```
 
 pub mod config;
+pub mod history;
 pub mod ids;
 pub mod image;
 pub mod placement;
 pub mod records;
 pub mod validate;
 
+pub use history::{history_diverges, HistoryPosition};
 pub use ids::{
     BrokerId, LeaderEpoch, Offset, PartitionEpoch, TopicId, TopicIdPartition, TopicPartition,
     NO_LEADER,

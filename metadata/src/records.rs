@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{BrokerId, LeaderEpoch, PartitionEpoch, TopicId};
 
 /// Version of the encoding of [`MetadataRecord`] batches and images.
-pub const RECORD_FORMAT_VERSION: u32 = 1;
+pub const RECORD_FORMAT_VERSION: u32 = 2;
+
+/// The image format before `history_id` and `term` (version 1), still decoded.
+pub const RECORD_FORMAT_VERSION_V1: u32 = 1;
 
 /// Where a broker serves clients.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +122,13 @@ pub enum MetadataRecord {
         first: i64,
         /// Number of ids.
         len: i64,
+    },
+    /// The first active controller of a newly formed quorum names its history (a random id),
+    /// so brokers can tell a reset quorum's log from the one they applied even where the
+    /// Raft terms and offsets coincide (issue 15). Only the first one counts.
+    HistoryStarted {
+        /// Random, nonzero.
+        history_id: u64,
     },
 }
 

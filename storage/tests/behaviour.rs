@@ -536,7 +536,10 @@ fn tail_cache_keeps_to_its_limits() {
         log.append_as_leader(batch(i, 20, 1024, clock.now()), LeaderEpoch(1))
             .unwrap();
     }
-    assert!(!log.reads_from_memory(Offset(0)), "the oldest batches were evicted");
+    assert!(
+        !log.reads_from_memory(Offset(0)),
+        "the oldest batches were evicted"
+    );
     assert!(log.reads_from_memory(Offset(log.log_end_offset().get() - 20)));
     let before_big = log.log_end_offset();
     log.append_as_leader(
@@ -544,7 +547,10 @@ fn tail_cache_keeps_to_its_limits() {
         LeaderEpoch(1),
     )
     .unwrap();
-    assert!(!log.reads_from_memory(before_big), "a big batch is read from the file");
+    assert!(
+        !log.reads_from_memory(before_big),
+        "a big batch is read from the file"
+    );
     assert!(
         !log.reads_from_memory(Offset(before_big.get() - 20)),
         "the cache restarted after it"

@@ -730,3 +730,94 @@ async fn a_deleted_topic_or_a_foreign_quorum_deletes_no_data_at_once() {
     assert_eq!(records, vec![b"kept".to_vec()], "solo-0 is untouched");
     c.stop_all();
 }
+
+/// The topics a broker's image holds and the metadata offset it was built from.
+async fn broker_view(addr: &str) -> Option<(Vec<String>, u64)> {
+    let r = BrokerClient::new(channel(addr))
+        .metadata(MetadataRequest::default())
+        .await
+        .ok()?
+        .into_inner();
+    let mut topics: Vec<String> = r
+        .topics
+        .into_iter()
+        .map(|t| t.name)
+        .filter(|n| !n.starts_with("__"))
+        .collect();
+    topics.sort();
+    Some((topics, r.metadata_offset))
+}
+
+/// Issue 15 item 3: brokers skipped metadata entries by offset alone, so a quorum reset with
+/// the *same* cluster id fed them a different history: they kept what the old quorum said
+/// and applied the new log's entries only past the offset they had reached, mixing both.
+/// Method: one broker applies topic "old"; the controller is wiped and restarted (same
+/// cluster id, an empty quorum); the new quorum commits topics until its log passes the
+/// broker's offset. The broker must notice the other history, say so, and end up with
+/// exactly the new quorum's image (its topics, not "old"), serving again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_quorum_with_the_same_cluster_id_is_not_mixed_into_the_applied_history() {
+    let mut c = Cluster::start(1, 1, CONTROLLER, BROKER);
+    create_topic_with(&c.controller_addr(1), "old", 1, 1, &[]).await;
+    let addr = c.broker_addr(1);
+    let (_, applied) = wait_for("broker 1 to apply topic old", WAIT, || async {
+        broker_view(&addr)
+            .await
+            .filter(|(t, _)| t.iter().any(|n| n == "old"))
+    })
+    .await;
+
+    c.kill_controller(1);
+    c.wipe_controller(1);
+    c.start_controller(1);
+    let controller = c.controller_addr(1);
+    // Grow the new log past what the broker applied, so offsets alone would look like news.
+    let mut created = Vec::new();
+    loop {
+        let name = format!("new-{}", created.len());
+        create_topic_with(&controller, &name, 1, 1, &[]).await;
+        created.push(name);
+        let (image, _) = wait_for("the new quorum's image", WAIT, || image_of(&controller)).await;
+        if image.offset > applied + 3 {
+            break;
+        }
+        assert!(
+            created.len() < 200,
+            "the new log never passed offset {applied}"
+        );
+    }
+    let (image, _) = wait_for("the new quorum's image", WAIT, || image_of(&controller)).await;
+    let mut expected: Vec<String> = image.topic_ids.keys().cloned().collect();
+    expected.retain(|n| !n.starts_with("__"));
+    expected.sort();
+    assert!(!expected.contains(&"old".to_string()));
+    let held = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(v) = broker_view(&addr).await.filter(|(t, _)| *t == expected) {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        held.is_ok(),
+        "broker 1 holds {:?}, not the new quorum's {expected:?}; its log:\n{}",
+        broker_view(&addr).await,
+        c.broker_log(1)
+    );
+    let log = c.broker_log(1);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("does not continue the one this broker applied")),
+        "the broker says why it replaced its image"
+    );
+    let metrics = scrape(&c.metrics_addr("broker", 1)).unwrap_or_default();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("sluice_metadata_history_divergences_total") && !l.ends_with(" 0")
+        ),
+        "the divergence is counted: {metrics}"
+    );
+    c.stop_all();
+}

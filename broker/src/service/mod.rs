@@ -255,7 +255,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     // NOT_SERVING until the broker is ready: registered, caught up with the metadata log
-    // and unfenced by the controller (which unfences only caught-up brokers).
+    // and unfenced by the controller (which unfences only caught-up brokers); and again
+    // while the controllers' metadata history does not continue the one it applied.
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_not_serving::<BrokerServer<BrokerService>>()
@@ -269,7 +270,10 @@ pub async fn serve(
             let mut serving = false;
             loop {
                 let ready = !node.fenced.load(std::sync::atomic::Ordering::SeqCst)
-                    && node.broker_epoch.load(std::sync::atomic::Ordering::SeqCst) >= 0;
+                    && node.broker_epoch.load(std::sync::atomic::Ordering::SeqCst) >= 0
+                    && !node
+                        .metadata_diverged
+                        .load(std::sync::atomic::Ordering::SeqCst);
                 if ready != serving {
                     serving = ready;
                     let status = if ready {

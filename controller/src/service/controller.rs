@@ -284,7 +284,9 @@ impl Controller for ControllerService {
         let node = self.node.clone();
         // The task ends when the client goes away (send fails) or the node stops.
         tokio::spawn(async move {
-            if let Err(e) = stream_metadata(node, req.from_offset, tx.clone()).await {
+            if let Err(e) =
+                stream_metadata(node, req.from_offset, req.snapshot_first, tx.clone()).await
+            {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -299,19 +301,45 @@ impl Controller for ControllerService {
 async fn stream_metadata(
     node: Arc<ControllerNode>,
     mut next: u64,
+    snapshot_first: bool,
     tx: mpsc::Sender<Result<MetadataEvent, Status>>,
 ) -> Result<(), Status> {
     let mut applied_rx = node.applied.clone();
+    let mut snapshot_first = snapshot_first;
+    // The entry the next Records event continues from, with its term, so the watcher can
+    // check that this log continues the history it applied (issue 15).
+    let mut prev: Option<(u64, u64)> = None;
     loop {
         let image = applied_rx.borrow_and_update().image.clone();
         let applied = image.offset;
         if next <= applied {
-            let entries = node
-                .log
-                .entries_from(next, WATCH_ENTRIES_PER_EVENT_MAX)
-                .map_err(|e| Status::internal(e.to_string()))?;
-            let event = match entries {
-                Some(entries) if entries.first().is_some_and(|e| e.log_id.index == next) => {
+            let entries = if snapshot_first {
+                None
+            } else {
+                node.log
+                    .entries_from(next, WATCH_ENTRIES_PER_EVENT_MAX)
+                    .map_err(|e| Status::internal(e.to_string()))?
+            };
+            let prev_entry = match prev {
+                Some(p) => Some(p),
+                None if next == 0 => Some((0, 0)),
+                None => {
+                    let term = if image.offset == next - 1 {
+                        Some(image.term)
+                    } else {
+                        node.log
+                            .term_at(next - 1)
+                            .map_err(|e| Status::internal(e.to_string()))?
+                    };
+                    term.map(|t| (next - 1, t))
+                }
+            };
+            let event = match (entries, prev_entry) {
+                // Entries we can tie to the watcher's position: records. Otherwise (purged,
+                // a hole after a snapshot install, an unknown predecessor): the image.
+                (Some(entries), Some((prev_offset, prev_term)))
+                    if entries.first().is_some_and(|e| e.log_id.index == next) =>
+                {
                     let mut out = Vec::new();
                     for e in entries
                         .into_iter()
@@ -323,11 +351,13 @@ async fn stream_metadata(
                             break;
                         }
                         next = e.log_id.index + 1;
+                        prev = Some((e.log_id.index, e.log_id.leader_id.term));
                         if let EntryPayload::Normal(batch) = e.payload {
                             out.push(MetadataRecordEntry {
                                 offset: e.log_id.index,
                                 record: batch.encode().into(),
                                 format_version: RECORD_FORMAT_VERSION,
+                                term: e.log_id.leader_id.term,
                             });
                         }
                     }
@@ -335,21 +365,29 @@ async fn stream_metadata(
                         committed_offset: applied,
                         event: Some(metadata_event::Event::Records(MetadataRecords {
                             entries: out,
+                            prev_offset,
+                            prev_term,
                         })),
                         cluster_id: node.config.cluster_id.clone(),
+                        history_id: image.history_id,
+                        committed_term: image.term,
                     }
                 }
-                // Purged (or a hole after a snapshot install): send the image.
                 _ => {
+                    snapshot_first = false;
                     next = image.offset + 1;
+                    prev = Some((image.offset, image.term));
                     MetadataEvent {
                         committed_offset: applied,
                         event: Some(metadata_event::Event::Snapshot(MetadataSnapshot {
                             offset: image.offset,
                             format_version: RECORD_FORMAT_VERSION,
                             image: image.encode().into(),
+                            term: image.term,
                         })),
                         cluster_id: node.config.cluster_id.clone(),
+                        history_id: image.history_id,
+                        committed_term: image.term,
                     }
                 }
             };
@@ -369,6 +407,8 @@ async fn stream_metadata(
                     committed_offset: applied,
                     event: Some(metadata_event::Event::Heartbeat(MetadataHeartbeat {})),
                     cluster_id: node.config.cluster_id.clone(),
+                    history_id: image.history_id,
+                    committed_term: image.term,
                 };
                 if tx.send(Ok(beat)).await.is_err() {
                     return Ok(());
