@@ -105,6 +105,17 @@ impl Syncer {
             db_file: std::fs::File::open(dir.join("db"))?,
             known: Default::default(),
         };
+        // What a previous run (or sled's open just now) wrote may not be durable yet: sled
+        // writes `conf` and creates `db` without any fsync.
+        {
+            let mut known = s.known.lock().expect("syncer lock");
+            sync_new_entries(dir, &mut known.0, true)?;
+        }
+        std::fs::File::open(dir)?.sync_all()?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // The data directory's own entry, when this run created it.
+            std::fs::File::open(parent)?.sync_all()?;
+        }
         s.sync()?;
         Ok(s)
     }

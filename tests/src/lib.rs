@@ -70,6 +70,8 @@ pub struct ControllerProc {
     pub port: u16,
     /// Its data directory.
     pub dir: PathBuf,
+    /// Where its output goes (default: the data directory's path with `.log`).
+    pub log: Option<PathBuf>,
     child: Option<Child>,
     stopped: bool,
 }
@@ -88,6 +90,13 @@ impl ControllerProc {
     /// Whether the process is running (not killed).
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// Its log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.log
+            .clone()
+            .unwrap_or_else(|| self.dir.with_extension("log"))
     }
 }
 
@@ -131,6 +140,7 @@ impl Quorum {
                     id,
                     port: ports[id as usize - 1],
                     dir,
+                    log: None,
                     child: None,
                     stopped: false,
                 },
@@ -151,7 +161,7 @@ impl Quorum {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(node.dir.with_extension("log"))
+            .open(node.log_path())
             .expect("log file");
         let mut cmd = Command::new(bin);
         cmd.arg("controller")
@@ -224,7 +234,7 @@ impl Quorum {
 
     /// The log file of controller `id` (for failure messages).
     pub fn log_of(&self, id: u64) -> String {
-        std::fs::read_to_string(self.nodes[&id].dir.with_extension("log")).unwrap_or_default()
+        std::fs::read_to_string(self.nodes[&id].log_path()).unwrap_or_default()
     }
 }
 
