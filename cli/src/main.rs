@@ -145,9 +145,9 @@ enum Command {
     /// Cluster health.
     #[command(subcommand)]
     Cluster(StatusCommand),
-    /// Metadata quorum status.
+    /// The metadata quorum: status, and online voter changes (KIP-853 style).
     #[command(subcommand)]
-    Quorum(StatusCommand),
+    Quorum(QuorumCommand),
     /// (dev clusters) SIGKILL the broker leading a partition, to watch failover.
     KillLeader {
         /// Topic.
@@ -331,6 +331,40 @@ enum StatusCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum QuorumCommand {
+    /// Leader, term, voters (with directory ids) and observers, with replication lag.
+    Status {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Adds a running controller (normally an observer on a new directory) to the voters.
+    AddController {
+        /// Its node.id.
+        #[arg(long)]
+        controller_id: i32,
+        /// host:port of its listener.
+        #[arg(long)]
+        address: String,
+        /// Print the voter set before and after and whether a majority stays up; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Removes a voter (lost disk, retired node); leadership moves if it is the active one.
+    RemoveController {
+        /// Its node.id.
+        #[arg(long)]
+        controller_id: i32,
+        /// Print the voter set before and after and whether a majority stays up; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Print the effective configuration and where each value came from.
     Print {
@@ -391,9 +425,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }),
-        Command::Quorum(StatusCommand::Status { cluster, .. }) => {
+        Command::Quorum(QuorumCommand::Status { cluster }) => {
             cmd::runtime()?.block_on(cmd::quorum::status(&cluster.bootstrap, cluster.output))
         }
+        Command::Quorum(QuorumCommand::AddController {
+            controller_id,
+            address,
+            dry_run,
+            cluster,
+        }) => cmd::runtime()?.block_on(cmd::quorum::change(
+            &cluster.bootstrap,
+            cluster.output,
+            cmd::quorum::Change::Add {
+                id: controller_id,
+                address,
+            },
+            dry_run,
+        )),
+        Command::Quorum(QuorumCommand::RemoveController {
+            controller_id,
+            dry_run,
+            cluster,
+        }) => cmd::runtime()?.block_on(cmd::quorum::change(
+            &cluster.bootstrap,
+            cluster.output,
+            cmd::quorum::Change::Remove { id: controller_id },
+            dry_run,
+        )),
         Command::Config(ConfigCommand::Print { node, output }) => {
             let cfg = node.load("")?;
             print_config(&cfg, output)

@@ -223,6 +223,29 @@ impl Admin {
     pub async fn describe_quorum(&self) -> Result<DescribeQuorumResponse> {
         call!(self.describe_quorum(DescribeQuorumRequest {}))
     }
+
+    /// Adds controller `id` (running at `address`) to the voter set, or with `dry_run`
+    /// reports what that would do.
+    pub async fn add_controller(
+        &self,
+        id: i32,
+        address: &str,
+        dry_run: bool,
+    ) -> Result<QuorumChangeResponse> {
+        call!(self.add_controller(AddControllerRequest {
+            controller_id: id,
+            address: address.to_string(),
+            dry_run,
+        }))
+    }
+
+    /// Removes voter `id`, or with `dry_run` reports what that would do.
+    pub async fn remove_controller(&self, id: i32, dry_run: bool) -> Result<QuorumChangeResponse> {
+        call!(self.remove_controller(RemoveControllerRequest {
+            controller_id: id,
+            dry_run,
+        }))
+    }
 }
 
 pub mod cluster;

@@ -11,14 +11,13 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sluice_proto::v1::raft_client::RaftClient;
 use sluice_proto::v1::RaftPayload;
 use tonic::transport::Channel;
 
-use crate::types::{NodeId, TypeConfig};
+use crate::types::{NodeId, QuorumMember, TypeConfig};
 
 /// Largest Raft message accepted (snapshot chunks are 3 MiB by default).
 pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -30,11 +29,18 @@ pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub struct NetworkFactory {
     /// Peer addresses from this node's configuration.
     pub voters: std::collections::BTreeMap<NodeId, String>,
+    /// This node's id and directory id, sent with every request so the receiver can check
+    /// the sender is the voter its membership names.
+    pub me: (NodeId, String),
 }
 
 /// A lazily connected channel to one peer.
 pub struct Connection {
     target: NodeId,
+    /// The directory id the membership gives the target ("" while unbound): a node with
+    /// another directory refuses the request (issue 15).
+    target_directory_id: String,
+    me: (NodeId, String),
     addr: String,
     client: Option<RaftClient<Channel>>,
 }
@@ -42,9 +48,11 @@ pub struct Connection {
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Connection;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
+    async fn new_client(&mut self, target: NodeId, node: &QuorumMember) -> Connection {
         Connection {
             target,
+            target_directory_id: node.directory_id.clone(),
+            me: self.me.clone(),
             addr: self
                 .voters
                 .get(&target)
@@ -89,6 +97,9 @@ impl Connection {
         let mut client = self.client()?;
         let mut request = tonic::Request::new(RaftPayload {
             payload: payload.into(),
+            target_directory_id: self.target_directory_id.clone(),
+            sender_id: self.me.0,
+            sender_directory_id: self.me.1.clone(),
         });
         request.set_timeout(ttl);
         let result = match kind {
@@ -116,7 +127,7 @@ impl Connection {
     }
 }
 
-fn to_rpc_error<E: std::error::Error>(e: CallError) -> RPCError<NodeId, BasicNode, E> {
+fn to_rpc_error<E: std::error::Error>(e: CallError) -> RPCError<NodeId, QuorumMember, E> {
     match e {
         CallError::Unreachable(t) => RPCError::Unreachable(Unreachable::new(&t)),
         CallError::Network(t) => RPCError::Network(NetworkError::new(&t)),
@@ -128,7 +139,8 @@ impl RaftNetwork<TypeConfig> for Connection {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, QuorumMember, RaftError<NodeId>>>
+    {
         let r: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> = self
             .call("append", &rpc, option.hard_ttl())
             .await
@@ -142,7 +154,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+        RPCError<NodeId, QuorumMember, RaftError<NodeId, InstallSnapshotError>>,
     > {
         let r: Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> =
             self.call("snapshot", &rpc, option.hard_ttl())
@@ -155,11 +167,55 @@ impl RaftNetwork<TypeConfig> for Connection {
         &mut self,
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, QuorumMember, RaftError<NodeId>>> {
         let r: Result<VoteResponse<NodeId>, RaftError<NodeId>> = self
             .call("vote", &rpc, option.hard_ttl())
             .await
             .map_err(to_rpc_error)?;
         r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
+}
+
+/// Asks the controller at `addr` who it is (`Raft.Identify`), within 1 s.
+pub async fn identify(addr: &str) -> Option<sluice_proto::v1::IdentifyResponse> {
+    let endpoint = sluice_proto::transport::internal_endpoint(addr).ok()?;
+    let mut client = RaftClient::new(endpoint.connect_lazy());
+    let mut request = tonic::Request::new(sluice_proto::v1::IdentifyRequest {});
+    request.set_timeout(Duration::from_secs(1));
+    tokio::time::timeout(Duration::from_secs(2), client.identify(request))
+        .await
+        .ok()?
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+/// Whether any other voter of `voters` already belongs to a formed quorum of `cluster_id`
+/// (its id, if so). Peers that do not answer count as not formed: a quorum being formed
+/// starts its nodes at about the same time. Tries a few times, 3 s in all.
+pub async fn probe_formed_quorum(
+    me: NodeId,
+    voters: &std::collections::BTreeMap<NodeId, String>,
+    cluster_id: &str,
+) -> Option<NodeId> {
+    for _ in 0..3 {
+        let asks = voters
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(id, addr)| async move { (*id, identify(addr).await) });
+        let answers = futures::future::join_all(asks).await;
+        for (id, answer) in &answers {
+            if answer
+                .as_ref()
+                .is_some_and(|a| a.initialized && a.cluster_id == cluster_id)
+            {
+                return Some(*id);
+            }
+        }
+        if answers.iter().all(|(_, a)| a.is_some()) {
+            // Everyone answered, and nobody belongs to a quorum: it is being formed.
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    None
 }

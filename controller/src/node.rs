@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::{BasicNode, ServerState};
+use openraft::{ChangeMembers, ServerState};
 use sluice_metadata::records::RecordBatch;
 use sluice_metadata::{BrokerId, MetadataImage, MetadataRecord};
 use sluice_proto::status::error_status;
@@ -28,7 +28,7 @@ use tonic::Status;
 use crate::logic::{self, Defaults, Refusal};
 use crate::network::NetworkFactory;
 use crate::store::{self, Applied, LogStore, StateMachine};
-use crate::types::{NodeId, Raft};
+use crate::types::{NodeId, QuorumMember, Raft};
 
 /// Everything a controller needs to start. Keys are Kafka's where Kafka has one.
 #[derive(Debug, Clone)]
@@ -76,6 +76,9 @@ struct Session {
 pub struct ControllerNode {
     /// This node's id.
     pub id: NodeId,
+    /// The id of this node's data directory (`directory.id`, made when the directory was
+    /// first used): with the node id, what makes it the voter the membership names.
+    pub directory_id: String,
     /// Settings.
     pub config: ControllerConfig,
     /// The Raft handle.
@@ -142,6 +145,7 @@ impl ControllerNode {
     pub async fn start(config: ControllerConfig) -> Result<Arc<Self>, String> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| format!("creating {}: {e}", config.data_dir.display()))?;
+        let (directory_id, new_directory) = load_or_create_directory_id(&config.data_dir)?;
         let db = store::open_db(&config.data_dir)?;
         let log = LogStore::new(&db).map_err(|e| e.to_string())?;
         let (sm, applied) = StateMachine::new(&db)?;
@@ -165,6 +169,7 @@ impl ControllerNode {
             Arc::new(raft_config),
             NetworkFactory {
                 voters: config.voters.clone(),
+                me: (config.node_id, directory_id.clone()),
             },
             log.clone(),
             sm,
@@ -172,20 +177,61 @@ impl ControllerNode {
         .await
         .map_err(|e| format!("starting raft: {e}"))?;
         if !raft.is_initialized().await.map_err(|e| e.to_string())? {
-            let members: BTreeMap<NodeId, BasicNode> = config
-                .voters
-                .iter()
-                .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
-                .collect();
-            match raft.initialize(members).await {
-                Ok(()) => {
-                    tracing::info!(voters = ?config.voters, "initialized metadata quorum membership")
+            // Decided in the background, so this node's listener (started once `start`
+            // returns) answers its peers' Identify meanwhile: nodes of a quorum being formed
+            // learn at once that none of them is initialized.
+            let (raft, config, directory_id) = (raft.clone(), config.clone(), directory_id.clone());
+            tokio::spawn(async move {
+                // An empty directory: either the quorum is being formed, or this node lost its
+                // disk and a quorum exists without it. In the second case it must not vote as the
+                // voter it was (it forgot its vote and its log): it stays an observer until an
+                // operator adds it again (issue 15).
+                let formed = crate::network::probe_formed_quorum(
+                    config.node_id,
+                    &config.voters,
+                    &config.cluster_id,
+                )
+                .await;
+                match formed {
+                    Some(peer) => tracing::warn!(
+                        directory_id = %directory_id, peer,
+                        "this controller's directory is new and a quorum already exists: starting as an observer, \
+                         not initializing a membership (it takes part only where the quorum's membership names \
+                         this directory or leaves it unbound, as right after the quorum formed; otherwise it votes \
+                         and counts toward commits once added: `sluice quorum remove-controller --controller-id {id}` \
+                         if it was a voter, then `sluice quorum add-controller --controller-id {id} --address HOST:PORT`)",
+                        id = config.node_id
+                    ),
+                    None => {
+                        // Every voter initializes the same entry (directory ids unbound; the first
+                        // active controller binds them), so it does not matter whose wins.
+                        let members: BTreeMap<NodeId, QuorumMember> = config
+                            .voters
+                            .iter()
+                            .map(|(id, addr)| {
+                                (
+                                    *id,
+                                    QuorumMember {
+                                        addr: addr.clone(),
+                                        directory_id: String::new(),
+                                    },
+                                )
+                            })
+                            .collect();
+                        match raft.initialize(members).await {
+                            Ok(()) => tracing::info!(voters = ?config.voters, %directory_id,
+                            "initialized metadata quorum membership"),
+                            Err(e) => tracing::info!(error = %e, "membership already initialized"),
+                        }
+                    }
                 }
-                Err(e) => tracing::info!(error = %e, "membership already initialized"),
-            }
+            });
+        } else if new_directory {
+            tracing::warn!(%directory_id, "this controller's Raft state had no directory id; gave it one");
         }
         Ok(Arc::new(ControllerNode {
             id: config.node_id,
+            directory_id,
             config,
             raft,
             log,
@@ -208,7 +254,347 @@ impl ControllerNode {
 
     /// Address of a voter.
     pub fn voter_addr(&self, id: NodeId) -> Option<String> {
-        self.config.voters.get(&id).cloned()
+        self.config.voters.get(&id).cloned().or_else(|| {
+            self.raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+        })
+    }
+
+    /// Checks that a Raft request is meant for this node's directory and comes from the
+    /// voter its sender claims to be (issue 15): a node whose disk was replaced is not the
+    /// voter it was, and neither votes nor counts toward a commit.
+    pub fn check_raft_identity(
+        &self,
+        target_directory_id: &str,
+        sender_id: NodeId,
+        sender_directory_id: &str,
+    ) -> Result<(), Status> {
+        if !target_directory_id.is_empty() && target_directory_id != self.directory_id {
+            return Err(error_status(
+                ErrorCode::InconsistentVoterSet,
+                format!(
+                    "node {} has directory {}, not {target_directory_id}: its disk was replaced, so it is \
+                     not that voter; remove and add it again",
+                    self.id, self.directory_id
+                ),
+                None,
+            ));
+        }
+        let bound = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&sender_id)
+            .map(|n| n.directory_id.clone())
+            .unwrap_or_default();
+        if !bound.is_empty() && bound != sender_directory_id {
+            return Err(error_status(
+                ErrorCode::InconsistentVoterSet,
+                format!(
+                    "the membership binds node {sender_id} to directory {bound}, but the sender has \
+                     {sender_directory_id:?}: not that voter"
+                ),
+                None,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Voters of `after` that answer now under the directory id `members` gives them
+    /// (unbound: any); this node counts as up. The rest are down or are not that voter.
+    async fn voters_up(
+        &self,
+        after: &std::collections::BTreeSet<NodeId>,
+        members: &BTreeMap<NodeId, QuorumMember>,
+    ) -> Vec<NodeId> {
+        let asks = after.iter().map(|id| async move {
+            if *id == self.id {
+                return Some(*id);
+            }
+            let member = members.get(id)?;
+            let r = crate::network::identify(&member.addr).await?;
+            let same = r.node_id == *id
+                && (member.directory_id.is_empty() || member.directory_id == r.directory_id);
+            same.then_some(*id)
+        });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// The current membership, refusing while a joint (two-config) change is in progress.
+    fn settled_membership(
+        &self,
+    ) -> Result<
+        (
+            std::collections::BTreeSet<NodeId>,
+            BTreeMap<NodeId, QuorumMember>,
+        ),
+        Status,
+    > {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let membership = m.membership();
+        if membership.get_joint_config().len() > 1 {
+            return Err(error_status(
+                ErrorCode::InconsistentVoterSet,
+                "a voter change is in progress; one change at a time".to_string(),
+                None,
+            ));
+        }
+        let voters = membership.voter_ids().collect();
+        let members = membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
+        Ok((voters, members))
+    }
+
+    /// `Admin.AddController` on the active controller.
+    pub async fn add_controller(
+        &self,
+        req: sluice_proto::v1::AddControllerRequest,
+    ) -> Result<sluice_proto::v1::QuorumChangeResponse, Status> {
+        let id = u64::try_from(req.controller_id).map_err(|_| {
+            error_status(
+                ErrorCode::InvalidRequest,
+                format!("controller id {} must not be negative", req.controller_id),
+                None,
+            )
+        })?;
+        self.ensure_current().await?;
+        let (before, mut members) = self.settled_membership()?;
+        if before.contains(&id) {
+            return Err(error_status(
+                ErrorCode::InconsistentVoterSet,
+                format!("controller {id} is already a voter; remove it first to replace it"),
+                None,
+            ));
+        }
+        let who = crate::network::identify(&req.address).await;
+        let Some(who) = who.filter(|w| w.node_id == id) else {
+            return Err(error_status(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "no controller with node id {id} answers at {}: start it there first (on an empty \
+                     directory it waits as an observer)",
+                    req.address
+                ),
+                None,
+            ));
+        };
+        if who.cluster_id != self.config.cluster_id {
+            return Err(error_status(
+                ErrorCode::InconsistentClusterId,
+                format!(
+                    "controller {id} at {} belongs to cluster {:?}, not {:?}",
+                    req.address, who.cluster_id, self.config.cluster_id
+                ),
+                None,
+            ));
+        }
+        let member = QuorumMember {
+            addr: req.address.clone(),
+            directory_id: who.directory_id.clone(),
+        };
+        members.insert(id, member.clone());
+        let mut after = before.clone();
+        after.insert(id);
+        let up = self.voters_up(&after, &members).await;
+        let keeps_majority = up.len() * 2 > after.len();
+        let mut resp = sluice_proto::v1::QuorumChangeResponse {
+            voters_before: before.iter().map(|v| *v as i32).collect(),
+            voters_after: after.iter().map(|v| *v as i32).collect(),
+            voters_up_after: up.iter().map(|v| *v as i32).collect(),
+            keeps_majority,
+            applied: false,
+            directory_id: who.directory_id.clone(),
+        };
+        if req.dry_run {
+            return Ok(resp);
+        }
+        if !keeps_majority {
+            return Err(error_status(
+                ErrorCode::InconsistentVoterSet,
+                format!(
+                    "refused: after adding {id} only {up:?} of the voters {after:?} answer, not a majority"
+                ),
+                None,
+            ));
+        }
+        // A learner first: it catches up without counting toward commits, then it votes.
+        let catch_up = self.config.write_timeout * 6;
+        let raft_err = |what: &str, e: String| {
+            error_status(
+                ErrorCode::UnknownServerError,
+                format!("{what} controller {id}: {e}"),
+                None,
+            )
+        };
+        match tokio::time::timeout(catch_up, self.raft.add_learner(id, member, true)).await {
+            Err(_) => {
+                return Err(error_status(
+                    ErrorCode::RequestTimedOut,
+                    format!(
+                        "controller {id} did not catch up within {catch_up:?}; it stays a learner"
+                    ),
+                    None,
+                ))
+            }
+            Ok(Err(e)) => return Err(raft_err("adding", e.to_string())),
+            Ok(Ok(_)) => {}
+        }
+        let change = ChangeMembers::AddVoterIds([id].into());
+        match tokio::time::timeout(catch_up, self.raft.change_membership(change, false)).await {
+            Err(_) => {
+                return Err(error_status(
+                    ErrorCode::RequestTimedOut,
+                    format!("making controller {id} a voter did not commit within {catch_up:?}"),
+                    None,
+                ))
+            }
+            Ok(Err(e)) => return Err(raft_err("promoting", e.to_string())),
+            Ok(Ok(_)) => {}
+        }
+        tracing::info!(controller = id, directory_id = %who.directory_id, voters = ?after, "added a voter");
+        resp.applied = true;
+        Ok(resp)
+    }
+
+    /// `Admin.RemoveController` on the active controller.
+    pub async fn remove_controller(
+        &self,
+        req: sluice_proto::v1::RemoveControllerRequest,
+    ) -> Result<sluice_proto::v1::QuorumChangeResponse, Status> {
+        let id = u64::try_from(req.controller_id).map_err(|_| {
+            error_status(
+                ErrorCode::InvalidRequest,
+                format!("controller id {} must not be negative", req.controller_id),
+                None,
+            )
+        })?;
+        self.ensure_current().await?;
+        let (before, members) = self.settled_membership()?;
+        if !before.contains(&id) {
+            return Err(error_status(
+                ErrorCode::InconsistentVoterSet,
+                format!("controller {id} is not a voter (voters: {before:?})"),
+                None,
+            ));
+        }
+        let mut after = before.clone();
+        after.remove(&id);
+        if after.is_empty() {
+            return Err(error_status(
+                ErrorCode::InconsistentVoterSet,
+                format!("controller {id} is the last voter"),
+                None,
+            ));
+        }
+        let up = self.voters_up(&after, &members).await;
+        let keeps_majority = up.len() * 2 > after.len();
+        let mut resp = sluice_proto::v1::QuorumChangeResponse {
+            voters_before: before.iter().map(|v| *v as i32).collect(),
+            voters_after: after.iter().map(|v| *v as i32).collect(),
+            voters_up_after: up.iter().map(|v| *v as i32).collect(),
+            keeps_majority,
+            applied: false,
+            directory_id: members
+                .get(&id)
+                .map(|m| m.directory_id.clone())
+                .unwrap_or_default(),
+        };
+        if req.dry_run {
+            return Ok(resp);
+        }
+        if !keeps_majority {
+            return Err(error_status(
+                ErrorCode::InconsistentVoterSet,
+                format!(
+                    "refused: after removing {id} only {up:?} of the voters {after:?} answer, not a majority"
+                ),
+                None,
+            ));
+        }
+        let change = ChangeMembers::RemoveVoters([id].into());
+        let wait = self.config.write_timeout * 2;
+        match tokio::time::timeout(wait, self.raft.change_membership(change, false)).await {
+            Err(_) => {
+                return Err(error_status(
+                    ErrorCode::RequestTimedOut,
+                    format!("removing controller {id} did not commit within {wait:?}"),
+                    None,
+                ))
+            }
+            Ok(Err(e)) => {
+                return Err(error_status(
+                    ErrorCode::UnknownServerError,
+                    format!("removing controller {id}: {e}"),
+                    None,
+                ))
+            }
+            Ok(Ok(_)) => {}
+        }
+        tracing::info!(controller = id, voters = ?after, "removed a voter");
+        resp.applied = true;
+        Ok(resp)
+    }
+
+    /// On the active controller: binds the directory id of every member whose id is not
+    /// bound yet (a freshly formed quorum), asking each one. Members that do not answer
+    /// stay unbound until a later try.
+    async fn bind_directory_ids(&self) {
+        let membership = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
+        let mut bound = BTreeMap::new();
+        for (id, node) in membership.nodes() {
+            if !node.directory_id.is_empty() {
+                continue;
+            }
+            let directory_id = if *id == self.id {
+                Some(self.directory_id.clone())
+            } else {
+                let addr = self.voter_addr(*id).unwrap_or_else(|| node.addr.clone());
+                crate::network::identify(&addr)
+                    .await
+                    .filter(|r| r.node_id == *id && !r.directory_id.is_empty())
+                    .map(|r| r.directory_id)
+            };
+            if let Some(directory_id) = directory_id {
+                bound.insert(
+                    *id,
+                    QuorumMember {
+                        addr: node.addr.clone(),
+                        directory_id,
+                    },
+                );
+            }
+        }
+        if bound.is_empty() {
+            return;
+        }
+        let what = format!("{bound:?}");
+        match tokio::time::timeout(
+            self.config.write_timeout,
+            self.raft
+                .change_membership(ChangeMembers::SetNodes(bound), false),
+        )
+        .await
+        {
+            Ok(Ok(_)) => tracing::info!(members = %what, "bound the voters' directory ids"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not bind directory ids"),
+            Err(_) => tracing::warn!("binding directory ids timed out"),
+        }
     }
 
     /// Where writes must go: `Ok(None)` when this node is the active controller, the
@@ -484,6 +870,17 @@ impl ControllerNode {
             if !is_leader {
                 continue;
             }
+            let unbound = self
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .nodes()
+                .any(|(_, n)| n.directory_id.is_empty());
+            if unbound {
+                self.bind_directory_ids().await;
+            }
             let image = self.image();
             let expired: Vec<BrokerId> = {
                 let now = Instant::now();
@@ -515,4 +912,32 @@ impl ControllerNode {
             }
         }
     }
+}
+
+/// This controller's directory id from `<dir>/directory.id`, made (random, fsynced) when the
+/// directory has none. Returns whether it was just made.
+fn load_or_create_directory_id(dir: &std::path::Path) -> Result<(String, bool), String> {
+    let path = dir.join("directory.id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok((id.trim().to_string(), false)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    }
+    let id = format!(
+        "{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    );
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(id.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok((id, true))
 }

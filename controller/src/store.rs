@@ -357,7 +357,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 /// A snapshot as kept in sled.
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, openraft::BasicNode>,
+    meta: SnapshotMeta<NodeId, crate::types::QuorumMember>,
     data: Vec<u8>,
 }
 
@@ -371,7 +371,7 @@ pub struct Applied {
 /// The metadata state machine: the image in memory, snapshots in sled.
 pub struct StateMachine {
     last_applied: Option<LogId<NodeId>>,
-    membership: StoredMembership<NodeId, openraft::BasicNode>,
+    membership: StoredMembership<NodeId, crate::types::QuorumMember>,
     image: Arc<MetadataImage>,
     snapshots: sled::Tree,
     db: Durable,
@@ -425,7 +425,7 @@ impl StateMachine {
 /// Builds a snapshot from a point-in-time copy of the state (the image is immutable).
 pub struct SnapshotBuilder {
     last_applied: Option<LogId<NodeId>>,
-    membership: StoredMembership<NodeId, openraft::BasicNode>,
+    membership: StoredMembership<NodeId, crate::types::QuorumMember>,
     image: Arc<MetadataImage>,
     snapshots: sled::Tree,
     db: Durable,
@@ -466,7 +466,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         &mut self,
     ) -> StorageResult<(
         Option<LogId<NodeId>>,
-        StoredMembership<NodeId, openraft::BasicNode>,
+        StoredMembership<NodeId, crate::types::QuorumMember>,
     )> {
         Ok((self.last_applied, self.membership.clone()))
     }
@@ -527,7 +527,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        meta: &SnapshotMeta<NodeId, crate::types::QuorumMember>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
         let data = snapshot.into_inner();

@@ -165,6 +165,7 @@ pub fn grpc_code(code: ErrorCode) -> tonic::Code {
         ErrorCode::FencedInstanceId => tonic::Code::FailedPrecondition,
         ErrorCode::InvalidRecord => tonic::Code::InvalidArgument,
         ErrorCode::ResourceNotFound => tonic::Code::NotFound,
+        ErrorCode::InconsistentVoterSet => tonic::Code::FailedPrecondition,
         ErrorCode::InvalidUpdateVersion => tonic::Code::Aborted,
         ErrorCode::UnknownTopicId => tonic::Code::NotFound,
         ErrorCode::DuplicateBrokerRegistration => tonic::Code::AlreadyExists,

@@ -123,6 +123,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let err = raft
         .append_entries(RaftPayload {
             payload: vec![0xff; 64].into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

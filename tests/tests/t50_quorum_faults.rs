@@ -130,18 +130,36 @@ async fn paused_leader_steps_down_after_resume() {
     assert_eq!(r.error_code, 0, "{}", r.error_message);
 }
 
-/// Goal: after enough records to snapshot and purge the log, a controller whose data was
-/// wiped rejoins from a snapshot. Method: tiny snapshot interval, 40 topics, kill + wipe +
-/// restart a follower, and read its applied state (which must start from a snapshot).
+/// Runs `sluice quorum ARGS --bootstrap B -o json` and returns its JSON, or its stderr.
+fn quorum_cli(bootstrap: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+    let out = std::process::Command::new(sluice_bin())
+        .arg("quorum")
+        .args(args)
+        .args(["--bootstrap", bootstrap, "--output", "json"])
+        .output()
+        .expect("run sluice quorum");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("not JSON ({e}): {:?}", out.stdout))
+}
+
+/// Issue 15 item 2: a voter that lost its disk used to rejoin under its old id and vote as if
+/// it remembered, which loses committed metadata with 3 voters: A commits e on {A, C}; C is
+/// wiped; A crashes; {B, C'} elect B, which never had e. Method: exactly that, on real
+/// processes with a tiny snapshot interval (so C' later catches up from a snapshot). C' must
+/// start as an observer and say so, {B, C'} must elect nobody, A's return must bring e back,
+/// and `quorum remove-controller` + `add-controller` must make C' a voter again under its
+/// new directory id, caught up with everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wiped_controller_rejoins_from_a_snapshot() {
+async fn a_wiped_voter_is_an_observer_until_re_added_and_loses_nothing() {
     let mut q = Quorum::start(3, &[("metadata.snapshot.interval.records", "10")]);
     let addrs: Vec<String> = (1..=3).map(|i| q.addr(i)).collect();
-    let (leader, _) = wait_for("a leader", WAIT, || leader_of(&addrs[0])).await;
+    let (a, _) = wait_for("a leader", WAIT, || leader_of(&addrs[0])).await;
     let _broker = StandIn::start(addrs.clone(), 1);
-    for i in 0..40 {
+    for i in 0..30 {
         wait_for("topic created", WAIT, || async {
-            create_topic(&q.addr(leader), &format!("t{i}"), 1, 1)
+            create_topic(&q.addr(a), &format!("t{i}"), 1, 1)
                 .await
                 .ok()
                 .filter(|r| {
@@ -150,29 +168,137 @@ async fn wiped_controller_rejoins_from_a_snapshot() {
         })
         .await;
     }
-    let victim = (1..=3).find(|i| *i != leader).unwrap();
-    q.kill(victim);
-    q.wipe(victim);
-    q.spawn(victim);
-    let (img, from_snapshot) = wait_for("the wiped node to catch up", WAIT, || async {
-        let (img, snap) = image_of(&q.addr(victim)).await?;
-        (0..40)
-            .all(|i| img.topic(&format!("t{i}")).is_some())
+    let (a, _) = wait_for("a leader", WAIT, || leader_of(&addrs[0])).await;
+    let others: Vec<u64> = (1..=3).filter(|i| *i != a).collect();
+    let (b, c) = (others[0], others[1]);
+    let c_dir_before = wait_for("C's directory id", WAIT, || async {
+        std::fs::read_to_string(q.nodes[&c].dir.join("metadata/directory.id")).ok()
+    })
+    .await;
+
+    // e commits on {A, C} while B is frozen.
+    q.pause(b);
+    let r = wait_for("e committed on A and C", WAIT, || async {
+        create_topic(&q.addr(a), "e", 1, 1)
+            .await
+            .ok()
+            .filter(|r| r.error_code == 0)
+    })
+    .await;
+    assert_eq!(r.error_code, 0);
+    // C loses its disk and comes back empty; A crashes; B wakes up.
+    q.kill(c);
+    q.wipe(c);
+    q.spawn(c);
+    wait_for("C to say it is an observer", WAIT, || async {
+        q.log_of(c)
+            .contains("starting as an observer")
+            .then_some(())
+    })
+    .await;
+    q.kill(a);
+    q.resume(b);
+    // {B, C'} must not elect anyone: C' is not the voter C was. Watch for several election
+    // timeouts (B's own would fire within one).
+    let watch_until = Instant::now() + 4 * ELECTION_TIMEOUT;
+    while Instant::now() < watch_until {
+        for id in [b, c] {
+            if let Some((l, term)) = leader_of(&q.addr(id)).await {
+                panic!(
+                    "node {id} reports leader {l} (term {term}) with A down and C wiped: a wiped voter voted\nB's log:\n{}\nC's log:\n{}",
+                    q.log_of(b),
+                    q.log_of(c)
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        q.log_of(c).contains("refused a Raft request"),
+        "C' refuses requests meant for the voter C was"
+    );
+
+    // A returns: {A, B} elect a leader, and e is there.
+    q.spawn(a);
+    let ab = [a, b];
+    let (leader, _) = wait_for("a leader among A and B", WAIT, || leader_among(&q, &ab)).await;
+    let leader_addr = q.addr(leader);
+    let (img, _) = wait_for("the leader's image", WAIT, || image_of(&leader_addr)).await;
+    assert!(img.topic("e").is_some(), "the committed topic e survived");
+
+    // Bring C' back as a voter: remove the voter C was, then add the controller now at C.
+    let bootstrap = format!("{},{}", q.addr(a), q.addr(b));
+    let dry = quorum_cli(
+        &bootstrap,
+        &[
+            "remove-controller",
+            "--controller-id",
+            &c.to_string(),
+            "--dry-run",
+        ],
+    )
+    .expect("dry run of remove-controller");
+    assert_eq!(dry["applied"], false);
+    assert_eq!(dry["keeps_majority"], true, "{dry}");
+    let removed = wait_for("remove-controller", WAIT, || async {
+        quorum_cli(
+            &bootstrap,
+            &["remove-controller", "--controller-id", &c.to_string()],
+        )
+        .ok()
+    })
+    .await;
+    assert_eq!(
+        removed["voters_after"].as_array().map(|v| v.len()),
+        Some(2),
+        "{removed}"
+    );
+    let added = quorum_cli(
+        &bootstrap,
+        &[
+            "add-controller",
+            "--controller-id",
+            &c.to_string(),
+            "--address",
+            &q.addr(c),
+        ],
+    )
+    .expect("add-controller");
+    assert_eq!(added["applied"], true, "{added}");
+    let c_dir_after =
+        std::fs::read_to_string(q.nodes[&c].dir.join("metadata/directory.id")).unwrap();
+    assert_ne!(
+        c_dir_after, c_dir_before,
+        "the wiped directory got a new id"
+    );
+    assert_eq!(added["directory_id"], c_dir_after.as_str());
+    let status = quorum_cli(&bootstrap, &["status"]).expect("quorum status");
+    let voters: Vec<u64> = status["voters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .collect();
+    assert!(voters.contains(&c), "C is a voter again: {status}");
+    let row = status["replication"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"].as_u64() == Some(c))
+        .cloned()
+        .unwrap();
+    assert_eq!(row["directory_id"], c_dir_after.as_str(), "{status}");
+    let (img, from_snapshot) = wait_for("C to catch up", WAIT, || async {
+        let (img, snap) = image_of(&q.addr(c)).await?;
+        (img.topic("e").is_some() && (0..30).all(|i| img.topic(&format!("t{i}")).is_some()))
             .then_some((img, snap))
     })
     .await;
     assert!(
         from_snapshot,
-        "the wiped node should have caught up through a snapshot; leader log:\n{}\nvictim log:\n{}",
-        q.log_of(leader),
-        q.log_of(victim)
+        "C caught up through a snapshot of the purged log"
     );
-    assert_eq!(img.topic_ids.len(), 40);
-    let (_, leader_from_snapshot) = image_of(&q.addr(leader)).await.unwrap();
-    assert!(
-        leader_from_snapshot,
-        "the leader's log should have been purged behind a snapshot"
-    );
+    assert!(img.topic("e").is_some());
 }
 
 /// Goal: one controller alone (of three voters) cannot commit anything and says so.

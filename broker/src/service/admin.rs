@@ -47,4 +47,6 @@ relay! {
     describe_configs, DescribeConfigsRequest, DescribeConfigsResponse;
     describe_cluster, DescribeClusterRequest, DescribeClusterResponse;
     describe_quorum, DescribeQuorumRequest, DescribeQuorumResponse;
+    add_controller, AddControllerRequest, QuorumChangeResponse;
+    remove_controller, RemoveControllerRequest, QuorumChangeResponse;
 }

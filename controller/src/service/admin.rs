@@ -450,6 +450,10 @@ impl AdminService {
                 *matched.get(&id).unwrap_or(&-1)
             };
             QuorumNode {
+                directory_id: membership
+                    .get_node(&id)
+                    .map(|n| n.directory_id.clone())
+                    .unwrap_or_default(),
                 node_id: id as i32,
                 host: host.to_string(),
                 port: port.parse().unwrap_or(0),
@@ -487,6 +491,22 @@ impl AdminService {
             max_follower_lag: max_lag,
             max_follower_lag_time_ms: -1,
         })
+    }
+}
+
+impl AdminService {
+    async fn add_controller_local(
+        &self,
+        req: AddControllerRequest,
+    ) -> Result<QuorumChangeResponse, Status> {
+        self.node.add_controller(req).await
+    }
+
+    async fn remove_controller_local(
+        &self,
+        req: RemoveControllerRequest,
+    ) -> Result<QuorumChangeResponse, Status> {
+        self.node.remove_controller(req).await
     }
 }
 
@@ -556,4 +576,6 @@ admin_rpcs! {
     describe_configs, describe_configs_local, DescribeConfigsRequest, DescribeConfigsResponse, "/sluice.v1.Admin/DescribeConfigs";
     describe_cluster, describe_cluster_local, DescribeClusterRequest, DescribeClusterResponse, "/sluice.v1.Admin/DescribeCluster";
     describe_quorum, describe_quorum_local, DescribeQuorumRequest, DescribeQuorumResponse, "/sluice.v1.Admin/DescribeQuorum";
+    add_controller, add_controller_local, AddControllerRequest, QuorumChangeResponse, "/sluice.v1.Admin/AddController";
+    remove_controller, remove_controller_local, RemoveControllerRequest, QuorumChangeResponse, "/sluice.v1.Admin/RemoveController";
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use sluice_proto::status::error_status;
 use sluice_proto::v1::raft_server::Raft;
-use sluice_proto::v1::{ErrorCode, ForwardRequest, ForwardResponse, RaftPayload};
+use sluice_proto::v1::{
+    ErrorCode, ForwardRequest, ForwardResponse, IdentifyRequest, IdentifyResponse, RaftPayload,
+};
 use tonic::{Request, Response, Status};
 
 use super::AdminService;
@@ -24,6 +26,14 @@ impl RaftService {
     pub fn new(node: Arc<ControllerNode>, admin: AdminService) -> Self {
         RaftService { node, admin }
     }
+
+    fn check(&self, p: &RaftPayload) -> Result<(), Status> {
+        self.node
+            .check_raft_identity(&p.target_directory_id, p.sender_id, &p.sender_directory_id)
+            .inspect_err(|e| {
+                tracing::warn!(sender = p.sender_id, error = %e.message(), "refused a Raft request")
+            })
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, p: &[u8]) -> Result<T, Status> {
@@ -40,6 +50,7 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
     let bytes = postcard::to_stdvec(v).map_err(|e| Status::internal(e.to_string()))?;
     Ok(Response::new(RaftPayload {
         payload: bytes.into(),
+        ..Default::default()
     }))
 }
 
@@ -49,8 +60,9 @@ impl Raft for RaftService {
         &self,
         r: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let req: AppendEntriesRequest<TypeConfig> =
-            decode("AppendEntries", &r.into_inner().payload)?;
+        let p = r.into_inner();
+        self.check(&p)?;
+        let req: AppendEntriesRequest<TypeConfig> = decode("AppendEntries", &p.payload)?;
         let resp = self.node.raft.append_entries(req).await;
         if matches!(&resp, Ok(r) if r.is_success()) {
             self.node.leader_contact();
@@ -59,7 +71,9 @@ impl Raft for RaftService {
     }
 
     async fn vote(&self, r: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let req: VoteRequest<u64> = decode("Vote", &r.into_inner().payload)?;
+        let p = r.into_inner();
+        self.check(&p)?;
+        let req: VoteRequest<u64> = decode("Vote", &p.payload)?;
         encode(&self.node.raft.vote(req).await)
     }
 
@@ -67,9 +81,37 @@ impl Raft for RaftService {
         &self,
         r: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let req: InstallSnapshotRequest<TypeConfig> =
-            decode("InstallSnapshot", &r.into_inner().payload)?;
+        let p = r.into_inner();
+        self.check(&p)?;
+        let req: InstallSnapshotRequest<TypeConfig> = decode("InstallSnapshot", &p.payload)?;
         encode(&self.node.raft.install_snapshot(req).await)
+    }
+
+    async fn identify(
+        &self,
+        _r: Request<IdentifyRequest>,
+    ) -> Result<Response<IdentifyResponse>, Status> {
+        let node = &self.node;
+        let initialized = node
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let voter = {
+            let m = node.raft.metrics().borrow().membership_config.clone();
+            let membership = m.membership();
+            membership.voter_ids().any(|v| v == node.id)
+                && membership.get_node(&node.id).is_some_and(|n| {
+                    n.directory_id.is_empty() || n.directory_id == node.directory_id
+                })
+        };
+        Ok(Response::new(IdentifyResponse {
+            node_id: node.id,
+            directory_id: node.directory_id.clone(),
+            initialized,
+            cluster_id: node.config.cluster_id.clone(),
+            voter,
+        }))
     }
 
     async fn forward(
