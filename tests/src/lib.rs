@@ -72,6 +72,8 @@ pub struct ControllerProc {
     pub dir: PathBuf,
     /// Where its output goes (default: the data directory's path with `.log`).
     pub log: Option<PathBuf>,
+    /// Its `controller.quorum.voters`, when not the quorum's (a controller added later).
+    pub voters: Option<String>,
     child: Option<Child>,
     stopped: bool,
 }
@@ -141,6 +143,7 @@ impl Quorum {
                     port: ports[id as usize - 1],
                     dir,
                     log: None,
+                    voters: None,
                     child: None,
                     stopped: false,
                 },
@@ -167,7 +170,10 @@ impl Quorum {
         cmd.arg("controller")
             .args(["--node-id", &id.to_string()])
             .args(["--listeners", &node.addr()])
-            .args(["--controller-quorum-voters", &self.voters])
+            .args([
+                "--controller-quorum-voters",
+                node.voters.as_deref().unwrap_or(&self.voters),
+            ])
             .args(["--log-dirs", node.dir.to_str().expect("utf8 path")]);
         // Metrics on a port the kernel picks (these tests do not scrape them).
         cmd.args(["--override", "metrics.listener=127.0.0.1:0"]);
@@ -180,6 +186,28 @@ impl Quorum {
             .stderr(log);
         node.child = Some(cmd.spawn().expect("spawn sluice controller"));
         node.stopped = false;
+    }
+
+    /// Starts controller `id`, not among the quorum's voters, on a new port and an empty
+    /// directory; it knows the voters plus itself, so it finds the formed quorum and waits
+    /// as an observer until `quorum add-controller` adds it.
+    pub fn spawn_new(&mut self, id: u64) {
+        assert!(!self.nodes.contains_key(&id), "controller {id} exists");
+        let port = free_ports(1)[0];
+        let voters = format!("{},{id}@127.0.0.1:{port}", self.voters);
+        self.nodes.insert(
+            id,
+            ControllerProc {
+                id,
+                port,
+                dir: self._root.path().join(format!("controller-{id}")),
+                log: None,
+                voters: Some(voters),
+                child: None,
+                stopped: false,
+            },
+        );
+        self.spawn(id);
     }
 
     /// SIGKILLs controller `id` and reaps it.

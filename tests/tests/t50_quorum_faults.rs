@@ -228,6 +228,26 @@ async fn a_wiped_voter_is_an_observer_until_re_added_and_loses_nothing() {
 
     // Bring C' back as a voter: remove the voter C was, then add the controller now at C.
     let bootstrap = format!("{},{}", q.addr(a), q.addr(b));
+    let status = quorum_cli(&bootstrap, &["status"]).expect("quorum status");
+    let c_dir_new = std::fs::read_to_string(q.nodes[&c].dir.join("metadata/directory.id")).unwrap();
+    assert!(
+        status["observers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o.as_u64() == Some(c)),
+        "quorum status lists C' as an observer: {status}"
+    );
+    assert!(
+        status["replication"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["node_id"].as_u64() == Some(c)
+                && n["status"] == "Observer"
+                && n["directory_id"] == c_dir_new.as_str()),
+        "with its new directory id: {status}"
+    );
     let dry = quorum_cli(
         &bootstrap,
         &[
@@ -336,5 +356,197 @@ async fn a_minority_cannot_commit_and_says_so() {
     assert!(
         leader_of(&addr).await.is_none(),
         "a lone node must not lead"
+    );
+}
+
+/// The voter ids `quorum status` reports through `bootstrap`.
+fn voters_of(bootstrap: &str) -> Option<Vec<u64>> {
+    let s = quorum_cli(bootstrap, &["status"]).ok()?;
+    let mut v: Vec<u64> = s["voters"]
+        .as_array()?
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .collect();
+    v.sort();
+    Some(v)
+}
+
+/// Issue 15 item 4: voters change while the cluster runs. Method: real processes and a writer
+/// creating topics all along; grow 3 → 5 (two controllers started on empty directories wait as
+/// observers, then `add-controller`), see a change that would leave no reachable majority
+/// refused (two of five voters down: removing a third live one), shrink 5 → 3 removing the
+/// active controller first (leadership moves), and check that every acknowledged creation is
+/// in the final image and that creations were acknowledged in every phase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voters_are_added_and_removed_online_and_nothing_acknowledged_is_lost() {
+    let mut q = Quorum::start(3, &[]);
+    let addrs: Vec<String> = (1..=3).map(|i| q.addr(i)).collect();
+    wait_for("a leader", WAIT, || leader_of(&addrs[0])).await;
+    let _broker = StandIn::start(addrs.clone(), 1);
+    wait_for("the stand-in broker", WAIT, || async {
+        create_topic(&addrs[0], "first", 1, 1)
+            .await
+            .ok()
+            .filter(|r| r.error_code == 0)
+    })
+    .await;
+    let acked: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (acked, stop, addrs) = (acked.clone(), stop.clone(), addrs.clone());
+        tokio::spawn(async move {
+            let (mut i, mut tries) = (0u64, 0usize);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let name = format!("w-{i}");
+                // Any controller forwards to the active one; move on when one is down.
+                tries += 1;
+                let addr = &addrs[tries % addrs.len()];
+                if let Ok(Ok(r)) =
+                    tokio::time::timeout(Duration::from_secs(5), create_topic(addr, &name, 1, 1))
+                        .await
+                {
+                    if r.error_code == 0 || r.error_code == ErrorCode::TopicAlreadyExists as i32 {
+                        acked.lock().unwrap().push(name);
+                        i += 1;
+                        continue;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let progress = |what: &str| {
+        let before = acked.lock().unwrap().len();
+        let acked = acked.clone();
+        let what = what.to_string();
+        async move {
+            wait_for(
+                &format!("creations to be acknowledged {what}"),
+                WAIT,
+                || async { (acked.lock().unwrap().len() > before + 3).then_some(()) },
+            )
+            .await
+        }
+    };
+    let bootstrap = addrs.join(",");
+
+    // Grow to five.
+    for id in [4u64, 5] {
+        q.spawn_new(id);
+        wait_for(
+            "the new controller to wait as an observer",
+            WAIT,
+            || async {
+                q.log_of(id)
+                    .contains("starting as an observer")
+                    .then_some(())
+            },
+        )
+        .await;
+        let added = quorum_cli(
+            &bootstrap,
+            &[
+                "add-controller",
+                "--controller-id",
+                &id.to_string(),
+                "--address",
+                &q.addr(id),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("add-controller {id}: {e}"));
+        assert_eq!(added["applied"], true, "{added}");
+        progress(&format!("after adding {id}")).await;
+    }
+    assert_eq!(voters_of(&bootstrap), Some(vec![1, 2, 3, 4, 5]));
+
+    // Two voters down: removing a third live one would leave 2 of 4 up. Refused.
+    let (leader, _) = wait_for("a leader", WAIT, || leader_of(&addrs[0])).await;
+    let followers: Vec<u64> = (1..=5).filter(|i| *i != leader).collect();
+    q.kill(followers[0]);
+    q.kill(followers[1]);
+    let victim = followers[2].to_string();
+    let dry = quorum_cli(
+        &bootstrap,
+        &["remove-controller", "--controller-id", &victim, "--dry-run"],
+    )
+    .expect("dry run");
+    assert_eq!(dry["keeps_majority"], false, "{dry}");
+    assert_eq!(dry["applied"], false);
+    let refused = quorum_cli(
+        &bootstrap,
+        &["remove-controller", "--controller-id", &victim],
+    )
+    .expect_err("removing a third voter with two down must be refused");
+    assert!(refused.contains("not a majority"), "{refused}");
+    assert_eq!(voters_of(&bootstrap), Some(vec![1, 2, 3, 4, 5]));
+    progress("with two of five voters down").await;
+    q.spawn(followers[0]);
+    q.spawn(followers[1]);
+
+    // Shrink to three, the active controller first: leadership moves.
+    let (leader, _) = wait_for("a leader", WAIT, || leader_of(&addrs[0])).await;
+    let removed = wait_for("remove-controller of the leader", WAIT, || async {
+        quorum_cli(
+            &bootstrap,
+            &["remove-controller", "--controller-id", &leader.to_string()],
+        )
+        .ok()
+    })
+    .await;
+    assert_eq!(removed["applied"], true, "{removed}");
+    let live: Vec<String> = (1..=5)
+        .filter(|i| *i != leader)
+        .map(|i| q.addr(i))
+        .collect();
+    let live_bootstrap = live.join(",");
+    let (new_leader, _) = wait_for("a new leader", WAIT, || async {
+        for a in &live {
+            if let Some((l, t)) = leader_of(a).await {
+                if l != leader {
+                    return Some((l, t));
+                }
+            }
+        }
+        None
+    })
+    .await;
+    assert_ne!(
+        new_leader, leader,
+        "the removed active controller gave up leadership"
+    );
+    progress("after removing the active controller").await;
+    let next = (1..=5).find(|i| *i != leader && *i != new_leader).unwrap();
+    let removed = wait_for("remove-controller", WAIT, || async {
+        quorum_cli(
+            &live_bootstrap,
+            &["remove-controller", "--controller-id", &next.to_string()],
+        )
+        .ok()
+    })
+    .await;
+    assert_eq!(removed["applied"], true, "{removed}");
+    let mut expected: Vec<u64> = (1..=5).filter(|i| *i != leader && *i != next).collect();
+    expected.sort();
+    assert_eq!(voters_of(&live_bootstrap), Some(expected.clone()));
+    progress("with three voters again").await;
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    let final_leader = wait_for("the final leader", WAIT, || async {
+        for id in &expected {
+            if let Some((l, _)) = leader_of(&q.addr(*id)).await {
+                return Some(l);
+            }
+        }
+        None
+    })
+    .await;
+    let leader_addr = q.addr(final_leader);
+    let (img, _) = wait_for("the final image", WAIT, || image_of(&leader_addr)).await;
+    let missing: Vec<&String> = acked.iter().filter(|n| img.topic(n).is_none()).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged creations lost: {missing:?}"
     );
 }
