@@ -91,12 +91,59 @@ pub struct ControllerNode {
     sessions: Mutex<HashMap<BrokerId, Session>>,
     /// One decision at a time (held across the Raft write, so it is a tokio mutex).
     decide_lock: tokio::sync::Mutex<()>,
+    /// Controllers reachable at an address this node knows whose directory the membership
+    /// does not name: (node id, address, directory id), refreshed by `run_observer_probe`
+    /// on the active controller, so DescribeQuorum never waits on an unreachable peer.
+    pub observers: Mutex<Vec<(NodeId, String, String)>>,
     /// The leader we last knew and when it last sent us AppendEntries (std mutex: tiny
     /// sections, no `.await`).
     last_leader_contact: Mutex<(Option<NodeId>, Instant)>,
 }
 
 impl ControllerNode {
+    /// On the active controller, every 2 s: asks every controller address it knows (its
+    /// `controller.quorum.voters` and the membership) who answers there, and keeps those the
+    /// membership does not name under their directory (observers; issue 15). Runs forever.
+    pub async fn run_observer_probe(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            if self.leader() != Some(self.id) {
+                self.observers.lock().expect("observers lock").clear();
+                continue;
+            }
+            let membership = self
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .clone();
+            let mut known: BTreeMap<NodeId, String> = self.config.voters.clone();
+            for (id, n) in membership.nodes() {
+                known.entry(*id).or_insert_with(|| n.addr.clone());
+            }
+            known.remove(&self.id);
+            let asks = known.into_iter().map(|(id, addr)| async move {
+                (id, addr.clone(), crate::network::identify(&addr).await)
+            });
+            let mut found = Vec::new();
+            for (id, addr, who) in futures::future::join_all(asks).await {
+                let Some(who) = who.filter(|w| w.node_id == id) else {
+                    continue;
+                };
+                let observer = match membership.get_node(&id) {
+                    None => true,
+                    Some(n) => !n.directory_id.is_empty() && n.directory_id != who.directory_id,
+                };
+                if observer {
+                    found.push((id, addr, who.directory_id));
+                }
+            }
+            *self.observers.lock().expect("observers lock") = found;
+        }
+    }
+
     /// Publishes quorum gauges every second (Kafka's raft-metrics and
     /// KafkaController gauges). Runs forever.
     pub async fn run_gauges(self: Arc<Self>) {
@@ -238,6 +285,7 @@ impl ControllerNode {
             applied,
             sessions: Mutex::new(HashMap::new()),
             decide_lock: tokio::sync::Mutex::new(()),
+            observers: Mutex::new(Vec::new()),
             last_leader_contact: Mutex::new((None, Instant::now())),
         }))
     }

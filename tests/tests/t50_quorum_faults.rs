@@ -228,16 +228,17 @@ async fn a_wiped_voter_is_an_observer_until_re_added_and_loses_nothing() {
 
     // Bring C' back as a voter: remove the voter C was, then add the controller now at C.
     let bootstrap = format!("{},{}", q.addr(a), q.addr(b));
-    let status = quorum_cli(&bootstrap, &["status"]).expect("quorum status");
     let c_dir_new = std::fs::read_to_string(q.nodes[&c].dir.join("metadata/directory.id")).unwrap();
-    assert!(
+    // The active controller probes for observers every 2 s.
+    let status = wait_for("quorum status to list C' as an observer", WAIT, || async {
+        let status = quorum_cli(&bootstrap, &["status"]).ok()?;
         status["observers"]
-            .as_array()
-            .unwrap()
+            .as_array()?
             .iter()
-            .any(|o| o.as_u64() == Some(c)),
-        "quorum status lists C' as an observer: {status}"
-    );
+            .any(|o| o.as_u64() == Some(c))
+            .then_some(status)
+    })
+    .await;
     assert!(
         status["replication"]
             .as_array()

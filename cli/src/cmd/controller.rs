@@ -70,6 +70,7 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!(e))?;
         let mut checker = tokio::spawn(node.clone().run_session_checker());
         let gauges = tokio::spawn(node.clone().run_gauges());
+        let observers = tokio::spawn(node.clone().run_observer_probe());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             tokio::select! {
@@ -89,6 +90,7 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         tracing::info!(node = node.id, "controller stopping");
         checker.abort();
         gauges.abort();
+        observers.abort();
         let _ = node.raft.shutdown().await;
         served.map_err(|e| anyhow::anyhow!(e))?;
         anyhow::ensure!(

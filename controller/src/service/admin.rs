@@ -482,38 +482,21 @@ impl AdminService {
             .collect();
         // Controllers running where the membership does not know them under their directory
         // (started on an empty directory after the quorum formed, or a voter whose disk was
-        // replaced): observers until `add-controller` (issue 15).
-        let mut known: BTreeMap<u64, String> = self.node.config.voters.clone();
-        for (id, n) in membership.nodes() {
-            known.entry(*id).or_insert_with(|| n.addr.clone());
-        }
-        known.remove(&m.id);
-        let asks = known.into_iter().map(|(id, addr)| async move {
-            (id, addr.clone(), crate::network::identify(&addr).await)
-        });
-        for (id, addr, who) in futures::future::join_all(asks).await {
-            let Some(who) = who.filter(|w| w.node_id == id) else {
-                continue;
-            };
-            let bound = membership.get_node(&id).map(|n| n.directory_id.clone());
-            let observer = match bound {
-                None => true,
-                Some(b) => !b.is_empty() && b != who.directory_id,
-            };
-            if observer {
-                let (host, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), "0"));
-                observers.push(QuorumNode {
-                    node_id: id as i32,
-                    host: host.to_string(),
-                    port: port.parse().unwrap_or(0),
-                    log_end_offset: -1,
-                    lag: -1,
-                    last_fetch_timestamp_ms: -1,
-                    last_caught_up_timestamp_ms: -1,
-                    status: QuorumNodeStatus::Observer as i32,
-                    directory_id: who.directory_id,
-                });
-            }
+        // replaced): observers until `add-controller` (issue 15). Probed in the background.
+        let probed = self.node.observers.lock().expect("observers lock").clone();
+        for (id, addr, directory_id) in probed {
+            let (host, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), "0"));
+            observers.push(QuorumNode {
+                node_id: id as i32,
+                host: host.to_string(),
+                port: port.parse().unwrap_or(0),
+                log_end_offset: -1,
+                lag: -1,
+                last_fetch_timestamp_ms: -1,
+                last_caught_up_timestamp_ms: -1,
+                status: QuorumNodeStatus::Observer as i32,
+                directory_id,
+            });
         }
         let max_lag = voters.iter().map(|v| v.lag).max().unwrap_or(0);
         Ok(DescribeQuorumResponse {
