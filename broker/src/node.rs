@@ -492,16 +492,41 @@ impl BrokerNode {
             topics,
             validate_only,
         };
+        self.relay_admin(req, |mut c, r| async move { c.create_topics(r).await })
+            .await
+            .map(|r| r.results)
+    }
+
+    /// Runs one Admin call on the controllers in turn, as the gRPC Admin relay does: an
+    /// unreachable controller (UNAVAILABLE without detail) is skipped, any other answer is
+    /// the answer (KIP-590: brokers forward admin requests).
+    pub async fn relay_admin<Req, Resp, F, Fut>(
+        &self,
+        req: Req,
+        call: F,
+    ) -> Result<Resp, tonic::Status>
+    where
+        Req: Clone,
+        F: Fn(
+            sluice_proto::v1::admin_client::AdminClient<tonic::transport::Channel>,
+            tonic::Request<Req>,
+        ) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
         let mut last = tonic::Status::unavailable("no controller reachable");
         for addr in &self.config.controllers {
-            let mut call = tonic::Request::new(req.clone());
-            call.set_timeout(crate::service::ADMIN_RELAY_TIMEOUT);
-            match sluice_proto::v1::admin_client::AdminClient::new(self.channel(addr))
-                .create_topics(call)
-                .await
-            {
-                Ok(r) => return Ok(r.into_inner().results),
-                Err(s) => last = s,
+            let mut r = tonic::Request::new(req.clone());
+            r.set_timeout(crate::service::ADMIN_RELAY_TIMEOUT);
+            let client = sluice_proto::v1::admin_client::AdminClient::new(self.channel(addr));
+            match call(client, r).await {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(s)
+                    if s.code() == tonic::Code::Unavailable
+                        && sluice_proto::status::error_detail(&s).is_none() =>
+                {
+                    last = s
+                }
+                Err(s) => return Err(s),
             }
         }
         Err(last)
@@ -513,19 +538,9 @@ impl BrokerNode {
         names: Vec<String>,
     ) -> Result<Vec<sluice_proto::v1::DeleteTopicResult>, tonic::Status> {
         let req = sluice_proto::v1::DeleteTopicsRequest { names };
-        let mut last = tonic::Status::unavailable("no controller reachable");
-        for addr in &self.config.controllers {
-            let mut call = tonic::Request::new(req.clone());
-            call.set_timeout(crate::service::ADMIN_RELAY_TIMEOUT);
-            match sluice_proto::v1::admin_client::AdminClient::new(self.channel(addr))
-                .delete_topics(call)
-                .await
-            {
-                Ok(r) => return Ok(r.into_inner().results),
-                Err(s) => last = s,
-            }
-        }
-        Err(last)
+        self.relay_admin(req, |mut c, r| async move { c.delete_topics(r).await })
+            .await
+            .map(|r| r.results)
     }
 
     /// Auto-creation for a Metadata request (Kafka's `auto.create.topics.enable`): creates

@@ -16,6 +16,7 @@ from confluent_kafka.admin import (
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
+    ConfigSource,
     NewPartitions,
     NewTopic,
     ResourceType,
@@ -79,8 +80,8 @@ res = topic_resource(
 list(c.incremental_alter_configs([res]).values())[0].result(30)
 entries = describe()
 report["retention"] = entries["retention.ms"].value
-report["retention_source"] = entries["retention.ms"].source.name
-report["segment_source"] = entries["segment.bytes"].source.name
+report["retention_source"] = ConfigSource(entries["retention.ms"].source).name
+report["segment_source"] = ConfigSource(entries["segment.bytes"].source).name
 bad = topic_resource(
     ConfigEntry("retention.ms", "soon", incremental_operation=AlterConfigOpType.SET)
 )
@@ -92,13 +93,8 @@ report["append_op"] = error_name(list(c.incremental_alter_configs([append]).valu
 
 kp = KafkaAdminClient(bootstrap_servers=bootstrap)
 kr = kp.describe_configs([KConfigResource(KConfigResourceType.TOPIC, "cfg-a")])
-kp_value = None
-for resp in kr:
-    for resource in resp.resources:
-        # (error_code, error_message, resource_type, resource_name, configs)
-        for entry in resource[4]:
-            if entry[0] == "retention.ms":
-                kp_value = entry[1]
+# {resource type: {resource name: {key: {config data}}}}, only keys that are not defaults.
+kp_value = kr.get("topic", {}).get("cfg-a", {}).get("retention.ms", {}).get("value")
 report["kp_retention"] = kp_value
 kp.close()
 
@@ -107,7 +103,7 @@ reset = topic_resource(
 )
 list(c.incremental_alter_configs([reset]).values())[0].result(30)
 entries = describe()
-report["reset_source"] = entries["retention.ms"].source.name
+report["reset_source"] = ConfigSource(entries["retention.ms"].source).name
 
 cluster = c.describe_cluster().result(30)
 report["cluster_brokers"] = len(cluster.nodes)

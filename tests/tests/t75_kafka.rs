@@ -1103,3 +1103,45 @@ async fn a_partition_a_fetch_has_no_room_for_still_gets_its_high_watermark() {
         "(partition, error, high watermark, has records)"
     );
 }
+
+/// Goal: Kafka admin clients add partitions and read and change topic configs on Sluice
+/// (CreatePartitions, DescribeConfigs, IncrementalAlterConfigs, relayed to the controllers),
+/// and describe the cluster (DescribeCluster). Method: 1 controller + 2 brokers;
+/// `tests/py/kafka_configs.py` grows a topic 2 → 5 partitions (a shrink and an unknown topic
+/// refused), sets `retention.ms` and reads it back as a topic override (librdkafka and
+/// kafka-python), sees a bad value and an APPEND refused by name, resets it to the default,
+/// and gets both brokers from DescribeCluster. Sluice's own admin API sees 5 partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_admin_clients_add_partitions_and_change_configs() {
+    let c = Cluster::start(1, 2, &[], &[]);
+    let b = c.broker_addr(1);
+    wait_for("two brokers in Metadata", WAIT, || async {
+        let out = kcat_try(&["-b", &b, "-L", "-J"], None).ok()?;
+        let m: serde_json::Value = serde_json::from_str(&out).ok()?;
+        (m["brokers"].as_array()?.len() == 2).then_some(())
+    })
+    .await;
+    let r = py_report("kafka_configs.py", &[b.as_str()], 180);
+    assert_eq!(
+        r,
+        serde_json::json!({
+            "grown": true,
+            "shrink": "INVALID_PARTITIONS",
+            "unknown_topic_partitions": "UNKNOWN_TOPIC_OR_PART",
+            "retention": "7200000",
+            "retention_source": "DYNAMIC_TOPIC_CONFIG",
+            "segment_source": "DEFAULT_CONFIG",
+            "bad_value": "INVALID_CONFIG",
+            "append_op": "INVALID_REQUEST",
+            "kp_retention": "7200000",
+            "reset_source": "DEFAULT_CONFIG",
+            "cluster_brokers": 2,
+            "cluster_id_set": true,
+            "controller_is_a_broker": true
+        })
+    );
+    let t = describe_topic(&c.controller_addr(1), "cfg-a")
+        .await
+        .expect("cfg-a exists");
+    assert_eq!(t.partitions.len(), 5, "{t:?}");
+}

@@ -1,12 +1,22 @@
-//! Topic administration over the Kafka protocol: CreateTopics and DeleteTopics, relayed to
-//! the controller quorum like Sluice's own Admin calls (any broker answers, as in KRaft,
-//! where brokers forward them), so `kafka-topics.sh`, `AdminClient.createTopics` and
-//! kafka-python's `KafkaAdminClient` work unchanged.
+//! Administration over the Kafka protocol: CreateTopics, DeleteTopics, CreatePartitions,
+//! DescribeConfigs and IncrementalAlterConfigs, relayed to the controller quorum like Sluice's
+//! own Admin calls (any broker answers, as in KRaft, where brokers forward them), and
+//! DescribeCluster from this broker's image; so `kafka-topics.sh`, `kafka-configs.sh`,
+//! `AdminClient` and kafka-python's `KafkaAdminClient` work unchanged.
 
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest,
+    DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, TopicName,
 };
 use sluice_proto::v1 as pb;
 
@@ -179,4 +189,292 @@ pub(super) async fn delete_topics(
         })
         .collect();
     DeleteTopicsResponse::default().with_responses(responses)
+}
+
+/// Kafka's config resource types that Sluice knows (`ConfigResource.Type`).
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+/// Kafka's INVALID_REQUEST.
+const INVALID_REQUEST: i16 = 42;
+
+fn resource_type_of(t: i8) -> Option<pb::ConfigResourceType> {
+    match t {
+        RESOURCE_TOPIC => Some(pb::ConfigResourceType::Topic),
+        RESOURCE_BROKER => Some(pb::ConfigResourceType::Broker),
+        _ => None,
+    }
+}
+
+/// Kafka's `ConfigSource` ids (DescribeConfigs v1+) of Sluice's sources.
+fn config_source_id(s: i32) -> i8 {
+    match pb::ConfigSource::try_from(s) {
+        Ok(pb::ConfigSource::Topic) => 1,
+        Ok(pb::ConfigSource::StaticBroker) => 4,
+        Ok(pb::ConfigSource::Default) => 5,
+        _ => 0,
+    }
+}
+
+pub(super) async fn create_partitions(
+    ctx: &Ctx,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut results = Vec::new();
+    let mut asked = Vec::new();
+    for t in &req.topics {
+        let name = t.name.0.as_str().to_string();
+        if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+            results.push(
+                CreatePartitionsTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_error_code(INVALID_REPLICA_ASSIGNMENT)
+                    .with_error_message(msg(
+                        "manual replica assignments are not supported: new partitions follow Sluice's (i + j) mod n placement".into(),
+                    )),
+            );
+            continue;
+        }
+        asked.push(pb::CreatePartitionsTopic {
+            name,
+            count: t.count,
+        });
+    }
+    if !asked.is_empty() {
+        let names: Vec<String> = asked.iter().map(|t| t.name.clone()).collect();
+        let r = ctx
+            .node
+            .relay_admin(
+                pb::CreatePartitionsRequest {
+                    topics: asked,
+                    validate_only: req.validate_only,
+                },
+                |mut c, r| async move { c.create_partitions(r).await },
+            )
+            .await;
+        match r {
+            Ok(resp) => {
+                for r in resp.results {
+                    results.push(
+                        CreatePartitionsTopicResult::default()
+                            .with_name(TopicName(kstr(r.name)))
+                            .with_error_code(r.error_code as i16)
+                            .with_error_message(msg(r.error_message)),
+                    );
+                }
+            }
+            Err(s) => {
+                let (code, m) = code_of(&s);
+                for n in names {
+                    results.push(
+                        CreatePartitionsTopicResult::default()
+                            .with_name(TopicName(kstr(n)))
+                            .with_error_code(code)
+                            .with_error_message(msg(m.clone())),
+                    );
+                }
+            }
+        }
+    }
+    CreatePartitionsResponse::default().with_results(results)
+}
+
+pub(super) async fn describe_configs(
+    ctx: &Ctx,
+    req: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
+    let mut results = Vec::new();
+    for res in &req.resources {
+        let name = res.resource_name.as_str().to_string();
+        let base = DescribeConfigsResult::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name.clone());
+        let Some(kind) = resource_type_of(res.resource_type) else {
+            results.push(
+                base.with_error_code(INVALID_REQUEST)
+                    .with_error_message(msg(format!(
+                        "config resource type {} is not supported: TOPIC (2) and BROKER (4) are",
+                        res.resource_type
+                    ))),
+            );
+            continue;
+        };
+        let keys: Vec<String> = res
+            .configuration_keys
+            .iter()
+            .flatten()
+            .map(|k| k.as_str().to_string())
+            .collect();
+        let r = ctx
+            .node
+            .relay_admin(
+                pb::DescribeConfigsRequest {
+                    resources: vec![pb::DescribeConfigsResource {
+                        resource_type: kind as i32,
+                        resource_name: name.clone(),
+                        keys,
+                    }],
+                },
+                |mut c, r| async move { c.describe_configs(r).await },
+            )
+            .await;
+        let out = match r.map(|r| r.results.into_iter().next()) {
+            Ok(Some(r)) if r.error_code == 0 => {
+                let configs = r
+                    .entries
+                    .into_iter()
+                    .map(|e| {
+                        let mut c = DescribeConfigsResourceResult::default()
+                            .with_name(kstr(e.name))
+                            .with_value(e.value.map(kstr))
+                            .with_read_only(e.read_only)
+                            .with_config_source(config_source_id(e.source))
+                            .with_is_sensitive(e.is_sensitive);
+                        if version >= 3 {
+                            c = c.with_documentation(None);
+                        }
+                        c
+                    })
+                    .collect();
+                base.with_error_code(0).with_configs(configs)
+            }
+            Ok(Some(r)) => base
+                .with_error_code(r.error_code as i16)
+                .with_error_message(msg(r.error_message)),
+            Ok(None) => base
+                .with_error_code(-1)
+                .with_error_message(msg("the controller did not answer for it".into())),
+            Err(s) => {
+                let (code, m) = code_of(&s);
+                base.with_error_code(code).with_error_message(msg(m))
+            }
+        };
+        results.push(out);
+    }
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+pub(super) async fn incremental_alter_configs(
+    ctx: &Ctx,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut responses = Vec::new();
+    for res in &req.resources {
+        let base = AlterConfigsResourceResponse::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name.clone());
+        if res.resource_type != RESOURCE_TOPIC {
+            responses.push(
+                base.with_error_code(INVALID_REQUEST)
+                    .with_error_message(msg(format!(
+                        "altering configs of resource type {} is not supported: only TOPIC (2) is",
+                        res.resource_type
+                    ))),
+            );
+            continue;
+        }
+        let mut configs = Vec::new();
+        let mut refused = None;
+        for c in &res.configs {
+            let op = match c.config_operation {
+                0 => pb::ConfigOp::Set,
+                1 => pb::ConfigOp::Delete,
+                other => {
+                    refused = Some(format!(
+                        "config operation {other} ({}) on {} is not supported: SET (0) and DELETE (1) are",
+                        if other == 2 { "APPEND" } else if other == 3 { "SUBTRACT" } else { "unknown" },
+                        c.name.as_str()
+                    ));
+                    break;
+                }
+            };
+            configs.push(pb::AlterableConfig {
+                name: c.name.as_str().to_string(),
+                op: op as i32,
+                value: c.value.as_ref().map(|v| v.as_str().to_string()),
+            });
+        }
+        if let Some(why) = refused {
+            responses.push(
+                base.with_error_code(INVALID_REQUEST)
+                    .with_error_message(msg(why)),
+            );
+            continue;
+        }
+        let r = ctx
+            .node
+            .relay_admin(
+                pb::IncrementalAlterConfigsRequest {
+                    resources: vec![pb::AlterConfigsResource {
+                        resource_type: pb::ConfigResourceType::Topic as i32,
+                        resource_name: res.resource_name.as_str().to_string(),
+                        configs,
+                    }],
+                    validate_only: req.validate_only,
+                },
+                |mut c, r| async move { c.incremental_alter_configs(r).await },
+            )
+            .await;
+        let out = match r.map(|r| r.results.into_iter().next()) {
+            Ok(Some(r)) => base
+                .with_error_code(r.error_code as i16)
+                .with_error_message(msg(r.error_message)),
+            Ok(None) => base
+                .with_error_code(-1)
+                .with_error_message(msg("the controller did not answer for it".into())),
+            Err(s) => {
+                let (code, m) = code_of(&s);
+                base.with_error_code(code).with_error_message(msg(m))
+            }
+        };
+        responses.push(out);
+    }
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// DescribeCluster (KIP-700): the live brokers and a broker id for controller-bound requests
+/// (as in KRaft, where clients send those to any broker), from this broker's image.
+pub(super) async fn describe_cluster(
+    ctx: &Ctx,
+    req: DescribeClusterRequest,
+    version: i16,
+) -> DescribeClusterResponse {
+    // endpoint_type 1 = brokers (v1+); 2 = controllers, which Kafka clients cannot use here.
+    if version >= 1 && req.endpoint_type != 1 {
+        return DescribeClusterResponse::default()
+            .with_error_code(INVALID_REQUEST)
+            .with_error_message(msg(format!(
+                "endpoint type {} is not served: brokers (1) only; controllers speak gRPC",
+                req.endpoint_type
+            )))
+            .with_endpoint_type(req.endpoint_type);
+    }
+    let image = ctx.node.image();
+    let include_fenced = version >= 2 && req.include_fenced_brokers;
+    let brokers: Vec<DescribeClusterBroker> = image
+        .brokers
+        .values()
+        .filter(|b| include_fenced || !b.fenced)
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id.get()))
+                .with_host(kstr(b.endpoint.host.clone()))
+                .with_port(b.endpoint.port as i32)
+                .with_rack(b.rack.clone().map(kstr))
+                .with_is_fenced(b.fenced)
+        })
+        .collect();
+    let controller_id = brokers
+        .iter()
+        .filter(|b| !b.is_fenced)
+        .map(|b| b.broker_id.0)
+        .min()
+        .unwrap_or(ctx.node.id().get());
+    DescribeClusterResponse::default()
+        .with_endpoint_type(1)
+        .with_cluster_id(kstr(ctx.node.config.cluster_id.clone()))
+        .with_controller_id(BrokerId(controller_id))
+        .with_brokers(brokers)
+        .with_cluster_authorized_operations(i32::MIN)
 }

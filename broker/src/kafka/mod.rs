@@ -405,6 +405,18 @@ async fn dispatch(
                     RequestKind::DeleteTopics(r) => {
                         admin::delete_topics(&ctx, r, version).await.into()
                     }
+                    RequestKind::CreatePartitions(r) => {
+                        admin::create_partitions(&ctx, r).await.into()
+                    }
+                    RequestKind::DescribeConfigs(r) => {
+                        admin::describe_configs(&ctx, r, version).await.into()
+                    }
+                    RequestKind::IncrementalAlterConfigs(r) => {
+                        admin::incremental_alter_configs(&ctx, r).await.into()
+                    }
+                    RequestKind::DescribeCluster(r) => {
+                        admin::describe_cluster(&ctx, r, version).await.into()
+                    }
                     other => {
                         // `versions::supported` admits only the APIs above.
                         tracing::error!(%peer, client, request = ?other, "no handler for an advertised Kafka API");
@@ -443,6 +455,10 @@ fn api_name(k: ApiKey) -> &'static str {
         ApiKey::CreateTopics => "kafka_create_topics",
         ApiKey::ConsumerGroupHeartbeat => "kafka_consumer_group_heartbeat",
         ApiKey::DeleteTopics => "kafka_delete_topics",
+        ApiKey::CreatePartitions => "kafka_create_partitions",
+        ApiKey::DescribeConfigs => "kafka_describe_configs",
+        ApiKey::IncrementalAlterConfigs => "kafka_incremental_alter_configs",
+        ApiKey::DescribeCluster => "kafka_describe_cluster",
         _ => "kafka_other",
     }
 }
