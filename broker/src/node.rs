@@ -284,7 +284,9 @@ impl BrokerNode {
             active_controller: AtomicUsize::new(0),
             metadata_offset: AtomicU64::new(offset),
             metadata_position: Mutex::new(position),
-            metadata_diverged: AtomicBool::new(false),
+            // An image of format 1 names no history, so nothing could tell a reset quorum's
+            // log from the one it came from: start over from the controllers' image.
+            metadata_diverged: AtomicBool::new(position.offset > 0 && position.history_id == 0),
             live_metadata: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             channels: Mutex::new(HashMap::new()),

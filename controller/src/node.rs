@@ -95,6 +95,9 @@ pub struct ControllerNode {
     /// does not name: (node id, address, directory id), refreshed by `run_observer_probe`
     /// on the active controller, so DescribeQuorum never waits on an unreachable peer.
     pub observers: Mutex<Vec<(NodeId, String, String)>>,
+    /// One membership change at a time (add, remove, binding directory ids): each reads the
+    /// membership and proposes a change against it.
+    membership_lock: tokio::sync::Mutex<()>,
     /// The leader we last knew and when it last sent us AppendEntries (std mutex: tiny
     /// sections, no `.await`).
     last_leader_contact: Mutex<(Option<NodeId>, Instant)>,
@@ -286,6 +289,7 @@ impl ControllerNode {
             sessions: Mutex::new(HashMap::new()),
             decide_lock: tokio::sync::Mutex::new(()),
             observers: Mutex::new(Vec::new()),
+            membership_lock: tokio::sync::Mutex::new(()),
             last_leader_contact: Mutex::new((None, Instant::now())),
         }))
     }
@@ -316,11 +320,16 @@ impl ControllerNode {
     /// Checks that a Raft request is meant for this node's directory and comes from the
     /// voter its sender claims to be (issue 15): a node whose disk was replaced is not the
     /// voter it was, and neither votes nor counts toward a commit.
+    ///
+    /// The sender is checked on votes only (`check_sender`): a wiped candidate must not
+    /// collect votes as the voter it was, while a legitimate leader whose binding a lagging
+    /// follower has not learned yet must still reach it with AppendEntries.
     pub fn check_raft_identity(
         &self,
         target_directory_id: &str,
         sender_id: NodeId,
         sender_directory_id: &str,
+        check_sender: bool,
     ) -> Result<(), Status> {
         if !target_directory_id.is_empty() && target_directory_id != self.directory_id {
             return Err(error_status(
@@ -332,6 +341,9 @@ impl ControllerNode {
                 ),
                 None,
             ));
+        }
+        if !check_sender {
+            return Ok(());
         }
         let bound = self
             .raft
@@ -361,13 +373,20 @@ impl ControllerNode {
         &self,
         after: &std::collections::BTreeSet<NodeId>,
         members: &BTreeMap<NodeId, QuorumMember>,
+        adding: Option<NodeId>,
     ) -> Vec<NodeId> {
         let asks = after.iter().map(|id| async move {
             if *id == self.id {
                 return Some(*id);
             }
             let member = members.get(id)?;
-            let r = crate::network::identify(&member.addr).await?;
+            // This node reaches a peer the way Raft does (its own config first, e.g. a
+            // proxy); a controller being added, at the address given.
+            let addr = match self.config.voters.get(id) {
+                Some(a) if adding != Some(*id) => a.clone(),
+                _ => member.addr.clone(),
+            };
+            let r = crate::network::identify(&addr).await?;
             let same = r.node_id == *id
                 && (member.directory_id.is_empty() || member.directory_id == r.directory_id);
             same.then_some(*id)
@@ -379,8 +398,47 @@ impl ControllerNode {
             .collect()
     }
 
-    /// The current membership, refusing while a joint (two-config) change is in progress.
-    fn settled_membership(
+    /// Proposes a membership change in a task of its own, so a caller that gives up (a
+    /// timeout, a cancelled request) never leaves it half done: openraft proposes the second,
+    /// uniform step of a joint change only while the call runs. Waits up to `wait`.
+    async fn change_members(
+        &self,
+        changes: ChangeMembers<NodeId, QuorumMember>,
+        wait: Duration,
+    ) -> Result<(), Status> {
+        let raft = self.raft.clone();
+        let what = format!("{changes:?}");
+        let task = tokio::spawn(async move {
+            raft.change_membership(changes, false)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        let failed = |e: String| {
+            error_status(
+                ErrorCode::UnknownServerError,
+                format!("the membership change {what} failed: {e}"),
+                None,
+            )
+        };
+        match tokio::time::timeout(wait, task).await {
+            Err(_) => Err(error_status(
+                ErrorCode::RequestTimedOut,
+                format!(
+                    "the membership change did not commit within {wait:?}; it goes on in the background"
+                ),
+                None,
+            )),
+            Ok(Err(e)) => Err(failed(e.to_string())),
+            Ok(Ok(Err(e))) => Err(failed(e)),
+            Ok(Ok(Ok(()))) => Ok(()),
+        }
+    }
+
+    /// The current membership. A joint (two-config) membership left by a change that was
+    /// interrupted (a leader failover between its two steps) is finished first: its last
+    /// config becomes the membership, as the change intended.
+    async fn settled_membership(
         &self,
     ) -> Result<
         (
@@ -389,6 +447,23 @@ impl ControllerNode {
         ),
         Status,
     > {
+        let joint = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_joint_config()
+            .clone();
+        if joint.len() > 1 {
+            let last = joint.last().cloned().unwrap_or_default();
+            tracing::warn!(voters = ?last, "finishing an interrupted voter change");
+            self.change_members(
+                ChangeMembers::ReplaceAllVoters(last),
+                self.config.write_timeout * 2,
+            )
+            .await?;
+        }
         let m = self.raft.metrics().borrow().membership_config.clone();
         let membership = m.membership();
         if membership.get_joint_config().len() > 1 {
@@ -415,8 +490,9 @@ impl ControllerNode {
                 None,
             )
         })?;
+        let _one_change = self.membership_lock.lock().await;
         self.ensure_current().await?;
-        let (before, mut members) = self.settled_membership()?;
+        let (before, mut members) = self.settled_membership().await?;
         if before.contains(&id) {
             return Err(error_status(
                 ErrorCode::InconsistentVoterSet,
@@ -450,10 +526,11 @@ impl ControllerNode {
             addr: req.address.clone(),
             directory_id: who.directory_id.clone(),
         };
+        let members_before = members.clone();
         members.insert(id, member.clone());
         let mut after = before.clone();
         after.insert(id);
-        let up = self.voters_up(&after, &members).await;
+        let up = self.voters_up(&after, &members, Some(id)).await;
         let keeps_majority = up.len() * 2 > after.len();
         let mut resp = sluice_proto::v1::QuorumChangeResponse {
             voters_before: before.iter().map(|v| *v as i32).collect(),
@@ -484,7 +561,21 @@ impl ControllerNode {
                 None,
             )
         };
-        match tokio::time::timeout(catch_up, self.raft.add_learner(id, member, true)).await {
+        if members_before.contains_key(&id) {
+            // A learner left behind (an add that did not finish, a stale address or
+            // directory): AddNodes would keep it as it is, so remove it first.
+            self.change_members(ChangeMembers::RemoveNodes([id].into()), catch_up)
+                .await?;
+        }
+        // In a task of its own, so giving up on the wait does not cancel the catch-up.
+        let raft = self.raft.clone();
+        let learner = tokio::spawn(async move {
+            raft.add_learner(id, member, true)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        match tokio::time::timeout(catch_up, learner).await {
             Err(_) => {
                 return Err(error_status(
                     ErrorCode::RequestTimedOut,
@@ -495,20 +586,11 @@ impl ControllerNode {
                 ))
             }
             Ok(Err(e)) => return Err(raft_err("adding", e.to_string())),
-            Ok(Ok(_)) => {}
+            Ok(Ok(Err(e))) => return Err(raft_err("adding", e)),
+            Ok(Ok(Ok(()))) => {}
         }
-        let change = ChangeMembers::AddVoterIds([id].into());
-        match tokio::time::timeout(catch_up, self.raft.change_membership(change, false)).await {
-            Err(_) => {
-                return Err(error_status(
-                    ErrorCode::RequestTimedOut,
-                    format!("making controller {id} a voter did not commit within {catch_up:?}"),
-                    None,
-                ))
-            }
-            Ok(Err(e)) => return Err(raft_err("promoting", e.to_string())),
-            Ok(Ok(_)) => {}
-        }
+        self.change_members(ChangeMembers::AddVoterIds([id].into()), catch_up)
+            .await?;
         tracing::info!(controller = id, directory_id = %who.directory_id, voters = ?after, "added a voter");
         resp.applied = true;
         Ok(resp)
@@ -526,8 +608,9 @@ impl ControllerNode {
                 None,
             )
         })?;
+        let _one_change = self.membership_lock.lock().await;
         self.ensure_current().await?;
-        let (before, members) = self.settled_membership()?;
+        let (before, members) = self.settled_membership().await?;
         if !before.contains(&id) {
             return Err(error_status(
                 ErrorCode::InconsistentVoterSet,
@@ -544,7 +627,7 @@ impl ControllerNode {
                 None,
             ));
         }
-        let up = self.voters_up(&after, &members).await;
+        let up = self.voters_up(&after, &members, None).await;
         let keeps_majority = up.len() * 2 > after.len();
         let mut resp = sluice_proto::v1::QuorumChangeResponse {
             voters_before: before.iter().map(|v| *v as i32).collect(),
@@ -569,25 +652,11 @@ impl ControllerNode {
                 None,
             ));
         }
-        let change = ChangeMembers::RemoveVoters([id].into());
-        let wait = self.config.write_timeout * 2;
-        match tokio::time::timeout(wait, self.raft.change_membership(change, false)).await {
-            Err(_) => {
-                return Err(error_status(
-                    ErrorCode::RequestTimedOut,
-                    format!("removing controller {id} did not commit within {wait:?}"),
-                    None,
-                ))
-            }
-            Ok(Err(e)) => {
-                return Err(error_status(
-                    ErrorCode::UnknownServerError,
-                    format!("removing controller {id}: {e}"),
-                    None,
-                ))
-            }
-            Ok(Ok(_)) => {}
-        }
+        self.change_members(
+            ChangeMembers::RemoveVoters([id].into()),
+            self.config.write_timeout * 2,
+        )
+        .await?;
         tracing::info!(controller = id, voters = ?after, "removed a voter");
         resp.applied = true;
         Ok(resp)
@@ -597,6 +666,7 @@ impl ControllerNode {
     /// bound yet (a freshly formed quorum), asking each one. Members that do not answer
     /// stay unbound until a later try.
     async fn bind_directory_ids(&self) {
+        let _one_change = self.membership_lock.lock().await;
         let membership = self
             .raft
             .metrics()
@@ -632,16 +702,12 @@ impl ControllerNode {
             return;
         }
         let what = format!("{bound:?}");
-        match tokio::time::timeout(
-            self.config.write_timeout,
-            self.raft
-                .change_membership(ChangeMembers::SetNodes(bound), false),
-        )
-        .await
+        match self
+            .change_members(ChangeMembers::SetNodes(bound), self.config.write_timeout)
+            .await
         {
-            Ok(Ok(_)) => tracing::info!(members = %what, "bound the voters' directory ids"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not bind directory ids"),
-            Err(_) => tracing::warn!("binding directory ids timed out"),
+            Ok(()) => tracing::info!(members = %what, "bound the voters' directory ids"),
+            Err(e) => tracing::warn!(error = %e.message(), "could not bind directory ids"),
         }
     }
 

@@ -92,10 +92,7 @@ struct Syncer {
     dir: std::path::PathBuf,
     db_file: std::fs::File,
     /// Names already synced, in the data directory and in `blobs/`.
-    known: std::sync::Mutex<(
-        std::collections::BTreeSet<std::ffi::OsString>,
-        std::collections::BTreeSet<std::ffi::OsString>,
-    )>,
+    known: std::sync::Mutex<(Entries, Entries)>,
 }
 
 impl Syncer {
@@ -136,15 +133,20 @@ impl Syncer {
     }
 }
 
-/// Fsyncs the files in `dir` not in `known` (all of them when `files` is set; otherwise
-/// only the entry matters) and records them; forgets names that are gone. Returns whether
-/// the directory's entries changed.
+/// A directory's entries as last synced: name → length (0 for what is not a file).
+type Entries = std::collections::BTreeMap<std::ffi::OsString, u64>;
+
+/// Fsyncs the files in `dir` that are new or changed length since `known` (all of them when
+/// `files` is set; otherwise only the entries matter) and records them. Keyed by length: a
+/// blob another sync saw half-written is synced again once complete (sled writes blob files
+/// with plain writes, during the insert, while another flush may be syncing). A file deleted
+/// meanwhile (sled collects blobs) is skipped. Returns whether the directory's names changed.
 fn sync_new_entries(
     dir: &std::path::Path,
-    known: &mut std::collections::BTreeSet<std::ffi::OsString>,
+    known: &mut Entries,
     files: bool,
 ) -> std::io::Result<bool> {
-    let mut now = std::collections::BTreeSet::new();
+    let mut now = Entries::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -153,12 +155,22 @@ fn sync_new_entries(
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
-        if files && !known.contains(&name) && entry.file_type()?.is_file() {
-            std::fs::File::open(entry.path())?.sync_all()?;
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let len = if meta.is_file() { meta.len() } else { 0 };
+        if files && meta.is_file() && known.get(&name) != Some(&len) {
+            match std::fs::File::open(entry.path()) {
+                Ok(f) => f.sync_all()?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
         }
-        now.insert(name);
+        now.insert(name, len);
     }
-    let changed = now != *known;
+    let changed = !now.keys().eq(known.keys());
     *known = now;
     Ok(changed)
 }

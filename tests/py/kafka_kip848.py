@@ -9,7 +9,7 @@ import json
 import sys
 import time
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 bootstrap, topic, partitions = sys.argv[1], sys.argv[2], int(sys.argv[3])
 report = {}
@@ -47,7 +47,18 @@ while sum(len(v) for v in seen.values()) < len(values) and time.time() < deadlin
                 print("error", m.error(), file=sys.stderr, flush=True)
             continue
         seen[i].append(m.value().decode())
-        c.commit(message=m, asynchronous=False)
+        # While the group's epoch moves (the other member joining), a commit sent with the
+        # epoch this member had a moment ago is STALE_MEMBER_EPOCH, as from Kafka; like an
+        # application, retry once the next heartbeat brought the new epoch.
+        for attempt in range(50):
+            try:
+                c.commit(message=m, asynchronous=False)
+                break
+            except KafkaException as e:
+                if e.args[0].code() != KafkaError.STALE_MEMBER_EPOCH or attempt == 49:
+                    raise
+                report["stale_epoch_retries"] = report.get("stale_epoch_retries", 0) + 1
+                c.poll(0.1)
 report["consumed"] = [seen[0], seen[1]]
 # Both end up with partitions (server-side assignment over 2 members).
 deadline = time.time() + 30

@@ -27,9 +27,15 @@ impl RaftService {
         RaftService { node, admin }
     }
 
-    fn check(&self, p: &RaftPayload) -> Result<(), Status> {
+    /// `vote`: also check the sender is the voter it claims to be (see `check_raft_identity`).
+    fn check(&self, p: &RaftPayload, vote: bool) -> Result<(), Status> {
         self.node
-            .check_raft_identity(&p.target_directory_id, p.sender_id, &p.sender_directory_id)
+            .check_raft_identity(
+                &p.target_directory_id,
+                p.sender_id,
+                &p.sender_directory_id,
+                vote,
+            )
             .inspect_err(|e| {
                 tracing::warn!(sender = p.sender_id, error = %e.message(), "refused a Raft request")
             })
@@ -61,7 +67,7 @@ impl Raft for RaftService {
         r: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let p = r.into_inner();
-        self.check(&p)?;
+        self.check(&p, false)?;
         let req: AppendEntriesRequest<TypeConfig> = decode("AppendEntries", &p.payload)?;
         let resp = self.node.raft.append_entries(req).await;
         if matches!(&resp, Ok(r) if r.is_success()) {
@@ -72,7 +78,7 @@ impl Raft for RaftService {
 
     async fn vote(&self, r: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let p = r.into_inner();
-        self.check(&p)?;
+        self.check(&p, true)?;
         let req: VoteRequest<u64> = decode("Vote", &p.payload)?;
         encode(&self.node.raft.vote(req).await)
     }
@@ -82,7 +88,7 @@ impl Raft for RaftService {
         r: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let p = r.into_inner();
-        self.check(&p)?;
+        self.check(&p, false)?;
         let req: InstallSnapshotRequest<TypeConfig> = decode("InstallSnapshot", &p.payload)?;
         encode(&self.node.raft.install_snapshot(req).await)
     }
