@@ -163,6 +163,7 @@ pub fn grpc_code(code: ErrorCode) -> tonic::Code {
         ErrorCode::PreferredLeaderNotAvailable => tonic::Code::Unavailable,
         ErrorCode::GroupMaxSizeReached => tonic::Code::ResourceExhausted,
         ErrorCode::FencedInstanceId => tonic::Code::FailedPrecondition,
+        ErrorCode::GroupSubscribedToTopic => tonic::Code::FailedPrecondition,
         ErrorCode::InvalidRecord => tonic::Code::InvalidArgument,
         ErrorCode::ResourceNotFound => tonic::Code::NotFound,
         ErrorCode::InconsistentVoterSet => tonic::Code::FailedPrecondition,

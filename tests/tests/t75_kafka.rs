@@ -1145,3 +1145,38 @@ async fn kafka_admin_clients_add_partitions_and_change_configs() {
         .expect("cfg-a exists");
     assert_eq!(t.partitions.len(), 5, "{t:?}");
 }
+
+/// Goal: OffsetDelete (KIP-496) over the Kafka port, as kafka-python's
+/// `delete_group_offsets` sends it. Method: 1 + 1, a 2-partition topic; a classic group
+/// member reads 10 records and commits; `tests/py/kafka_offset_delete.py` asks to delete the
+/// offsets while the member still subscribes (GROUP_SUBSCRIBED_TO_TOPIC, offsets kept), then
+/// after it left (deleted), then for an unknown group (GroupIdNotFoundError).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_offset_delete_spares_subscribed_topics() {
+    let c = Cluster::start(1, 1, &[], &["offsets.topic.replication.factor=1"]);
+    create_topic_with(&c.controller_addr(1), "od", 2, 1, &[]).await;
+    let b = c.broker_addr(1);
+    wait_for("kcat to see the topic led", WAIT, || async {
+        let out = kcat_try(&["-b", &b, "-L", "-t", "od", "-J"], None).ok()?;
+        let m: serde_json::Value = serde_json::from_str(&out).ok()?;
+        m["topics"][0]["partitions"]
+            .as_array()?
+            .iter()
+            .all(|p| p["leader"].as_i64().is_some_and(|l| l >= 1))
+            .then_some(())
+    })
+    .await;
+    let r = py_report("kafka_offset_delete.py", &[b.as_str(), "od"], 180);
+    assert_eq!(
+        r,
+        serde_json::json!({
+            "consumed": 10,
+            "committed_before": [[0, 5], [1, 5]],
+            "while_subscribed": ["GroupSubscribedToTopicError"],
+            "kept": [[0, 5], [1, 5]],
+            "after_leaving": ["NoError"],
+            "committed_after": [],
+            "unknown_group": "GroupIdNotFoundError"
+        })
+    );
+}

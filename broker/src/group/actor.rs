@@ -54,6 +54,11 @@ enum Command {
         group: String,
         reply: Reply<()>,
     },
+    DeleteOffsets {
+        group: String,
+        partitions: Vec<(String, i32)>,
+        reply: Reply<Vec<(String, i32, ErrorCode)>>,
+    },
     List {
         reply: Reply<Vec<ListedGroup>>,
     },
@@ -96,6 +101,7 @@ impl Command {
             Command::Fetch { reply, .. } => drop(reply.send(Err(e))),
             Command::Describe { reply, .. } => drop(reply.send(Err(e))),
             Command::Delete { reply, .. } => drop(reply.send(Err(e))),
+            Command::DeleteOffsets { reply, .. } => drop(reply.send(Err(e))),
             Command::List { reply } => drop(reply.send(Err(e))),
             Command::ClassicJoin { reply, .. } => drop(reply.send(Err(e))),
             Command::ClassicSync { reply, .. } => drop(reply.send(Err(e))),
@@ -191,6 +197,12 @@ enum AfterWrite {
     Delete {
         group: String,
         reply: Reply<()>,
+    },
+    DeleteOffsets {
+        group: String,
+        deleted: Vec<(String, i32)>,
+        results: Vec<(String, i32, ErrorCode)>,
+        reply: Reply<Vec<(String, i32, ErrorCode)>>,
     },
 }
 
@@ -292,6 +304,20 @@ impl ShardHandle {
     pub(crate) async fn delete(&self, group: &str) -> Result<(), Status> {
         let group = group.to_string();
         self.ask(|reply| Command::Delete { group, reply }).await
+    }
+
+    pub(crate) async fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<(String, i32, ErrorCode)>, Status> {
+        let group = group.to_string();
+        self.ask(|reply| Command::DeleteOffsets {
+            group,
+            partitions,
+            reply,
+        })
+        .await
     }
 
     pub(crate) async fn list(&self) -> Result<Vec<ListedGroup>, Status> {
@@ -405,9 +431,9 @@ impl ShardActor {
             Command::Heartbeat { req, .. } => format!("group {:?}", req.group_id),
             Command::Commit { req, .. } => format!("group {:?}", req.group_id),
             Command::Fetch { req, .. } => format!("group {:?}", req.group_id),
-            Command::Describe { group, .. } | Command::Delete { group, .. } => {
-                format!("group {group:?}")
-            }
+            Command::Describe { group, .. }
+            | Command::Delete { group, .. }
+            | Command::DeleteOffsets { group, .. } => format!("group {group:?}"),
             Command::ClassicJoin { group, .. }
             | Command::ClassicSync { group, .. }
             | Command::ClassicHeartbeat { group, .. }
@@ -559,6 +585,20 @@ impl ShardActor {
                                 state.apply_delete(&group, first_offset);
                             }
                         }
+                        let _ = reply.send(outcome);
+                    }
+                    AfterWrite::DeleteOffsets {
+                        group,
+                        deleted,
+                        results,
+                        reply,
+                    } => {
+                        let outcome = outcome.map(|()| {
+                            if let Some(state) = state {
+                                state.apply_offset_delete(&group, &deleted, first_offset);
+                            }
+                            results
+                        });
                         let _ = reply.send(outcome);
                     }
                 }
@@ -714,6 +754,35 @@ impl ShardActor {
                 )
                 .await;
             }
+            Command::DeleteOffsets {
+                group,
+                partitions,
+                reply,
+            } => {
+                let (results, tombstones) = match state.prepare_offset_delete(&group, &partitions) {
+                    Ok(t) => t,
+                    Err(e) => return drop(reply.send(Err(e))),
+                };
+                let deleted: Vec<(String, i32)> = results
+                    .iter()
+                    .filter(|(_, _, c)| *c == ErrorCode::None)
+                    .map(|(t, p, _)| (t.clone(), *p))
+                    .collect();
+                if tombstones.is_empty() {
+                    return drop(reply.send(Ok(results)));
+                }
+                self.write(
+                    leader_epoch,
+                    tombstones,
+                    AfterWrite::DeleteOffsets {
+                        group,
+                        deleted,
+                        results,
+                        reply,
+                    },
+                )
+                .await;
+            }
         }
     }
 
@@ -772,6 +841,9 @@ fn finish_unwritten(then: AfterWrite, e: Status) {
             let _ = reply.send(Ok(OffsetCommitResponse { results }));
         }
         AfterWrite::Delete { reply, .. } => {
+            let _ = reply.send(Err(e));
+        }
+        AfterWrite::DeleteOffsets { reply, .. } => {
             let _ = reply.send(Err(e));
         }
     }

@@ -380,6 +380,18 @@ impl GroupCoordinator {
         })
     }
 
+    /// OffsetDelete (KIP-496): deletes the group's committed offsets of `partitions` whose
+    /// topic no active member subscribes to (GROUP_SUBSCRIBED_TO_TOPIC for the others).
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<(String, i32, ErrorCode)>, Status> {
+        self.shard(group_id)?
+            .delete_offsets(group_id, partitions)
+            .await
+    }
+
     /// DeleteGroups for one group: only an empty group; its offsets get tombstones.
     pub async fn delete(&self, group_id: &str) -> Result<(), Status> {
         self.shard(group_id)?.delete(group_id).await

@@ -95,6 +95,33 @@ impl Group {
             .expect("assignor validated on join");
     }
 
+    /// Whether an active member subscribes to `topic` (Kafka's `isSubscribedToTopic`):
+    /// consumer-protocol members by their subscription, classic members of protocol type
+    /// "consumer" by the subscription in their metadata; a classic group whose protocol is
+    /// another, or not chosen yet, counts as subscribed to every topic.
+    fn is_subscribed_to(&self, topic: &str) -> bool {
+        if self
+            .members
+            .values()
+            .any(|m| m.subscribed.iter().any(|t| t == topic))
+        {
+            return true;
+        }
+        if !self.classic.has_members() {
+            return false;
+        }
+        if self.classic.protocol_type() != Some("consumer")
+            || self.classic.protocol_name().is_none()
+        {
+            return true;
+        }
+        self.classic.describe().iter().any(|m| {
+            super::consumer_protocol::subscribed_topics(&m.metadata)
+                .iter()
+                .any(|t| t == topic)
+        })
+    }
+
     fn subscribed_topics(&self) -> Vec<String> {
         let mut topics: Vec<String> = self
             .members
@@ -626,6 +653,58 @@ impl ShardState {
             .keys()
             .map(|tp| (offset_key(group_id, &tp.topic, tp.partition), None))
             .collect())
+    }
+
+    /// OffsetDelete (KIP-496), first half: for each wanted partition NONE, or
+    /// GROUP_SUBSCRIBED_TO_TOPIC when an active member subscribes to its topic (its offset is
+    /// kept); and the tombstones of the committed offsets to delete.
+    #[allow(clippy::type_complexity)]
+    pub fn prepare_offset_delete(
+        &self,
+        group_id: &str,
+        wanted: &[(String, i32)],
+    ) -> Result<(Vec<(String, i32, ErrorCode)>, Vec<(Bytes, Option<Bytes>)>), Status> {
+        let Some(g) = self.groups.get(group_id) else {
+            return Err(err(
+                ErrorCode::GroupIdNotFound,
+                format!("group {group_id:?} does not exist"),
+            ));
+        };
+        let mut results = Vec::new();
+        let mut tombstones = Vec::new();
+        for (topic, partition) in wanted {
+            if g.is_subscribed_to(topic) {
+                results.push((topic.clone(), *partition, ErrorCode::GroupSubscribedToTopic));
+                continue;
+            }
+            let tp = TopicPartition::new(topic.clone(), *partition);
+            if g.offsets.contains_key(&tp) {
+                tombstones.push((offset_key(group_id, topic, *partition), None));
+            }
+            results.push((topic.clone(), *partition, ErrorCode::None));
+        }
+        Ok((results, tombstones))
+    }
+
+    /// OffsetDelete, second half: the tombstones of `deleted` were committed from
+    /// `first_offset` on; offsets written before them are gone, and so is a vacant group.
+    pub fn apply_offset_delete(
+        &mut self,
+        group_id: &str,
+        deleted: &[(String, i32)],
+        first_offset: i64,
+    ) {
+        if let Some(g) = self.groups.get_mut(group_id) {
+            for (topic, partition) in deleted {
+                let tp = TopicPartition::new(topic.clone(), *partition);
+                if g.offsets.get(&tp).is_some_and(|(_, at)| *at < first_offset) {
+                    g.offsets.remove(&tp);
+                }
+            }
+            if g.is_vacant() {
+                self.groups.remove(group_id);
+            }
+        }
     }
 
     /// DeleteGroups, second half: tombstones were committed from `first_offset` on; offsets

@@ -573,6 +573,47 @@ pub(super) async fn delete_groups(ctx: &Ctx, req: DeleteGroupsRequest) -> Delete
     DeleteGroupsResponse::default().with_results(results)
 }
 
+/// OffsetDelete (KIP-496): deletes a group's committed offsets of partitions whose topic no
+/// active member subscribes to; the others answer GROUP_SUBSCRIBED_TO_TOPIC. A missing group
+/// is GROUP_ID_NOT_FOUND for the whole request, as in Kafka.
+pub(super) async fn offset_delete(ctx: &Ctx, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    use kafka_protocol::messages::offset_delete_response::{
+        OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+    };
+    let wanted: Vec<(String, i32)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.0.as_str().to_string(), p.partition_index))
+        })
+        .collect();
+    let results = match ctx
+        .groups
+        .delete_offsets(req.group_id.0.as_str(), wanted)
+        .await
+    {
+        Ok(r) => r,
+        Err(s) => return OffsetDeleteResponse::default().with_error_code(code_of(&s).0),
+    };
+    let mut topics: Vec<OffsetDeleteResponseTopic> = Vec::new();
+    for (topic, partition, code) in results {
+        let p = OffsetDeleteResponsePartition::default()
+            .with_partition_index(partition)
+            .with_error_code(code as i16);
+        match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+            Some(t) => t.partitions.push(p),
+            None => topics.push(
+                OffsetDeleteResponseTopic::default()
+                    .with_name(TopicName(kstr(topic)))
+                    .with_partitions(vec![p]),
+            ),
+        }
+    }
+    OffsetDeleteResponse::default().with_topics(topics)
+}
+
 /// ConsumerGroupHeartbeat (KIP-848, `group.protocol=consumer`): the same server-side
 /// assignment as Sluice's own consumers (range / roundrobin), on the same coordinator.
 pub(super) async fn consumer_group_heartbeat(

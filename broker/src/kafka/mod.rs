@@ -399,6 +399,7 @@ async fn dispatch(
                     RequestKind::ListGroups(r) => groups::list_groups(&ctx, r).await.into(),
                     RequestKind::DescribeGroups(r) => groups::describe_groups(&ctx, r).await.into(),
                     RequestKind::DeleteGroups(r) => groups::delete_groups(&ctx, r).await.into(),
+                    RequestKind::OffsetDelete(r) => groups::offset_delete(&ctx, r).await.into(),
                     RequestKind::CreateTopics(r) => {
                         admin::create_topics(&ctx, r, version).await.into()
                     }
@@ -452,6 +453,7 @@ fn api_name(k: ApiKey) -> &'static str {
         ApiKey::ListGroups => "kafka_list_groups",
         ApiKey::DescribeGroups => "kafka_describe_groups",
         ApiKey::DeleteGroups => "kafka_delete_groups",
+        ApiKey::OffsetDelete => "kafka_offset_delete",
         ApiKey::CreateTopics => "kafka_create_topics",
         ApiKey::ConsumerGroupHeartbeat => "kafka_consumer_group_heartbeat",
         ApiKey::DeleteTopics => "kafka_delete_topics",

@@ -321,6 +321,59 @@ fn only_an_empty_group_is_deleted_and_only_its_older_offsets_go() {
     assert!(s.is_empty());
 }
 
+/// KIP-496 OffsetDelete (Kafka's `OffsetMetadataManager.deleteOffsets`): a missing group is
+/// GROUP_ID_NOT_FOUND; a partition whose topic an active member subscribes to keeps its offset
+/// (GROUP_SUBSCRIBED_TO_TOPIC); otherwise its committed offset gets a tombstone, and only
+/// offsets written before the tombstone go.
+#[test]
+fn offsets_are_deleted_only_for_topics_no_active_member_subscribes_to() {
+    let img = image(2);
+    let mut s = ShardState::default();
+    let now = Instant::now();
+    let a = s.heartbeat(join("g"), "h".into(), now, HB, &img).unwrap();
+    let p = s
+        .prepare_commit(&commit("g", &a.member_id, a.member_epoch, 0, 4), &img)
+        .unwrap();
+    s.apply_commit("g", p.accepted, 10);
+    let e = s
+        .prepare_offset_delete("nope", &[("t".into(), 0)])
+        .unwrap_err();
+    assert_eq!(error_code(&e), ErrorCode::GroupIdNotFound);
+    let wanted = [
+        ("t".to_string(), 0),
+        ("t".to_string(), 1),
+        ("other".to_string(), 0),
+    ];
+    let (results, tombstones) = s.prepare_offset_delete("g", &wanted).unwrap();
+    assert_eq!(
+        results,
+        vec![
+            ("t".into(), 0, ErrorCode::GroupSubscribedToTopic),
+            ("t".into(), 1, ErrorCode::GroupSubscribedToTopic),
+            ("other".into(), 0, ErrorCode::None),
+        ],
+        "the member subscribes to t; nothing was committed for other-0"
+    );
+    assert!(tombstones.is_empty());
+    // The member leaves: t-0's offset can go; t-1 had none.
+    s.heartbeat(beat("g", &a.member_id, -1), "h".into(), now, HB, &img)
+        .unwrap();
+    let (results, tombstones) = s.prepare_offset_delete("g", &wanted[..2]).unwrap();
+    assert!(results.iter().all(|(_, _, c)| *c == ErrorCode::None));
+    assert_eq!(tombstones.len(), 1, "one tombstone, for t-0");
+    assert!(tombstones[0].1.is_none());
+    // A commit written after the tombstone (offset 12 > 11) survives it.
+    let p = s.prepare_commit(&commit("g", "", -1, 1, 7), &img).unwrap();
+    s.apply_commit("g", p.accepted, 12);
+    s.apply_offset_delete("g", &[("t".into(), 0), ("t".into(), 1)], 11);
+    assert_eq!(committed(&s, "g", 0), -1, "t-0 deleted");
+    assert_eq!(
+        committed(&s, "g", 1),
+        7,
+        "t-1 was committed after the tombstone"
+    );
+}
+
 fn classic_settings() -> crate::group::classic::ClassicSettings {
     crate::group::classic::ClassicSettings {
         min_session_timeout: Duration::from_secs(6),
