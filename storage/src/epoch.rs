@@ -79,6 +79,16 @@ impl LeaderEpochCache {
         &self.entries
     }
 
+    /// The epoch the record at `offset` was written in (the last epoch starting at or
+    /// before it; Kafka's `epochForOffset`), if the cache knows one.
+    pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.start_offset <= offset)
+            .map(|e| e.epoch)
+    }
+
     /// The latest epoch, if any.
     pub fn latest_epoch(&self) -> Option<i32> {
         self.entries.last().map(|e| e.epoch)
@@ -199,6 +209,12 @@ mod tests {
     #[test]
     fn end_offset_follows_kafka_semantics() {
         let (_d, c) = cache(&[(1, 0), (3, 10), (4, 25)]);
+        // Which epoch wrote an offset (Kafka's epochForOffset, used by ListOffsets).
+        let epochs: Vec<Option<i32>> = [-1, 0, 9, 10, 24, 25, 99]
+            .iter()
+            .map(|o| c.epoch_for_offset(*o))
+            .collect();
+        assert_eq!(epochs, [None, Some(1), Some(1), Some(3), Some(3), Some(4), Some(4)]);
         assert_eq!(
             c.end_offset_for(0, 40),
             (0, 0),

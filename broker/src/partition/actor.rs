@@ -899,8 +899,14 @@ impl Core {
         let Role::Leader { leader_epoch, .. } = *self.replica.role() else {
             return Err(self.not_leader());
         };
+        // Kafka answers the epoch of the record found (`epochForOffset`), -1 when unknown;
+        // for the latest offset, the latest epoch (ours, recorded at election).
+        let epoch_of = |o: i64| self.log.leader_epochs().epoch_for_offset(o).unwrap_or(-1);
         match timestamp {
-            -2 => Ok((leader_epoch, self.log.log_start_offset().get(), -1)),
+            -2 => {
+                let start = self.log.log_start_offset().get();
+                Ok((epoch_of(start), start, -1))
+            }
             // KIP-207: a new leader does not know its HW until it reaches the start of its
             // epoch; the client retries.
             -1 => match self.replica.known_high_watermark() {
@@ -912,8 +918,8 @@ impl Core {
             t if t >= 0 => {
                 let hw = self.replica.high_watermark();
                 Ok(match self.log.offset_for_timestamp(t)? {
-                    Some((o, ts)) if o < hw => (leader_epoch, o.get(), ts),
-                    _ => (leader_epoch, -1, -1),
+                    Some((o, ts)) if o < hw => (epoch_of(o.get()), o.get(), ts),
+                    _ => (-1, -1, -1),
                 })
             }
             other => Err(BrokerError::InvalidRequest {

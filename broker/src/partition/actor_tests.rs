@@ -111,6 +111,12 @@ async fn offset_lookups_check_the_askers_leader_epoch() {
             }
         }
     }
+    // The epoch answered is the one that wrote the record found (Kafka's epochForOffset):
+    // these records were written in epoch 0, while the replica now leads epoch 5.
+    let (epoch, offset, _) = part.list_offset(-2, None).await.unwrap();
+    assert_eq!((epoch, offset), (0, 0), "earliest");
+    let (epoch, offset, _) = part.list_offset(0, None).await.unwrap();
+    assert_eq!((epoch, offset), (0, 0), "by timestamp");
     part.close().await.ok();
     let _ = task.await;
 }
