@@ -214,7 +214,10 @@ mod tests {
             .iter()
             .map(|o| c.epoch_for_offset(*o))
             .collect();
-        assert_eq!(epochs, [None, Some(1), Some(1), Some(3), Some(3), Some(4), Some(4)]);
+        assert_eq!(
+            epochs,
+            [None, Some(1), Some(1), Some(3), Some(3), Some(4), Some(4)]
+        );
         assert_eq!(
             c.end_offset_for(0, 40),
             (0, 0),
