@@ -48,38 +48,28 @@ pub(super) async fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> M
         .map(|b| b.node_id.0)
         .min()
         .unwrap_or(ctx.node.id().get());
-    // v0: an empty list means every topic; v1+: null does.
-    let wanted: Option<Vec<Option<String>>> = match req.topics {
+    // v0: an empty list means every topic; v1+: null does. v10+ may ask by id (name null).
+    let wanted: Option<Vec<(Option<String>, uuid::Uuid)>> = match req.topics {
         None => None,
         Some(ts) if ts.is_empty() && version == 0 => None,
         Some(ts) => Some(
             ts.into_iter()
-                .map(|t| {
-                    t.name.map(|n| n.0.as_str().to_string()).or_else(|| {
-                        // v10+: a topic asked by id.
-                        let id = sluice_metadata::TopicId(*t.topic_id.as_bytes());
-                        image.topics.get(&id).map(|t| t.name.clone())
-                    })
-                })
+                .map(|t| (t.name.map(|n| n.0.as_str().to_string()), t.topic_id))
                 .collect(),
         ),
     };
     let topics = match wanted {
         None => image.topics.values().map(|t| topic(&image, t)).collect(),
-        Some(names) => names
+        Some(asked) => asked
             .into_iter()
-            .map(|n| match n.as_deref().and_then(|n| image.topic(n)) {
-                Some(t) => topic(&image, t),
-                None => {
-                    // Just auto-created: not in our image yet; the client asks again.
-                    let code = if n.as_ref().is_some_and(|n| created.contains(n)) {
-                        LEADER_NOT_AVAILABLE
-                    } else {
-                        UNKNOWN_TOPIC_OR_PARTITION
-                    };
-                    MetadataResponseTopic::default()
-                        .with_error_code(code)
-                        .with_name(n.map(|n| TopicName(kstr(n))))
+            .map(|(name, id)| {
+                let found = match &name {
+                    Some(n) => image.topic(n),
+                    None => image.topics.get(&sluice_metadata::TopicId(*id.as_bytes())),
+                };
+                match found {
+                    Some(t) => topic(&image, t),
+                    None => unknown_topic(name, id, &created),
                 }
             })
             .collect(),
@@ -89,6 +79,33 @@ pub(super) async fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> M
         .with_cluster_id(Some(kstr(ctx.node.config.cluster_id.clone())))
         .with_controller_id(BrokerId(controller_id))
         .with_topics(topics)
+}
+
+/// Kafka's UNKNOWN_TOPIC_ID.
+const UNKNOWN_TOPIC_ID: i16 = 100;
+
+/// The answer for a requested topic this broker's image lacks: asked by name, it was just
+/// auto-created (LEADER_NOT_AVAILABLE: not in our image yet, the client asks again) or does
+/// not exist (UNKNOWN_TOPIC_OR_PARTITION); asked by id (v10+, name null), no topic has that
+/// id (UNKNOWN_TOPIC_ID, with the id), as Kafka answers.
+pub(super) fn unknown_topic(
+    name: Option<String>,
+    id: uuid::Uuid,
+    created: &[String],
+) -> MetadataResponseTopic {
+    match name {
+        Some(n) => MetadataResponseTopic::default()
+            .with_error_code(if created.contains(&n) {
+                LEADER_NOT_AVAILABLE
+            } else {
+                UNKNOWN_TOPIC_OR_PARTITION
+            })
+            .with_name(Some(TopicName(kstr(n)))),
+        None => MetadataResponseTopic::default()
+            .with_error_code(UNKNOWN_TOPIC_ID)
+            .with_name(None)
+            .with_topic_id(id),
+    }
 }
 
 fn topic(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTopic {

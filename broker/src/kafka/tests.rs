@@ -114,3 +114,26 @@ fn group_answers_encode_at_every_advertised_version() {
             .unwrap_or_else(|e| panic!("DescribeGroups v{v}: {e}"));
     }
 }
+
+/// Metadata for a topic the image lacks (`metadata::unknown_topic`): by name
+/// UNKNOWN_TOPIC_OR_PARTITION, or LEADER_NOT_AVAILABLE when this request just auto-created
+/// it; by id (v10+) UNKNOWN_TOPIC_ID with the id, as Kafka answers (it answered
+/// UNKNOWN_TOPIC_OR_PARTITION before).
+#[test]
+fn an_unknown_topic_is_answered_by_how_it_was_asked() {
+    let id = uuid::Uuid::from_bytes([9; 16]);
+    let created = vec!["new".to_string()];
+    let cases = [
+        (Some("nope"), 3, "unknown name"),
+        (Some("new"), 5, "just auto-created"),
+        (None, 100, "unknown id"),
+    ];
+    for (name, code, why) in cases {
+        let t = metadata::unknown_topic(name.map(String::from), id, &created);
+        assert_eq!(t.error_code, code, "{why}");
+        assert_eq!(t.name.is_none(), name.is_none(), "{why}");
+        if name.is_none() {
+            assert_eq!(t.topic_id, id, "the id is echoed");
+        }
+    }
+}
