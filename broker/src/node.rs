@@ -119,33 +119,6 @@ pub struct BrokerNode {
 /// A local replica's key.
 pub type PartitionKey = TopicIdPartition;
 
-/// The log dir's id from `<dir>/directory.id`, created (random, 128 bits, fsynced) the first
-/// time.
-fn load_or_create_directory_id(dir: &std::path::Path) -> Result<String, String> {
-    let path = dir.join("directory.id");
-    match std::fs::read_to_string(&path) {
-        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("reading {}: {e}", path.display())),
-    }
-    let id = format!(
-        "{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    );
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(id.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|e| format!("writing {}: {e}", path.display()))?;
-    Ok(id)
-}
-
 /// How long a removed replica's log stays set aside before it is deleted (Kafka's
 /// `file.delete.delay.ms`, 60 s).
 pub const LOG_DELETE_DELAY: Duration = Duration::from_secs(60);
@@ -258,7 +231,7 @@ impl BrokerNode {
                 config.log_dir.display()
             )
         })?;
-        let directory_id = load_or_create_directory_id(&config.log_dir)?;
+        let (directory_id, _) = sluice_storage::directory_id::load_or_create(&config.log_dir)?;
         let hw_checkpoint = match std::fs::read_to_string(hw_checkpoint_file(&config.log_dir)) {
             Ok(text) => parse_hw_checkpoint(&text).unwrap_or_else(|e| {
                 // Losing the checkpoint costs only KIP-207 waits: HWs start at 0 and are

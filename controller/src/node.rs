@@ -195,7 +195,8 @@ impl ControllerNode {
     pub async fn start(config: ControllerConfig) -> Result<Arc<Self>, String> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| format!("creating {}: {e}", config.data_dir.display()))?;
-        let (directory_id, new_directory) = load_or_create_directory_id(&config.data_dir)?;
+        let (directory_id, new_directory) =
+            sluice_storage::directory_id::load_or_create(&config.data_dir)?;
         let db = store::open_db(&config.data_dir)?;
         let log = LogStore::new(&db).map_err(|e| e.to_string())?;
         let (sm, applied) = StateMachine::new(&db)?;
@@ -483,13 +484,7 @@ impl ControllerNode {
         &self,
         req: sluice_proto::v1::AddControllerRequest,
     ) -> Result<sluice_proto::v1::QuorumChangeResponse, Status> {
-        let id = u64::try_from(req.controller_id).map_err(|_| {
-            error_status(
-                ErrorCode::InvalidRequest,
-                format!("controller id {} must not be negative", req.controller_id),
-                None,
-            )
-        })?;
+        let id = controller_id(req.controller_id)?;
         let _one_change = self.membership_lock.lock().await;
         self.ensure_current().await?;
         let (before, mut members) = self.settled_membership().await?;
@@ -601,13 +596,7 @@ impl ControllerNode {
         &self,
         req: sluice_proto::v1::RemoveControllerRequest,
     ) -> Result<sluice_proto::v1::QuorumChangeResponse, Status> {
-        let id = u64::try_from(req.controller_id).map_err(|_| {
-            error_status(
-                ErrorCode::InvalidRequest,
-                format!("controller id {} must not be negative", req.controller_id),
-                None,
-            )
-        })?;
+        let id = controller_id(req.controller_id)?;
         let _one_change = self.membership_lock.lock().await;
         self.ensure_current().await?;
         let (before, members) = self.settled_membership().await?;
@@ -1028,30 +1017,13 @@ impl ControllerNode {
     }
 }
 
-/// This controller's directory id from `<dir>/directory.id`, made (random, fsynced) when the
-/// directory has none. Returns whether it was just made.
-fn load_or_create_directory_id(dir: &std::path::Path) -> Result<(String, bool), String> {
-    let path = dir.join("directory.id");
-    match std::fs::read_to_string(&path) {
-        Ok(id) if !id.trim().is_empty() => return Ok((id.trim().to_string(), false)),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("reading {}: {e}", path.display())),
-    }
-    let id = format!(
-        "{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    );
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(id.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| format!("writing {}: {e}", path.display()))?;
-    Ok((id, true))
+/// A controller id from the wire (`int32`): never negative.
+fn controller_id(id: i32) -> Result<NodeId, Status> {
+    u64::try_from(id).map_err(|_| {
+        error_status(
+            ErrorCode::InvalidRequest,
+            format!("controller id {id} must not be negative"),
+            None,
+        )
+    })
 }

@@ -19,6 +19,7 @@
 
 pub use sluice_record::batch;
 pub mod config;
+pub mod directory_id;
 pub mod epoch;
 pub mod error;
 pub mod fault;
