@@ -19,6 +19,7 @@ pub mod limits;
 pub mod listener;
 pub mod node;
 pub mod partition;
+pub mod replication;
 pub mod service;
 
 pub use node::{BrokerConfig, BrokerNode};

@@ -16,17 +16,13 @@ use sluice_metadata::{
     NO_LEADER,
 };
 use sluice_proto::status::{error_code, error_detail};
-use sluice_proto::v1::broker_client::BrokerClient;
 use sluice_proto::v1::controller_client::ControllerClient;
 use sluice_proto::v1::metadata_event::Event;
 use sluice_proto::v1::*;
 use sluice_storage::{Log, LogConfig};
 use tonic::transport::Channel;
 
-use crate::partition::state::DivergingEpoch;
-use crate::partition::{
-    AlterIsr, AlterOutcome, FetchedFromLeader, PartitionHandle, ReplicaState, Role,
-};
+use crate::partition::{AlterIsr, AlterOutcome, PartitionHandle, ReplicaState, Role};
 
 /// Settings of one broker (Kafka key names in the docs).
 #[derive(Debug, Clone)]
@@ -53,6 +49,12 @@ pub struct BrokerConfig {
     pub replica_fetch_max_bytes: i32,
     /// `replica.fetch.wait.max.ms`.
     pub replica_fetch_wait_max_ms: i32,
+    /// `replica.fetch.min.bytes`.
+    pub replica_fetch_min_bytes: i32,
+    /// `replica.fetch.response.max.bytes`.
+    pub replica_fetch_response_max_bytes: i32,
+    /// `num.replica.fetchers`: fetch sessions per leader broker (at least 1).
+    pub num_replica_fetchers: usize,
     /// Consumer group coordinator settings.
     pub groups: crate::group::GroupSettings,
     /// `log.retention.check.interval.ms`: how often retention and `flush.ms` run.
@@ -74,8 +76,10 @@ pub struct BrokerNode {
     partitions: Mutex<HashMap<PartitionKey, PartitionHandle>>,
     /// Each replica's actor task, awaited when the replica is removed (std lock: tiny).
     actors: Mutex<HashMap<PartitionKey, tokio::task::JoinHandle<()>>>,
-    /// Follower fetch tasks by partition, with the role they follow (std lock: tiny).
-    fetchers: Mutex<HashMap<PartitionKey, (Role, tokio::task::JoinHandle<()>)>>,
+    /// Our fetch sessions with each leader broker, as a follower.
+    replica_fetchers: crate::replication::ReplicaFetchers,
+    /// Followers' fetch sessions with us, as a leader.
+    pub fetch_sessions: crate::replication::FetchSessions,
     /// Serialises `reconcile` (held across opening logs; nothing else takes it).
     reconcile_lock: Mutex<()>,
     /// Bumped whenever `reconcile` created a replica or handed out roles: requests waiting
@@ -249,7 +253,8 @@ impl BrokerNode {
             image: RwLock::new(Arc::new(image)),
             partitions: Mutex::new(HashMap::new()),
             actors: Mutex::new(HashMap::new()),
-            fetchers: Mutex::new(HashMap::new()),
+            replica_fetchers: crate::replication::ReplicaFetchers::new(),
+            fetch_sessions: crate::replication::FetchSessions::new(),
             reconcile_lock: Mutex::new(()),
             reconciled: tokio::sync::watch::Sender::new(0),
             broker_epoch: AtomicI64::new(-1),
@@ -381,6 +386,20 @@ impl BrokerNode {
             .expect("partitions lock")
             .get(&TopicIdPartition::new(id, index))
             .cloned()
+    }
+
+    /// A local replica by its key.
+    pub fn partition_by_key(&self, key: TopicIdPartition) -> Option<PartitionHandle> {
+        self.partitions
+            .lock()
+            .expect("partitions lock")
+            .get(&key)
+            .cloned()
+    }
+
+    /// (fetcher tasks, followed partitions) of our replica fetchers.
+    pub fn replica_fetcher_counts(&self) -> (usize, usize) {
+        self.replica_fetchers.counts()
     }
 
     /// A cached lazily-connecting channel to `addr`.
@@ -956,37 +975,29 @@ impl BrokerNode {
         self.reconciled.send_modify(|g| *g += 1);
     }
 
-    /// Hands `part` its role and starts or stops its follower fetcher.
+    /// Hands `part` its role and adds it to (or removes it from) the fetch session with
+    /// its leader.
     fn apply_role(&self, part: &PartitionHandle, role: Role, config: LogConfig) {
         let key = TopicIdPartition::new(part.topic_id, part.index);
         part.set_role(role.clone(), config);
-        let mut fetchers = self.fetchers.lock().expect("fetchers lock");
-        if fetchers.get(&key).is_some_and(|(r, _)| *r == role) {
-            return;
-        }
-        if let Some((_, h)) = fetchers.remove(&key) {
-            h.abort();
-        }
-        if let Role::Follower {
-            leader,
-            leader_epoch,
-        } = role
-        {
-            if leader != NO_LEADER && leader != self.id() {
+        match role {
+            Role::Follower {
+                leader,
+                leader_epoch,
+            } if leader != NO_LEADER && leader != self.id() => {
                 if let Some(me) = self.self_arc() {
-                    let h = tokio::spawn(me.run_fetcher(part.clone(), leader, leader_epoch));
-                    fetchers.insert(key, (role, h));
+                    self.replica_fetchers
+                        .follow(&me, part, leader, leader_epoch);
                 }
             }
+            _ => self.replica_fetchers.unfollow(key),
         }
     }
 
     /// A replica the image no longer gives us: stop its fetcher, close its log, and set its
     /// directory aside to be deleted after [`LOG_DELETE_DELAY`].
     fn remove_replica(&self, key: PartitionKey) {
-        if let Some((_, h)) = self.fetchers.lock().expect("fetchers lock").remove(&key) {
-            h.abort();
-        }
+        self.replica_fetchers.unfollow(key);
         let Some(p) = self
             .partitions
             .lock()
@@ -1037,86 +1048,6 @@ impl BrokerNode {
     /// Registers the process-wide handle used by background tasks.
     pub fn install(self: &Arc<Self>) {
         let _ = SELF.set(Arc::downgrade(self));
-    }
-
-    /// Follower: fetches from `leader` at `leader_epoch` until the role changes.
-    async fn run_fetcher(
-        self: Arc<Self>,
-        part: PartitionHandle,
-        leader: BrokerId,
-        leader_epoch: i32,
-    ) {
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            let Some((fetch_offset, last_epoch)) = part.fetch_position(leader, leader_epoch).await
-            else {
-                return;
-            };
-            let Some(addr) = self.broker_addr(leader) else {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            };
-            let req = FetchRequest {
-                topic: part.topic.clone(),
-                partition: part.index,
-                fetch_offset,
-                current_leader_epoch: Some(leader_epoch),
-                last_fetched_epoch: last_epoch,
-                replica_id: Some(self.id().get()),
-                replica_epoch: Some(self.broker_epoch.load(Ordering::SeqCst)),
-                max_bytes: self.config.replica_fetch_max_bytes,
-                min_bytes: 1,
-                max_wait_ms: self.config.replica_fetch_wait_max_ms,
-                isolation_level: 0,
-                format: RecordFormat::Batches as i32,
-            };
-            let mut req = tonic::Request::new(req);
-            req.set_timeout(
-                Duration::from_millis(self.config.replica_fetch_wait_max_ms.max(0) as u64)
-                    + REPLICA_FETCH_TIMEOUT_MARGIN,
-            );
-            let resp = BrokerClient::new(self.channel(&addr))
-                .max_decoding_message_size(crate::limits::MESSAGE_BYTES_MAX)
-                .fetch(req)
-                .await;
-            let fetched = match resp {
-                Ok(r) => {
-                    backoff = Duration::from_millis(50);
-                    let r = r.into_inner();
-                    match r.diverging_epoch {
-                        Some(d) => FetchedFromLeader::Diverging(DivergingEpoch {
-                            leader_epoch: d.leader_epoch,
-                            end_offset: d.end_offset,
-                        }),
-                        None => FetchedFromLeader::Records {
-                            batches: r.record_batches,
-                            high_watermark: r.high_watermark,
-                        },
-                    }
-                }
-                Err(s) => {
-                    // Our log end is below the leader's log start: start over there.
-                    let start = (error_code(&s) == ErrorCode::OffsetOutOfRange)
-                        .then(|| error_detail(&s).and_then(|d| d.log_start_offset))
-                        .flatten()
-                        .filter(|start| *start > fetch_offset);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
-                    match start {
-                        Some(start) => FetchedFromLeader::StartAt(start),
-                        None => continue,
-                    }
-                }
-            };
-            match part.apply_from_leader(leader, leader_epoch, fetched).await {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(e) => {
-                    tracing::error!(partition = %part.name(), error = %e, "replicated append failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
     }
 
     /// Leader duties every half second: ask each led partition for the next ISR change (a
@@ -1314,9 +1245,6 @@ impl BrokerNode {
 pub const CONTROLLER_REQUEST_TIMEOUT_MAX: Duration = Duration::from_secs(2);
 /// Shortest deadline of one broker → controller request.
 pub const CONTROLLER_REQUEST_TIMEOUT_MIN: Duration = Duration::from_millis(500);
-
-/// Extra time a follower fetch gets beyond its long-poll wait before it is abandoned.
-pub const REPLICA_FETCH_TIMEOUT_MARGIN: Duration = Duration::from_secs(3);
 
 /// Runs one controller call with a deadline; a timeout is an UNAVAILABLE status without
 /// detail (a transport failure: the outcome is unknown).

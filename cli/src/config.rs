@@ -125,6 +125,21 @@ pub const KEYS: &[Key] = &[
         doc: "how long a follower's fetch waits on the leader for new data",
     },
     Key {
+        name: "replica.fetch.min.bytes",
+        default: "1",
+        doc: "record bytes a follower's fetch waits for before the leader answers (0: answer at once)",
+    },
+    Key {
+        name: "replica.fetch.response.max.bytes",
+        default: "10485760",
+        doc: "record bytes a follower asks for per fetch across all its partitions from one leader",
+    },
+    Key {
+        name: "num.replica.fetchers",
+        default: "1",
+        doc: "fetch sessions a follower runs per leader broker; each carries its share of the partitions",
+    },
+    Key {
         name: "metrics.listener",
         default: "",
         doc: "host:port of the Prometheus endpoint (GET /metrics); default: the host of `listeners`, port + 200",

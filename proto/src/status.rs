@@ -155,6 +155,8 @@ pub fn grpc_code(code: ErrorCode) -> tonic::Code {
         ErrorCode::UnknownProducerId => tonic::Code::NotFound,
         ErrorCode::NonEmptyGroup => tonic::Code::FailedPrecondition,
         ErrorCode::GroupIdNotFound => tonic::Code::NotFound,
+        ErrorCode::FetchSessionIdNotFound => tonic::Code::NotFound,
+        ErrorCode::InvalidFetchSessionEpoch => tonic::Code::FailedPrecondition,
         ErrorCode::FencedLeaderEpoch => tonic::Code::FailedPrecondition,
         ErrorCode::UnknownLeaderEpoch => tonic::Code::Unavailable,
         ErrorCode::UnsupportedCompressionType => tonic::Code::InvalidArgument,

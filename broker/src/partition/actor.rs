@@ -27,11 +27,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_metadata::{BrokerId, TopicId};
+use sluice_metadata::{BrokerId, TopicId, TopicIdPartition};
 use sluice_storage::{AppendInfo, LeaderEpoch, Log, LogConfig, Offset, StorageError};
 use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::state::{diverging_epoch, AlterIsr, AlterOutcome, DivergingEpoch, RoleChange};
+use super::waker::{ChangeWaker, Listeners};
 use super::{ReplicaState, Role};
 use crate::error::BrokerError;
 
@@ -67,6 +68,15 @@ pub enum FetchedFromLeader {
     Diverging(DivergingEpoch),
     /// Our log end is below the leader's log start: start over there.
     StartAt(i64),
+}
+
+/// Where a follower fetches next: its log end offset and the epoch of its last record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchPosition {
+    /// The follower's log end offset.
+    pub fetch_offset: i64,
+    /// The epoch of its last record; `None` for an empty log.
+    pub last_fetched_epoch: Option<i32>,
 }
 
 /// A fetch as the partition sees it (validated sizes; the caller handles the long poll).
@@ -155,7 +165,7 @@ pub enum PartitionCommand {
         /// Its epoch.
         leader_epoch: i32,
         /// Answer: (log end offset, latest epoch), or `None` when the role changed.
-        reply: oneshot::Sender<Option<(i64, Option<i32>)>>,
+        reply: oneshot::Sender<Option<FetchPosition>>,
     },
     /// Follower: apply what the leader sent, if it still follows `leader` at `leader_epoch`.
     FromLeader {
@@ -165,8 +175,9 @@ pub enum PartitionCommand {
         leader_epoch: i32,
         /// What came back.
         fetched: FetchedFromLeader,
-        /// Answer: `Ok(false)` when the role changed (the fetcher stops).
-        reply: oneshot::Sender<Result<bool, StorageError>>,
+        /// Answer: the new fetch position (log end offset, latest epoch), or `Ok(None)`
+        /// when the role changed (the fetcher drops the partition).
+        reply: oneshot::Sender<Result<Option<FetchPosition>, StorageError>>,
     },
     /// Leader: the next ISR change to send, if any.
     ProposeIsr {
@@ -232,6 +243,10 @@ struct Shared {
     /// A role the image asked for that the I/O thread has not applied yet (newest wins).
     pending_role: Mutex<Option<(Role, LogConfig)>>,
     offsets_tx: watch::Sender<Offsets>,
+    /// This replica's key, for the wakers told of its changes.
+    key: TopicIdPartition,
+    /// Fetch sessions' wakers, told whenever `offsets_tx` publishes a change.
+    listeners: Listeners,
     /// Bounds the commands waiting for the I/O thread.
     queued: Arc<Semaphore>,
     /// Dropped when the replica closes or stops, which ends the task `spawn` returned.
@@ -240,12 +255,15 @@ struct Shared {
 
 impl Shared {
     fn publish(&self, core: &Core) {
-        self.offsets_tx.send_if_modified(|o| {
+        let changed = self.offsets_tx.send_if_modified(|o| {
             let new = core.offsets();
             let changed = *o != new;
             *o = new;
             changed
         });
+        if changed {
+            self.listeners.mark(self.key);
+        }
     }
 
     /// On the I/O thread: applies a pending role change, then runs `cmd` (if any).
@@ -298,6 +316,7 @@ impl Shared {
             o.is_leader = false;
             o.isr_size = 0;
         });
+        self.listeners.mark(self.key);
         self.stopped.lock().expect("stopped lock").take();
     }
 }
@@ -340,6 +359,8 @@ impl PartitionHandle {
             core: Mutex::new(Some(core)),
             pending_role: Mutex::new(None),
             offsets_tx,
+            key: TopicIdPartition::new(topic_id, index),
+            listeners: Listeners::default(),
             queued: Arc::new(Semaphore::new(PARTITION_COMMANDS_QUEUED_MAX)),
             stopped: Mutex::new(Some(stopped_tx)),
         });
@@ -366,6 +387,11 @@ impl PartitionHandle {
     /// A receiver of offset and role changes.
     pub fn subscribe(&self) -> watch::Receiver<Offsets> {
         self.offsets_rx.clone()
+    }
+
+    /// Tells `waker` of every change published from now on (once, however often added).
+    pub fn add_listener(&self, waker: &Arc<ChangeWaker>) {
+        self.shared.listeners.add(waker);
     }
 
     /// The offsets last published.
@@ -509,7 +535,7 @@ impl PartitionHandle {
         &self,
         leader: BrokerId,
         leader_epoch: i32,
-    ) -> Option<(i64, Option<i32>)> {
+    ) -> Option<FetchPosition> {
         self.ask(|reply| PartitionCommand::FetchPosition {
             leader,
             leader_epoch,
@@ -520,13 +546,14 @@ impl PartitionHandle {
         .flatten()
     }
 
-    /// Follower: applies what the leader sent; `Ok(false)` when the role changed.
+    /// Follower: applies what the leader sent and returns where to fetch next; `Ok(None)`
+    /// when the role changed.
     pub async fn apply_from_leader(
         &self,
         leader: BrokerId,
         leader_epoch: i32,
         fetched: FetchedFromLeader,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<Option<FetchPosition>, StorageError> {
         match self
             .ask(|reply| PartitionCommand::FromLeader {
                 leader,
@@ -537,7 +564,7 @@ impl PartitionHandle {
             .await
         {
             Ok(r) => r,
-            Err(_) => Ok(false),
+            Err(_) => Ok(None),
         }
     }
 
@@ -624,6 +651,11 @@ impl Core {
                 args.fetch_offset >= upper || self.log.reads_from_memory(Offset(args.fetch_offset))
             }
             PartitionCommand::Read { from, .. } => self.log.reads_from_memory(Offset(*from)),
+            // The leader's HW with no records touches no file.
+            PartitionCommand::FromLeader {
+                fetched: FetchedFromLeader::Records { batches, .. },
+                ..
+            } => batches.is_empty(),
             PartitionCommand::Append { .. }
             | PartitionCommand::FromLeader { .. }
             | PartitionCommand::Retention { .. }
@@ -710,12 +742,7 @@ impl Core {
                         leader,
                         leader_epoch,
                     });
-                let _ = reply.send(follows.then(|| {
-                    (
-                        self.log.log_end_offset().get(),
-                        self.log.latest_epoch().map(LeaderEpoch::get),
-                    )
-                }));
+                let _ = reply.send(follows.then(|| self.fetch_position()));
             }
             PartitionCommand::FromLeader {
                 leader,
@@ -930,19 +957,27 @@ impl Core {
         }
     }
 
+    /// A follower's next fetch position.
+    fn fetch_position(&self) -> FetchPosition {
+        FetchPosition {
+            fetch_offset: self.log.log_end_offset().get(),
+            last_fetched_epoch: self.log.latest_epoch().map(LeaderEpoch::get),
+        }
+    }
+
     fn apply_from_leader(
         &mut self,
         leader: BrokerId,
         leader_epoch: i32,
         fetched: FetchedFromLeader,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<Option<FetchPosition>, StorageError> {
         if *self.replica.role()
             != (Role::Follower {
                 leader,
                 leader_epoch,
             })
         {
-            return Ok(false);
+            return Ok(None);
         }
         match fetched {
             FetchedFromLeader::Diverging(div) => {
@@ -979,7 +1014,7 @@ impl Core {
                     .follow_high_watermark(high_watermark, leo.get());
             }
         }
-        Ok(true)
+        Ok(Some(self.fetch_position()))
     }
 }
 

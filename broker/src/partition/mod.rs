@@ -16,8 +16,11 @@
 pub mod actor;
 pub mod io;
 pub mod state;
+pub mod waker;
 
 pub use actor::{
-    Appended, FetchArgs, FetchData, FetchedFromLeader, Offsets, PartitionCommand, PartitionHandle,
+    Appended, FetchArgs, FetchData, FetchPosition, FetchedFromLeader, Offsets, PartitionCommand,
+    PartitionHandle,
 };
 pub use state::{AlterIsr, AlterOutcome, ReplicaState, Role, RoleChange};
+pub use waker::ChangeWaker;

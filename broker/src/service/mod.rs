@@ -138,6 +138,9 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
+mod replica_fetch;
+
+pub use replica_fetch::ReplicationService;
 
 pub use admin::{AdminRelay, ADMIN_RELAY_TIMEOUT};
 
@@ -322,6 +325,13 @@ pub async fn serve(
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
         )
         .add_service(AdminServer::new(AdminRelay { node: node.clone() }))
+        .add_service(
+            sluice_proto::v1::replication_server::ReplicationServer::new(ReplicationService::new(
+                node.clone(),
+            ))
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX),
+        )
         .serve_with_incoming_shutdown(
             crate::listener::incoming(
                 listener,

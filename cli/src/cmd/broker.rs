@@ -98,6 +98,9 @@ pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
         replica_lag_time_max: ms("replica.lag.time.max.ms")?,
         replica_fetch_max_bytes: cfg.num("replica.fetch.max.bytes")?,
         replica_fetch_wait_max_ms: cfg.num("replica.fetch.wait.max.ms")?,
+        replica_fetch_min_bytes: cfg.num("replica.fetch.min.bytes")?,
+        replica_fetch_response_max_bytes: cfg.num("replica.fetch.response.max.bytes")?,
+        num_replica_fetchers: positive(cfg, "num.replica.fetchers")? as usize,
         retention_check_interval: ms("log.retention.check.interval.ms")?,
         auto_create_topics: cfg.bool("auto.create.topics.enable")?,
         listener_limits: sluice_broker::listener::ListenerLimits {

@@ -1,0 +1,411 @@
+//! The follower's half of replica fetching: `num.replica.fetchers` fetcher tasks per
+//! leader broker, each carrying its share of the partitions followed from that leader in
+//! one long-polling fetch session (Kafka's `ReplicaFetcherThread` with a
+//! `FetchSessionHandler`).
+//!
+//! Roles arrive from `BrokerNode::reconcile` as [`FetcherCommand`]s. Each partition keeps
+//! its own rules (epoch fencing, truncation on divergence, HW) in its replica's actor:
+//! the fetcher only moves bytes and positions. A partition whose fetch fails (not leader
+//! yet, fenced, no replica) leaves the session for [`PARTITION_BACKOFF`] and rejoins.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use sluice_metadata::{BrokerId, TopicId, TopicIdPartition};
+use sluice_proto::status::error_code;
+use sluice_proto::v1::replication_client::ReplicationClient;
+use sluice_proto::v1::{
+    ErrorCode, ReplicaFetchForgotten, ReplicaFetchPartition, ReplicaFetchPartitionData,
+    ReplicaFetchRequest,
+};
+use tokio::sync::mpsc;
+
+use super::session::{FollowerSession, Position};
+use crate::node::BrokerNode;
+use crate::partition::state::DivergingEpoch;
+use crate::partition::{FetchPosition, FetchedFromLeader, PartitionHandle};
+
+/// How long a partition whose fetch failed stays out of its session (Kafka's
+/// `replica.fetch.backoff.ms` is 1 s; metadata here usually settles faster).
+pub const PARTITION_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The longest pause after failed requests to a leader (doubling from 50 ms).
+pub const REQUEST_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Beyond `replica.fetch.wait.max.ms`, how long a fetch may take before it is abandoned.
+pub const REPLICA_FETCH_TIMEOUT_MARGIN: Duration = Duration::from_secs(3);
+
+/// Replicated appends of one response applied at once (each on its partition's I/O
+/// thread).
+const APPLIES_IN_FLIGHT_MAX: usize = 16;
+
+/// What a fetcher is told.
+pub enum FetcherCommand {
+    /// Follow `part` at `leader_epoch` (replacing an older role of it).
+    Follow {
+        /// The replica.
+        part: PartitionHandle,
+        /// The epoch of the leader followed.
+        leader_epoch: i32,
+    },
+    /// Stop fetching `key`.
+    Unfollow {
+        /// The replica's key.
+        key: TopicIdPartition,
+    },
+}
+
+/// Every fetcher of this broker, and which one carries each followed partition.
+#[derive(Default)]
+pub struct ReplicaFetchers {
+    /// Fetcher inboxes by (leader, fetcher index) and the partitions each carries (std
+    /// lock: map updates and channel sends only, no `.await` inside).
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    fetchers: HashMap<(BrokerId, usize), Fetcher>,
+    /// (leader, leader epoch, fetcher index) of each followed partition.
+    followed: HashMap<TopicIdPartition, (BrokerId, i32, usize)>,
+}
+
+struct Fetcher {
+    tx: mpsc::UnboundedSender<FetcherCommand>,
+    /// Aborted when the fetchers are dropped.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for f in self.fetchers.values() {
+            f.task.abort();
+        }
+    }
+}
+
+impl ReplicaFetchers {
+    /// No fetchers.
+    pub fn new() -> Self {
+        ReplicaFetchers::default()
+    }
+
+    /// Fetches `part` from `leader` at `leader_epoch` (moving it from any fetcher that had
+    /// it under another role).
+    pub fn follow(
+        &self,
+        node: &Arc<BrokerNode>,
+        part: &PartitionHandle,
+        leader: BrokerId,
+        leader_epoch: i32,
+    ) {
+        let key = TopicIdPartition::new(part.topic_id, part.index);
+        let n = node.config.num_replica_fetchers.max(1);
+        let index = fetcher_index(key, n);
+        let mut inner = self.inner.lock().expect("fetchers lock");
+        match inner.followed.get(&key) {
+            Some(&(l, e, _)) if l == leader && e == leader_epoch => return,
+            Some(&(l, _, i)) if l != leader || i != index => {
+                if let Some(f) = inner.fetchers.get(&(l, i)) {
+                    let _ = f.tx.send(FetcherCommand::Unfollow { key });
+                }
+            }
+            _ => {}
+        }
+        inner.followed.insert(key, (leader, leader_epoch, index));
+        let fetcher = inner.fetchers.entry((leader, index)).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let task = tokio::spawn(run_fetcher(node.clone(), leader, index, rx));
+            Fetcher { tx, task }
+        });
+        let cmd = FetcherCommand::Follow {
+            part: part.clone(),
+            leader_epoch,
+        };
+        if let Err(mpsc::error::SendError(cmd)) = fetcher.tx.send(cmd) {
+            // The task ended (a panic): start a new one.
+            tracing::error!(leader = %leader, fetcher = index, "replica fetcher had stopped; restarting it");
+            let (tx, rx) = mpsc::unbounded_channel();
+            let task = tokio::spawn(run_fetcher(node.clone(), leader, index, rx));
+            let _ = tx.send(cmd);
+            *fetcher = Fetcher { tx, task };
+        }
+    }
+
+    /// Stops fetching `key` (it leads, has no leader, or is gone).
+    pub fn unfollow(&self, key: TopicIdPartition) {
+        let mut inner = self.inner.lock().expect("fetchers lock");
+        if let Some((l, _, i)) = inner.followed.remove(&key) {
+            if let Some(f) = inner.fetchers.get(&(l, i)) {
+                let _ = f.tx.send(FetcherCommand::Unfollow { key });
+            }
+        }
+    }
+
+    /// (fetcher tasks, followed partitions), for gauges and benches.
+    pub fn counts(&self) -> (usize, usize) {
+        let inner = self.inner.lock().expect("fetchers lock");
+        (inner.fetchers.len(), inner.followed.len())
+    }
+}
+
+/// Which of `n` fetchers carries `key` (stable for the partition's life).
+pub fn fetcher_index(key: TopicIdPartition, n: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % n.max(1) as u64) as usize
+}
+
+/// A partition one fetcher carries.
+struct Followed {
+    part: PartitionHandle,
+    leader_epoch: i32,
+    /// Where to fetch next; `None` until asked of the replica.
+    position: Option<FetchPosition>,
+    /// Out of the session until then, after a failed fetch.
+    delayed_until: Option<Instant>,
+}
+
+/// One fetcher: a fetch session with `leader` carrying the partitions it is told to
+/// follow. Ends when its inbox closes.
+async fn run_fetcher(
+    node: Arc<BrokerNode>,
+    leader: BrokerId,
+    fetcher_id: usize,
+    mut inbox: mpsc::UnboundedReceiver<FetcherCommand>,
+) {
+    let mut parts: HashMap<TopicIdPartition, Followed> = HashMap::new();
+    let mut session = FollowerSession::default();
+    let mut backoff = Duration::from_millis(50);
+    let partition_max_bytes = node.config.replica_fetch_max_bytes;
+    loop {
+        // Role changes first.
+        loop {
+            match inbox.try_recv() {
+                Ok(cmd) => apply_command(&mut parts, cmd),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            }
+        }
+        let now = Instant::now();
+        // Partitions back from a delay, and new ones, learn their position.
+        let mut gone = Vec::new();
+        for (key, f) in parts.iter_mut() {
+            if f.delayed_until.is_some_and(|t| t <= now) {
+                f.delayed_until = None;
+            }
+            if f.delayed_until.is_none() && f.position.is_none() {
+                match f.part.fetch_position(leader, f.leader_epoch).await {
+                    Some(p) => f.position = Some(p),
+                    None => gone.push(*key),
+                }
+            }
+        }
+        for key in gone {
+            parts.remove(&key);
+        }
+        let wanted: HashMap<TopicIdPartition, Position> = parts
+            .iter()
+            .filter(|(_, f)| f.delayed_until.is_none())
+            .filter_map(|(k, f)| {
+                f.position.map(|p| {
+                    (
+                        *k,
+                        Position {
+                            fetch_offset: p.fetch_offset,
+                            current_leader_epoch: f.leader_epoch,
+                            last_fetched_epoch: p.last_fetched_epoch,
+                            max_bytes: partition_max_bytes.max(0) as usize,
+                        },
+                    )
+                })
+            })
+            .collect();
+        if wanted.is_empty() {
+            let next = parts.values().filter_map(|f| f.delayed_until).min();
+            let sleep = async {
+                match next {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = inbox.recv() => match cmd {
+                    Some(cmd) => apply_command(&mut parts, cmd),
+                    None => return,
+                },
+                () = sleep => {}
+            }
+            continue;
+        }
+        let Some(addr) = node.broker_addr(leader) else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let built = session.build(&wanted);
+        let names: HashMap<TopicId, String> = built
+            .partitions
+            .iter()
+            .filter_map(|(k, _)| parts.get(k).map(|f| (k.topic_id, f.part.topic.clone())))
+            .collect();
+        let req = ReplicaFetchRequest {
+            replica_id: node.id().get(),
+            replica_epoch: node.broker_epoch.load(std::sync::atomic::Ordering::SeqCst),
+            session_id: built.session_id,
+            session_epoch: built.session_epoch,
+            max_wait_ms: node.config.replica_fetch_wait_max_ms,
+            min_bytes: node.config.replica_fetch_min_bytes,
+            max_bytes: node.config.replica_fetch_response_max_bytes,
+            partitions: built
+                .partitions
+                .iter()
+                .map(|(k, p)| ReplicaFetchPartition {
+                    topic_id: k.topic_id.to_string(),
+                    topic: names.get(&k.topic_id).cloned().unwrap_or_default(),
+                    partition: k.partition,
+                    fetch_offset: p.fetch_offset,
+                    current_leader_epoch: p.current_leader_epoch,
+                    last_fetched_epoch: p.last_fetched_epoch,
+                    max_bytes: p.max_bytes as i32,
+                })
+                .collect(),
+            forgotten: built
+                .forgotten
+                .iter()
+                .map(|k| ReplicaFetchForgotten {
+                    topic_id: k.topic_id.to_string(),
+                    partition: k.partition,
+                })
+                .collect(),
+        };
+        let mut req = tonic::Request::new(req);
+        req.set_timeout(
+            Duration::from_millis(node.config.replica_fetch_wait_max_ms.max(0) as u64)
+                + REPLICA_FETCH_TIMEOUT_MARGIN,
+        );
+        let resp = ReplicationClient::new(node.channel(&addr))
+            .max_decoding_message_size(crate::limits::MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(crate::limits::MESSAGE_BYTES_MAX)
+            .replica_fetch(req)
+            .await;
+        let resp = match resp {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                session.reset();
+                let code = error_code(&s);
+                if matches!(
+                    code,
+                    ErrorCode::FetchSessionIdNotFound | ErrorCode::InvalidFetchSessionEpoch
+                ) {
+                    tracing::debug!(%leader, fetcher = fetcher_id, error = %s.message(), "fetch session lost; starting a new one");
+                    continue;
+                }
+                tracing::debug!(%leader, fetcher = fetcher_id, error = %s.message(), "replica fetch failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(REQUEST_BACKOFF_MAX);
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        session.on_response(&built, resp.session_id);
+        let now = Instant::now();
+        let mut applies = Vec::new();
+        for data in resp.partitions {
+            let Some(topic_id) = TopicId::parse(&data.topic_id) else {
+                continue;
+            };
+            let key = TopicIdPartition::new(topic_id, data.partition);
+            let Some(f) = parts.get_mut(&key) else {
+                continue;
+            };
+            if f.delayed_until.is_some() || !wanted.contains_key(&key) {
+                continue;
+            }
+            match fetched(&data, f.position) {
+                Ok(fetched) => applies.push((key, f.part.clone(), f.leader_epoch, fetched)),
+                Err(()) => {
+                    tracing::debug!(partition = %f.part.name(), %leader, code = data.error_code,
+                        error = %data.error_message, "replica fetch of a partition failed; retrying");
+                    f.delayed_until = Some(now + PARTITION_BACKOFF);
+                    f.position = None;
+                    // Named again when it rejoins, even if no request forgot it meanwhile.
+                    session.resend(key);
+                }
+            }
+        }
+        let mut results = futures::stream::iter(applies.into_iter().map(
+            |(key, part, epoch, fetched)| async move {
+                (key, part.apply_from_leader(leader, epoch, fetched).await)
+            },
+        ))
+        .buffer_unordered(APPLIES_IN_FLIGHT_MAX);
+        while let Some((key, r)) = results.next().await {
+            let Some(f) = parts.get_mut(&key) else {
+                continue;
+            };
+            match r {
+                Ok(Some(p)) => f.position = Some(p),
+                // No longer follows at that epoch: reconcile sends the new role.
+                Ok(None) => {
+                    parts.remove(&key);
+                }
+                Err(e) => {
+                    tracing::error!(partition = %f.part.name(), error = %e, "replicated append failed");
+                    f.delayed_until = Some(Instant::now() + PARTITION_BACKOFF);
+                    f.position = None;
+                    session.resend(key);
+                }
+            }
+        }
+    }
+}
+
+fn apply_command(parts: &mut HashMap<TopicIdPartition, Followed>, cmd: FetcherCommand) {
+    match cmd {
+        FetcherCommand::Follow { part, leader_epoch } => {
+            let key = TopicIdPartition::new(part.topic_id, part.index);
+            parts.insert(
+                key,
+                Followed {
+                    part,
+                    leader_epoch,
+                    position: None,
+                    delayed_until: None,
+                },
+            );
+        }
+        FetcherCommand::Unfollow { key } => {
+            parts.remove(&key);
+        }
+    }
+}
+
+/// What a partition's answer asks of the replica, or `Err` for an error to back off from.
+fn fetched(
+    data: &ReplicaFetchPartitionData,
+    position: Option<FetchPosition>,
+) -> Result<FetchedFromLeader, ()> {
+    match ErrorCode::try_from(data.error_code).unwrap_or(ErrorCode::UnknownServerError) {
+        ErrorCode::None => {}
+        // Our log end is below the leader's log start: start over there.
+        ErrorCode::OffsetOutOfRange
+            if position.is_some_and(|p| data.log_start_offset > p.fetch_offset) =>
+        {
+            return Ok(FetchedFromLeader::StartAt(data.log_start_offset));
+        }
+        _ => return Err(()),
+    }
+    if let Some(d) = &data.diverging_epoch {
+        return Ok(FetchedFromLeader::Diverging(DivergingEpoch {
+            leader_epoch: d.leader_epoch,
+            end_offset: d.end_offset,
+        }));
+    }
+    Ok(FetchedFromLeader::Records {
+        batches: data.record_batches.clone(),
+        high_watermark: data.high_watermark,
+    })
+}
