@@ -1,6 +1,7 @@
 //! `sluice bench …`: benchmarks with a progress bar, a results table and `--output json`.
 
 mod data;
+mod idle;
 mod metadata;
 mod storage;
 
@@ -18,6 +19,9 @@ pub enum BenchCommand {
     Produce(data::DataBenchArgs),
     /// Consume throughput against a running cluster.
     Consume(data::DataBenchArgs),
+    /// What idle partitions cost each broker (CPU, RSS, fds, threads) and the acks=all
+    /// latency of a busy topic beside them, on a `sluice dev` cluster it starts.
+    Idle(idle::IdleBenchArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -26,6 +30,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Metadata(args) => metadata::run(args),
         BenchCommand::Produce(args) => data::run_produce(args, true),
         BenchCommand::Consume(args) => data::run_consume(args),
+        BenchCommand::Idle(args) => idle::run(args),
     }
 }
 
