@@ -80,8 +80,10 @@ pub struct BrokerNode {
     replica_fetchers: crate::replication::ReplicaFetchers,
     /// Followers' fetch sessions with us, as a leader.
     pub fetch_sessions: crate::replication::FetchSessions,
-    /// Serialises `reconcile` (held across opening logs; nothing else takes it).
-    reconcile_lock: Mutex<()>,
+    /// Serialises `reconcile` (held across opening logs; nothing else takes it), and holds
+    /// the role (and topic, for its config) last handed to each replica, so a reconcile
+    /// touches only the replicas whose role or config changed.
+    reconcile_lock: Mutex<HashMap<PartitionKey, (Role, Arc<sluice_metadata::TopicImage>)>>,
     /// Bumped whenever `reconcile` created a replica or handed out roles: requests waiting
     /// for a leadership to be taken up watch it (see `DataPlane::lookup`).
     reconciled: tokio::sync::watch::Sender<u64>,
@@ -101,6 +103,8 @@ pub struct BrokerNode {
     /// Set once this process has applied metadata from a controller (not only the image it
     /// persisted earlier): from then on the image's fencing state of our registration is live.
     live_metadata: AtomicBool,
+    /// Set when applied metadata is not yet persisted and reconciled (`settle_applied`).
+    image_unsettled: AtomicBool,
     /// Set when a controlled shutdown has been granted.
     pub shutting_down: AtomicBool,
     channels: Mutex<HashMap<String, Channel>>,
@@ -119,6 +123,13 @@ pub struct BrokerNode {
     /// (`queued.max.request.bytes`).
     pub request_bytes: crate::listener::RequestBytes,
 }
+
+/// Most ISR proposals in one AlterPartitions request.
+pub const ALTER_PARTITIONS_BATCH_MAX: usize = 1000;
+
+/// Metadata events applied back to back before the image is persisted and replicas are
+/// reconciled (bounds how long a flood of events defers their effect).
+pub const METADATA_BURST_MAX: usize = 1000;
 
 /// A local replica's key.
 pub type PartitionKey = TopicIdPartition;
@@ -255,7 +266,7 @@ impl BrokerNode {
             actors: Mutex::new(HashMap::new()),
             replica_fetchers: crate::replication::ReplicaFetchers::new(),
             fetch_sessions: crate::replication::FetchSessions::new(),
-            reconcile_lock: Mutex::new(()),
+            reconcile_lock: Mutex::new(HashMap::new()),
             reconciled: tokio::sync::watch::Sender::new(0),
             broker_epoch: AtomicI64::new(-1),
             fenced: AtomicBool::new(true),
@@ -267,6 +278,7 @@ impl BrokerNode {
             metadata_diverged: AtomicBool::new(position.offset > 0 && position.history_id == 0),
             live_metadata: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
+            image_unsettled: AtomicBool::new(false),
             channels: Mutex::new(HashMap::new()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             hw_checkpoint: Mutex::new(hw_checkpoint),
@@ -748,14 +760,42 @@ impl BrokerNode {
                     continue;
                 }
             };
+            let mut ready: Option<MetadataEvent> = None;
+            let mut burst = 0usize;
             loop {
-                let msg = tokio::time::timeout(Duration::from_secs(5), stream.message()).await;
-                let event = match msg {
-                    Ok(Ok(Some(ev))) => ev,
-                    _ => break,
+                let event = match ready.take() {
+                    Some(ev) => ev,
+                    None => {
+                        let msg =
+                            tokio::time::timeout(Duration::from_secs(5), stream.message()).await;
+                        match msg {
+                            Ok(Ok(Some(ev))) => ev,
+                            _ => break,
+                        }
+                    }
                 };
                 match self.apply_event(event) {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        // Apply what is already here before persisting and reconciling.
+                        burst += 1;
+                        if burst < METADATA_BURST_MAX {
+                            use futures::FutureExt;
+                            match stream.message().now_or_never() {
+                                Some(Ok(Some(ev))) => {
+                                    ready = Some(ev);
+                                    continue;
+                                }
+                                Some(_) => break,
+                                None => {}
+                            }
+                        }
+                        burst = 0;
+                        if let Err(e) = self.settle_applied() {
+                            tracing::error!(error = %e, "could not apply metadata; resubscribing");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            break;
+                        }
+                    }
                     Err(ApplyError::Diverged(why)) => {
                         // Never mix two histories: stop here and start over from this
                         // controller's full image (issue 15).
@@ -773,6 +813,10 @@ impl BrokerNode {
                         break;
                     }
                 }
+            }
+            // Whatever was applied before the stream ended takes effect now.
+            if let Err(e) = self.settle_applied() {
+                tracing::error!(error = %e, "could not persist the metadata image");
             }
         }
     }
@@ -848,21 +892,33 @@ impl BrokerNode {
             None => {}
         }
         if changed {
-            let bytes = image.encode();
-            let tmp = image_file(&self.config.log_dir).with_extension("tmp");
-            std::fs::write(&tmp, &bytes)
-                .and_then(|_| std::fs::rename(&tmp, image_file(&self.config.log_dir)))
-                .map_err(|e| format!("persisting the metadata image: {e}"))?;
             *self.image.write().expect("image lock") = Arc::new(image);
-            self.reconcile();
+            self.image_unsettled.store(true, Ordering::SeqCst);
         }
         self.metadata_offset.store(applied, Ordering::SeqCst);
         *self.metadata_position.lock().expect("position lock") = position;
         if !self.live_metadata.swap(true, Ordering::SeqCst) {
             // The image is live now: fencing state in it may let us lead (see `may_lead`).
-            self.reconcile();
+            self.image_unsettled.store(true, Ordering::SeqCst);
         }
         Ok(())
+    }
+
+    /// After a burst of applied events: persists the image and reconciles replicas once,
+    /// rather than once per event (a broker catching up on thousands of ISR changes pays for
+    /// one pass, not thousands).
+    fn settle_applied(&self) -> Result<(), String> {
+        if !self.image_unsettled.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let image = self.image();
+        let bytes = image.encode();
+        let tmp = image_file(&self.config.log_dir).with_extension("tmp");
+        let persisted = std::fs::write(&tmp, &bytes)
+            .and_then(|_| std::fs::rename(&tmp, image_file(&self.config.log_dir)))
+            .map_err(|e| format!("persisting the metadata image: {e}"));
+        self.reconcile();
+        persisted
     }
 
     /// Makes local replicas match the image: opens logs for new replicas, hands every
@@ -870,7 +926,7 @@ impl BrokerNode {
     /// gone. Calls run one at a time (`reconcile_lock`); the `partitions` map is locked only
     /// for lookups and inserts, never across a log's recovery.
     pub fn reconcile(&self) {
-        let _one_at_a_time = self.reconcile_lock.lock().expect("reconcile lock");
+        let mut applied = self.reconcile_lock.lock().expect("reconcile lock");
         let image = self.image();
         let me = self.id();
         // Until the controller unfences us (we registered and caught up with the metadata
@@ -915,9 +971,18 @@ impl BrokerNode {
             )
         };
         for key in gone {
+            applied.remove(&key);
             self.remove_replica(key);
         }
+        applied.retain(|k, _| existing.contains_key(k));
         for (key, (topic, role)) in wanted {
+            let unchanged = existing.contains_key(&key)
+                && applied.get(&key).is_some_and(|(r, t)| {
+                    *r == role && (Arc::ptr_eq(t, &topic) || t.config == topic.config)
+                });
+            if unchanged {
+                continue;
+            }
             let config = log_config(&topic.config);
             let part = match existing.get(&key) {
                 Some(p) => p.clone(),
@@ -970,7 +1035,8 @@ impl BrokerNode {
                     p
                 }
             };
-            self.apply_role(&part, role, config);
+            self.apply_role(&part, role.clone(), config);
+            applied.insert(key, (role, topic));
         }
         self.reconciled.send_modify(|g| *g += 1);
     }
@@ -1059,66 +1125,113 @@ impl BrokerNode {
             if self.fenced.load(Ordering::SeqCst) {
                 continue;
             }
-            for part in self.local_partitions() {
-                if !part.offsets().is_leader {
-                    continue;
-                }
-                let Some(proposal) = part
+            // Only leaders with something to decide: settled ones (every replica in the
+            // ISR and at our log end) cost nothing here.
+            let unsettled: Vec<PartitionHandle> = self
+                .partitions
+                .lock()
+                .expect("partitions lock")
+                .values()
+                .filter(|p| {
+                    let o = p.offsets();
+                    o.is_leader && !o.isr_settled
+                })
+                .cloned()
+                .collect();
+            let mut proposals = Vec::new();
+            for part in unsettled {
+                if let Some(proposal) = part
                     .propose_isr(Instant::now(), self.config.replica_lag_time_max)
                     .await
-                else {
-                    continue;
-                };
-                let outcome = self.send_alter_partition(&part, &proposal).await;
-                part.alter_partition_answer(proposal, outcome).await;
+                {
+                    proposals.push((part, proposal));
+                }
+            }
+            // Every proposal of this tick in a few AlterPartitions (one Raft entry each),
+            // not one controller round trip per partition.
+            while !proposals.is_empty() {
+                let rest = proposals.split_off(proposals.len().min(ALTER_PARTITIONS_BATCH_MAX));
+                let batch = std::mem::replace(&mut proposals, rest);
+                let outcomes = self.send_alter_partitions(&batch).await;
+                for ((part, proposal), outcome) in batch.into_iter().zip(outcomes) {
+                    part.alter_partition_answer(proposal, outcome).await;
+                }
             }
         }
     }
 
-    /// Sends one AlterPartition and classifies the answer: committed, refused for good, or
-    /// unknown (no answer: it may have committed, so the proposal stays pending).
-    async fn send_alter_partition(
+    /// Sends proposals in one AlterPartitions and classifies each answer: committed,
+    /// refused for good, or unknown (no answer: it may have committed, so the proposal
+    /// stays pending and is sent again).
+    async fn send_alter_partitions(
         &self,
-        part: &PartitionHandle,
-        proposal: &AlterIsr,
-    ) -> AlterOutcome {
-        let req = AlterPartitionRequest {
+        batch: &[(PartitionHandle, AlterIsr)],
+    ) -> Vec<AlterOutcome> {
+        let req = AlterPartitionsRequest {
             broker_id: self.id().get(),
             broker_epoch: self.broker_epoch.load(Ordering::SeqCst),
-            topic_id: part.topic_id.to_string(),
-            topic: part.topic.clone(),
-            partition: part.index,
-            leader_epoch: proposal.leader_epoch,
-            partition_epoch: proposal.partition_epoch,
-            new_isr: BrokerId::to_wire(&proposal.isr),
+            partitions: batch
+                .iter()
+                .map(|(part, proposal)| AlterPartitionItem {
+                    topic_id: part.topic_id.to_string(),
+                    topic: part.topic.clone(),
+                    partition: part.index,
+                    leader_epoch: proposal.leader_epoch,
+                    partition_epoch: proposal.partition_epoch,
+                    new_isr: BrokerId::to_wire(&proposal.isr),
+                })
+                .collect(),
         };
         let r = self
             .call_controller(|mut c| {
                 let req = req.clone();
-                async move { c.alter_partition(req).await }
+                async move { c.alter_partitions(req).await }
             })
             .await;
         match r {
+            Ok(resp) if resp.results.len() == batch.len() => batch
+                .iter()
+                .zip(resp.results)
+                .map(|((part, _), r)| {
+                    let code = ErrorCode::try_from(r.error_code).unwrap_or(ErrorCode::UnknownServerError);
+                    match (code, r.state) {
+                        (ErrorCode::None, Some(state)) => {
+                            tracing::info!(partition = %part.name(), isr = ?state.isr,
+                                partition_epoch = state.partition_epoch, "ISR change committed");
+                            AlterOutcome::Committed {
+                                leader_epoch: state.leader_epoch,
+                                partition_epoch: state.partition_epoch,
+                                isr: BrokerId::from_wire(&state.isr),
+                            }
+                        }
+                        (code, _) if !sluice_proto::status::is_retriable(code) || is_definite_refusal(code) => {
+                            tracing::warn!(partition = %part.name(), error = %r.error_message, "ISR change refused");
+                            AlterOutcome::Refused
+                        }
+                        _ => {
+                            tracing::warn!(partition = %part.name(), error = %r.error_message,
+                                "ISR change unanswered; it stays pending and is sent again");
+                            AlterOutcome::Unknown
+                        }
+                    }
+                })
+                .collect(),
             Ok(resp) => {
-                tracing::info!(partition = %part.name(), isr = ?resp.isr,
-                    partition_epoch = resp.partition_epoch, "ISR change committed");
-                AlterOutcome::Committed {
-                    leader_epoch: resp.leader_epoch,
-                    partition_epoch: resp.partition_epoch,
-                    isr: BrokerId::from_wire(&resp.isr),
-                }
+                tracing::warn!(sent = batch.len(), answered = resp.results.len(),
+                    "AlterPartitions answered a different number of proposals; they stay pending");
+                vec![AlterOutcome::Unknown; batch.len()]
             }
             Err(e)
                 if error_detail(&e)
                     .is_some_and(|d| !d.retriable || is_definite_refusal(d.code())) =>
             {
-                tracing::warn!(partition = %part.name(), error = %e.message(), "ISR change refused");
-                AlterOutcome::Refused
+                tracing::warn!(partitions = batch.len(), error = %e.message(), "ISR changes refused");
+                vec![AlterOutcome::Refused; batch.len()]
             }
             Err(e) => {
-                tracing::warn!(partition = %part.name(), error = %e.message(),
-                    "ISR change unanswered; it stays pending and is sent again");
-                AlterOutcome::Unknown
+                tracing::warn!(partitions = batch.len(), error = %e.message(),
+                    "ISR changes unanswered; they stay pending and are sent again");
+                vec![AlterOutcome::Unknown; batch.len()]
             }
         }
     }

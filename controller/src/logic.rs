@@ -412,6 +412,38 @@ pub struct AlterPartition {
     pub new_isr: Vec<BrokerId>,
 }
 
+/// Most proposals in one AlterPartitions request.
+pub const ALTER_PARTITIONS_MAX: usize = 10_000;
+
+/// Validates a batch of one leader's AlterPartition proposals (the broker epoch already
+/// checked): each is decided as [`alter_partition`] decides it, alone; the accepted ones'
+/// records go together. A partition named twice is refused the second time.
+pub fn alter_partitions(
+    image: &MetadataImage,
+    reqs: &[AlterPartition],
+) -> (Vec<MetadataRecord>, Vec<Result<PartitionState, Refusal>>) {
+    let mut records = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let results = reqs
+        .iter()
+        .map(|req| {
+            if !seen.insert((req.topic_id, req.index)) {
+                return refuse(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "partition {} of topic id {} is named twice",
+                        req.index, req.topic_id
+                    ),
+                );
+            }
+            let (r, state) = alter_partition(image, req)?;
+            records.extend(r);
+            Ok(state)
+        })
+        .collect();
+    (records, results)
+}
+
 /// Validates an AlterPartition and returns the change (empty when nothing changes) and the
 /// resulting partition state.
 pub fn alter_partition(

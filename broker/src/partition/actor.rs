@@ -52,6 +52,9 @@ pub struct Offsets {
     pub is_leader: bool,
     /// Size of the committed ISR (leader only; 0 as follower).
     pub isr_size: usize,
+    /// Leader: nothing for the ISR tick to propose until we append (see
+    /// `ReplicaState::isr_settled`).
+    pub isr_settled: bool,
 }
 
 /// What a follower's fetch from the leader brought back.
@@ -315,6 +318,7 @@ impl Shared {
         self.offsets_tx.send_modify(|o| {
             o.is_leader = false;
             o.isr_size = 0;
+            o.isr_settled = false;
         });
         self.listeners.mark(self.key);
         self.stopped.lock().expect("stopped lock").take();
@@ -671,6 +675,7 @@ impl Core {
             leader_epoch: self.replica.role().leader_epoch(),
             is_leader: self.replica.is_leader(),
             isr_size: self.replica.isr().len(),
+            isr_settled: self.replica.isr_settled(self.log.log_end_offset().get()),
         }
     }
 

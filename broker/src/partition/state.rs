@@ -420,6 +420,23 @@ impl ReplicaState {
         leo == log_end_offset || now.saturating_duration_since(f.last_caught_up) < lag_max
     }
 
+    /// Leader: whether [`Self::propose_isr`] has nothing to propose whatever the time: no
+    /// change pending, every replica in the ISR, and every follower at our log end (so none
+    /// can fall out of sync until we append). The ISR tick skips such partitions, which is
+    /// what keeps idle partitions free.
+    pub fn isr_settled(&self, log_end_offset: i64) -> bool {
+        let Role::Leader { isr, replicas, .. } = &self.role else {
+            return false;
+        };
+        self.pending.is_none()
+            && replicas.iter().all(|r| isr.contains(r))
+            && isr.iter().filter(|b| **b != self.me).all(|b| {
+                self.followers
+                    .get(b)
+                    .is_some_and(|f| f.log_end_offset == Some(log_end_offset))
+            })
+    }
+
     /// Leader, every ISR tick: the next ISR change to propose, or `None`. A shrink of the
     /// followers not caught up for `lag_max` (Kafka's `maybeShrinkIsr`) goes first; else one
     /// follower that reached both the HW and our epoch start offset joins (Kafka's

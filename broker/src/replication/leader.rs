@@ -31,7 +31,8 @@ use crate::partition::{ChangeWaker, FetchArgs, FetchData, PartitionHandle};
 /// Most fetch sessions a broker keeps (Kafka's `max.incremental.fetch.session.cache.slots`
 /// counts partitions; here each follower fetcher holds one session, so this is far more
 /// than `brokers × num.replica.fetchers`). When full, a request opens no session and gets
-/// full answers until one expires.
+/// full answers until one expires. Sessions unused for [`FETCH_SESSION_IDLE_MAX`] are
+/// dropped whenever one opens.
 pub const FETCH_SESSIONS_MAX: usize = 1000;
 
 /// A session unused this long may be evicted (Kafka's
@@ -103,11 +104,11 @@ impl FetchSessions {
     fn insert(&self, replica: BrokerId, session: Arc<tokio::sync::Mutex<LeaderSession>>) -> i32 {
         let mut slots = self.slots.lock().expect("sessions lock");
         let now = Instant::now();
+        // Sessions of followers that went away (restarted, moved, died) go on the next
+        // open; there are few sessions, so this pass is cheap.
+        slots.retain(|_, s| now.duration_since(s.last_used) < FETCH_SESSION_IDLE_MAX);
         if slots.len() >= FETCH_SESSIONS_MAX {
-            slots.retain(|_, s| now.duration_since(s.last_used) < FETCH_SESSION_IDLE_MAX);
-            if slots.len() >= FETCH_SESSIONS_MAX {
-                return 0;
-            }
+            return 0;
         }
         let id = loop {
             let id = rand::random::<i32>() & i32::MAX;
@@ -140,14 +141,6 @@ impl FetchSessions {
         if slots.get(&id).is_some_and(|s| s.replica == replica) {
             slots.remove(&id);
         }
-    }
-
-    /// Drops every session of `replica` (it re-registered: its old fetchers are gone).
-    pub fn close_all_of(&self, replica: BrokerId) {
-        self.slots
-            .lock()
-            .expect("sessions lock")
-            .retain(|_, s| s.replica != replica);
     }
 }
 

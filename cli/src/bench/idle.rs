@@ -41,6 +41,13 @@ pub struct IdleBenchArgs {
     /// Seconds of idle measurement at each count.
     #[arg(long, default_value_t = 10)]
     window_secs: u64,
+    /// A broker using less than this % of a core for 3 s is done with a creation (raise it
+    /// to compare builds whose idle cost is above it).
+    #[arg(long, default_value_t = 10.0)]
+    quiet_pct: f64,
+    /// Seconds to wait, once the brokers are quiet after a creation, before measuring.
+    #[arg(long, default_value_t = 5)]
+    settle_secs: u64,
     /// Seconds of acks=all produce to the busy topic at each count (0: skip).
     #[arg(long, default_value_t = 5)]
     busy_secs: u64,
@@ -71,7 +78,9 @@ struct Row {
     broker_fds_avg: f64,
     broker_threads_avg: f64,
     controller_cpu_pct_avg: f64,
-    full_isr_secs: f64,
+    /// From the first creation request until every partition is at full ISR and every
+    /// broker quiet (its logs opened, its followers in their sessions).
+    ready_secs: f64,
     busy_acks_all_p50_ms: Option<f64>,
     busy_acks_all_p99_ms: Option<f64>,
     busy_mb_per_s: Option<f64>,
@@ -189,7 +198,10 @@ pub fn run(args: IdleBenchArgs) -> anyhow::Result<()> {
         .arg("--dir")
         .arg(dir.join("cluster"))
         .args(["--output", "json"])
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -244,9 +256,10 @@ async fn measure(
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match Admin::connect(bootstrap).await {
-                Ok(a) if a.describe_cluster().await.is_ok_and(|c| {
-                    c.brokers.iter().filter(|b| !b.fenced).count() == args.brokers as usize
-                }) =>
+                Ok(a)
+                    if a.describe_cluster().await.is_ok_and(|c| {
+                        c.brokers.iter().filter(|b| !b.fenced).count() == args.brokers as usize
+                    }) =>
                 {
                     break a
                 }
@@ -263,7 +276,10 @@ async fn measure(
             busy_topic,
             3,
             args.replicas,
-            vec![("min.insync.replicas".into(), args.replicas.min(2).to_string())],
+            vec![(
+                "min.insync.replicas".into(),
+                args.replicas.min(2).to_string(),
+            )],
         )
         .await?;
     let mut created = 0u32;
@@ -288,10 +304,16 @@ async fn measure(
         }
         pb.finish_and_clear();
         wait_full_isr(&admin, args).await?;
+        // Creation goes on after the controller committed it: every broker opens its new
+        // logs and its followers join their fetch sessions. Ready = quiet.
+        wait_quiet(&brokers, args).await?;
         let full_isr_secs = t.elapsed().as_secs_f64();
         // Let creation's work (logs opened, ISR changes) settle.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let before: Vec<ProcSample> = brokers.iter().map(|p| sample(*p)).collect::<Result<_, _>>()?;
+        tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
+        let before: Vec<ProcSample> = brokers
+            .iter()
+            .map(|p| sample(*p))
+            .collect::<Result<_, _>>()?;
         let cbefore: Vec<ProcSample> = controllers
             .iter()
             .map(|p| sample(*p))
@@ -299,7 +321,10 @@ async fn measure(
         let t0 = Instant::now();
         tokio::time::sleep(Duration::from_secs(args.window_secs)).await;
         let secs = t0.elapsed().as_secs_f64();
-        let after: Vec<ProcSample> = brokers.iter().map(|p| sample(*p)).collect::<Result<_, _>>()?;
+        let after: Vec<ProcSample> = brokers
+            .iter()
+            .map(|p| sample(*p))
+            .collect::<Result<_, _>>()?;
         let cafter: Vec<ProcSample> = controllers
             .iter()
             .map(|p| sample(*p))
@@ -308,10 +333,15 @@ async fn measure(
             (a.cpu_ticks.saturating_sub(b.cpu_ticks)) as f64 / 100.0 / secs * 100.0
         };
         let cpu: Vec<f64> = before.iter().zip(&after).map(|(b, a)| pct(b, a)).collect();
-        let ccpu: Vec<f64> = cbefore.iter().zip(&cafter).map(|(b, a)| pct(b, a)).collect();
+        let ccpu: Vec<f64> = cbefore
+            .iter()
+            .zip(&cafter)
+            .map(|(b, a)| pct(b, a))
+            .collect();
         let rss: Vec<f64> = after.iter().map(|s| s.rss_kib as f64 / 1024.0).collect();
         let total_partitions = (created * args.partitions_per_topic + 3) as f64;
-        let replicas_per_broker = total_partitions * f64::from(args.replicas) / f64::from(args.brokers);
+        let replicas_per_broker =
+            total_partitions * f64::from(args.replicas) / f64::from(args.brokers);
         let rss_avg = avg(&rss);
         let rss_kib_per_replica = match baseline {
             Some((rss0, r0)) if replicas_per_broker > r0 => {
@@ -338,14 +368,53 @@ async fn measure(
             broker_fds_avg: avg(&after.iter().map(|s| s.fds as f64).collect::<Vec<_>>()),
             broker_threads_avg: avg(&after.iter().map(|s| s.threads as f64).collect::<Vec<_>>()),
             controller_cpu_pct_avg: avg(&ccpu),
-            full_isr_secs,
+            ready_secs: full_isr_secs,
             busy_acks_all_p50_ms: p50,
             busy_acks_all_p99_ms: p99,
             busy_mb_per_s: mbps,
         });
-        eprintln!("measured at {} idle partitions", created * args.partitions_per_topic);
+        eprintln!(
+            "measured at {} idle partitions",
+            created * args.partitions_per_topic
+        );
     }
     Ok(rows)
+}
+
+/// Waits until every broker used under `--quiet-pct` of a core (ticks per second, USER_HZ
+/// 100) for three seconds in a row: its share of a creation is done.
+async fn wait_quiet(brokers: &[u32], args: &IdleBenchArgs) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(args.isr_wait_secs);
+    let mut quiet = 0;
+    let mut prev: Vec<ProcSample> = brokers
+        .iter()
+        .map(|p| sample(*p))
+        .collect::<Result<_, _>>()?;
+    while quiet < 3 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "brokers still busy {} s after creating the partitions",
+            args.isr_wait_secs
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let cur: Vec<ProcSample> = brokers
+            .iter()
+            .map(|p| sample(*p))
+            .collect::<Result<_, _>>()?;
+        let busiest = prev
+            .iter()
+            .zip(&cur)
+            .map(|(a, b)| b.cpu_ticks.saturating_sub(a.cpu_ticks))
+            .max()
+            .unwrap_or(0);
+        quiet = if (busiest as f64) < args.quiet_pct {
+            quiet + 1
+        } else {
+            0
+        };
+        prev = cur;
+    }
+    Ok(())
 }
 
 /// Waits until every partition of every topic has its whole replica set in the ISR.
@@ -466,7 +535,7 @@ fn print(rows: &[Row], args: &IdleBenchArgs) -> anyhow::Result<()> {
                         "fds",
                         "threads",
                         "controller CPU %",
-                        "full ISR s",
+                        "ready s",
                         "busy acks=all p50 ms",
                         "p99 ms",
                         "MB/s",
@@ -483,7 +552,7 @@ fn print(rows: &[Row], args: &IdleBenchArgs) -> anyhow::Result<()> {
                                 format!("{:.0}", r.broker_fds_avg),
                                 format!("{:.0}", r.broker_threads_avg),
                                 f(r.controller_cpu_pct_avg),
-                                f(r.full_isr_secs),
+                                f(r.ready_secs),
                                 o(r.busy_acks_all_p50_ms),
                                 o(r.busy_acks_all_p99_ms),
                                 o(r.busy_mb_per_s),

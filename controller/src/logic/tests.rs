@@ -178,6 +178,58 @@ fn unclean_election_when_enabled() {
 }
 
 #[test]
+fn alter_partitions_decides_each_proposal_alone_and_commits_the_accepted_together() {
+    let img = cluster(3);
+    let id = TopicId([7; 16]);
+    let img = commit(
+        &img,
+        create_topic(&img, "t", 3, 3, &BTreeMap::new(), &defaults(), id).unwrap(),
+    );
+    let leader_of = |i: i32| img.partition(id, i).unwrap().leader;
+    let shrink = |i: i32| {
+        let l = leader_of(i);
+        AlterPartition {
+            broker: l,
+            topic_id: id,
+            index: i,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            new_isr: vec![l],
+        }
+    };
+    let mut stale = shrink(1);
+    stale.partition_epoch = 7;
+    let reqs = [shrink(0), stale, shrink(2), shrink(0)];
+    let (records, results) = alter_partitions(&img, &reqs);
+    let codes: Vec<Option<ErrorCode>> = results
+        .iter()
+        .map(|r| r.as_ref().err().map(|e| e.code))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            None,
+            Some(ErrorCode::InvalidUpdateVersion),
+            None,
+            Some(ErrorCode::InvalidRequest)
+        ]
+    );
+    let img = commit(&img, records);
+    for i in [0, 2] {
+        assert_eq!(
+            img.partition(id, i).unwrap().isr,
+            vec![leader_of(i)],
+            "partition {i}"
+        );
+    }
+    assert_eq!(
+        img.partition(id, 1).unwrap().isr.len(),
+        3,
+        "the refused one is unchanged"
+    );
+}
+
+#[test]
 fn alter_partition_checks_epochs_and_membership() {
     let img = cluster(3);
     let id = TopicId([7; 16]);

@@ -206,6 +206,101 @@ impl Controller for ControllerService {
         }))
     }
 
+    async fn alter_partitions(
+        &self,
+        r: Request<AlterPartitionsRequest>,
+    ) -> Result<Response<AlterPartitionsResponse>, Status> {
+        self.require_active()?;
+        let req = r.into_inner();
+        if req.partitions.len() > logic::ALTER_PARTITIONS_MAX {
+            return Err(error_status(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "{} partitions in one AlterPartitions; at most {}",
+                    req.partitions.len(),
+                    logic::ALTER_PARTITIONS_MAX
+                ),
+                None,
+            ));
+        }
+        let broker = BrokerId(req.broker_id);
+        let (_, results) = self
+            .node
+            .decide(|img| {
+                logic::check_broker_epoch(img, broker, req.broker_epoch)?;
+                // Ids that do not parse are refused alone; the rest are decided together.
+                let parsed: Vec<Result<AlterPartition, logic::Refusal>> = req
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let topic_id = if p.topic_id.is_empty() {
+                            img.topic(&p.topic).map(|t| t.id)
+                        } else {
+                            TopicId::parse(&p.topic_id)
+                        };
+                        topic_id
+                            .map(|topic_id| AlterPartition {
+                                broker,
+                                topic_id,
+                                index: p.partition,
+                                leader_epoch: p.leader_epoch,
+                                partition_epoch: p.partition_epoch,
+                                new_isr: BrokerId::from_wire(&p.new_isr),
+                            })
+                            .ok_or_else(|| logic::Refusal {
+                                code: ErrorCode::UnknownTopicOrPartition,
+                                message: format!(
+                                    "unknown topic {:?} / id {:?}",
+                                    p.topic, p.topic_id
+                                ),
+                            })
+                    })
+                    .collect();
+                let valid: Vec<AlterPartition> = parsed
+                    .iter()
+                    .filter_map(|p| p.as_ref().ok().cloned())
+                    .collect();
+                let (records, mut decided) = logic::alter_partitions(img, &valid);
+                decided.reverse();
+                let results: Vec<_> = parsed
+                    .into_iter()
+                    .map(|p| match p {
+                        Ok(a) => decided
+                            .pop()
+                            .expect("one decision per valid proposal")
+                            .map(|state| (a.topic_id, a.index, state)),
+                        Err(e) => Err(e),
+                    })
+                    .collect();
+                Ok((records, results))
+            })
+            .await?;
+        Ok(Response::new(AlterPartitionsResponse {
+            results: results
+                .into_iter()
+                .map(|r| match r {
+                    Ok((topic_id, index, state)) => AlterPartitionResult {
+                        error_code: ErrorCode::None as i32,
+                        error_message: String::new(),
+                        state: Some(AlterPartitionResponse {
+                            topic_id: topic_id.to_string(),
+                            partition: index,
+                            leader_id: state.leader.0,
+                            leader_epoch: state.leader_epoch.get(),
+                            partition_epoch: state.partition_epoch.get(),
+                            isr: BrokerId::to_wire(&state.isr),
+                        }),
+                    },
+                    Err(e) => AlterPartitionResult {
+                        error_code: e.code as i32,
+                        error_message: e.message,
+                        state: None,
+                    },
+                })
+                .collect(),
+        }))
+    }
+
     async fn controlled_shutdown(
         &self,
         r: Request<ControlledShutdownRequest>,

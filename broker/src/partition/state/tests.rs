@@ -256,6 +256,55 @@ fn followers_join_one_at_a_time_and_nothing_new_is_proposed_while_one_is_pending
 }
 
 #[test]
+fn only_a_leader_with_every_replica_in_sync_at_its_log_end_is_settled() {
+    // The ISR tick skips settled partitions, so settled must imply "nothing to propose at
+    // any time": check both sides of that on every case.
+    let t0 = Instant::now();
+    let later = t0 + LAG * 3;
+    // (ISR, fetch offsets of 2 and 3 (-1 = never fetched), settled)
+    let cases: &[(&[i32], i64, i64, bool)] = &[
+        (&[1, 2, 3], 100, 100, true),
+        (&[1, 2, 3], 100, 90, false),
+        (&[1, 2, 3], 100, -1, false),
+        (&[1, 2], 100, 100, false),
+        (&[1], -1, -1, false),
+    ];
+    for &(isr, f2, f3, want) in cases {
+        let mut s = leading(isr, 100, t0);
+        for (b, f) in [(2, f2), (3, f3)] {
+            if f >= 0 {
+                s.on_follower_fetch(BrokerId(b), f, 100, t0);
+            }
+        }
+        assert_eq!(s.isr_settled(100), want, "{isr:?} {f2} {f3}");
+        if want {
+            assert_eq!(s.propose_isr(100, later, LAG), None, "{isr:?}");
+        }
+    }
+    // A change pending is not settled; an append unsettles.
+    let mut s = leading(&[1, 2, 3], 100, t0);
+    s.on_follower_fetch(BrokerId(2), 100, 100, t0);
+    s.on_follower_fetch(BrokerId(3), 100, 100, t0);
+    assert!(s.isr_settled(100));
+    assert!(!s.isr_settled(101));
+    let mut s = leading(&[1, 2], 100, t0);
+    s.on_follower_fetch(BrokerId(3), 100, 100, t0);
+    assert!(s.propose_isr(100, t0, LAG).is_some());
+    assert!(!s.isr_settled(100));
+    // A follower is never settled.
+    let f = ReplicaState::new(
+        ME,
+        Role::Follower {
+            leader: BrokerId(2),
+            leader_epoch: 4,
+        },
+        0,
+        100,
+    );
+    assert!(!f.isr_settled(100));
+}
+
+#[test]
 fn a_broker_that_is_not_a_replica_does_not_move_the_hw() {
     let t0 = Instant::now();
     let mut s = leading(&[1, 2], 100, t0);
