@@ -87,9 +87,9 @@ struct Row {
 }
 
 /// The `sluice dev` child; SIGTERM (and the children's death signal) on drop.
-struct Dev {
-    child: Child,
-    _tmp: Option<super::storage::TempDir>,
+pub(super) struct Dev {
+    pub(super) child: Child,
+    pub(super) _tmp: Option<super::storage::TempDir>,
 }
 
 impl Drop for Dev {
@@ -109,7 +109,7 @@ impl Drop for Dev {
 }
 
 /// A base port B with B.., B+100.., B+200.. free.
-fn free_base_port(brokers: u32, controllers: u32) -> anyhow::Result<u16> {
+pub(super) fn free_base_port(brokers: u32, controllers: u32) -> anyhow::Result<u16> {
     for _ in 0..200 {
         let base: u16 = 20_000 + (rand::random::<u16>() % 30_000);
         let ports = (0..brokers)
@@ -128,15 +128,15 @@ fn free_base_port(brokers: u32, controllers: u32) -> anyhow::Result<u16> {
 }
 
 #[derive(Clone, Copy, Default)]
-struct ProcSample {
-    cpu_ticks: u64,
+pub(super) struct ProcSample {
+    pub(super) cpu_ticks: u64,
     rss_kib: u64,
     threads: u64,
     fds: u64,
 }
 
 /// CPU ticks (USER_HZ, 100/s), RSS, threads and open fds of `pid`, from /proc.
-fn sample(pid: u32) -> anyhow::Result<ProcSample> {
+pub(super) fn sample(pid: u32) -> anyhow::Result<ProcSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) start at field 3.
@@ -176,24 +176,44 @@ fn avg(v: &[f64]) -> f64 {
 pub fn run(args: IdleBenchArgs) -> anyhow::Result<()> {
     let mut counts = args.partitions.clone();
     counts.sort_unstable();
-    let (dir, tmp) = match &args.dir {
-        Some(d) => (d.clone(), None),
+    let (dev, dir, bootstrap) = start_dev(
+        args.brokers,
+        args.controllers,
+        args.sluice.clone(),
+        args.dir.clone(),
+    )?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let rows = rt.block_on(measure(&args, &counts, &dir, &bootstrap))?;
+    drop(dev);
+    print(&rows, &args)
+}
+
+/// Starts `sluice dev` (the `sluice` binary given, else this one) in `dir` (else a
+/// temporary directory) on free ports: the child, its directory and the bootstrap list.
+pub(super) fn start_dev(
+    brokers: u32,
+    controllers: u32,
+    sluice: Option<PathBuf>,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<(Dev, PathBuf, String)> {
+    let (dir, tmp) = match dir {
+        Some(d) => (d, None),
         None => {
             let t = super::storage::tempfile_dir()?;
-            (t.0.join("idle"), Some(t))
+            (t.0.join("cluster-bench"), Some(t))
         }
     };
     std::fs::create_dir_all(&dir)?;
-    let base = free_base_port(args.brokers, args.controllers)?;
+    let base = free_base_port(brokers, controllers)?;
     let log = std::fs::File::create(dir.join("dev.log"))?;
-    let exe = match &args.sluice {
-        Some(p) => p.clone(),
+    let exe = match sluice {
+        Some(p) => p,
         None => std::env::current_exe()?,
     };
     let child = Command::new(exe)
         .arg("dev")
-        .args(["--brokers", &args.brokers.to_string()])
-        .args(["--controllers", &args.controllers.to_string()])
+        .args(["--brokers", &brokers.to_string()])
+        .args(["--controllers", &controllers.to_string()])
         .args(["--base-port", &base.to_string()])
         .arg("--dir")
         .arg(dir.join("cluster"))
@@ -208,18 +228,33 @@ pub fn run(args: IdleBenchArgs) -> anyhow::Result<()> {
         .spawn()
         .context("starting `sluice dev`")?;
     let dev = Dev { child, _tmp: tmp };
-    let bootstrap = (0..args.brokers)
+    let bootstrap = (0..brokers)
         .map(|i| format!("127.0.0.1:{}", base + i as u16))
         .collect::<Vec<_>>()
         .join(",");
-    let rt = tokio::runtime::Runtime::new()?;
-    let rows = rt.block_on(measure(&args, &counts, &dir, &bootstrap))?;
-    drop(dev);
-    print(&rows, &args)
+    Ok((dev, dir, bootstrap))
+}
+
+/// An admin client once `brokers` brokers are registered and unfenced (60 s at most).
+pub(super) async fn admin_when_up(bootstrap: &str, brokers: u32) -> anyhow::Result<Admin> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match Admin::connect(bootstrap).await {
+            Ok(a)
+                if a.describe_cluster().await.is_ok_and(|c| {
+                    c.brokers.iter().filter(|b| !b.fenced).count() == brokers as usize
+                }) =>
+            {
+                return Ok(a)
+            }
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            _ => anyhow::bail!("the cluster did not come up within 60 s"),
+        }
+    }
 }
 
 /// (broker pids, controller pids) from the dev cluster's `cluster.json`.
-async fn pids(dir: &std::path::Path) -> anyhow::Result<(Vec<u32>, Vec<u32>)> {
+pub(super) async fn pids(dir: &std::path::Path) -> anyhow::Result<(Vec<u32>, Vec<u32>)> {
     let path = dir.join("cluster").join("cluster.json");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -252,24 +287,7 @@ async fn measure(
     bootstrap: &str,
 ) -> anyhow::Result<Vec<Row>> {
     let (brokers, controllers) = pids(dir).await?;
-    let admin = {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match Admin::connect(bootstrap).await {
-                Ok(a)
-                    if a.describe_cluster().await.is_ok_and(|c| {
-                        c.brokers.iter().filter(|b| !b.fenced).count() == args.brokers as usize
-                    }) =>
-                {
-                    break a
-                }
-                _ if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await
-                }
-                _ => anyhow::bail!("the cluster did not come up within 60 s"),
-            }
-        }
-    };
+    let admin = admin_when_up(bootstrap, args.brokers).await?;
     let busy_topic = "bench-busy";
     admin
         .create_topic(
@@ -303,10 +321,10 @@ async fn measure(
             pb.set_position(u64::from(created));
         }
         pb.finish_and_clear();
-        wait_full_isr(&admin, args).await?;
+        wait_full_isr(&admin, args.isr_wait_secs).await?;
         // Creation goes on after the controller committed it: every broker opens its new
         // logs and its followers join their fetch sessions. Ready = quiet.
-        wait_quiet(&brokers, args).await?;
+        wait_quiet(&brokers, args.quiet_pct, args.isr_wait_secs).await?;
         let full_isr_secs = t.elapsed().as_secs_f64();
         // Let creation's work (logs opened, ISR changes) settle.
         tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
@@ -383,8 +401,12 @@ async fn measure(
 
 /// Waits until every broker used under `--quiet-pct` of a core (ticks per second, USER_HZ
 /// 100) for three seconds in a row: its share of a creation is done.
-async fn wait_quiet(brokers: &[u32], args: &IdleBenchArgs) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(args.isr_wait_secs);
+pub(super) async fn wait_quiet(
+    brokers: &[u32],
+    quiet_pct: f64,
+    wait_secs: u64,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(wait_secs);
     let mut quiet = 0;
     let mut prev: Vec<ProcSample> = brokers
         .iter()
@@ -393,8 +415,7 @@ async fn wait_quiet(brokers: &[u32], args: &IdleBenchArgs) -> anyhow::Result<()>
     while quiet < 3 {
         anyhow::ensure!(
             Instant::now() < deadline,
-            "brokers still busy {} s after creating the partitions",
-            args.isr_wait_secs
+            "brokers still busy after {wait_secs} s"
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
         let cur: Vec<ProcSample> = brokers
@@ -407,7 +428,7 @@ async fn wait_quiet(brokers: &[u32], args: &IdleBenchArgs) -> anyhow::Result<()>
             .map(|(a, b)| b.cpu_ticks.saturating_sub(a.cpu_ticks))
             .max()
             .unwrap_or(0);
-        quiet = if (busiest as f64) < args.quiet_pct {
+        quiet = if (busiest as f64) < quiet_pct {
             quiet + 1
         } else {
             0
@@ -418,8 +439,8 @@ async fn wait_quiet(brokers: &[u32], args: &IdleBenchArgs) -> anyhow::Result<()>
 }
 
 /// Waits until every partition of every topic has its whole replica set in the ISR.
-async fn wait_full_isr(admin: &Admin, args: &IdleBenchArgs) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(args.isr_wait_secs);
+pub(super) async fn wait_full_isr(admin: &Admin, wait_secs: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(wait_secs);
     loop {
         let topics = admin.describe_topics(vec![]).await?;
         let (mut total, mut full) = (0usize, 0usize);
@@ -436,8 +457,7 @@ async fn wait_full_isr(admin: &Admin, args: &IdleBenchArgs) -> anyhow::Result<()
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "{full} of {total} partitions at full ISR after {} s",
-            args.isr_wait_secs
+            "{full} of {total} partitions at full ISR after {wait_secs} s"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -1,6 +1,7 @@
 //! `sluice bench …`: benchmarks with a progress bar, a results table and `--output json`.
 
 mod data;
+mod failover;
 mod idle;
 mod metadata;
 mod storage;
@@ -22,6 +23,9 @@ pub enum BenchCommand {
     /// What idle partitions cost each broker (CPU, RSS, fds, threads) and the acks=all
     /// latency of a busy topic beside them, on a `sluice dev` cluster it starts.
     Idle(idle::IdleBenchArgs),
+    /// Time until every partition a stopped broker led is writable again (SIGKILL and
+    /// SIGTERM), on a `sluice dev` cluster with many partitions it starts.
+    Failover(failover::FailoverBenchArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -31,6 +35,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Produce(args) => data::run_produce(args, true),
         BenchCommand::Consume(args) => data::run_consume(args),
         BenchCommand::Idle(args) => idle::run(args),
+        BenchCommand::Failover(args) => failover::run(args),
     }
 }
 
