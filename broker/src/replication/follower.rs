@@ -8,7 +8,7 @@
 //! the fetcher only moves bytes and positions. A partition whose fetch fails (not leader
 //! yet, fenced, no replica) leaves the session for [`PARTITION_BACKOFF`] and rejoins.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -163,10 +163,75 @@ pub fn fetcher_index(key: TopicIdPartition, n: usize) -> usize {
 struct Followed {
     part: PartitionHandle,
     leader_epoch: i32,
-    /// Where to fetch next; `None` until asked of the replica.
-    position: Option<FetchPosition>,
-    /// Out of the session until then, after a failed fetch.
-    delayed_until: Option<Instant>,
+}
+
+/// What one fetcher knows of its partitions, kept so that each request costs what changed
+/// since the last one, not the number of partitions carried.
+#[derive(Default)]
+struct Carried {
+    parts: HashMap<TopicIdPartition, Followed>,
+    /// Partitions in the session, at their next fetch position.
+    wanted: HashMap<TopicIdPartition, Position>,
+    /// Partitions whose entry in `wanted` changed since the last request.
+    touched: HashSet<TopicIdPartition>,
+    /// Partitions whose position must be asked of their replica.
+    unknown: HashSet<TopicIdPartition>,
+    /// Partitions out of the session until then, after a failed fetch.
+    delayed: HashMap<TopicIdPartition, Instant>,
+    partition_max_bytes: usize,
+}
+
+impl Carried {
+    fn follow(&mut self, part: PartitionHandle, leader_epoch: i32) {
+        let key = TopicIdPartition::new(part.topic_id, part.index);
+        self.parts.insert(key, Followed { part, leader_epoch });
+        self.wanted.remove(&key);
+        self.delayed.remove(&key);
+        self.unknown.insert(key);
+        self.touched.insert(key);
+    }
+
+    fn drop_partition(&mut self, key: TopicIdPartition) {
+        self.parts.remove(&key);
+        self.wanted.remove(&key);
+        self.delayed.remove(&key);
+        self.unknown.remove(&key);
+        self.touched.insert(key);
+    }
+
+    fn set_position(&mut self, key: TopicIdPartition, p: FetchPosition) {
+        let Some(f) = self.parts.get(&key) else {
+            return;
+        };
+        let position = Position {
+            fetch_offset: p.fetch_offset,
+            current_leader_epoch: f.leader_epoch,
+            last_fetched_epoch: p.last_fetched_epoch,
+            max_bytes: self.partition_max_bytes,
+        };
+        if self.wanted.insert(key, position) != Some(position) {
+            self.touched.insert(key);
+        }
+    }
+
+    /// Out of the session until `until`; named again when back (`FollowerSession::resend`).
+    fn delay(&mut self, session: &mut FollowerSession, key: TopicIdPartition, until: Instant) {
+        if !self.parts.contains_key(&key) {
+            return;
+        }
+        self.wanted.remove(&key);
+        self.unknown.remove(&key);
+        self.delayed.insert(key, until);
+        self.touched.insert(key);
+        session.resend(key);
+    }
+
+    fn apply(&mut self, cmd: FetcherCommand) {
+        match cmd {
+            FetcherCommand::Follow { part, leader_epoch } => self.follow(part, leader_epoch),
+            FetcherCommand::Unfollow { key } => self.drop_partition(key),
+        }
+    }
 }
 
 /// One fetcher: a fetch session with `leader` carrying the partitions it is told to
@@ -177,55 +242,44 @@ async fn run_fetcher(
     fetcher_id: usize,
     mut inbox: mpsc::UnboundedReceiver<FetcherCommand>,
 ) {
-    let mut parts: HashMap<TopicIdPartition, Followed> = HashMap::new();
+    let mut c = Carried {
+        partition_max_bytes: node.config.replica_fetch_max_bytes.max(0) as usize,
+        ..Default::default()
+    };
     let mut session = FollowerSession::default();
     let mut backoff = Duration::from_millis(50);
-    let partition_max_bytes = node.config.replica_fetch_max_bytes;
     loop {
         // Role changes first.
         loop {
             match inbox.try_recv() {
-                Ok(cmd) => apply_command(&mut parts, cmd),
+                Ok(cmd) => c.apply(cmd),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => return,
             }
         }
-        let now = Instant::now();
         // Partitions back from a delay, and new ones, learn their position.
-        let mut gone = Vec::new();
-        for (key, f) in parts.iter_mut() {
-            if f.delayed_until.is_some_and(|t| t <= now) {
-                f.delayed_until = None;
-            }
-            if f.delayed_until.is_none() && f.position.is_none() {
-                match f.part.fetch_position(leader, f.leader_epoch).await {
-                    Some(p) => f.position = Some(p),
-                    None => gone.push(*key),
-                }
+        let now = Instant::now();
+        if !c.delayed.is_empty() {
+            let back: Vec<_> = c
+                .delayed
+                .iter()
+                .filter(|(_, t)| **t <= now)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in back {
+                c.delayed.remove(&k);
+                c.unknown.insert(k);
             }
         }
-        for key in gone {
-            parts.remove(&key);
+        for key in std::mem::take(&mut c.unknown) {
+            let Some(f) = c.parts.get(&key) else { continue };
+            match f.part.fetch_position(leader, f.leader_epoch).await {
+                Some(p) => c.set_position(key, p),
+                None => c.drop_partition(key),
+            }
         }
-        let wanted: HashMap<TopicIdPartition, Position> = parts
-            .iter()
-            .filter(|(_, f)| f.delayed_until.is_none())
-            .filter_map(|(k, f)| {
-                f.position.map(|p| {
-                    (
-                        *k,
-                        Position {
-                            fetch_offset: p.fetch_offset,
-                            current_leader_epoch: f.leader_epoch,
-                            last_fetched_epoch: p.last_fetched_epoch,
-                            max_bytes: partition_max_bytes.max(0) as usize,
-                        },
-                    )
-                })
-            })
-            .collect();
-        if wanted.is_empty() {
-            let next = parts.values().filter_map(|f| f.delayed_until).min();
+        if c.wanted.is_empty() {
+            let next = c.delayed.values().min().copied();
             let sleep = async {
                 match next {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -234,7 +288,7 @@ async fn run_fetcher(
             };
             tokio::select! {
                 cmd = inbox.recv() => match cmd {
-                    Some(cmd) => apply_command(&mut parts, cmd),
+                    Some(cmd) => c.apply(cmd),
                     None => return,
                 },
                 () = sleep => {}
@@ -245,12 +299,7 @@ async fn run_fetcher(
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        let built = session.build(&wanted);
-        let names: HashMap<TopicId, String> = built
-            .partitions
-            .iter()
-            .filter_map(|(k, _)| parts.get(k).map(|f| (k.topic_id, f.part.topic.clone())))
-            .collect();
+        let built = session.build(&c.wanted, &c.touched);
         let req = ReplicaFetchRequest {
             replica_id: node.id().get(),
             replica_epoch: node.broker_epoch.load(std::sync::atomic::Ordering::SeqCst),
@@ -264,7 +313,11 @@ async fn run_fetcher(
                 .iter()
                 .map(|(k, p)| ReplicaFetchPartition {
                     topic_id: k.topic_id.to_string(),
-                    topic: names.get(&k.topic_id).cloned().unwrap_or_default(),
+                    topic: c
+                        .parts
+                        .get(k)
+                        .map(|f| f.part.topic.clone())
+                        .unwrap_or_default(),
                     partition: k.partition,
                     fetch_offset: p.fetch_offset,
                     current_leader_epoch: p.current_leader_epoch,
@@ -291,6 +344,9 @@ async fn run_fetcher(
             .max_encoding_message_size(crate::limits::MESSAGE_BYTES_MAX)
             .replica_fetch(req)
             .await;
+        // Either way the request accounted for every touched partition: a failure is followed
+        // by a full request, and a success brought the leader's view up to date.
+        c.touched.clear();
         let resp = match resp {
             Ok(r) => r.into_inner(),
             Err(s) => {
@@ -318,21 +374,15 @@ async fn run_fetcher(
                 continue;
             };
             let key = TopicIdPartition::new(topic_id, data.partition);
-            let Some(f) = parts.get_mut(&key) else {
+            let (Some(f), Some(position)) = (c.parts.get(&key), c.wanted.get(&key)) else {
                 continue;
             };
-            if f.delayed_until.is_some() || !wanted.contains_key(&key) {
-                continue;
-            }
-            match fetched(&data, f.position) {
+            match fetched(&data, position.fetch_offset) {
                 Ok(fetched) => applies.push((key, f.part.clone(), f.leader_epoch, fetched)),
                 Err(()) => {
                     tracing::debug!(partition = %f.part.name(), %leader, code = data.error_code,
                         error = %data.error_message, "replica fetch of a partition failed; retrying");
-                    f.delayed_until = Some(now + PARTITION_BACKOFF);
-                    f.position = None;
-                    // Named again when it rejoins, even if no request forgot it meanwhile.
-                    session.resend(key);
+                    c.delay(&mut session, key, now + PARTITION_BACKOFF);
                 }
             }
         }
@@ -343,57 +393,27 @@ async fn run_fetcher(
         ))
         .buffer_unordered(APPLIES_IN_FLIGHT_MAX);
         while let Some((key, r)) = results.next().await {
-            let Some(f) = parts.get_mut(&key) else {
-                continue;
-            };
             match r {
-                Ok(Some(p)) => f.position = Some(p),
+                Ok(Some(p)) => c.set_position(key, p),
                 // No longer follows at that epoch: reconcile sends the new role.
-                Ok(None) => {
-                    parts.remove(&key);
-                }
+                Ok(None) => c.drop_partition(key),
                 Err(e) => {
-                    tracing::error!(partition = %f.part.name(), error = %e, "replicated append failed");
-                    f.delayed_until = Some(Instant::now() + PARTITION_BACKOFF);
-                    f.position = None;
-                    session.resend(key);
+                    if let Some(f) = c.parts.get(&key) {
+                        tracing::error!(partition = %f.part.name(), error = %e, "replicated append failed");
+                    }
+                    c.delay(&mut session, key, Instant::now() + PARTITION_BACKOFF);
                 }
             }
         }
     }
 }
 
-fn apply_command(parts: &mut HashMap<TopicIdPartition, Followed>, cmd: FetcherCommand) {
-    match cmd {
-        FetcherCommand::Follow { part, leader_epoch } => {
-            let key = TopicIdPartition::new(part.topic_id, part.index);
-            parts.insert(
-                key,
-                Followed {
-                    part,
-                    leader_epoch,
-                    position: None,
-                    delayed_until: None,
-                },
-            );
-        }
-        FetcherCommand::Unfollow { key } => {
-            parts.remove(&key);
-        }
-    }
-}
-
 /// What a partition's answer asks of the replica, or `Err` for an error to back off from.
-fn fetched(
-    data: &ReplicaFetchPartitionData,
-    position: Option<FetchPosition>,
-) -> Result<FetchedFromLeader, ()> {
+fn fetched(data: &ReplicaFetchPartitionData, fetch_offset: i64) -> Result<FetchedFromLeader, ()> {
     match ErrorCode::try_from(data.error_code).unwrap_or(ErrorCode::UnknownServerError) {
         ErrorCode::None => {}
         // Our log end is below the leader's log start: start over there.
-        ErrorCode::OffsetOutOfRange
-            if position.is_some_and(|p| data.log_start_offset > p.fetch_offset) =>
-        {
+        ErrorCode::OffsetOutOfRange if data.log_start_offset > fetch_offset => {
             return Ok(FetchedFromLeader::StartAt(data.log_start_offset));
         }
         _ => return Err(()),

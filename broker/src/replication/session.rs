@@ -12,7 +12,7 @@
 //!   any failure: forget S, start again with a full request
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sluice_metadata::TopicIdPartition;
 
@@ -180,7 +180,15 @@ impl Built {
 
 impl FollowerSession {
     /// The next request for the partitions `wanted` (what the follower fetches now).
-    pub fn build(&self, wanted: &HashMap<TopicIdPartition, Position>) -> Built {
+    /// `touched` holds every partition whose entry in `wanted` may have changed (joined,
+    /// left, moved, or marked by [`Self::resend`]) since the last request: an incremental
+    /// request looks at those alone, so its cost follows what changed, not how many
+    /// partitions the session carries.
+    pub fn build(
+        &self,
+        wanted: &HashMap<TopicIdPartition, Position>,
+        touched: &HashSet<TopicIdPartition>,
+    ) -> Built {
         if self.epoch == 0 {
             let mut partitions: Vec<_> = wanted.iter().map(|(k, p)| (*k, *p)).collect();
             partitions.sort_by_key(|(k, _)| *k);
@@ -191,18 +199,17 @@ impl FollowerSession {
                 forgotten: Vec::new(),
             };
         }
-        let mut partitions: Vec<_> = wanted
-            .iter()
-            .filter(|(k, p)| self.leader_holds.get(k) != Some(&Some(**p)))
-            .map(|(k, p)| (*k, *p))
-            .collect();
+        let mut partitions = Vec::new();
+        let mut forgotten = Vec::new();
+        for k in touched {
+            match wanted.get(k) {
+                Some(p) if self.leader_holds.get(k) != Some(&Some(*p)) => partitions.push((*k, *p)),
+                Some(_) => {}
+                None if self.leader_holds.contains_key(k) => forgotten.push(*k),
+                None => {}
+            }
+        }
         partitions.sort_by_key(|(k, _)| *k);
-        let mut forgotten: Vec<_> = self
-            .leader_holds
-            .keys()
-            .filter(|k| !wanted.contains_key(k))
-            .copied()
-            .collect();
         forgotten.sort();
         Built {
             session_id: self.id,
@@ -244,7 +251,7 @@ impl FollowerSession {
     }
 
     /// Makes the next request name `key` even if its position did not change (so the leader
-    /// serves it again).
+    /// serves it again); the caller also counts `key` as touched.
     pub fn resend(&mut self, key: TopicIdPartition) {
         if let Some(p) = self.leader_holds.get_mut(&key) {
             *p = None;
@@ -346,24 +353,27 @@ mod tests {
     fn the_follower_names_only_changed_joined_and_forgotten_partitions() {
         let mut s = FollowerSession::default();
         let mut wanted: HashMap<_, _> = (0..4).map(|i| (key(i), pos(10))).collect();
-        let full = s.build(&wanted);
+        let none = HashSet::new();
+        let full = s.build(&wanted, &none);
         assert!(full.is_full());
         assert_eq!(full.partitions.len(), 4);
         s.on_response(&full, 77);
         assert_eq!(s.id(), 77);
 
         // Nothing changed: an empty incremental request.
-        let idle = s.build(&wanted);
+        let idle = s.build(&wanted, &none);
         assert_eq!((idle.session_id, idle.session_epoch), (77, 1));
         assert!(idle.partitions.is_empty() && idle.forgotten.is_empty());
         s.on_response(&idle, 77);
 
-        // One moved, one left, one joined, one must be resent unchanged.
+        // One moved, one left, one joined, one must be resent unchanged, one touched but
+        // unchanged.
         wanted.insert(key(0), pos(20));
         wanted.remove(&key(1));
         wanted.insert(key(9), pos(0));
         s.resend(key(2));
-        let inc = s.build(&wanted);
+        let touched: HashSet<_> = [key(0), key(1), key(2), key(3), key(9)].into();
+        let inc = s.build(&wanted, &touched);
         assert_eq!(inc.session_epoch, 2);
         assert_eq!(
             inc.partitions,
@@ -371,20 +381,59 @@ mod tests {
         );
         assert_eq!(inc.forgotten, vec![key(1)]);
         s.on_response(&inc, 77);
-        let after = s.build(&wanted);
+        let after = s.build(&wanted, &touched);
         assert!(after.partitions.is_empty() && after.forgotten.is_empty());
         assert_eq!(after.session_epoch, 3);
 
         // A failure starts over with a full request that closes the old session.
         s.reset();
-        let again = s.build(&wanted);
+        let again = s.build(&wanted, &none);
         assert!(again.is_full());
         assert_eq!(again.session_id, 77);
         assert_eq!(again.partitions.len(), 4);
 
         // A leader that keeps no session gets full requests every time.
         s.on_response(&again, 0);
-        assert!(s.build(&wanted).is_full());
-        assert_eq!(s.build(&wanted).session_id, 0);
+        assert!(s.build(&wanted, &none).is_full());
+        assert_eq!(s.build(&wanted, &none).session_id, 0);
+    }
+
+    proptest::proptest! {
+        /// Whatever the changes, with every change counted as touched, an incremental
+        /// request brings the leader's view exactly to what the follower wants.
+        #[test]
+        fn the_leaders_view_follows_the_followers_wants(
+            steps in proptest::collection::vec(
+                proptest::collection::vec((0i32..12, proptest::option::of(0i64..5)), 0..8),
+                1..12,
+            )
+        ) {
+            let mut s = FollowerSession::default();
+            let mut wanted: HashMap<TopicIdPartition, Position> = HashMap::new();
+            let mut leader: HashMap<TopicIdPartition, Position> = HashMap::new();
+            let mut touched = HashSet::new();
+            for changes in steps {
+                for (i, p) in changes {
+                    match p {
+                        Some(o) => { wanted.insert(key(i), pos(o)); }
+                        None => { wanted.remove(&key(i)); }
+                    }
+                    touched.insert(key(i));
+                }
+                let b = s.build(&wanted, &touched);
+                if b.is_full() {
+                    leader.clear();
+                }
+                for k in &b.forgotten {
+                    leader.remove(k);
+                }
+                for (k, p) in &b.partitions {
+                    leader.insert(*k, *p);
+                }
+                s.on_response(&b, 5);
+                touched.clear();
+                proptest::prop_assert_eq!(&leader, &wanted);
+            }
+        }
     }
 }
