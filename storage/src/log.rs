@@ -235,7 +235,18 @@ impl Log {
             .unwrap_or(first_base)
             .max(first_base)
             .min(log_end_offset);
-        let mut epochs = LeaderEpochCache::load(&dir)?;
+        // A checkpoint written but not yet synced can be torn by a power loss: rebuild it
+        // from the batch headers (below) rather than refuse to open the log.
+        let mut epochs = match LeaderEpochCache::load(&dir) {
+            Ok(e) => e,
+            Err(StorageError::CorruptMessage { reason, .. }) => {
+                tracing::warn!(dir = %dir.display(), %reason,
+                    "leader-epoch checkpoint unreadable; rebuilding it from the batches");
+                let _ = std::fs::remove_file(dir.join(crate::epoch::LEADER_EPOCH_CHECKPOINT));
+                LeaderEpochCache::load(&dir)?
+            }
+            Err(e) => return Err(e),
+        };
         epochs.truncate_from_end(log_end_offset)?;
         epochs.truncate_from_start(log_start_offset)?;
         let recovery_point = recovery_point.min(log_end_offset);
@@ -669,6 +680,9 @@ impl Log {
     pub fn flush(&mut self) -> Result<()> {
         let end = self.end();
         let from = self.recovery_point;
+        // Epochs first: every epoch below the recovery point must be durable, since an
+        // unclean restart rebuilds only the ones above it from the batches.
+        self.epochs.sync()?;
         for seg in self.segments.values_mut() {
             if seg.next_offset() > from {
                 seg.flush(true)?;
