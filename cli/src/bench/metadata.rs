@@ -37,6 +37,10 @@ pub struct MetadataBenchArgs {
     /// Directory for the controllers' data (default: a temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Instead of the quorum phases: the image's cost at these partition counts (RF 3, 3
+    /// brokers, in process): size, encode, decode, applying an ISR change and a fencing.
+    #[arg(long, value_delimiter = ',')]
+    partitions: Vec<u32>,
     #[command(flatten)]
     out: BenchOutput,
 }
@@ -280,6 +284,16 @@ struct Report {
 }
 
 pub fn run(args: MetadataBenchArgs) -> anyhow::Result<()> {
+    if !args.partitions.is_empty() {
+        let pb = progress_count(args.partitions.len() as u64, "image sizes");
+        let mut rows = Vec::new();
+        for &n in &args.partitions {
+            rows.push(super::image::measure(n)?);
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        return super::image::print(&rows, args.out.output);
+    }
     anyhow::ensure!(
         args.controllers >= 3,
         "--controllers must be at least 3 to survive a leader kill"

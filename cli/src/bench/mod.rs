@@ -3,6 +3,7 @@
 mod data;
 mod failover;
 mod idle;
+mod image;
 mod metadata;
 mod storage;
 
