@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 use sluice_client::{Admin, DataClient};
+use sluice_proto::v1::broker_client::BrokerClient;
+use sluice_proto::v1::{produce_request, MetadataResponse, ProduceRequest};
+use tonic::transport::{Channel, Endpoint};
 
 use super::idle::{admin_when_up, pids, start_dev, wait_full_isr, wait_quiet};
 use super::{progress_count, BenchOutput};
@@ -32,8 +35,8 @@ pub struct FailoverBenchArgs {
     /// Controllers of the cluster.
     #[arg(long, default_value_t = 3)]
     controllers: u32,
-    /// Clients writing at once while waiting for the partitions to be writable.
-    #[arg(long, default_value_t = 32)]
+    /// Partitions tried at once while waiting for them to be writable.
+    #[arg(long, default_value_t = 512)]
     writers: usize,
     /// Longest wait for any phase (creation, failover, return to full ISR).
     #[arg(long, default_value_t = 600)]
@@ -154,7 +157,18 @@ async fn measure(
     Ok(rows)
 }
 
+/// The leader's address of `topic`-`partition` in `md`.
+fn leader_addr(md: &MetadataResponse, topic: &str, partition: i32) -> Option<String> {
+    let t = md.topics.iter().find(|t| t.name == topic)?;
+    let p = t.partitions.iter().find(|p| p.partition == partition)?;
+    let b = md.brokers.iter().find(|b| b.broker_id == p.leader_id)?;
+    Some(format!("{}:{}", b.host, b.port))
+}
+
 /// For each partition, the time from `t0` to its first acknowledged acks=all write (sorted).
+/// Up to `--writers` partitions are tried at once, each on its own, against the leader named
+/// by metadata refreshed every 100 ms, so the figure is the cluster's and not a client
+/// walking through thousands of partitions one by one.
 async fn writable_times(
     args: &FailoverBenchArgs,
     bootstrap: &str,
@@ -167,49 +181,75 @@ async fn writable_times(
         b.append(0, None, Some(b"failover"), &[]);
         b.build()
     };
-    let times = Arc::new(std::sync::Mutex::new(Vec::with_capacity(partitions.len())));
-    let writers = args.writers.max(1);
-    let mut chunks = vec![Vec::new(); writers];
-    for (i, tp) in partitions.into_iter().enumerate() {
-        chunks[i % writers].push(tp);
-    }
+    let mut client = DataClient::connect(bootstrap).await?;
+    let metadata = Arc::new(std::sync::RwLock::new(client.metadata()));
+    let refresher = {
+        let metadata = metadata.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if client.refresh().await.is_ok() {
+                    *metadata.write().expect("metadata lock") = client.metadata();
+                }
+            }
+        })
+    };
+    let channels: Arc<std::sync::Mutex<HashMap<String, Channel>>> = Arc::default();
+    let permits = Arc::new(tokio::sync::Semaphore::new(args.writers.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
-    for mut todo in chunks {
-        let (bootstrap, batch, times) = (bootstrap.to_string(), batch.clone(), times.clone());
+    for (topic, p) in partitions {
+        let (metadata, channels, permits, batch) = (
+            metadata.clone(),
+            channels.clone(),
+            permits.clone(),
+            batch.clone(),
+        );
         tasks.spawn(async move {
-            while !todo.is_empty() {
+            let _permit = permits.acquire_owned().await?;
+            loop {
                 anyhow::ensure!(
                     Instant::now() < deadline,
-                    "{} partitions not writable in time",
-                    todo.len()
+                    "{topic}-{p} not writable in time"
                 );
-                let Ok(mut client) = DataClient::connect(&bootstrap).await else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                let mut left = Vec::new();
-                for (topic, p) in todo {
+                let addr = leader_addr(&metadata.read().expect("metadata lock"), &topic, p);
+                if let Some(addr) = addr {
+                    let channel = channels
+                        .lock()
+                        .expect("channels lock")
+                        .entry(addr.clone())
+                        .or_insert_with(|| {
+                            Endpoint::from_shared(format!("http://{addr}"))
+                                .expect("host:port")
+                                .connect_lazy()
+                        })
+                        .clone();
+                    let req = ProduceRequest {
+                        topic: topic.clone(),
+                        partition: p,
+                        acks: Some(-1),
+                        timeout_ms: 2_000,
+                        payload: Some(produce_request::Payload::RecordBatch(batch.clone())),
+                        ..Default::default()
+                    };
                     let ok = tokio::time::timeout(
-                        Duration::from_secs(2),
-                        client.produce(&topic, p, batch.clone(), -1),
+                        Duration::from_secs(3),
+                        BrokerClient::new(channel).produce(req),
                     )
                     .await
                     .is_ok_and(|r| r.is_ok());
                     if ok {
-                        times.lock().expect("times lock").push(t0.elapsed());
-                    } else {
-                        left.push((topic, p));
+                        return anyhow::Ok(t0.elapsed());
                     }
                 }
-                todo = left;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            anyhow::Ok(())
         });
     }
+    let mut times = Vec::new();
     while let Some(r) = tasks.join_next().await {
-        r??;
+        times.push(r??);
     }
-    let mut times = std::mem::take(&mut *times.lock().expect("times lock"));
+    refresher.abort();
     times.sort();
     Ok(times)
 }
