@@ -124,6 +124,45 @@ pub struct BrokerNode {
     pub request_bytes: crate::listener::RequestBytes,
 }
 
+/// Threads that open new replicas' logs at once (Kafka's `num.recovery.threads.per.data.dir`
+/// plays this part at start-up).
+pub const LOG_OPEN_THREADS: usize = 8;
+
+/// Opens (creating or recovering) the logs of new replicas on up to [`LOG_OPEN_THREADS`]
+/// threads. A replica that starts as leader records its epoch before any append, as a role
+/// change to leader does (Kafka does it at election). Blocking.
+fn open_logs(
+    to_open: Vec<(PartitionKey, PathBuf, LogConfig, Option<i32>)>,
+) -> HashMap<PartitionKey, (PathBuf, Result<Log, sluice_storage::StorageError>)> {
+    let open = |dir: &std::path::Path, config: &LogConfig, epoch: Option<i32>| {
+        let mut log = Log::open(dir, config.clone())?;
+        if let Some(e) = epoch {
+            log.assign_leader_epoch(LeaderEpoch(e))?;
+        }
+        Ok(log)
+    };
+    let per_thread = to_open.len().div_ceil(LOG_OPEN_THREADS).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = to_open
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|(k, dir, config, epoch)| {
+                            (*k, (dir.clone(), open(dir, config, *epoch)))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a log-opening thread panicked"))
+            .collect()
+    })
+}
+
 /// Most ISR proposals in one AlterPartitions request.
 pub const ALTER_PARTITIONS_BATCH_MAX: usize = 1000;
 
@@ -975,6 +1014,32 @@ impl BrokerNode {
             self.remove_replica(key);
         }
         applied.retain(|k, _| existing.contains_key(k));
+        // New replicas' logs open (and recover) in parallel, off the async workers: a
+        // creation of thousands of partitions is bound by file creation and fsyncs, which
+        // overlap well.
+        let to_open: Vec<(PartitionKey, PathBuf, LogConfig, Option<i32>)> = wanted
+            .iter()
+            .filter(|(k, _)| !existing.contains_key(k))
+            .map(|(k, (topic, role))| {
+                let dir = self
+                    .config
+                    .log_dir
+                    .join(format!("{}-{}-{}", topic.name, k.partition, k.topic_id));
+                let epoch = match role {
+                    Role::Leader { leader_epoch, .. } => Some(*leader_epoch),
+                    Role::Follower { .. } => None,
+                };
+                (*k, dir, log_config(&topic.config), epoch)
+            })
+            .collect();
+        let mut opened: HashMap<
+            PartitionKey,
+            (PathBuf, Result<Log, sluice_storage::StorageError>),
+        > = if to_open.is_empty() {
+            HashMap::new()
+        } else {
+            tokio::task::block_in_place(|| open_logs(to_open))
+        };
         for (key, (topic, role)) in wanted {
             let unchanged = existing.contains_key(&key)
                 && applied.get(&key).is_some_and(|(r, t)| {
@@ -987,20 +1052,9 @@ impl BrokerNode {
             let part = match existing.get(&key) {
                 Some(p) => p.clone(),
                 None => {
-                    let dir = self
-                        .config
-                        .log_dir
-                        .join(format!("{}-{}-{}", topic.name, key.partition, key.topic_id));
-                    // Recovery reads and may rewrite segments: off the async workers.
-                    let opened = tokio::task::block_in_place(|| {
-                        let mut log = Log::open(&dir, config.clone())?;
-                        // A replica that starts as leader records its epoch before any append,
-                        // as a role change to leader does (Kafka does it at election).
-                        if let Role::Leader { leader_epoch, .. } = &role {
-                            log.assign_leader_epoch(LeaderEpoch(*leader_epoch))?;
-                        }
-                        Ok::<_, sluice_storage::StorageError>(log)
-                    });
+                    let Some((dir, opened)) = opened.remove(&key) else {
+                        continue;
+                    };
                     let log = match opened {
                         Ok(l) => l,
                         Err(e) => {
