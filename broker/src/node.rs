@@ -448,11 +448,6 @@ impl BrokerNode {
             .cloned()
     }
 
-    /// (fetcher tasks, followed partitions) of our replica fetchers.
-    pub fn replica_fetcher_counts(&self) -> (usize, usize) {
-        self.replica_fetchers.counts()
-    }
-
     /// A cached lazily-connecting channel to `addr`.
     pub fn channel(&self, addr: &str) -> Channel {
         let mut map = self.channels.lock().expect("channels lock");

@@ -220,11 +220,6 @@ impl LeaderEpochCache {
         self.unsynced = false;
         Ok(())
     }
-
-    /// Whether a change waits for [`Self::sync`].
-    pub fn is_unsynced(&self) -> bool {
-        self.unsynced
-    }
 }
 
 #[cfg(test)]

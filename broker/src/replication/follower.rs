@@ -143,12 +143,6 @@ impl ReplicaFetchers {
             }
         }
     }
-
-    /// (fetcher tasks, followed partitions), for gauges and benches.
-    pub fn counts(&self) -> (usize, usize) {
-        let inner = self.inner.lock().expect("fetchers lock");
-        (inner.fetchers.len(), inner.followed.len())
-    }
 }
 
 /// Which of `n` fetchers carries `key` (stable for the partition's life).

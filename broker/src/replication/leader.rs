@@ -90,16 +90,6 @@ impl FetchSessions {
         FetchSessions::default()
     }
 
-    /// Number of sessions held.
-    pub fn len(&self) -> usize {
-        self.slots.lock().expect("sessions lock").len()
-    }
-
-    /// Whether no session is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Keeps `session` for `replica` and returns its id, or 0 when there is no room.
     fn insert(&self, replica: BrokerId, session: Arc<tokio::sync::Mutex<LeaderSession>>) -> i32 {
         let mut slots = self.slots.lock().expect("sessions lock");
