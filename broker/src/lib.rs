@@ -14,6 +14,7 @@ pub mod assign;
 pub mod data;
 pub mod error;
 pub mod group;
+pub mod image_store;
 pub mod kafka;
 pub mod limits;
 pub mod listener;

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use sluice_metadata::config::TopicConfig;
-use sluice_metadata::records::RecordBatch as MetaBatch;
 use sluice_metadata::{
     history_diverges, BrokerId, HistoryPosition, MetadataImage, TopicIdPartition, TopicPartition,
     NO_LEADER,
@@ -83,7 +82,14 @@ pub struct BrokerNode {
     /// Serialises `reconcile` (held across opening logs; nothing else takes it), and holds
     /// the role (and topic, for its config) last handed to each replica, so a reconcile
     /// touches only the replicas whose role or config changed.
-    reconcile_lock: Mutex<HashMap<PartitionKey, (Role, Arc<sluice_metadata::TopicImage>)>>,
+    reconcile_lock: Mutex<Reconciled>,
+    /// What the metadata applied since the last reconcile touched (std lock: tiny).
+    pending_scope: Mutex<Scope>,
+    /// The persisted image and journal (std lock: held while writing one burst's entries).
+    image_store: Mutex<crate::image_store::ImageStore>,
+    /// Entries applied and not yet in the journal; `None` once a snapshot replaced the
+    /// image (the next persist rewrites it whole).
+    journal_pending: Mutex<Option<Vec<crate::image_store::JournalEntry>>>,
     /// Bumped whenever `reconcile` created a replica or handed out roles: requests waiting
     /// for a leadership to be taken up watch it (see `DataPlane::lookup`).
     reconciled: tokio::sync::watch::Sender<u64>,
@@ -255,8 +261,55 @@ fn render_hw_checkpoint(hws: &[(String, i32, i64)]) -> String {
     out
 }
 
-fn image_file(dir: &std::path::Path) -> PathBuf {
-    dir.join("__metadata_image")
+/// What a reconcile looks at: every replica, or the replicas of some topics.
+#[derive(Debug, Default)]
+struct Scope {
+    all: bool,
+    topics: std::collections::BTreeSet<sluice_metadata::TopicId>,
+}
+
+impl Scope {
+    fn everything() -> Self {
+        Scope {
+            all: true,
+            topics: Default::default(),
+        }
+    }
+
+    fn covers(&self, topic: sluice_metadata::TopicId) -> bool {
+        self.all || self.topics.contains(&topic)
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.all && self.topics.is_empty()
+    }
+
+    /// Adds what one applied entry changed. Broker changes (registrations, fencing) may
+    /// change who may lead anything, so they widen the scope to everything.
+    fn add(&mut self, delta: &sluice_metadata::MetadataDelta) {
+        if !delta.changed_brokers.is_empty() {
+            self.all = true;
+        }
+        if self.all {
+            return;
+        }
+        self.topics
+            .extend(delta.changed_partitions.iter().map(|(t, _)| *t));
+        self.topics.extend(delta.created_topics.iter().copied());
+        self.topics.extend(delta.changed_configs.iter().copied());
+        self.topics
+            .extend(delta.deleted_topics.iter().map(|t| t.id));
+    }
+}
+
+/// What the last reconcile handed out.
+#[derive(Default)]
+struct Reconciled {
+    /// The role (and topic, for its config) last handed to each replica, so a reconcile
+    /// touches only the replicas whose role or config changed.
+    roles: HashMap<PartitionKey, (Role, Arc<sluice_metadata::TopicImage>)>,
+    /// Whether we were fenced then (a change re-examines every replica).
+    fenced: Option<bool>,
 }
 
 impl BrokerNode {
@@ -265,11 +318,8 @@ impl BrokerNode {
     pub fn new(config: BrokerConfig) -> Result<Arc<Self>, String> {
         std::fs::create_dir_all(&config.log_dir)
             .map_err(|e| format!("creating {}: {e}", config.log_dir.display()))?;
-        let image = match std::fs::read(image_file(&config.log_dir)) {
-            Ok(bytes) => MetadataImage::decode(&bytes)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetadataImage::default(),
-            Err(e) => return Err(format!("reading the persisted metadata image: {e}")),
-        };
+        let (image_store, image) = crate::image_store::ImageStore::load(&config.log_dir)
+            .map_err(|e| format!("loading the persisted metadata image: {e}"))?;
         let offset = image.offset;
         let position = image.position();
         let lock_path = config.log_dir.join(".lock");
@@ -305,7 +355,10 @@ impl BrokerNode {
             actors: Mutex::new(HashMap::new()),
             replica_fetchers: crate::replication::ReplicaFetchers::new(),
             fetch_sessions: crate::replication::FetchSessions::new(),
-            reconcile_lock: Mutex::new(HashMap::new()),
+            reconcile_lock: Mutex::new(Reconciled::default()),
+            pending_scope: Mutex::new(Scope::everything()),
+            image_store: Mutex::new(image_store),
+            journal_pending: Mutex::new(Some(Vec::new())),
             reconciled: tokio::sync::watch::Sender::new(0),
             broker_epoch: AtomicI64::new(-1),
             fenced: AtomicBool::new(true),
@@ -885,6 +938,9 @@ impl BrokerNode {
         }
         let mut image = (*self.image()).clone();
         let mut changed = false;
+        let mut scope = Scope::default();
+        let mut journal = Vec::new();
+        let mut replaced = false;
         let mut applied = self.metadata_offset.load(Ordering::SeqCst);
         let mut position = ours;
         match ev.event {
@@ -893,6 +949,8 @@ impl BrokerNode {
                 applied = s.offset;
                 position = image.position();
                 changed = true;
+                replaced = true;
+                scope.all = true;
                 if diverged {
                     tracing::warn!(from = %ours, to = %position,
                         "replaced the metadata image with the controller's");
@@ -904,9 +962,15 @@ impl BrokerNode {
                     if e.offset <= image.offset {
                         continue;
                     }
-                    let batch = MetaBatch::decode(&e.record)?;
-                    image = image.apply(e.offset, &batch.records).0;
-                    image.term = e.term;
+                    let entry = crate::image_store::JournalEntry {
+                        offset: e.offset,
+                        term: e.term,
+                        record: e.record,
+                    };
+                    let (next, delta) = crate::image_store::apply_entry(&image, &entry)?;
+                    image = next;
+                    scope.add(&delta);
+                    journal.push(entry);
                     applied = applied.max(e.offset);
                     position = image.position();
                     changed = true;
@@ -927,13 +991,29 @@ impl BrokerNode {
         }
         if changed {
             *self.image.write().expect("image lock") = Arc::new(image);
+            {
+                let mut pending = self.journal_pending.lock().expect("journal lock");
+                match (&mut *pending, replaced) {
+                    (_, true) => *pending = None,
+                    (Some(p), false) => p.extend(journal),
+                    (None, false) => {}
+                }
+            }
             self.image_unsettled.store(true, Ordering::SeqCst);
         }
         self.metadata_offset.store(applied, Ordering::SeqCst);
         *self.metadata_position.lock().expect("position lock") = position;
         if !self.live_metadata.swap(true, Ordering::SeqCst) {
             // The image is live now: fencing state in it may let us lead (see `may_lead`).
+            scope.all = true;
             self.image_unsettled.store(true, Ordering::SeqCst);
+        }
+        if !scope.is_empty() {
+            let mut pending = self.pending_scope.lock().expect("scope lock");
+            pending.all |= scope.all;
+            if !pending.all {
+                pending.topics.extend(scope.topics);
+            }
         }
         Ok(())
     }
@@ -945,14 +1025,31 @@ impl BrokerNode {
         if !self.image_unsettled.swap(false, Ordering::SeqCst) {
             return Ok(());
         }
-        let image = self.image();
-        let bytes = image.encode();
-        let tmp = image_file(&self.config.log_dir).with_extension("tmp");
-        let persisted = std::fs::write(&tmp, &bytes)
-            .and_then(|_| std::fs::rename(&tmp, image_file(&self.config.log_dir)))
-            .map_err(|e| format!("persisting the metadata image: {e}"));
-        self.reconcile();
+        let persisted = self.persist_image();
+        let scope = std::mem::take(&mut *self.pending_scope.lock().expect("scope lock"));
+        self.reconcile_scope(scope);
         persisted
+    }
+
+    /// Persists what was applied since the last call: the new entries go to the journal,
+    /// or, when a snapshot replaced the image or the journal outgrew it, the whole image is
+    /// rewritten. A failure leaves the next call to rewrite the image.
+    fn persist_image(&self) -> Result<(), String> {
+        let image = self.image();
+        let pending = self
+            .journal_pending
+            .lock()
+            .expect("journal lock")
+            .replace(Vec::new());
+        let mut store = self.image_store.lock().expect("image store lock");
+        let result = tokio::task::block_in_place(|| match pending {
+            Some(entries) if !store.should_compact() => store.append(&entries),
+            _ => store.rewrite(&image),
+        });
+        if result.is_err() {
+            *self.journal_pending.lock().expect("journal lock") = None;
+        }
+        result.map_err(|e| format!("persisting the metadata image: {e}"))
     }
 
     /// Makes local replicas match the image: opens logs for new replicas, hands every
@@ -960,15 +1057,38 @@ impl BrokerNode {
     /// gone. Calls run one at a time (`reconcile_lock`); the `partitions` map is locked only
     /// for lookups and inserts, never across a log's recovery.
     pub fn reconcile(&self) {
-        let mut applied = self.reconcile_lock.lock().expect("reconcile lock");
+        self.reconcile_scope(Scope::everything());
+    }
+
+    /// [`reconcile`](Self::reconcile) of the replicas of the topics in `scope` only (what a
+    /// burst of metadata changed): O(change), not O(cluster).
+    fn reconcile_scope(&self, mut scope: Scope) {
+        let mut state = self.reconcile_lock.lock().expect("reconcile lock");
         let image = self.image();
         let me = self.id();
         // Until the controller unfences us (we registered and caught up with the metadata
         // log), leadership in the image is stale (a persisted image, or one the controller
         // has since changed): we lead nothing (review defect 13).
         let fenced = !self.may_lead(&image);
+        if state.fenced != Some(fenced) {
+            scope.all = true;
+            state.fenced = Some(fenced);
+        }
+        if scope.is_empty() {
+            return;
+        }
+        let applied = &mut state.roles;
+        let topics: Vec<&Arc<sluice_metadata::TopicImage>> = if scope.all {
+            image.topics.values().collect()
+        } else {
+            scope
+                .topics
+                .iter()
+                .filter_map(|id| image.topics.get(id))
+                .collect()
+        };
         let mut wanted = HashMap::new();
-        for t in image.topics.values() {
+        for t in topics {
             for (i, p) in t.partitions.iter().enumerate() {
                 if p.replicas.contains(&me) {
                     let role = if p.leader == me && fenced {
@@ -995,20 +1115,22 @@ impl BrokerNode {
         }
         let (gone, existing): (Vec<PartitionKey>, HashMap<PartitionKey, PartitionHandle>) = {
             let parts = self.partitions.lock().expect("partitions lock");
+            let in_scope = || parts.iter().filter(|(k, _)| scope.covers(k.topic_id));
             (
-                parts
-                    .keys()
-                    .filter(|k| !wanted.contains_key(k))
-                    .copied()
+                in_scope()
+                    .filter(|(k, _)| !wanted.contains_key(*k))
+                    .map(|(k, _)| *k)
                     .collect(),
-                parts.clone(),
+                in_scope().map(|(k, p)| (*k, p.clone())).collect(),
             )
         };
         for key in gone {
             applied.remove(&key);
             self.remove_replica(key);
         }
-        applied.retain(|k, _| existing.contains_key(k));
+        if scope.all {
+            applied.retain(|k, _| existing.contains_key(k));
+        }
         // New replicas' logs open (and recover) in parallel, off the async workers: a
         // creation of thousands of partitions is bound by file creation and fsyncs, which
         // overlap well.
@@ -1304,9 +1426,15 @@ impl BrokerNode {
             "sluice_isr_expands_total",
             "ISR expansions committed (Kafka: IsrExpandsPerSec)"
         );
+        metrics::describe_gauge!(
+            "sluice_segment_files_open",
+            "segment files this broker has open (at most log.segment.open.files.max)"
+        );
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
+            metrics::gauge!("sluice_segment_files_open")
+                .set(sluice_storage::files::open_files() as f64);
             let image = self.image();
             let me = self.id();
             let (mut under, mut under_min, mut offline, mut leaders, mut replicas) =
@@ -1497,6 +1625,25 @@ pub fn log_config(overrides: &std::collections::BTreeMap<String, String>) -> Log
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reconcile_scope_covers_what_a_delta_touched_and_broker_changes_widen_it() {
+        let t = |b: u8| sluice_metadata::TopicId([b; 16]);
+        let mut scope = Scope::default();
+        assert!(scope.is_empty());
+        let mut delta = sluice_metadata::MetadataDelta::default();
+        delta.changed_partitions.insert((t(1), 0));
+        delta.created_topics.insert(t(2));
+        delta.changed_configs.insert(t(3));
+        scope.add(&delta);
+        assert!(!scope.is_empty() && !scope.all);
+        assert!([1, 2, 3].iter().all(|b| scope.covers(t(*b))));
+        assert!(!scope.covers(t(4)));
+        let mut fenced = sluice_metadata::MetadataDelta::default();
+        fenced.changed_brokers.insert(BrokerId(2));
+        scope.add(&fenced);
+        assert!(scope.all && scope.covers(t(4)));
+    }
 
     #[test]
     fn hw_checkpoint_round_trips_in_kafkas_format() {

@@ -135,6 +135,11 @@ pub const KEYS: &[Key] = &[
         doc: "record bytes a follower asks for per fetch across all its partitions from one leader",
     },
     Key {
+        name: "log.segment.open.files.max",
+        default: "0",
+        doc: "segment files a broker keeps open at once, least recently used closed first (0: half the process's open-file limit)",
+    },
+    Key {
         name: "num.replica.fetchers",
         default: "1",
         doc: "fetch sessions a follower runs per leader broker; each carries its share of the partitions",

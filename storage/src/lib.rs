@@ -23,6 +23,7 @@ pub mod directory_id;
 pub mod epoch;
 pub mod error;
 pub mod fault;
+pub mod files;
 pub mod index;
 pub mod limits;
 pub mod log;

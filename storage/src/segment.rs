@@ -4,8 +4,8 @@
 //! segments, epochs and policies. Writes go through the file cursor (always at `size`),
 //! reads use positioned reads (`pread`), so a read never disturbs an append.
 
-use std::fs::{File, OpenOptions};
-use std::io::{IoSlice, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{IoSlice, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::batch::{peek_batch_size, BatchHeader, RecordBatch, Validation};
 use crate::error::{Result, StorageError};
+use crate::files::SegmentFile;
 use crate::index::{IndexProblem, OffsetEntry, SegmentIndex, TimeEntry};
 use crate::limits::{RECORD_BATCH_BYTES_MAX, RECORD_BATCH_HEADER_BYTES, SCAN_CHUNK_BYTES};
 
@@ -38,8 +39,9 @@ pub struct Segment {
     /// Offset of the first batch this segment may hold (its file name).
     base_offset: i64,
     log_path: PathBuf,
-    /// Read/write handle; the cursor always sits at `size`.
-    file: File,
+    /// Read + append handle, opened on demand and closed when too many are open
+    /// ([`crate::files`]); the file's length always equals `size` between calls.
+    file: SegmentFile,
     /// Bytes of valid batches in the file.
     size: u64,
     /// Offset after the last batch (== `base_offset` when empty).
@@ -66,13 +68,7 @@ impl Segment {
     /// Creates a new, empty segment (truncating any leftover files of that name).
     pub fn create(dir: &Path, base_offset: i64) -> Result<Self> {
         let (log_path, index_path, time_path) = Self::paths(dir, base_offset);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&log_path)
-            .map_err(|e| StorageError::io("create segment", &log_path, e))?;
+        let file = SegmentFile::create(log_path.clone())?;
         let index = SegmentIndex::create(index_path, time_path)?;
         Ok(Segment {
             base_offset,
@@ -98,14 +94,12 @@ impl Segment {
         index_interval_bytes: u64,
     ) -> Result<(Self, Option<Corruption>)> {
         let (log_path, index_path, time_path) = Self::paths(dir, base_offset);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&log_path)
-            .map_err(|e| StorageError::io("open segment", &log_path, e))?;
+        let file = SegmentFile::existing(log_path.clone())?;
         let file_size = file
-            .seek(SeekFrom::End(0))
-            .map_err(|e| StorageError::io("seek segment", &log_path, e))?;
+            .get()?
+            .metadata()
+            .map_err(|e| StorageError::io("stat segment", &log_path, e))?
+            .len();
         let loaded = if recover {
             Err(IndexProblem::Corrupt("recovery requested".into()))
         } else {
@@ -249,24 +243,17 @@ impl Segment {
                     reason,
                 }));
             }
-            self.file
-                .set_len(pos)
+            let f = self.file.get()?;
+            f.set_len(pos)
                 .map_err(|e| StorageError::io("truncate segment", &self.log_path, e))?;
-            self.file
-                .sync_all()
+            f.sync_all()
                 .map_err(|e| StorageError::io("fsync segment", &self.log_path, e))?;
-            self.file
-                .seek(SeekFrom::Start(pos))
-                .map_err(|e| StorageError::io("seek segment", &self.log_path, e))?;
             return Ok(Some(Corruption {
                 file: self.log_path.clone(),
                 position: pos,
                 reason,
             }));
         }
-        self.file
-            .seek(SeekFrom::Start(pos))
-            .map_err(|e| StorageError::io("seek segment", &self.log_path, e))?;
         Ok(None)
     }
 
@@ -315,14 +302,15 @@ impl Segment {
                 &mut slices_buf[..1]
             }
         };
+        let file = self.file.get()?;
         if crate::fault::disk_full() {
             // A full disk takes part of the write, then refuses the rest.
             let half = &slices[0][..slices[0].len() / 2];
-            let _ = self.file.write_all(half);
+            let _ = (&*file).write_all(half);
             return Err(self.undo_partial_write(crate::fault::enospc()));
         }
         while !slices.is_empty() {
-            let n = match self.file.write_vectored(slices) {
+            let n = match (&*file).write_vectored(slices) {
                 Ok(0) => return Err(self.undo_partial_write(std::io::ErrorKind::WriteZero.into())),
                 Ok(n) => n,
                 Err(e) => return Err(self.undo_partial_write(e)),
@@ -351,12 +339,12 @@ impl Segment {
     }
 
     /// A write failed part-way (ENOSPC, EIO): cut the file back to the last whole batch and
-    /// put the cursor there, so the next append starts where the log really ends.
+    /// so the next append (at the end of the file) starts where the log really ends.
     fn undo_partial_write(&mut self, e: std::io::Error) -> StorageError {
-        let repaired = self
-            .file
-            .set_len(self.size)
-            .and_then(|_| self.file.seek(SeekFrom::Start(self.size)).map(|_| ()));
+        let repaired = self.file.get().and_then(|f| {
+            f.set_len(self.size)
+                .map_err(|e| StorageError::io("truncate segment", &self.log_path, e))
+        });
         if let Err(r) = repaired {
             tracing::error!(path = %self.log_path.display(), error = %r, "could not cut a partial write");
         }
@@ -367,6 +355,7 @@ impl Segment {
     fn read_bytes(&self, position: u64, len: usize) -> Result<Bytes> {
         let mut buf = BytesMut::zeroed(len);
         self.file
+            .get()?
             .read_exact_at(&mut buf, position)
             .map_err(|e| StorageError::io("read segment", &self.log_path, e))?;
         Ok(buf.freeze())
@@ -375,6 +364,7 @@ impl Segment {
     fn read_header(&self, position: u64) -> Result<BatchHeader> {
         let mut buf = [0u8; RECORD_BATCH_HEADER_BYTES];
         self.file
+            .get()?
             .read_exact_at(&mut buf, position)
             .map_err(|e| StorageError::io("read segment", &self.log_path, e))?;
         let h = BatchHeader::parse(&buf);
@@ -477,11 +467,9 @@ impl Segment {
             return Ok(self.next_offset);
         };
         self.file
+            .get()?
             .set_len(pos)
             .map_err(|e| StorageError::io("truncate segment", &self.log_path, e))?;
-        self.file
-            .seek(SeekFrom::Start(pos))
-            .map_err(|e| StorageError::io("seek segment", &self.log_path, e))?;
         self.index
             .truncate((h.base_offset - self.base_offset) as u32)?;
         // Re-derive the tail state by scanning from the last remaining index entry.
@@ -496,6 +484,7 @@ impl Segment {
             self.first_batch_timestamp = None;
         }
         self.file
+            .get()?
             .sync_all()
             .map_err(|e| StorageError::io("fsync segment", &self.log_path, e))?;
         if let Some(c) = self.scan(from, pos, index_interval_bytes, false)? {
@@ -514,6 +503,7 @@ impl Segment {
         if sync {
             crate::fault::maybe_stall_fsync();
             self.file
+                .get()?
                 .sync_data()
                 .map_err(|e| StorageError::io("fsync segment", &self.log_path, e))?;
         }
@@ -530,6 +520,7 @@ impl Segment {
     /// A second handle on the log file, for fsyncing outside the owner.
     pub fn try_clone_file(&self) -> Result<File> {
         self.file
+            .get()?
             .try_clone()
             .map_err(|e| StorageError::io("clone handle", &self.log_path, e))
     }

@@ -229,6 +229,9 @@ fn check_all(log: &Log, m: &Model) {
 }
 
 fn run(ops: Vec<Op>) {
+    // Few open segment files: segments are closed and reopened all the time, which must
+    // change nothing the model can see.
+    sluice_storage::files::set_open_files_max(16);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("topic-0");
     let now = Arc::new(AtomicI64::new(1_700_000_000_000));

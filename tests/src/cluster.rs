@@ -228,6 +228,11 @@ impl Cluster {
         n.stopped = true;
     }
 
+    /// The process id of a running broker.
+    pub fn broker_pid(&self, id: u16) -> u32 {
+        self.brokers[&id].child.as_ref().expect("running").id()
+    }
+
     /// Sends `signal` to a running broker.
     pub fn signal_broker(&self, id: u16, signal: Signal) {
         let pid = self.brokers[&id].child.as_ref().expect("running").id();

@@ -831,3 +831,67 @@ async fn a_consumer_whose_broker_is_gone_does_not_spin() {
         share * 100.0
     );
 }
+
+/// Segment `.log` files a process has open now.
+fn open_segment_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                // Segments are named by their base offset (20 digits); not the node's own log.
+                .filter(|p| {
+                    p.file_stem()
+                        .and_then(|s| s.to_str())
+                        .is_some_and(|s| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit()))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Goal: a broker with more replicas than `log.segment.open.files.max` keeps at most that
+/// many segment files open and still serves every partition: data written before its files
+/// were closed reads back whole, and appends after a reopen land after it (issue #14:
+/// replicas beyond the open-file limit). Method: 1 broker with a limit of 16 and a
+/// 40-partition topic; two rounds of one batch per partition, reading every partition back
+/// after each; the broker's `/proc/PID/fd` is checked after each round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_with_more_replicas_than_open_files_serves_them_all() {
+    let c = Cluster::start(1, 1, &[], &["log.segment.open.files.max=16"]);
+    create_topic_with(&c.controller_addr(1), "many", 40, 1, &[]).await;
+    let mut cl = client(&c.bootstrap()).await;
+    let pid = c.broker_pid(1);
+    for round in 0..2 {
+        for p in 0..40 {
+            let mut b = sluice_storage::RecordBatchBuilder::new();
+            b.append(
+                1_700_000_000_000,
+                None,
+                Some(format!("r{round}-p{p}").as_bytes()),
+                &[],
+            );
+            let r = cl.produce("many", p, b.build(), -1).await.unwrap();
+            assert_eq!(r.base_offset, round, "partition {p}, round {round}");
+        }
+        let open = open_segment_files(pid);
+        assert!(
+            open <= 16,
+            "round {round}: {open} segment files open, limit 16"
+        );
+        for p in 0..40 {
+            let r = cl.fetch("many", p, 0, 1 << 20).await.unwrap();
+            let got: Vec<String> = r
+                .records
+                .iter()
+                .map(|rec| String::from_utf8(rec.value.clone().unwrap().to_vec()).unwrap())
+                .collect();
+            let want: Vec<String> = (0..=round).map(|r| format!("r{r}-p{p}")).collect();
+            assert_eq!(got, want, "partition {p} after round {round}");
+        }
+        let open = open_segment_files(pid);
+        assert!(
+            open <= 16,
+            "round {round}, after reads: {open} segment files open"
+        );
+    }
+}

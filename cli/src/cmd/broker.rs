@@ -123,6 +123,21 @@ pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
     })
 }
 
+/// `log.segment.open.files.max`, with 0 meaning half the soft `RLIMIT_NOFILE` (the rest is
+/// left for connections, indexes and checkpoints).
+fn segment_files_max(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    use nix::sys::resource::{getrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) if soft != nix::sys::resource::RLIM_INFINITY => {
+            usize::try_from(soft / 2).unwrap_or(usize::MAX)
+        }
+        _ => sluice_storage::files::OPEN_FILES_MAX_DEFAULT,
+    }
+}
+
 fn positive(cfg: &NodeConfig, key: &str) -> anyhow::Result<i32> {
     let v: i32 = cfg.num(key)?;
     anyhow::ensure!(v > 0, "{key}={v}: must be at least 1");
@@ -134,6 +149,8 @@ fn positive(cfg: &NodeConfig, key: &str) -> anyhow::Result<i32> {
 pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     sluice_broker::partition::io::init(positive(&cfg, "num.io.threads")? as usize);
     let config = broker_config(&cfg)?;
+    let open_files = segment_files_max(cfg.num("log.segment.open.files.max")?);
+    sluice_storage::files::set_open_files_max(open_files);
     let metrics = super::metrics_addr(&cfg, config.listen)?;
     let rt = super::runtime()?;
     rt.block_on(async move {
