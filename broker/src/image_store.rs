@@ -78,6 +78,11 @@ fn frame(e: &JournalEntry) -> Vec<u8> {
     out
 }
 
+/// Bytes one entry with `record` takes in the journal.
+pub fn frame_bytes(record: &[u8]) -> usize {
+    FRAME_HEADER_BYTES + record.len()
+}
+
 /// Parses the journal's frames; returns them and the length of the valid prefix, with the
 /// reason it stopped early, if it did.
 fn parse_journal(bytes: &[u8]) -> (Vec<JournalEntry>, usize, Option<String>) {

@@ -2,7 +2,8 @@
 //! process (no cluster): for a 3-broker image with N RF-3 partitions (topics of 100), its
 //! encoded size, encode and decode time (what a broker pays to persist and load it), and
 //! the time to apply one ISR change and one broker fencing (what every broker and
-//! controller pays per metadata record batch).
+//! controller pays per metadata record batch), and what a broker's journal stores for that
+//! ISR change (what persisting it costs instead of a whole image).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -21,6 +22,9 @@ pub struct Row {
     encode_ms: f64,
     decode_ms: f64,
     apply_isr_change_ms: f64,
+    /// What a broker appends to its metadata journal for that change (instead of
+    /// re-encoding the image).
+    journal_isr_change_bytes: usize,
     fence_broker_records: usize,
     apply_fence_broker_ms: f64,
 }
@@ -111,6 +115,9 @@ pub fn measure(partitions: u32) -> anyhow::Result<Row> {
         },
     )
     .map_err(|r| anyhow::anyhow!("{}", r.message))?;
+    let journal_isr_change_bytes = sluice_broker::image_store::frame_bytes(
+        &sluice_metadata::records::RecordBatch::new(isr_records.clone()).encode(),
+    );
     let reps = 200;
     let t = Instant::now();
     for _ in 0..reps {
@@ -130,6 +137,7 @@ pub fn measure(partitions: u32) -> anyhow::Result<Row> {
         encode_ms,
         decode_ms,
         apply_isr_change_ms,
+        journal_isr_change_bytes,
         fence_broker_records: fence.len(),
         apply_fence_broker_ms: ms(t, reps),
     })
@@ -152,6 +160,7 @@ pub fn print(rows: &[Row], output: OutputFormat) -> anyhow::Result<()> {
                     "encode ms",
                     "decode ms",
                     "apply 1 ISR change ms",
+                    "journal bytes",
                     "fence-broker records",
                     "apply fence ms",
                 ],
@@ -163,6 +172,7 @@ pub fn print(rows: &[Row], output: OutputFormat) -> anyhow::Result<()> {
                             format!("{:.2}", r.encode_ms),
                             format!("{:.2}", r.decode_ms),
                             format!("{:.3}", r.apply_isr_change_ms),
+                            r.journal_isr_change_bytes.to_string(),
                             r.fence_broker_records.to_string(),
                             format!("{:.2}", r.apply_fence_broker_ms),
                         ]
