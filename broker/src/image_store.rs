@@ -259,6 +259,13 @@ mod tests {
         }
     }
 
+    /// Entries 1..=n, each registering one broker.
+    fn registrations(n: u64) -> Vec<JournalEntry> {
+        (1..=n)
+            .map(|i| entry(i, vec![register(i as i32)]))
+            .collect()
+    }
+
     fn applied(entries: &[JournalEntry]) -> MetadataImage {
         entries.iter().fold(MetadataImage::default(), |img, e| {
             apply_entry(&img, e).unwrap().0
@@ -268,9 +275,7 @@ mod tests {
     #[test]
     fn appended_entries_are_replayed_after_the_image() {
         let dir = tempfile::tempdir().unwrap();
-        let entries: Vec<_> = (1..=4)
-            .map(|i| entry(i, vec![register(i as i32)]))
-            .collect();
+        let entries = registrations(4);
         let (mut store, img) = ImageStore::load(dir.path()).unwrap();
         assert_eq!(img, MetadataImage::default());
         store.rewrite(&applied(&entries[..2])).unwrap();
@@ -284,9 +289,7 @@ mod tests {
     #[test]
     fn a_crash_between_image_rename_and_journal_truncation_replays_nothing_twice() {
         let dir = tempfile::tempdir().unwrap();
-        let entries: Vec<_> = (1..=3)
-            .map(|i| entry(i, vec![register(i as i32)]))
-            .collect();
+        let entries = registrations(3);
         let (mut store, _) = ImageStore::load(dir.path()).unwrap();
         store.append(&entries).unwrap();
         // The new image is in place but the journal still holds what it covers.
@@ -303,9 +306,7 @@ mod tests {
     fn a_torn_or_damaged_journal_tail_is_cut_off_and_the_rest_kept() {
         for damage in ["torn", "crc", "length"] {
             let dir = tempfile::tempdir().unwrap();
-            let entries: Vec<_> = (1..=3)
-                .map(|i| entry(i, vec![register(i as i32)]))
-                .collect();
+            let entries = registrations(3);
             let (mut store, _) = ImageStore::load(dir.path()).unwrap();
             store.append(&entries).unwrap();
             let path = dir.path().join("__metadata_journal");
@@ -329,9 +330,7 @@ mod tests {
     #[test]
     fn garbage_journal_bytes_leave_the_image_as_it_was() {
         let dir = tempfile::tempdir().unwrap();
-        let entries: Vec<_> = (1..=2)
-            .map(|i| entry(i, vec![register(i as i32)]))
-            .collect();
+        let entries = registrations(2);
         let (mut store, _) = ImageStore::load(dir.path()).unwrap();
         store.rewrite(&applied(&entries)).unwrap();
         std::fs::write(
