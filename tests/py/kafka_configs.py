@@ -1,6 +1,7 @@
 """Partitions and configs from stock Kafka admin clients: confluent-kafka 2.16.1's AdminClient
 (librdkafka) adds partitions (CreatePartitions), sets, reads and resets a topic config
-(IncrementalAlterConfigs, DescribeConfigs), sees bad requests refused, and describes the
+(IncrementalAlterConfigs, DescribeConfigs), replaces a topic's overrides (AlterConfigs),
+sees bad requests refused, and describes the
 cluster (DescribeCluster); kafka-python 3.0.12's KafkaAdminClient reads the config back.
 
 usage: kafka_configs.py BOOTSTRAP
@@ -9,6 +10,7 @@ Prints one JSON document with what each step saw.
 import json
 import sys
 import time
+import warnings
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
@@ -104,6 +106,25 @@ reset = topic_resource(
 list(c.incremental_alter_configs([reset]).values())[0].result(30)
 entries = describe()
 report["reset_source"] = ConfigSource(entries["retention.ms"].source).name
+
+# AlterConfigs, the non-incremental API (deprecated in librdkafka, what kafkajs sends): the
+# given set replaces every override of the topic.
+two = topic_resource(
+    ConfigEntry("retention.ms", "7200000", incremental_operation=AlterConfigOpType.SET),
+    ConfigEntry("segment.ms", "3600000", incremental_operation=AlterConfigOpType.SET),
+)
+list(c.incremental_alter_configs([two]).values())[0].result(30)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    replace = ConfigResource(
+        ResourceType.TOPIC, "cfg-a", set_config={"retention.bytes": "1048576"}
+    )
+    list(c.alter_configs([replace]).values())[0].result(30)
+entries = describe()
+report["replaced"] = {
+    k: ConfigSource(entries[k].source).name for k in ("retention.bytes", "retention.ms", "segment.ms")
+}
+report["replaced_value"] = entries["retention.bytes"].value
 
 cluster = c.describe_cluster().result(30)
 report["cluster_brokers"] = len(cluster.nodes)

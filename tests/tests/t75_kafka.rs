@@ -1110,6 +1110,7 @@ async fn a_partition_a_fetch_has_no_room_for_still_gets_its_high_watermark() {
 /// `tests/py/kafka_configs.py` grows a topic 2 → 5 partitions (a shrink and an unknown topic
 /// refused), sets `retention.ms` and reads it back as a topic override (librdkafka and
 /// kafka-python), sees a bad value and an APPEND refused by name, resets it to the default,
+/// replaces two overrides with a third through AlterConfigs (the two go back to defaults),
 /// and gets both brokers from DescribeCluster. Sluice's own admin API sees 5 partitions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_admin_clients_add_partitions_and_change_configs() {
@@ -1135,6 +1136,12 @@ async fn kafka_admin_clients_add_partitions_and_change_configs() {
             "append_op": "INVALID_REQUEST",
             "kp_retention": "7200000",
             "reset_source": "DEFAULT_CONFIG",
+            "replaced": {
+                "retention.bytes": "DYNAMIC_TOPIC_CONFIG",
+                "retention.ms": "DEFAULT_CONFIG",
+                "segment.ms": "DEFAULT_CONFIG"
+            },
+            "replaced_value": "1048576",
             "cluster_brokers": 2,
             "cluster_id_set": true,
             "controller_is_a_broker": true

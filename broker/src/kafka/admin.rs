@@ -1,5 +1,5 @@
 //! Administration over the Kafka protocol: CreateTopics, DeleteTopics, CreatePartitions,
-//! DescribeConfigs and IncrementalAlterConfigs, relayed to the controller quorum like Sluice's
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs, relayed to the controller quorum like Sluice's
 //! own Admin calls (any broker answers, as in KRaft, where brokers forward them), and
 //! DescribeCluster from this broker's image; so `kafka-topics.sh`, `kafka-configs.sh`,
 //! `AdminClient` and kafka-python's `KafkaAdminClient` work unchanged.
@@ -13,10 +13,11 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest,
-    DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, TopicName,
+    AlterConfigsRequest, AlterConfigsResponse, BrokerId, CreatePartitionsRequest,
+    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    TopicName,
 };
 use sluice_proto::v1 as pb;
 
@@ -402,35 +403,112 @@ pub(super) async fn incremental_alter_configs(
             );
             continue;
         }
-        let r = ctx
-            .node
-            .relay_admin(
-                pb::IncrementalAlterConfigsRequest {
-                    resources: vec![pb::AlterConfigsResource {
-                        resource_type: pb::ConfigResourceType::Topic as i32,
-                        resource_name: res.resource_name.as_str().to_string(),
-                        configs,
-                    }],
-                    validate_only: req.validate_only,
-                },
-                |mut c, r| async move { c.incremental_alter_configs(r).await },
-            )
-            .await;
-        let out = match r.map(|r| r.results.into_iter().next()) {
-            Ok(Some(r)) => base
-                .with_error_code(r.error_code as i16)
-                .with_error_message(msg(r.error_message)),
-            Ok(None) => base
-                .with_error_code(-1)
-                .with_error_message(msg("the controller did not answer for it".into())),
-            Err(s) => {
-                let (code, m) = code_of(&s);
-                base.with_error_code(code).with_error_message(msg(m))
-            }
-        };
-        responses.push(out);
+        let (code, m) =
+            alter_topic_configs(ctx, res.resource_name.as_str(), configs, req.validate_only).await;
+        responses.push(base.with_error_code(code).with_error_message(m));
     }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// Relays config changes of one topic to the controllers: the error code and message.
+async fn alter_topic_configs(
+    ctx: &Ctx,
+    topic: &str,
+    configs: Vec<pb::AlterableConfig>,
+    validate_only: bool,
+) -> (i16, Option<kafka_protocol::protocol::StrBytes>) {
+    let r = ctx
+        .node
+        .relay_admin(
+            pb::IncrementalAlterConfigsRequest {
+                resources: vec![pb::AlterConfigsResource {
+                    resource_type: pb::ConfigResourceType::Topic as i32,
+                    resource_name: topic.to_string(),
+                    configs,
+                }],
+                validate_only,
+            },
+            |mut c, r| async move { c.incremental_alter_configs(r).await },
+        )
+        .await;
+    match r.map(|r| r.results.into_iter().next()) {
+        Ok(Some(r)) => (r.error_code as i16, msg(r.error_message)),
+        Ok(None) => (-1, msg("the controller did not answer for it".into())),
+        Err(s) => {
+            let (code, m) = code_of(&s);
+            (code, msg(m))
+        }
+    }
+}
+
+/// AlterConfigs (the original, non-incremental API, as kafkajs and older admin tools send
+/// it): the given configs become the topic's whole set of overrides; every override not
+/// named goes back to its default, as in Kafka. A null value is the same as leaving the key
+/// out. Read-modify-write against this broker's image: like Kafka, it races with
+/// concurrent changes of the same topic.
+pub(super) async fn alter_configs(ctx: &Ctx, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as Out;
+    let mut responses = Vec::new();
+    for res in &req.resources {
+        let base = Out::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name.clone());
+        if res.resource_type != RESOURCE_TOPIC {
+            responses.push(
+                base.with_error_code(INVALID_REQUEST)
+                    .with_error_message(msg(format!(
+                        "altering configs of resource type {} is not supported: only TOPIC (2) is",
+                        res.resource_type
+                    ))),
+            );
+            continue;
+        }
+        let name = res.resource_name.as_str();
+        let current: Vec<String> = ctx
+            .node
+            .image()
+            .topic(name)
+            .map(|t| t.config.keys().cloned().collect())
+            .unwrap_or_default();
+        let configs = alter_configs_ops(
+            &current,
+            res.configs
+                .iter()
+                .map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str()))),
+        );
+        let (code, m) = alter_topic_configs(ctx, name, configs, req.validate_only).await;
+        responses.push(base.with_error_code(code).with_error_message(m));
+    }
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+/// The operations that make `given` the whole set of overrides of a topic whose overrides
+/// are `current`: a SET per given value, a DELETE per other current key.
+fn alter_configs_ops<'a>(
+    current: &[String],
+    given: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+) -> Vec<pb::AlterableConfig> {
+    let mut ops: Vec<pb::AlterableConfig> = Vec::new();
+    let mut named = std::collections::BTreeSet::new();
+    for (name, value) in given {
+        named.insert(name.to_string());
+        ops.push(pb::AlterableConfig {
+            name: name.to_string(),
+            op: match value {
+                Some(_) => pb::ConfigOp::Set,
+                None => pb::ConfigOp::Delete,
+            } as i32,
+            value: value.map(str::to_string),
+        });
+    }
+    for key in current.iter().filter(|k| !named.contains(*k)) {
+        ops.push(pb::AlterableConfig {
+            name: key.clone(),
+            op: pb::ConfigOp::Delete as i32,
+            value: None,
+        });
+    }
+    ops
 }
 
 /// DescribeCluster (KIP-700): the live brokers and a broker id for controller-bound requests
@@ -477,4 +555,34 @@ pub(super) async fn describe_cluster(
         .with_controller_id(BrokerId(controller_id))
         .with_brokers(brokers)
         .with_cluster_authorized_operations(i32::MIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alter_configs_sets_what_is_given_and_deletes_every_other_override() {
+        let current = vec!["retention.ms".to_string(), "segment.ms".to_string()];
+        let ops = alter_configs_ops(
+            &current,
+            [("retention.bytes", Some("100")), ("segment.ms", None)].into_iter(),
+        );
+        let got: Vec<(String, i32, Option<String>)> =
+            ops.into_iter().map(|o| (o.name, o.op, o.value)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "retention.bytes".into(),
+                    pb::ConfigOp::Set as i32,
+                    Some("100".into())
+                ),
+                ("segment.ms".into(), pb::ConfigOp::Delete as i32, None),
+                ("retention.ms".into(), pb::ConfigOp::Delete as i32, None),
+            ]
+        );
+        // Nothing given: every override goes.
+        assert_eq!(alter_configs_ops(&current, std::iter::empty()).len(), 2);
+    }
 }

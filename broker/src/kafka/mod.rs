@@ -412,6 +412,7 @@ async fn dispatch(
                     RequestKind::DescribeConfigs(r) => {
                         admin::describe_configs(&ctx, r, version).await.into()
                     }
+                    RequestKind::AlterConfigs(r) => admin::alter_configs(&ctx, r).await.into(),
                     RequestKind::IncrementalAlterConfigs(r) => {
                         admin::incremental_alter_configs(&ctx, r).await.into()
                     }
@@ -460,6 +461,7 @@ fn api_name(k: ApiKey) -> &'static str {
         ApiKey::CreatePartitions => "kafka_create_partitions",
         ApiKey::DescribeConfigs => "kafka_describe_configs",
         ApiKey::IncrementalAlterConfigs => "kafka_incremental_alter_configs",
+        ApiKey::AlterConfigs => "kafka_alter_configs",
         ApiKey::DescribeCluster => "kafka_describe_cluster",
         _ => "kafka_other",
     }
