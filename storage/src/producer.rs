@@ -127,6 +127,11 @@ impl ProducerState {
         self.producers.get(&producer_id)
     }
 
+    /// Every producer tracked, in no particular order.
+    pub fn producers(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.producers.iter().map(|(id, e)| (*id, e))
+    }
+
     /// Number of producers tracked.
     pub fn len(&self) -> usize {
         self.producers.len()

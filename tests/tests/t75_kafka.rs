@@ -1153,6 +1153,47 @@ async fn kafka_admin_clients_add_partitions_and_change_configs() {
     assert_eq!(t.partitions.len(), 5, "{t:?}");
 }
 
+/// Goal: DescribeProducers (KIP-664) over the Kafka port shows the idempotent producers a
+/// partition's leader tracks, as kafka-python's `describe_producers` (and
+/// `kafka-transactions.sh describe-producers`) ask. Method: 1 + 1, a 2-partition topic;
+/// `tests/py/kafka_producers.py` writes 5 and 3 records with one idempotent producer, then
+/// describes both partitions and one the topic lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_describe_producers_shows_idempotent_producer_state() {
+    let c = Cluster::start(1, 1, &[], &[]);
+    create_topic_with(&c.controller_addr(1), "dp", 2, 1, &[]).await;
+    let b = c.broker_addr(1);
+    wait_for("kcat to see the topic led", WAIT, || async {
+        let out = kcat_try(&["-b", &b, "-L", "-t", "dp", "-J"], None).ok()?;
+        let m: serde_json::Value = serde_json::from_str(&out).ok()?;
+        m["topics"][0]["partitions"]
+            .as_array()?
+            .iter()
+            .all(|p| p["leader"].as_i64().is_some_and(|l| l >= 1))
+            .then_some(())
+    })
+    .await;
+    let r = py_report("kafka_producers.py", &[b.as_str(), "dp"], 180);
+    let row = |last: i64| {
+        serde_json::json!([{
+            "epoch": 0,
+            "last_sequence": last,
+            "has_timestamp": true,
+            "coordinator_epoch": -1,
+            "txn_start": -1
+        }])
+    };
+    assert_eq!(
+        r,
+        serde_json::json!({
+            "p0": row(4),
+            "p1": row(2),
+            "one_producer_id": true,
+            "missing_partition": "UnknownTopicOrPartitionError"
+        })
+    );
+}
+
 /// Goal: OffsetDelete (KIP-496) over the Kafka port, as kafka-python's
 /// `delete_group_offsets` sends it. Method: 1 + 1, a 2-partition topic; a classic group
 /// member reads 10 records and commits; `tests/py/kafka_offset_delete.py` asks to delete the

@@ -412,6 +412,9 @@ async fn dispatch(
                     RequestKind::DescribeConfigs(r) => {
                         admin::describe_configs(&ctx, r, version).await.into()
                     }
+                    RequestKind::DescribeProducers(r) => {
+                        offsets::describe_producers(&ctx, r).await.into()
+                    }
                     RequestKind::AlterConfigs(r) => admin::alter_configs(&ctx, r).await.into(),
                     RequestKind::IncrementalAlterConfigs(r) => {
                         admin::incremental_alter_configs(&ctx, r).await.into()
@@ -462,6 +465,7 @@ fn api_name(k: ApiKey) -> &'static str {
         ApiKey::DescribeConfigs => "kafka_describe_configs",
         ApiKey::IncrementalAlterConfigs => "kafka_incremental_alter_configs",
         ApiKey::AlterConfigs => "kafka_alter_configs",
+        ApiKey::DescribeProducers => "kafka_describe_producers",
         ApiKey::DescribeCluster => "kafka_describe_cluster",
         _ => "kafka_other",
     }

@@ -1,5 +1,8 @@
-//! ListOffsets and OffsetForLeaderEpoch.
+//! ListOffsets, OffsetForLeaderEpoch and DescribeProducers.
 
+use kafka_protocol::messages::describe_producers_response::{
+    PartitionResponse, ProducerState, TopicResponse,
+};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -7,8 +10,8 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
 use kafka_protocol::messages::{
-    ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse,
+    DescribeProducersRequest, DescribeProducersResponse, ListOffsetsRequest, ListOffsetsResponse,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProducerId,
 };
 
 use super::{code_of, Ctx};
@@ -84,4 +87,54 @@ pub(super) async fn offset_for_leader_epoch(
         );
     }
     OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
+
+/// DescribeProducers (KIP-664): the idempotent producers each partition's leader tracks, as
+/// `kafka-transactions.sh describe-producers` and kafka-python's `describe_producers` ask.
+/// No transactions here, so `coordinator_epoch` and `current_txn_start_offset` are -1.
+pub(super) async fn describe_producers(
+    ctx: &Ctx,
+    req: DescribeProducersRequest,
+) -> DescribeProducersResponse {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let name = t.name.0.as_str().to_string();
+        let mut partitions = Vec::with_capacity(t.partition_indexes.len());
+        for index in t.partition_indexes {
+            let r = async {
+                let part = ctx.data.lookup(&name, index).await?;
+                part.producers()
+                    .await
+                    .map_err(|e| ctx.data.status(e, &name, index))
+            }
+            .await;
+            let out = PartitionResponse::default().with_partition_index(index);
+            partitions.push(match r {
+                Ok(all) => out.with_active_producers(
+                    all.into_iter()
+                        .map(|p| {
+                            ProducerState::default()
+                                .with_producer_id(ProducerId(p.producer_id))
+                                .with_producer_epoch(i32::from(p.producer_epoch))
+                                .with_last_sequence(p.last_sequence)
+                                .with_last_timestamp(p.last_timestamp)
+                                .with_coordinator_epoch(-1)
+                                .with_current_txn_start_offset(-1)
+                        })
+                        .collect(),
+                ),
+                Err(s) => {
+                    let (code, m) = code_of(&s);
+                    out.with_error_code(code)
+                        .with_error_message(Some(super::kstr(m)))
+                }
+            });
+        }
+        topics.push(
+            TopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
+    DescribeProducersResponse::default().with_topics(topics)
 }

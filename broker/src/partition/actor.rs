@@ -125,6 +125,19 @@ pub struct Appended {
     pub log_start_offset: i64,
 }
 
+/// One idempotent producer as a partition leader knows it (`DescribeProducers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerInfo {
+    /// Producer id.
+    pub producer_id: i64,
+    /// Its current epoch.
+    pub producer_epoch: i16,
+    /// Sequence of the last record of its last batch.
+    pub last_sequence: i32,
+    /// Largest timestamp of its last batch.
+    pub last_timestamp: i64,
+}
+
 /// A question for the partition actor. Each carries its reply channel.
 pub enum PartitionCommand {
     /// Append a producer's batch as the leader (min ISR checked for acks=all).
@@ -160,6 +173,11 @@ pub enum PartitionCommand {
         current_leader_epoch: Option<i32>,
         /// Answer: (epoch, end offset).
         reply: oneshot::Sender<Result<(i64, i64), BrokerError>>,
+    },
+    /// The leader's idempotent producers (`DescribeProducers`, KIP-664).
+    Producers {
+        /// Answer: one entry per producer, by producer id.
+        reply: oneshot::Sender<Result<Vec<ProducerInfo>, BrokerError>>,
     },
     /// Follower: where to fetch from, if it still follows `leader` at `leader_epoch`.
     FetchPosition {
@@ -534,6 +552,12 @@ impl PartitionHandle {
         .await?
     }
 
+    /// The leader's idempotent producers, by producer id (`DescribeProducers`).
+    pub async fn producers(&self) -> Result<Vec<ProducerInfo>, BrokerError> {
+        self.ask(|reply| PartitionCommand::Producers { reply })
+            .await?
+    }
+
     /// Follower: (LEO, latest epoch) if it still follows `leader` at `leader_epoch`.
     pub async fn fetch_position(
         &self,
@@ -638,7 +662,8 @@ impl Core {
             PartitionCommand::FetchPosition { .. }
             | PartitionCommand::ProposeIsr { .. }
             | PartitionCommand::AlterPartitionAnswer { .. }
-            | PartitionCommand::EpochEndOffset { .. } => true,
+            | PartitionCommand::EpochEndOffset { .. }
+            | PartitionCommand::Producers { .. } => true,
             PartitionCommand::ListOffset { timestamp, .. } => *timestamp < 0,
             PartitionCommand::Fetch { args, .. } => {
                 // A fetch at or past what it may read, or answered with an error or a
@@ -734,6 +759,27 @@ impl Core {
                 let r = self.leading_at(current_leader_epoch).map(|_| {
                     let (e, end) = self.log.end_offset_for_epoch(LeaderEpoch(epoch));
                     (e.get() as i64, end.get())
+                });
+                let _ = reply.send(r);
+            }
+            PartitionCommand::Producers { reply } => {
+                let r = self.leading_at(None).map(|_| {
+                    let mut all: Vec<ProducerInfo> = self
+                        .log
+                        .producer_state()
+                        .producers()
+                        .filter_map(|(id, e)| {
+                            let last = e.batches.back()?;
+                            Some(ProducerInfo {
+                                producer_id: id,
+                                producer_epoch: e.epoch,
+                                last_sequence: last.last_seq,
+                                last_timestamp: last.max_timestamp,
+                            })
+                        })
+                        .collect();
+                    all.sort_by_key(|p| p.producer_id);
+                    all
                 });
                 let _ = reply.send(r);
             }
