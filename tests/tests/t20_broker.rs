@@ -449,11 +449,17 @@ async fn a_dynamic_retention_change_deletes_old_segments_on_a_live_topic() {
     .await;
     client.wait_for_topic("ret", WAIT).await.unwrap();
     let value = vec![b'v'; 1000];
+    // Records stamped now: `batch_of`'s fixed 2023 timestamps are older than the default
+    // `retention.ms` (7 days), so time retention could delete closed segments while this
+    // loop runs (it did, once, on a loaded machine).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     for _ in 0..40 {
-        client
-            .produce("ret", 0, batch_of(&[&value]), -1)
-            .await
-            .unwrap();
+        let mut b = sluice_storage::RecordBatchBuilder::new();
+        b.append(now, None, Some(&value), &[]);
+        client.produce("ret", 0, b.build(), -1).await.unwrap();
     }
     assert_eq!(
         client.list_offset("ret", 0, -2).await.unwrap(),
