@@ -990,16 +990,7 @@ async fn a_kip_848_consumer_group_of_librdkafka_shares_partitions_assigned_by_th
     let c = Cluster::start(1, 1, &[], &["offsets.topic.replication.factor=1"]);
     create_topic_with(&c.controller_addr(1), "k8", 4, 1, &[]).await;
     let b = c.broker_addr(1);
-    wait_for("kcat to see the topic led", WAIT, || async {
-        let out = kcat_try(&["-b", &b, "-L", "-t", "k8", "-J"], None).ok()?;
-        let m: serde_json::Value = serde_json::from_str(&out).ok()?;
-        m["topics"][0]["partitions"]
-            .as_array()?
-            .iter()
-            .all(|p| p["leader"].as_i64().is_some_and(|l| l >= 1))
-            .then_some(())
-    })
-    .await;
+    wait_topic_led(&b, "k8").await;
     let r = py_report("kafka_kip848.py", &[b.as_str(), "k8", "4"], 180);
     let mut all: Vec<String> = r["consumed"]
         .as_array()
@@ -1163,16 +1154,7 @@ async fn kafka_describe_producers_shows_idempotent_producer_state() {
     let c = Cluster::start(1, 1, &[], &[]);
     create_topic_with(&c.controller_addr(1), "dp", 2, 1, &[]).await;
     let b = c.broker_addr(1);
-    wait_for("kcat to see the topic led", WAIT, || async {
-        let out = kcat_try(&["-b", &b, "-L", "-t", "dp", "-J"], None).ok()?;
-        let m: serde_json::Value = serde_json::from_str(&out).ok()?;
-        m["topics"][0]["partitions"]
-            .as_array()?
-            .iter()
-            .all(|p| p["leader"].as_i64().is_some_and(|l| l >= 1))
-            .then_some(())
-    })
-    .await;
+    wait_topic_led(&b, "dp").await;
     let r = py_report("kafka_producers.py", &[b.as_str(), "dp"], 180);
     let row = |last: i64| {
         serde_json::json!([{
@@ -1204,16 +1186,7 @@ async fn kafka_offset_delete_spares_subscribed_topics() {
     let c = Cluster::start(1, 1, &[], &["offsets.topic.replication.factor=1"]);
     create_topic_with(&c.controller_addr(1), "od", 2, 1, &[]).await;
     let b = c.broker_addr(1);
-    wait_for("kcat to see the topic led", WAIT, || async {
-        let out = kcat_try(&["-b", &b, "-L", "-t", "od", "-J"], None).ok()?;
-        let m: serde_json::Value = serde_json::from_str(&out).ok()?;
-        m["topics"][0]["partitions"]
-            .as_array()?
-            .iter()
-            .all(|p| p["leader"].as_i64().is_some_and(|l| l >= 1))
-            .then_some(())
-    })
-    .await;
+    wait_topic_led(&b, "od").await;
     let r = py_report("kafka_offset_delete.py", &[b.as_str(), "od"], 180);
     assert_eq!(
         r,
@@ -1227,4 +1200,18 @@ async fn kafka_offset_delete_spares_subscribed_topics() {
             "unknown_group": "GroupIdNotFoundError"
         })
     );
+}
+
+/// Waits until kcat's metadata from `broker` shows every partition of `topic` with a leader.
+async fn wait_topic_led(broker: &str, topic: &str) {
+    wait_for("kcat to see the topic led", WAIT, || async {
+        let out = kcat_try(&["-b", broker, "-L", "-t", topic, "-J"], None).ok()?;
+        let m: serde_json::Value = serde_json::from_str(&out).ok()?;
+        m["topics"][0]["partitions"]
+            .as_array()?
+            .iter()
+            .all(|p| p["leader"].as_i64().is_some_and(|l| l >= 1))
+            .then_some(())
+    })
+    .await;
 }
