@@ -365,13 +365,10 @@ pub(super) async fn incremental_alter_configs(
         let base = AlterConfigsResourceResponse::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name.clone());
-        if res.resource_type != RESOURCE_TOPIC {
+        if let Some(why) = not_a_topic(res.resource_type) {
             responses.push(
                 base.with_error_code(INVALID_REQUEST)
-                    .with_error_message(msg(format!(
-                        "altering configs of resource type {} is not supported: only TOPIC (2) is",
-                        res.resource_type
-                    ))),
+                    .with_error_message(Some(why)),
             );
             continue;
         }
@@ -408,6 +405,15 @@ pub(super) async fn incremental_alter_configs(
         responses.push(base.with_error_code(code).with_error_message(m));
     }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// Why a config change of this resource type is refused: only topics' configs change.
+fn not_a_topic(resource_type: i8) -> Option<kafka_protocol::protocol::StrBytes> {
+    (resource_type != RESOURCE_TOPIC).then(|| {
+        kstr(format!(
+            "altering configs of resource type {resource_type} is not supported: only TOPIC (2) is"
+        ))
+    })
 }
 
 /// Relays config changes of one topic to the controllers: the error code and message.
@@ -453,13 +459,10 @@ pub(super) async fn alter_configs(ctx: &Ctx, req: AlterConfigsRequest) -> AlterC
         let base = Out::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name.clone());
-        if res.resource_type != RESOURCE_TOPIC {
+        if let Some(why) = not_a_topic(res.resource_type) {
             responses.push(
                 base.with_error_code(INVALID_REQUEST)
-                    .with_error_message(msg(format!(
-                        "altering configs of resource type {} is not supported: only TOPIC (2) is",
-                        res.resource_type
-                    ))),
+                    .with_error_message(Some(why)),
             );
             continue;
         }
