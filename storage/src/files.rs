@@ -155,14 +155,15 @@ impl SegmentFile {
             }
             victims
         };
-        if opened {
+        let file = if opened {
             let mut slot = self.slot.file.lock().expect("slot lock");
-            match &*slot {
-                // Another thread opened it meanwhile: use that one.
-                Some(f) => return Ok(f.clone()),
-                None => *slot = Some(file.clone()),
-            }
-        }
+            // Another thread may have opened it meanwhile: use that one.
+            slot.get_or_insert_with(|| file.clone()).clone()
+        } else {
+            file
+        };
+        // Close the victims in every case: they left the cache's map above, so a victim
+        // left open here would never be counted or closed again.
         for v in victims {
             if let Some(s) = v.upgrade() {
                 if s.id != self.slot.id {
