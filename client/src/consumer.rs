@@ -127,6 +127,9 @@ struct Membership {
     member_id: String,
     epoch: i32,
     assignment: BTreeSet<Tp>,
+    /// What the consumer has taken up and not yet given back (KIP-848 owned partitions):
+    /// the coordinator moves a partition to another member only once it is gone from here.
+    owned: BTreeSet<Tp>,
     coordinator: Option<String>,
     /// Set by `close`: leave and stop.
     leaving: bool,
@@ -319,17 +322,38 @@ impl Consumer {
 
     /// Applies the group's latest assignment and initialises new partitions' positions.
     async fn reconcile(&mut self) -> Result<()> {
-        if let Some(g) = &self.group {
+        if let Some(g) = self.group.clone() {
             let assigned = g.membership.lock().expect("membership").assignment.clone();
             let current: BTreeSet<Tp> = self.positions.keys().cloned().collect();
             if assigned != current {
                 tracing::debug!(?assigned, "assignment changed");
+                // Revoked partitions: commit what poll returned from them (our epoch stays
+                // valid until we report them released), then let them go.
+                let revoked: Vec<(Tp, i64)> = self
+                    .positions
+                    .iter()
+                    .filter(|(tp, _)| !assigned.contains(*tp))
+                    .filter_map(|(tp, p)| p.map(|p| (tp.clone(), p)))
+                    .collect();
+                if self.config.enable_auto_commit && !revoked.is_empty() {
+                    if let Err(e) = self.commit_offsets(revoked).await {
+                        tracing::warn!(error = %e, "commit of revoked partitions failed; their new owner may read some records again");
+                    }
+                }
                 self.positions.retain(|tp, _| assigned.contains(tp));
                 self.buffer
                     .retain(|r| assigned.contains(&(r.topic.clone(), r.partition)));
                 for tp in assigned {
                     self.positions.entry(tp).or_insert(None);
                 }
+            }
+            let owned: BTreeSet<Tp> = self.positions.keys().cloned().collect();
+            let mut m = g.membership.lock().expect("membership");
+            if m.owned != owned {
+                m.owned = owned;
+                // Tell the coordinator now, not at the next interval: a partition we gave
+                // up waits for this before its new owner may start.
+                g.wake.notify_one();
             }
         }
         let missing: Vec<Tp> = self
@@ -825,18 +849,35 @@ where
     }
 }
 
+/// Owned partitions as a heartbeat reports them (topics in order, partitions ascending).
+fn owned_partitions(owned: &BTreeSet<Tp>) -> Vec<TopicPartitions> {
+    let mut out: Vec<TopicPartitions> = Vec::new();
+    for (t, p) in owned {
+        match out.last_mut() {
+            Some(last) if &last.topic == t => last.partitions.push(*p),
+            _ => out.push(TopicPartitions {
+                topic: t.clone(),
+                partitions: vec![*p],
+                ..Default::default()
+            }),
+        }
+    }
+    out
+}
+
 /// The member's heartbeat loop: joins, heartbeats at the interval the coordinator asks
 /// for, follows coordinator moves and rejoins when fenced or forgotten.
 async fn run_heartbeat(cluster: Arc<Cluster>, config: ConsumerConfig, g: Arc<GroupState>) {
     let mut interval;
     loop {
-        let (member_id, epoch, coordinator, leaving) = {
+        let (member_id, epoch, coordinator, leaving, owned) = {
             let m = g.membership.lock().expect("membership");
             (
                 m.member_id.clone(),
                 m.epoch,
                 m.coordinator.clone(),
                 m.leaving,
+                owned_partitions(&m.owned),
             )
         };
         if leaving {
@@ -850,6 +891,7 @@ async fn run_heartbeat(cluster: Arc<Cluster>, config: ConsumerConfig, g: Arc<Gro
             server_assignor: config.assignor.clone(),
             client_id: config.client_id.clone(),
             rebalance_timeout_ms: 60_000,
+            owned_partitions: owned,
             ..Default::default()
         };
         let coordinator = match coordinator {

@@ -902,3 +902,107 @@ async fn a_commit_waiting_for_replication_does_not_stall_other_groups_of_its_coo
         .into_inner();
     assert_eq!(fetched.results[0].committed_offset, 9);
 }
+
+/// One batch of `n` records `{round}-{p}-{i}` to each of the four partitions of `hand`,
+/// retried until acknowledged (the topic's leader may still be starting).
+async fn produce_round(cl: &mut sluice_client::DataClient, round: &str, n: usize) {
+    for p in 0..4 {
+        let values: Vec<String> = (0..n).map(|i| format!("{round}-{p}-{i}")).collect();
+        let refs: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+        let deadline = Instant::now() + WAIT;
+        while let Err(e) = cl.produce("hand", p, batch_of(&refs), -1).await {
+            assert!(Instant::now() < deadline, "produce to hand-{p}: {e}");
+            cl.refresh().await.ok();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Goal: when a second member joins, a partition moves to it only after its first owner
+/// committed what it had read there and released it (KIP-848 revocation), so the new owner
+/// reads no record a second time. Method: 1 + 1, 4 partitions of 50 records; member A
+/// (auto-commit on, interval one hour: only a revocation commits) reads all 200; member B
+/// joins; both poll until they own two partitions each; then one new record per partition:
+/// together they read exactly those four. Without revocation B started its partitions from
+/// the last commit (none) and read A's 100 records again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moves_to_a_new_member_only_after_its_owner_committed_and_released_it() {
+    let c = Cluster::start(
+        1,
+        1,
+        CONTROLLER,
+        &[BROKER, &["offsets.topic.replication.factor=1"]].concat(),
+    );
+    create_topic_with(&c.controller_addr(1), "hand", 4, 1, &[]).await;
+    let bootstrap = c.bootstrap();
+    let mut cl = wait_for("a data client", WAIT, || async {
+        sluice_client::DataClient::connect(&bootstrap).await.ok()
+    })
+    .await;
+    produce_round(&mut cl, "old", 50).await;
+    let member = || async {
+        let mut m = Consumer::connect(
+            &bootstrap,
+            ConsumerConfig {
+                group_id: Some("hg".into()),
+                auto_offset_reset: OffsetReset::Earliest,
+                auto_commit_interval: Duration::from_secs(3600),
+                ..ConsumerConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        m.subscribe(vec!["hand".into()]).unwrap();
+        m
+    };
+    let values = |rs: Vec<sluice_client::ConsumerRecord>| -> Vec<String> {
+        rs.into_iter()
+            .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+            .collect()
+    };
+    let mut a = member().await;
+    let mut read_by_a = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while read_by_a.len() < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "A read {} of 200",
+            read_by_a.len()
+        );
+        read_by_a.extend(values(a.poll(Duration::from_millis(200)).await.unwrap()));
+    }
+    let mut b = member().await;
+    let (mut after_a, mut after_b) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + WAIT;
+    while !(a.assignment().len() == 2 && b.assignment().len() == 2) {
+        assert!(
+            Instant::now() < deadline,
+            "no hand-off: A owns {:?}, B {:?}",
+            a.assignment(),
+            b.assignment()
+        );
+        after_a.extend(values(a.poll(Duration::from_millis(100)).await.unwrap()));
+        after_b.extend(values(b.poll(Duration::from_millis(100)).await.unwrap()));
+    }
+    produce_round(&mut cl, "new", 1).await;
+    let deadline = Instant::now() + WAIT;
+    while after_a.len() + after_b.len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "A read {after_a:?}, B {after_b:?} after the hand-off"
+        );
+        after_a.extend(values(a.poll(Duration::from_millis(100)).await.unwrap()));
+        after_b.extend(values(b.poll(Duration::from_millis(100)).await.unwrap()));
+    }
+    let mut after: Vec<String> = after_a.iter().chain(&after_b).cloned().collect();
+    after.sort();
+    assert_eq!(
+        after,
+        (0..4).map(|p| format!("new-{p}-0")).collect::<Vec<_>>(),
+        "after the hand-off A read {after_a:?} and B {after_b:?}: nothing of the first 200 again"
+    );
+    assert!(
+        after_b.len() == 2,
+        "B reads its two partitions' new records: {after_b:?}"
+    );
+}

@@ -35,6 +35,7 @@ type Reply<T> = oneshot::Sender<Result<T, Status>>;
 enum Command {
     Heartbeat {
         req: ConsumerGroupHeartbeatRequest,
+        owned: Option<super::state::Parts>,
         client_host: String,
         reply: Reply<ConsumerGroupHeartbeatResponse>,
     },
@@ -272,10 +273,12 @@ impl ShardHandle {
     pub(crate) async fn heartbeat(
         &self,
         req: ConsumerGroupHeartbeatRequest,
+        owned: Option<super::state::Parts>,
         client_host: String,
     ) -> Result<ConsumerGroupHeartbeatResponse, Status> {
         self.ask(|reply| Command::Heartbeat {
             req,
+            owned,
             client_host,
             reply,
         })
@@ -648,11 +651,13 @@ impl ShardActor {
         match cmd {
             Command::Heartbeat {
                 req,
+                owned,
                 client_host,
                 reply,
             } => {
-                let r = state.heartbeat(
+                let r = state.heartbeat_owning(
                     req,
+                    owned,
                     client_host,
                     Instant::now(),
                     self.settings.heartbeat_interval,

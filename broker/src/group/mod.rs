@@ -249,13 +249,28 @@ impl GroupCoordinator {
         Ok(self.shard_of(partition_for_group(group, self.offsets_partitions())))
     }
 
-    /// ConsumerGroupHeartbeat: join (epoch 0), heartbeat, leave (epoch -1 / -2).
+    /// ConsumerGroupHeartbeat: join (epoch 0), heartbeat, leave (epoch -1 / -2). The
+    /// member owns what `owned_partitions` lists (sent in full on every gRPC heartbeat).
     pub async fn heartbeat(
         &self,
         req: ConsumerGroupHeartbeatRequest,
         client_host: String,
     ) -> Result<ConsumerGroupHeartbeatResponse, Status> {
-        self.shard(&req.group_id)?.heartbeat(req, client_host).await
+        let owned = state::owned_parts(&req.owned_partitions);
+        self.heartbeat_owning(req, Some(owned), client_host).await
+    }
+
+    /// [`Self::heartbeat`] with what the member owns given apart (`None`: unchanged since
+    /// its last heartbeat, a Kafka client's null `TopicPartitions`).
+    pub async fn heartbeat_owning(
+        &self,
+        req: ConsumerGroupHeartbeatRequest,
+        owned: Option<state::Parts>,
+        client_host: String,
+    ) -> Result<ConsumerGroupHeartbeatResponse, Status> {
+        self.shard(&req.group_id)?
+            .heartbeat(req, owned, client_host)
+            .await
     }
 
     /// OffsetCommit: by a member at its current epoch for its own partitions, or by an

@@ -4,7 +4,7 @@
 //! [`ShardState`], writes the records these decisions ask for and applies them once they
 //! are committed (Kafka's `GroupMetadataManager` over its `CoordinatorRuntime`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,9 +24,41 @@ struct Member {
     client_id: String,
     client_host: String,
     subscribed: Vec<String>,
-    /// Epoch last given to the member (its assignment is the group's at that epoch).
+    /// The member's epoch: the group epoch whose target it has reconciled to (it stays at
+    /// its old epoch while it still has partitions to revoke).
     epoch: i32,
+    /// The epoch before `epoch`: a heartbeat at it is accepted when its response was lost.
+    previous_epoch: i32,
+    /// Partitions the member has now (the assignment it is told).
+    assigned: Parts,
+    /// Partitions it must give up before it moves on to the group's epoch; nobody else
+    /// gets them until it stops reporting them as owned (KIP-848 UNREVOKED_PARTITIONS).
+    revoking: Parts,
+    /// When it was asked to revoke (it is removed after `rebalance_timeout` without doing so).
+    revoking_since: Option<Instant>,
+    rebalance_timeout: Duration,
     last_seen: Instant,
+}
+
+/// A set of topic-partitions.
+pub type Parts = BTreeSet<(String, i32)>;
+
+/// Kafka's default max.poll.interval.ms, the rebalance timeout when a member gives none.
+const REBALANCE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(300);
+
+fn parts_of(a: Option<&BTreeMap<String, Vec<i32>>>) -> Parts {
+    a.into_iter()
+        .flatten()
+        .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
+        .collect()
+}
+
+/// The owned partitions a heartbeat reports.
+pub fn owned_parts(owned: &[TopicPartitions]) -> Parts {
+    owned
+        .iter()
+        .flat_map(|tp| tp.partitions.iter().map(move |p| (tp.topic.clone(), *p)))
+        .collect()
 }
 
 #[derive(Debug, Default)]
@@ -68,18 +100,62 @@ impl Group {
         }
         if self.members.is_empty() {
             GroupState::Empty
-        } else if self.members.values().all(|m| m.epoch == self.epoch) {
+        } else if self.members.iter().all(|(id, m)| {
+            m.epoch == self.epoch && m.revoking.is_empty() && m.assigned == self.target_of(id)
+        }) {
             GroupState::Stable
         } else {
             GroupState::Reconciling
         }
     }
 
-    fn owns(&self, member: &str, topic: &str, partition: i32) -> bool {
-        self.assignment
-            .get(member)
-            .and_then(|ts| ts.get(topic))
-            .is_some_and(|ps| ps.contains(&partition))
+    /// The member's target assignment at the group epoch.
+    fn target_of(&self, member: &str) -> Parts {
+        parts_of(self.assignment.get(member))
+    }
+
+    /// Moves one member towards the group's target (Kafka's `CurrentAssignmentBuilder`):
+    /// a member with partitions to give up keeps its epoch and is told only what it keeps,
+    /// until a heartbeat's `owned` no longer holds them; only then does it take the
+    /// group's epoch and the new partitions that no other member still holds.
+    /// `owned` is None when the member did not say (Kafka's null: unchanged).
+    fn reconcile(&mut self, member: &str, owned: Option<&Parts>, now: Instant) {
+        let target = self.target_of(member);
+        let held_elsewhere: Parts = self
+            .members
+            .iter()
+            .filter(|(id, _)| id.as_str() != member)
+            .flat_map(|(_, m)| m.assigned.iter().chain(m.revoking.iter()).cloned())
+            .collect();
+        let epoch = self.epoch;
+        let m = self.members.get_mut(member).expect("member present");
+        if !m.revoking.is_empty() {
+            match owned {
+                Some(o) if o.is_disjoint(&m.revoking) => {
+                    m.revoking.clear();
+                    m.revoking_since = None;
+                }
+                _ => return,
+            }
+        }
+        if m.epoch == epoch && m.assigned == target {
+            return;
+        }
+        let keep: Parts = m.assigned.intersection(&target).cloned().collect();
+        if keep.len() < m.assigned.len() {
+            m.revoking = m.assigned.difference(&target).cloned().collect();
+            m.revoking_since = Some(now);
+            m.assigned = keep;
+            return;
+        }
+        m.assigned = target
+            .into_iter()
+            .filter(|tp| keep.contains(tp) || !held_elsewhere.contains(tp))
+            .collect();
+        if m.epoch != epoch {
+            m.previous_epoch = m.epoch;
+            m.epoch = epoch;
+        }
     }
 
     /// Recomputes the target assignment at a new group epoch.
@@ -133,23 +209,30 @@ impl Group {
         topics
     }
 
-    fn assignment_of(&self, image: &MetadataImage, member: &str) -> Assignment {
-        let topic_partitions = self
-            .assignment
-            .get(member)
-            .map(|ts| {
-                ts.iter()
-                    .map(|(t, ps)| TopicPartitions {
-                        topic: t.clone(),
-                        topic_id: image
-                            .topic(t)
-                            .map(|ti| ti.id.to_string())
-                            .unwrap_or_default(),
-                        partitions: ps.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+    /// The member's current assignment (`target`: its target at the group epoch instead).
+    fn assignment_of(&self, image: &MetadataImage, member: &str, target: bool) -> Assignment {
+        let parts = if target {
+            self.target_of(member)
+        } else {
+            self.members
+                .get(member)
+                .map(|m| m.assigned.clone())
+                .unwrap_or_default()
+        };
+        let mut topic_partitions: Vec<TopicPartitions> = Vec::new();
+        for (t, p) in parts {
+            match topic_partitions.last_mut() {
+                Some(last) if last.topic == t => last.partitions.push(p),
+                _ => topic_partitions.push(TopicPartitions {
+                    topic_id: image
+                        .topic(&t)
+                        .map(|ti| ti.id.to_string())
+                        .unwrap_or_default(),
+                    topic: t,
+                    partitions: vec![p],
+                }),
+            }
+        }
         Assignment { topic_partitions }
     }
 }
@@ -216,10 +299,33 @@ impl ShardState {
         self.groups.is_empty()
     }
 
-    /// ConsumerGroupHeartbeat: join (epoch 0), heartbeat, leave (epoch < 0).
+    /// ConsumerGroupHeartbeat: join (epoch 0), heartbeat, leave (epoch < 0); the member
+    /// owns what its `owned_partitions` say (gRPC: sent in full on every heartbeat).
     pub fn heartbeat(
         &mut self,
         req: ConsumerGroupHeartbeatRequest,
+        client_host: String,
+        now: Instant,
+        heartbeat_interval: Duration,
+        image: &MetadataImage,
+    ) -> Result<ConsumerGroupHeartbeatResponse, Status> {
+        let owned = owned_parts(&req.owned_partitions);
+        self.heartbeat_owning(
+            req,
+            Some(owned),
+            client_host,
+            now,
+            heartbeat_interval,
+            image,
+        )
+    }
+
+    /// [`Self::heartbeat`] with what the member owns given apart: `None` when it did not
+    /// say (a Kafka client sends null when nothing changed); see [`Group::reconcile`].
+    pub fn heartbeat_owning(
+        &mut self,
+        req: ConsumerGroupHeartbeatRequest,
+        owned: Option<Parts>,
         client_host: String,
         now: Instant,
         heartbeat_interval: Duration,
@@ -316,6 +422,15 @@ impl ShardState {
                     client_host,
                     subscribed: req.subscribed_topic_names.clone(),
                     epoch: 0,
+                    previous_epoch: 0,
+                    assigned: Parts::new(),
+                    revoking: Parts::new(),
+                    revoking_since: None,
+                    rebalance_timeout: if req.rebalance_timeout_ms > 0 {
+                        Duration::from_millis(req.rebalance_timeout_ms as u64)
+                    } else {
+                        REBALANCE_TIMEOUT_DEFAULT
+                    },
                     last_seen: now,
                 },
             );
@@ -327,7 +442,11 @@ impl ShardState {
                 .members
                 .get_mut(&req.member_id)
                 .expect("checked above");
-            if req.member_epoch != m.epoch {
+            // A heartbeat at the epoch before: its answer was lost. Kafka accepts it when
+            // what the member owns is still a part of what it has.
+            let lost_answer = req.member_epoch == m.previous_epoch
+                && owned.as_ref().is_some_and(|o| o.is_subset(&m.assigned));
+            if req.member_epoch != m.epoch && !lost_answer {
                 return Err(err(
                     ErrorCode::FencedMemberEpoch,
                     format!(
@@ -351,9 +470,9 @@ impl ShardState {
         if changed {
             group.rebalance(image);
         }
-        let epoch = group.epoch;
-        group.members.get_mut(&member_id).expect("present").epoch = epoch;
-        let assignment = group.assignment_of(image, &member_id);
+        group.reconcile(&member_id, owned.as_ref(), now);
+        let epoch = group.members[&member_id].epoch;
+        let assignment = group.assignment_of(image, &member_id, false);
         Ok(ConsumerGroupHeartbeatResponse {
             member_id,
             member_epoch: epoch,
@@ -373,7 +492,15 @@ impl ShardState {
                 if !alive {
                     tracing::info!(group = %id, member = %mid, "member session expired");
                 }
-                alive
+                // Kafka fences a member that does not revoke within its rebalance timeout.
+                let revoked_in_time = m
+                    .revoking_since
+                    .is_none_or(|t| now.saturating_duration_since(t) < m.rebalance_timeout);
+                if alive && !revoked_in_time {
+                    tracing::info!(group = %id, member = %mid, revoking = ?m.revoking,
+                        "member did not revoke its partitions within its rebalance timeout");
+                }
+                alive && revoked_in_time
             });
             if g.members.len() != before {
                 expired += before - g.members.len();
@@ -383,9 +510,11 @@ impl ShardState {
         expired
     }
 
-    /// OffsetCommit, first half: fences the committer (a member at its current epoch for
-    /// its own partitions, or an administrator — member "" and epoch -1 — while the group
-    /// has no members) and validates each partition.
+    /// OffsetCommit, first half: fences the committer (a member at its current epoch, or an
+    /// administrator — member "" and epoch -1 — while the group has no members) and
+    /// validates each partition. As in Kafka, partitions are not checked against the
+    /// member's assignment: a member revoking partitions keeps its epoch, so it can commit
+    /// them until it reports them released.
     pub fn prepare_commit(
         &self,
         req: &OffsetCommitRequest,
@@ -394,8 +523,6 @@ impl ShardState {
         let group = self.groups.get(&req.group_id);
         let consumer_members = group.is_some_and(|g| !g.members.is_empty());
         let classic_members = group.is_some_and(|g| g.classic.has_members());
-        // Partition ownership is checked for consumer-protocol members only.
-        let mut owner_check = false;
         if consumer_members {
             if req.member_id.is_empty() && req.member_epoch < 0 {
                 return Err(err(
@@ -429,7 +556,6 @@ impl ShardState {
                     ),
                 ));
             }
-            owner_check = true;
         } else if classic_members {
             // Classic groups: the member's generation (in member_epoch); the assignment is
             // the client's, so no ownership check.
@@ -484,16 +610,6 @@ impl ShardState {
                     format!(
                         "metadata of {} bytes exceeds {COMMIT_METADATA_BYTES_MAX}",
                         c.metadata.len()
-                    ),
-                )
-            } else if owner_check
-                && !group.is_some_and(|g| g.owns(&req.member_id, &c.topic, c.partition))
-            {
-                result(
-                    ErrorCode::StaleMemberEpoch,
-                    format!(
-                        "{}-{} is not assigned to member {:?} at epoch {}",
-                        c.topic, c.partition, req.member_id, req.member_epoch
                     ),
                 )
             } else {
@@ -604,19 +720,16 @@ impl ShardState {
         let members = g
             .members
             .iter()
-            .map(|(id, m)| {
-                let a = g.assignment_of(image, id);
-                GroupMember {
-                    member_id: id.clone(),
-                    instance_id: m.instance_id.clone(),
-                    rack_id: m.rack_id.clone(),
-                    member_epoch: m.epoch,
-                    client_id: m.client_id.clone(),
-                    client_host: m.client_host.clone(),
-                    subscribed_topic_names: m.subscribed.clone(),
-                    assignment: Some(a.clone()),
-                    target_assignment: Some(a),
-                }
+            .map(|(id, m)| GroupMember {
+                member_id: id.clone(),
+                instance_id: m.instance_id.clone(),
+                rack_id: m.rack_id.clone(),
+                member_epoch: m.epoch,
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                subscribed_topic_names: m.subscribed.clone(),
+                assignment: Some(g.assignment_of(image, id, false)),
+                target_assignment: Some(g.assignment_of(image, id, true)),
             })
             .collect();
         DescribedGroup {
@@ -863,7 +976,7 @@ impl ShardState {
             .iter()
             .map(|(id, m)| {
                 let parts: Vec<(String, Vec<i32>)> = g
-                    .assignment_of(image, id)
+                    .assignment_of(image, id, false)
                     .topic_partitions
                     .into_iter()
                     .map(|tp| (tp.topic, tp.partitions))

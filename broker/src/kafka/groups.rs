@@ -657,7 +657,20 @@ pub(super) async fn consumer_group_heartbeat(
         owned_partitions: Vec::new(),
         client_id,
     };
-    match ctx.groups.heartbeat(beat, client_host).await {
+    // What the member still owns (null: unchanged since its last heartbeat), by topic id;
+    // partitions of topics that no longer exist are owned by nobody.
+    let owned = req.topic_partitions.as_ref().map(|tps| {
+        let image = ctx.node.image();
+        tps.iter()
+            .filter_map(|tp| {
+                let id = sluice_metadata::TopicId(*tp.topic_id.as_bytes());
+                let t = image.topics.get(&id)?;
+                Some(tp.partitions.iter().map(|p| (t.name.clone(), *p)))
+            })
+            .flatten()
+            .collect()
+    });
+    match ctx.groups.heartbeat_owning(beat, owned, client_host).await {
         Err(s) => {
             let (code, m) = code_of(&s);
             fail(code, m)

@@ -47,12 +47,38 @@ fn join(group: &str) -> ConsumerGroupHeartbeatRequest {
     }
 }
 
+/// A join with a member id chosen by the client (KIP-1082), so the range assignor's order
+/// is known: members sort by id.
+fn join_as(group: &str, id: &str) -> ConsumerGroupHeartbeatRequest {
+    ConsumerGroupHeartbeatRequest {
+        member_id: id.into(),
+        ..join(group)
+    }
+}
+
 fn beat(group: &str, member: &str, epoch: i32) -> ConsumerGroupHeartbeatRequest {
     ConsumerGroupHeartbeatRequest {
         group_id: group.into(),
         member_id: member.into(),
         member_epoch: epoch,
         ..Default::default()
+    }
+}
+
+/// A heartbeat at `epoch` that reports owning these partitions of `t`.
+fn beat_owning(
+    group: &str,
+    member: &str,
+    epoch: i32,
+    owned: &[i32],
+) -> ConsumerGroupHeartbeatRequest {
+    ConsumerGroupHeartbeatRequest {
+        owned_partitions: vec![TopicPartitions {
+            topic: "t".into(),
+            topic_id: String::new(),
+            partitions: owned.to_vec(),
+        }],
+        ..beat(group, member, epoch)
     }
 }
 
@@ -102,28 +128,123 @@ fn committed(s: &ShardState, group: &str, partition: i32) -> i64 {
 }
 
 #[test]
-fn a_join_bumps_the_group_epoch_and_a_second_member_splits_the_partitions() {
-    // KIP-848: every membership change bumps the group epoch; the server assigns.
+fn a_join_bumps_the_group_epoch_and_partitions_move_only_once_released() {
+    // KIP-848 (Kafka's CurrentAssignmentBuilder): every membership change bumps the group
+    // epoch and the server assigns; a member that must give partitions up keeps its epoch
+    // and is told only what it keeps (UNREVOKED_PARTITIONS); the new owner gets them only
+    // once the old one stops reporting them (UNRELEASED_PARTITIONS), so no partition is
+    // consumed by two members at once.
     let img = image(4);
     let mut s = ShardState::default();
     let now = Instant::now();
-    let a = s.heartbeat(join("g"), "h".into(), now, HB, &img).unwrap();
-    assert_eq!(a.member_epoch, 1);
-    assert_eq!(partitions(&a), vec![0, 1, 2, 3]);
+    let hb = |s: &mut ShardState, req| s.heartbeat(req, "h".into(), now, HB, &img);
+    let a = hb(&mut s, join_as("g", "a")).unwrap();
+    assert_eq!((a.member_epoch, partitions(&a)), (1, vec![0, 1, 2, 3]));
     assert_eq!(a.heartbeat_interval_ms, 300);
-    let b = s.heartbeat(join("g"), "h".into(), now, HB, &img).unwrap();
-    assert_eq!(b.member_epoch, 2);
-    assert_eq!(partitions(&b).len(), 2);
-    // A heartbeat at an epoch the member was never given is fenced (it must rejoin).
-    let stale = s
-        .heartbeat(beat("g", &a.member_id, 2), "h".into(), now, HB, &img)
-        .unwrap_err();
-    assert_eq!(error_code(&stale), ErrorCode::FencedMemberEpoch);
-    let a2 = s
-        .heartbeat(beat("g", &a.member_id, 1), "h".into(), now, HB, &img)
+    let a = a.member_id;
+    let b = hb(&mut s, join_as("g", "b")).unwrap();
+    assert_eq!(
+        (b.member_epoch, partitions(&b)),
+        (2, vec![]),
+        "b's target (2, 3) is still a's"
+    );
+    let b = b.member_id;
+    let steps: Vec<(&str, ConsumerGroupHeartbeatRequest, i32, Vec<i32>)> = vec![
+        (
+            "a is asked to revoke 2, 3",
+            beat_owning("g", &a, 1, &[0, 1, 2, 3]),
+            1,
+            vec![0, 1],
+        ),
+        ("b waits for them", beat_owning("g", &b, 2, &[]), 2, vec![]),
+        (
+            "a still owns them",
+            beat_owning("g", &a, 1, &[0, 1, 2, 3]),
+            1,
+            vec![0, 1],
+        ),
+        ("b still waits", beat_owning("g", &b, 2, &[]), 2, vec![]),
+        (
+            "a released them: epoch 2",
+            beat_owning("g", &a, 1, &[0, 1]),
+            2,
+            vec![0, 1],
+        ),
+        ("b gets them", beat_owning("g", &b, 2, &[]), 2, vec![2, 3]),
+        ("a stable", beat_owning("g", &a, 2, &[0, 1]), 2, vec![0, 1]),
+        // The answer that moved a to epoch 2 may be lost: epoch 1 again, owning a part
+        // of what it has, is accepted (Kafka's previous-epoch rule).
+        (
+            "a's lost answer",
+            beat_owning("g", &a, 1, &[0, 1]),
+            2,
+            vec![0, 1],
+        ),
+    ];
+    for (name, req, epoch, parts) in steps {
+        let r = hb(&mut s, req).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!((r.member_epoch, partitions(&r)), (epoch, parts), "{name}");
+    }
+    let d = s.describe("g", &img);
+    assert_eq!(d.group_state, GroupState::Stable as i32);
+    // A heartbeat at an epoch the member was never given is fenced (it must rejoin); so is
+    // the previous epoch while it still claims partitions it no longer has.
+    for (name, req) in [
+        ("future epoch", beat_owning("g", &a, 3, &[0, 1])),
+        (
+            "previous epoch, claims more",
+            beat_owning("g", &a, 1, &[0, 1, 2]),
+        ),
+    ] {
+        let e = hb(&mut s, req).unwrap_err();
+        assert_eq!(error_code(&e), ErrorCode::FencedMemberEpoch, "{name}");
+    }
+}
+
+#[test]
+fn a_member_that_does_not_revoke_within_its_rebalance_timeout_is_removed() {
+    // Kafka fences a member stuck in UNREVOKED_PARTITIONS after rebalance_timeout_ms
+    // (max.poll.interval.ms) and gives its partitions to the others.
+    let img = image(2);
+    let mut s = ShardState::default();
+    let t0 = Instant::now();
+    let a = s
+        .heartbeat(
+            ConsumerGroupHeartbeatRequest {
+                rebalance_timeout_ms: 1_000,
+                ..join_as("g", "a")
+            },
+            "h".into(),
+            t0,
+            HB,
+            &img,
+        )
+        .unwrap()
+        .member_id;
+    let b = s
+        .heartbeat(join_as("g", "b"), "h".into(), t0, HB, &img)
+        .unwrap()
+        .member_id;
+    let r = s
+        .heartbeat(beat_owning("g", &a, 1, &[0, 1]), "h".into(), t0, HB, &img)
         .unwrap();
-    assert_eq!(a2.member_epoch, 2);
-    assert_eq!(partitions(&a2).len(), 2);
+    assert_eq!((r.member_epoch, partitions(&r)), (1, vec![0]));
+    let session = Duration::from_secs(30);
+    // a keeps heartbeating (its session is alive) but never lets partition 1 go.
+    let t1 = t0 + Duration::from_millis(900);
+    s.heartbeat(beat_owning("g", &a, 1, &[0, 1]), "h".into(), t1, HB, &img)
+        .unwrap();
+    s.heartbeat(beat_owning("g", &b, 2, &[]), "h".into(), t1, HB, &img)
+        .unwrap();
+    assert_eq!(s.expire(t1, session, &img), 0);
+    assert_eq!(
+        s.expire(t0 + Duration::from_millis(1_100), session, &img),
+        1
+    );
+    let r = s
+        .heartbeat(beat_owning("g", &b, 2, &[]), "h".into(), t1, HB, &img)
+        .unwrap();
+    assert_eq!((r.member_epoch, partitions(&r)), (3, vec![0, 1]));
 }
 
 #[test]
@@ -184,20 +305,45 @@ fn a_leave_and_an_expired_session_rebalance_the_rest() {
 }
 
 #[test]
-fn commits_are_fenced_by_member_epoch_and_ownership() {
-    // Kafka's OffsetMetadataManager: STALE_MEMBER_EPOCH for an older epoch or a partition
-    // the member does not own, FENCED_MEMBER_EPOCH for a newer one, UNKNOWN_MEMBER_ID, and
-    // NON_EMPTY_GROUP for an admin commit (no member) while members are active.
+fn commits_are_fenced_by_member_epoch() {
+    // Kafka's OffsetMetadataManager: STALE_MEMBER_EPOCH for an older epoch,
+    // FENCED_MEMBER_EPOCH for a newer one, UNKNOWN_MEMBER_ID, and NON_EMPTY_GROUP for an
+    // admin commit (no member) while members are active. Partitions are not checked
+    // against the assignment: a member giving partitions up keeps its epoch until it has
+    // released them, so it can commit what it read from them.
     let img = image(2);
     let mut s = ShardState::default();
     let now = Instant::now();
-    let a = s.heartbeat(join("g"), "h".into(), now, HB, &img).unwrap();
-    let b = s.heartbeat(join("g"), "h".into(), now, HB, &img).unwrap();
     let a = s
-        .heartbeat(beat("g", &a.member_id, 1), "h".into(), now, HB, &img)
+        .heartbeat(join_as("g", "a"), "h".into(), now, HB, &img)
         .unwrap();
+    s.heartbeat(join_as("g", "b"), "h".into(), now, HB, &img)
+        .unwrap();
+    let r = s
+        .heartbeat(
+            beat_owning("g", &a.member_id, 1, &[0, 1]),
+            "h".into(),
+            now,
+            HB,
+            &img,
+        )
+        .unwrap();
+    assert_eq!((r.member_epoch, partitions(&r)), (1, vec![0]), "revoking 1");
+    let revoking = s
+        .prepare_commit(&commit("g", &a.member_id, 1, 1, 7), &img)
+        .unwrap();
+    assert_eq!(revoking.results[0].error_code, 0, "{revoking:?}");
+    let a = s
+        .heartbeat(
+            beat_owning("g", &a.member_id, 1, &[0]),
+            "h".into(),
+            now,
+            HB,
+            &img,
+        )
+        .unwrap();
+    assert_eq!(a.member_epoch, 2);
     let mine = partitions(&a)[0];
-    let theirs = partitions(&b)[0];
     let refused: Vec<(&str, OffsetCommitRequest, ErrorCode)> = vec![
         (
             "older epoch",
@@ -225,11 +371,6 @@ fn commits_are_fenced_by_member_epoch_and_ownership() {
         assert_eq!(error_code(&e), code, "{name}");
     }
     let per_partition: Vec<(&str, OffsetCommitRequest, ErrorCode)> = vec![
-        (
-            "not owned",
-            commit("g", &a.member_id, 2, theirs, 5),
-            ErrorCode::StaleMemberEpoch,
-        ),
         (
             "no such partition",
             commit("g", &a.member_id, 2, 9, 5),
