@@ -507,8 +507,10 @@ impl BrokerNode {
         if let Some(c) = map.get(addr) {
             return c.clone();
         }
-        let c = sluice_proto::transport::internal_channel(addr)
-            .expect("host:port endpoints are valid URIs");
+        // Data-path windows: replica fetches carry up to replica.fetch.response.max.bytes.
+        let c = sluice_proto::transport::data_endpoint(addr)
+            .expect("host:port endpoints are valid URIs")
+            .connect_lazy();
         map.insert(addr.to_string(), c.clone());
         c
     }

@@ -58,8 +58,11 @@ impl Cluster {
                         // unanswered HTTP/2 pings close it, failing what was in flight there.
                         .http2_keep_alive_interval(sluice_proto::transport::KEEPALIVE_INTERVAL)
                         .keep_alive_timeout(sluice_proto::transport::KEEPALIVE_TIMEOUT)
-                        .initial_stream_window_size(4 << 20)
-                        .initial_connection_window_size(16 << 20)
+                        .initial_stream_window_size(sluice_proto::transport::STREAM_WINDOW_BYTES)
+                        .initial_connection_window_size(
+                            sluice_proto::transport::CONNECTION_WINDOW_BYTES,
+                        )
+                        .max_frame_size(sluice_proto::transport::FRAME_BYTES_MAX)
                         .connect_lazy();
                     map.insert(addr.to_string(), c.clone());
                     c

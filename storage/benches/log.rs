@@ -64,7 +64,7 @@ fn read(c: &mut Criterion) {
             .expect("append");
     }
     let end = log.log_end_offset();
-    for max_bytes in [64 * 1024usize, 1 << 20] {
+    for max_bytes in [64 * 1024usize, 1 << 20, 4 << 20] {
         g.throughput(Throughput::Bytes(max_bytes as u64));
         g.bench_with_input(
             BenchmarkId::from_parameter(max_bytes),

@@ -316,6 +316,11 @@ pub async fn serve(
         // Dead clients are noticed, and their streams end (a FetchStream stops polling).
         .http2_keepalive_interval(Some(sluice_proto::transport::KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(sluice_proto::transport::KEEPALIVE_TIMEOUT))
+        // Produce requests and follower answers up to MESSAGE_BYTES_MAX: big windows and
+        // frames (the clients set the same for what they receive).
+        .initial_stream_window_size(sluice_proto::transport::STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(sluice_proto::transport::CONNECTION_WINDOW_BYTES)
+        .max_frame_size(sluice_proto::transport::FRAME_BYTES_MAX)
         .add_service(health)
         .add_service(v1)
         .add_service(v1alpha)

@@ -13,7 +13,6 @@ use sluice_client::{Admin, DataClient};
 use sluice_proto::v1::broker_client::BrokerClient;
 use sluice_proto::v1::*;
 use sluice_storage::RecordBatchBuilder;
-use tonic::transport::Endpoint;
 
 use super::{progress, BenchOutput};
 use crate::output::{table, OutputFormat};
@@ -129,10 +128,7 @@ async fn produce_phase(
         let (_, addr) = client
             .leader(topic, p)
             .with_context(|| format!("{topic}-{p} has no leader"))?;
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
+        let channel = data_channel(&addr).await?;
         for lane in 0..args.inflight {
             let mut broker = BrokerClient::new(channel.clone())
                 .max_encoding_message_size(sluice_proto::transport::MESSAGE_BYTES_MAX);
@@ -317,10 +313,7 @@ async fn e2e_phase(args: &DataBenchArgs, topic: &str) -> anyhow::Result<Row> {
         let (_, addr) = client
             .leader(topic, p)
             .with_context(|| format!("{topic}-{p} has no leader"))?;
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
+        let channel = data_channel(&addr).await?;
         let target = from + (per_partition * args.batch_records as u64) as i64;
         let mut reader = BrokerClient::new(channel.clone())
             .max_decoding_message_size(sluice_proto::transport::MESSAGE_BYTES_MAX);
@@ -416,7 +409,15 @@ async fn e2e_phase(args: &DataBenchArgs, topic: &str) -> anyhow::Result<Row> {
     ))
 }
 
-async fn consume_phase(args: &DataBenchArgs, topic: &str) -> anyhow::Result<Row> {
+/// How `consume_phase` reads: unary `Fetch`, one request in flight per partition, or one
+/// `FetchStream` per partition (the broker reads ahead, several answers in flight).
+#[derive(Clone, Copy, PartialEq)]
+enum ReadMode {
+    Unary,
+    Stream,
+}
+
+async fn consume_phase(args: &DataBenchArgs, topic: &str, mode: ReadMode) -> anyhow::Result<Row> {
     let mut client = DataClient::connect(&args.bootstrap).await?;
     let partitions = client.partitions(topic)?;
     let mut ends = Vec::new();
@@ -433,28 +434,44 @@ async fn consume_phase(args: &DataBenchArgs, topic: &str) -> anyhow::Result<Row>
     let mut tasks = tokio::task::JoinSet::new();
     for (p, from, to) in ends {
         let (_, addr) = client.leader(topic, p).context("no leader")?;
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
+        let channel = data_channel(&addr).await?;
         let mut broker = BrokerClient::new(channel)
             .max_decoding_message_size(sluice_proto::transport::MESSAGE_BYTES_MAX);
         let (topic, pb) = (topic.to_string(), pb.clone());
         tasks.spawn(async move {
             let (mut at, mut bytes, mut records) = (from, 0u64, 0u64);
+            let req = |at| FetchRequest {
+                topic: topic.clone(),
+                partition: p,
+                fetch_offset: at,
+                max_bytes: 4 << 20,
+                max_wait_ms: 100,
+                ..Default::default()
+            };
+            let mut stream = match mode {
+                ReadMode::Stream => Some(
+                    broker
+                        .fetch_stream(req(at))
+                        .await
+                        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                        .into_inner(),
+                ),
+                ReadMode::Unary => None,
+            };
             while at < to {
-                let r = broker
-                    .fetch(FetchRequest {
-                        topic: topic.clone(),
-                        partition: p,
-                        fetch_offset: at,
-                        max_bytes: 4 << 20,
-                        max_wait_ms: 100,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-                    .into_inner();
+                let r = match &mut stream {
+                    Some(s) => s
+                        .message()
+                        .await
+                        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                        .context("the fetch stream ended")?,
+                    None => broker
+                        .fetch(req(at))
+                        .await
+                        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                        .into_inner(),
+                };
+                anyhow::ensure!(r.error_code == 0, "fetch failed: {}", r.error_message);
                 for h in sluice_storage::batch::headers(&r.record_batches) {
                     records += h.records_count as u64;
                     at = h.next_offset();
@@ -473,7 +490,11 @@ async fn consume_phase(args: &DataBenchArgs, topic: &str) -> anyhow::Result<Row>
     }
     let secs = start.elapsed().as_secs_f64();
     pb.finish_and_clear();
-    Ok(Row::new("consume", records, bytes, secs, None))
+    let phase = match mode {
+        ReadMode::Unary => "consume",
+        ReadMode::Stream => "consume stream",
+    };
+    Ok(Row::new(phase, records, bytes, secs, None))
 }
 
 async fn ensure_topic(args: &DataBenchArgs, topic: &str) -> anyhow::Result<()> {
@@ -603,7 +624,7 @@ pub fn run_produce(args: DataBenchArgs, consume_too: bool) -> anyhow::Result<()>
             rows.push(e2e_phase(&args, &topic).await?);
         }
         if consume_too {
-            rows.push(consume_phase(&args, &topic).await?);
+            rows.push(consume_phase(&args, &topic, ReadMode::Unary).await?);
         }
         print(&rows, &args)
     })
@@ -624,8 +645,21 @@ pub fn run_consume(args: DataBenchArgs) -> anyhow::Result<()> {
         }
         match &args.group {
             Some(g) => rows.push(group_consume_phase(&args, &topic, g).await?),
-            None => rows.push(consume_phase(&args, &topic).await?),
+            None => {
+                rows.push(consume_phase(&args, &topic, ReadMode::Unary).await?);
+                rows.push(consume_phase(&args, &topic, ReadMode::Stream).await?);
+            }
         }
         print(&rows, &args)
     })
+}
+
+/// A connected channel to a broker with the data path's HTTP/2 windows and frame size, as
+/// the client crate uses (the defaults, 64 KiB windows, cap one fetch stream well below
+/// the machine).
+async fn data_channel(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
+    Ok(sluice_proto::transport::data_endpoint(addr)
+        .map_err(anyhow::Error::msg)?
+        .connect()
+        .await?)
 }
