@@ -24,6 +24,7 @@ pub mod epoch;
 pub mod error;
 pub mod fault;
 pub mod files;
+mod flusher;
 pub mod index;
 pub mod limits;
 pub mod log;

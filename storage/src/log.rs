@@ -98,6 +98,11 @@ pub struct Log {
     dir_dirty: bool,
     /// The recovery point as last written to its checkpoint file.
     recovery_point_persisted: i64,
+    /// Background fsyncs of rolled segments; each lets the recovery point move to the base
+    /// of the segment that followed once it is done.
+    roll_flushes: Vec<crate::flusher::FlushTicket>,
+    /// A background flush failed: the recovery point moves only with `flush` again.
+    roll_flush_failed: bool,
     unflushed_records: u64,
     /// When the oldest unflushed append happened, if any.
     unflushed_since_ms: Option<i64>,
@@ -260,6 +265,8 @@ impl Log {
             recovery_point,
             dir_dirty: false,
             recovery_point_persisted: recovery_point,
+            roll_flushes: Vec::new(),
+            roll_flush_failed: false,
             unflushed_records: 0,
             unflushed_since_ms: None,
             clock,
@@ -372,6 +379,16 @@ impl Log {
     /// First offset still stored.
     pub fn log_start_offset(&self) -> Offset {
         Offset(self.log_start_offset)
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Base offset of the active (last) segment.
+    pub fn active_base_offset(&self) -> i64 {
+        self.active().base_offset()
     }
 
     /// Offset the next record will get.
@@ -642,6 +659,21 @@ impl Log {
             let seg = self.segments.remove(&base).expect("active");
             seg.delete()?;
         }
+        // The closed segment is immutable now: fsync it off this thread, then (in
+        // `advance_recovery_point`) trust everything below the new segment's base.
+        // Every segment holding data above the recovery point, not only the one just
+        // closed: after an unclean open the older ones were scanned but never fsynced.
+        if self.recovery_point < end && !self.roll_flush_failed {
+            let from = self.recovery_point;
+            let files = self
+                .segments
+                .values()
+                .filter(|seg| seg.next_offset() > from)
+                .flat_map(|seg| seg.file_paths())
+                .collect();
+            self.roll_flushes
+                .push(crate::flusher::flush_in_background(files, end));
+        }
         let seg = Segment::create(&self.dir, base_offset)?;
         self.segments.insert(base_offset, seg);
         self.dir_dirty = true;
@@ -652,7 +684,45 @@ impl Log {
         Ok(())
     }
 
+    /// Moves the recovery point past rolled segments whose background fsync finished
+    /// (oldest first; a failed one stops the advance and is dropped, so its data waits for
+    /// the next explicit flush). Cheap when none finished.
+    fn advance_recovery_point(&mut self) -> Result<()> {
+        while let Some(t) = self.roll_flushes.first() {
+            match t.outcome() {
+                None => break,
+                Some(false) => {
+                    // Later tickets must not move the point past what this one missed:
+                    // no more until an explicit flush covers everything.
+                    self.roll_flushes.clear();
+                    self.roll_flush_failed = true;
+                    break;
+                }
+                Some(true) => {
+                    let upto = self.roll_flushes.remove(0).upto.min(self.end());
+                    if upto > self.recovery_point {
+                        // As in `flush`: epochs and new directory entries durable first.
+                        self.epochs.sync()?;
+                        if self.dir_dirty {
+                            sync_dir(&self.dir)?;
+                            self.dir_dirty = false;
+                        }
+                        self.recovery_point = upto;
+                    }
+                }
+            }
+        }
+        if self.recovery_point > self.recovery_point_persisted {
+            let rp = self.recovery_point;
+            self.persist_recovery_point(rp)?;
+        }
+        Ok(())
+    }
+
     fn after_append(&mut self, records: u64) -> Result<()> {
+        if !self.roll_flushes.is_empty() {
+            self.advance_recovery_point()?;
+        }
         let now = (self.clock)();
         self.unflushed_records += records;
         let since = *self.unflushed_since_ms.get_or_insert(now);
@@ -668,6 +738,9 @@ impl Log {
     /// call on a timer.
     pub fn maybe_flush(&mut self) -> Result<()> {
         self.tail.expire((self.clock)());
+        if !self.roll_flushes.is_empty() {
+            self.advance_recovery_point()?;
+        }
         if let Some(since) = self.unflushed_since_ms {
             if (self.clock)().saturating_sub(since) >= self.config.flush_interval_ms {
                 self.flush()?;
@@ -694,6 +767,7 @@ impl Log {
             self.dir_dirty = false;
         }
         self.recovery_point = end;
+        self.roll_flush_failed = false;
         self.unflushed_records = 0;
         self.unflushed_since_ms = None;
         // Persist the recovery point when it passes a segment boundary, so an unclean
@@ -809,6 +883,8 @@ impl Log {
             return self.truncate_fully_and_start_at(Offset(self.log_start_offset));
         }
         self.tail.reset(end);
+        // A background flush may cover bytes that are gone now.
+        self.roll_flushes.clear();
         self.epochs.truncate_from_end(end)?;
         self.producers = ProducerState::load(&self.dir, self.log_start_offset, end)?;
         self.replay_producer_state()?;
@@ -825,6 +901,7 @@ impl Log {
     pub fn truncate_fully_and_start_at(&mut self, offset: Offset) -> Result<()> {
         let offset = offset.get();
         self.tail.reset(offset);
+        self.roll_flushes.clear();
         let all: Vec<i64> = self.segments.keys().copied().collect();
         for base in all {
             let seg = self.segments.remove(&base).expect("listed");

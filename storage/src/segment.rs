@@ -4,7 +4,6 @@
 //! segments, epochs and policies. Writes go through the file cursor (always at `size`),
 //! reads use positioned reads (`pread`), so a read never disturbs an append.
 
-use std::fs::File;
 use std::io::{IoSlice, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -539,12 +538,11 @@ impl Segment {
             .map_err(|e| StorageError::io("delete segment", &self.log_path, e))
     }
 
-    /// A second handle on the log file, for fsyncing outside the owner.
-    pub fn try_clone_file(&self) -> Result<File> {
-        self.file
-            .get()?
-            .try_clone()
-            .map_err(|e| StorageError::io("clone handle", &self.log_path, e))
+    /// The segment's files (log, offset index, time index), for fsyncing outside the owner.
+    pub fn file_paths(&self) -> Vec<PathBuf> {
+        let dir = self.log_path.parent().expect("segments live in a log dir");
+        let (log, index, time) = Self::paths(dir, self.base_offset);
+        vec![log, index, time]
     }
 
     /// First offset the segment may hold.

@@ -66,6 +66,11 @@ struct Row {
     latency_ms_p99: Option<f64>,
     latency_ms_p999: Option<f64>,
     latency_ms_max: Option<f64>,
+    /// CPU seconds the dev cluster's processes (every controller and broker, from /proc)
+    /// spent per GB this phase moved; None when no `sluice dev` cluster was found.
+    cluster_cpu_s_per_gb: Option<f64>,
+    /// CPU seconds this bench process (the clients) spent per GB.
+    client_cpu_s_per_gb: Option<f64>,
 }
 
 impl Row {
@@ -89,8 +94,52 @@ impl Row {
             latency_ms_p99: ms(0.99),
             latency_ms_p999: ms(0.999),
             latency_ms_max: h.map(|h| h.max() as f64 / 1000.0),
+            cluster_cpu_s_per_gb: None,
+            client_cpu_s_per_gb: None,
         }
     }
+}
+
+/// Pids of the `sluice dev` cluster behind `bootstrap` (empty if there is none).
+fn cluster_pids(bootstrap: &str) -> Vec<u32> {
+    let Ok((_, state)) = crate::cmd::dev::load_state(bootstrap, None) else {
+        return Vec::new();
+    };
+    state["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["pid"].as_u64().map(|p| p as u32))
+        .collect()
+}
+
+/// CPU seconds (user + system) the processes have used so far; None for no processes or
+/// one that is gone.
+fn cpu_seconds(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut ticks = 0;
+    for &pid in pids {
+        ticks += super::idle::sample(pid).ok()?.cpu_ticks;
+    }
+    Some(ticks as f64 / 100.0)
+}
+
+/// Runs one phase and adds the CPU the cluster and this process spent per GB it moved,
+/// so a change that is faster only because it burns more cores shows.
+async fn with_cpu(
+    pids: &[u32],
+    phase: impl std::future::Future<Output = anyhow::Result<Row>>,
+) -> anyhow::Result<Row> {
+    let me = [std::process::id()];
+    let (cluster0, client0) = (cpu_seconds(pids), cpu_seconds(&me));
+    let mut row = phase.await?;
+    let gb = (row.bytes as f64 / 1e9).max(1e-9);
+    let per_gb = |a: Option<f64>, b: Option<f64>| Some((b? - a?) / gb);
+    row.cluster_cpu_s_per_gb = per_gb(cluster0, cpu_seconds(pids));
+    row.client_cpu_s_per_gb = per_gb(client0, cpu_seconds(&me));
+    Ok(row)
 }
 
 fn now_ms() -> i64 {
@@ -555,6 +604,8 @@ fn print(rows: &[Row], args: &DataBenchArgs) -> anyhow::Result<()> {
                         f(r.latency_ms_p99),
                         f(r.latency_ms_p999),
                         f(r.latency_ms_max),
+                        f(r.cluster_cpu_s_per_gb),
+                        f(r.client_cpu_s_per_gb),
                     ]
                 })
                 .collect();
@@ -577,7 +628,9 @@ fn print(rows: &[Row], args: &DataBenchArgs) -> anyhow::Result<()> {
                         "P50 MS",
                         "P99 MS",
                         "P999 MS",
-                        "MAX MS"
+                        "MAX MS",
+                        "CLUSTER CPU S/GB",
+                        "CLIENT CPU S/GB"
                     ],
                     t
                 )
@@ -596,6 +649,7 @@ pub fn run_produce(args: DataBenchArgs, consume_too: bool) -> anyhow::Result<()>
             .clone()
             .unwrap_or_else(|| format!("bench-{}", std::process::id()));
         ensure_topic(&args, &topic).await?;
+        let pids = cluster_pids(&args.bootstrap);
         let mut rows = Vec::new();
         let phases: Vec<(i32, &str)> = match args.acks.as_str() {
             "1" => vec![(1, "produce acks=1")],
@@ -604,13 +658,20 @@ pub fn run_produce(args: DataBenchArgs, consume_too: bool) -> anyhow::Result<()>
             other => anyhow::bail!("--acks {other:?}: use 1, all or both"),
         };
         for (acks, label) in phases {
-            rows.push(produce_phase(&args, &topic, acks, label).await?);
+            rows.push(with_cpu(&pids, produce_phase(&args, &topic, acks, label)).await?);
         }
         if args.acks != "1" {
             // The same load through the client library, idempotence off then on.
-            let off = client_produce_phase(&args, &topic, false, "client acks=all").await?;
-            let on =
-                client_produce_phase(&args, &topic, true, "client acks=all idempotent").await?;
+            let off = with_cpu(
+                &pids,
+                client_produce_phase(&args, &topic, false, "client acks=all"),
+            )
+            .await?;
+            let on = with_cpu(
+                &pids,
+                client_produce_phase(&args, &topic, true, "client acks=all idempotent"),
+            )
+            .await?;
             eprintln!(
                 "idempotence cost: {:.1} % of throughput ({:.0} vs {:.0} MB/s)",
                 (1.0 - on.mb_per_s / off.mb_per_s) * 100.0,
@@ -621,10 +682,10 @@ pub fn run_produce(args: DataBenchArgs, consume_too: bool) -> anyhow::Result<()>
             rows.push(on);
         }
         if args.record_bytes >= 16 {
-            rows.push(e2e_phase(&args, &topic).await?);
+            rows.push(with_cpu(&pids, e2e_phase(&args, &topic)).await?);
         }
         if consume_too {
-            rows.push(consume_phase(&args, &topic, ReadMode::Unary).await?);
+            rows.push(with_cpu(&pids, consume_phase(&args, &topic, ReadMode::Unary)).await?);
         }
         print(&rows, &args)
     })
@@ -639,15 +700,16 @@ pub fn run_consume(args: DataBenchArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("bench-{}", std::process::id()));
         ensure_topic(&args, &topic).await?;
+        let pids = cluster_pids(&args.bootstrap);
         let mut rows = Vec::new();
         if args.topic.is_none() {
-            rows.push(produce_phase(&args, &topic, 1, "fill acks=1").await?);
+            rows.push(with_cpu(&pids, produce_phase(&args, &topic, 1, "fill acks=1")).await?);
         }
         match &args.group {
-            Some(g) => rows.push(group_consume_phase(&args, &topic, g).await?),
+            Some(g) => rows.push(with_cpu(&pids, group_consume_phase(&args, &topic, g)).await?),
             None => {
-                rows.push(consume_phase(&args, &topic, ReadMode::Unary).await?);
-                rows.push(consume_phase(&args, &topic, ReadMode::Stream).await?);
+                rows.push(with_cpu(&pids, consume_phase(&args, &topic, ReadMode::Unary)).await?);
+                rows.push(with_cpu(&pids, consume_phase(&args, &topic, ReadMode::Stream)).await?);
             }
         }
         print(&rows, &args)

@@ -5,6 +5,7 @@ mod failover;
 mod idle;
 mod image;
 mod metadata;
+mod recovery;
 mod storage;
 
 use clap::Subcommand;
@@ -27,6 +28,9 @@ pub enum BenchCommand {
     /// Time until every partition a stopped broker led is writable again (SIGKILL and
     /// SIGTERM), on a `sluice dev` cluster with many partitions it starts.
     Failover(failover::FailoverBenchArgs),
+    /// How long a partition log takes to open again after kill -9 and after a clean stop
+    /// (in process, no cluster).
+    Recovery(recovery::RecoveryBenchArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -37,6 +41,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Consume(args) => data::run_consume(args),
         BenchCommand::Idle(args) => idle::run(args),
         BenchCommand::Failover(args) => failover::run(args),
+        BenchCommand::Recovery(args) => recovery::run(args),
     }
 }
 

@@ -31,6 +31,10 @@ pub struct StorageBenchArgs {
     /// fsync after every append (single-node durability mode) in both runs.
     #[arg(long)]
     fsync: bool,
+    /// Rounds, each writing and reading the plain file and then the engine (A B A B …);
+    /// the table shows the median round with min and max.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Directory for the files (default: a fresh temporary directory, removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -45,7 +49,10 @@ struct Phase {
     bytes: u64,
     records: u64,
     seconds: f64,
+    /// The median round's MB/s (rounds alternate plain file and engine).
     mb_per_s: f64,
+    mb_per_s_min: f64,
+    mb_per_s_max: f64,
     records_per_s: f64,
     ratio_to_baseline: Option<f64>,
 }
@@ -58,6 +65,7 @@ struct Report {
     batch_bytes: usize,
     records_per_batch: usize,
     fsync: bool,
+    rounds: usize,
     phases: Vec<Phase>,
 }
 
@@ -76,6 +84,8 @@ fn phase(
         records,
         seconds: s,
         mb_per_s: bytes as f64 / s / 1e6,
+        mb_per_s_min: bytes as f64 / s / 1e6,
+        mb_per_s_max: bytes as f64 / s / 1e6,
         records_per_s: records as f64 / s,
         ratio_to_baseline: None,
     }
@@ -83,6 +93,7 @@ fn phase(
 
 pub fn run(args: StorageBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.record_bytes > 0, "--record-bytes must be positive");
+    anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
     anyhow::ensure!(
         args.batch_bytes >= args.record_bytes,
         "--batch-bytes must hold one record"
@@ -112,95 +123,117 @@ pub fn run(args: StorageBenchArgs) -> anyhow::Result<()> {
     let batches = args.total_bytes.div_ceil(batch.len() as u64);
     let total = batches * batch.len() as u64;
     let records = batches * per_batch as u64;
-    let mut phases = Vec::new();
-
-    // Baseline write: the same bytes, sequentially, to one file.
-    let base_path = dir.join("baseline.dat");
-    let pb = progress(total, "baseline write");
-    let t = Instant::now();
-    {
-        let mut f = std::fs::File::create(&base_path)?;
-        for _ in 0..batches {
-            f.write_all(&batch)?;
-            if args.fsync {
-                f.sync_data()?;
+    let mut samples: Vec<Phase> = Vec::new();
+    for round in 0..args.rounds {
+        let pb_label = |what: &str| format!("{what} {}/{}", round + 1, args.rounds);
+        // A: plain file. Timed up to its fdatasync, so neither side leaves dirty pages for
+        // the other to pay for (that made one run's ratio swing 0.55-1.44).
+        let base_path = dir.join("baseline.dat");
+        let pb = progress(total, &pb_label("plain write"));
+        let t = Instant::now();
+        {
+            let mut f = std::fs::File::create(&base_path)?;
+            for _ in 0..batches {
+                f.write_all(&batch)?;
+                if args.fsync {
+                    f.sync_data()?;
+                }
+                pb.inc(batch.len() as u64);
             }
+            f.sync_data()?;
+        }
+        samples.push(phase("append", "plain file", total, records, t.elapsed()));
+        pb.finish_and_clear();
+        let pb = progress(total, &pb_label("plain read"));
+        let t = Instant::now();
+        {
+            let mut f = std::fs::File::open(&base_path)?;
+            let mut done = 0u64;
+            loop {
+                let mut buf = BytesMut::zeroed(args.read_bytes);
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                std::hint::black_box(buf.freeze());
+                done += n as u64;
+                pb.inc(n as u64);
+            }
+            anyhow::ensure!(done == total, "baseline read {done} of {total} bytes");
+        }
+        samples.push(phase("read", "plain file", total, records, t.elapsed()));
+        pb.finish_and_clear();
+        let _ = std::fs::remove_file(&base_path);
+
+        // B: the storage engine, the same bytes, timed up to its flush (fdatasync).
+        let log_dir = dir.join("bench-0");
+        let _ = std::fs::remove_dir_all(&log_dir);
+        let mut config = LogConfig {
+            retention_ms: -1,
+            ..LogConfig::default()
+        };
+        if args.fsync {
+            config = config.fsync_every_append();
+        }
+        let mut log = Log::open(&log_dir, config)?;
+        let pb = progress(total, &pb_label("log append"));
+        let t = Instant::now();
+        for _ in 0..batches {
+            log.append_as_leader(batch.clone(), sluice_storage::LeaderEpoch(0))?;
             pb.inc(batch.len() as u64);
         }
-        phases.push(phase("append", "plain file", total, records, t.elapsed()));
-        // Untimed: write the dirty pages back so the next phase starts from a clean cache.
-        f.sync_all()?;
-    }
-    pb.finish_and_clear();
-
-    // Baseline read: sequential reads of `read_bytes` into fresh buffers.
-    let pb = progress(total, "baseline read");
-    let t = Instant::now();
-    {
-        let mut f = std::fs::File::open(&base_path)?;
+        log.flush()?;
+        samples.push(phase("append", "sluice log", total, records, t.elapsed()));
+        pb.finish_and_clear();
+        // Fetch-style reads of whole batches up to `read_bytes`.
+        let pb = progress(total, &pb_label("log read"));
+        let t = Instant::now();
+        let end = log.log_end_offset();
+        let mut offset = 0i64;
         let mut done = 0u64;
-        loop {
-            let mut buf = BytesMut::zeroed(args.read_bytes);
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            buf.truncate(n);
-            std::hint::black_box(buf.freeze());
-            done += n as u64;
-            pb.inc(n as u64);
+        while end > offset {
+            let bytes = log.read(sluice_storage::Offset(offset), args.read_bytes, end)?;
+            anyhow::ensure!(!bytes.is_empty(), "empty read at offset {offset}");
+            let last = sluice_storage::batch::headers(&bytes)
+                .last()
+                .context("read returned no whole batch")?;
+            offset = last.next_offset();
+            done += bytes.len() as u64;
+            pb.inc(bytes.len() as u64);
         }
-        anyhow::ensure!(done == total, "baseline read {done} of {total} bytes");
+        anyhow::ensure!(done == total, "log read {done} of {total} bytes");
+        samples.push(phase("read", "sluice log", total, records, t.elapsed()));
+        pb.finish_and_clear();
+        log.close()?;
+        let _ = std::fs::remove_dir_all(&log_dir);
     }
-    phases.push(phase("read", "plain file", total, records, t.elapsed()));
-    pb.finish_and_clear();
-
-    // Drop the baseline's pages before the engine runs, so both start from the same
-    // page-cache state (dirty-page writeback would otherwise penalise whoever runs second).
-    let _ = std::fs::remove_file(&base_path);
-
-    // Storage engine append.
-    let log_dir = dir.join("bench-0");
-    let _ = std::fs::remove_dir_all(&log_dir);
-    let mut config = LogConfig {
-        retention_ms: -1,
-        ..LogConfig::default()
-    };
-    if args.fsync {
-        config = config.fsync_every_append();
+    // Per phase and subject: the median round, with the min and max MB/s beside it.
+    let mut phases: Vec<Phase> = Vec::new();
+    for (ph, subject) in [
+        ("append", "plain file"),
+        ("append", "sluice log"),
+        ("read", "plain file"),
+        ("read", "sluice log"),
+    ] {
+        let mut runs: Vec<&Phase> = samples
+            .iter()
+            .filter(|p| p.phase == ph && p.subject == subject)
+            .collect();
+        runs.sort_by(|a, b| a.mb_per_s.total_cmp(&b.mb_per_s));
+        let median = runs[runs.len() / 2];
+        phases.push(Phase {
+            mb_per_s_min: runs[0].mb_per_s,
+            mb_per_s_max: runs[runs.len() - 1].mb_per_s,
+            ..phase(
+                median.phase,
+                median.subject,
+                median.bytes,
+                median.records,
+                Duration::from_secs_f64(median.seconds),
+            )
+        });
     }
-    let mut log = Log::open(&log_dir, config)?;
-    let pb = progress(total, "log append");
-    let t = Instant::now();
-    for _ in 0..batches {
-        log.append_as_leader(batch.clone(), sluice_storage::LeaderEpoch(0))?;
-        pb.inc(batch.len() as u64);
-    }
-    phases.push(phase("append", "sluice log", total, records, t.elapsed()));
-    log.flush()?; // untimed, as for the baseline
-    pb.finish_and_clear();
-
-    // Storage engine read: fetch-style reads of whole batches up to `read_bytes`.
-    let pb = progress(total, "log read");
-    let t = Instant::now();
-    let end = log.log_end_offset();
-    let mut offset = 0i64;
-    let mut done = 0u64;
-    while end > offset {
-        let bytes = log.read(sluice_storage::Offset(offset), args.read_bytes, end)?;
-        anyhow::ensure!(!bytes.is_empty(), "empty read at offset {offset}");
-        let last = sluice_storage::batch::headers(&bytes)
-            .last()
-            .context("read returned no whole batch")?;
-        offset = last.next_offset();
-        done += bytes.len() as u64;
-        pb.inc(bytes.len() as u64);
-    }
-    anyhow::ensure!(done == total, "log read {done} of {total} bytes");
-    phases.push(phase("read", "sluice log", total, records, t.elapsed()));
-    pb.finish_and_clear();
-    log.close()?;
-
     for i in 0..phases.len() {
         if phases[i].subject == "sluice log" {
             let base = phases
@@ -210,8 +243,6 @@ pub fn run(args: StorageBenchArgs) -> anyhow::Result<()> {
             phases[i].ratio_to_baseline = base.map(|b| phases[i].mb_per_s / b);
         }
     }
-    let _ = std::fs::remove_file(&base_path);
-    let _ = std::fs::remove_dir_all(&log_dir);
 
     let report = Report {
         benchmark: "storage",
@@ -220,6 +251,7 @@ pub fn run(args: StorageBenchArgs) -> anyhow::Result<()> {
         batch_bytes: batch.len(),
         records_per_batch: per_batch,
         fsync: args.fsync,
+        rounds: args.rounds,
         phases,
     };
     match args.out.output {
@@ -233,6 +265,7 @@ pub fn run(args: StorageBenchArgs) -> anyhow::Result<()> {
                         p.phase.to_string(),
                         p.subject.to_string(),
                         format!("{:.1}", p.mb_per_s),
+                        format!("{:.1}-{:.1}", p.mb_per_s_min, p.mb_per_s_max),
                         format!("{:.0}", p.records_per_s),
                         format!("{:.3}", p.seconds),
                         p.ratio_to_baseline
@@ -251,7 +284,15 @@ pub fn run(args: StorageBenchArgs) -> anyhow::Result<()> {
             println!(
                 "{}",
                 table(
-                    &["PHASE", "SUBJECT", "MB/S", "RECORDS/S", "SECONDS", "RATIO"],
+                    &[
+                        "PHASE",
+                        "SUBJECT",
+                        "MB/S",
+                        "MIN-MAX",
+                        "RECORDS/S",
+                        "SECONDS",
+                        "RATIO"
+                    ],
                     rows
                 )
             );
