@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::stream::{FuturesUnordered, StreamExt};
 use sluice_proto::status::{error_code, error_detail};
 use sluice_proto::v1::*;
 
@@ -155,7 +154,19 @@ pub struct Consumer {
     epochs: BTreeMap<Tp, i32>,
     manual: bool,
     buffer: VecDeque<ConsumerRecord>,
+    /// Per partition, the offset after the last record fetched into `buffer` (where the
+    /// next fetch starts); absent when nothing is buffered beyond its position.
+    fetched_to: BTreeMap<Tp, i64>,
+    /// The fetch in flight per partition: started as soon as the previous answer was
+    /// buffered, so the next records travel while the application works on these.
+    ahead: BTreeMap<Tp, Ahead>,
     last_commit: Instant,
+}
+
+/// A fetch of one partition running ahead of `poll`, from `offset`.
+struct Ahead {
+    offset: i64,
+    task: tokio::task::JoinHandle<Result<Vec<ConsumerRecord>>>,
 }
 
 fn retriable(code: ErrorCode) -> bool {
@@ -184,6 +195,8 @@ impl Consumer {
             epochs: BTreeMap::new(),
             manual: false,
             buffer: VecDeque::new(),
+            fetched_to: BTreeMap::new(),
+            ahead: BTreeMap::new(),
             last_commit: Instant::now(),
         })
     }
@@ -198,6 +211,7 @@ impl Consumer {
     pub fn assign(&mut self, partitions: Vec<Tp>) {
         self.manual = true;
         self.buffer.clear();
+        self.forget_fetches(|_| true);
         let keep: BTreeMap<Tp, Option<i64>> = partitions
             .into_iter()
             .map(|tp| {
@@ -278,6 +292,7 @@ impl Consumer {
         *pos = Some(offset);
         self.buffer
             .retain(|r| (r.topic.as_str(), r.partition) != (tp.0.as_str(), tp.1));
+        self.forget_fetches(|t| *t == tp);
         Ok(())
     }
 
@@ -343,6 +358,7 @@ impl Consumer {
                 self.positions.retain(|tp, _| assigned.contains(tp));
                 self.buffer
                     .retain(|r| assigned.contains(&(r.topic.clone(), r.partition)));
+                self.forget_fetches(|tp| !assigned.contains(tp));
                 for tp in assigned {
                     self.positions.entry(tp).or_insert(None);
                 }
@@ -424,32 +440,117 @@ impl Consumer {
             .collect())
     }
 
+    /// Drops buffered-ahead state and aborts the fetches in flight of the partitions
+    /// `which` selects (seek, revocation, a new manual assignment).
+    fn forget_fetches(&mut self, which: impl Fn(&Tp) -> bool) {
+        self.fetched_to.retain(|tp, _| !which(tp));
+        self.ahead.retain(|tp, a| {
+            let drop = which(tp);
+            if drop {
+                a.task.abort();
+            }
+            !drop
+        });
+    }
+
+    /// Where the next fetch of `tp` starts: after what is buffered, else its position.
+    fn next_fetch_offset(&self, tp: &Tp) -> Option<i64> {
+        self.fetched_to
+            .get(tp)
+            .copied()
+            .or(self.positions.get(tp).copied().flatten())
+    }
+
+    /// Starts a fetch of `tp` unless one is in flight.
+    fn start_fetch(&mut self, tp: &Tp, max_wait: Duration) {
+        if self.ahead.contains_key(tp) {
+            return;
+        }
+        let Some(offset) = self.next_fetch_offset(tp) else {
+            return;
+        };
+        let (cluster, t, max_bytes) = (
+            self.cluster.clone(),
+            tp.clone(),
+            self.config.max_partition_fetch_bytes,
+        );
+        let task = tokio::spawn(async move {
+            fetch_partition(&cluster, &t, offset, max_bytes, max_wait).await
+        });
+        self.ahead.insert(tp.clone(), Ahead { offset, task });
+    }
+
+    /// Waits (up to about `max_wait`) for fetches to answer and buffers what they bring;
+    /// a partition that got records has its next fetch started at once (one in flight per
+    /// partition, each starting where the previous ended, so order is kept).
     async fn fetch_some(&mut self, max_wait: Duration) -> Result<()> {
-        let mut fetches = FuturesUnordered::new();
-        for (tp, pos) in &self.positions {
-            let Some(pos) = *pos else { continue };
-            let cluster = self.cluster.clone();
-            let tp = tp.clone();
-            let max_bytes = self.config.max_partition_fetch_bytes;
-            fetches.push(async move {
-                let r = fetch_partition(&cluster, &tp, pos, max_bytes, max_wait).await;
-                (tp, pos, r)
-            });
+        let tps: Vec<Tp> = self.positions.keys().cloned().collect();
+        for tp in &tps {
+            self.start_fetch(tp, max_wait);
+        }
+        if self.ahead.is_empty() {
+            return Ok(());
+        }
+        // The first answer, then whatever else is ready now; the rest stay in flight.
+        // Bounded by the caller's wait: an answer that comes later is taken by a later poll.
+        let first = tokio::time::timeout(
+            max_wait,
+            std::future::poll_fn(|cx| {
+                for (tp, a) in self.ahead.iter_mut() {
+                    if let std::task::Poll::Ready(r) =
+                        std::future::Future::poll(std::pin::Pin::new(&mut a.task), cx)
+                    {
+                        return std::task::Poll::Ready((tp.clone(), a.offset, r));
+                    }
+                }
+                std::task::Poll::Pending
+            }),
+        )
+        .await;
+        let mut done = Vec::new();
+        if let Ok((tp, offset, r)) = first {
+            self.ahead.remove(&tp);
+            done.push((tp, offset, r));
+        }
+        let ready: Vec<Tp> = self
+            .ahead
+            .iter()
+            .filter(|(_, a)| a.task.is_finished())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in ready {
+            let a = self.ahead.remove(&tp).expect("listed");
+            let r = a.task.await;
+            done.push((tp, a.offset, r));
         }
         let mut got_data = false;
         let mut failure = None;
         let mut retry = false;
-        while let Some((tp, pos, r)) = fetches.next().await {
+        for (tp, offset, joined) in done {
+            if self.next_fetch_offset(&tp) != Some(offset) {
+                continue; // sought or revoked meanwhile
+            }
+            let r = joined.unwrap_or_else(|e| {
+                Err(ClientError {
+                    code: ErrorCode::UnknownServerError,
+                    message: format!("UNKNOWN_SERVER_ERROR: fetch task failed: {e}"),
+                })
+            });
             match r {
                 Ok(records) => {
-                    if !records.is_empty() {
+                    if let Some(last) = records.last() {
                         got_data = true;
+                        self.fetched_to.insert(tp.clone(), last.offset + 1);
+                        self.buffer.extend(records);
+                        self.start_fetch(&tp, max_wait);
                     }
-                    self.buffer.extend(records);
                 }
                 Err(e) if e.code == ErrorCode::OffsetOutOfRange => {
                     let new = self.reset_offset(&tp).await?;
-                    tracing::warn!(topic = %tp.0, partition = tp.1, from = pos, to = new, "offset out of range; reset");
+                    tracing::warn!(topic = %tp.0, partition = tp.1, from = offset, to = new, "offset out of range; reset");
+                    self.buffer
+                        .retain(|r| (r.topic.as_str(), r.partition) != (tp.0.as_str(), tp.1));
+                    self.fetched_to.remove(&tp);
                     self.positions.insert(tp, Some(new));
                 }
                 Err(e) if retriable(e.code) => {
@@ -457,15 +558,6 @@ impl Consumer {
                     self.cluster.refresh().await.ok();
                 }
                 Err(e) => failure = Some(e),
-            }
-            if got_data {
-                // Take what else is ready now; slower partitions are asked again next poll.
-                while let Some(Some((_, _, r))) = futures::FutureExt::now_or_never(fetches.next()) {
-                    if let Ok(records) = r {
-                        self.buffer.extend(records);
-                    }
-                }
-                break;
             }
         }
         if retry && !got_data {
@@ -637,6 +729,9 @@ impl Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
+        for a in self.ahead.values() {
+            a.task.abort();
+        }
         if let Some(h) = self.heartbeat.take() {
             h.abort();
         }
