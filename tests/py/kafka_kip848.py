@@ -69,6 +69,26 @@ while time.time() < deadline:
     if all(got) and sorted(x for a in got for x in a) == list(range(partitions)):
         break
 report["assignments"] = got
+# The admin view while both are members: librdkafka asks ConsumerGroupDescribe (KIP-848)
+# first and falls back to DescribeGroups, which reports the type CLASSIC.
+from confluent_kafka.admin import AdminClient
+
+admin = AdminClient({"bootstrap.servers": bootstrap})
+for _ in range(30):
+    for c in ms:
+        c.poll(0.1)
+    d = admin.describe_consumer_groups(["g848"], request_timeout=10)["g848"].result(30)
+    described = {
+        "type": d.type.name,
+        "state": d.state.name,
+        "members": len(d.members),
+        "partitions": sorted(
+            tp.partition for m in d.members for tp in m.assignment.topic_partitions
+        ),
+    }
+    if described["state"] == "STABLE":
+        break
+report["described"] = described
 for c in ms:
     c.close()
 probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "g848", "enable.auto.commit": False})

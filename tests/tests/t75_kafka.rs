@@ -1023,6 +1023,13 @@ async fn a_kip_848_consumer_group_of_librdkafka_shares_partitions_assigned_by_th
     covered.sort();
     assert_eq!(covered, vec![0, 1, 2, 3]);
     assert_eq!(r["committed_total"], 200);
+    // The AdminClient's describe goes through ConsumerGroupDescribe (type CONSUMER; through
+    // the DescribeGroups fallback it would say CLASSIC): two members owning all four.
+    let d = &r["described"];
+    assert_eq!(d["type"], "CONSUMER", "{d}");
+    assert_eq!(d["state"], "STABLE", "{d}");
+    assert_eq!(d["members"], 2, "{d}");
+    assert_eq!(d["partitions"], serde_json::json!([0, 1, 2, 3]), "{d}");
 }
 
 /// Goal: a Kafka Fetch whose `max_bytes` is used up by the first partition still answers the

@@ -742,6 +742,7 @@ impl ShardState {
             assignment_epoch: g.epoch,
             assignor_name: g.assignor.clone(),
             members,
+            group_type: "consumer".into(),
         }
     }
 
@@ -1098,5 +1099,6 @@ fn describe_classic(group_id: &str, g: &Group, image: &MetadataImage) -> Describ
         assignment_epoch: g.classic.generation(),
         assignor_name: g.classic.protocol_name().unwrap_or_default().to_string(),
         members,
+        group_type: "classic".into(),
     }
 }

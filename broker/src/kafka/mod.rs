@@ -388,6 +388,9 @@ async fn dispatch(
                             .await
                             .into()
                     }
+                    RequestKind::ConsumerGroupDescribe(r) => {
+                        groups::consumer_group_describe(&ctx, r).await.into()
+                    }
                     RequestKind::Heartbeat(r) => groups::heartbeat(&ctx, r).await.into(),
                     RequestKind::LeaveGroup(r) => {
                         groups::leave_group(&ctx, r, version).await.into()
@@ -460,6 +463,7 @@ fn api_name(k: ApiKey) -> &'static str {
         ApiKey::OffsetDelete => "kafka_offset_delete",
         ApiKey::CreateTopics => "kafka_create_topics",
         ApiKey::ConsumerGroupHeartbeat => "kafka_consumer_group_heartbeat",
+        ApiKey::ConsumerGroupDescribe => "kafka_consumer_group_describe",
         ApiKey::DeleteTopics => "kafka_delete_topics",
         ApiKey::CreatePartitions => "kafka_create_partitions",
         ApiKey::DescribeConfigs => "kafka_describe_configs",

@@ -83,7 +83,9 @@ fn group_answers_encode_at_every_advertised_version() {
     use kafka_protocol::messages::describe_groups_response::{
         DescribedGroup, DescribedGroupMember,
     };
-    use kafka_protocol::messages::{DescribeGroupsResponse, GroupId};
+    use kafka_protocol::messages::{
+        ConsumerGroupDescribeResponse, DescribeGroupsResponse, GroupId,
+    };
     let range = |k: ApiKey| versions::supported(k).expect("advertised");
     let (lo, hi) = range(ApiKey::FindCoordinator);
     for v in lo..=hi {
@@ -95,6 +97,59 @@ fn group_answers_encode_at_every_advertised_version() {
             encode_response(ApiKey::FindCoordinator, v, 1, &r.into())
                 .unwrap_or_else(|e| panic!("FindCoordinator v{v}: {e}"));
         }
+    }
+    let (lo, hi) = range(ApiKey::ConsumerGroupDescribe);
+    for v in lo..=hi {
+        let member = sluice_proto::v1::GroupMember {
+            member_id: "m".into(),
+            member_epoch: 3,
+            subscribed_topic_names: vec!["t".into()],
+            assignment: Some(sluice_proto::v1::Assignment {
+                topic_partitions: vec![sluice_proto::v1::TopicPartitions {
+                    topic: "t".into(),
+                    topic_id: String::new(),
+                    partitions: vec![0, 1],
+                }],
+            }),
+            ..Default::default()
+        };
+        let groups = vec![
+            sluice_proto::v1::DescribedGroup {
+                group_id: "g".into(),
+                group_state: sluice_proto::v1::GroupState::Stable as i32,
+                group_type: "consumer".into(),
+                members: vec![member],
+                ..Default::default()
+            },
+            sluice_proto::v1::DescribedGroup {
+                group_id: "c".into(),
+                group_type: "classic".into(),
+                ..Default::default()
+            },
+            sluice_proto::v1::DescribedGroup {
+                group_id: "x".into(),
+                error_code: sluice_proto::v1::ErrorCode::GroupIdNotFound as i32,
+                error_message: "no such group".into(),
+                ..Default::default()
+            },
+        ];
+        let described: Vec<_> = groups
+            .into_iter()
+            .map(|d| groups::consumer_group_described(GroupId(kstr(d.group_id.clone())), d))
+            .collect();
+        assert_eq!(described[0].error_code, 0);
+        assert_eq!(
+            described[0].members[0].assignment.topic_partitions[0].partitions,
+            vec![0, 1]
+        );
+        assert_eq!(
+            described[1].error_code, 69,
+            "a classic group is not a consumer group"
+        );
+        assert_eq!(described[2].error_code, 69);
+        let r = ConsumerGroupDescribeResponse::default().with_groups(described);
+        encode_response(ApiKey::ConsumerGroupDescribe, v, 1, &r.into())
+            .unwrap_or_else(|e| panic!("ConsumerGroupDescribe v{v}: {e}"));
     }
     let (lo, hi) = range(ApiKey::DescribeGroups);
     for v in lo..=hi {
