@@ -210,7 +210,9 @@ struct Shared {
     producer_id: i64,
     producer_epoch: i16,
     memory: Arc<Semaphore>,
-    partitions: Mutex<HashMap<(String, i32), Arc<PartitionHandle>>>,
+    /// Topic → partition → its accumulator and sender (by topic first, so a record's
+    /// lookup borrows its topic name instead of allocating a key).
+    partitions: Mutex<HashMap<String, HashMap<i32, Arc<PartitionHandle>>>>,
     /// Sticky partition per topic for records with neither key nor partition.
     sticky: Mutex<HashMap<String, i32>>,
     /// Records sent and not yet completed (for `flush`).
@@ -520,7 +522,13 @@ impl Producer {
         sh.flushing.store(true, Ordering::SeqCst);
         loop {
             let idle = sh.idle.notified();
-            for h in sh.partitions.lock().expect("partitions lock").values() {
+            for h in sh
+                .partitions
+                .lock()
+                .expect("partitions lock")
+                .values()
+                .flat_map(HashMap::values)
+            {
                 h.wake.notify_one();
             }
             if sh.outstanding.load(Ordering::SeqCst) == 0 {
@@ -541,6 +549,7 @@ impl Producer {
             .lock()
             .expect("partitions lock")
             .values()
+            .flat_map(HashMap::values)
         {
             h.wake.notify_one();
         }
@@ -548,14 +557,16 @@ impl Producer {
 
     fn partition_handle(&self, topic: &str, partition: i32) -> Arc<PartitionHandle> {
         let mut map = self.shared.partitions.lock().expect("partitions lock");
-        if let Some(h) = map.get(&(topic.to_string(), partition)) {
+        if let Some(h) = map.get(topic).and_then(|ps| ps.get(&partition)) {
             return h.clone();
         }
         let h = Arc::new(PartitionHandle {
             queue: Mutex::new(PartitionQueue::default()),
             wake: Notify::new(),
         });
-        map.insert((topic.to_string(), partition), h.clone());
+        map.entry(topic.to_string())
+            .or_default()
+            .insert(partition, h.clone());
         tokio::spawn(run_partition_sender(
             self.shared.clone(),
             topic.to_string(),
@@ -570,7 +581,7 @@ impl Drop for Producer {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::SeqCst);
         if let Ok(map) = self.shared.partitions.lock() {
-            for h in map.values() {
+            for h in map.values().flat_map(HashMap::values) {
                 h.wake.notify_one();
             }
         }
