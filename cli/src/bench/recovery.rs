@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use sluice_storage::{LeaderEpoch, Log, LogConfig, RecordBatchBuilder};
 
-use super::storage::tempfile_dir;
+use super::storage::bench_dir;
 use super::{progress, BenchOutput};
 use crate::output::{table, OutputFormat};
 
@@ -52,14 +52,7 @@ pub fn run(args: RecoveryBenchArgs) -> anyhow::Result<()> {
         args.record_bytes > 0 && args.batch_records > 0,
         "empty batches"
     );
-    let tmp;
-    let dir = match &args.dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = tempfile_dir()?;
-            tmp.0.clone()
-        }
-    };
+    let (dir, _tmp) = bench_dir(args.dir.as_ref())?;
     let log_dir = dir.join("bench-recovery-0");
     let _ = std::fs::remove_dir_all(&log_dir);
     let config = LogConfig {

@@ -98,14 +98,7 @@ pub fn run(args: StorageBenchArgs) -> anyhow::Result<()> {
         args.batch_bytes >= args.record_bytes,
         "--batch-bytes must hold one record"
     );
-    let tmp;
-    let dir = match &args.dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = tempfile_dir()?;
-            tmp.0.clone()
-        }
-    };
+    let (dir, _tmp) = bench_dir(args.dir.as_ref())?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
     // One encoded batch, appended over and over: the log rewrites only its base offset and
@@ -308,6 +301,17 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// `dir`, or a fresh temporary directory and the guard that removes it.
+pub(super) fn bench_dir(dir: Option<&PathBuf>) -> anyhow::Result<(PathBuf, Option<TempDir>)> {
+    Ok(match dir {
+        Some(d) => (d.clone(), None),
+        None => {
+            let tmp = tempfile_dir()?;
+            (tmp.0.clone(), Some(tmp))
+        }
+    })
 }
 
 pub(super) fn tempfile_dir() -> anyhow::Result<TempDir> {
