@@ -135,6 +135,9 @@ impl Cluster {
 
     /// Partition count of `topic`, refreshing metadata until it is known or `timeout`.
     pub async fn wait_for_topic(&self, topic: &str, timeout: Duration) -> Result<i32> {
+        if let Some(n) = self.partitions(topic) {
+            return Ok(n);
+        }
         let start = Instant::now();
         loop {
             if let Some(n) = self.partitions(topic) {

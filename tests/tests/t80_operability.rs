@@ -361,3 +361,82 @@ async fn dev_logs_shows_every_node_live_behind_its_name() {
         }
     }
 }
+
+/// `sluice bench produce --rounds 2 -o json` against a real cluster: every acks=all phase
+/// (raw unary batches, raw batches on a ProduceStream, the client `Producer` with and
+/// without idempotence) moves the whole load, the interleaved phases report both rounds,
+/// and the topic the bench named for itself is gone afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_produce_reports_every_phase_per_round_and_removes_its_topic() {
+    let c = Cluster::start(1, 1, CONTROLLER, BROKER);
+    wait_for("the broker registered and unfenced", WAIT, || async {
+        let v = cluster_status(&c.bootstrap())?;
+        let brokers = v["brokers"].as_array()?;
+        (brokers.len() == 1 && brokers[0]["fenced"] == false).then_some(())
+    })
+    .await;
+    let record_bytes = 1024u64;
+    let total = 2u64 << 20;
+    let out = tokio::task::spawn_blocking({
+        let bootstrap = c.bootstrap();
+        move || {
+            std::process::Command::new(sluice_bin())
+                .args(["bench", "produce", "--bootstrap", &bootstrap])
+                .args(["--partitions", "2", "--replicas", "1", "--acks", "all"])
+                .args(["--batch-records", "16", "--rounds", "2", "-o", "json"])
+                .args(["--total-bytes", &total.to_string()])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "bench produce failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let phases = v["phases"].as_array().unwrap();
+    let phase = |name: &str| {
+        phases
+            .iter()
+            .find(|p| p["phase"] == name)
+            .unwrap_or_else(|| panic!("no {name:?} phase in {v}"))
+    };
+    for name in [
+        "produce acks=all",
+        "client acks=all",
+        "client acks=all idempotent",
+        "produce stream acks=all",
+    ] {
+        let p = phase(name);
+        let (records, bytes) = (p["records"].as_u64().unwrap(), p["bytes"].as_u64().unwrap());
+        assert!(bytes >= total, "{name} moved {bytes} of {total} bytes");
+        assert_eq!(bytes, records * record_bytes, "{name}");
+        assert!(p["mb_per_s"].as_f64().unwrap() > 0.0, "{name}");
+    }
+    for name in [
+        "produce acks=all",
+        "client acks=all",
+        "client acks=all idempotent",
+    ] {
+        let rounds = phase(name)["rounds_mb_per_s"].as_array().unwrap();
+        assert_eq!(rounds.len(), 2, "{name}: {rounds:?}");
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("client / raw acks=all, per round:"),
+        "{stderr}"
+    );
+    let topics = std::process::Command::new(sluice_bin())
+        .args(["topic", "list", "-o", "json", "--bootstrap", &c.bootstrap()])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&topics.stdout);
+    assert!(topics.status.success(), "{listed}");
+    assert!(
+        !listed.contains("bench-"),
+        "the bench's own topic is left behind: {listed}"
+    );
+}

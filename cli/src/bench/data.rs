@@ -50,6 +50,12 @@ pub struct DataBenchArgs {
     /// partition.
     #[arg(long)]
     group: Option<String>,
+    /// `bench produce`: rounds of the acks=all comparison (raw batches, client, client
+    /// idempotent), run interleaved so the page cache's writeback state is shared out
+    /// evenly; rows show the median round with the min-max, and each round's client/raw
+    /// ratio is printed.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     #[command(flatten)]
     out: BenchOutput,
 }
@@ -71,6 +77,9 @@ struct Row {
     cluster_cpu_s_per_gb: Option<f64>,
     /// CPU seconds this bench process (the clients) spent per GB.
     client_cpu_s_per_gb: Option<f64>,
+    /// MB/s of every round of this phase, in the order they ran (`--rounds`); the row's
+    /// other figures are the median round's.
+    rounds_mb_per_s: Vec<f64>,
 }
 
 impl Row {
@@ -96,8 +105,23 @@ impl Row {
             latency_ms_max: h.map(|h| h.max() as f64 / 1000.0),
             cluster_cpu_s_per_gb: None,
             client_cpu_s_per_gb: None,
+            rounds_mb_per_s: vec![bytes as f64 / secs / 1e6],
         }
     }
+
+    /// The median round of a phase (by MB/s), carrying every round's MB/s.
+    fn median(mut rounds: Vec<Row>) -> Row {
+        let all: Vec<f64> = rounds.iter().map(|r| r.mb_per_s).collect();
+        rounds.sort_by(|a, b| a.mb_per_s.total_cmp(&b.mb_per_s));
+        let mut row = rounds.swap_remove(rounds.len() / 2);
+        row.rounds_mb_per_s = all;
+        row
+    }
+}
+
+fn median_of(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Pids of the `sluice dev` cluster behind `bootstrap` (empty if there is none).
@@ -219,6 +243,104 @@ async fn produce_phase(
     Ok(Row::new(label, records, bytes, secs, Some(&h)))
 }
 
+/// Raw batches on one `ProduceStream` per partition, `--inflight` requests outstanding on
+/// it (the broker appends them in order and answers in order): what one client gets from a
+/// partition without many unary calls.
+async fn produce_stream_phase(
+    args: &DataBenchArgs,
+    topic: &str,
+    acks: i32,
+    label: &str,
+) -> anyhow::Result<Row> {
+    let client = DataClient::connect(&args.bootstrap).await?;
+    let partitions = client.partitions(topic)?;
+    let value = vec![0x61u8; args.record_bytes];
+    let mut b = RecordBatchBuilder::with_capacity(args.batch_records * (args.record_bytes + 16));
+    for _ in 0..args.batch_records {
+        b.append(now_ms(), None, Some(&value), &[]);
+    }
+    let batch: Bytes = b.build();
+    let batches_total = (args.total_bytes / (args.record_bytes * args.batch_records) as u64).max(1);
+    let per_partition = batches_total.div_ceil(partitions as u64);
+    let pb = progress(
+        per_partition * partitions as u64 * batch.len() as u64,
+        label,
+    );
+    let hist = Arc::new(std::sync::Mutex::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
+    ));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..partitions {
+        let (_, addr) = client
+            .leader(topic, p)
+            .with_context(|| format!("{topic}-{p} has no leader"))?;
+        let mut broker = BrokerClient::new(data_channel(&addr).await?)
+            .max_encoding_message_size(sluice_proto::transport::MESSAGE_BYTES_MAX);
+        let (batch, hist, pb, topic) = (batch.clone(), hist.clone(), pb.clone(), topic.to_string());
+        let inflight = args.inflight.max(1);
+        tasks.spawn(async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(inflight);
+            let mut answers = broker
+                .produce_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            // Send times of the requests not yet answered, oldest first (answers come in
+            // request order).
+            let mut sent = std::collections::VecDeque::new();
+            let mut next = 0u64;
+            let mut done = 0u64;
+            while done < per_partition {
+                if next < per_partition && sent.len() < inflight {
+                    tx.send(ProduceRequest {
+                        correlation_id: next,
+                        topic: topic.clone(),
+                        partition: p,
+                        acks: Some(acks),
+                        timeout_ms: 30_000,
+                        payload: Some(produce_request::Payload::RecordBatch(batch.clone())),
+                    })
+                    .await
+                    .map_err(|_| anyhow::anyhow!("the produce stream closed"))?;
+                    sent.push_back(Instant::now());
+                    next += 1;
+                    continue;
+                }
+                let r = answers
+                    .message()
+                    .await
+                    .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                    .context("the produce stream ended early")?;
+                anyhow::ensure!(r.error_code == 0, "produce failed: {}", r.error_message);
+                let t: Instant = sent.pop_front().context("an answer nobody asked for")?;
+                hist.lock()
+                    .expect("histogram lock")
+                    .record((t.elapsed().as_micros() as u64).max(1))
+                    .ok();
+                pb.inc(batch.len() as u64);
+                done += 1;
+            }
+            anyhow::Ok(done)
+        });
+    }
+    let mut sent = 0u64;
+    while let Some(r) = tasks.join_next().await {
+        sent += r??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    let h = hist.lock().expect("histogram lock");
+    let records = sent * args.batch_records as u64;
+    Ok(Row::new(
+        label,
+        records,
+        records * args.record_bytes as u64,
+        secs,
+        Some(&h),
+    ))
+}
+
 /// Produces through the client library's batching `Producer` (acks=all), idempotent or
 /// not: the throughput a user of the library gets, and the cost of idempotence.
 async fn client_produce_phase(
@@ -233,7 +355,13 @@ async fn client_produce_phase(
             sluice_client::ProducerConfig {
                 acks: -1,
                 enable_idempotence: Some(idempotent),
-                batch_size: args.batch_records * args.record_bytes,
+                // Room for exactly `batch_records` records, as the raw phase sends.
+                batch_size: args.batch_records
+                    * sluice_client::producer::accumulator::record_size(
+                        None,
+                        Some(&vec![0; args.record_bytes]),
+                        &[],
+                    ),
                 linger: Duration::from_millis(5),
                 max_in_flight: args.inflight.clamp(1, 5),
                 buffer_memory: 64 << 20,
@@ -546,6 +674,21 @@ async fn consume_phase(args: &DataBenchArgs, topic: &str, mode: ReadMode) -> any
     Ok(Row::new(phase, records, bytes, secs, None))
 }
 
+/// Deletes the topic the bench named for itself (not one given with `--topic`), so runs
+/// leave no data behind and the next run's writes do not wait for this one's writeback.
+async fn drop_generated_topic(args: &DataBenchArgs, topic: &str) {
+    if args.topic.is_some() {
+        return;
+    }
+    let deleted = match Admin::connect(&args.bootstrap).await {
+        Ok(admin) => admin.delete_topic(topic).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = deleted {
+        eprintln!("could not delete the bench topic {topic}: {e}");
+    }
+}
+
 async fn ensure_topic(args: &DataBenchArgs, topic: &str) -> anyhow::Result<()> {
     let admin = Admin::connect(&args.bootstrap).await?;
     match admin
@@ -599,7 +742,13 @@ fn print(rows: &[Row], args: &DataBenchArgs) -> anyhow::Result<()> {
                         r.phase.clone(),
                         r.records.to_string(),
                         format!("{:.0}", r.records_per_s),
-                        format!("{:.1}", r.mb_per_s),
+                        if r.rounds_mb_per_s.len() > 1 {
+                            let min = r.rounds_mb_per_s.iter().copied().fold(f64::MAX, f64::min);
+                            let max = r.rounds_mb_per_s.iter().copied().fold(0.0, f64::max);
+                            format!("{:.1} ({min:.0}-{max:.0})", r.mb_per_s)
+                        } else {
+                            format!("{:.1}", r.mb_per_s)
+                        },
                         f(r.latency_ms_p50),
                         f(r.latency_ms_p99),
                         f(r.latency_ms_p999),
@@ -657,29 +806,84 @@ pub fn run_produce(args: DataBenchArgs, consume_too: bool) -> anyhow::Result<()>
             "both" => vec![(1, "produce acks=1"), (-1, "produce acks=all")],
             other => anyhow::bail!("--acks {other:?}: use 1, all or both"),
         };
+        anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
         for (acks, label) in phases {
-            rows.push(with_cpu(&pids, produce_phase(&args, &topic, acks, label)).await?);
-        }
-        if args.acks != "1" {
-            // The same load through the client library, idempotence off then on.
-            let off = with_cpu(
-                &pids,
-                client_produce_phase(&args, &topic, false, "client acks=all"),
-            )
-            .await?;
-            let on = with_cpu(
-                &pids,
-                client_produce_phase(&args, &topic, true, "client acks=all idempotent"),
-            )
-            .await?;
-            eprintln!(
-                "idempotence cost: {:.1} % of throughput ({:.0} vs {:.0} MB/s)",
-                (1.0 - on.mb_per_s / off.mb_per_s) * 100.0,
-                on.mb_per_s,
-                off.mb_per_s
+            if acks == -1 {
+                // Raw batches and the same load through the client library with
+                // idempotence off and on, interleaved and rotated round by round (A B C,
+                // B C A, C A B, ...): no phase always runs first, after the page cache has
+                // absorbed the previous phase's writes, and each round's ratio compares
+                // neighbours.
+                let (mut raw, mut off, mut on) = (Vec::new(), Vec::new(), Vec::new());
+                for round in 0..args.rounds {
+                    for phase in 0..3 {
+                        match (round + phase) % 3 {
+                            0 => raw.push(
+                                with_cpu(&pids, produce_phase(&args, &topic, acks, label)).await?,
+                            ),
+                            1 => off.push(
+                                with_cpu(
+                                    &pids,
+                                    client_produce_phase(&args, &topic, false, "client acks=all"),
+                                )
+                                .await?,
+                            ),
+                            _ => on.push(
+                                with_cpu(
+                                    &pids,
+                                    client_produce_phase(
+                                        &args,
+                                        &topic,
+                                        true,
+                                        "client acks=all idempotent",
+                                    ),
+                                )
+                                .await?,
+                            ),
+                        }
+                    }
+                }
+                let ratios = |client: &[Row]| -> Vec<f64> {
+                    client
+                        .iter()
+                        .zip(&raw)
+                        .map(|(c, r)| c.mb_per_s / r.mb_per_s)
+                        .collect()
+                };
+                for (what, client) in [("client", &off), ("client idempotent", &on)] {
+                    let r = ratios(client);
+                    let each: Vec<String> = r.iter().map(|x| format!("{x:.2}")).collect();
+                    eprintln!(
+                        "{what} / raw acks=all, per round: {} (median {:.2})",
+                        each.join(" "),
+                        median_of(r.clone())
+                    );
+                }
+                let (off, on) = (Row::median(off), Row::median(on));
+                eprintln!(
+                    "idempotence cost: {:.1} % of throughput ({:.0} vs {:.0} MB/s)",
+                    (1.0 - on.mb_per_s / off.mb_per_s) * 100.0,
+                    on.mb_per_s,
+                    off.mb_per_s
+                );
+                rows.push(Row::median(raw));
+                rows.push(off);
+                rows.push(on);
+            } else {
+                rows.push(with_cpu(&pids, produce_phase(&args, &topic, acks, label)).await?);
+            }
+            let stream_label = if acks == 1 {
+                "produce stream acks=1"
+            } else {
+                "produce stream acks=all"
+            };
+            rows.push(
+                with_cpu(
+                    &pids,
+                    produce_stream_phase(&args, &topic, acks, stream_label),
+                )
+                .await?,
             );
-            rows.push(off);
-            rows.push(on);
         }
         if args.record_bytes >= 16 {
             rows.push(with_cpu(&pids, e2e_phase(&args, &topic)).await?);
@@ -687,6 +891,7 @@ pub fn run_produce(args: DataBenchArgs, consume_too: bool) -> anyhow::Result<()>
         if consume_too {
             rows.push(with_cpu(&pids, consume_phase(&args, &topic, ReadMode::Unary)).await?);
         }
+        drop_generated_topic(&args, &topic).await;
         print(&rows, &args)
     })
 }
@@ -712,6 +917,7 @@ pub fn run_consume(args: DataBenchArgs) -> anyhow::Result<()> {
                 rows.push(with_cpu(&pids, consume_phase(&args, &topic, ReadMode::Stream)).await?);
             }
         }
+        drop_generated_topic(&args, &topic).await;
         print(&rows, &args)
     })
 }

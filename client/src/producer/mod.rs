@@ -21,15 +21,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
 use sluice_proto::status::{error_code, error_detail};
 use sluice_proto::v1::*;
-use sluice_record::RecordBatchBuilder;
 use tokio::sync::{oneshot, Notify, Semaphore};
+
+pub mod accumulator;
+
+pub use accumulator::DeliveryFuture;
+use accumulator::{record_size, Append, Batch, PartitionAccumulator, Ready};
 
 use crate::cluster::Cluster;
 use crate::data::partition_for_key;
@@ -129,16 +132,8 @@ impl ProducerRecord {
         self
     }
 
-    fn estimated_size(&self) -> usize {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()) + 10)
-            .sum();
-        self.key.as_ref().map_or(0, |k| k.len())
-            + self.value.as_ref().map_or(0, |v| v.len())
-            + headers
-            + 25
+    fn size(&self) -> usize {
+        record_size(self.key.as_deref(), self.value.as_deref(), &self.headers)
     }
 }
 
@@ -153,54 +148,8 @@ pub struct RecordMetadata {
     pub timestamp: i64,
 }
 
-/// Resolves when the record is acknowledged (or failed).
-pub struct DeliveryFuture(oneshot::Receiver<Result<RecordMetadata>>);
-
-impl Future for DeliveryFuture {
-    type Output = Result<RecordMetadata>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|r| {
-            r.unwrap_or_else(|_| {
-                Err(ClientError {
-                    code: ErrorCode::UnknownServerError,
-                    message: "UNKNOWN_SERVER_ERROR: the producer was dropped".into(),
-                })
-            })
-        })
-    }
-}
-
-type Waiter = (oneshot::Sender<Result<RecordMetadata>>, i64);
-
-/// Records accumulated for one partition, not yet sent.
-struct OpenBatch {
-    builder: RecordBatchBuilder,
-    waiters: Vec<Waiter>,
-    bytes: usize,
-    created: Instant,
-}
-
-/// A closed batch on its way to the broker.
-struct Batch {
-    builder: Option<RecordBatchBuilder>,
-    bytes: Option<Bytes>,
-    waiters: Vec<Waiter>,
-    permits: usize,
-    created: Instant,
-    base_sequence: i32,
-    records: i32,
-    /// Times the broker answered OUT_OF_ORDER_SEQUENCE_NUMBER for it.
-    out_of_order: u32,
-}
-
-#[derive(Default)]
-struct PartitionQueue {
-    open: Option<OpenBatch>,
-    sealed: VecDeque<Batch>,
-}
-
 struct PartitionHandle {
-    queue: Mutex<PartitionQueue>,
+    queue: Mutex<PartitionAccumulator>,
     wake: Notify,
 }
 
@@ -222,6 +171,8 @@ struct Shared {
     flushing: AtomicBool,
     closed: AtomicBool,
     fatal: Mutex<Option<ClientError>>,
+    /// Set once `fatal` is: lets `send` skip the lock until then.
+    failed: AtomicBool,
     /// One ProduceStream per broker address: the broker appends a stream's requests in
     /// the order they were sent, so pipelined batches of a partition keep their sequence
     /// (Kafka gets the same from one connection). Std lock: map lookups only.
@@ -374,6 +325,7 @@ impl Producer {
                 flushing: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 fatal: Mutex::new(None),
+                failed: AtomicBool::new(false),
                 streams: Mutex::new(HashMap::new()),
             }),
         })
@@ -393,8 +345,10 @@ impl Producer {
     /// to `max.block.ms`) for metadata of a new topic and for buffer memory.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
         let sh = &self.shared;
-        if let Some(e) = sh.fatal.lock().expect("fatal lock").clone() {
-            return Err(e);
+        if sh.failed.load(Ordering::SeqCst) {
+            if let Some(e) = sh.fatal.lock().expect("fatal lock").clone() {
+                return Err(e);
+            }
         }
         if sh.closed.load(Ordering::SeqCst) {
             return Err(ClientError {
@@ -402,7 +356,7 @@ impl Producer {
                 message: "INVALID_REQUEST: the producer is closed".into(),
             });
         }
-        let size = record.estimated_size();
+        let size = record.size();
         if size + 61 > sh.config.max_request_size || size > sh.config.buffer_memory {
             return Err(ClientError {
                 code: ErrorCode::MessageTooLarge,
@@ -432,70 +386,33 @@ impl Producer {
             (None, Some(k)) => partition_for_key(k, partitions),
             (None, None) => {
                 let mut sticky = sh.sticky.lock().expect("sticky lock");
-                *sticky
-                    .entry(record.topic.clone())
-                    .or_insert_with(|| rand_index(partitions))
-                    % partitions
-            }
-        };
-        let permits = match tokio::time::timeout(
-            sh.config.max_block,
-            sh.memory.clone().acquire_many_owned(size as u32),
-        )
-        .await
-        {
-            Ok(Ok(p)) => p,
-            _ => {
-                return Err(ClientError {
-                    code: ErrorCode::RequestTimedOut,
-                    message: format!(
-                        "REQUEST_TIMED_OUT: buffer.memory={} stayed full for max.block.ms={} ms",
-                        sh.config.buffer_memory,
-                        sh.config.max_block.as_millis()
-                    ),
-                })
+                match sticky.get(&record.topic) {
+                    Some(p) => *p % partitions,
+                    None => {
+                        let p = rand_index(partitions);
+                        sticky.insert(record.topic.clone(), p);
+                        p
+                    }
+                }
             }
         };
         // Released when the batch completes.
-        permits.forget();
-        let (tx, rx) = oneshot::channel();
+        self.reserve_memory(size).await?;
         let ts = record.timestamp.unwrap_or_else(now_ms);
         let handle = self.partition_handle(&record.topic, partition);
-        let sealed = {
-            let mut q = handle.queue.lock().expect("queue lock");
-            // Start a new batch when this record would overflow the open one.
-            let mut sealed = false;
-            if q.open.as_ref().is_some_and(|b| {
-                b.bytes + size > sh.config.batch_size.max(1) && !b.waiters.is_empty()
-            }) {
-                let b = q.open.take().expect("checked");
-                q.sealed.push_back(seal(b));
-                sealed = true;
-            }
-            let open = q.open.get_or_insert_with(|| OpenBatch {
-                builder: RecordBatchBuilder::with_capacity(sh.config.batch_size.min(1 << 20)),
-                waiters: Vec::new(),
-                bytes: 0,
-                created: Instant::now(),
-            });
-            let headers: Vec<(&[u8], Option<&[u8]>)> = record
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_bytes(), v.as_deref()))
-                .collect();
-            open.builder
-                .append(ts, record.key.as_deref(), record.value.as_deref(), &headers);
-            open.waiters.push((tx, ts));
-            open.bytes += size;
-            if open.bytes >= sh.config.batch_size {
-                let b = q.open.take().expect("just filled");
-                q.sealed.push_back(seal(b));
-                sealed = true;
-            }
-            sealed
-        };
+        // Counted before the batch can be sent, so its completion never runs ahead.
         sh.outstanding.fetch_add(1, Ordering::SeqCst);
-        if sealed {
+        let appended = handle.queue.lock().expect("queue lock").append(
+            Append {
+                timestamp: ts,
+                key: record.key.as_deref(),
+                value: record.value.as_deref(),
+                headers: &record.headers,
+                size,
+            },
+            Instant::now,
+        );
+        if appended.sealed {
             if record.partition.is_none() && record.key.is_none() {
                 // KIP-480: move the sticky partition on once its batch is full.
                 sh.sticky
@@ -507,7 +424,36 @@ impl Producer {
         } else if sh.config.linger.is_zero() {
             handle.wake.notify_one();
         }
-        Ok(DeliveryFuture(rx))
+        Ok(appended.delivery)
+    }
+
+    /// Takes `size` bytes of `buffer.memory`, waiting up to `max.block.ms` when it is full.
+    /// The permits return when the record's batch completes.
+    async fn reserve_memory(&self, size: usize) -> Result<()> {
+        let sh = &self.shared;
+        let n = size as u32;
+        let permits = match sh.memory.try_acquire_many(n) {
+            Ok(p) => p,
+            Err(_) => {
+                let waited =
+                    tokio::time::timeout(sh.config.max_block, sh.memory.acquire_many(n)).await;
+                match waited {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        return Err(ClientError {
+                            code: ErrorCode::RequestTimedOut,
+                            message: format!(
+                                "REQUEST_TIMED_OUT: buffer.memory={} stayed full for max.block.ms={} ms",
+                                sh.config.buffer_memory,
+                                sh.config.max_block.as_millis()
+                            ),
+                        })
+                    }
+                }
+            }
+        };
+        permits.forget();
+        Ok(())
     }
 
     /// `send` and wait for the acknowledgement.
@@ -561,7 +507,10 @@ impl Producer {
             return h.clone();
         }
         let h = Arc::new(PartitionHandle {
-            queue: Mutex::new(PartitionQueue::default()),
+            queue: Mutex::new(PartitionAccumulator::new(
+                self.shared.config.batch_size,
+                self.shared.config.linger,
+            )),
             wake: Notify::new(),
         });
         map.entry(topic.to_string())
@@ -593,19 +542,6 @@ fn rand_index(n: i32) -> i32 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(Instant::now().elapsed().as_nanos() ^ now_ms() as u128);
     (h.finish() % n.max(1) as u64) as i32
-}
-
-fn seal(b: OpenBatch) -> Batch {
-    Batch {
-        permits: b.bytes,
-        records: b.waiters.len() as i32,
-        builder: Some(b.builder),
-        bytes: None,
-        waiters: b.waiters,
-        created: b.created,
-        base_sequence: -1,
-        out_of_order: 0,
-    }
 }
 
 async fn init_producer_id(cluster: &Cluster, max_block: Duration) -> Result<(i64, i16)> {
@@ -662,39 +598,28 @@ async fn run_partition_sender(
             let batch = if let Some(b) = retry.pop_front() {
                 b
             } else {
-                let taken = {
-                    let mut q = handle.queue.lock().expect("queue lock");
-                    if q.sealed.is_empty() {
-                        let force =
-                            sh.flushing.load(Ordering::SeqCst) || sh.closed.load(Ordering::SeqCst);
-                        if let Some(open) = &q.open {
-                            let due = open.created + cfg.linger;
-                            if force || Instant::now() >= due {
-                                let b = q.open.take().expect("checked");
-                                q.sealed.push_back(seal(b));
-                            } else {
-                                linger_deadline = Some(due);
-                            }
-                        }
+                let force = sh.flushing.load(Ordering::SeqCst) || sh.closed.load(Ordering::SeqCst);
+                let ready = handle
+                    .queue
+                    .lock()
+                    .expect("queue lock")
+                    .ready(Instant::now(), force);
+                let mut b = match ready {
+                    Ready::Batch(b) => b,
+                    Ready::LingerUntil(due) => {
+                        linger_deadline = Some(due);
+                        break;
                     }
-                    q.sealed.pop_front()
+                    Ready::Empty => break,
                 };
-                let Some(mut b) = taken else { break };
-                let builder = b
-                    .builder
-                    .take()
-                    .expect("new batch")
-                    .compression(sh.config.compression);
                 if idempotent {
-                    b.base_sequence = next_seq;
-                    next_seq = next_seq.wrapping_add(b.records) & i32::MAX;
-                    b.bytes = Some(
-                        builder
-                            .producer(sh.producer_id, sh.producer_epoch, b.base_sequence)
-                            .build(),
+                    b.build(
+                        sh.config.compression,
+                        Some((sh.producer_id, sh.producer_epoch, next_seq)),
                     );
+                    next_seq = next_seq.wrapping_add(b.records) & i32::MAX;
                 } else {
-                    b.bytes = Some(builder.build());
+                    b.build(sh.config.compression, None);
                 }
                 b
             };
@@ -712,11 +637,11 @@ async fn run_partition_sender(
             inflight.push_back(Box::pin(async move { (batch, answer.await) }));
         }
         if inflight.is_empty() {
-            if sh.closed.load(Ordering::SeqCst) && retry.is_empty() {
-                let q = handle.queue.lock().expect("queue lock");
-                if q.sealed.is_empty() && q.open.is_none() {
-                    return;
-                }
+            if sh.closed.load(Ordering::SeqCst)
+                && retry.is_empty()
+                && handle.queue.lock().expect("queue lock").is_empty()
+            {
+                return;
             }
             let wake = handle.wake.notified();
             let deadline = match (linger_deadline, backoff_until) {
@@ -794,6 +719,7 @@ async fn run_partition_sender(
                 }
                 if let Some(e) = fatal {
                     *sh.fatal.lock().expect("fatal lock") = Some(e.clone());
+                    sh.failed.store(true, Ordering::SeqCst);
                     for b in retry.drain(..) {
                         complete(&sh, b, Err(e.clone()));
                     }
@@ -884,29 +810,12 @@ async fn send_batch(
 }
 
 fn complete(sh: &Shared, batch: Batch, result: Result<ProduceResponse>) {
-    let n = batch.waiters.len();
+    let (n, permits) = (batch.records as usize, batch.permits);
     match result {
-        Ok(resp) => {
-            for (i, (tx, ts)) in batch.waiters.into_iter().enumerate() {
-                let offset = if resp.base_offset < 0 {
-                    -1
-                } else {
-                    resp.base_offset + i as i64
-                };
-                let _ = tx.send(Ok(RecordMetadata {
-                    partition: resp.partition,
-                    offset,
-                    timestamp: ts,
-                }));
-            }
-        }
-        Err(e) => {
-            for (tx, _) in batch.waiters {
-                let _ = tx.send(Err(e.clone()));
-            }
-        }
+        Ok(resp) => batch.succeed(resp.partition, resp.base_offset),
+        Err(e) => batch.fail(e),
     }
-    sh.memory.add_permits(batch.permits);
+    sh.memory.add_permits(permits);
     if sh.outstanding.fetch_sub(n, Ordering::SeqCst) == n {
         sh.idle.notify_waiters();
     }
@@ -928,8 +837,11 @@ mod tests {
     }
 
     #[test]
-    fn estimated_size_counts_key_value_and_headers() {
-        let r = ProducerRecord::new("t", vec![0u8; 100]).key(vec![1u8; 10]);
-        assert!(r.estimated_size() >= 110);
+    fn a_record_is_charged_its_key_value_and_headers() {
+        let mut r = ProducerRecord::new("t", vec![0u8; 100]).key(vec![1u8; 10]);
+        assert_eq!(r.size(), 110 + accumulator::RECORD_OVERHEAD_BYTES);
+        r.headers
+            .push(("h".into(), Some(Bytes::from_static(b"vv"))));
+        assert!(r.size() >= 113 + accumulator::RECORD_OVERHEAD_BYTES);
     }
 }
