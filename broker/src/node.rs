@@ -135,11 +135,14 @@ pub struct BrokerNode {
 pub const LOG_OPEN_THREADS: usize = 8;
 
 /// Opens (creating or recovering) the logs of new replicas on up to [`LOG_OPEN_THREADS`]
-/// threads. A replica that starts as leader records its epoch before any append, as a role
-/// change to leader does (Kafka does it at election). Blocking.
+/// threads, each taking the next log to open when it is done with one, and hands each log
+/// to `on_opened` (on the calling thread) as soon as it is open, in the order they finish.
+/// A replica that starts as leader records its epoch before any append, as a role change to
+/// leader does (Kafka does it at election). Blocking.
 fn open_logs(
     to_open: Vec<(PartitionKey, PathBuf, LogConfig, Option<i32>)>,
-) -> HashMap<PartitionKey, (PathBuf, Result<Log, sluice_storage::StorageError>)> {
+    mut on_opened: impl FnMut(PartitionKey, PathBuf, Result<Log, sluice_storage::StorageError>),
+) {
     let open = |dir: &std::path::Path, config: &LogConfig, epoch: Option<i32>| {
         let mut log = Log::open(dir, config.clone())?;
         if let Some(e) = epoch {
@@ -147,26 +150,31 @@ fn open_logs(
         }
         Ok(log)
     };
-    let per_thread = to_open.len().div_ceil(LOG_OPEN_THREADS).max(1);
+    let next = AtomicUsize::new(0);
+    let threads = LOG_OPEN_THREADS.min(to_open.len());
     std::thread::scope(|scope| {
-        let handles: Vec<_> = to_open
-            .chunks(per_thread)
-            .map(|chunk| {
-                scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|(k, dir, config, epoch)| {
-                            (*k, (dir.clone(), open(dir, config, *epoch)))
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a log-opening thread panicked"))
-            .collect()
-    })
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..threads {
+            let (tx, next, to_open, open) = (tx.clone(), &next, &to_open, &open);
+            scope.spawn(move || loop {
+                let Some((k, dir, config, epoch)) =
+                    to_open.get(next.fetch_add(1, Ordering::SeqCst))
+                else {
+                    return;
+                };
+                if tx
+                    .send((*k, dir.clone(), open(dir, config, *epoch)))
+                    .is_err()
+                {
+                    return;
+                }
+            });
+        }
+        drop(tx);
+        for (k, dir, opened) in rx {
+            on_opened(k, dir, opened);
+        }
+    });
 }
 
 /// Most ISR proposals in one AlterPartitions request.
@@ -1151,67 +1159,80 @@ impl BrokerNode {
                 (*k, dir, log_config(&topic.config), epoch)
             })
             .collect();
-        let mut opened: HashMap<
-            PartitionKey,
-            (PathBuf, Result<Log, sluice_storage::StorageError>),
-        > = if to_open.is_empty() {
-            HashMap::new()
-        } else {
-            tokio::task::block_in_place(|| open_logs(to_open))
-        };
+        // Replicas we already have: role changes only.
+        let mut new_replicas = HashMap::new();
         for (key, (topic, role)) in wanted {
-            let unchanged = existing.contains_key(&key)
-                && applied.get(&key).is_some_and(|(r, t)| {
-                    *r == role && (Arc::ptr_eq(t, &topic) || t.config == topic.config)
-                });
+            let Some(part) = existing.get(&key) else {
+                new_replicas.insert(key, (topic, role));
+                continue;
+            };
+            let unchanged = applied.get(&key).is_some_and(|(r, t)| {
+                *r == role && (Arc::ptr_eq(t, &topic) || t.config == topic.config)
+            });
             if unchanged {
                 continue;
             }
-            let config = log_config(&topic.config);
-            let part = match existing.get(&key) {
-                Some(p) => p.clone(),
-                None => {
-                    let Some((dir, opened)) = opened.remove(&key) else {
-                        continue;
+            self.apply_role(part, role.clone(), log_config(&topic.config));
+            applied.insert(key, (role, topic));
+        }
+        // New replicas serve as soon as their own log is open, not after every other one
+        // (a partition whose unflushed tail needs a long scan delays only itself).
+        if !to_open.is_empty() {
+            tokio::task::block_in_place(|| {
+                open_logs(to_open, |key, dir, opened| {
+                    let Some((topic, role)) = new_replicas.remove(&key) else {
+                        return;
                     };
                     let log = match opened {
                         Ok(l) => l,
                         Err(e) => {
                             tracing::error!(dir = %dir.display(), error = %e, "cannot open partition log");
-                            continue;
+                            return;
                         }
                     };
-                    let leo = log.log_end_offset();
-                    let hw = self.checkpointed_high_watermark(&topic.name, key.partition);
-                    let replica = ReplicaState::new(me, role.clone(), hw, leo.get());
-                    if let Role::Leader { leader_epoch, .. } = &role {
-                        tracing::info!(partition = %format!("{}-{}", topic.name, key.partition), leader_epoch, "became leader");
-                    }
-                    let (p, task) = PartitionHandle::spawn(
-                        topic.name.clone(),
-                        key.topic_id,
-                        key.partition,
-                        log,
-                        replica,
-                        config.clone(),
-                    );
-                    // The first role of a new replica is applied by its actor at start (the
-                    // epoch must be in the leader-epoch checkpoint before any append).
-                    p.set_role(role.clone(), config.clone());
-                    self.actors.lock().expect("actors lock").insert(key, task);
-                    self.partitions
-                        .lock()
-                        .expect("partitions lock")
-                        .insert(key, p.clone());
-                    self.reconciled.send_modify(|g| *g += 1);
-                    tracing::info!(partition = %p.name(), ?role, "replica created");
-                    p
-                }
-            };
-            self.apply_role(&part, role.clone(), config);
-            applied.insert(key, (role, topic));
+                    self.install_replica(key, &topic, &role, log);
+                    applied.insert(key, (role, topic));
+                })
+            });
         }
         self.reconciled.send_modify(|g| *g += 1);
+    }
+
+    /// Starts the actor of a new replica whose log is open, hands it its first role and
+    /// makes it visible to requests.
+    fn install_replica(
+        &self,
+        key: PartitionKey,
+        topic: &Arc<sluice_metadata::TopicImage>,
+        role: &Role,
+        log: Log,
+    ) {
+        let config = log_config(&topic.config);
+        let leo = log.log_end_offset();
+        let hw = self.checkpointed_high_watermark(&topic.name, key.partition);
+        let replica = ReplicaState::new(self.id(), role.clone(), hw, leo.get());
+        if let Role::Leader { leader_epoch, .. } = role {
+            tracing::info!(partition = %format!("{}-{}", topic.name, key.partition), leader_epoch, "became leader");
+        }
+        let (p, task) = PartitionHandle::spawn(
+            topic.name.clone(),
+            key.topic_id,
+            key.partition,
+            log,
+            replica,
+            config.clone(),
+        );
+        // The first role of a new replica is applied by its actor at start (the epoch must
+        // be in the leader-epoch checkpoint before any append).
+        p.set_role(role.clone(), config.clone());
+        self.actors.lock().expect("actors lock").insert(key, task);
+        self.partitions
+            .lock()
+            .expect("partitions lock")
+            .insert(key, p.clone());
+        self.reconciled.send_modify(|g| *g += 1);
+        tracing::info!(partition = %p.name(), ?role, "replica created");
+        self.apply_role(&p, role.clone(), config);
     }
 
     /// Hands `part` its role and adds it to (or removes it from) the fetch session with

@@ -293,3 +293,46 @@ fn bench_recovery_reports_a_crash_reopen_that_scans_only_the_active_segment() {
         "{r}"
     );
 }
+
+#[test]
+fn bench_recovery_broker_times_a_restarted_broker_until_every_partition_is_writable() {
+    let out = sluice()
+        .args(["bench", "recovery", "--broker", "-o", "json"])
+        .args(["--total-bytes", &(6u64 << 20).to_string()])
+        .args(["--segment-bytes", &(1u64 << 20).to_string()])
+        .args(["--batch-records", "100", "--partitions", "20"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["partitions"], 21);
+    let phases = v["phases"].as_array().unwrap();
+    let names: Vec<&str> = phases
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "broker kill -9",
+            "broker kill -9, no recovery point",
+            "broker clean stop"
+        ]
+    );
+    for p in phases {
+        let ms = |k: &str| p[k].as_f64().unwrap();
+        let (big, first, all) = (
+            ms("big_partition_writable_ms"),
+            ms("first_partition_writable_ms"),
+            ms("all_partitions_writable_ms"),
+        );
+        // Counted from the new process's start: never negative, and the last partition
+        // is writable no earlier than the first.
+        assert!(big >= 0.0 && first >= 0.0, "{p}");
+        assert!(all >= first, "{p}");
+    }
+}

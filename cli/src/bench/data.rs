@@ -925,7 +925,7 @@ pub fn run_consume(args: DataBenchArgs) -> anyhow::Result<()> {
 /// A connected channel to a broker with the data path's HTTP/2 windows and frame size, as
 /// the client crate uses (the defaults, 64 KiB windows, cap one fetch stream well below
 /// the machine).
-async fn data_channel(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
+pub(super) async fn data_channel(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
     Ok(sluice_proto::transport::data_endpoint(addr)
         .map_err(anyhow::Error::msg)?
         .connect()

@@ -66,6 +66,7 @@ struct Row {
 
 pub fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
     let (dev, dir, bootstrap) = start_dev(
+        &[],
         args.brokers,
         args.controllers,
         args.sluice.clone(),

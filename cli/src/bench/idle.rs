@@ -177,6 +177,7 @@ pub fn run(args: IdleBenchArgs) -> anyhow::Result<()> {
     let mut counts = args.partitions.clone();
     counts.sort_unstable();
     let (dev, dir, bootstrap) = start_dev(
+        &[],
         args.brokers,
         args.controllers,
         args.sluice.clone(),
@@ -191,6 +192,7 @@ pub fn run(args: IdleBenchArgs) -> anyhow::Result<()> {
 /// Starts `sluice dev` (the `sluice` binary given, else this one) in `dir` (else a
 /// temporary directory) on free ports: the child, its directory and the bootstrap list.
 pub(super) fn start_dev(
+    env: &[(&str, &str)],
     brokers: u32,
     controllers: u32,
     sluice: Option<PathBuf>,
@@ -218,6 +220,7 @@ pub(super) fn start_dev(
         .arg("--dir")
         .arg(dir.join("cluster"))
         .args(["--output", "json"])
+        .envs(env.iter().copied())
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),

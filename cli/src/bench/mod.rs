@@ -6,6 +6,7 @@ mod idle;
 mod image;
 mod metadata;
 mod recovery;
+mod restart;
 mod storage;
 
 use clap::Subcommand;

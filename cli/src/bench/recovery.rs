@@ -32,6 +32,14 @@ pub struct RecoveryBenchArgs {
     /// Directory for the log (default: a fresh temporary directory, removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Restart a whole broker instead (`sluice dev`, one controller, one broker): the
+    /// `--total-bytes` partition plus `--partitions` one-batch partitions, killed -9 then
+    /// stopped cleanly, timed until each partition takes a produce again.
+    #[arg(long)]
+    broker: bool,
+    /// `--broker`: how many small partitions besides the full one.
+    #[arg(long, default_value_t = 1000)]
+    partitions: i32,
     #[command(flatten)]
     out: BenchOutput,
 }
@@ -52,6 +60,18 @@ pub fn run(args: RecoveryBenchArgs) -> anyhow::Result<()> {
         args.record_bytes > 0 && args.batch_records > 0,
         "empty batches"
     );
+    if args.broker {
+        anyhow::ensure!(args.partitions >= 1, "--partitions must be at least 1");
+        let setup = super::restart::Setup {
+            total_bytes: args.total_bytes,
+            segment_bytes: args.segment_bytes,
+            partitions: args.partitions,
+            record_bytes: args.record_bytes,
+            batch_records: args.batch_records,
+        };
+        let rows = super::restart::run(&setup)?;
+        return super::restart::print(&rows, &setup, args.out.output);
+    }
     let (dir, _tmp) = bench_dir(args.dir.as_ref())?;
     let log_dir = dir.join("bench-recovery-0");
     let _ = std::fs::remove_dir_all(&log_dir);

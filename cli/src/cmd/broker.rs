@@ -147,6 +147,14 @@ fn positive(cfg: &NodeConfig, key: &str) -> anyhow::Result<i32> {
 /// Runs a broker until SIGTERM / Ctrl-C, then shuts down in a controlled way: leadership
 /// moves away before the process exits.
 pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
+    // `sluice bench recovery --broker` sets it to 0 so the recovery point follows each roll
+    // at once instead of 30 s later; not a setting for production.
+    if let Some(ms) = std::env::var("SLUICE_ROLL_FLUSH_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        sluice_storage::set_roll_flush_delay(Duration::from_millis(ms));
+    }
     sluice_broker::partition::io::init(positive(&cfg, "num.io.threads")? as usize);
     let config = broker_config(&cfg)?;
     let open_files = segment_files_max(cfg.num("log.segment.open.files.max")?);
