@@ -261,8 +261,12 @@ pub(super) async fn pids(dir: &std::path::Path) -> anyhow::Result<(Vec<u32>, Vec
     let path = dir.join("cluster").join("cluster.json");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(bytes) = std::fs::read(&path) {
-            let state: serde_json::Value = serde_json::from_slice(&bytes)?;
+        // `sluice dev` rewrites the file when it restarts a node: a read may catch it empty
+        // or half written, and the next one will not.
+        let state = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+        if let Some(state) = state {
             let of = |role: &str| -> Vec<u32> {
                 state["nodes"]
                     .as_array()

@@ -68,6 +68,7 @@ pub fn run(args: RecoveryBenchArgs) -> anyhow::Result<()> {
             partitions: args.partitions,
             record_bytes: args.record_bytes,
             batch_records: args.batch_records,
+            dir: args.dir.clone(),
         };
         let rows = super::restart::run(&setup)?;
         return super::restart::print(&rows, &setup, args.out.output);

@@ -41,6 +41,8 @@ pub struct Setup {
     pub partitions: i32,
     pub record_bytes: usize,
     pub batch_records: usize,
+    /// Where `sluice dev` keeps the cluster (default: a temporary directory).
+    pub dir: Option<std::path::PathBuf>,
 }
 
 fn batch(record_bytes: usize, records: usize) -> Bytes {
@@ -171,8 +173,13 @@ async fn time_until_writable(
 pub fn run(setup: &Setup) -> anyhow::Result<Vec<Row>> {
     // The recovery point follows a roll at once here, as it has 30 s after a roll on a
     // broker that has run a while.
-    let (dev, dir, bootstrap) =
-        start_dev(&[("SLUICE_ROLL_FLUSH_DELAY_MS", "0")], 1, 1, None, None)?;
+    let (dev, dir, bootstrap) = start_dev(
+        &[("SLUICE_ROLL_FLUSH_DELAY_MS", "0")],
+        1,
+        1,
+        None,
+        setup.dir.clone(),
+    )?;
     let rt = tokio::runtime::Runtime::new()?;
     let rows = rt.block_on(async {
         let admin = admin_when_up(&bootstrap, 1).await?;
