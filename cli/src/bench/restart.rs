@@ -236,6 +236,12 @@ pub fn run(setup: &Setup) -> anyhow::Result<Vec<Row>> {
                 Instant::now() < deadline,
                 "recovery point {point} never reached the active segment {active}"
             );
+            // The partition moves its recovery point when it next appends (or at its next
+            // retention check) after the background fsync of a rolled segment finished.
+            client
+                .produce(produce_request(BIG, 0, &probe))
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let mut rows = Vec::new();
