@@ -172,29 +172,63 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// What the raw produce phases share: one pre-built batch, how many of them each partition
+/// gets, a progress bar and the latency histogram.
+struct RawLoad {
+    client: DataClient,
+    partitions: i32,
+    batch: Bytes,
+    per_partition: u64,
+    pb: indicatif::ProgressBar,
+    hist: Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
+}
+
+impl RawLoad {
+    async fn new(args: &DataBenchArgs, topic: &str, label: &str) -> anyhow::Result<RawLoad> {
+        let client = DataClient::connect(&args.bootstrap).await?;
+        let partitions = client.partitions(topic)?;
+        let value = vec![0x61u8; args.record_bytes];
+        let mut b =
+            RecordBatchBuilder::with_capacity(args.batch_records * (args.record_bytes + 16));
+        for _ in 0..args.batch_records {
+            b.append(now_ms(), None, Some(&value), &[]);
+        }
+        let batch: Bytes = b.build();
+        let batches_total =
+            (args.total_bytes / (args.record_bytes * args.batch_records) as u64).max(1);
+        let per_partition = batches_total.div_ceil(partitions as u64);
+        let pb = progress(
+            per_partition * partitions as u64 * batch.len() as u64,
+            label,
+        );
+        let hist = Arc::new(std::sync::Mutex::new(
+            hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
+        ));
+        Ok(RawLoad {
+            client,
+            partitions,
+            batch,
+            per_partition,
+            pb,
+            hist,
+        })
+    }
+}
+
 async fn produce_phase(
     args: &DataBenchArgs,
     topic: &str,
     acks: i32,
     label: &str,
 ) -> anyhow::Result<Row> {
-    let client = DataClient::connect(&args.bootstrap).await?;
-    let partitions = client.partitions(topic)?;
-    let value = vec![0x61u8; args.record_bytes];
-    let mut b = RecordBatchBuilder::with_capacity(args.batch_records * (args.record_bytes + 16));
-    for _ in 0..args.batch_records {
-        b.append(now_ms(), None, Some(&value), &[]);
-    }
-    let batch: Bytes = b.build();
-    let batches_total = (args.total_bytes / (args.record_bytes * args.batch_records) as u64).max(1);
-    let per_partition = batches_total.div_ceil(partitions as u64);
-    let pb = progress(
-        per_partition * partitions as u64 * batch.len() as u64,
-        label,
-    );
-    let hist = Arc::new(std::sync::Mutex::new(
-        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
-    ));
+    let RawLoad {
+        client,
+        partitions,
+        batch,
+        per_partition,
+        pb,
+        hist,
+    } = RawLoad::new(args, topic, label).await?;
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for p in 0..partitions {
@@ -252,23 +286,14 @@ async fn produce_stream_phase(
     acks: i32,
     label: &str,
 ) -> anyhow::Result<Row> {
-    let client = DataClient::connect(&args.bootstrap).await?;
-    let partitions = client.partitions(topic)?;
-    let value = vec![0x61u8; args.record_bytes];
-    let mut b = RecordBatchBuilder::with_capacity(args.batch_records * (args.record_bytes + 16));
-    for _ in 0..args.batch_records {
-        b.append(now_ms(), None, Some(&value), &[]);
-    }
-    let batch: Bytes = b.build();
-    let batches_total = (args.total_bytes / (args.record_bytes * args.batch_records) as u64).max(1);
-    let per_partition = batches_total.div_ceil(partitions as u64);
-    let pb = progress(
-        per_partition * partitions as u64 * batch.len() as u64,
-        label,
-    );
-    let hist = Arc::new(std::sync::Mutex::new(
-        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
-    ));
+    let RawLoad {
+        client,
+        partitions,
+        batch,
+        per_partition,
+        pb,
+        hist,
+    } = RawLoad::new(args, topic, label).await?;
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for p in 0..partitions {

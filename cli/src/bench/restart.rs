@@ -203,7 +203,8 @@ pub fn run(setup: &Setup) -> anyhow::Result<Vec<Row>> {
             .max_encoding_message_size(sluice_proto::transport::MESSAGE_BYTES_MAX);
         let probe = batch(100, 1);
         // Every partition has its leader before the fill starts.
-        let (_, _, _) = time_until_writable(&addr, std::process::id(), setup.partitions, &probe)
+        let (brokers, _) = pids(&dir).await?;
+        time_until_writable(&addr, brokers[0], setup.partitions, &probe)
             .await
             .context("the topics never became writable")?;
         let big = batch(setup.record_bytes, setup.batch_records);
@@ -219,7 +220,6 @@ pub fn run(setup: &Setup) -> anyhow::Result<Vec<Row>> {
         pb.finish_and_clear();
         // The recovery point of the full partition reaches its active segment (the
         // rolled segments are fsynced), as on a broker that has run a while.
-        let (brokers, _) = pids(&dir).await?;
         let broker_dir = dir.join("cluster").join("broker-1");
         let part_dir = find_partition_dir(&broker_dir, BIG)?;
         let deadline = Instant::now() + Duration::from_secs(120);

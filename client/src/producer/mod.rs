@@ -198,6 +198,15 @@ struct ProduceConn {
 }
 
 impl Shared {
+    /// Wakes every partition sender (to flush, or to stop).
+    fn wake_senders(&self) {
+        if let Ok(map) = self.partitions.lock() {
+            for h in map.values().flat_map(HashMap::values) {
+                h.wake.notify_one();
+            }
+        }
+    }
+
     /// The ProduceStream to `addr`, opened on first use or after the last one ended.
     async fn produce_conn(
         &self,
@@ -468,15 +477,7 @@ impl Producer {
         sh.flushing.store(true, Ordering::SeqCst);
         loop {
             let idle = sh.idle.notified();
-            for h in sh
-                .partitions
-                .lock()
-                .expect("partitions lock")
-                .values()
-                .flat_map(HashMap::values)
-            {
-                h.wake.notify_one();
-            }
+            sh.wake_senders();
             if sh.outstanding.load(Ordering::SeqCst) == 0 {
                 break;
             }
@@ -489,16 +490,7 @@ impl Producer {
     pub async fn close(&self) {
         self.flush().await;
         self.shared.closed.store(true, Ordering::SeqCst);
-        for h in self
-            .shared
-            .partitions
-            .lock()
-            .expect("partitions lock")
-            .values()
-            .flat_map(HashMap::values)
-        {
-            h.wake.notify_one();
-        }
+        self.shared.wake_senders();
     }
 
     fn partition_handle(&self, topic: &str, partition: i32) -> Arc<PartitionHandle> {
@@ -529,11 +521,7 @@ impl Producer {
 impl Drop for Producer {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::SeqCst);
-        if let Ok(map) = self.shared.partitions.lock() {
-            for h in map.values().flat_map(HashMap::values) {
-                h.wake.notify_one();
-            }
-        }
+        self.shared.wake_senders();
     }
 }
 
