@@ -79,10 +79,17 @@ pub struct BrokerNode {
     replica_fetchers: crate::replication::ReplicaFetchers,
     /// Followers' fetch sessions with us, as a leader.
     pub fetch_sessions: crate::replication::FetchSessions,
-    /// Serialises `reconcile` (held across opening logs; nothing else takes it), and holds
-    /// the role (and topic, for its config) last handed to each replica, so a reconcile
-    /// touches only the replicas whose role or config changed.
+    /// Serialises `reconcile` and the installation of replicas whose log has opened (never
+    /// held across a log's recovery), and holds the role (and topic, for its config) last
+    /// handed to each replica, so a reconcile touches only the replicas whose role or
+    /// config changed.
     reconcile_lock: Mutex<Reconciled>,
+    /// Bounds the logs opening (and recovering) at once to [`LOG_OPEN_THREADS`]; waiters
+    /// queue in the order reconciles asked for them.
+    log_openers: Arc<tokio::sync::Semaphore>,
+    /// Set by `close_logs`: logs still queued to open are not opened, and one that opens
+    /// meanwhile is closed cleanly instead of installed.
+    closing: AtomicBool,
     /// What the metadata applied since the last reconcile touched (std lock: tiny).
     pending_scope: Mutex<Scope>,
     /// The persisted image and journal (std lock: held while writing one burst's entries).
@@ -134,47 +141,45 @@ pub struct BrokerNode {
 /// plays this part at start-up).
 pub const LOG_OPEN_THREADS: usize = 8;
 
-/// Opens (creating or recovering) the logs of new replicas on up to [`LOG_OPEN_THREADS`]
-/// threads, each taking the next log to open when it is done with one, and hands each log
-/// to `on_opened` (on the calling thread) as soon as it is open, in the order they finish.
-/// A replica that starts as leader records its epoch before any append, as a role change to
-/// leader does (Kafka does it at election). Blocking.
-fn open_logs(
-    to_open: Vec<(PartitionKey, PathBuf, LogConfig, Option<i32>)>,
-    mut on_opened: impl FnMut(PartitionKey, PathBuf, Result<Log, sluice_storage::StorageError>),
-) {
-    let open = |dir: &std::path::Path, config: &LogConfig, epoch: Option<i32>| {
-        let mut log = Log::open(dir, config.clone())?;
-        if let Some(e) = epoch {
-            log.assign_leader_epoch(LeaderEpoch(e))?;
+/// Opens (creating or recovering) a new replica's log. A replica that starts as leader
+/// records its epoch before any append, as a role change to leader does (Kafka does it at
+/// election). Blocking.
+fn open_log(
+    dir: &std::path::Path,
+    config: &LogConfig,
+    epoch: Option<i32>,
+) -> Result<Log, sluice_storage::StorageError> {
+    let mut log = Log::open(dir, config.clone())?;
+    if let Some(e) = epoch {
+        log.assign_leader_epoch(LeaderEpoch(e))?;
+    }
+    Ok(log)
+}
+
+/// The role the image gives broker `me` for partition `p`, if it hosts a replica of it.
+/// While fenced we lead nothing: a replica the image names leader follows no one.
+fn role_in_image(me: BrokerId, fenced: bool, p: &sluice_metadata::PartitionState) -> Option<Role> {
+    if !p.replicas.contains(&me) {
+        return None;
+    }
+    Some(if p.leader == me && fenced {
+        Role::Follower {
+            leader: NO_LEADER,
+            leader_epoch: p.leader_epoch.get(),
         }
-        Ok(log)
-    };
-    let next = AtomicUsize::new(0);
-    let threads = LOG_OPEN_THREADS.min(to_open.len());
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        for _ in 0..threads {
-            let (tx, next, to_open, open) = (tx.clone(), &next, &to_open, &open);
-            scope.spawn(move || loop {
-                let Some((k, dir, config, epoch)) =
-                    to_open.get(next.fetch_add(1, Ordering::SeqCst))
-                else {
-                    return;
-                };
-                if tx
-                    .send((*k, dir.clone(), open(dir, config, *epoch)))
-                    .is_err()
-                {
-                    return;
-                }
-            });
+    } else if p.leader == me {
+        Role::Leader {
+            leader_epoch: p.leader_epoch.get(),
+            partition_epoch: p.partition_epoch.get(),
+            isr: p.isr.clone(),
+            replicas: p.replicas.clone(),
         }
-        drop(tx);
-        for (k, dir, opened) in rx {
-            on_opened(k, dir, opened);
+    } else {
+        Role::Follower {
+            leader: p.leader,
+            leader_epoch: p.leader_epoch.get(),
         }
-    });
+    })
 }
 
 /// Most ISR proposals in one AlterPartitions request.
@@ -193,6 +198,25 @@ pub const LOG_DELETE_DELAY: Duration = Duration::from_secs(60);
 
 /// Suffix of a removed replica's directory (Kafka's `-delete`).
 pub const DELETED_SUFFIX: &str = "-delete";
+
+/// Renames a removed replica's directory to `<dir>.<ms><DELETED_SUFFIX>`, to be deleted
+/// after [`LOG_DELETE_DELAY`]. Blocking.
+fn set_aside(dir: &std::path::Path) {
+    let mut aside = dir.as_os_str().to_owned();
+    aside.push(format!(
+        ".{}{DELETED_SUFFIX}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    ));
+    match std::fs::rename(dir, &aside) {
+        Ok(()) => tracing::info!(dir = %std::path::Path::new(&aside).display(),
+            "replica removed; its log is set aside and deleted after {} s",
+            LOG_DELETE_DELAY.as_secs()),
+        Err(e) => tracing::warn!(dir = %dir.display(), error = %e,
+            "replica removed; could not set its log aside"),
+    }
+}
 
 /// Deletes the set-aside replica directories of `dir` older than `delay` (by the time in
 /// their name). Blocking: run it off the async workers.
@@ -318,6 +342,9 @@ struct Reconciled {
     roles: HashMap<PartitionKey, (Role, Arc<sluice_metadata::TopicImage>)>,
     /// Whether we were fenced then (a change re-examines every replica).
     fenced: Option<bool>,
+    /// New replicas whose log is queued to open or opening: installed (with the role the
+    /// image gives them then) when it is open, not scheduled twice.
+    opening: std::collections::HashSet<PartitionKey>,
 }
 
 impl BrokerNode {
@@ -364,6 +391,8 @@ impl BrokerNode {
             replica_fetchers: crate::replication::ReplicaFetchers::new(),
             fetch_sessions: crate::replication::FetchSessions::new(),
             reconcile_lock: Mutex::new(Reconciled::default()),
+            log_openers: Arc::new(tokio::sync::Semaphore::new(LOG_OPEN_THREADS)),
+            closing: AtomicBool::new(false),
             pending_scope: Mutex::new(Scope::everything()),
             image_store: Mutex::new(image_store),
             journal_pending: Mutex::new(Some(Vec::new())),
@@ -1087,7 +1116,6 @@ impl BrokerNode {
         if scope.is_empty() {
             return;
         }
-        let applied = &mut state.roles;
         let topics: Vec<&Arc<sluice_metadata::TopicImage>> = if scope.all {
             image.topics.values().collect()
         } else {
@@ -1100,25 +1128,7 @@ impl BrokerNode {
         let mut wanted = HashMap::new();
         for t in topics {
             for (i, p) in t.partitions.iter().enumerate() {
-                if p.replicas.contains(&me) {
-                    let role = if p.leader == me && fenced {
-                        Role::Follower {
-                            leader: NO_LEADER,
-                            leader_epoch: p.leader_epoch.get(),
-                        }
-                    } else if p.leader == me {
-                        Role::Leader {
-                            leader_epoch: p.leader_epoch.get(),
-                            partition_epoch: p.partition_epoch.get(),
-                            isr: p.isr.clone(),
-                            replicas: p.replicas.clone(),
-                        }
-                    } else {
-                        Role::Follower {
-                            leader: p.leader,
-                            leader_epoch: p.leader_epoch.get(),
-                        }
-                    };
+                if let Some(role) = role_in_image(me, fenced, p) {
                     wanted.insert(TopicIdPartition::new(t.id, i as i32), (t.clone(), role));
                 }
             }
@@ -1135,37 +1145,26 @@ impl BrokerNode {
             )
         };
         for key in gone {
-            applied.remove(&key);
+            state.roles.remove(&key);
             self.remove_replica(key);
         }
         if scope.all {
-            applied.retain(|k, _| existing.contains_key(k));
+            state.roles.retain(|k, _| existing.contains_key(k));
         }
-        // New replicas' logs open (and recover) in parallel, off the async workers: a
-        // creation of thousands of partitions is bound by file creation and fsyncs, which
-        // overlap well.
-        let to_open: Vec<(PartitionKey, PathBuf, LogConfig, Option<i32>)> = wanted
-            .iter()
-            .filter(|(k, _)| !existing.contains_key(k))
-            .map(|(k, (topic, role))| {
-                let dir = self
-                    .config
-                    .log_dir
-                    .join(format!("{}-{}-{}", topic.name, k.partition, k.topic_id));
-                let epoch = match role {
-                    Role::Leader { leader_epoch, .. } => Some(*leader_epoch),
-                    Role::Follower { .. } => None,
-                };
-                (*k, dir, log_config(&topic.config), epoch)
-            })
-            .collect();
-        // Replicas we already have: role changes only.
-        let mut new_replicas = HashMap::new();
+        // Replicas we already have: role changes only. New ones (not already opening) are
+        // queued to open in the background, each installed as soon as its own log is open
+        // with the role the image gives it then: a partition whose unflushed tail needs a
+        // long scan delays only itself, and reconciles (the metadata follower's) never wait
+        // for a log's recovery.
+        let mut to_open = Vec::new();
         for (key, (topic, role)) in wanted {
             let Some(part) = existing.get(&key) else {
-                new_replicas.insert(key, (topic, role));
+                if state.opening.insert(key) {
+                    to_open.push((key, topic, role));
+                }
                 continue;
             };
+            let applied = &mut state.roles;
             let unchanged = applied.get(&key).is_some_and(|(r, t)| {
                 *r == role && (Arc::ptr_eq(t, &topic) || t.config == topic.config)
             });
@@ -1175,27 +1174,98 @@ impl BrokerNode {
             self.apply_role(part, role.clone(), log_config(&topic.config));
             applied.insert(key, (role, topic));
         }
-        // New replicas serve as soon as their own log is open, not after every other one
-        // (a partition whose unflushed tail needs a long scan delays only itself).
-        if !to_open.is_empty() {
-            tokio::task::block_in_place(|| {
-                open_logs(to_open, |key, dir, opened| {
-                    let Some((topic, role)) = new_replicas.remove(&key) else {
-                        return;
-                    };
-                    let log = match opened {
-                        Ok(l) => l,
-                        Err(e) => {
-                            tracing::error!(dir = %dir.display(), error = %e, "cannot open partition log");
-                            return;
-                        }
-                    };
-                    self.install_replica(key, &topic, &role, log);
-                    applied.insert(key, (role, topic));
-                })
-            });
+        drop(state);
+        for (key, topic, role) in to_open {
+            self.open_in_background(key, &topic, &role);
         }
         self.reconciled.send_modify(|g| *g += 1);
+    }
+
+    /// Queues the log of new replica `key` to open on a blocking thread (at most
+    /// [`LOG_OPEN_THREADS`] at once, in the order asked), then installs it.
+    fn open_in_background(
+        &self,
+        key: PartitionKey,
+        topic: &Arc<sluice_metadata::TopicImage>,
+        role: &Role,
+    ) {
+        let dir = self
+            .config
+            .log_dir
+            .join(format!("{}-{}-{}", topic.name, key.partition, key.topic_id));
+        let config = log_config(&topic.config);
+        let epoch = match role {
+            Role::Leader { leader_epoch, .. } => Some(*leader_epoch),
+            Role::Follower { .. } => None,
+        };
+        let Some(me) = self.self_arc() else {
+            tracing::error!(dir = %dir.display(), "no broker handle to open a partition log with");
+            return;
+        };
+        let permits = self.log_openers.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            let _ = tokio::task::spawn_blocking(move || {
+                if me.closing.load(Ordering::SeqCst) {
+                    me.reconcile_lock
+                        .lock()
+                        .expect("reconcile lock")
+                        .opening
+                        .remove(&key);
+                    return;
+                }
+                let opened = open_log(&dir, &config, epoch);
+                me.log_opened(key, &dir, opened);
+            })
+            .await;
+        });
+    }
+
+    /// A new replica's log has opened (or failed to): installs it with the role the image
+    /// gives it now, or, if the image no longer gives us that replica, closes it and sets
+    /// its directory aside as a removal does. A failure leaves it to the next reconcile
+    /// that covers its topic. Blocking.
+    fn log_opened(
+        &self,
+        key: PartitionKey,
+        dir: &std::path::Path,
+        opened: Result<Log, sluice_storage::StorageError>,
+    ) {
+        let mut state = self.reconcile_lock.lock().expect("reconcile lock");
+        state.opening.remove(&key);
+        let mut log = match opened {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot open partition log");
+                return;
+            }
+        };
+        if self.closing.load(Ordering::SeqCst) {
+            if let Err(e) = log.shutdown() {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not close a partition log opened during shutdown");
+            }
+            return;
+        }
+        let image = self.image();
+        let fenced = !self.may_lead(&image);
+        let current = image.topics.get(&key.topic_id).and_then(|t| {
+            let p = t.partitions.get(usize::try_from(key.partition).ok()?)?;
+            Some((t.clone(), role_in_image(self.id(), fenced, p)?))
+        });
+        let Some((topic, role)) = current else {
+            // Deleted (or moved away) while it opened.
+            drop(state);
+            if let Err(e) = log.shutdown() {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not close a removed replica's log");
+            }
+            drop(log);
+            set_aside(dir);
+            return;
+        };
+        self.install_replica(key, &topic, &role, log);
+        state.roles.insert(key, (role, topic));
     }
 
     /// Starts the actor of a new replica whose log is open, hands it its first role and
@@ -1271,13 +1341,6 @@ impl BrokerNode {
         let dir = self.config.log_dir.join(format!("{name}-{}", key.topic_id));
         // Kafka's way: rename now, delete after file.delete.delay.ms, so a replica dropped by
         // mistake can still be recovered by hand for a while. The actor closes the log first.
-        let aside = self.config.log_dir.join(format!(
-            "{name}-{}.{}{DELETED_SUFFIX}",
-            key.topic_id,
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis())
-        ));
         // Fire and forget: the rename waits for the actor to close its log; nobody needs
         // the outcome beyond the log line.
         tokio::spawn(async move {
@@ -1288,16 +1351,7 @@ impl BrokerNode {
             if let Some(actor) = actor {
                 let _ = actor.await;
             }
-            match tokio::task::spawn_blocking(move || std::fs::rename(&dir, &aside).map(|_| aside))
-                .await
-            {
-                Ok(Ok(aside)) => tracing::info!(partition = %name, dir = %aside.display(),
-                    "replica removed; its log is set aside and deleted after {} s",
-                    LOG_DELETE_DELAY.as_secs()),
-                Ok(Err(e)) => tracing::warn!(partition = %name, error = %e,
-                    "replica removed; could not set its log aside"),
-                Err(e) => tracing::warn!(partition = %name, error = %e, "rename task failed"),
-            }
+            let _ = tokio::task::spawn_blocking(move || set_aside(&dir)).await;
         });
     }
 
@@ -1534,6 +1588,9 @@ impl BrokerNode {
     /// Flushes every local log and marks it cleanly shut down (process exit), after a last
     /// HW checkpoint.
     pub async fn close_logs(&self) {
+        // Logs still opening finish (and are closed cleanly); queued ones are skipped.
+        self.closing.store(true, Ordering::SeqCst);
+        let _all = self.log_openers.acquire_many(LOG_OPEN_THREADS as u32).await;
         self.checkpoint_high_watermarks(None).await;
         for p in self.local_partitions() {
             if let Err(e) = p.close().await {

@@ -5,6 +5,9 @@
 //!   a full disk does; the segment cuts the partial write off again, so the log stays
 //!   exactly as it was;
 //! * fsync stall: every segment fsync first sleeps for the stall (a slow or saturated disk);
+//! * slow recovery: a segment scanned at an unclean open takes at least its size divided by
+//!   a rate (`SLUICE_FAULT_RECOVERY_BYTES_PER_S` at broker start-up), as on a slow disk, so
+//!   tests can hold one partition's recovery while others open;
 //! * clock jump: the storage engine's wall clock is shifted (`SLUICE_FAULT_CLOCK_OFFSET_MS`
 //!   at broker start-up). Raft, leases and timeouts use monotonic clocks and are unaffected.
 
@@ -14,6 +17,20 @@ use std::time::Duration;
 static DISK_FULL: AtomicBool = AtomicBool::new(false);
 static FSYNC_STALL_MS: AtomicU64 = AtomicU64::new(0);
 static CLOCK_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+static RECOVERY_BYTES_PER_S: AtomicU64 = AtomicU64::new(0);
+
+/// Makes each segment scanned at an unclean open take at least its size / `bytes_per_s`
+/// (zero turns it off).
+pub fn set_recovery_rate(bytes_per_s: u64) {
+    RECOVERY_BYTES_PER_S.store(bytes_per_s, Ordering::SeqCst);
+}
+
+pub(crate) fn maybe_slow_recovery(bytes: u64) {
+    let rate = RECOVERY_BYTES_PER_S.load(Ordering::Relaxed);
+    if rate > 0 {
+        std::thread::sleep(Duration::from_secs_f64(bytes as f64 / rate as f64));
+    }
+}
 
 /// Shifts the storage engine's wall clock (`log::system_clock`) by `ms`: a clock jump.
 pub fn set_clock_offset_ms(ms: i64) {

@@ -25,10 +25,17 @@ pub fn set_roll_flush_delay(delay: Duration) {
     DELAY_MS.store(delay.as_millis() as u64, Ordering::SeqCst);
 }
 
+/// Called on the flusher thread once a rolled segment's fsync is done (whatever its
+/// outcome), so the log's owner can move the recovery point without waiting for its next
+/// append: an idle partition would otherwise keep its last roll unflushed-looking until
+/// then, and a crash would rescan that whole segment.
+pub type RollFlushNotify = std::sync::Arc<dyn Fn() + Send + Sync>;
+
 struct Job {
     files: Vec<PathBuf>,
     not_before: Instant,
     done: mpsc::Sender<bool>,
+    notify: Option<RollFlushNotify>,
 }
 
 fn queue() -> &'static Mutex<mpsc::Sender<Job>> {
@@ -61,6 +68,9 @@ fn queue() -> &'static Mutex<mpsc::Sender<Job>> {
                         }
                     });
                     let _ = job.done.send(ok);
+                    if let Some(notify) = &job.notify {
+                        notify();
+                    }
                 }
             })
             .expect("spawning the flusher thread");
@@ -88,13 +98,19 @@ impl FlushTicket {
 }
 
 /// Queues an fsync of `files`; everything below `upto` is in them or already durable.
-pub(crate) fn flush_in_background(files: Vec<PathBuf>, upto: i64) -> FlushTicket {
+/// `notify` is called once it is done.
+pub(crate) fn flush_in_background(
+    files: Vec<PathBuf>,
+    upto: i64,
+    notify: Option<RollFlushNotify>,
+) -> FlushTicket {
     let (done, rx) = mpsc::channel();
     let delay = Duration::from_millis(DELAY_MS.load(Ordering::Relaxed));
     let job = Job {
         files,
         not_before: Instant::now() + delay,
         done,
+        notify,
     };
     // A dead flusher thread (it cannot panic short of a bug) just leaves the ticket failed.
     let _ = queue().lock().expect("flusher queue").send(job);

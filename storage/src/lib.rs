@@ -25,7 +25,7 @@ pub mod error;
 pub mod fault;
 pub mod files;
 mod flusher;
-pub use flusher::set_roll_flush_delay;
+pub use flusher::{set_roll_flush_delay, RollFlushNotify};
 pub mod index;
 pub mod limits;
 pub mod log;

@@ -103,6 +103,8 @@ pub struct Log {
     roll_flushes: Vec<crate::flusher::FlushTicket>,
     /// A background flush failed: the recovery point moves only with `flush` again.
     roll_flush_failed: bool,
+    /// Told when a background flush of a rolled segment is done (`on_roll_flushed`).
+    roll_flush_notify: Option<crate::flusher::RollFlushNotify>,
     unflushed_records: u64,
     /// When the oldest unflushed append happened, if any.
     unflushed_since_ms: Option<i64>,
@@ -217,6 +219,9 @@ impl Log {
             }
             let (seg, corruption) =
                 Segment::open(&dir, base, recover, config.index_interval_bytes)?;
+            if recover {
+                crate::fault::maybe_slow_recovery(seg.size());
+            }
             if seg.next_offset() > next_base {
                 return Err(StorageError::corrupt(format!(
                     "segment {} ends at offset {} past the next segment's base {next_base}",
@@ -267,6 +272,7 @@ impl Log {
             recovery_point_persisted: recovery_point,
             roll_flushes: Vec::new(),
             roll_flush_failed: false,
+            roll_flush_notify: None,
             unflushed_records: 0,
             unflushed_since_ms: None,
             clock,
@@ -671,8 +677,11 @@ impl Log {
                 .filter(|seg| seg.next_offset() > from)
                 .flat_map(|seg| seg.file_paths())
                 .collect();
-            self.roll_flushes
-                .push(crate::flusher::flush_in_background(files, end));
+            self.roll_flushes.push(crate::flusher::flush_in_background(
+                files,
+                end,
+                self.roll_flush_notify.clone(),
+            ));
         }
         let seg = Segment::create(&self.dir, base_offset)?;
         self.segments.insert(base_offset, seg);
@@ -730,6 +739,23 @@ impl Log {
             || now.saturating_sub(since) >= self.config.flush_interval_ms
         {
             self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Has `notify` called (on the flusher thread, so it must only hand work back to the
+    /// owner) whenever a rolled segment's background fsync is done; the owner then calls
+    /// [`settle_roll_flushes`](Self::settle_roll_flushes). Without it the recovery point
+    /// moves at the next append or `maybe_flush`.
+    pub fn on_roll_flushed(&mut self, notify: crate::flusher::RollFlushNotify) {
+        self.roll_flush_notify = Some(notify);
+    }
+
+    /// Moves (and persists) the recovery point past every rolled segment whose background
+    /// fsync is done. Cheap when none is.
+    pub fn settle_roll_flushes(&mut self) -> Result<()> {
+        if !self.roll_flushes.is_empty() {
+            self.advance_recovery_point()?;
         }
         Ok(())
     }

@@ -50,3 +50,42 @@ fn a_crash_after_rolls_scans_only_the_segments_after_the_recovery_point() {
     assert_eq!(report.segments_scanned, 1, "{report:?}");
     assert_eq!(read_all(&log), all);
 }
+
+/// An idle partition after a roll: the owner is told when the rolled segment's background
+/// fsync is done and moves the recovery point then, without another append (before, the
+/// point moved only at the next append or `maybe_flush`, so a crash of an idle partition
+/// rescanned its last rolled segment). Method: roll, append nothing more, wait (bounded) for
+/// the notification, settle; the persisted point is the active segment's base and a crash
+/// scans one segment.
+#[test]
+fn the_owner_is_told_when_a_roll_flush_is_done_and_settles_the_point_without_an_append() {
+    sluice_storage::set_roll_flush_delay(std::time::Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let config = small_config();
+    let mut log = open(dir.path(), config.clone(), &clock);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    log.on_roll_flushed(std::sync::Arc::new(move || {
+        let _ = tx.lock().unwrap().send(());
+    }));
+    fill(&mut log, 60, &clock);
+    assert!(log.segment_count() >= 4);
+    let active = log.active_base_offset();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while log.recovery_point().get() < active {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        rx.recv_timeout(left).unwrap_or_else(|e| {
+            panic!(
+                "no roll-flush notification ({e}); recovery point {} < {active}",
+                log.recovery_point().get()
+            )
+        });
+        log.settle_roll_flushes().unwrap();
+    }
+    let all = read_all(&log);
+    drop(log);
+    let log = open(dir.path(), config, &clock);
+    assert_eq!(log.recovery_report().segments_scanned, 1);
+    assert_eq!(read_all(&log), all);
+}

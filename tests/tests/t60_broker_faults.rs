@@ -821,3 +821,88 @@ async fn a_reset_quorum_with_the_same_cluster_id_is_not_mixed_into_the_applied_h
     );
     c.stop_all();
 }
+
+/// An acks=1 produce of `payload` to `topic`-`partition` at `addr`.
+async fn produce_acks_one(
+    addr: &str,
+    topic: &str,
+    partition: i32,
+    payload: bytes::Bytes,
+) -> Result<ProduceResponse, tonic::Status> {
+    BrokerClient::new(channel(addr))
+        .produce(ProduceRequest {
+            topic: topic.into(),
+            partition,
+            acks: Some(1),
+            payload: Some(produce_request::Payload::RecordBatch(payload)),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// #19: after a kill -9, a broker's small partitions serve while another partition's long
+/// recovery scan is still running. Before, the logs opened inside the reconcile that the
+/// controller's return of leadership (after unfencing) had to wait for, so every partition
+/// waited for the slowest scan. Method: one broker, an 8 MB partition `big-0` with no
+/// recovery point and four one-batch partitions `small-*`; kill -9; restart with recovery
+/// scans slowed to 1 MB/s (fault injection, so `big-0` takes ≥ 8 s); every small partition
+/// must take a write while `big-0` still refuses one; then `big-0` serves again with every
+/// acknowledged record. Seen failing before the change (the small partitions became
+/// writable only together with `big-0`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_partitions_serve_while_a_large_one_still_recovers_after_a_crash() {
+    let mut c = Cluster::start(1, 1, CONTROLLER, BROKER);
+    create_topic_with(&c.controller_addr(1), "big", 1, 1, &[]).await;
+    create_topic_with(&c.controller_addr(1), "small", 4, 1, &[]).await;
+    let addr = c.broker_addr(1);
+    let value = vec![7u8; 100 * 1024];
+    let big = batch_of(&[&value]);
+    wait_for("broker 1 to lead big-0", WAIT, || async {
+        produce_acks_one(&addr, "big", 0, big.clone()).await.ok()
+    })
+    .await;
+    for _ in 1..80 {
+        produce_acks_one(&addr, "big", 0, big.clone())
+            .await
+            .unwrap();
+    }
+    for p in 0..4 {
+        wait_for("broker 1 to lead small", WAIT, || async {
+            produce_acks_one(&addr, "small", p, batch_of(&[b"before"]))
+                .await
+                .ok()
+        })
+        .await;
+    }
+    c.kill_broker(1);
+    c.set_broker_env(1, "SLUICE_FAULT_INJECTION", "1");
+    c.set_broker_env(1, "SLUICE_FAULT_RECOVERY_BYTES_PER_S", "1000000");
+    c.start_broker(1);
+    for p in 0..4 {
+        let r = wait_for("a small partition to take a write", WAIT, || async {
+            produce_acks_one(&addr, "small", p, batch_of(&[b"after"]))
+                .await
+                .ok()
+        })
+        .await;
+        assert_eq!(r.base_offset, 1, "small-{p} kept its record");
+    }
+    let early = tokio::time::timeout(
+        Duration::from_millis(500),
+        produce_acks_one(&addr, "big", 0, batch_of(&[b"early"])),
+    )
+    .await;
+    assert!(
+        !matches!(early, Ok(Ok(_))),
+        "big-0 took a write before its slowed recovery could have finished: {early:?}"
+    );
+    let r = wait_for("big-0 to take a write after its recovery", WAIT, || async {
+        produce_acks_one(&addr, "big", 0, batch_of(&[b"after"]))
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(r.base_offset, 80, "big-0 kept every acknowledged record");
+    c.stop_all();
+}

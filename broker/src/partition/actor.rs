@@ -234,6 +234,9 @@ pub enum PartitionCommand {
         /// Answer: segments deleted.
         reply: oneshot::Sender<Result<usize, StorageError>>,
     },
+    /// A rolled segment's background fsync is done: move the recovery point (sent by the
+    /// storage flusher, so an idle partition's point does not wait for its next append).
+    RollFlushed,
     /// Flush and mark the log cleanly shut down; the actor then ends.
     Close {
         /// Answer.
@@ -386,6 +389,16 @@ impl PartitionHandle {
             queued: Arc::new(Semaphore::new(PARTITION_COMMANDS_QUEUED_MAX)),
             stopped: Mutex::new(Some(stopped_tx)),
         });
+        // Rolled segments' fsyncs come back as a command on this replica's I/O thread.
+        let weak = Arc::downgrade(&shared);
+        if let Some(core) = shared.core.lock().expect("core lock").as_mut() {
+            core.log.on_roll_flushed(Arc::new(move || {
+                let Some(shared) = weak.upgrade() else { return };
+                let key = shared.io_key;
+                let _ = super::io::pool()
+                    .submit(key, move || shared.run(Some(PartitionCommand::RollFlushed)));
+            }));
+        }
         let task = tokio::spawn(async move {
             let _ = stopped_rx.await;
         });
@@ -688,6 +701,7 @@ impl Core {
             PartitionCommand::Append { .. }
             | PartitionCommand::FromLeader { .. }
             | PartitionCommand::Retention { .. }
+            | PartitionCommand::RollFlushed
             | PartitionCommand::Close { .. } => false,
         }
     }
@@ -843,6 +857,12 @@ impl Core {
                     Ok(deleted.len())
                 });
                 let _ = reply.send(r);
+            }
+            PartitionCommand::RollFlushed => {
+                if let Err(e) = self.log.settle_roll_flushes() {
+                    // The point stays where it was: a longer scan after a crash, no more.
+                    tracing::warn!(partition = %self.name, error = %e, "could not move the recovery point");
+                }
             }
             PartitionCommand::Close { reply } => {
                 let _ = reply.send(self.log.shutdown());

@@ -18,10 +18,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// With `SLUICE_FAULT_INJECTION=1` (the verification suite), SIGUSR1 toggles a simulated
-/// full disk (appends fail with ENOSPC) and SIGUSR2 a 1.5 s stall in every fsync. Inert
-/// otherwise.
-async fn fault_injection() {
+/// With `SLUICE_FAULT_INJECTION=1`, the faults set once at start-up (before any log opens):
+/// a shifted storage clock and slow recovery scans.
+fn fault_settings() {
     if std::env::var("SLUICE_FAULT_INJECTION").as_deref() != Ok("1") {
         return;
     }
@@ -31,6 +30,22 @@ async fn fault_injection() {
     {
         sluice_storage::fault::set_clock_offset_ms(ms);
         tracing::warn!(offset_ms = ms, "fault injection: storage clock shifted");
+    }
+    if let Some(rate) = std::env::var("SLUICE_FAULT_RECOVERY_BYTES_PER_S")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        sluice_storage::fault::set_recovery_rate(rate);
+        tracing::warn!(bytes_per_s = rate, "fault injection: slow recovery scans");
+    }
+}
+
+/// With `SLUICE_FAULT_INJECTION=1` (the verification suite), SIGUSR1 toggles a simulated
+/// full disk (appends fail with ENOSPC) and SIGUSR2 a 1.5 s stall in every fsync. Inert
+/// otherwise.
+async fn fault_injection() {
+    if std::env::var("SLUICE_FAULT_INJECTION").as_deref() != Ok("1") {
+        return;
     }
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut usr1), Ok(mut usr2)) = (
@@ -155,6 +170,7 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     {
         sluice_storage::set_roll_flush_delay(Duration::from_millis(ms));
     }
+    fault_settings();
     sluice_broker::partition::io::init(positive(&cfg, "num.io.threads")? as usize);
     let config = broker_config(&cfg)?;
     let open_files = segment_files_max(cfg.num("log.segment.open.files.max")?);
