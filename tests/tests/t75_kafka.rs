@@ -1222,3 +1222,42 @@ async fn wait_topic_led(broker: &str, topic: &str) {
     })
     .await;
 }
+
+/// Goal: static membership (KIP-345), which Kafka Streams and rolling restarts rely on: a
+/// member restarted with the same `group.instance.id` within its session timeout takes its
+/// old place and partitions, and the rest of the group does not rebalance. Method: 1
+/// controller + 3 brokers, a 4-partition topic; `tests/py/kafka_static.py` runs two
+/// confluent-kafka members with instance ids, closes one (librdkafka sends no LeaveGroup
+/// for a static member) and starts a new process with its instance id. The new process
+/// gets exactly the old one's partitions, the other member is never revoked or reassigned,
+/// and records produced to every partition afterwards are consumed by the member owning
+/// them. Seen failing with the replacement of a static member disabled (the new process
+/// was fenced as a duplicate of the old one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_static_member_takes_its_place_without_a_rebalance() {
+    let c = Cluster::start(1, 3, &[], &[]);
+    create_topic_with(&c.controller_addr(1), "static", 4, 3, &[]).await;
+    let b = c.broker_addr(1);
+    wait_topic_led(&b, "static").await;
+    let r = py_report("kafka_static.py", &[b.as_str(), "static", "4"], 180);
+    let before = &r["before"];
+    assert_eq!(
+        r["after"]["b2"], before["b"],
+        "the new process has the old one's partitions: {r}"
+    );
+    assert_eq!(r["after"]["a"], before["a"], "{r}");
+    let a_events: Vec<&serde_json::Value> = r["events_before_close"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e[0] == "a")
+        .collect();
+    assert_eq!(
+        a_events.len(),
+        1,
+        "member a was assigned once and never revoked: {r}"
+    );
+    assert_eq!(r["consumed"]["a"], before["a"], "{r}");
+    assert_eq!(r["consumed"]["b2"], before["b"], "{r}");
+    assert_eq!(r["consumed_count"], 60);
+}

@@ -76,12 +76,13 @@ enum Command {
     ClassicHeartbeat {
         group: String,
         member: String,
+        instance: Option<String>,
         generation: i32,
         reply: Reply<Option<ClassicError>>,
     },
     ClassicLeave {
         group: String,
-        members: Vec<String>,
+        members: Vec<(String, Option<String>)>,
         reply: Reply<Vec<Option<ClassicError>>>,
     },
     KafkaDescribe {
@@ -349,11 +350,13 @@ impl ShardHandle {
         &self,
         group: String,
         member: String,
+        instance: Option<String>,
         generation: i32,
     ) -> Result<Option<ClassicError>, Status> {
         self.ask(|reply| Command::ClassicHeartbeat {
             group,
             member,
+            instance,
             generation,
             reply,
         })
@@ -363,7 +366,7 @@ impl ShardHandle {
     pub(crate) async fn classic_leave(
         &self,
         group: String,
-        members: Vec<String>,
+        members: Vec<(String, Option<String>)>,
     ) -> Result<Vec<Option<ClassicError>>, Status> {
         self.ask(|reply| Command::ClassicLeave {
             group,
@@ -709,10 +712,17 @@ impl ShardActor {
             Command::ClassicHeartbeat {
                 group,
                 member,
+                instance,
                 generation,
                 reply,
             } => {
-                let r = state.classic_heartbeat(&group, &member, generation, Instant::now());
+                let r = state.classic_heartbeat(
+                    &group,
+                    &member,
+                    instance.as_deref(),
+                    generation,
+                    Instant::now(),
+                );
                 let _ = reply.send(Ok(r.err()));
             }
             Command::ClassicLeave {

@@ -34,6 +34,7 @@ pub mod code {
     pub const REBALANCE_IN_PROGRESS: i16 = 27;
     pub const MEMBER_ID_REQUIRED: i16 = 79;
     pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
+    pub const FENCED_INSTANCE_ID: i16 = 82;
 }
 
 /// A Kafka error: code and a message naming the problem.
@@ -120,6 +121,9 @@ pub struct JoinResponse {
     pub member_id: String,
     /// Every member with its metadata for the chosen protocol; for the leader only.
     pub members: Vec<JoinedMember>,
+    /// KIP-814: the leader is a static member that rejoined a stable group; it must not
+    /// compute a new assignment (JoinGroup v9+; older versions get no member list instead).
+    pub skip_assignment: bool,
 }
 
 impl JoinResponse {
@@ -137,6 +141,8 @@ impl JoinResponse {
 #[derive(Debug, Clone)]
 pub struct SyncRequest {
     pub member_id: String,
+    /// `group.instance.id` of a static member (KIP-345), checked against the member id.
+    pub instance_id: Option<String>,
     pub generation_id: i32,
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
@@ -290,6 +296,30 @@ impl ClassicGroup {
         !self.members.is_empty()
     }
 
+    /// The member id a static member's `group.instance.id` has now (KIP-345).
+    fn static_member(&self, instance: &str) -> Option<&String> {
+        self.members
+            .iter()
+            .find(|(_, m)| m.instance_id.as_deref() == Some(instance))
+            .map(|(id, _)| id)
+    }
+
+    /// KIP-345's fence: a request naming a static member's instance id must come from the
+    /// member id that instance has now; an older process with the same instance id is told
+    /// FENCED_INSTANCE_ID (fatal to it) instead of rejoining and evicting the newer one.
+    fn check_instance(&self, member: &str, instance: Option<&str>) -> Result<(), ClassicError> {
+        let Some(i) = instance else { return Ok(()) };
+        match self.static_member(i) {
+            Some(id) if id != member => Err(fail(
+                code::FENCED_INSTANCE_ID,
+                format!(
+                    "group.instance.id {i:?} belongs to member {id:?} now: member {member:?} was replaced by a newer process with the same instance id"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The members, as DescribeGroups shows them.
     pub fn describe(&self) -> Vec<DescribedMember> {
         self.members
@@ -400,7 +430,14 @@ impl ClassicGroup {
                 "a JoinGroup needs a protocol type and at least one protocol",
             ));
         }
-        if !self.supports(&req.protocol_type, &req.protocols, &req.member_id) {
+        // A static member rejoining with an empty member id takes the place of the member
+        // its instance id has (KIP-345).
+        let replacing = match req.instance_id.as_deref() {
+            Some(i) if req.member_id.is_empty() => self.static_member(i).cloned(),
+            _ => None,
+        };
+        let except = replacing.as_deref().unwrap_or(&req.member_id);
+        if !self.supports(&req.protocol_type, &req.protocols, except) {
             return now_err(fail(
                 code::INCONSISTENT_GROUP_PROTOCOL,
                 format!(
@@ -410,6 +447,12 @@ impl ClassicGroup {
                     self.protocol_type
                 ),
             ));
+        }
+        if let Some(old) = replacing {
+            return self.replace_static_member(old, req, now, settings);
+        }
+        if let Err(e) = self.check_instance(&req.member_id, req.instance_id.as_deref()) {
+            return now_err(e);
         }
         if req.member_id.is_empty() {
             if self.members.len() + self.pending.len() >= settings.max_size {
@@ -422,7 +465,9 @@ impl ClassicGroup {
                 ));
             }
             let id = new_member_id(&req.client_id);
-            if req.require_known_member_id {
+            // Only dynamic members make the MEMBER_ID_REQUIRED round trip: a static one is
+            // known by its instance id.
+            if req.require_known_member_id && req.instance_id.is_none() {
                 self.pending.insert(id.clone(), now + req.session_timeout);
                 return (
                     Answer::Now(JoinResponse::error(
@@ -470,6 +515,74 @@ impl ClassicGroup {
             )),
             _ => self.update_member_and_rebalance(req, now, settings),
         }
+    }
+
+    /// A static member's new process joins (KIP-345, Kafka's `updateStaticMemberThen-
+    /// RebalanceOrCompleteJoin`): it gets a new member id in the old one's place, keeping
+    /// its assignment and join order (and leadership); the old process's parked requests are
+    /// fenced. A stable (or completing) group whose member kept its protocols does not
+    /// rebalance: the member is answered at once with the current generation and gets its
+    /// old assignment from SyncGroup. Otherwise the group rebalances as for a changed member.
+    fn replace_static_member(
+        &mut self,
+        old: String,
+        req: JoinRequest,
+        now: Instant,
+        settings: &ClassicSettings,
+    ) -> (Answer<JoinResponse>, Vec<Completed>) {
+        let mut m = self.members.remove(&old).expect("found by instance id");
+        let id = new_member_id(&req.client_id);
+        let fenced = || {
+            fail(
+                code::FENCED_INSTANCE_ID,
+                "a newer process with the same group.instance.id joined",
+            )
+        };
+        let mut done = Vec::new();
+        if std::mem::take(&mut m.awaiting_join) {
+            done.push(Completed::Join {
+                member: old.clone(),
+                answer: JoinResponse::error(&old, fenced()),
+            });
+        }
+        if std::mem::take(&mut m.awaiting_sync) {
+            done.push(Completed::Sync {
+                member: old.clone(),
+                answer: SyncResponse {
+                    error: Some(fenced()),
+                    ..Default::default()
+                },
+            });
+        }
+        tracing::info!(old = %old, new = %id, instance = ?req.instance_id, "static member replaced");
+        let changed = m.protocols != req.protocols;
+        m.protocols = req.protocols;
+        m.session_timeout = req.session_timeout;
+        m.rebalance_timeout = req.rebalance_timeout;
+        m.client_id = req.client_id;
+        m.client_host = req.client_host;
+        m.last_seen = now;
+        if self.leader.as_deref() == Some(old.as_str()) {
+            self.leader = Some(id.clone());
+        }
+        let settled = matches!(
+            self.state,
+            ClassicState::Stable | ClassicState::CompletingRebalance
+        );
+        if settled && !changed {
+            self.members.insert(id.clone(), m);
+            let mut answer = self.join_answer(&id);
+            answer.skip_assignment =
+                self.state == ClassicState::Stable && self.leader.as_deref() == Some(id.as_str());
+            return (Answer::Now(answer), done);
+        }
+        m.awaiting_join = true;
+        self.members.insert(id.clone(), m);
+        if self.state != ClassicState::PreparingRebalance {
+            done.extend(self.prepare_rebalance(now, settings));
+        }
+        done.extend(self.try_complete_join(now));
+        (Answer::Later(id), done)
     }
 
     fn touch(&mut self, member: &str, now: Instant) {
@@ -683,6 +796,7 @@ impl ClassicGroup {
             leader,
             member_id: member.to_string(),
             members,
+            skip_assignment: false,
         }
     }
 
@@ -721,7 +835,10 @@ impl ClassicGroup {
                 vec![],
             )
         };
-        if let Err(e) = self.check_member(&req.member_id, req.generation_id) {
+        if let Err(e) = self
+            .check_instance(&req.member_id, req.instance_id.as_deref())
+            .and_then(|()| self.check_member(&req.member_id, req.generation_id))
+        {
             return now_err(e);
         }
         let mismatch =
@@ -813,9 +930,11 @@ impl ClassicGroup {
     pub fn heartbeat(
         &mut self,
         member: &str,
+        instance: Option<&str>,
         generation: i32,
         now: Instant,
     ) -> Result<(), ClassicError> {
+        self.check_instance(member, instance)?;
         self.check_member(member, generation)?;
         self.touch(member, now);
         match self.state {
@@ -860,14 +979,17 @@ impl ClassicGroup {
         now: Instant,
         settings: &ClassicSettings,
     ) -> Result<Vec<Completed>, ClassicError> {
-        let (mut results, done) = self.leave_many(&[member.to_string()], now, settings);
+        let (mut results, done) = self.leave_many(&[(member.to_string(), None)], now, settings);
         results.pop().expect("one result").map(|()| done)
     }
 
-    /// LeaveGroup of several members (v3+): all leave, then the group rebalances once.
+    /// LeaveGroup of several members (v3+), each by member id and, for a static member, its
+    /// `group.instance.id` (then the member id may be empty, as an admin client's removal
+    /// sends it; a member id that is not the instance's current one is fenced): all leave,
+    /// then the group rebalances once.
     pub fn leave_many(
         &mut self,
-        members: &[String],
+        members: &[(String, Option<String>)],
         now: Instant,
         settings: &ClassicSettings,
     ) -> (Vec<Result<(), ClassicError>>, Vec<Completed>) {
@@ -875,7 +997,21 @@ impl ClassicGroup {
         let mut pending_left = false;
         let results = members
             .iter()
-            .map(|member| {
+            .map(|(member, instance)| {
+                let member = match instance.as_deref() {
+                    None => member.clone(),
+                    Some(i) => match self.static_member(i) {
+                        Some(id) if member.is_empty() || id == member => id.clone(),
+                        Some(_) => return self.check_instance(member, Some(i)),
+                        None => {
+                            return Err(fail(
+                                code::UNKNOWN_MEMBER_ID,
+                                format!("no member of the group has group.instance.id {i:?}"),
+                            ))
+                        }
+                    },
+                };
+                let member = &member;
                 if self.pending.remove(member).is_some() {
                     pending_left = true;
                     return Ok(());

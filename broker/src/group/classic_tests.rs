@@ -102,6 +102,7 @@ fn stable_pair(t0: Instant) -> (ClassicGroup, String, String) {
 fn sync_req(member: &str, generation: i32, assignments: Vec<(String, Bytes)>) -> SyncRequest {
     SyncRequest {
         member_id: member.to_string(),
+        instance_id: None,
         generation_id: generation,
         protocol_type: Some("consumer".into()),
         protocol_name: Some("range".into()),
@@ -171,13 +172,13 @@ fn heartbeats_fence_unknown_members_and_old_generations() {
     let t0 = Instant::now();
     let (mut g, a, _) = stable_pair(t0);
     let t = t0 + 5 * SECOND;
-    assert_eq!(g.heartbeat(&a, 1, t), Ok(()));
+    assert_eq!(g.heartbeat(&a, None, 1, t), Ok(()));
     assert_eq!(
-        g.heartbeat(&a, 0, t).unwrap_err().code,
+        g.heartbeat(&a, None, 0, t).unwrap_err().code,
         code::ILLEGAL_GENERATION
     );
     assert_eq!(
-        g.heartbeat("stranger", 1, t).unwrap_err().code,
+        g.heartbeat("stranger", None, 1, t).unwrap_err().code,
         code::UNKNOWN_MEMBER_ID
     );
 }
@@ -195,7 +196,7 @@ fn a_new_member_rebalances_a_stable_group_once_all_rejoin() {
     assert!(matches!(r, Answer::Later(_)));
     assert!(done.is_empty());
     assert_eq!(
-        g.heartbeat(&a, 1, t).unwrap_err().code,
+        g.heartbeat(&a, None, 1, t).unwrap_err().code,
         code::REBALANCE_IN_PROGRESS
     );
     let (r, done) = g.join(join_req(&a, &["range"]), t, &settings());
@@ -221,7 +222,7 @@ fn a_member_that_does_not_rejoin_in_time_is_left_out() {
     // b keeps heartbeating but never rejoins.
     for s in [9, 18, 27] {
         assert_eq!(
-            g.heartbeat(&b, 1, t + s * SECOND).unwrap_err().code,
+            g.heartbeat(&b, None, 1, t + s * SECOND).unwrap_err().code,
             code::REBALANCE_IN_PROGRESS
         );
     }
@@ -244,7 +245,7 @@ fn a_silent_member_expires_and_the_group_rebalances() {
     let t0 = Instant::now();
     let (mut g, a, b) = stable_pair(t0);
     let t = t0 + 4 * SECOND;
-    assert_eq!(g.heartbeat(&a, 1, t + 9 * SECOND), Ok(()));
+    assert_eq!(g.heartbeat(&a, None, 1, t + 9 * SECOND), Ok(()));
     assert!(g.tick(t + 9 * SECOND, &settings()).is_empty());
     g.tick(t + 10 * SECOND, &settings());
     assert!(!g.has_member(&b), "b was silent for its 10 s session");
@@ -466,7 +467,7 @@ fn members_waiting_to_sync_stay_and_a_leader_that_never_syncs_is_removed() {
     assert!(matches!(r, Answer::Later(_)));
     // a heartbeats, b waits silently past its 10 s session.
     for s in [8, 16, 24] {
-        assert_eq!(g.heartbeat(&a, 1, t1 + s * SECOND), Ok(()));
+        assert_eq!(g.heartbeat(&a, None, 1, t1 + s * SECOND), Ok(()));
     }
     assert!(g.tick(t1 + 29 * SECOND, &settings()).is_empty());
     assert!(g.has_member(&b), "waiting in SyncGroup is not silence");
@@ -503,7 +504,11 @@ fn several_members_leave_in_one_rebalance() {
     g.join(join_req(&c, &["range"]), t, &settings());
     let (_, done) = g.join(join_req(&a, &["range"]), t, &settings());
     assert!(done.is_empty(), "b has not rejoined");
-    let (results, done) = g.leave_many(&[b.clone(), "stranger".into()], t, &settings());
+    let (results, done) = g.leave_many(
+        &[(b.clone(), None), ("stranger".into(), None)],
+        t,
+        &settings(),
+    );
     assert_eq!(results[0], Ok(()));
     assert_eq!(
         results[1].as_ref().unwrap_err().code,
@@ -539,4 +544,173 @@ fn a_generation_minus_one_commit_needs_an_empty_group() {
     );
     assert_eq!(ClassicGroup::default().check_commit("", -1), Ok(()));
     assert_eq!(ClassicGroup::default().check_commit("anyone", -1), Ok(()));
+}
+
+fn static_join(member: &str, instance: &str, protocols: &[&str]) -> JoinRequest {
+    JoinRequest {
+        instance_id: Some(instance.to_string()),
+        ..join_req(member, protocols)
+    }
+}
+
+/// A stable group of static members `ia` (leads) and `ib` at generation 1, assigned "A"
+/// and "B"; static members join without the MEMBER_ID_REQUIRED round trip.
+fn stable_static_pair(t0: Instant) -> (ClassicGroup, String, String) {
+    let mut g = ClassicGroup::default();
+    let later = |a: Answer<JoinResponse>| match a {
+        Answer::Later(id) => id,
+        Answer::Now(r) => panic!("a new static member waits for the rebalance: {r:?}"),
+    };
+    let a = later(g.join(static_join("", "ia", &["range"]), t0, &settings()).0);
+    let b = later(g.join(static_join("", "ib", &["range"]), t0, &settings()).0);
+    assert_eq!(joins(&g.tick(t0 + 4 * SECOND, &settings())).len(), 2);
+    let sync = |m: &str, assignments| SyncRequest {
+        instance_id: Some(if m == a { "ia" } else { "ib" }.into()),
+        ..sync_req(m, 1, assignments)
+    };
+    g.sync(sync(&b, vec![]), t0 + 4 * SECOND);
+    g.sync(
+        sync(
+            &a,
+            vec![(a.clone(), Bytes::from("A")), (b.clone(), Bytes::from("B"))],
+        ),
+        t0 + 4 * SECOND,
+    );
+    assert_eq!(g.state(), ClassicState::Stable);
+    (g, a, b)
+}
+
+/// KIP-345: a static member's restarted process (same `group.instance.id`, empty member id)
+/// takes its old place without a rebalance: a new member id at the same generation, the
+/// old assignment from SyncGroup, the other member untouched; the old process's member id
+/// is fenced (FENCED_INSTANCE_ID) on heartbeat, sync and join.
+#[test]
+fn a_restarted_static_member_takes_its_place_without_a_rebalance() {
+    let t0 = Instant::now();
+    let (mut g, a, b) = stable_static_pair(t0);
+    let t = t0 + 6 * SECOND;
+    let (r, done) = g.join(static_join("", "ib", &["range"]), t, &settings());
+    assert!(done.is_empty());
+    let Answer::Now(r) = r else {
+        panic!("answered at once")
+    };
+    assert_eq!(r.error, None);
+    assert_eq!(r.generation_id, 1, "no new generation");
+    assert_ne!(r.member_id, b, "a new member id");
+    assert_eq!(r.leader, a);
+    assert!(!r.skip_assignment, "a follower has nothing to skip");
+    assert_eq!(g.state(), ClassicState::Stable);
+    let b2 = r.member_id;
+    let (s, _) = g.sync(
+        SyncRequest {
+            instance_id: Some("ib".into()),
+            ..sync_req(&b2, 1, vec![])
+        },
+        t,
+    );
+    assert!(
+        matches!(&s, Answer::Now(SyncResponse { error: None, assignment, .. }) if assignment == "B"),
+        "{s:?}"
+    );
+    assert_eq!(
+        g.heartbeat(&a, Some("ia"), 1, t),
+        Ok(()),
+        "a is undisturbed"
+    );
+    assert_eq!(g.heartbeat(&b2, Some("ib"), 1, t), Ok(()));
+    let fenced = code::FENCED_INSTANCE_ID;
+    assert_eq!(g.heartbeat(&b, Some("ib"), 1, t).unwrap_err().code, fenced);
+    let (s, _) = g.sync(
+        SyncRequest {
+            instance_id: Some("ib".into()),
+            ..sync_req(&b, 1, vec![])
+        },
+        t,
+    );
+    assert!(
+        matches!(&s, Answer::Now(SyncResponse { error: Some(e), .. }) if e.code == fenced),
+        "{s:?}"
+    );
+    assert_eq!(
+        code_of(&g.join(static_join(&b, "ib", &["range"]), t, &settings()).0),
+        Some(fenced)
+    );
+    assert_eq!(g.describe().len(), 2);
+}
+
+/// KIP-814: the static leader's restarted process is told to skip the assignment (the group
+/// stays stable); a static member that comes back with other protocols makes the group
+/// rebalance, with the old process's parked join fenced.
+#[test]
+fn a_static_leader_skips_the_assignment_and_changed_protocols_rebalance() {
+    let t0 = Instant::now();
+    let (mut g, a, b) = stable_static_pair(t0);
+    let t = t0 + 6 * SECOND;
+    let (r, _) = g.join(static_join("", "ia", &["range"]), t, &settings());
+    let Answer::Now(r) = r else {
+        panic!("answered at once")
+    };
+    assert!(r.skip_assignment);
+    assert_eq!(
+        r.leader, r.member_id,
+        "leadership moves to the new member id"
+    );
+    assert_eq!(r.members.len(), 2);
+    assert_eq!(g.state(), ClassicState::Stable);
+    let a2 = r.member_id;
+
+    let (r, _) = g.join(
+        static_join("", "ib", &["roundrobin", "range"]),
+        t,
+        &settings(),
+    );
+    let Answer::Later(b2) = r else {
+        panic!("a changed member waits for the rebalance")
+    };
+    assert_ne!(b2, b);
+    assert_eq!(g.state(), ClassicState::PreparingRebalance);
+    let (r, done) = g.join(static_join(&a2, "ia", &["range"]), t, &settings());
+    assert_eq!(r, Answer::Later(a2.clone()));
+    let done = joins(&done);
+    assert_eq!(done[&b2].generation_id, 2);
+    assert_eq!(done[&a2].leader, a2);
+    assert_eq!(
+        g.heartbeat(&a, Some("ia"), 2, t).unwrap_err().code,
+        code::FENCED_INSTANCE_ID
+    );
+}
+
+/// LeaveGroup by instance id (an admin client's `removeMembersFromConsumerGroup` sends an
+/// empty member id); a stale member id with the instance is fenced; an unknown instance
+/// is UNKNOWN_MEMBER_ID. A leaving static member frees its instance id for a new member.
+#[test]
+fn static_members_leave_by_instance_id() {
+    let t0 = Instant::now();
+    let (mut g, a, b) = stable_static_pair(t0);
+    let t = t0 + 6 * SECOND;
+    let (results, _) = g.leave_many(
+        &[
+            ("".into(), Some("ib".into())),
+            ("stale".into(), Some("ia".into())),
+            ("".into(), Some("nobody".into())),
+        ],
+        t,
+        &settings(),
+    );
+    let codes: Vec<Option<i16>> = results
+        .iter()
+        .map(|r| r.as_ref().err().map(|e| e.code))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            None,
+            Some(code::FENCED_INSTANCE_ID),
+            Some(code::UNKNOWN_MEMBER_ID)
+        ]
+    );
+    assert!(!g.has_member(&b) && g.has_member(&a));
+    assert_eq!(g.state(), ClassicState::PreparingRebalance);
+    let (r, _) = g.join(static_join("", "ib", &["range"]), t, &settings());
+    assert!(matches!(r, Answer::Later(_)), "ib joins as a new member");
 }

@@ -312,18 +312,24 @@ impl GroupCoordinator {
         &self,
         group: &str,
         member: &str,
+        instance: Option<&str>,
         generation: i32,
     ) -> Result<Option<classic::ClassicError>, Status> {
         self.shard(group)?
-            .classic_heartbeat(group.to_string(), member.to_string(), generation)
+            .classic_heartbeat(
+                group.to_string(),
+                member.to_string(),
+                instance.map(str::to_string),
+                generation,
+            )
             .await
     }
 
-    /// LeaveGroup (classic protocol): one result per member.
+    /// LeaveGroup (classic protocol): one result per (member id, instance id).
     pub async fn classic_leave(
         &self,
         group: &str,
-        members: Vec<String>,
+        members: Vec<(String, Option<String>)>,
     ) -> Result<Vec<Option<classic::ClassicError>>, Status> {
         self.shard(group)?
             .classic_leave(group.to_string(), members)

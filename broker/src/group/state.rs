@@ -894,18 +894,19 @@ impl ShardState {
         &mut self,
         group_id: &str,
         member: &str,
+        instance: Option<&str>,
         generation: i32,
         now: Instant,
     ) -> Result<(), ClassicError> {
         self.classic_group(group_id)?
-            .heartbeat(member, generation, now)
+            .heartbeat(member, instance, generation, now)
     }
 
     /// LeaveGroup (classic protocol): one result per member, in order.
     pub fn classic_leave(
         &mut self,
         group_id: &str,
-        members: &[String],
+        members: &[(String, Option<String>)],
         now: Instant,
         settings: &ClassicSettings,
     ) -> (Vec<Result<(), ClassicError>>, Vec<Completed>) {
@@ -913,8 +914,8 @@ impl ShardState {
             Ok(g) => g,
             Err(e) => return (members.iter().map(|_| Err(e.clone())).collect(), Vec::new()),
         };
-        for m in members {
-            tracing::info!(group = %group_id, member = %m, "classic member leaves");
+        for (m, instance) in members {
+            tracing::info!(group = %group_id, member = %m, ?instance, "classic member leaves");
         }
         g.leave_many(members, now, settings)
     }

@@ -183,15 +183,23 @@ pub(super) async fn join_group(
         (None, true) => None,
         (None, false) => Some(kstr("")),
     };
+    // KIP-814: a static leader rejoining a stable group keeps the assignment; before v9 it
+    // cannot be told so, and gets no member list (so it computes nothing new).
+    let members = if r.skip_assignment && version < 9 {
+        Vec::new()
+    } else {
+        r.members
+    };
     JoinGroupResponse::default()
         .with_error_code(code)
+        .with_skip_assignment(r.skip_assignment && version >= 9)
         .with_generation_id(r.generation_id)
         .with_protocol_type(r.protocol_type.map(kstr))
         .with_protocol_name(protocol_name)
         .with_leader(kstr(r.leader))
         .with_member_id(kstr(r.member_id))
         .with_members(
-            r.members
+            members
                 .into_iter()
                 .map(|m| {
                     JoinGroupResponseMember::default()
@@ -207,6 +215,10 @@ pub(super) async fn sync_group(ctx: &Ctx, req: SyncGroupRequest) -> SyncGroupRes
     let group = req.group_id.0.as_str().to_string();
     let sync = classic::SyncRequest {
         member_id: req.member_id.as_str().to_string(),
+        instance_id: req
+            .group_instance_id
+            .as_ref()
+            .map(|s| s.as_str().to_string()),
         generation_id: req.generation_id,
         protocol_type: req.protocol_type.as_ref().map(|s| s.as_str().to_string()),
         protocol_name: req.protocol_name.as_ref().map(|s| s.as_str().to_string()),
@@ -240,6 +252,7 @@ pub(super) async fn heartbeat(ctx: &Ctx, req: HeartbeatRequest) -> HeartbeatResp
         .classic_heartbeat(
             req.group_id.0.as_str(),
             req.member_id.as_str(),
+            req.group_instance_id.as_ref().map(|s| s.as_str()),
             req.generation_id,
         )
         .await
@@ -269,7 +282,15 @@ pub(super) async fn leave_group(
             })
             .collect()
     };
-    let ids = members.iter().map(|(id, _)| id.clone()).collect();
+    let ids = members
+        .iter()
+        .map(|(id, instance)| {
+            (
+                id.clone(),
+                instance.as_ref().map(|i| i.as_str().to_string()),
+            )
+        })
+        .collect();
     match ctx.groups.classic_leave(group, ids).await {
         Err(s) => LeaveGroupResponse::default().with_error_code(code_of(&s).0),
         Ok(results) if version < 3 => {

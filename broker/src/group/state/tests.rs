@@ -581,6 +581,7 @@ fn a_group_speaks_one_protocol_at_a_time_and_classic_commits_are_fenced_by_gener
         "g",
         crate::group::classic::SyncRequest {
             member_id: member.clone(),
+            instance_id: None,
             generation_id: 1,
             protocol_type: None,
             protocol_name: None,
@@ -603,8 +604,7 @@ fn a_group_speaks_one_protocol_at_a_time_and_classic_commits_are_fenced_by_gener
         ErrorCode::UnknownMemberId,
         "Kafka's answer to a generation -1 commit while the classic group has members"
     );
-    let (results, _) =
-        s.classic_leave("g", std::slice::from_ref(&member), now, &classic_settings());
+    let (results, _) = s.classic_leave("g", &[(member.clone(), None)], now, &classic_settings());
     assert!(results[0].is_ok());
     // Without members, generation -1 commits whatever the member id (Kafka: an assign()
     // consumer with a group.id); a generation ≥ 0 names a member that is not there.

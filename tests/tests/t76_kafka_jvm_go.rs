@@ -1,0 +1,400 @@
+//! Kafka clients from the JVM and Go against real `sluice` brokers on their one port: the
+//! Java client and Kafka's own command-line tools (kafka-clients and kafka-tools 4.1.1 from
+//! Maven Central, `tests/java/pom.xml`) and franz-go 1.22.3 (`tests/go/franz`). `scripts/test`
+//! installs both under `target/test-deps/` (Maven and Go are on the CI machine).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sluice_tests::cluster::Cluster;
+use sluice_tests::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn test_deps() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-deps")
+}
+
+/// Runs one of Kafka's tools (`class`, a main class of kafka-tools) with `args`, feeding
+/// `input`, bounded by `timeout 120`; returns (success, stdout, stderr).
+fn kafka_tool_try(class: &str, args: &[&str], input: Option<&str>) -> (bool, String, String) {
+    let jars = test_deps().join("kafka-jars");
+    assert!(
+        jars.is_dir(),
+        "{} is missing: scripts/test installs the Java client and Kafka's tools (Maven)",
+        jars.display()
+    );
+    let mut child = Command::new("timeout")
+        .arg("120")
+        .arg("java")
+        .arg("-cp")
+        .arg(format!("{}/*", jars.display()))
+        .arg(class)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("java runs");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(i) = input {
+            stdin.write_all(i.as_bytes()).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| !l.starts_with("SLF4J"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+/// [`kafka_tool_try`] that must succeed; its stdout.
+fn kafka_tool(class: &str, args: &[&str], input: Option<&str>) -> String {
+    let (ok, out, err) = kafka_tool_try(class, args, input);
+    assert!(ok, "{class} {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+const TOPICS: &str = "org.apache.kafka.tools.TopicCommand";
+const CONSOLE_PRODUCER: &str = "org.apache.kafka.tools.ConsoleProducer";
+const CONSOLE_CONSUMER: &str = "org.apache.kafka.tools.consumer.ConsoleConsumer";
+const CONSUMER_GROUPS: &str = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand";
+const PRODUCER_PERF: &str = "org.apache.kafka.tools.ProducerPerformance";
+const CONSUMER_PERF: &str = "org.apache.kafka.tools.ConsumerPerformance";
+
+/// `kafka-consumer-groups --describe` rows of `group` as (partition, current offset,
+/// log-end offset, lag).
+fn group_rows(bootstrap: &str, group: &str) -> Vec<(i32, i64, i64, i64)> {
+    let out = kafka_tool(
+        CONSUMER_GROUPS,
+        &[
+            "--bootstrap-server",
+            bootstrap,
+            "--describe",
+            "--group",
+            group,
+        ],
+        None,
+    );
+    let mut header = None;
+    let mut rows = Vec::new();
+    for line in out.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.first() == Some(&"GROUP") {
+            header = Some(cols.iter().map(|c| c.to_string()).collect::<Vec<_>>());
+            continue;
+        }
+        let Some(h) = &header else { continue };
+        if cols.len() < h.len() || cols[0] != group {
+            continue;
+        }
+        let at = |name: &str| cols[h.iter().position(|c| c == name).unwrap()];
+        let num = |name: &str| at(name).parse::<i64>().unwrap_or(-1);
+        rows.push((
+            at("PARTITION").parse().unwrap(),
+            num("CURRENT-OFFSET"),
+            num("LOG-END-OFFSET"),
+            num("LAG"),
+        ));
+    }
+    rows.sort();
+    rows
+}
+
+/// Goal: Kafka's own tools, on the Java client 4.1, work against Sluice unchanged (what
+/// operators reach for first). Method: 1 controller + 3 brokers. `kafka-topics --create`
+/// makes a 3-partition RF 3 topic and `--describe` shows every partition led with a full
+/// ISR; the console producer writes 90 keyed records with acks=all; the console consumer
+/// in group `tools` reads all 90 back (keys and values as written) and commits;
+/// `kafka-consumer-groups --describe` shows LAG 0 on every partition, then, after 30 more
+/// records, a total LAG of 30 with LOG-END-OFFSET up by 30.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafkas_own_topic_console_and_group_tools_work_unchanged() {
+    let c = Cluster::start(1, 3, &[], &[]);
+    let b = c.broker_addr(1);
+    wait_for("a broker to answer kafka-topics", WAIT, || async {
+        let (ok, out, _) = kafka_tool_try(TOPICS, &["--bootstrap-server", &b, "--list"], None);
+        ok.then_some(out)
+    })
+    .await;
+    let created = kafka_tool(
+        TOPICS,
+        &[
+            "--bootstrap-server",
+            &b,
+            "--create",
+            "--topic",
+            "tools",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "3",
+        ],
+        None,
+    );
+    assert!(created.contains("Created topic tools"), "{created}");
+    let described = wait_for("kafka-topics to show the topic led", WAIT, || async {
+        let out = kafka_tool(
+            TOPICS,
+            &["--bootstrap-server", &b, "--describe", "--topic", "tools"],
+            None,
+        );
+        let parts: Vec<&str> = out
+            .lines()
+            .filter(|l| l.trim_start().starts_with("Topic: tools\tPartition:"))
+            .collect();
+        let led = parts.len() == 3
+            && parts.iter().all(|l| {
+                let isr = l.split("Isr: ").nth(1).unwrap_or("");
+                !l.contains("Leader: none")
+                    && !l.contains("Leader: -1")
+                    && isr.split('\t').next().unwrap_or("").split(',').count() == 3
+            });
+        led.then_some(out)
+    })
+    .await;
+    assert!(
+        described.contains("PartitionCount: 3") && described.contains("ReplicationFactor: 3"),
+        "{described}"
+    );
+
+    let input: String = (0..90).map(|i| format!("key{i}\tvalue{i}\n")).collect();
+    kafka_tool(
+        CONSOLE_PRODUCER,
+        &[
+            "--bootstrap-server",
+            &b,
+            "--topic",
+            "tools",
+            "--property",
+            "parse.key=true",
+            "--property",
+            "key.separator=\t",
+            "--producer-property",
+            "acks=all",
+        ],
+        Some(&input),
+    );
+    let consumed = kafka_tool(
+        CONSOLE_CONSUMER,
+        &[
+            "--bootstrap-server",
+            &b,
+            "--topic",
+            "tools",
+            "--group",
+            "tools",
+            "--from-beginning",
+            "--max-messages",
+            "90",
+            "--timeout-ms",
+            "60000",
+            "--property",
+            "print.key=true",
+            "--property",
+            "key.separator=\t",
+        ],
+        None,
+    );
+    let mut got: Vec<&str> = consumed.lines().collect();
+    got.sort();
+    let mut want: Vec<&str> = input.lines().collect();
+    want.sort();
+    assert_eq!(got, want, "the console consumer reads back every record");
+
+    // The console consumer committed its positions when it stopped after 90 records; a
+    // partition it had not fetched from at that moment may stay behind, so read the
+    // offsets it committed and what is left from the tool itself.
+    let rows = group_rows(&b, "tools");
+    assert_eq!(rows.len(), 3, "one row per partition: {rows:?}");
+    let ends: i64 = rows.iter().map(|r| r.2).sum();
+    assert_eq!(
+        ends, 90,
+        "LOG-END-OFFSET sums to what was produced: {rows:?}"
+    );
+    for (p, current, end, lag) in &rows {
+        assert_eq!(*lag, end - current, "partition {p}: LAG = end - current");
+    }
+    let lag_before: i64 = rows.iter().map(|r| r.3).sum();
+
+    let more: String = (90..120).map(|i| format!("key{i}\tvalue{i}\n")).collect();
+    kafka_tool(
+        CONSOLE_PRODUCER,
+        &[
+            "--bootstrap-server",
+            &b,
+            "--topic",
+            "tools",
+            "--property",
+            "parse.key=true",
+            "--property",
+            "key.separator=\t",
+        ],
+        Some(&more),
+    );
+    let rows = group_rows(&b, "tools");
+    assert_eq!(rows.iter().map(|r| r.2).sum::<i64>(), 120, "{rows:?}");
+    assert_eq!(
+        rows.iter().map(|r| r.3).sum::<i64>(),
+        lag_before + 30,
+        "LAG grows by what was produced since: {rows:?}"
+    );
+}
+
+/// Goal: `kafka-producer-perf-test` and `kafka-consumer-perf-test` (the Java client with
+/// its defaults: idempotence on, acks=all, lz4 off, 16 KiB batches, auto-created topic)
+/// run to the end against Sluice. Method: 1 controller + 3 brokers; the producer tool
+/// sends 20 000 records of 1 KiB to a topic that does not exist yet (auto-creation); the
+/// consumer tool reads 20 000 records back in a group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafkas_perf_tools_produce_and_consume_to_the_end() {
+    let c = Cluster::start(1, 3, &[], &[]);
+    let b = c.broker_addr(1);
+    let bootstrap = format!("bootstrap.servers={b}");
+    let out = wait_for("kafka-producer-perf-test to finish", WAIT, || async {
+        let (ok, out, err) = kafka_tool_try(
+            PRODUCER_PERF,
+            &[
+                "--topic",
+                "perf",
+                "--num-records",
+                "20000",
+                "--record-size",
+                "1024",
+                "--throughput",
+                "-1",
+                "--producer-props",
+                &bootstrap,
+                "acks=all",
+                "enable.idempotence=true",
+            ],
+            None,
+        );
+        if !ok {
+            eprintln!("producer perf: {out}\n{err}");
+        }
+        ok.then_some(out)
+    })
+    .await;
+    assert!(
+        out.lines().any(|l| l.starts_with("20000 records sent")),
+        "{out}"
+    );
+    let out = kafka_tool(
+        CONSUMER_PERF,
+        &[
+            "--bootstrap-server",
+            &b,
+            "--topic",
+            "perf",
+            "--messages",
+            "20000",
+            "--timeout",
+            "60000",
+        ],
+        None,
+    );
+    let last = out.lines().last().unwrap_or("");
+    let cols: Vec<&str> = last.split(',').map(str::trim).collect();
+    assert!(cols.len() >= 5, "{out}");
+    assert_eq!(cols[4], "20000", "data.consumed.in.nMsg: {out}");
+}
+
+/// Goal: franz-go (a pure-Go client used by Redpanda's tools and many Go services) works
+/// unchanged: admin, idempotent producer, group consumers and lag. Method: 1 controller +
+/// 3 brokers; `tests/go/franz` creates a 3-partition RF 3 topic with kadm, starts two
+/// members of one group (cooperative-sticky) and waits until they share the partitions,
+/// produces 300 keyed records with two headers of the same key (acks=all, idempotent), the
+/// members consume until every record is seen and commit; kadm's lag is then 0. Every
+/// acknowledged record is consumed once, at its acknowledged partition and offset, with
+/// its key, value and headers in order; the committed offsets are the log ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn franz_go_produces_and_consumes_in_a_group_unchanged() {
+    let bin = test_deps().join("franz");
+    assert!(
+        bin.is_file(),
+        "{} is missing: scripts/test builds tests/go/franz (Go)",
+        bin.display()
+    );
+    let c = Cluster::start(1, 3, &[], &[]);
+    let b = c.broker_addr(1);
+    wait_for("three brokers in the metadata", WAIT, || async {
+        let m = sluice_proto::v1::broker_client::BrokerClient::new(channel(&b))
+            .metadata(sluice_proto::v1::MetadataRequest::default())
+            .await
+            .ok()?
+            .into_inner();
+        (m.brokers.len() == 3).then_some(())
+    })
+    .await;
+    let out = Command::new("timeout")
+        .arg("170")
+        .arg(&bin)
+        .args([b.as_str(), "franz", "franz-group", "300"])
+        .output()
+        .expect("the franz-go client runs");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "franz-go printed no report ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    assert_eq!(r["created"], true);
+    let key = |x: &serde_json::Value| {
+        (
+            x["partition"].as_i64().unwrap(),
+            x["offset"].as_i64().unwrap(),
+            x["key"].as_str().unwrap().to_string(),
+            x["value"].as_str().unwrap().to_string(),
+        )
+    };
+    let mut acked: Vec<_> = r["acked"].as_array().unwrap().iter().map(key).collect();
+    acked.sort();
+    assert_eq!(acked.len(), 300);
+    let members = r["consumed"].as_array().unwrap();
+    assert_eq!(members.len(), 2);
+    let mut consumed: Vec<_> = members
+        .iter()
+        .flat_map(|m| m.as_array().unwrap().iter().map(key))
+        .collect();
+    consumed.sort();
+    assert_eq!(consumed, acked, "every acknowledged record consumed once");
+    for m in members {
+        for x in m.as_array().unwrap() {
+            assert_eq!(
+                x["headers"],
+                serde_json::json!([["h", "1"], ["h", "2"]]),
+                "repeated header keys keep their order"
+            );
+        }
+    }
+    let assigned = r["assigned"].as_array().unwrap();
+    assert!(
+        assigned.iter().all(|a| !a.as_array().unwrap().is_empty()),
+        "both members got partitions: {assigned:?}"
+    );
+    assert_eq!(
+        r["committed"], r["ends"],
+        "committed offsets are the log ends"
+    );
+    assert_eq!(r["lag"], 0);
+    // The same keys land on the same partitions as Kafka's murmur2 partitioner (the
+    // default of every client) puts them: the Rust client agrees with franz-go.
+    for (p, _, k, _) in &acked {
+        assert_eq!(
+            i64::from(sluice_client::partition_for_key(k.as_bytes(), 3)),
+            *p,
+            "key {k}"
+        );
+    }
+}
