@@ -159,13 +159,30 @@ pub fn protocol_of(first: &[u8; 4]) -> Protocol {
 /// What serves a Kafka connection.
 pub type KafkaServer = Arc<dyn Fn(Admitted, SocketAddr) + Send + Sync>;
 
-/// Accepted gRPC connections of `listener`, at most `connections_max` connections of
-/// either protocol open at once. Each connection's first bytes say whether it is HTTP/2
-/// (handed to the returned stream, for tonic) or Kafka (handed to `kafka`; closed when
-/// there is none). Accept errors (e.g. out of file descriptors) are logged and retried
-/// after a pause; the stream never ends while the listener lives.
+/// Which protocols a listener serves (`listeners`: `host:port` or `PLAINTEXT://` both,
+/// `GRPC://` gRPC only, `KAFKA://` Kafka only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Serves {
+    pub grpc: bool,
+    pub kafka: bool,
+}
+
+impl Serves {
+    /// Both protocols on one port (the default).
+    pub const BOTH: Serves = Serves {
+        grpc: true,
+        kafka: true,
+    };
+}
+
+/// Accepted gRPC connections of `listeners`, at most `connections_max` connections of
+/// either protocol open at once over all of them. Each connection's first bytes say whether
+/// it is HTTP/2 (handed to the returned stream, for tonic) or Kafka (handed to `kafka`);
+/// one its listener does not serve (or with no `kafka`) is closed with a log line. Accept
+/// errors (e.g. out of file descriptors) are logged and retried after a pause; the stream
+/// never ends while the listeners live.
 pub fn incoming(
-    listener: TcpListener,
+    listeners: Vec<(TcpListener, Serves)>,
     connections_max: usize,
     kafka: Option<KafkaServer>,
 ) -> impl futures::Stream<Item = io::Result<Admitted>> {
@@ -176,53 +193,74 @@ pub fn incoming(
         "client and peer connections the broker's listener is serving"
     );
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        // Runs until tonic drops the stream (the server stopped).
-        loop {
-            let permit = tokio::select! {
-                p = permits.clone().acquire_owned() => p.expect("the connection semaphore is never closed"),
-                () = tx.closed() => return,
-            };
-            let (stream, peer) = match listener.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let open = connections_max - permits.available_permits();
-            metrics::gauge!("sluice_connections_open").set(open as f64);
-            let admitted = Admitted {
-                stream,
-                _permit: permit,
-            };
-            let tx = tx.clone();
-            let kafka = kafka.clone();
-            // Sniffing waits for the client: off the accept loop.
-            tokio::spawn(async move {
-                let first =
-                    tokio::time::timeout(FIRST_BYTES_TIMEOUT, first_bytes(&admitted.stream)).await;
-                match first {
-                    Ok(Some(first)) => match (protocol_of(&first), kafka) {
-                        (Protocol::Grpc, _) => {
-                            let _ = tx.send(Ok(admitted)).await;
-                        }
-                        (Protocol::Kafka, Some(serve)) => serve(admitted, peer),
-                        (Protocol::Kafka, None) => {
-                            tracing::debug!(%peer, "not HTTP/2 and no Kafka listener here; closed")
-                        }
-                    },
-                    Ok(None) => tracing::debug!(%peer, "closed before sending anything"),
-                    Err(_) => {
-                        tracing::debug!(%peer, "sent nothing within {FIRST_BYTES_TIMEOUT:?}; closed")
-                    }
-                }
-            });
-        }
-    });
+    for (listener, serves) in listeners {
+        let kafka = kafka.clone().filter(|_| serves.kafka);
+        tokio::spawn(accept_loop(
+            listener,
+            serves,
+            connections_max,
+            permits.clone(),
+            tx.clone(),
+            kafka,
+        ));
+    }
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// One listener's accepts; runs until tonic drops the stream (the server stopped).
+async fn accept_loop(
+    listener: TcpListener,
+    serves: Serves,
+    connections_max: usize,
+    permits: Arc<Semaphore>,
+    tx: tokio::sync::mpsc::Sender<io::Result<Admitted>>,
+    kafka: Option<KafkaServer>,
+) {
+    let local = listener.local_addr().ok();
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("the connection semaphore is never closed"),
+            () = tx.closed() => return,
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let open = connections_max - permits.available_permits();
+        metrics::gauge!("sluice_connections_open").set(open as f64);
+        let admitted = Admitted {
+            stream,
+            _permit: permit,
+        };
+        let tx = tx.clone();
+        let kafka = kafka.clone();
+        // Sniffing waits for the client: off the accept loop.
+        tokio::spawn(async move {
+            let first =
+                tokio::time::timeout(FIRST_BYTES_TIMEOUT, first_bytes(&admitted.stream)).await;
+            match first {
+                Ok(Some(first)) => match (protocol_of(&first), kafka) {
+                    (Protocol::Grpc, _) if serves.grpc => {
+                        let _ = tx.send(Ok(admitted)).await;
+                    }
+                    (Protocol::Grpc, _) => tracing::info!(%peer, listener = ?local,
+                        "an HTTP/2 (gRPC) client on a KAFKA:// listener; closed"),
+                    (Protocol::Kafka, Some(serve)) => serve(admitted, peer),
+                    (Protocol::Kafka, None) => tracing::info!(%peer, listener = ?local,
+                        "not HTTP/2, and this listener does not serve the Kafka protocol; closed"),
+                },
+                Ok(None) => tracing::debug!(%peer, "closed before sending anything"),
+                Err(_) => {
+                    tracing::debug!(%peer, "sent nothing within {FIRST_BYTES_TIMEOUT:?}; closed")
+                }
+            }
+        });
+    }
 }
 
 /// The first four bytes of a connection, left in the socket; `None` if it closes first.
@@ -273,7 +311,7 @@ mod tests {
         use futures::StreamExt;
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut accepted = Box::pin(incoming(listener, 2, None));
+        let mut accepted = Box::pin(incoming(vec![(listener, Serves::BOTH)], 2, None));
         let connect = || async {
             use tokio::io::AsyncWriteExt;
             let mut c = TcpStream::connect(addr).await.unwrap();
@@ -313,7 +351,7 @@ mod tests {
         let serve: KafkaServer = Arc::new(move |c: Admitted, _| {
             let _ = kafka_tx.send(c.stream.peer_addr().unwrap());
         });
-        let mut grpc = Box::pin(incoming(listener, 10, Some(serve)));
+        let mut grpc = Box::pin(incoming(vec![(listener, Serves::BOTH)], 10, Some(serve)));
         let mut k = TcpStream::connect(addr).await.unwrap();
         k.write_all(&[0, 0, 0, 4, 0, 18, 0, 0]).await.unwrap();
         let mut h = TcpStream::connect(addr).await.unwrap();

@@ -28,8 +28,17 @@ use crate::partition::{AlterIsr, AlterOutcome, PartitionHandle, ReplicaState, Ro
 pub struct BrokerConfig {
     /// `node.id`.
     pub node_id: BrokerId,
-    /// `listeners`: where Produce/Fetch are served.
+    /// `listeners`: where gRPC is served (and the Kafka protocol too, unless
+    /// `kafka_listen` names a listener of its own or `listen_serves_kafka` is off).
     pub listen: SocketAddr,
+    /// Whether `listen` serves the Kafka protocol beside gRPC (a plain `host:port` or
+    /// `PLAINTEXT://` entry does; a `GRPC://` one does not).
+    pub listen_serves_kafka: bool,
+    /// A `KAFKA://host:port` listener: the Kafka protocol only.
+    pub kafka_listen: Option<SocketAddr>,
+    /// Its advertised host and port (`advertised.listeners`' `KAFKA://` entry, else its
+    /// bound address), registered so Kafka clients are sent there.
+    pub advertised_kafka: Option<(String, u16)>,
     /// `advertised.listeners` host and port (what clients and followers dial).
     pub advertised_host: String,
     /// Advertised port.
@@ -768,6 +777,16 @@ impl BrokerNode {
                     rack: None,
                     log_dirs: vec![self.config.log_dir.display().to_string()],
                     directory_id: self.directory_id.clone(),
+                    kafka_host: self
+                        .config
+                        .advertised_kafka
+                        .as_ref()
+                        .map(|(h, _)| h.clone()),
+                    kafka_port: self
+                        .config
+                        .advertised_kafka
+                        .as_ref()
+                        .map(|(_, p)| i32::from(*p)),
                 };
                 match self
                     .call_controller(|mut c| {

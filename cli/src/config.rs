@@ -381,15 +381,21 @@ fn validate(key: &str, value: &str) -> Result<(), String> {
             if v.is_empty() && key != "listeners" {
                 return Ok(());
             }
-            let addr = strip_listener_scheme(v);
-            let (host, port) = addr
-                .rsplit_once(':')
-                .ok_or("expected host:port, e.g. 127.0.0.1:9092")?;
-            if host.is_empty() {
-                return Err("the host is empty (use 0.0.0.0 to listen everywhere)".into());
+            // `listeners` and `advertised.listeners` may name several, comma-separated.
+            for entry in v.split(',').map(str::trim) {
+                if key == "metrics.listener" && entry != v {
+                    return Err("one host:port".into());
+                }
+                let addr = strip_listener_scheme(entry);
+                let (host, port) = addr
+                    .rsplit_once(':')
+                    .ok_or("expected host:port, e.g. 127.0.0.1:9092")?;
+                if host.is_empty() {
+                    return Err("the host is empty (use 0.0.0.0 to listen everywhere)".into());
+                }
+                port.parse::<u16>()
+                    .map_err(|_| format!("port {port:?} is not a number in 0..=65535"))?;
             }
-            port.parse::<u16>()
-                .map_err(|_| format!("port {port:?} is not a number in 0..=65535"))?;
             Ok(())
         }
         "controller.quorum.voters" => {
@@ -416,6 +422,44 @@ fn validate(key: &str, value: &str) -> Result<(), String> {
             .map_err(|_| "expected a non-negative integer".into()),
         _ => Ok(()),
     }
+}
+
+/// What a broker listener serves, by its name in `listeners` / `advertised.listeners`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerName {
+    /// `host:port` or `PLAINTEXT://host:port`: gRPC and the Kafka protocol on one port.
+    Both,
+    /// `GRPC://host:port`: gRPC only.
+    Grpc,
+    /// `KAFKA://host:port`: the Kafka protocol only.
+    Kafka,
+}
+
+/// Parses a broker's `listeners` or `advertised.listeners` (`key`, for messages):
+/// comma-separated `[NAME://]host:port` entries, NAME one of PLAINTEXT, GRPC, KAFKA.
+pub fn parse_listener_list(key: &str, s: &str) -> anyhow::Result<Vec<(ListenerName, String)>> {
+    let mut out = Vec::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, addr) = match entry.split_once("://") {
+            None => (ListenerName::Both, entry),
+            Some((n, a)) => (
+                match n.to_ascii_uppercase().as_str() {
+                    "PLAINTEXT" => ListenerName::Both,
+                    "GRPC" => ListenerName::Grpc,
+                    "KAFKA" => ListenerName::Kafka,
+                    _ => anyhow::bail!(
+                        "{key}: unknown listener name {n:?} in {entry:?}: PLAINTEXT:// (or none) serves gRPC and Kafka on one port, GRPC:// gRPC only, KAFKA:// Kafka only"
+                    ),
+                },
+                a,
+            ),
+        };
+        if out.iter().any(|(n, _)| *n == name) {
+            anyhow::bail!("{key}: two {name:?} listeners ({s:?}); one of each at most");
+        }
+        out.push((name, addr.to_string()));
+    }
+    Ok(out)
 }
 
 /// `CONTROLLER://host:port` or `host:port` → `host:port`.

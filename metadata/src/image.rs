@@ -8,7 +8,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{BrokerId, LeaderEpoch, PartitionEpoch, TopicId, NO_LEADER};
-use crate::records::{Endpoint, MetadataRecord, RECORD_FORMAT_VERSION, RECORD_FORMAT_VERSION_V1};
+use crate::records::{
+    Endpoint, MetadataRecord, RECORD_FORMAT_VERSION, RECORD_FORMAT_VERSION_V1,
+    RECORD_FORMAT_VERSION_V2,
+};
 
 /// A registered broker as the metadata log describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +28,59 @@ pub struct BrokerRegistration {
     pub rack: Option<String>,
     /// Fenced brokers lead nothing and are not in any new ISR.
     pub fenced: bool,
+    /// Where it serves the Kafka protocol, when that is a listener of its own (`KAFKA://`);
+    /// `None`: on `endpoint`, beside gRPC.
+    pub kafka_endpoint: Option<Endpoint>,
+}
+
+impl BrokerRegistration {
+    /// Where Kafka clients reach this broker.
+    pub fn kafka_endpoint(&self) -> &Endpoint {
+        self.kafka_endpoint.as_ref().unwrap_or(&self.endpoint)
+    }
+}
+
+/// [`BrokerRegistration`] as formats 1 and 2 wrote it.
+#[derive(Deserialize)]
+struct BrokerRegistrationV2 {
+    id: BrokerId,
+    incarnation_id: String,
+    epoch: i64,
+    endpoint: Endpoint,
+    rack: Option<String>,
+    fenced: bool,
+}
+
+impl From<BrokerRegistrationV2> for BrokerRegistration {
+    fn from(b: BrokerRegistrationV2) -> Self {
+        BrokerRegistration {
+            id: b.id,
+            incarnation_id: b.incarnation_id,
+            epoch: b.epoch,
+            endpoint: b.endpoint,
+            rack: b.rack,
+            fenced: b.fenced,
+            kafka_endpoint: None,
+        }
+    }
+}
+
+fn upgrade_brokers(
+    brokers: BTreeMap<BrokerId, BrokerRegistrationV2>,
+) -> Arc<BTreeMap<BrokerId, BrokerRegistration>> {
+    Arc::new(brokers.into_iter().map(|(id, b)| (id, b.into())).collect())
+}
+
+/// [`MetadataImage`] as format 2 wrote it.
+#[derive(Deserialize)]
+struct MetadataImageV2 {
+    offset: u64,
+    brokers: BTreeMap<BrokerId, BrokerRegistrationV2>,
+    topics: Arc<BTreeMap<TopicId, Arc<TopicImage>>>,
+    topic_ids: Arc<BTreeMap<String, TopicId>>,
+    next_producer_id: i64,
+    history_id: u64,
+    term: u64,
 }
 
 /// Replica assignment and leadership of one partition.
@@ -79,7 +135,7 @@ pub struct MetadataImage {
 #[derive(Deserialize)]
 struct MetadataImageV1 {
     offset: u64,
-    brokers: Arc<BTreeMap<BrokerId, BrokerRegistration>>,
+    brokers: BTreeMap<BrokerId, BrokerRegistrationV2>,
     topics: Arc<BTreeMap<TopicId, Arc<TopicImage>>>,
     topic_ids: Arc<BTreeMap<String, TopicId>>,
     next_producer_id: i64,
@@ -174,8 +230,16 @@ impl MetadataImage {
                         endpoint: endpoint.clone(),
                         rack: rack.clone(),
                         fenced: true,
+                        kafka_endpoint: None,
                     },
                 );
+                delta.changed_brokers.insert(*id);
+            }
+            MetadataRecord::BrokerKafkaEndpoint { id, endpoint } => {
+                let b = Arc::make_mut(&mut self.brokers)
+                    .get_mut(id)
+                    .ok_or_else(|| format!("unknown broker {id}"))?;
+                b.kafka_endpoint = Some(endpoint.clone());
                 delta.changed_brokers.insert(*id);
             }
             MetadataRecord::BrokerFenced { id } | MetadataRecord::BrokerUnfenced { id } => {
@@ -365,11 +429,24 @@ impl MetadataImage {
                     postcard::from_bytes(bytes).map_err(undecodable)?;
                 Ok(image)
             }
+            RECORD_FORMAT_VERSION_V2 => {
+                let (_, v2): (u32, MetadataImageV2) =
+                    postcard::from_bytes(bytes).map_err(undecodable)?;
+                Ok(MetadataImage {
+                    offset: v2.offset,
+                    brokers: upgrade_brokers(v2.brokers),
+                    topics: v2.topics,
+                    topic_ids: v2.topic_ids,
+                    next_producer_id: v2.next_producer_id,
+                    history_id: v2.history_id,
+                    term: v2.term,
+                })
+            }
             RECORD_FORMAT_VERSION_V1 => {
                 let v1: MetadataImageV1 = postcard::from_bytes(rest).map_err(undecodable)?;
                 Ok(MetadataImage {
                     offset: v1.offset,
-                    brokers: v1.brokers,
+                    brokers: upgrade_brokers(v1.brokers),
                     topics: v1.topics,
                     topic_ids: v1.topic_ids,
                     next_producer_id: v1.next_producer_id,
@@ -521,5 +598,67 @@ mod tests {
         assert_eq!(img.history_id, 0xabc);
         assert_eq!(delta.skipped.len(), 1);
         assert_eq!(MetadataImage::decode(&img.encode()).unwrap(), img);
+    }
+
+    /// Format 3 added brokers' Kafka endpoints: a format-2 image (a persisted broker image
+    /// or a controller snapshot from before) still decodes, its brokers without one; a
+    /// `BrokerKafkaEndpoint` after a registration gives the broker its own Kafka endpoint,
+    /// and a new registration drops it again.
+    #[test]
+    fn format_2_images_decode_and_kafka_endpoints_follow_registrations() {
+        let register = |incarnation: &str| MetadataRecord::RegisterBroker {
+            id: BrokerId(1),
+            incarnation_id: incarnation.into(),
+            endpoint: endpoint(),
+            rack: None,
+        };
+        let (img, _) = MetadataImage::default().apply(1, &[register("a")]);
+        let b = &img.brokers[&BrokerId(1)];
+        let legacy_broker = (
+            b.id,
+            &b.incarnation_id,
+            b.epoch,
+            &b.endpoint,
+            &b.rack,
+            b.fenced,
+        );
+        let brokers: BTreeMap<BrokerId, _> = [(BrokerId(1), legacy_broker)].into_iter().collect();
+        let v2 = postcard::to_stdvec(&(
+            RECORD_FORMAT_VERSION_V2,
+            (
+                img.offset,
+                brokers,
+                &img.topics,
+                &img.topic_ids,
+                img.next_producer_id,
+                img.history_id,
+                img.term,
+            ),
+        ))
+        .unwrap();
+        let back = MetadataImage::decode(&v2).unwrap();
+        assert_eq!(back, img);
+        assert_eq!(back.brokers[&BrokerId(1)].kafka_endpoint(), &endpoint());
+
+        let kafka = Endpoint {
+            host: "10.0.0.1".into(),
+            port: 19092,
+        };
+        let (img, d) = img.apply(
+            2,
+            &[
+                register("b"),
+                MetadataRecord::BrokerKafkaEndpoint {
+                    id: BrokerId(1),
+                    endpoint: kafka.clone(),
+                },
+            ],
+        );
+        assert!(d.skipped.is_empty());
+        assert_eq!(img.brokers[&BrokerId(1)].kafka_endpoint(), &kafka);
+        assert_eq!(img.brokers[&BrokerId(1)].endpoint, endpoint());
+        assert_eq!(MetadataImage::decode(&img.encode()).unwrap(), img);
+        let (img, _) = img.apply(3, &[register("c")]);
+        assert_eq!(img.brokers[&BrokerId(1)].kafka_endpoint, None);
     }
 }

@@ -11,8 +11,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{BrokerId, LeaderEpoch, PartitionEpoch, TopicId};
 
-/// Version of the encoding of [`MetadataRecord`] batches and images.
-pub const RECORD_FORMAT_VERSION: u32 = 2;
+/// Version of the encoding of [`MetadataRecord`] batches and images (3: brokers may have a
+/// Kafka endpoint of their own).
+pub const RECORD_FORMAT_VERSION: u32 = 3;
+
+/// The image format before brokers' Kafka endpoints (version 2), still decoded.
+pub const RECORD_FORMAT_VERSION_V2: u32 = 2;
 
 /// The image format before `history_id` and `term` (version 1), still decoded.
 pub const RECORD_FORMAT_VERSION_V1: u32 = 1;
@@ -129,6 +133,15 @@ pub enum MetadataRecord {
     HistoryStarted {
         /// Random, nonzero.
         history_id: u64,
+    },
+    /// The registration just before it in the batch serves the Kafka protocol on a listener
+    /// of its own (`KAFKA://` in `listeners`) at `endpoint`; without this record a broker
+    /// serves Kafka on its one endpoint too.
+    BrokerKafkaEndpoint {
+        /// Which broker.
+        id: BrokerId,
+        /// Its advertised Kafka listener.
+        endpoint: Endpoint,
     },
 }
 

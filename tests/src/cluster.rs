@@ -27,6 +27,8 @@ pub struct Cluster {
     controller_overrides: Vec<String>,
     broker_overrides: Vec<String>,
     per_broker: BTreeMap<u16, Vec<String>>,
+    /// Brokers given a `KAFKA://` listener of their own (their gRPC one becomes `GRPC://`).
+    kafka_ports: BTreeMap<u16, u16>,
     /// Extra environment of each broker (fault injection).
     broker_env: BTreeMap<u16, Vec<(String, String)>>,
     /// `controller.quorum.voters` as each controller sees it (default: `voters`).
@@ -81,6 +83,7 @@ impl Cluster {
             controller_overrides: controller_overrides.iter().map(|s| s.to_string()).collect(),
             broker_overrides: broker_overrides.iter().map(|s| s.to_string()).collect(),
             per_broker: (1..=b).map(|i| (i, per_broker(i))).collect(),
+            kafka_ports: BTreeMap::new(),
             controller_voters: BTreeMap::new(),
             broker_env: BTreeMap::new(),
             root,
@@ -150,6 +153,12 @@ impl Cluster {
             "broker" => self.broker_env.get(&id).cloned().unwrap_or_default(),
             _ => Vec::new(),
         };
+        let kafka_port = self.kafka_ports.get(&id).copied();
+        let port = self.node_mut(role, id).port;
+        let listeners = match (role, kafka_port) {
+            ("broker", Some(k)) => format!("GRPC://127.0.0.1:{port},KAFKA://127.0.0.1:{k}"),
+            _ => format!("127.0.0.1:{port}"),
+        };
         let node = self.node_mut(role, id);
         assert!(node.child.is_none(), "{role} {id} already running");
         std::fs::create_dir_all(&node.dir).expect("node dir");
@@ -161,7 +170,7 @@ impl Cluster {
         let mut cmd = Command::new(sluice_bin());
         cmd.arg(node.role)
             .args(["--node-id", &id.to_string()])
-            .args(["--listeners", &format!("127.0.0.1:{}", node.port)])
+            .args(["--listeners", &listeners])
             .args(["--controller-quorum-voters", &voters])
             .args(["--log-dirs", node.dir.to_str().expect("utf8")])
             .args([
@@ -197,6 +206,12 @@ impl Cluster {
         let env = self.broker_env.entry(id).or_default();
         env.retain(|(k, _)| k != key);
         env.push((key.to_string(), value.to_string()));
+    }
+
+    /// From the broker's next start, gRPC only on its port and the Kafka protocol only on
+    /// `port` (`listeners=GRPC://…,KAFKA://…`).
+    pub fn set_kafka_listener(&mut self, id: u16, port: u16) {
+        self.kafka_ports.insert(id, port);
     }
 
     /// Restarts a broker from its own data directory.

@@ -81,6 +81,7 @@ impl StandIn {
                                     // A stand-in restarted with the same id stands for the same
                                     // broker (its "log dir"), so it may register at once.
                                     directory_id: format!("standin-{id}"),
+                                    ..Default::default()
                                 })
                                 .await
                                 .map(|r| r.into_inner())

@@ -1261,3 +1261,117 @@ async fn a_restarted_static_member_takes_its_place_without_a_rebalance() {
     assert_eq!(r["consumed"]["b2"], before["b"], "{r}");
     assert_eq!(r["consumed_count"], 60);
 }
+
+/// Goal: Kafka-style named listeners (DESIGN §12): `listeners=GRPC://…,KAFKA://…` serves
+/// gRPC and the Kafka protocol on ports of their own, and Kafka clients are sent to the
+/// Kafka ones (Metadata, FindCoordinator). Method: 1 controller + 2 brokers restarted with
+/// separate listeners. kcat `-L` against broker 1's Kafka port lists both brokers at their
+/// Kafka ports; kcat produces and reads back in a group (`-G`, through FindCoordinator)
+/// over the Kafka ports; the gRPC client works on the gRPC port; a Kafka ApiVersions on the
+/// gRPC-only port and gRPC on the Kafka-only port are each closed, and the broker keeps
+/// serving both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_listeners_serve_grpc_and_kafka_on_ports_of_their_own() {
+    let mut c = Cluster::start(1, 2, &[], &["offsets.topic.replication.factor=2"]);
+    let kafka_ports = free_ports(2);
+    for id in 1..=2u16 {
+        c.stop_broker(id);
+        c.set_kafka_listener(id, kafka_ports[id as usize - 1]);
+        c.start_broker(id);
+    }
+    let k1 = format!("127.0.0.1:{}", kafka_ports[0]);
+    let meta = wait_for("kcat metadata on the Kafka port", WAIT, || async {
+        let out = kcat_try(&["-b", &k1, "-L", "-J"], None).ok()?;
+        let m: serde_json::Value = serde_json::from_str(&out).ok()?;
+        (m["brokers"].as_array()?.len() == 2).then_some(m)
+    })
+    .await;
+    let mut listed: Vec<String> = meta["brokers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_string())
+        .collect();
+    listed.sort();
+    let mut want: Vec<String> = kafka_ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    want.sort();
+    assert_eq!(listed, want, "Metadata advertises the Kafka listeners");
+
+    create_topic_with(&c.controller_addr(1), "named", 2, 2, &[]).await;
+    wait_topic_led(&k1, "named").await;
+    let input: String = (0..20).map(|i| format!("k{i}:v{i}\n")).collect();
+    kcat(
+        &["-b", &k1, "-P", "-t", "named", "-K", ":", "-X", "acks=all"],
+        Some(&input),
+    );
+    let out = kcat_debug(
+        &c,
+        &[
+            "-b",
+            &k1,
+            "-G",
+            "named-group",
+            "named",
+            "-e",
+            "-q",
+            "-X",
+            "auto.offset.reset=earliest",
+            "-f",
+            "%k:%s\n",
+        ],
+        None,
+    );
+    let mut got: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+    got.sort();
+    let mut want: Vec<&str> = input.lines().collect();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "a group consumer reads everything over the Kafka ports"
+    );
+
+    // gRPC on its own port.
+    let mut grpc = sluice_client::DataClient::connect(&c.broker_addr(1))
+        .await
+        .expect("gRPC on the gRPC listener");
+    grpc.produce("named", 0, batch_of(&[b"over-grpc"]), -1)
+        .await
+        .expect("gRPC produce");
+
+    // The wrong protocol on each port is closed.
+    let mut s = std::net::TcpStream::connect(c.broker_addr(1)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&request(18, 0, 7, &[])).unwrap();
+    assert!(
+        read_frame(&mut s).is_none(),
+        "a Kafka request on the GRPC:// listener is closed"
+    );
+    let wrong = tokio::time::timeout(
+        Duration::from_secs(10),
+        sluice_client::DataClient::connect(&k1),
+    )
+    .await;
+    assert!(
+        !matches!(wrong, Ok(Ok(_))),
+        "gRPC on the KAFKA:// listener is refused"
+    );
+    // Both still serve.
+    kcat(&["-b", &k1, "-L"], None);
+    grpc.produce("named", 0, batch_of(&[b"again"]), -1)
+        .await
+        .expect("gRPC still serves");
+}
+
+fn kcat_debug(c: &Cluster, args: &[&str], input: Option<&str>) -> String {
+    match kcat_try(args, input) {
+        Ok(o) => o,
+        Err(e) => panic!(
+            "{e}\n--- broker 1\n{}\n--- broker 2\n{}",
+            c.broker_log(1),
+            c.broker_log(2)
+        ),
+    }
+}

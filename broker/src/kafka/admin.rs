@@ -540,8 +540,8 @@ pub(super) async fn describe_cluster(
         .map(|b| {
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(b.id.get()))
-                .with_host(kstr(b.endpoint.host.clone()))
-                .with_port(b.endpoint.port as i32)
+                .with_host(kstr(b.kafka_endpoint().host.clone()))
+                .with_port(b.kafka_endpoint().port as i32)
                 .with_rack(b.rack.clone().map(kstr))
                 .with_is_fenced(b.fenced)
         })

@@ -51,7 +51,16 @@ async fn coordinator_of(
         .await
         .map_err(|s| code_of(&s))?;
     let c = r.coordinator.unwrap_or_default();
-    Ok((c.broker_id, c.host, c.port))
+    // Kafka clients reconnect to the coordinator's Kafka listener, not its gRPC one.
+    let image = ctx.node.image();
+    match image.brokers.get(&sluice_metadata::BrokerId(c.broker_id)) {
+        Some(b) => Ok((
+            c.broker_id,
+            b.kafka_endpoint().host.clone(),
+            i32::from(b.kafka_endpoint().port),
+        )),
+        None => Ok((c.broker_id, c.host, c.port)),
+    }
 }
 
 pub(super) async fn find_coordinator(

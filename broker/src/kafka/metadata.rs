@@ -37,8 +37,8 @@ pub(super) async fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> M
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id.get()))
-                .with_host(kstr(b.endpoint.host.clone()))
-                .with_port(b.endpoint.port as i32)
+                .with_host(kstr(b.kafka_endpoint().host.clone()))
+                .with_port(b.kafka_endpoint().port as i32)
                 .with_rack(b.rack.clone().map(kstr))
         })
         .collect();

@@ -310,7 +310,25 @@ pub async fn serve(
     let listener = crate::listener::bind(addr)
         .await
         .map_err(|e| format!("binding {addr}: {e}"))?;
-    tracing::info!(broker = node.id().get(), %addr, ?limits, "broker listening");
+    let serves = crate::listener::Serves {
+        grpc: true,
+        kafka: node.config.listen_serves_kafka,
+    };
+    tracing::info!(broker = node.id().get(), %addr, ?serves, ?limits, "broker listening");
+    let mut listeners = vec![(listener, serves)];
+    if let Some(kafka_addr) = node.config.kafka_listen {
+        let l = crate::listener::bind(kafka_addr)
+            .await
+            .map_err(|e| format!("binding {kafka_addr}: {e}"))?;
+        tracing::info!(broker = node.id().get(), addr = %kafka_addr, "broker listening (Kafka protocol only)");
+        listeners.push((
+            l,
+            crate::listener::Serves {
+                grpc: false,
+                kafka: true,
+            },
+        ));
+    }
     tonic::transport::Server::builder()
         .max_concurrent_streams(Some(limits.streams_per_connection_max))
         // Dead clients are noticed, and their streams end (a FetchStream stops polling).
@@ -339,7 +357,7 @@ pub async fn serve(
         )
         .serve_with_incoming_shutdown(
             crate::listener::incoming(
-                listener,
+                listeners,
                 limits.connections_max,
                 Some(kafka_server(node.clone(), groups)),
             ),

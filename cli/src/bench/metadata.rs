@@ -230,6 +230,7 @@ async fn stand_in_broker(q: &LocalQuorum) -> anyhow::Result<tokio::task::JoinHan
                         rack: None,
                         log_dirs: vec![],
                         directory_id: "bench-metadata".into(),
+                        ..Default::default()
                     })
                     .await;
                 if let Ok(r) = r {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use sluice_broker::{service, BrokerConfig, BrokerNode};
 
-use crate::config::{parse_voters, strip_listener_scheme, NodeConfig};
+use crate::config::{parse_listener_list, parse_voters, ListenerName, NodeConfig};
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -81,20 +81,69 @@ pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
     anyhow::ensure!(node_id >= 0, "node.id must be >= 0");
     let voters = parse_voters(cfg.require("controller.quorum.voters")?)?;
     // Brokers default to Kafka's 9092; the shared default (9093) is the controller's.
-    let listener = if cfg.is_default("listeners") {
-        "127.0.0.1:9092".to_string()
+    let listeners = if cfg.is_default("listeners") {
+        vec![(ListenerName::Both, "127.0.0.1:9092".to_string())]
     } else {
-        strip_listener_scheme(cfg.require("listeners")?).to_string()
+        parse_listener_list("listeners", cfg.require("listeners")?)?
     };
-    let listen = listener
-        .to_socket_addrs()
-        .with_context(|| format!("listeners={listener:?} is not a host:port"))?
-        .next()
-        .with_context(|| format!("listeners={listener:?} resolves to nothing"))?;
-    let advertised = cfg
-        .get("advertised.listeners")
-        .map(|a| strip_listener_scheme(a).to_string())
-        .unwrap_or(listener);
+    let resolve = |addr: &str| -> anyhow::Result<std::net::SocketAddr> {
+        addr.to_socket_addrs()
+            .with_context(|| format!("listeners: {addr:?} is not a host:port"))?
+            .next()
+            .with_context(|| format!("listeners: {addr:?} resolves to nothing"))
+    };
+    let (grpc_name, listener) = listeners
+        .iter()
+        .find(|(n, _)| *n != ListenerName::Kafka)
+        .cloned()
+        .context(
+            "listeners: one listener must serve gRPC (host:port, PLAINTEXT:// or GRPC://): \
+             brokers replicate and reach the controllers over it",
+        )?;
+    let kafka_listener = listeners
+        .iter()
+        .find(|(n, _)| *n == ListenerName::Kafka)
+        .map(|(_, a)| a.clone());
+    anyhow::ensure!(
+        !(grpc_name == ListenerName::Both && kafka_listener.is_some()),
+        "listeners: the Kafka protocol is served on one listener: a KAFKA:// entry goes with a GRPC:// one, not a PLAINTEXT:// (both) one"
+    );
+    let listen = resolve(&listener)?;
+    let kafka_listen = kafka_listener.as_deref().map(resolve).transpose()?;
+    let advertised_list = match cfg.get("advertised.listeners") {
+        Some(a) if !a.trim().is_empty() => parse_listener_list("advertised.listeners", a)?,
+        _ => Vec::new(),
+    };
+    let advertised = advertised_list
+        .iter()
+        .find(|(n, _)| *n != ListenerName::Kafka)
+        .map_or(listener, |(_, a)| a.clone());
+    let advertised_kafka = match (
+        advertised_list
+            .iter()
+            .find(|(n, _)| *n == ListenerName::Kafka),
+        &kafka_listener,
+    ) {
+        (Some((_, a)), Some(_)) => Some(a.clone()),
+        (None, Some(bound)) => Some(bound.clone()),
+        (Some((_, a)), None) => anyhow::bail!(
+            "advertised.listeners: KAFKA://{a} advertises a listener that listeners does not have"
+        ),
+        (None, None) => None,
+    };
+    let split = |key: &str, a: &str| -> anyhow::Result<(String, u16)> {
+        let (host, port) = a
+            .rsplit_once(':')
+            .with_context(|| format!("{key}={a:?} is not host:port"))?;
+        Ok((
+            host.to_string(),
+            port.parse()
+                .with_context(|| format!("bad port in {key}={a:?}"))?,
+        ))
+    };
+    let advertised_kafka = advertised_kafka
+        .map(|a| split("advertised.listeners", &a))
+        .transpose()?;
     let (host, port) = advertised
         .rsplit_once(':')
         .with_context(|| format!("advertised.listeners={advertised:?} is not host:port"))?;
@@ -102,6 +151,9 @@ pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
     Ok(BrokerConfig {
         node_id: sluice_metadata::BrokerId(node_id),
         listen,
+        listen_serves_kafka: grpc_name == ListenerName::Both,
+        kafka_listen,
+        advertised_kafka,
         advertised_host: host.to_string(),
         advertised_port: port
             .parse()
@@ -232,4 +284,101 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         node.close_logs().await;
         served.map_err(|e| anyhow::anyhow!(e))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(listeners: Option<&str>, advertised: Option<&str>) -> anyhow::Result<BrokerConfig> {
+        let mut flags = vec![
+            ("node.id".to_string(), "1".to_string()),
+            (
+                "controller.quorum.voters".to_string(),
+                "1@127.0.0.1:9093".to_string(),
+            ),
+            (
+                "log.dirs".to_string(),
+                "/tmp/sluice-config-test".to_string(),
+            ),
+        ];
+        if let Some(l) = listeners {
+            flags.push(("listeners".into(), l.into()));
+        }
+        if let Some(a) = advertised {
+            flags.push(("advertised.listeners".into(), a.into()));
+        }
+        broker_config(&NodeConfig::load(None, &flags)?)
+    }
+
+    /// `listeners` / `advertised.listeners` as Kafka writes them: one port for both
+    /// protocols by default (bare or PLAINTEXT://), or GRPC:// and KAFKA:// ports of their own,
+    /// each advertised by its name (the KAFKA:// one defaults to its bound address).
+    #[test]
+    fn listeners_name_one_port_for_both_or_a_port_per_protocol() {
+        let c = config(None, None).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9092");
+        assert!(c.listen_serves_kafka);
+        assert_eq!((c.kafka_listen, c.advertised_kafka), (None, None));
+
+        let c = config(Some("PLAINTEXT://127.0.0.1:9100"), Some("broker-1:19100")).unwrap();
+        assert!(c.listen_serves_kafka);
+        assert_eq!(
+            (c.advertised_host.as_str(), c.advertised_port),
+            ("broker-1", 19100)
+        );
+
+        let c = config(
+            Some("GRPC://127.0.0.1:9200,KAFKA://127.0.0.1:9201"),
+            Some("GRPC://g.example:1,KAFKA://k.example:2"),
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9200");
+        assert!(!c.listen_serves_kafka);
+        assert_eq!(c.kafka_listen.unwrap().to_string(), "127.0.0.1:9201");
+        assert_eq!(
+            (c.advertised_host.as_str(), c.advertised_port),
+            ("g.example", 1)
+        );
+        assert_eq!(c.advertised_kafka, Some(("k.example".to_string(), 2)));
+
+        let c = config(Some("KAFKA://127.0.0.1:9301,GRPC://127.0.0.1:9300"), None).unwrap();
+        assert_eq!(c.advertised_kafka, Some(("127.0.0.1".to_string(), 9301)));
+        assert_eq!(c.advertised_port, 9300);
+    }
+
+    /// Listener lists that cannot work are refused at start-up with the problem named.
+    #[test]
+    fn impossible_listener_lists_are_refused_by_name() {
+        for (listeners, advertised, says) in [
+            (
+                "KAFKA://127.0.0.1:9001",
+                None,
+                "one listener must serve gRPC",
+            ),
+            (
+                "PLAINTEXT://127.0.0.1:9000,KAFKA://127.0.0.1:9001",
+                None,
+                "goes with a GRPC://",
+            ),
+            (
+                "SSL://127.0.0.1:9000",
+                None,
+                "unknown listener name \"SSL\"",
+            ),
+            (
+                "GRPC://127.0.0.1:9000,GRPC://127.0.0.1:9001",
+                None,
+                "two Grpc listeners",
+            ),
+            (
+                "127.0.0.1:9000",
+                Some("KAFKA://k:1"),
+                "advertises a listener that listeners does not have",
+            ),
+        ] {
+            let e = format!("{:#}", config(Some(listeners), advertised).unwrap_err());
+            assert!(e.contains(says), "{listeners}: {e}");
+        }
+    }
 }

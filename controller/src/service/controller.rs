@@ -81,13 +81,32 @@ impl Controller for ControllerService {
             host: req.host.clone(),
             port,
         };
+        let kafka_endpoint =
+            match (&req.kafka_host, req.kafka_port) {
+                (None, None) => None,
+                (Some(host), Some(p)) if !host.is_empty() => Some(Endpoint {
+                    host: host.clone(),
+                    port: u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| {
+                        error_status(
+                            ErrorCode::InvalidRequest,
+                            format!("kafka_port {p} is invalid"),
+                            None,
+                        )
+                    })?,
+                }),
+                _ => return Err(error_status(
+                    ErrorCode::InvalidRequest,
+                    "kafka_host and kafka_port come together (a KAFKA:// listener) or not at all",
+                    None,
+                )),
+            };
         let alive = self
             .node
             .session_alive_elsewhere(BrokerId(req.broker_id), &req.directory_id);
         let (offset, existing) = self
             .node
             .decide(|img| {
-                let records = logic::register_broker(
+                let mut records = logic::register_broker(
                     img,
                     BrokerId(req.broker_id),
                     &req.incarnation_id,
@@ -95,6 +114,12 @@ impl Controller for ControllerService {
                     req.rack.clone(),
                     alive,
                 )?;
+                if let (false, Some(kafka)) = (records.is_empty(), kafka_endpoint.clone()) {
+                    records.push(sluice_metadata::MetadataRecord::BrokerKafkaEndpoint {
+                        id: BrokerId(req.broker_id),
+                        endpoint: kafka,
+                    });
+                }
                 // A retry of the same incarnation: its current registration.
                 let existing = records
                     .is_empty()
