@@ -72,6 +72,10 @@ pub struct BrokerConfig {
     /// `auto.create.topics.enable`: a Metadata request that asks for it creates missing
     /// topics with the cluster's `num.partitions` and `default.replication.factor`.
     pub auto_create_topics: bool,
+    /// Every config key with its effective value (`None`: unset) and whether that is the
+    /// built-in default, for DescribeConfigs of this BROKER resource (static configs:
+    /// read-only; Sluice has no dynamic broker configs).
+    pub static_configs: Vec<(String, Option<String>, bool)>,
 }
 
 /// A running broker.

@@ -1375,3 +1375,43 @@ fn kcat_debug(c: &Cluster, args: &[&str], input: Option<&str>) -> String {
         ),
     }
 }
+
+/// Goal: DescribeConfigs of a BROKER resource (what `kafka-configs --entity-type brokers`,
+/// confluent-kafka's and kafka-python's admin clients ask): each broker answers for itself
+/// with its static configs, read-only, with Kafka's sources. Method: 1 controller + 2
+/// brokers; `tests/py/kafka_broker_configs.py` describes broker 2 through its own port
+/// with both admin clients. `node.id` is 2 from a flag (STATIC_BROKER_CONFIG, 4),
+/// `num.partitions` is its default (DEFAULT_CONFIG, 5), every entry is read-only, and
+/// kafka-python's `config_filter="static"` reads the same values. Seen failing before (the request was relayed to a
+/// controller, which refused BROKER resources).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_broker_describes_its_own_static_configs() {
+    let c = Cluster::start(1, 2, &[], &[]);
+    let b2 = c.broker_addr(2);
+    wait_for("kcat metadata", WAIT, || async {
+        kcat_try(&["-b", &b2, "-L"], None).ok()
+    })
+    .await;
+    let r = py_report("kafka_broker_configs.py", &[b2.as_str(), "2"], 120);
+    let conf = &r["confluent"];
+    assert_eq!(conf["node.id"]["value"], "2", "{r}");
+    assert_eq!(
+        conf["node.id"]["source"], 4,
+        "a flag is a static broker config"
+    );
+    assert_eq!(conf["num.partitions"]["source"], 5, "{r}");
+    assert!(
+        conf.as_object()
+            .unwrap()
+            .values()
+            .all(|e| e["read_only"] == true),
+        "static configs are read-only"
+    );
+    // kafka-python asked for the static broker configs only.
+    assert_eq!(r["kafka_python"]["node.id"], "2", "{r}");
+    assert_eq!(
+        r["kafka_python"]["log.dirs"], conf["log.dirs"]["value"],
+        "both clients see the same values"
+    );
+    assert!(r["kafka_python"].get("num.partitions").is_none(), "{r}");
+}

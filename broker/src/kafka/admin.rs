@@ -291,6 +291,10 @@ pub(super) async fn describe_configs(
         let base = DescribeConfigsResult::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name.clone());
+        if res.resource_type == RESOURCE_BROKER {
+            results.push(describe_broker(ctx, base, &name, res, version));
+            continue;
+        }
         let Some(kind) = resource_type_of(res.resource_type) else {
             results.push(
                 base.with_error_code(INVALID_REQUEST)
@@ -354,6 +358,52 @@ pub(super) async fn describe_configs(
         results.push(out);
     }
     DescribeConfigsResponse::default().with_results(results)
+}
+
+/// DescribeConfigs of a BROKER resource, answered by the broker itself as Kafka's are
+/// (clients send it to the broker it names): this broker's static configs, each read-only
+/// with source STATIC_BROKER_CONFIG (file, environment or flag) or DEFAULT_CONFIG. An empty
+/// name (the cluster-wide dynamic defaults) has none; another broker's id is refused.
+fn describe_broker(
+    ctx: &Ctx,
+    base: DescribeConfigsResult,
+    name: &str,
+    res: &kafka_protocol::messages::describe_configs_request::DescribeConfigsResource,
+    version: i16,
+) -> DescribeConfigsResult {
+    let me = ctx.node.id().get();
+    if name.is_empty() {
+        return base.with_error_code(0);
+    }
+    if name.parse::<i32>().ok() != Some(me) {
+        return base.with_error_code(INVALID_REQUEST).with_error_message(msg(format!(
+            "this is broker {me}: describe BROKER {name:?} at that broker (or \"\" for cluster-wide defaults)"
+        )));
+    }
+    let wanted: Option<Vec<&str>> = res
+        .configuration_keys
+        .as_ref()
+        .map(|ks| ks.iter().map(|k| k.as_str()).collect());
+    let configs = ctx
+        .node
+        .config
+        .static_configs
+        .iter()
+        .filter(|(k, _, _)| wanted.as_ref().is_none_or(|w| w.contains(&k.as_str())))
+        .map(|(k, v, default)| {
+            let mut c = DescribeConfigsResourceResult::default()
+                .with_name(kstr(k.clone()))
+                .with_value(v.clone().map(kstr))
+                .with_read_only(true)
+                .with_config_source(if *default { 5 } else { 4 })
+                .with_is_sensitive(false);
+            if version >= 3 {
+                c = c.with_documentation(None);
+            }
+            c
+        })
+        .collect();
+    base.with_error_code(0).with_configs(configs)
 }
 
 pub(super) async fn incremental_alter_configs(

@@ -170,6 +170,16 @@ pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
         num_replica_fetchers: positive(cfg, "num.replica.fetchers")? as usize,
         retention_check_interval: ms("log.retention.check.interval.ms")?,
         auto_create_topics: cfg.bool("auto.create.topics.enable")?,
+        static_configs: cfg
+            .entries()
+            .map(|(name, value, source, _)| {
+                (
+                    name.to_string(),
+                    (!value.is_empty()).then(|| value.to_string()),
+                    source == crate::config::Source::Default,
+                )
+            })
+            .collect(),
         listener_limits: sluice_broker::listener::ListenerLimits {
             connections_max: positive(cfg, "max.connections")? as usize,
             request_bytes_in_flight_max: positive(cfg, "queued.max.request.bytes")? as usize,
