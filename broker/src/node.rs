@@ -449,7 +449,27 @@ impl BrokerNode {
             .iter()
             .map(|p| (p.topic.clone(), p.index, p.offsets().high_watermark))
             .collect();
+        // Replicas whose log is still opening keep the HW they were started with: a
+        // checkpoint without them would restart them at 0 after the next crash.
+        let opening: Vec<PartitionKey> = self
+            .reconcile_lock
+            .lock()
+            .expect("reconcile lock")
+            .opening
+            .iter()
+            .copied()
+            .collect();
+        let image = self.image();
+        for key in opening {
+            if let Some(t) = image.topics.get(&key.topic_id) {
+                let hw = self.checkpointed_high_watermark(&t.name, key.partition);
+                if hw > 0 {
+                    hws.push((t.name.clone(), key.partition, hw));
+                }
+            }
+        }
         hws.sort();
+        hws.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
         let text = render_hw_checkpoint(&hws);
         if last.as_deref() == Some(text.as_str()) {
             return last;
@@ -1223,6 +1243,11 @@ impl BrokerNode {
         };
         let Some(me) = self.self_arc() else {
             tracing::error!(dir = %dir.display(), "no broker handle to open a partition log with");
+            self.reconcile_lock
+                .lock()
+                .expect("reconcile lock")
+                .opening
+                .remove(&key);
             return;
         };
         let permits = self.log_openers.clone();
@@ -1246,6 +1271,15 @@ impl BrokerNode {
         });
     }
 
+    /// The role the current image gives us for replica `key` (with its topic), if any.
+    fn role_now(&self, key: PartitionKey) -> Option<(Arc<sluice_metadata::TopicImage>, Role)> {
+        let image = self.image();
+        let fenced = !self.may_lead(&image);
+        let t = image.topics.get(&key.topic_id)?;
+        let p = t.partitions.get(usize::try_from(key.partition).ok()?)?;
+        Some((t.clone(), role_in_image(self.id(), fenced, p)?))
+    }
+
     /// A new replica's log has opened (or failed to): installs it with the role the image
     /// gives it now, or, if the image no longer gives us that replica, closes it and sets
     /// its directory aside as a removal does. A failure leaves it to the next reconcile
@@ -1256,39 +1290,49 @@ impl BrokerNode {
         dir: &std::path::Path,
         opened: Result<Log, sluice_storage::StorageError>,
     ) {
-        let mut state = self.reconcile_lock.lock().expect("reconcile lock");
-        state.opening.remove(&key);
         let mut log = match opened {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(dir = %dir.display(), error = %e, "cannot open partition log");
+                self.reconcile_lock
+                    .lock()
+                    .expect("reconcile lock")
+                    .opening
+                    .remove(&key);
                 return;
             }
         };
-        if self.closing.load(Ordering::SeqCst) {
+        let close = |log: &mut Log, what: &str| {
             if let Err(e) = log.shutdown() {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not close a partition log opened during shutdown");
+                tracing::warn!(dir = %dir.display(), error = %e, "could not close {what}");
             }
+        };
+        if self.closing.load(Ordering::SeqCst) {
+            close(&mut log, "a partition log opened during shutdown");
             return;
         }
-        let image = self.image();
-        let fenced = !self.may_lead(&image);
-        let current = image.topics.get(&key.topic_id).and_then(|t| {
-            let p = t.partitions.get(usize::try_from(key.partition).ok()?)?;
-            Some((t.clone(), role_in_image(self.id(), fenced, p)?))
-        });
-        let Some((topic, role)) = current else {
-            // Deleted (or moved away) while it opened.
-            drop(state);
-            if let Err(e) = log.shutdown() {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not close a removed replica's log");
+        {
+            let mut state = self.reconcile_lock.lock().expect("reconcile lock");
+            if let Some((topic, role)) = self.role_now(key) {
+                state.opening.remove(&key);
+                self.install_replica(key, &topic, &role, log);
+                state.roles.insert(key, (role, topic));
+                return;
             }
-            drop(log);
-            set_aside(dir);
-            return;
-        };
-        self.install_replica(key, &topic, &role, log);
-        state.roles.insert(key, (role, topic));
+        }
+        // Deleted (or moved away) while it opened: closed and set aside as a removal is. The
+        // key stays in `opening` meanwhile, so a reconcile that gives the replica back does
+        // not open the directory while it is being renamed; it is opened again afterwards.
+        close(&mut log, "a removed replica's log");
+        drop(log);
+        set_aside(dir);
+        let mut state = self.reconcile_lock.lock().expect("reconcile lock");
+        state.opening.remove(&key);
+        if let Some((topic, role)) = self.role_now(key) {
+            state.opening.insert(key);
+            drop(state);
+            self.open_in_background(key, &topic, &role);
+        }
     }
 
     /// Starts the actor of a new replica whose log is open, hands it its first role and

@@ -615,6 +615,7 @@ impl Consumer {
                 group_id: group.clone(),
                 member_id,
                 member_epoch,
+                group_instance_id: None,
                 partitions: offsets
                     .iter()
                     .map(|((t, p), o)| OffsetCommitPartition {
@@ -681,6 +682,7 @@ impl Consumer {
                 group_id: group.clone(),
                 member_id,
                 member_epoch,
+                group_instance_id: None,
                 partitions,
             };
             if let Err(e) = call_coordinator(&cluster, &group, None, |mut c| {

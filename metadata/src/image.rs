@@ -414,8 +414,45 @@ impl MetadataImage {
     }
 
     /// Serializes the image (snapshots, brokers' persisted image).
+    /// An image with no broker Kafka endpoint is written in format 2, which the previous
+    /// build reads (rolling upgrades); format 3 only once one exists.
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(&(RECORD_FORMAT_VERSION, self)).expect("images always serialize")
+        if self.brokers.values().any(|b| b.kafka_endpoint.is_some()) {
+            return postcard::to_stdvec(&(RECORD_FORMAT_VERSION, self))
+                .expect("images always serialize");
+        }
+        // Format 2: the same layout with registrations of six fields (postcard writes a
+        // struct as the tuple of its fields).
+        let brokers: BTreeMap<BrokerId, _> = self
+            .brokers
+            .iter()
+            .map(|(id, b)| {
+                (
+                    *id,
+                    (
+                        b.id,
+                        &b.incarnation_id,
+                        b.epoch,
+                        &b.endpoint,
+                        &b.rack,
+                        b.fenced,
+                    ),
+                )
+            })
+            .collect();
+        postcard::to_stdvec(&(
+            RECORD_FORMAT_VERSION_V2,
+            (
+                self.offset,
+                brokers,
+                &self.topics,
+                &self.topic_ids,
+                self.next_producer_id,
+                self.history_id,
+                self.term,
+            ),
+        ))
+        .expect("images always serialize")
     }
 
     /// Deserializes an image written by [`encode`](Self::encode).
@@ -638,6 +675,11 @@ mod tests {
         .unwrap();
         let back = MetadataImage::decode(&v2).unwrap();
         assert_eq!(back, img);
+        assert_eq!(
+            img.encode(),
+            v2,
+            "without Kafka endpoints an image is written in format 2"
+        );
         assert_eq!(back.brokers[&BrokerId(1)].kafka_endpoint(), &endpoint());
 
         let kafka = Endpoint {
@@ -656,6 +698,8 @@ mod tests {
         );
         assert!(d.skipped.is_empty());
         assert_eq!(img.brokers[&BrokerId(1)].kafka_endpoint(), &kafka);
+        let (version, _): (u32, &[u8]) = postcard::take_from_bytes(&img.encode()).unwrap();
+        assert_eq!(version, RECORD_FORMAT_VERSION, "format 3 once one exists");
         assert_eq!(img.brokers[&BrokerId(1)].endpoint, endpoint());
         assert_eq!(MetadataImage::decode(&img.encode()).unwrap(), img);
         let (img, _) = img.apply(3, &[register("c")]);

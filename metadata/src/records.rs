@@ -155,10 +155,19 @@ pub struct RecordBatch {
 }
 
 impl RecordBatch {
-    /// A batch at the current format version.
+    /// A batch at the lowest format version that holds its records: format 3 only for a
+    /// `BrokerKafkaEndpoint`, so nodes of the previous build keep applying every other batch
+    /// during a rolling upgrade.
     pub fn new(records: Vec<MetadataRecord>) -> Self {
+        let needs_v3 = records
+            .iter()
+            .any(|r| matches!(r, MetadataRecord::BrokerKafkaEndpoint { .. }));
         RecordBatch {
-            version: RECORD_FORMAT_VERSION,
+            version: if needs_v3 {
+                RECORD_FORMAT_VERSION
+            } else {
+                RECORD_FORMAT_VERSION_V2
+            },
             records,
         }
     }
@@ -179,5 +188,27 @@ impl RecordBatch {
             ));
         }
         Ok(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rolling upgrades: batches stay in format 2 (what the previous build applies) unless
+    /// they carry a record only format 3 has.
+    #[test]
+    fn batches_use_the_lowest_format_their_records_need() {
+        let plain = RecordBatch::new(vec![MetadataRecord::HistoryStarted { history_id: 7 }]);
+        assert_eq!(plain.version, RECORD_FORMAT_VERSION_V2);
+        let kafka = RecordBatch::new(vec![MetadataRecord::BrokerKafkaEndpoint {
+            id: BrokerId(1),
+            endpoint: Endpoint {
+                host: "h".into(),
+                port: 1,
+            },
+        }]);
+        assert_eq!(kafka.version, RECORD_FORMAT_VERSION);
+        assert_eq!(RecordBatch::decode(&kafka.encode()).unwrap(), kafka);
     }
 }

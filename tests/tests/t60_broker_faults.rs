@@ -848,8 +848,10 @@ async fn produce_acks_one(
 /// recovery point and four one-batch partitions `small-*`; kill -9; restart with recovery
 /// scans slowed to 1 MB/s (fault injection, so `big-0` takes ≥ 8 s); every small partition
 /// must take a write while `big-0` still refuses one; then `big-0` serves again with every
-/// acknowledged record. Seen failing before the change (the small partitions became
-/// writable only together with `big-0`).
+/// acknowledged record. A clean stop while `big-0` still recovers keeps its HW in
+/// `replication-offset-checkpoint`. Seen failing before the change (the small partitions
+/// became writable only together with `big-0`; later, without the checkpoint fix, `big-0`
+/// was missing from the checkpoint).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_partitions_serve_while_a_large_one_still_recovers_after_a_crash() {
     let mut c = Cluster::start(1, 1, CONTROLLER, BROKER);
@@ -875,6 +877,17 @@ async fn small_partitions_serve_while_a_large_one_still_recovers_after_a_crash()
         })
         .await;
     }
+    let checkpoint = c.broker_dir(1).join("replication-offset-checkpoint");
+    let big_hw = || {
+        std::fs::read_to_string(&checkpoint)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("big 0 ").map(|hw| hw.trim().to_string()))
+    };
+    wait_for("big-0's HW in the checkpoint", WAIT, || async {
+        (big_hw().as_deref() == Some("80")).then_some(())
+    })
+    .await;
     c.kill_broker(1);
     c.set_broker_env(1, "SLUICE_FAULT_INJECTION", "1");
     c.set_broker_env(1, "SLUICE_FAULT_RECOVERY_BYTES_PER_S", "1000000");
@@ -897,6 +910,15 @@ async fn small_partitions_serve_while_a_large_one_still_recovers_after_a_crash()
         !matches!(early, Ok(Ok(_))),
         "big-0 took a write before its slowed recovery could have finished: {early:?}"
     );
+    // A clean stop while big-0 still recovers keeps its HW in the checkpoint (a checkpoint
+    // of the installed replicas alone would restart it at 0).
+    c.stop_broker(1);
+    assert_eq!(
+        big_hw().as_deref(),
+        Some("80"),
+        "replication-offset-checkpoint after a stop during big-0's recovery"
+    );
+    c.start_broker(1);
     let r = wait_for("big-0 to take a write after its recovery", WAIT, || async {
         produce_acks_one(&addr, "big", 0, batch_of(&[b"after"]))
             .await

@@ -514,6 +514,7 @@ async fn group_bad_input_and_zombie_commits_are_refused_without_changes() {
             group_id: "zg".into(),
             member_id: member.into(),
             member_epoch: epoch,
+            group_instance_id: None,
             partitions: vec![OffsetCommitPartition {
                 topic: topic.into(),
                 partition,
@@ -827,6 +828,7 @@ async fn a_commit_waiting_for_replication_does_not_stall_other_groups_of_its_coo
                 group_id: "ga".into(),
                 member_id: a_member,
                 member_epoch: a_epoch,
+                group_instance_id: None,
                 partitions: vec![OffsetCommitPartition {
                     topic: "t".into(),
                     partition: 0,
@@ -879,6 +881,7 @@ async fn a_commit_waiting_for_replication_does_not_stall_other_groups_of_its_coo
             group_id: "ga".into(),
             member_id: a_member.clone(),
             member_epoch: a_epoch,
+            group_instance_id: None,
             partitions: vec![OffsetCommitPartition {
                 topic: "t".into(),
                 partition: 0,

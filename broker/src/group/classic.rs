@@ -124,6 +124,10 @@ pub struct JoinResponse {
     /// KIP-814: the leader is a static member that rejoined a stable group; it must not
     /// compute a new assignment (JoinGroup v9+; older versions get no member list instead).
     pub skip_assignment: bool,
+    /// With `skip_assignment`: the leader's member id before this rejoin, which a client
+    /// older than v9 is told is the leader (so it syncs as a follower and keeps its
+    /// assignment), as Kafka does.
+    pub replaced_leader: Option<String>,
 }
 
 impl JoinResponse {
@@ -555,29 +559,33 @@ impl ClassicGroup {
             });
         }
         tracing::info!(old = %old, new = %id, instance = ?req.instance_id, "static member replaced");
-        let changed = m.protocols != req.protocols;
         m.protocols = req.protocols;
         m.session_timeout = req.session_timeout;
         m.rebalance_timeout = req.rebalance_timeout;
         m.client_id = req.client_id;
         m.client_host = req.client_host;
         m.last_seen = now;
-        if self.leader.as_deref() == Some(old.as_str()) {
+        let was_leader = self.leader.as_deref() == Some(old.as_str());
+        if was_leader {
             self.leader = Some(id.clone());
         }
-        let settled = matches!(
-            self.state,
-            ClassicState::Stable | ClassicState::CompletingRebalance
-        );
-        if settled && !changed {
-            self.members.insert(id.clone(), m);
+        self.members.insert(id.clone(), m);
+        // Kafka keeps a stable group stable when the protocol it would select with the new
+        // metadata is still the current one (the metadata bytes themselves change with every
+        // generation: the Java client sends its owned partitions). A group completing a
+        // rebalance rebalances again: the leader may be assigning to the old member id.
+        if self.state == ClassicState::Stable && self.select_protocol() == self.protocol_name {
             let mut answer = self.join_answer(&id);
-            answer.skip_assignment =
-                self.state == ClassicState::Stable && self.leader.as_deref() == Some(id.as_str());
+            if was_leader {
+                answer.skip_assignment = true;
+                answer.replaced_leader = Some(old);
+            }
             return (Answer::Now(answer), done);
         }
-        m.awaiting_join = true;
-        self.members.insert(id.clone(), m);
+        self.members
+            .get_mut(&id)
+            .expect("just inserted")
+            .awaiting_join = true;
         if self.state != ClassicState::PreparingRebalance {
             done.extend(self.prepare_rebalance(now, settings));
         }
@@ -797,6 +805,7 @@ impl ClassicGroup {
             member_id: member.to_string(),
             members,
             skip_assignment: false,
+            replaced_leader: None,
         }
     }
 
@@ -951,10 +960,16 @@ impl ClassicGroup {
     /// Kafka's `ClassicGroup.validateOffsetCommit`: generation -1 commits (an admin client, or
     /// a consumer without group management) only while the group has no members; otherwise
     /// the member must be in the group at its generation.
-    pub fn check_commit(&self, member: &str, generation: i32) -> Result<(), ClassicError> {
+    pub fn check_commit(
+        &self,
+        member: &str,
+        instance: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ClassicError> {
         if generation < 0 && self.members.is_empty() {
             return Ok(());
         }
+        self.check_instance(member, instance)?;
         if generation >= 0 || !member.is_empty() {
             self.check_member(member, generation)?;
         } else {

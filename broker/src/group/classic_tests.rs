@@ -341,7 +341,7 @@ fn a_rebalance_during_the_sync_phase_answers_parked_syncs() {
     let (r, _) = g.sync(sync_req(&b, 1, vec![]), t0 + 4 * SECOND);
     assert!(matches!(r, Answer::Later(_)));
     assert_eq!(
-        g.check_commit(&b, 1).unwrap_err().code,
+        g.check_commit(&b, None, 1).unwrap_err().code,
         code::REBALANCE_IN_PROGRESS,
         "no commits between join and sync"
     );
@@ -361,13 +361,13 @@ fn a_rebalance_during_the_sync_phase_answers_parked_syncs() {
 #[test]
 fn commits_are_fenced_by_generation() {
     let (g, a, _) = stable_pair(Instant::now());
-    assert_eq!(g.check_commit(&a, 1), Ok(()));
+    assert_eq!(g.check_commit(&a, None, 1), Ok(()));
     assert_eq!(
-        g.check_commit(&a, 0).unwrap_err().code,
+        g.check_commit(&a, None, 0).unwrap_err().code,
         code::ILLEGAL_GENERATION
     );
     assert_eq!(
-        g.check_commit("zombie", 1).unwrap_err().code,
+        g.check_commit("zombie", None, 1).unwrap_err().code,
         code::UNKNOWN_MEMBER_ID
     );
 }
@@ -539,11 +539,14 @@ fn a_sole_member_cannot_change_the_protocol_type() {
 fn a_generation_minus_one_commit_needs_an_empty_group() {
     let (g, _, _) = stable_pair(Instant::now());
     assert_eq!(
-        g.check_commit("", -1).unwrap_err().code,
+        g.check_commit("", None, -1).unwrap_err().code,
         code::UNKNOWN_MEMBER_ID
     );
-    assert_eq!(ClassicGroup::default().check_commit("", -1), Ok(()));
-    assert_eq!(ClassicGroup::default().check_commit("anyone", -1), Ok(()));
+    assert_eq!(ClassicGroup::default().check_commit("", None, -1), Ok(()));
+    assert_eq!(
+        ClassicGroup::default().check_commit("anyone", None, -1),
+        Ok(())
+    );
 }
 
 fn static_join(member: &str, instance: &str, protocols: &[&str]) -> JoinRequest {
@@ -620,6 +623,12 @@ fn a_restarted_static_member_takes_its_place_without_a_rebalance() {
     assert_eq!(g.heartbeat(&b2, Some("ib"), 1, t), Ok(()));
     let fenced = code::FENCED_INSTANCE_ID;
     assert_eq!(g.heartbeat(&b, Some("ib"), 1, t).unwrap_err().code, fenced);
+    assert_eq!(
+        g.check_commit(&b, Some("ib"), 1).unwrap_err().code,
+        fenced,
+        "the old process's commits are fenced too"
+    );
+    assert_eq!(g.check_commit(&b2, Some("ib"), 1), Ok(()));
     let (s, _) = g.sync(
         SyncRequest {
             instance_id: Some("ib".into()),
@@ -639,10 +648,11 @@ fn a_restarted_static_member_takes_its_place_without_a_rebalance() {
 }
 
 /// KIP-814: the static leader's restarted process is told to skip the assignment (the group
-/// stays stable); a static member that comes back with other protocols makes the group
-/// rebalance, with the old process's parked join fenced.
+/// stays stable), with its old member id to name as leader to clients before v9. New
+/// subscription bytes that select the same protocol do not rebalance either (the Java
+/// client's bytes change every generation).
 #[test]
-fn a_static_leader_skips_the_assignment_and_changed_protocols_rebalance() {
+fn a_static_leader_skips_the_assignment_and_new_metadata_alone_does_not_rebalance() {
     let t0 = Instant::now();
     let (mut g, a, b) = stable_static_pair(t0);
     let t = t0 + 6 * SECOND;
@@ -651,32 +661,75 @@ fn a_static_leader_skips_the_assignment_and_changed_protocols_rebalance() {
         panic!("answered at once")
     };
     assert!(r.skip_assignment);
+    assert_eq!(r.replaced_leader.as_deref(), Some(a.as_str()));
     assert_eq!(
         r.leader, r.member_id,
         "leadership moves to the new member id"
     );
     assert_eq!(r.members.len(), 2);
     assert_eq!(g.state(), ClassicState::Stable);
-    let a2 = r.member_id;
-
-    let (r, _) = g.join(
-        static_join("", "ib", &["roundrobin", "range"]),
-        t,
-        &settings(),
+    assert_eq!(
+        g.heartbeat(&a, Some("ia"), 1, t).unwrap_err().code,
+        code::FENCED_INSTANCE_ID
     );
-    let Answer::Later(b2) = r else {
-        panic!("a changed member waits for the rebalance")
+
+    let mut req = static_join("", "ib", &["range"]);
+    req.protocols = vec![("range".into(), Bytes::from("owned partitions changed"))];
+    let (r, done) = g.join(req, t, &settings());
+    assert!(done.is_empty());
+    let Answer::Now(r) = r else {
+        panic!("the same protocol is selected: no rebalance")
     };
-    assert_ne!(b2, b);
+    assert_eq!((r.generation_id, r.error), (1, None));
+    assert_ne!(r.member_id, b);
+    assert!(!r.skip_assignment, "a follower");
+    assert_eq!(g.state(), ClassicState::Stable);
+}
+
+/// Kafka's rule for a static member replaced while the group completes a rebalance: the
+/// leader may be assigning partitions to the old member id, so the group rebalances again
+/// (and the new member gets an assignment of its own). The old process's parked SyncGroup
+/// is fenced.
+#[test]
+fn a_static_member_replaced_while_the_group_completes_a_rebalance_rebalances_it() {
+    let t0 = Instant::now();
+    let mut g = ClassicGroup::default();
+    let later = |a: Answer<JoinResponse>| match a {
+        Answer::Later(id) => id,
+        Answer::Now(r) => panic!("waits for the rebalance: {r:?}"),
+    };
+    let a = later(g.join(static_join("", "ia", &["range"]), t0, &settings()).0);
+    let b = later(g.join(static_join("", "ib", &["range"]), t0, &settings()).0);
+    assert_eq!(joins(&g.tick(t0 + 4 * SECOND, &settings())).len(), 2);
+    assert_eq!(g.state(), ClassicState::CompletingRebalance);
+    let (s, _) = g.sync(
+        SyncRequest {
+            instance_id: Some("ib".into()),
+            ..sync_req(&b, 1, vec![])
+        },
+        t0 + 4 * SECOND,
+    );
+    assert_eq!(s, Answer::Later(b.clone()), "b waits for the leader");
+    let t = t0 + 5 * SECOND;
+    let (r, done) = g.join(static_join("", "ib", &["range"]), t, &settings());
+    let b2 = later(r);
     assert_eq!(g.state(), ClassicState::PreparingRebalance);
-    let (r, done) = g.join(static_join(&a2, "ia", &["range"]), t, &settings());
-    assert_eq!(r, Answer::Later(a2.clone()));
+    assert!(
+        matches!(&syncs(&done)[&b].error, Some(e) if e.code == code::FENCED_INSTANCE_ID),
+        "{done:?}"
+    );
+    let (r, done) = g.join(static_join(&a, "ia", &["range"]), t, &settings());
+    assert_eq!(r, Answer::Later(a.clone()));
     let done = joins(&done);
     assert_eq!(done[&b2].generation_id, 2);
-    assert_eq!(done[&a2].leader, a2);
     assert_eq!(
-        g.heartbeat(&a, Some("ia"), 2, t).unwrap_err().code,
-        code::FENCED_INSTANCE_ID
+        done[&a]
+            .members
+            .iter()
+            .map(|m| m.member_id.clone())
+            .collect::<Vec<_>>(),
+        vec![a.clone(), b2.clone()],
+        "the leader assigns to the new member id"
     );
 }
 

@@ -562,7 +562,11 @@ impl ShardState {
             group
                 .expect("has members")
                 .classic
-                .check_commit(&req.member_id, req.member_epoch)
+                .check_commit(
+                    &req.member_id,
+                    req.group_instance_id.as_deref(),
+                    req.member_epoch,
+                )
                 .map_err(classic_status)?;
         } else if req.member_epoch >= 0 {
             // No members: only an epoch/generation of -1 commits. (Kafka answers a group it

@@ -193,11 +193,11 @@ pub(super) async fn join_group(
         (None, false) => Some(kstr("")),
     };
     // KIP-814: a static leader rejoining a stable group keeps the assignment; before v9 it
-    // cannot be told so, and gets no member list (so it computes nothing new).
-    let members = if r.skip_assignment && version < 9 {
-        Vec::new()
-    } else {
-        r.members
+    // cannot be told so: it is named a follower (the leader is its old member id, as Kafka
+    // answers) with no member list, syncs and gets its assignment back.
+    let (leader, members) = match (r.skip_assignment && version < 9, r.replaced_leader) {
+        (true, Some(old)) => (old, Vec::new()),
+        _ => (r.leader, r.members),
     };
     JoinGroupResponse::default()
         .with_error_code(code)
@@ -205,7 +205,7 @@ pub(super) async fn join_group(
         .with_generation_id(r.generation_id)
         .with_protocol_type(r.protocol_type.map(kstr))
         .with_protocol_name(protocol_name)
-        .with_leader(kstr(r.leader))
+        .with_leader(kstr(leader))
         .with_member_id(kstr(r.member_id))
         .with_members(
             members
@@ -325,6 +325,10 @@ pub(super) async fn offset_commit(ctx: &Ctx, req: OffsetCommitRequest) -> Offset
         group_id: req.group_id.0.as_str().to_string(),
         member_id: req.member_id.as_str().to_string(),
         member_epoch: req.generation_id_or_member_epoch,
+        group_instance_id: req
+            .group_instance_id
+            .as_ref()
+            .map(|s| s.as_str().to_string()),
         partitions: req
             .topics
             .iter()

@@ -105,6 +105,18 @@ pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
         .find(|(n, _)| *n == ListenerName::Kafka)
         .map(|(_, a)| a.clone());
     anyhow::ensure!(
+        listeners
+            .iter()
+            .filter(|(n, _)| *n != ListenerName::Kafka)
+            .count()
+            == 1,
+        "listeners: one listener serves gRPC: either host:port / PLAINTEXT:// (with Kafka on the same port) or GRPC:// (with a KAFKA:// one), not both"
+    );
+    anyhow::ensure!(
+        !(grpc_name == ListenerName::Grpc && kafka_listener.is_none()),
+        "listeners: a GRPC:// listener needs a KAFKA:// one beside it (Kafka clients are sent to every broker); for both on one port use host:port"
+    );
+    anyhow::ensure!(
         !(grpc_name == ListenerName::Both && kafka_listener.is_some()),
         "listeners: the Kafka protocol is served on one listener: a KAFKA:// entry goes with a GRPC:// one, not a PLAINTEXT:// (both) one"
     );
@@ -376,6 +388,12 @@ mod tests {
                 None,
                 "unknown listener name \"SSL\"",
             ),
+            (
+                "GRPC://127.0.0.1:9000,PLAINTEXT://127.0.0.1:9001",
+                None,
+                "one listener serves gRPC",
+            ),
+            ("GRPC://127.0.0.1:9000", None, "needs a KAFKA:// one"),
             (
                 "GRPC://127.0.0.1:9000,GRPC://127.0.0.1:9001",
                 None,

@@ -279,6 +279,7 @@ pub async fn reset_offsets(
             group_id: group.to_string(),
             member_id: String::new(),
             member_epoch: -1,
+            group_instance_id: None,
             partitions: targets
                 .iter()
                 .map(|(t, p, o)| OffsetCommitPartition {

@@ -93,6 +93,7 @@ fn commit(
         group_id: group.into(),
         member_id: member.into(),
         member_epoch: epoch,
+        group_instance_id: None,
         partitions: vec![OffsetCommitPartition {
             topic: "t".into(),
             partition,
