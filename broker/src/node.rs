@@ -1189,7 +1189,7 @@ impl BrokerNode {
         };
         for key in gone {
             state.roles.remove(&key);
-            self.remove_replica(key);
+            self.remove_replica(key, &mut state.opening);
         }
         if scope.all {
             state.roles.retain(|k, _| existing.contains_key(k));
@@ -1393,7 +1393,15 @@ impl BrokerNode {
 
     /// A replica the image no longer gives us: stop its fetcher, close its log, and set its
     /// directory aside to be deleted after [`LOG_DELETE_DELAY`].
-    fn remove_replica(&self, key: PartitionKey) {
+    ///
+    /// The key is held in `opening` until the directory is renamed, so a reconcile that
+    /// gives the replica back meanwhile does not open the directory being set aside; it is
+    /// opened again once the rename is done.
+    fn remove_replica(
+        &self,
+        key: PartitionKey,
+        opening: &mut std::collections::HashSet<PartitionKey>,
+    ) {
         self.replica_fetchers.unfollow(key);
         let Some(p) = self
             .partitions
@@ -1404,6 +1412,8 @@ impl BrokerNode {
             return;
         };
         let actor = self.actors.lock().expect("actors lock").remove(&key);
+        opening.insert(key);
+        let me = self.self_arc();
         let name = p.name();
         let dir = self.config.log_dir.join(format!("{name}-{}", key.topic_id));
         // Kafka's way: rename now, delete after file.delete.delay.ms, so a replica dropped by
@@ -1419,6 +1429,20 @@ impl BrokerNode {
                 let _ = actor.await;
             }
             let _ = tokio::task::spawn_blocking(move || set_aside(&dir)).await;
+            let Some(me) = me else { return };
+            let again = {
+                let mut state = me.reconcile_lock.lock().expect("reconcile lock");
+                state.opening.remove(&key);
+                let again = me.role_now(key);
+                if again.is_some() {
+                    state.opening.insert(key);
+                }
+                again
+            };
+            if let Some((topic, role)) = again {
+                tracing::info!(partition = %name, "replica given back while it was removed; opening it again");
+                me.open_in_background(key, &topic, &role);
+            }
         });
     }
 
