@@ -1,7 +1,7 @@
 //! Fetch for consumers: every requested partition read up to its high watermark, the whole
 //! request long-polling until `min_bytes` arrived or `max_wait_ms` passed. Record batches
-//! are the stored bytes. No fetch sessions yet (KIP-227 allows answering session id 0:
-//! clients then send full fetches).
+//! are the stored bytes. Fetch sessions (KIP-227, v7+): which partitions a request covers
+//! and which an answer carries is decided by [`super::fetch_session`].
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use sluice_proto::v1 as pb;
 
+use super::fetch_session::{Key, Plan, Sent, Want};
 use super::{code_of, Ctx};
 use crate::limits::{FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX};
 
@@ -21,27 +22,61 @@ const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 /// One partition as asked: (index, fetch offset, partition max bytes, current leader epoch).
 type Wanted = (i32, i64, i32, i32);
 
-pub(super) async fn fetch(ctx: &Ctx, req: FetchRequest, _version: i16) -> FetchResponse {
-    let wanted: Vec<(TopicName, Vec<Wanted>)> = req
+pub(super) async fn fetch(ctx: &Ctx, req: FetchRequest, version: i16) -> FetchResponse {
+    let asked: Vec<(Key, Want)> = req
         .topics
         .iter()
-        .map(|t| {
-            (
-                t.topic.clone(),
-                t.partitions
-                    .iter()
-                    .map(|p| {
-                        (
-                            p.partition,
-                            p.fetch_offset,
-                            p.partition_max_bytes,
-                            p.current_leader_epoch,
-                        )
-                    })
-                    .collect(),
-            )
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    (t.topic.0.as_str().to_string(), p.partition),
+                    Want {
+                        fetch_offset: p.fetch_offset,
+                        max_bytes: p.partition_max_bytes,
+                        leader_epoch: p.current_leader_epoch,
+                    },
+                )
+            })
         })
         .collect();
+    let forgotten: Vec<Key> = req
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|f| {
+            f.partitions
+                .iter()
+                .map(|p| (f.topic.0.as_str().to_string(), *p))
+        })
+        .collect();
+    let (session_id, epoch) = if version >= 7 {
+        (req.session_id, req.session_epoch)
+    } else {
+        (0, -1)
+    };
+    let plan = ctx
+        .fetch_sessions
+        .lock()
+        .expect("fetch sessions lock")
+        .plan(session_id, epoch, asked, forgotten, Instant::now());
+    let (session_id, incremental, parts) = match plan {
+        Plan::Full { session_id, parts } => (session_id, false, parts),
+        Plan::Incremental { session_id, parts } => (session_id, true, parts),
+        Plan::Error { code, message } => {
+            tracing::debug!(code, %message, "fetch session refused");
+            return FetchResponse::default()
+                .with_error_code(code)
+                .with_session_id(0);
+        }
+    };
+    // By topic, in the order asked (a session's in name order).
+    let mut wanted: Vec<(TopicName, Vec<Wanted>)> = Vec::new();
+    for ((topic, p), w) in parts {
+        let entry = (p, w.fetch_offset, w.max_bytes, w.leader_epoch);
+        match wanted.last_mut() {
+            Some((t, list)) if t.0.as_str() == topic => list.push(entry),
+            _ => wanted.push((TopicName(super::kstr(topic)), vec![entry])),
+        }
+    }
     let follower = req.replica_id.0 >= 0;
     let deadline =
         Instant::now() + Duration::from_millis(req.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
@@ -135,11 +170,50 @@ pub(super) async fn fetch(ctx: &Ctx, req: FetchRequest, _version: i16) -> FetchR
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if total >= min_bytes || errors || left.is_zero() || watches.is_empty() {
-            return FetchResponse::default().with_responses(responses);
+            let responses = if session_id == 0 {
+                responses
+            } else {
+                session_answer(ctx, session_id, incremental, responses)
+            };
+            return FetchResponse::default()
+                .with_session_id(session_id)
+                .with_responses(responses);
         }
         // Nothing yet: wait for any partition to change (new data, HW, leadership).
         let changed =
             futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
         let _ = tokio::time::timeout(left, changed).await;
     }
+}
+
+/// A session's answer: every partition remembered as sent; an incremental answer keeps only
+/// the partitions that changed since the session's last answer (and the topics left).
+fn session_answer(
+    ctx: &Ctx,
+    session_id: i32,
+    incremental: bool,
+    responses: Vec<FetchableTopicResponse>,
+) -> Vec<FetchableTopicResponse> {
+    let mut cache = ctx.fetch_sessions.lock().expect("fetch sessions lock");
+    responses
+        .into_iter()
+        .filter_map(|mut t| {
+            let name = t.topic.0.as_str().to_string();
+            t.partitions.retain(|p| {
+                let key = (name.clone(), p.partition_index);
+                let sent = Sent {
+                    high_watermark: p.high_watermark,
+                    log_start_offset: p.log_start_offset,
+                };
+                let records = p.records.as_ref().is_some_and(|r| !r.is_empty());
+                let keep = !incremental
+                    || cache.changed(session_id, &key, sent, records, p.error_code != 0);
+                if keep {
+                    cache.sent(session_id, &key, sent);
+                }
+                keep
+            });
+            (!incremental || !t.partitions.is_empty()).then_some(t)
+        })
+        .collect()
 }

@@ -33,6 +33,7 @@ use crate::node::BrokerNode;
 
 mod admin;
 mod fetch;
+pub mod fetch_session;
 mod groups;
 mod metadata;
 mod offsets;
@@ -76,6 +77,8 @@ pub(crate) struct Ctx {
     pub node: Arc<BrokerNode>,
     pub data: DataPlane,
     pub groups: Arc<GroupCoordinator>,
+    /// The broker's Kafka fetch sessions (KIP-227), shared by its connections.
+    pub fetch_sessions: Arc<std::sync::Mutex<fetch_session::SessionCache>>,
 }
 
 /// A request as the connection decoded it.
@@ -103,6 +106,7 @@ pub async fn serve_connection<S>(
     peer: SocketAddr,
     node: Arc<BrokerNode>,
     groups: Arc<GroupCoordinator>,
+    fetch_sessions: Arc<std::sync::Mutex<fetch_session::SessionCache>>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -110,6 +114,7 @@ pub async fn serve_connection<S>(
         data: DataPlane::new(node.clone()),
         node,
         groups,
+        fetch_sessions,
     };
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (queue, mut answers) = mpsc::channel::<Queued>(KAFKA_IN_FLIGHT_MAX);

@@ -242,12 +242,16 @@ fn kafka_server(
     node: Arc<BrokerNode>,
     groups: Arc<GroupCoordinator>,
 ) -> crate::listener::KafkaServer {
+    let sessions = Arc::new(std::sync::Mutex::new(
+        crate::kafka::fetch_session::SessionCache::default(),
+    ));
     Arc::new(move |conn, peer| {
         tokio::spawn(crate::kafka::serve_connection(
             conn,
             peer,
             node.clone(),
             groups.clone(),
+            sessions.clone(),
         ));
     })
 }
