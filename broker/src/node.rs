@@ -1243,11 +1243,7 @@ impl BrokerNode {
         };
         let Some(me) = self.self_arc() else {
             tracing::error!(dir = %dir.display(), "no broker handle to open a partition log with");
-            self.reconcile_lock
-                .lock()
-                .expect("reconcile lock")
-                .opening
-                .remove(&key);
+            self.forget_opening(key);
             return;
         };
         let permits = self.log_openers.clone();
@@ -1257,11 +1253,7 @@ impl BrokerNode {
             };
             let _ = tokio::task::spawn_blocking(move || {
                 if me.closing.load(Ordering::SeqCst) {
-                    me.reconcile_lock
-                        .lock()
-                        .expect("reconcile lock")
-                        .opening
-                        .remove(&key);
+                    me.forget_opening(key);
                     return;
                 }
                 let opened = open_log(&dir, &config, epoch);
@@ -1269,6 +1261,15 @@ impl BrokerNode {
             })
             .await;
         });
+    }
+
+    /// Replica `key` is no longer opening (its open failed or was skipped).
+    fn forget_opening(&self, key: PartitionKey) {
+        self.reconcile_lock
+            .lock()
+            .expect("reconcile lock")
+            .opening
+            .remove(&key);
     }
 
     /// The role the current image gives us for replica `key` (with its topic), if any.
@@ -1294,11 +1295,7 @@ impl BrokerNode {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(dir = %dir.display(), error = %e, "cannot open partition log");
-                self.reconcile_lock
-                    .lock()
-                    .expect("reconcile lock")
-                    .opening
-                    .remove(&key);
+                self.forget_opening(key);
                 return;
             }
         };
