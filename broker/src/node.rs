@@ -1232,10 +1232,7 @@ impl BrokerNode {
         topic: &Arc<sluice_metadata::TopicImage>,
         role: &Role,
     ) {
-        let dir = self
-            .config
-            .log_dir
-            .join(format!("{}-{}-{}", topic.name, key.partition, key.topic_id));
+        let dir = self.replica_dir(&topic.name, key);
         let config = log_config(&topic.config);
         let epoch = match role {
             Role::Leader { leader_epoch, .. } => Some(*leader_epoch),
@@ -1261,6 +1258,32 @@ impl BrokerNode {
             })
             .await;
         });
+    }
+
+    /// Where replica `key` of `topic` keeps its log: `<log.dirs>/<topic>-<partition>-<topic id>`.
+    fn replica_dir(&self, topic: &str, key: PartitionKey) -> PathBuf {
+        self.config
+            .log_dir
+            .join(format!("{topic}-{}-{}", key.partition, key.topic_id))
+    }
+
+    /// After its directory was set aside, replica `key` is no longer opening; if the image
+    /// gave it back meanwhile, it opens afresh. Blocking (a short lock).
+    fn reopen_if_given_back(&self, key: PartitionKey) {
+        let again = {
+            let mut state = self.reconcile_lock.lock().expect("reconcile lock");
+            state.opening.remove(&key);
+            let again = self.role_now(key);
+            if again.is_some() {
+                state.opening.insert(key);
+            }
+            again
+        };
+        if let Some((topic, role)) = again {
+            tracing::info!(partition = %format!("{}-{}", topic.name, key.partition),
+                "replica given back while it was removed; opening it again");
+            self.open_in_background(key, &topic, &role);
+        }
     }
 
     /// Replica `key` is no longer opening (its open failed or was skipped).
@@ -1323,13 +1346,7 @@ impl BrokerNode {
         close(&mut log, "a removed replica's log");
         drop(log);
         set_aside(dir);
-        let mut state = self.reconcile_lock.lock().expect("reconcile lock");
-        state.opening.remove(&key);
-        if let Some((topic, role)) = self.role_now(key) {
-            state.opening.insert(key);
-            drop(state);
-            self.open_in_background(key, &topic, &role);
-        }
+        self.reopen_if_given_back(key);
     }
 
     /// Starts the actor of a new replica whose log is open, hands it its first role and
@@ -1412,7 +1429,7 @@ impl BrokerNode {
         opening.insert(key);
         let me = self.self_arc();
         let name = p.name();
-        let dir = self.config.log_dir.join(format!("{name}-{}", key.topic_id));
+        let dir = self.replica_dir(&p.topic, key);
         // Kafka's way: rename now, delete after file.delete.delay.ms, so a replica dropped by
         // mistake can still be recovered by hand for a while. The actor closes the log first.
         // Fire and forget: the rename waits for the actor to close its log; nobody needs
@@ -1425,21 +1442,13 @@ impl BrokerNode {
             if let Some(actor) = actor {
                 let _ = actor.await;
             }
-            let _ = tokio::task::spawn_blocking(move || set_aside(&dir)).await;
-            let Some(me) = me else { return };
-            let again = {
-                let mut state = me.reconcile_lock.lock().expect("reconcile lock");
-                state.opening.remove(&key);
-                let again = me.role_now(key);
-                if again.is_some() {
-                    state.opening.insert(key);
+            let _ = tokio::task::spawn_blocking(move || {
+                set_aside(&dir);
+                if let Some(me) = me {
+                    me.reopen_if_given_back(key);
                 }
-                again
-            };
-            if let Some((topic, role)) = again {
-                tracing::info!(partition = %name, "replica given back while it was removed; opening it again");
-                me.open_in_background(key, &topic, &role);
-            }
+            })
+            .await;
         });
     }
 

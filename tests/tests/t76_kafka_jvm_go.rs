@@ -70,6 +70,22 @@ const CONSUMER_GROUPS: &str = "org.apache.kafka.tools.consumer.group.ConsumerGro
 const PRODUCER_PERF: &str = "org.apache.kafka.tools.ProducerPerformance";
 const CONSUMER_PERF: &str = "org.apache.kafka.tools.ConsumerPerformance";
 
+/// The console producer writing `input`'s `key<TAB>value` lines to `topic`, with `extra` flags.
+fn console_produce(bootstrap: &str, topic: &str, extra: &[&str], input: &str) {
+    let mut args = vec![
+        "--bootstrap-server",
+        bootstrap,
+        "--topic",
+        topic,
+        "--property",
+        "parse.key=true",
+        "--property",
+        "key.separator=\t",
+    ];
+    args.extend_from_slice(extra);
+    kafka_tool(CONSOLE_PRODUCER, &args, Some(input));
+}
+
 /// `kafka-consumer-groups --describe` rows of `group` as (partition, current offset,
 /// log-end offset, lag).
 fn group_rows(bootstrap: &str, group: &str) -> Vec<(i32, i64, i64, i64)> {
@@ -167,22 +183,7 @@ async fn kafkas_own_topic_console_and_group_tools_work_unchanged() {
     );
 
     let input: String = (0..90).map(|i| format!("key{i}\tvalue{i}\n")).collect();
-    kafka_tool(
-        CONSOLE_PRODUCER,
-        &[
-            "--bootstrap-server",
-            &b,
-            "--topic",
-            "tools",
-            "--property",
-            "parse.key=true",
-            "--property",
-            "key.separator=\t",
-            "--producer-property",
-            "acks=all",
-        ],
-        Some(&input),
-    );
+    console_produce(&b, "tools", &["--producer-property", "acks=all"], &input);
     let consumed = kafka_tool(
         CONSOLE_CONSUMER,
         &[
@@ -226,20 +227,7 @@ async fn kafkas_own_topic_console_and_group_tools_work_unchanged() {
     let lag_before: i64 = rows.iter().map(|r| r.3).sum();
 
     let more: String = (90..120).map(|i| format!("key{i}\tvalue{i}\n")).collect();
-    kafka_tool(
-        CONSOLE_PRODUCER,
-        &[
-            "--bootstrap-server",
-            &b,
-            "--topic",
-            "tools",
-            "--property",
-            "parse.key=true",
-            "--property",
-            "key.separator=\t",
-        ],
-        Some(&more),
-    );
+    console_produce(&b, "tools", &[], &more);
     let rows = group_rows(&b, "tools");
     assert_eq!(rows.iter().map(|r| r.2).sum::<i64>(), 120, "{rows:?}");
     assert_eq!(

@@ -156,9 +156,7 @@ pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
     let advertised_kafka = advertised_kafka
         .map(|a| split("advertised.listeners", &a))
         .transpose()?;
-    let (host, port) = advertised
-        .rsplit_once(':')
-        .with_context(|| format!("advertised.listeners={advertised:?} is not host:port"))?;
+    let (advertised_host, advertised_port) = split("advertised.listeners", &advertised)?;
     let ms = |key: &str| -> anyhow::Result<Duration> { Ok(Duration::from_millis(cfg.num(key)?)) };
     Ok(BrokerConfig {
         node_id: sluice_metadata::BrokerId(node_id),
@@ -166,10 +164,8 @@ pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
         listen_serves_kafka: grpc_name == ListenerName::Both,
         kafka_listen,
         advertised_kafka,
-        advertised_host: host.to_string(),
-        advertised_port: port
-            .parse()
-            .with_context(|| format!("bad port in {advertised:?}"))?,
+        advertised_host,
+        advertised_port,
         controllers: voters.into_values().collect(),
         log_dir: PathBuf::from(cfg.require("log.dirs")?),
         cluster_id: cfg.require("cluster.id")?.to_string(),
