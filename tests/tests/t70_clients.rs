@@ -269,10 +269,13 @@ async fn a_replayed_batch_gets_its_original_offset_and_a_gap_is_refused() {
 struct CliConsumer {
     child: Child,
     lines: Arc<Mutex<Vec<serde_json::Value>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    log: tempfile::NamedTempFile,
 }
 
 impl CliConsumer {
     fn start(bootstrap: &str, topic: &str, group: &str) -> Self {
+        let log = tempfile::NamedTempFile::new().expect("consumer log file");
         let mut child = Command::new(sluice_bin())
             .args([
                 "consume",
@@ -284,21 +287,58 @@ impl CliConsumer {
                 "json",
             ])
             .args(["--timeout-ms", "120000", "--bootstrap", bootstrap])
+            .env("RUST_LOG", "info,h2=warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log.reopen().expect("consumer log handle"))
             .spawn()
             .expect("spawn consumer");
         let out = child.stdout.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str(&line) {
                     sink.lock().unwrap().push(v);
                 }
             }
         });
-        CliConsumer { child, lines }
+        CliConsumer {
+            child,
+            lines,
+            reader: Some(reader),
+            log,
+        }
+    }
+
+    /// SIGKILLs the consumer and returns every value it printed before it died.
+    fn kill(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            r.join().expect("reader thread");
+        }
+        self.values()
+    }
+
+    /// For failure messages: per partition, how many records and the highest offset
+    /// this consumer printed, then the tail of its log.
+    fn report(&self) -> String {
+        let mut seen = BTreeMap::<i64, (usize, i64)>::new();
+        for v in self.lines.lock().unwrap().iter() {
+            let e = seen
+                .entry(v["partition"].as_i64().unwrap_or(-1))
+                .or_default();
+            e.0 += 1;
+            e.1 = e.1.max(v["offset"].as_i64().unwrap_or(-1));
+        }
+        let log = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "pid {}: (partition, (records, highest offset)) {seen:?}\n{}",
+            self.child.id(),
+            tail.join("\n")
+        )
     }
 
     fn values(&self) -> Vec<String> {
@@ -413,8 +453,9 @@ async fn groups_rebalance_on_member_death_and_survive_coordinator_loss() {
 
     // kill -9 one member: its partitions move to the others within the session timeout
     // plus a rebalance.
-    let killed = consumers.remove(0);
-    drop(killed);
+    // What it printed before dying counts: the group committed those offsets, so the
+    // others rightly start after them.
+    let killed_values = consumers.remove(0).kill();
     let t0 = Instant::now();
     wait_for("two members owning all six partitions", WAIT, || async {
         let d = describe_group(&bootstrap, "grp")?;
@@ -444,15 +485,41 @@ async fn groups_rebalance_on_member_death_and_survive_coordinator_loss() {
     c.kill_broker(coordinator as u16);
     produce_range(&producer, 3000, 4000).await;
     let all: BTreeSet<String> = (0..4000).map(|n| n.to_string()).collect();
-    wait_for(
-        "every record consumed at least once",
-        Duration::from_secs(90),
-        || async {
-            let got: BTreeSet<String> = consumers.iter().flat_map(CliConsumer::values).collect();
-            (got.is_superset(&all)).then_some(())
-        },
-    )
-    .await;
+    let t0 = Instant::now();
+    loop {
+        let got: BTreeSet<String> = consumers
+            .iter()
+            .flat_map(CliConsumer::values)
+            .chain(killed_values.iter().cloned())
+            .collect();
+        if got.is_superset(&all) {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(90) {
+            let missing: Vec<&String> = all.difference(&got).collect();
+            let reports: Vec<String> = consumers.iter().map(CliConsumer::report).collect();
+            let mut brokers = String::new();
+            for id in 1..=3u16 {
+                let log = c.broker_log(id);
+                let lines: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("group"))
+                    .collect();
+                let from = lines.len().saturating_sub(30);
+                brokers += &format!("broker {id}:\n{}\n", lines[from..].join("\n"));
+            }
+            panic!(
+                "timed out after 90s waiting for every record consumed at least once (coordinator \
+                 {coordinator} killed): {} of 4000 missing, first {:?}\ngroup: {}\n\
+                 consumers:\n{}\n{brokers}",
+                missing.len(),
+                &missing[..missing.len().min(20)],
+                describe_group(&bootstrap, "grp").unwrap_or_default(),
+                reports.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     c.start_broker(coordinator as u16);
     let d = wait_for("offsets committed up to the end", WAIT, || async {
         let d = describe_group(&bootstrap, "grp")?;
