@@ -379,6 +379,11 @@ impl Cluster {
         }
     }
 
+    /// A controller's log (for failure messages).
+    pub fn controller_log(&self, id: u16) -> String {
+        std::fs::read_to_string(self.controllers[&id].dir.with_extension("log")).unwrap_or_default()
+    }
+
     /// A broker's log (for failure messages).
     pub fn broker_log(&self, id: u16) -> String {
         std::fs::read_to_string(self.brokers[&id].dir.with_extension("log")).unwrap_or_default()
