@@ -329,9 +329,17 @@ async fn franz_go_produces_and_consumes_in_a_group_unchanged() {
         .args([b.as_str(), "franz", "franz-group", "300"])
         .output()
         .expect("the franz-go client runs");
+    check_group_client_report("franz-go", &out);
+}
+
+/// Checks the JSON report of a group test client (`tests/go/franz`, `tests/js/kafkajs`):
+/// every acknowledged record consumed once at its partition and offset with key, value and
+/// repeated headers in order, both members assigned, commits at the log ends, lag 0, and
+/// murmur2 placement by key.
+fn check_group_client_report(client: &str, out: &std::process::Output) {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
-            "franz-go printed no report ({e}):\n{}\n{}",
+            "{client} printed no report ({e}):\n{}\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         )
@@ -377,7 +385,7 @@ async fn franz_go_produces_and_consumes_in_a_group_unchanged() {
     );
     assert_eq!(r["lag"], 0);
     // The same keys land on the same partitions as Kafka's murmur2 partitioner (the
-    // default of every client) puts them: the Rust client agrees with franz-go.
+    // default of every client) puts them: the Rust client agrees with the client.
     for (p, _, k, _) in &acked {
         assert_eq!(
             i64::from(sluice_client::partition_for_key(k.as_bytes(), 3)),
@@ -385,4 +393,41 @@ async fn franz_go_produces_and_consumes_in_a_group_unchanged() {
             "key {k}"
         );
     }
+}
+
+/// Goal: kafkajs (the Node.js client; 2.2.4 negotiates only non-flexible API versions, so
+/// it drives the older encodings of every API it uses) works unchanged. Method: as for
+/// franz-go — 1 controller + 3 brokers; `tests/js/kafkajs` creates a 3-partition RF 3
+/// topic, starts two members of one group, produces 300 keyed records with two headers of
+/// the same key (idempotent, acks=all), consumes until every record is seen, commits by
+/// leaving, and reads the committed offsets and log ends with its admin client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafkajs_produces_and_consumes_in_a_group_unchanged() {
+    let modules = test_deps().join("kafkajs/node_modules");
+    assert!(
+        modules.join("kafkajs").is_dir(),
+        "{} is missing: scripts/test installs tests/js/kafkajs (npm ci)",
+        modules.display()
+    );
+    let c = Cluster::start(1, 3, &[], &[]);
+    let b = c.broker_addr(1);
+    wait_for("three brokers in the metadata", WAIT, || async {
+        let m = sluice_proto::v1::broker_client::BrokerClient::new(channel(&b))
+            .metadata(sluice_proto::v1::MetadataRequest::default())
+            .await
+            .ok()?
+            .into_inner();
+        (m.brokers.len() == 3).then_some(())
+    })
+    .await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js/kafkajs/main.js");
+    let out = Command::new("timeout")
+        .arg("170")
+        .arg("node")
+        .arg(&script)
+        .args([b.as_str(), "kjs", "kjs-group", "300"])
+        .env("NODE_PATH", &modules)
+        .output()
+        .expect("node runs");
+    check_group_client_report("kafkajs", &out);
 }
