@@ -21,7 +21,7 @@ use sluice_metadata::{BrokerId, NO_LEADER};
 use sluice_proto::status::error_status;
 use sluice_proto::v1::*;
 use sluice_storage::batch::batches;
-use sluice_storage::RecordBatchBuilder;
+use sluice_storage::{RecordBatchBuilder, Records};
 use tonic::Status;
 
 use crate::error::BrokerError;
@@ -375,8 +375,14 @@ impl DataPlane {
         })
     }
 
-    /// Handles one fetch (consumer or follower), long-polling up to `max_wait_ms`.
-    pub async fn fetch_one(&self, req: &FetchRequest) -> Result<FetchResponse, Status> {
+    /// [`DataPlane::fetch_one`]'s wait and read, answering the records apart (not yet in
+    /// the response, not yet decoded): a file range of cached big batches when
+    /// `file_ranges` (the caller sends it with `sendfile`), else the bytes.
+    pub async fn fetch_records(
+        &self,
+        req: &FetchRequest,
+        file_ranges: bool,
+    ) -> Result<(FetchResponse, Records), Status> {
         if req.max_bytes < 0 || req.min_bytes < 0 || req.max_wait_ms < 0 {
             return Err(error_status(
                 ErrorCode::InvalidFetchSize,
@@ -399,6 +405,7 @@ impl DataPlane {
             current_leader_epoch: req.current_leader_epoch,
             last_fetched_epoch: req.last_fetched_epoch,
             follower: req.replica_id.filter(|r| *r >= 0).map(BrokerId),
+            file_ranges,
         };
         let deadline =
             Instant::now() + Duration::from_millis(req.max_wait_ms.min(FETCH_WAIT_MS_MAX) as u64);
@@ -424,7 +431,7 @@ impl DataPlane {
                     leader_epoch: d.leader_epoch,
                     end_offset: d.end_offset,
                 });
-                return Ok(resp);
+                return Ok((resp, Records::empty()));
             }
             let data = got.batches;
             let left = deadline.saturating_duration_since(Instant::now());
@@ -434,6 +441,18 @@ impl DataPlane {
                     continue;
                 }
             }
+            return Ok((resp, data));
+        }
+    }
+
+    /// Handles one fetch (consumer or follower), long-polling up to `max_wait_ms`.
+    pub async fn fetch_one(&self, req: &FetchRequest) -> Result<FetchResponse, Status> {
+        let (mut resp, data) = self.fetch_records(req, false).await?;
+        let data = match data {
+            Records::Memory(b) => b,
+            Records::File(r) => unreachable!("{r:?} for a fetch that did not ask for file ranges"),
+        };
+        if resp.diverging_epoch.is_none() {
             if let Some(last) = sluice_storage::batch::headers(&data).last() {
                 resp.next_fetch_offset = last.next_offset();
             }
@@ -464,7 +483,7 @@ impl DataPlane {
             } else {
                 resp.record_batches = data;
             }
-            return Ok(resp);
         }
+        Ok(resp)
     }
 }

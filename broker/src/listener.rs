@@ -87,6 +87,13 @@ pub struct Admitted {
     _permit: OwnedSemaphorePermit,
 }
 
+impl Admitted {
+    /// The socket, and the listener's slot it holds until dropped.
+    pub fn into_parts(self) -> (TcpStream, OwnedSemaphorePermit) {
+        (self.stream, self._permit)
+    }
+}
+
 impl Connected for Admitted {
     type ConnectInfo = TcpConnectInfo;
 

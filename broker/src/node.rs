@@ -1600,6 +1600,10 @@ impl BrokerNode {
             "sluice_isr_expands_total",
             "ISR expansions committed (Kafka: IsrExpandsPerSec)"
         );
+        metrics::describe_counter!(
+            "sluice_kafka_fetch_sendfile_bytes_total",
+            "record bytes Kafka fetches sent from the page cache with sendfile, never copied through the broker"
+        );
         metrics::describe_gauge!(
             "sluice_segment_files_open",
             "segment files this broker has open (at most log.segment.open.files.max)"

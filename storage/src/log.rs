@@ -30,6 +30,7 @@ use crate::config::LogConfig;
 use crate::epoch::LeaderEpochCache;
 use crate::error::{Result, StorageError};
 use crate::producer::{ProducerState, SequenceCheck};
+use crate::records::Records;
 use crate::segment::{Corruption, Segment};
 use crate::tail::TailCache;
 
@@ -818,6 +819,30 @@ impl Log {
     /// `max_offset` returns no bytes; below the log start or past the end is
     /// `OFFSET_OUT_OF_RANGE`.
     pub fn read(&self, offset: Offset, max_bytes: usize, max_offset: Offset) -> Result<Bytes> {
+        self.read_from(offset, max_bytes, max_offset, false)?
+            .into_bytes()
+    }
+
+    /// What [`Log::read`] reads, but a read from a segment file of at least
+    /// [`crate::records::FILE_RANGE_MIN_BYTES`] that sits whole in the page cache comes back
+    /// as the file range, unread, for a caller that can send it without copying it
+    /// (`sendfile`). The tail cache's bytes, and small or cold reads, come back in memory.
+    pub fn read_records(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        max_offset: Offset,
+    ) -> Result<Records> {
+        self.read_from(offset, max_bytes, max_offset, true)
+    }
+
+    fn read_from(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        max_offset: Offset,
+        files: bool,
+    ) -> Result<Records> {
         let (offset, max_offset) = (offset.get(), max_offset.get());
         let end = self.end();
         if offset < self.log_start_offset || offset > end {
@@ -829,10 +854,12 @@ impl Log {
         }
         let max_offset = max_offset.min(end);
         if offset >= max_offset {
-            return Ok(Bytes::new());
+            return Ok(Records::empty());
         }
         if self.tail.covers(offset) {
-            return Ok(self.tail.read(offset, max_bytes, max_offset));
+            return Ok(Records::Memory(
+                self.tail.read(offset, max_bytes, max_offset),
+            ));
         }
         let containing = self.segments.range(..=offset).next_back();
         for (_, seg) in containing
@@ -842,12 +869,12 @@ impl Log {
             if seg.next_offset() <= offset {
                 continue;
             }
-            let bytes = seg.read(offset, max_bytes, max_offset)?;
-            if !bytes.is_empty() || seg.base_offset() >= max_offset {
-                return Ok(bytes);
+            let records = seg.read_records(offset, max_bytes, max_offset, files)?;
+            if !records.is_empty() || seg.base_offset() >= max_offset {
+                return Ok(records);
             }
         }
-        Ok(Bytes::new())
+        Ok(Records::empty())
     }
 
     /// Whether [`Log::read`] from `offset` is answered from memory, touching no file: the

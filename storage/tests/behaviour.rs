@@ -599,3 +599,107 @@ fn tail_cache_keeps_to_its_limits() {
         "every record reads back, from memory or file"
     );
 }
+
+/// Reads as file ranges (for `sendfile`) are the very bytes a read returns, for every cut;
+/// ranges of big batches come back unread while their pages are cached, and small,
+/// many-batch or evicted ranges come back in memory. A range stays readable after
+/// retention deleted its segment.
+#[test]
+fn file_range_reads_are_the_bytes_of_reads() {
+    use sluice_storage::records::{in_page_cache, FILE_RANGE_HEADERS_MAX, FILE_RANGE_MIN_BYTES};
+    use sluice_storage::Records;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        retention_ms: -1,
+        ..LogConfig::default()
+    };
+    let mut log = open(dir.path(), config.clone(), &clock);
+    // Big batches (40 KiB), then many small ones (1 KiB), then big ones again.
+    let mut tag = 0;
+    let mut append = |log: &mut Log, n: usize, value: usize| {
+        for _ in 0..n {
+            tag += 1;
+            log.append_as_leader(batch(tag, 4, value / 4, clock.now()), LeaderEpoch(1))
+                .unwrap();
+        }
+    };
+    append(&mut log, 40, 40 << 10);
+    let small_from = log.log_end_offset().get();
+    append(&mut log, 2 * FILE_RANGE_HEADERS_MAX, 1 << 10);
+    append(&mut log, 30, 40 << 10);
+    let end = log.log_end_offset();
+    // Reopened: the tail cache is empty, every read goes to the files.
+    log.close().unwrap();
+    let mut log = open(dir.path(), config.clone(), &clock);
+    assert!(log.segment_count() > 1, "the reads cross segments");
+    let (mut ranges, mut in_memory) = (0, 0);
+    for at in (0..end.get()).step_by(3) {
+        for (max_bytes, upper) in [
+            (1, end),
+            (100 << 10, end),
+            (1 << 20, end),
+            (1 << 20, Offset(at + 9)),
+        ] {
+            let want = log.read(Offset(at), max_bytes, upper).unwrap();
+            let got = log.read_records(Offset(at), max_bytes, upper).unwrap();
+            assert_eq!(
+                got.len(),
+                want.len(),
+                "at {at}, max {max_bytes}, upper {upper}"
+            );
+            match &got {
+                Records::File(r) => {
+                    ranges += 1;
+                    assert!(r.len() >= FILE_RANGE_MIN_BYTES);
+                }
+                Records::Memory(_) => in_memory += 1,
+            }
+            assert_eq!(
+                got.into_bytes().unwrap(),
+                want,
+                "at {at}, max {max_bytes}, upper {upper}"
+            );
+        }
+    }
+    assert!(
+        ranges > 0 && in_memory > 0,
+        "{ranges} ranges, {in_memory} in memory"
+    );
+    // One small batch: in memory. A stretch of small batches longer than the header walk:
+    // in memory, all of it.
+    let one = log.read_records(Offset(small_from), 1, end).unwrap();
+    assert!(matches!(one, Records::Memory(_)) && one.len() < FILE_RANGE_MIN_BYTES);
+    let many = log.read_records(Offset(small_from), 1 << 20, end).unwrap();
+    assert!(matches!(many, Records::Memory(_)), "{many:?}");
+    assert!(many.len() >= FILE_RANGE_MIN_BYTES);
+    // Pages evicted (flushed, then dropped from the page cache): read into memory.
+    log.flush().unwrap();
+    let Records::File(r) = log.read_records(Offset(0), 1 << 20, end).unwrap() else {
+        panic!("a cached range of big batches");
+    };
+    let evict = |f: &std::fs::File| {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain advice call on an open fd.
+        let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+    };
+    evict(r.file());
+    assert!(!in_page_cache(r.file(), r.position(), r.len()));
+    let cold = log.read_records(Offset(0), 1 << 20, end).unwrap();
+    assert!(matches!(cold, Records::Memory(_)), "{cold:?}");
+    assert_eq!(cold.len(), r.len());
+    assert!(
+        in_page_cache(r.file(), r.position(), r.len()),
+        "the read cached it again"
+    );
+    // The log start moves past the first segment, which is deleted: a range taken before still reads its bytes.
+    let Records::File(kept) = log.read_records(Offset(0), 1 << 20, end).unwrap() else {
+        panic!("a cached range of big batches");
+    };
+    let before = kept.read().unwrap();
+    log.increment_log_start_offset(Offset(small_from)).unwrap();
+    assert!(!kept.path().exists(), "the segment file is gone");
+    assert_eq!(kept.read().unwrap(), before);
+}

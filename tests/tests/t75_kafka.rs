@@ -1527,3 +1527,160 @@ async fn fetch_sessions_answer_only_what_changed() {
     assert_eq!((r.error_code, r.session_id), (0, 0), "sessionless");
     assert_eq!(answered(&r).len(), 1);
 }
+
+/// Goal: Kafka fetches of big batches go from the page cache to the socket with sendfile
+/// (no copy through user space) and carry exactly the stored bytes, whatever the fetch's
+/// size limits cut. Method: one broker; partition 0 gets 12 batches of ~300 KiB (above the
+/// tail cache's batch limit, so every read is a file read) with keys and repeated header
+/// keys, then 40 small ones, then 6 big ones; the broker is restarted so nothing is cached
+/// in memory; Fetch v11 with partition_max_bytes 1 MiB, 1 byte (first batch only) and
+/// 700 KiB read the partition from the start to its end, and each pass's bytes equal the
+/// batches gRPC Fetch (format BATCHES) returns for the same range. The broker's
+/// `sluice_kafka_fetch_sendfile_bytes_total` grows by at least the big batches' bytes of a
+/// pass, so the sendfile path, not a copy, served them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_batches_go_out_with_sendfile_and_read_back_byte_for_byte() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use sluice_proto::v1::broker_client::BrokerClient;
+    let mut c = Cluster::start(1, 1, &[], &[]);
+    create_topic_with(&c.controller_addr(1), "zc", 1, 1, &[]).await;
+    let b = c.broker_addr(1);
+    wait_topic_led(&b, "zc").await;
+    let mut client = sluice_client::DataClient::connect(&c.bootstrap())
+        .await
+        .unwrap();
+    let batch = |tag: usize, n: usize, value_bytes: usize| {
+        let mut builder = sluice_storage::RecordBatchBuilder::new();
+        for i in 0..n {
+            let key = format!("k{tag}-{i}");
+            let mut value = format!("v{tag}-{i}-").into_bytes();
+            value.resize(value_bytes, b'a' + (tag % 26) as u8);
+            builder.append(
+                1_700_000_000_000 + i as i64,
+                Some(key.as_bytes()),
+                Some(&value),
+                &[(b"h", Some(b"1")), (b"h", Some(b"2"))],
+            );
+        }
+        builder.build()
+    };
+    let mut big_bytes = 0;
+    for (tag, (count, n, value_bytes)) in [(12, 10, 30_000), (40, 4, 200), (6, 10, 30_000)]
+        .into_iter()
+        .enumerate()
+    {
+        for k in 0..count {
+            let payload = batch(tag * 100 + k, n, value_bytes);
+            if value_bytes > 1000 {
+                big_bytes += payload.len() as u64;
+            }
+            client
+                .produce("zc", 0, payload, -1)
+                .await
+                .expect("an acknowledged produce");
+        }
+    }
+    // Restarted: the tail cache is empty, every read is a file read (from the page cache).
+    c.stop_broker(1);
+    c.start_broker(1);
+    wait_topic_led(&b, "zc").await;
+    let mut grpc = BrokerClient::new(channel(&b));
+    let end = wait_for("the restarted broker to serve the partition", WAIT, || {
+        let mut grpc = grpc.clone();
+        async move {
+            let r = grpc
+                .fetch(sluice_proto::v1::FetchRequest {
+                    topic: "zc".into(),
+                    partition: 0,
+                    fetch_offset: 0,
+                    max_bytes: 1,
+                    format: sluice_proto::v1::RecordFormat::Batches as i32,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner();
+            Some(r.high_watermark)
+        }
+    })
+    .await;
+    assert_eq!(end, 12 * 10 + 40 * 4 + 6 * 10);
+    // What gRPC serves from `offset` to the end, batch by batch.
+    let mut stored = Vec::new();
+    let mut at = 0;
+    while at < end {
+        let r = grpc
+            .fetch(sluice_proto::v1::FetchRequest {
+                topic: "zc".into(),
+                partition: 0,
+                fetch_offset: at,
+                max_bytes: 4 << 20,
+                format: sluice_proto::v1::RecordFormat::Batches as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("a gRPC fetch")
+            .into_inner();
+        assert!(r.next_fetch_offset > at, "progress at {at}");
+        stored.extend_from_slice(&r.record_batches);
+        at = r.next_fetch_offset;
+    }
+    let sent_by_sendfile = || {
+        let m = scrape(&c.metrics_addr("broker", 1)).unwrap_or_default();
+        m.lines()
+            .find(|l| l.starts_with("sluice_kafka_fetch_sendfile_bytes_total"))
+            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64
+    };
+    let mut s = std::net::TcpStream::connect(&b).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut correlation = 0;
+    for partition_max_bytes in [1 << 20, 1, 700 << 10] {
+        let before = sent_by_sendfile();
+        let mut got = Vec::new();
+        let mut at = 0;
+        while at < end {
+            correlation += 1;
+            let req = FetchRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_max_wait_ms(0)
+                .with_min_bytes(1)
+                .with_max_bytes(8 << 20)
+                .with_session_id(0)
+                .with_session_epoch(-1)
+                .with_topics(vec![FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_static_str("zc")))
+                    .with_partitions(vec![FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(at)
+                        .with_partition_max_bytes(partition_max_bytes)
+                        .with_current_leader_epoch(-1)
+                        .with_log_start_offset(-1)])]);
+            let r = fetch_v11(&mut s, correlation, &req);
+            let p = &r.responses[0].partitions[0];
+            assert_eq!(p.error_code, 0, "at {at}");
+            let records = p.records.clone().unwrap_or_default();
+            let batches: Vec<_> = sluice_storage::batch::headers(&records).collect();
+            let last = batches.last().unwrap_or_else(|| panic!("records at {at}"));
+            at = last.next_offset();
+            got.extend_from_slice(&records);
+        }
+        assert_eq!(
+            got.len(),
+            stored.len(),
+            "partition_max_bytes {partition_max_bytes}"
+        );
+        assert!(
+            got == stored,
+            "partition_max_bytes {partition_max_bytes}: the stored bytes, byte for byte"
+        );
+        let sent = sent_by_sendfile() - before;
+        assert!(
+            sent >= big_bytes,
+            "partition_max_bytes {partition_max_bytes}: {sent} bytes went out with sendfile, \
+             the big batches are {big_bytes}"
+        );
+    }
+}

@@ -1,7 +1,8 @@
-//! Kafka clients from the JVM and Go against real `sluice` brokers on their one port: the
-//! Java client and Kafka's own command-line tools (kafka-clients and kafka-tools 4.1.1 from
-//! Maven Central, `tests/java/pom.xml`) and franz-go 1.22.3 (`tests/go/franz`). `scripts/test`
-//! installs both under `target/test-deps/` (Maven and Go are on the CI machine).
+//! Kafka clients from the JVM, Go and Node.js against real `sluice` brokers on their one
+//! port: the Java client and Kafka's own command-line tools (kafka-clients and kafka-tools
+//! 4.1.1 from Maven Central, `tests/java/pom.xml`), franz-go 1.22.3 (`tests/go/franz`) and
+//! kafkajs 2.2.4 (`tests/js/kafkajs`). `scripts/test` installs them under `target/test-deps/`
+//! (Maven, Go and npm are on the CI machine).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -1,28 +1,40 @@
 //! Fetch for consumers: every requested partition read up to its high watermark, the whole
 //! request long-polling until `min_bytes` arrived or `max_wait_ms` passed. Record batches
-//! are the stored bytes. Fetch sessions (KIP-227, v7+): which partitions a request covers
+//! are the stored bytes; cached big ones stay in their segment file, answered as file ranges
+//! the connection's writer sends with `sendfile` ([`super::frame`]). Fetch sessions (KIP-227, v7+): which partitions a request covers
 //! and which an answer carries is decided by [`super::fetch_session`].
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use sluice_proto::v1 as pb;
+use sluice_storage::{FileRange, Records};
 
 use super::fetch_session::{Key, Plan, Sent, Want};
+use super::frame::placeholder;
 use super::{code_of, Ctx};
 use crate::limits::{FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX};
 
 /// Kafka's INVALID_REQUEST.
 const INVALID_REQUEST: i16 = 42;
+/// Kafka's UNKNOWN_SERVER_ERROR.
+const UNKNOWN_SERVER_ERROR: i16 = -1;
 /// Kafka's NOT_LEADER_OR_FOLLOWER.
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 
 /// One partition as asked: (index, fetch offset, partition max bytes, current leader epoch).
 type Wanted = (i32, i64, i32, i32);
 
-pub(super) async fn fetch(ctx: &Ctx, req: FetchRequest, version: i16) -> FetchResponse {
+/// The answer, and the segment file ranges its placeholders stand for (in response order;
+/// see [`super::frame`]).
+pub(super) async fn fetch(
+    ctx: &Ctx,
+    req: FetchRequest,
+    version: i16,
+) -> (FetchResponse, Vec<FileRange>) {
     let asked: Vec<(Key, Want)> = req
         .topics
         .iter()
@@ -63,9 +75,10 @@ pub(super) async fn fetch(ctx: &Ctx, req: FetchRequest, version: i16) -> FetchRe
         Plan::Incremental { session_id, parts } => (session_id, true, parts),
         Plan::Error { code, message } => {
             tracing::debug!(code, %message, "fetch session refused");
-            return FetchResponse::default()
+            let refused = FetchResponse::default()
                 .with_error_code(code)
                 .with_session_id(0);
+            return (refused, Vec::new());
         }
     };
     // By topic, in the order asked (a session's in name order).
@@ -101,6 +114,7 @@ pub(super) async fn fetch(ctx: &Ctx, req: FetchRequest, version: i16) -> FetchRe
         }
         let mut total = 0usize;
         let mut errors = false;
+        let mut files: HashMap<(String, i32), FileRange> = HashMap::new();
         let mut responses = Vec::with_capacity(wanted.len());
         for (t, parts) in &wanted {
             let mut partitions = Vec::with_capacity(parts.len());
@@ -116,23 +130,35 @@ pub(super) async fn fetch(ctx: &Ctx, req: FetchRequest, version: i16) -> FetchRe
                     Ok(None)
                 } else {
                     ctx.data
-                        .fetch_one(&pb::FetchRequest {
-                            topic: t.0.as_str().to_string(),
-                            partition: p,
-                            fetch_offset,
-                            current_leader_epoch: (leader_epoch >= 0).then_some(leader_epoch),
-                            max_bytes: (partition_max.max(1) as usize).min(room) as i32,
-                            max_wait_ms: 0,
-                            format: pb::RecordFormat::Batches as i32,
-                            ..Default::default()
-                        })
+                        .fetch_records(
+                            &pb::FetchRequest {
+                                topic: t.0.as_str().to_string(),
+                                partition: p,
+                                fetch_offset,
+                                current_leader_epoch: (leader_epoch >= 0).then_some(leader_epoch),
+                                max_bytes: (partition_max.max(1) as usize).min(room) as i32,
+                                max_wait_ms: 0,
+                                format: pb::RecordFormat::Batches as i32,
+                                ..Default::default()
+                            },
+                            ctx.file_ranges,
+                        )
                         .await
                         .map(Some)
                         .map_err(|s| code_of(&s))
                 };
+                let r = match r {
+                    Ok(Some((f, records))) => {
+                        match in_response(records, &mut files, t.0.as_str(), p).await {
+                            Ok(records) => Ok(Some((f, records))),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                };
                 partitions.push(match r {
-                    Ok(Some(f)) => {
-                        let records: Bytes = f.record_batches;
+                    Ok(Some((f, records))) => {
                         total += records.len();
                         out.with_high_watermark(f.high_watermark)
                             .with_last_stable_offset(f.high_watermark)
@@ -175,14 +201,54 @@ pub(super) async fn fetch(ctx: &Ctx, req: FetchRequest, version: i16) -> FetchRe
             } else {
                 session_answer(ctx, session_id, incremental, responses)
             };
-            return FetchResponse::default()
+            // The ranges of the partitions answered, in the order they are encoded.
+            let ranges = responses
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .map(move |p| (t.topic.0.as_str().to_string(), p.partition_index))
+                })
+                .filter_map(|key| files.remove(&key))
+                .collect();
+            let answer = FetchResponse::default()
                 .with_session_id(session_id)
                 .with_responses(responses);
+            return (answer, ranges);
         }
         // Nothing yet: wait for any partition to change (new data, HW, leadership).
         let changed =
             futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
         let _ = tokio::time::timeout(left, changed).await;
+    }
+}
+
+/// A partition's records as they go into the response: bytes as they are; a file range as
+/// its placeholder, the range kept in `files` for the frame (one longer than any
+/// placeholder is read into memory, off the async threads).
+async fn in_response(
+    records: Records,
+    files: &mut HashMap<(String, i32), FileRange>,
+    topic: &str,
+    partition: i32,
+) -> Result<Bytes, (i16, String)> {
+    match records {
+        Records::Memory(b) => Ok(b),
+        Records::File(r) => match placeholder(r.len()) {
+            Some(stand_in) => {
+                files.insert((topic.to_string(), partition), r);
+                Ok(stand_in)
+            }
+            None => {
+                let read = tokio::task::spawn_blocking(move || r.read())
+                    .await
+                    .map_err(|e| (UNKNOWN_SERVER_ERROR, format!("reading a fetch range: {e}")))?;
+                read.map_err(|e| {
+                    let status = crate::error::BrokerError::from(e).into_status(None);
+                    code_of(&status)
+                })
+            }
+        },
     }
 }
 

@@ -23,17 +23,23 @@ use std::time::Instant;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use sluice_storage::FileRange;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::data::DataPlane;
 use crate::group::GroupCoordinator;
 use crate::limits::MESSAGE_BYTES_MAX;
+use crate::listener::Admitted;
 use crate::node::BrokerNode;
 
 mod admin;
 mod fetch;
 pub mod fetch_session;
+mod frame;
+use frame::Part;
 mod groups;
 mod metadata;
 mod offsets;
@@ -68,6 +74,8 @@ pub(crate) enum Answer {
 /// An answer with what it holds until it is written (a Fetch's in-flight permit).
 struct Answered {
     answer: Answer,
+    /// The segment file ranges a Fetch answer's placeholders stand for ([`frame`]).
+    files: Vec<FileRange>,
     _held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
@@ -79,6 +87,9 @@ pub(crate) struct Ctx {
     pub groups: Arc<GroupCoordinator>,
     /// The broker's Kafka fetch sessions (KIP-227), shared by its connections.
     pub fetch_sessions: Arc<std::sync::Mutex<fetch_session::SessionCache>>,
+    /// Whether this connection's writer sends segment file ranges with `sendfile`, so
+    /// fetches may answer them unread.
+    pub file_ranges: bool,
 }
 
 /// A request as the connection decoded it.
@@ -101,22 +112,22 @@ enum Close {
 }
 
 /// Serves one Kafka connection until the client closes it or breaks the protocol.
-pub async fn serve_connection<S>(
-    stream: S,
+pub async fn serve_connection(
+    conn: Admitted,
     peer: SocketAddr,
     node: Arc<BrokerNode>,
     groups: Arc<GroupCoordinator>,
     fetch_sessions: Arc<std::sync::Mutex<fetch_session::SessionCache>>,
-) where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
+) {
+    let (stream, _admitted) = conn.into_parts();
     let ctx = Ctx {
         data: DataPlane::new(node.clone()),
         node,
         groups,
         fetch_sessions,
+        file_ranges: cfg!(target_os = "linux"),
     };
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (mut reader, mut writer) = stream.into_split();
     let (queue, mut answers) = mpsc::channel::<Queued>(KAFKA_IN_FLIGHT_MAX);
     metrics::gauge!("sluice_kafka_connections_open").increment(1.0);
     // The writer: responses in request order. When it stops (the client went away, or the
@@ -136,14 +147,20 @@ pub async fn serve_connection<S>(
                     break;
                 }
             };
-            let frame = match encode_response(api_key, version, correlation_id, &body) {
+            let frame = match encode_response(
+                api_key,
+                version,
+                correlation_id,
+                &body,
+                &answered.files,
+            ) {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::error!(api = ?api_key, version, error = %e, "cannot encode a Kafka response; closing the connection");
                     break;
                 }
             };
-            if writer.write_all(&frame).await.is_err() {
+            if write_parts(&mut writer, frame).await.is_err() {
                 break;
             }
         }
@@ -194,6 +211,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 let (tx, rx) = oneshot::channel();
                 let _ = tx.send(Answered {
                     answer: Answer::Reply(Box::new(answer)),
+                    files: Vec::new(),
                     _held: None,
                 });
                 if queue
@@ -307,19 +325,156 @@ fn encode_response(
     version: i16,
     correlation_id: i32,
     body: &ResponseKind,
-) -> Result<Bytes, String> {
+    files: &[FileRange],
+) -> Result<Vec<Part>, String> {
     let header_version = api_key.response_header_version(version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_err =
+        |e: &dyn std::fmt::Display| format!("{api_key:?} v{version} response header: {e}");
+    let body_err = |e: &dyn std::fmt::Display| format!("{api_key:?} v{version} response: {e:#}");
+    if let ResponseKind::Fetch(f) = body {
+        // The record sets go out as they are (vectored writes, sendfile), not copied into
+        // the frame.
+        let spliced: Vec<Bytes> = f
+            .responses
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .filter_map(|p| p.records.clone())
+            .filter(|r| r.len() >= frame::SPLICE_MIN_BYTES)
+            .collect();
+        let size = header
+            .compute_size(header_version)
+            .map_err(|e| header_err(&e))?
+            + f.compute_size(version).map_err(|e| body_err(&e))?;
+        let copied = size - spliced.iter().map(Bytes::len).sum::<usize>();
+        let mut out = frame::Frame::new(4 + copied, &spliced, files);
+        out.put_i32(i32::try_from(size).map_err(|_| format!("a {size}-byte Fetch response"))?);
+        header
+            .encode(&mut out, header_version)
+            .map_err(|e| header_err(&e))?;
+        f.encode(&mut out, version).map_err(|e| body_err(&e))?;
+        if out.len() != 4 + size {
+            return Err(format!(
+                "Fetch v{version} response: encoded {} bytes, computed {size}",
+                out.len() - 4
+            ));
+        }
+        return out
+            .into_parts()
+            .map_err(|e| format!("Fetch v{version} response: {e}"));
+    }
+    if !files.is_empty() {
+        return Err(format!(
+            "{api_key:?} response with {} file ranges",
+            files.len()
+        ));
+    }
     let mut out = BytesMut::new();
     out.put_i32(0);
-    ResponseHeader::default()
-        .with_correlation_id(correlation_id)
+    header
         .encode(&mut out, header_version)
-        .map_err(|e| format!("{api_key:?} v{version} response header: {e}"))?;
-    body.encode(&mut out, version)
-        .map_err(|e| format!("{api_key:?} v{version} response: {e:#}"))?;
+        .map_err(|e| header_err(&e))?;
+    body.encode(&mut out, version).map_err(|e| body_err(&e))?;
     let len = (out.len() - 4) as i32;
     out[0..4].copy_from_slice(&len.to_be_bytes());
-    Ok(out.freeze())
+    Ok(vec![Part::Memory(out.freeze())])
+}
+
+/// Writes a frame's parts in order: bytes with vectored writes, file ranges with
+/// `sendfile` (counted in `sluice_kafka_fetch_sendfile_bytes_total`).
+async fn write_parts(w: &mut OwnedWriteHalf, parts: Vec<Part>) -> std::io::Result<()> {
+    let mut pending: std::collections::VecDeque<Bytes> = std::collections::VecDeque::new();
+    for part in parts {
+        match part {
+            Part::Memory(b) => pending.push_back(b),
+            Part::File(r) => {
+                write_all_vectored(w, &mut pending).await?;
+                send_file(w, &r).await?;
+                metrics::counter!("sluice_kafka_fetch_sendfile_bytes_total")
+                    .increment(r.len() as u64);
+            }
+        }
+    }
+    write_all_vectored(w, &mut pending).await
+}
+
+/// Writes `parts` whole, in order, with vectored writes.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    parts: &mut std::collections::VecDeque<Bytes>,
+) -> std::io::Result<()> {
+    while !parts.is_empty() {
+        let slices: Vec<std::io::IoSlice<'_>> = parts
+            .iter()
+            .take(64)
+            .map(|b| std::io::IoSlice::new(b))
+            .collect();
+        let mut n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let Some(first) = parts.front_mut() else {
+                break;
+            };
+            if n >= first.len() {
+                n -= first.len();
+                parts.pop_front();
+            } else {
+                first.advance(n);
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends a segment file range to the socket with `sendfile`: the pages go from the page
+/// cache to the socket without a copy through user space. Where the file system cannot
+/// (`EINVAL`, `ENOSYS`), the rest is read (off the async threads) and written instead.
+async fn send_file(w: &mut OwnedWriteHalf, r: &FileRange) -> std::io::Result<()> {
+    let end = r.position() + r.len() as u64;
+    let mut at = r.position();
+    while at < end {
+        let sock: &TcpStream = w.as_ref();
+        sock.writable().await?;
+        #[cfg(target_os = "linux")]
+        let sent = sock.try_io(tokio::io::Interest::WRITABLE, || {
+            let count = (end - at) as usize;
+            rustix::fs::sendfile(sock, r.file(), Some(&mut at), count).map_err(std::io::Error::from)
+        });
+        #[cfg(not(target_os = "linux"))]
+        let sent: std::io::Result<usize> = Err(std::io::ErrorKind::Unsupported.into());
+        match sent {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("{r:?} ends at byte {at}: the file was cut while being sent"),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if cannot_sendfile(&e) => {
+                let (file, skip) = (r.clone(), (at - r.position()) as usize);
+                let rest = tokio::task::spawn_blocking(move || file.read())
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .map_err(std::io::Error::other)?
+                    .slice(skip..);
+                return w.write_all(&rest).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// `sendfile` is not possible for this file or socket (not an error of the connection).
+fn cannot_sendfile(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Unsupported
+        || [rustix::io::Errno::INVAL, rustix::io::Errno::NOSYS]
+            .iter()
+            .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
 }
 
 /// Runs a request. Produce appends happen here, in arrival order; the rest of the work
@@ -343,6 +498,7 @@ async fn dispatch(
                 observe(name, start);
                 let _ = tx.send(Answered {
                     answer,
+                    files: Vec::new(),
                     _held: None,
                 });
             });
@@ -363,10 +519,15 @@ async fn dispatch(
                 .map(|c| c.as_str().to_string())
                 .unwrap_or_default();
             tokio::spawn(async move {
+                let mut files = Vec::new();
                 let answer: ResponseKind = match body {
                     RequestKind::ApiVersions(_) => versions::api_versions().into(),
                     RequestKind::Metadata(r) => metadata::metadata(&ctx, r, version).await.into(),
-                    RequestKind::Fetch(r) => fetch::fetch(&ctx, r, version).await.into(),
+                    RequestKind::Fetch(r) => {
+                        let (answer, ranges) = fetch::fetch(&ctx, r, version).await;
+                        files = ranges;
+                        answer.into()
+                    }
                     RequestKind::ListOffsets(r) => {
                         offsets::list_offsets(&ctx, r, version).await.into()
                     }
@@ -439,6 +600,7 @@ async fn dispatch(
                 observe(name, start);
                 let _ = tx.send(Answered {
                     answer: Answer::Reply(Box::new(answer)),
+                    files,
                     _held: held,
                 });
             });

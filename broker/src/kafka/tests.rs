@@ -2,6 +2,29 @@
 
 use super::*;
 
+/// A frame's bytes, its file ranges read.
+fn flatten(parts: Vec<Part>) -> Vec<u8> {
+    parts
+        .into_iter()
+        .flat_map(|p| match p {
+            Part::Memory(b) => b.to_vec(),
+            Part::File(r) => r.read().unwrap().to_vec(),
+        })
+        .collect()
+}
+
+/// A file of `len` numbered bytes, and a range of it.
+fn file_range(dir: &std::path::Path, len: usize, skip: usize) -> (FileRange, Bytes) {
+    let path = dir.join(format!("segment-{len}-{skip}"));
+    let content: Vec<u8> = (0..len + skip).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &content).unwrap();
+    let file = Arc::new(std::fs::File::open(&path).unwrap());
+    (
+        FileRange::new(file, &path, skip as u64, len),
+        Bytes::from(content[skip..].to_vec()),
+    )
+}
+
 fn frame(key: i16, version: i16, correlation: i32, body: &[u8]) -> Bytes {
     let mut b = BytesMut::new();
     b.put_i16(key);
@@ -38,7 +61,8 @@ fn an_api_versions_request_decodes_and_a_too_new_one_gets_the_kip_511_answer() {
         .api_keys
         .iter()
         .any(|k| k.api_key == ApiKey::Produce as i16));
-    let bytes = encode_response(ApiKey::ApiVersions, 0, correlation, &answer).unwrap();
+    let bytes =
+        flatten(encode_response(ApiKey::ApiVersions, 0, correlation, &answer, &[]).unwrap());
     assert_eq!(
         (&bytes[4..8]).get_i32(),
         8,
@@ -94,7 +118,7 @@ fn group_answers_encode_at_every_advertised_version() {
             Err((15, "not yet".to_string())),
         ] {
             let r = groups::coordinator_answer(v, vec![(kstr("g"), found)]);
-            encode_response(ApiKey::FindCoordinator, v, 1, &r.into())
+            encode_response(ApiKey::FindCoordinator, v, 1, &r.into(), &[])
                 .unwrap_or_else(|e| panic!("FindCoordinator v{v}: {e}"));
         }
     }
@@ -148,7 +172,7 @@ fn group_answers_encode_at_every_advertised_version() {
         );
         assert_eq!(described[2].error_code, 69);
         let r = ConsumerGroupDescribeResponse::default().with_groups(described);
-        encode_response(ApiKey::ConsumerGroupDescribe, v, 1, &r.into())
+        encode_response(ApiKey::ConsumerGroupDescribe, v, 1, &r.into(), &[])
             .unwrap_or_else(|e| panic!("ConsumerGroupDescribe v{v}: {e}"));
     }
     let (lo, hi) = range(ApiKey::DescribeGroups);
@@ -165,7 +189,7 @@ fn group_answers_encode_at_every_advertised_version() {
             16,
         );
         let r = DescribeGroupsResponse::default().with_groups(vec![ok, failed]);
-        encode_response(ApiKey::DescribeGroups, v, 1, &r.into())
+        encode_response(ApiKey::DescribeGroups, v, 1, &r.into(), &[])
             .unwrap_or_else(|e| panic!("DescribeGroups v{v}: {e}"));
     }
 }
@@ -191,4 +215,122 @@ fn an_unknown_topic_is_answered_by_how_it_was_asked() {
             assert_eq!(t.topic_id, id, "the id is echoed");
         }
     }
+}
+
+/// A Fetch answer goes out as parts: the large record sets are the very buffers the log
+/// read returned (sent by reference) or the file ranges it returned (sent with sendfile),
+/// and the parts together are byte for byte the frame a contiguous encoding of the same
+/// records gives, at every Fetch version served.
+#[test]
+fn a_fetch_frame_sends_large_record_sets_as_they_are_and_equals_the_contiguous_encoding() {
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::{FetchResponse, TopicName};
+    let dir = tempfile::tempdir().unwrap();
+    let big: Vec<Bytes> = (0..2u8)
+        .map(|i| Bytes::from(vec![i + 1; frame::SPLICE_MIN_BYTES + 7 * i as usize]))
+        .collect();
+    let small = Bytes::from_static(b"a few bytes of records");
+    let (range, range_bytes) = file_range(dir.path(), 100_000, 333);
+    let partition = |i: i32, records: &Bytes| {
+        PartitionData::default()
+            .with_partition_index(i)
+            .with_high_watermark(100 + i as i64)
+            .with_records(Some(records.clone()))
+    };
+    let response = |file_part: &Bytes| {
+        FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+            .with_topic(TopicName(kstr("t")))
+            .with_partitions(vec![
+                partition(0, &big[0]),
+                partition(1, &small),
+                partition(2, &Bytes::new()),
+                partition(3, &big[1]),
+                partition(4, file_part),
+            ])])
+    };
+    let stand_in = frame::placeholder(range.len()).unwrap();
+    let (lo, hi) = versions::supported(ApiKey::Fetch).expect("advertised");
+    for v in lo..=hi {
+        let body: ResponseKind = response(&stand_in).into();
+        let parts =
+            encode_response(ApiKey::Fetch, v, 5, &body, std::slice::from_ref(&range)).unwrap();
+        // Fields, big, fields, big, fields, the file, and from v12 (flexible) the trailing
+        // tagged fields.
+        let expected = if v >= 12 { 7 } else { 6 };
+        assert_eq!(parts.len(), expected, "Fetch v{v}");
+        for b in &big {
+            assert!(
+                parts.iter().any(|p| matches!(p, Part::Memory(m)
+                    if m.as_ptr() == b.as_ptr() && m.len() == b.len())),
+                "Fetch v{v}: a large record set is sent by reference"
+            );
+        }
+        assert!(
+            parts
+                .iter()
+                .any(|p| matches!(p, Part::File(r) if r.len() == range.len())),
+            "Fetch v{v}: the file range is sent as it is"
+        );
+        let mut flat = BytesMut::new();
+        flat.put_i32(0);
+        ResponseHeader::default()
+            .with_correlation_id(5)
+            .encode(&mut flat, ApiKey::Fetch.response_header_version(v))
+            .unwrap();
+        let real: ResponseKind = response(&range_bytes).into();
+        real.encode(&mut flat, v).unwrap();
+        let len = (flat.len() - 4) as i32;
+        flat[..4].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(flatten(parts), flat.to_vec(), "Fetch v{v}");
+    }
+    // A placeholder without its range, or a range without its placeholder: no frame.
+    let body: ResponseKind = response(&stand_in).into();
+    let e = encode_response(ApiKey::Fetch, 12, 5, &body, &[]).unwrap_err();
+    assert!(e.contains("placeholder"), "{e}");
+    let body: ResponseKind = response(&Bytes::new()).into();
+    let e = encode_response(ApiKey::Fetch, 12, 5, &body, std::slice::from_ref(&range)).unwrap_err();
+    assert!(e.contains("1 file ranges had no placeholder"), "{e}");
+}
+
+/// The writer puts a frame's parts on a real socket in order: bytes, then file ranges with
+/// sendfile (a range of several MiB fills the socket buffer many times over), then bytes.
+#[tokio::test]
+async fn the_writer_sends_file_ranges_between_bytes_over_a_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, a_bytes) = file_range(dir.path(), 6 << 20, 4096 + 17);
+    let (b, b_bytes) = file_range(dir.path(), 40_000, 0);
+    let parts = vec![
+        Part::Memory(Bytes::from_static(b"head")),
+        Part::File(a),
+        Part::Memory(Bytes::from_static(b"middle")),
+        Part::File(b),
+        Part::Memory(Bytes::from_static(b"tail")),
+    ];
+    let mut want = b"head".to_vec();
+    want.extend_from_slice(&a_bytes);
+    want.extend_from_slice(b"middle");
+    want.extend_from_slice(&b_bytes);
+    want.extend_from_slice(b"tail");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    let (_r, mut w) = TcpStream::connect(addr).await.unwrap().into_split();
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        write_parts(&mut w, parts).await.unwrap();
+        w.shutdown().await.unwrap();
+    })
+    .await
+    .expect("written within 30 s");
+    drop(w);
+    let got = tokio::time::timeout(std::time::Duration::from_secs(30), reader)
+        .await
+        .expect("read within 30 s")
+        .unwrap();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the bytes arrive in order");
 }

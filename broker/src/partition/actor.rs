@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_metadata::{BrokerId, TopicId, TopicIdPartition};
-use sluice_storage::{AppendInfo, LeaderEpoch, Log, LogConfig, Offset, StorageError};
+use sluice_storage::{AppendInfo, LeaderEpoch, Log, LogConfig, Offset, Records, StorageError};
 use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::state::{diverging_epoch, AlterIsr, AlterOutcome, DivergingEpoch, RoleChange};
@@ -95,6 +95,9 @@ pub struct FetchArgs {
     pub last_fetched_epoch: Option<i32>,
     /// The fetching follower, or `None` for a consumer.
     pub follower: Option<BrokerId>,
+    /// Whether the caller can send a range of a segment file as it is (`sendfile`): then a
+    /// read of cached big batches comes back as [`Records::File`], unread.
+    pub file_ranges: bool,
 }
 
 /// A fetch's answer.
@@ -102,8 +105,9 @@ pub struct FetchArgs {
 pub struct FetchData {
     /// Leader epoch it was served in.
     pub leader_epoch: i32,
-    /// Stored batches (empty when nothing is readable yet).
-    pub batches: Bytes,
+    /// Stored batches (empty when nothing is readable yet); a file range only when
+    /// [`FetchArgs::file_ranges`] asked for it.
+    pub batches: Records,
     /// HW, log start and log end when served.
     pub high_watermark: i64,
     /// Log start offset.
@@ -112,6 +116,19 @@ pub struct FetchData {
     pub log_end_offset: i64,
     /// Set when a follower must truncate first.
     pub diverging: Option<DivergingEpoch>,
+}
+
+impl FetchData {
+    /// The batches of a fetch that did not ask for file ranges, which always come back in
+    /// memory.
+    pub fn into_bytes(self) -> Bytes {
+        match self.batches {
+            Records::Memory(b) => b,
+            Records::File(r) => {
+                unreachable!("{r:?} for a fetch that did not ask for file ranges")
+            }
+        }
+    }
 }
 
 /// The result of an append as the leader.
@@ -943,7 +960,7 @@ impl Core {
         let start = self.log.log_start_offset();
         let mut out = FetchData {
             leader_epoch,
-            batches: Bytes::new(),
+            batches: Records::empty(),
             high_watermark: self.replica.high_watermark(),
             log_start_offset: start.get(),
             log_end_offset: leo.get(),
@@ -986,9 +1003,12 @@ impl Core {
         };
         out.high_watermark = self.replica.high_watermark();
         if upper > args.fetch_offset {
-            out.batches = self
-                .log
-                .read(Offset(args.fetch_offset), args.max_bytes, upper)?;
+            let (from, max_bytes) = (Offset(args.fetch_offset), args.max_bytes);
+            out.batches = if args.file_ranges {
+                self.log.read_records(from, max_bytes, upper)?
+            } else {
+                Records::Memory(self.log.read(from, max_bytes, upper)?)
+            };
         }
         Ok(out)
     }

@@ -26,7 +26,7 @@ use super::session::{
 use crate::error::BrokerError;
 use crate::limits::{FETCH_BYTES_DEFAULT, FETCH_BYTES_MAX, FETCH_WAIT_MS_MAX};
 use crate::node::BrokerNode;
-use crate::partition::{ChangeWaker, FetchArgs, FetchData, PartitionHandle};
+use crate::partition::{ChangeWaker, FetchArgs, PartitionHandle};
 
 /// Most fetch sessions a broker keeps (Kafka's `max.incremental.fetch.session.cache.slots`
 /// counts partitions; here each follower fetcher holds one session, so this is far more
@@ -373,16 +373,14 @@ async fn serve_one(
         current_leader_epoch: Some(s.position.current_leader_epoch),
         last_fetched_epoch: s.position.last_fetched_epoch,
         follower: Some(replica),
+        file_ranges: false,
     };
     match handle.fetch(args).await {
-        Ok(FetchData {
-            batches,
-            high_watermark,
-            log_start_offset,
-            log_end_offset,
-            diverging,
-            ..
-        }) => {
+        Ok(got) => {
+            let (high_watermark, log_start_offset, log_end_offset) =
+                (got.high_watermark, got.log_start_offset, got.log_end_offset);
+            let diverging = got.diverging;
+            let batches = got.into_bytes();
             data.high_watermark = high_watermark;
             data.log_start_offset = log_start_offset;
             data.log_end_offset = log_end_offset;

@@ -617,6 +617,8 @@ async fn e2e_phase(args: &DataBenchArgs, topic: &str) -> anyhow::Result<Row> {
 enum ReadMode {
     Unary,
     Stream,
+    /// Fetch v12 on the leader's port (one port serves gRPC and Kafka).
+    Kafka,
 }
 
 async fn consume_phase(args: &DataBenchArgs, topic: &str, mode: ReadMode) -> anyhow::Result<Row> {
@@ -636,6 +638,13 @@ async fn consume_phase(args: &DataBenchArgs, topic: &str, mode: ReadMode) -> any
     let mut tasks = tokio::task::JoinSet::new();
     for (p, from, to) in ends {
         let (_, addr) = client.leader(topic, p).context("no leader")?;
+        if let ReadMode::Kafka = mode {
+            let (topic, pb) = (topic.to_string(), pb.clone());
+            tasks.spawn(async move {
+                super::kafka::fetch_range(&addr, &topic, p, (from, to), 4 << 20, &pb).await
+            });
+            continue;
+        }
         let channel = data_channel(&addr).await?;
         let mut broker = BrokerClient::new(channel)
             .max_decoding_message_size(sluice_proto::transport::MESSAGE_BYTES_MAX);
@@ -651,6 +660,7 @@ async fn consume_phase(args: &DataBenchArgs, topic: &str, mode: ReadMode) -> any
                 ..Default::default()
             };
             let mut stream = match mode {
+                ReadMode::Kafka => unreachable!("served above"),
                 ReadMode::Stream => Some(
                     broker
                         .fetch_stream(req(at))
@@ -695,6 +705,7 @@ async fn consume_phase(args: &DataBenchArgs, topic: &str, mode: ReadMode) -> any
     let phase = match mode {
         ReadMode::Unary => "consume",
         ReadMode::Stream => "consume stream",
+        ReadMode::Kafka => "consume kafka",
     };
     Ok(Row::new(phase, records, bytes, secs, None))
 }
@@ -940,6 +951,7 @@ pub fn run_consume(args: DataBenchArgs) -> anyhow::Result<()> {
             None => {
                 rows.push(with_cpu(&pids, consume_phase(&args, &topic, ReadMode::Unary)).await?);
                 rows.push(with_cpu(&pids, consume_phase(&args, &topic, ReadMode::Stream)).await?);
+                rows.push(with_cpu(&pids, consume_phase(&args, &topic, ReadMode::Kafka)).await?);
             }
         }
         drop_generated_topic(&args, &topic).await;

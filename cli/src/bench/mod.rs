@@ -4,6 +4,7 @@ mod data;
 mod failover;
 mod idle;
 mod image;
+mod kafka;
 mod metadata;
 mod recovery;
 mod restart;
