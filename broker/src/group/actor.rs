@@ -206,6 +206,11 @@ enum AfterWrite {
         results: Vec<(String, i32, ErrorCode)>,
         reply: Reply<Vec<(String, i32, ErrorCode)>>,
     },
+    /// Classic group memberships (nobody waits: a lost one costs a rebalance after a
+    /// failover).
+    Memberships {
+        groups: usize,
+    },
 }
 
 /// Where the shard's state stands.
@@ -417,7 +422,10 @@ impl ShardActor {
                 // Reports first: they finish work requests wait on.
                 biased;
                 Some(r) = reports.recv() => self.on_report(r).await,
-                Some(lag) = ticks.recv() => self.on_tick(lag),
+                Some(lag) = ticks.recv() => {
+                    self.on_tick(lag);
+                    self.keep_classic_memberships().await;
+                }
                 cmd = commands.recv() => match cmd {
                     Some(c) => self.on_command(c).await,
                     None => return,
@@ -465,7 +473,10 @@ impl ShardActor {
             return cmd.fail(e);
         };
         match &mut self.phase {
-            Phase::Ready { leader_epoch, .. } if *leader_epoch == epoch => self.serve(cmd).await,
+            Phase::Ready { leader_epoch, .. } if *leader_epoch == epoch => {
+                self.serve(cmd).await;
+                self.keep_classic_memberships().await;
+            }
             Phase::Loading {
                 leader_epoch,
                 deferred,
@@ -593,6 +604,12 @@ impl ShardActor {
                         }
                         let _ = reply.send(outcome);
                     }
+                    AfterWrite::Memberships { groups } => {
+                        if let Err(e) = outcome {
+                            tracing::warn!(groups, error = %e.message(),
+                                "classic group memberships not stored; a coordinator failover will rebalance them");
+                        }
+                    }
                     AfterWrite::DeleteOffsets {
                         group,
                         deleted,
@@ -637,6 +654,25 @@ impl ShardActor {
                     "group" => group.to_string(), "topic" => topic.to_string(), "partition" => p.to_string())
                 .set((hw - offset).max(0) as f64);
             }
+        }
+    }
+
+    /// Appends the classic memberships the last calls changed (Stable in a new
+    /// generation, Empty, gone) to the offsets partition, so a new coordinator loads them.
+    async fn keep_classic_memberships(&mut self) {
+        let Phase::Ready {
+            leader_epoch,
+            state,
+        } = &mut self.phase
+        else {
+            return;
+        };
+        let leader_epoch = *leader_epoch;
+        let writes = state.take_classic_writes();
+        if !writes.is_empty() {
+            let groups = writes.len();
+            self.write(leader_epoch, writes, AfterWrite::Memberships { groups })
+                .await;
         }
     }
 
@@ -861,6 +897,10 @@ fn finish_unwritten(then: AfterWrite, e: Status) {
         AfterWrite::DeleteOffsets { reply, .. } => {
             let _ = reply.send(Err(e));
         }
+        AfterWrite::Memberships { groups } => {
+            tracing::warn!(groups, error = %e.message(),
+                "classic group memberships not stored; a coordinator failover will rebalance them");
+        }
     }
 }
 
@@ -914,7 +954,7 @@ async fn load(node: &BrokerNode, p: i32) -> Result<ShardState, Status> {
                 let r = r.map_err(|e| failed(e.to_string()))?;
                 records += 1;
                 if let Some(k) = r.key.as_deref() {
-                    state.replay(r.offset, k, r.value.as_deref());
+                    state.replay(r.offset, k, r.value.as_deref(), Instant::now());
                 }
             }
         }

@@ -214,6 +214,33 @@ pub struct DescribedMember {
     pub assignment: Bytes,
 }
 
+/// What a classic group's membership is once a rebalance completed (Stable) or the last
+/// member left (Empty): what `__consumer_offsets` keeps of it (Kafka's GroupMetadata
+/// record), so a new coordinator after a failover knows the generation and the members,
+/// and they carry on (heartbeats, commits) without a rebalance.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClassicSnapshot {
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: Option<String>,
+    /// In join order.
+    pub members: Vec<SnapshotMember>,
+}
+
+/// A member in a [`ClassicSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: u64,
+    pub rebalance_timeout_ms: u64,
+    pub protocols: Vec<(String, Vec<u8>)>,
+    pub assignment: Vec<u8>,
+}
+
 /// One classic group's membership.
 #[derive(Debug, Clone)]
 pub struct ClassicGroup {
@@ -325,6 +352,88 @@ impl ClassicGroup {
     }
 
     /// The members, as DescribeGroups shows them.
+    /// The membership to keep, when the group is Stable or Empty after at least one
+    /// rebalance; `None` while a rebalance runs or before the first one.
+    pub fn snapshot(&self) -> Option<ClassicSnapshot> {
+        if self.generation == 0 || !matches!(self.state, ClassicState::Stable | ClassicState::Empty)
+        {
+            return None;
+        }
+        let mut members: Vec<(&String, &Member)> = self.members.iter().collect();
+        members.sort_by_key(|(_, m)| m.joined);
+        Some(ClassicSnapshot {
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol_name.clone(),
+            leader: self.leader.clone(),
+            members: members
+                .into_iter()
+                .map(|(id, m)| SnapshotMember {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout.as_millis() as u64,
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
+                    protocols: m
+                        .protocols
+                        .iter()
+                        .map(|(n, md)| (n.clone(), md.to_vec()))
+                        .collect(),
+                    assignment: m.assignment.to_vec(),
+                })
+                .collect(),
+        })
+    }
+
+    /// A group as a new coordinator loads it (Kafka's `loadGroup`): Stable with the kept
+    /// members, each synced and seen `now` (its session runs from the load), or Empty.
+    pub fn restore(s: ClassicSnapshot, now: Instant) -> Self {
+        let next_join = s.members.len() as u64;
+        let members: BTreeMap<String, Member> = s
+            .members
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                (
+                    m.member_id,
+                    Member {
+                        instance_id: m.instance_id,
+                        client_id: m.client_id,
+                        client_host: m.client_host,
+                        session_timeout: Duration::from_millis(m.session_timeout_ms),
+                        rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms),
+                        protocols: m
+                            .protocols
+                            .into_iter()
+                            .map(|(n, md)| (n, Bytes::from(md)))
+                            .collect(),
+                        assignment: Bytes::from(m.assignment),
+                        awaiting_join: false,
+                        awaiting_sync: false,
+                        synced: true,
+                        last_seen: now,
+                        joined: i as u64,
+                    },
+                )
+            })
+            .collect();
+        ClassicGroup {
+            state: if members.is_empty() {
+                ClassicState::Empty
+            } else {
+                ClassicState::Stable
+            },
+            generation: s.generation,
+            protocol_type: s.protocol_type,
+            protocol_name: s.protocol_name,
+            leader: s.leader.filter(|l| members.contains_key(l)),
+            members,
+            next_join,
+            ..ClassicGroup::default()
+        }
+    }
+
     pub fn describe(&self) -> Vec<DescribedMember> {
         self.members
             .iter()

@@ -1,11 +1,48 @@
-//! The records of `__consumer_offsets`: key = (kind 1, group, topic, partition), value =
-//! (offset, leader epoch, metadata), a missing value is a tombstone.
+//! The records of `__consumer_offsets`, a missing value is a tombstone:
+//! * an offset commit: key = (kind 1, group, topic, partition), value = (offset, leader
+//!   epoch, metadata);
+//! * a classic group's membership (Kafka's GroupMetadata): key = (kind 2, group), value =
+//!   (format 1, the [`ClassicSnapshot`] in postcard).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::classic::ClassicSnapshot;
 use super::Committed;
 
 const KEY_OFFSET_COMMIT: u16 = 1;
+const KEY_GROUP_METADATA: u16 = 2;
+const GROUP_METADATA_FORMAT: u8 = 1;
+
+pub(crate) fn group_key(group: &str) -> Bytes {
+    let mut k = BytesMut::with_capacity(4 + group.len());
+    k.put_u16(KEY_GROUP_METADATA);
+    k.put_u16(group.len() as u16);
+    k.put_slice(group.as_bytes());
+    k.freeze()
+}
+
+pub(crate) fn parse_group_key(k: &[u8]) -> Option<String> {
+    let (kind, rest) = k.split_at_checked(2)?;
+    if u16::from_be_bytes([kind[0], kind[1]]) != KEY_GROUP_METADATA {
+        return None;
+    }
+    let (n, name) = rest.split_at_checked(2)?;
+    let n = u16::from_be_bytes([n[0], n[1]]) as usize;
+    (name.len() == n).then(|| String::from_utf8(name.to_vec()).ok())?
+}
+
+pub(crate) fn group_value(s: &ClassicSnapshot) -> Bytes {
+    let mut v = vec![GROUP_METADATA_FORMAT];
+    v.extend(postcard::to_stdvec(s).expect("a snapshot always encodes"));
+    Bytes::from(v)
+}
+
+pub(crate) fn parse_group_value(v: &[u8]) -> Option<ClassicSnapshot> {
+    match v.split_first()? {
+        (&GROUP_METADATA_FORMAT, rest) => postcard::from_bytes(rest).ok(),
+        _ => None,
+    }
+}
 
 pub(crate) fn offset_key(group: &str, topic: &str, partition: i32) -> Bytes {
     let mut k = BytesMut::with_capacity(8 + group.len() + topic.len());
@@ -70,5 +107,38 @@ mod tests {
         assert_eq!(parse_offset_value(&offset_value(&c)), Some(c));
         assert_eq!(parse_offset_key(b"\x00\x09junk"), None);
         assert_eq!(parse_offset_value(b"short"), None);
+    }
+
+    #[test]
+    fn group_records_round_trip_and_refuse_garbage() {
+        let k = group_key("g1");
+        assert_eq!(parse_group_key(&k), Some("g1".into()));
+        assert_eq!(parse_offset_key(&k), None, "not an offset key");
+        assert_eq!(parse_group_key(&offset_key("g", "t", 0)), None);
+        assert_eq!(parse_group_key(b"\x00\x02\x00\x09g1"), None, "length lies");
+        let s = ClassicSnapshot {
+            generation: 7,
+            protocol_type: Some("consumer".into()),
+            protocol_name: Some("range".into()),
+            leader: Some("m1".into()),
+            members: vec![super::super::classic::SnapshotMember {
+                member_id: "m1".into(),
+                instance_id: Some("i1".into()),
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                session_timeout_ms: 10_000,
+                rebalance_timeout_ms: 30_000,
+                protocols: vec![("range".into(), vec![0, 1, 2])],
+                assignment: vec![9, 9],
+            }],
+        };
+        assert_eq!(parse_group_value(&group_value(&s)), Some(s));
+        assert_eq!(
+            parse_group_value(b"\x02anything"),
+            None,
+            "an unknown format"
+        );
+        assert_eq!(parse_group_value(b"\x01\xff\xff\xff"), None, "garbage");
+        assert_eq!(parse_group_value(b""), None);
     }
 }

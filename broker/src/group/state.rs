@@ -13,7 +13,7 @@ use sluice_proto::v1::*;
 use tonic::Status;
 
 use super::classic::{self, ClassicError, ClassicGroup, ClassicSettings, Completed};
-use super::records::{offset_key, offset_value};
+use super::records::{group_key, group_value, offset_key, offset_value};
 use super::{err, Committed, COMMIT_METADATA_BYTES_MAX, GROUP_MEMBERS_MAX};
 use crate::assign;
 
@@ -264,12 +264,37 @@ pub struct CommitPlan {
 #[derive(Debug, Default)]
 pub struct ShardState {
     groups: HashMap<String, Group>,
+    /// Classic groups whose membership is in `__consumer_offsets`: the (generation,
+    /// has members) of the last record written or replayed.
+    classic_kept: HashMap<String, (i32, bool)>,
+    /// Classic groups a call may have moved since the last [`ShardState::take_classic_writes`].
+    classic_dirty: BTreeSet<String>,
 }
 
 impl ShardState {
-    /// Replays one record of the offsets partition (at `offset` in its log): a commit, or a
-    /// tombstone (no value). Records of unknown kinds are skipped.
-    pub fn replay(&mut self, offset: i64, key: &[u8], value: Option<&[u8]>) {
+    /// Replays one record of the offsets partition (at `offset` in its log): a commit, a
+    /// classic group's membership (restored as seen `now`), or a tombstone (no value).
+    /// Records of unknown kinds, and values that do not decode, are skipped.
+    pub fn replay(&mut self, offset: i64, key: &[u8], value: Option<&[u8]>, now: Instant) {
+        if let Some(g) = super::records::parse_group_key(key) {
+            match value.map(super::records::parse_group_value) {
+                Some(Some(snap)) => {
+                    self.classic_kept
+                        .insert(g.clone(), (snap.generation, !snap.members.is_empty()));
+                    self.groups.entry(g).or_default().classic = ClassicGroup::restore(snap, now);
+                }
+                Some(None) => {
+                    tracing::warn!(group = %g, offset, "a classic group record that does not decode; skipped");
+                }
+                None => {
+                    self.classic_kept.remove(&g);
+                    if let Some(group) = self.groups.get_mut(&g) {
+                        group.classic = ClassicGroup::default();
+                    }
+                }
+            }
+            return;
+        }
         let Some((g, t, p)) = super::records::parse_offset_key(key) else {
             return;
         };
@@ -767,10 +792,15 @@ impl ShardState {
                 ),
             ));
         }
-        Ok(g.offsets
+        let mut tombstones: Vec<(Bytes, Option<Bytes>)> = g
+            .offsets
             .keys()
             .map(|tp| (offset_key(group_id, &tp.topic, tp.partition), None))
-            .collect())
+            .collect();
+        if self.classic_kept.contains_key(group_id) {
+            tombstones.push((group_key(group_id), None));
+        }
+        Ok(tombstones)
     }
 
     /// OffsetDelete (KIP-496), first half: for each wanted partition NONE, or
@@ -828,6 +858,7 @@ impl ShardState {
     /// DeleteGroups, second half: tombstones were committed from `first_offset` on; offsets
     /// written before them are gone, and so is the group if it is still empty.
     pub fn apply_delete(&mut self, group_id: &str, first_offset: i64) {
+        self.classic_kept.remove(group_id);
         if let Some(g) = self.groups.get_mut(group_id) {
             g.offsets.retain(|_, (_, at)| *at >= first_offset);
             if g.is_vacant() {
@@ -860,6 +891,7 @@ impl ShardState {
         settings: &ClassicSettings,
     ) -> (classic::Answer<classic::JoinResponse>, Vec<Completed>) {
         let member = req.member_id.clone();
+        self.classic_dirty.insert(group_id.to_string());
         match self.classic_group(group_id) {
             Ok(g) => g.join(req, now, settings),
             Err(e) => (
@@ -881,6 +913,7 @@ impl ShardState {
         req: classic::SyncRequest,
         now: Instant,
     ) -> (classic::Answer<classic::SyncResponse>, Vec<Completed>) {
+        self.classic_dirty.insert(group_id.to_string());
         match self.classic_group(group_id) {
             Ok(g) => g.sync(req, now),
             Err(e) => (
@@ -914,6 +947,7 @@ impl ShardState {
         now: Instant,
         settings: &ClassicSettings,
     ) -> (Vec<Result<(), ClassicError>>, Vec<Completed>) {
+        self.classic_dirty.insert(group_id.to_string());
         let g = match self.classic_group(group_id) {
             Ok(g) => g,
             Err(e) => return (members.iter().map(|_| Err(e.clone())).collect(), Vec::new()),
@@ -933,15 +967,45 @@ impl ShardState {
     ) -> Vec<(String, Completed)> {
         let mut done = Vec::new();
         for (id, g) in self.groups.iter_mut() {
+            let before = (g.classic.state(), g.classic.generation());
             done.extend(
                 g.classic
                     .tick(now, settings)
                     .into_iter()
                     .map(|c| (id.clone(), c)),
             );
+            if (g.classic.state(), g.classic.generation()) != before {
+                self.classic_dirty.insert(id.clone());
+            }
         }
         self.groups.retain(|_, g| !g.is_vacant());
         done
+    }
+
+    /// The records that keep classic memberships the last calls changed: a group that
+    /// reached Stable in a new generation, or Empty, is written; one that is gone (left
+    /// with nothing) is tombstoned. The actor appends them (Kafka writes GroupMetadata at
+    /// the same points); if one is lost, a failover costs a rebalance, nothing more.
+    pub fn take_classic_writes(&mut self) -> Vec<(Bytes, Option<Bytes>)> {
+        let mut writes = Vec::new();
+        for id in std::mem::take(&mut self.classic_dirty) {
+            let snap = self.groups.get(&id).and_then(|g| g.classic.snapshot());
+            match snap {
+                Some(snap) => {
+                    let mark = (snap.generation, !snap.members.is_empty());
+                    if self.classic_kept.get(&id) != Some(&mark) {
+                        self.classic_kept.insert(id.clone(), mark);
+                        writes.push((group_key(&id), Some(group_value(&snap))));
+                    }
+                }
+                None if !self.groups.contains_key(&id) && self.classic_kept.contains_key(&id) => {
+                    self.classic_kept.remove(&id);
+                    writes.push((group_key(&id), None));
+                }
+                None => {}
+            }
+        }
+        writes
     }
 
     /// A group as Kafka's DescribeGroups shows it: state name, protocol type, protocol and

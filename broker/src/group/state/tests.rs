@@ -430,11 +430,11 @@ fn a_replay_applies_commits_and_tombstones_in_log_order() {
         })
     };
     let mut s = ShardState::default();
-    s.replay(0, &offset_key("g", "t", 0), Some(&c(5)));
-    s.replay(1, &offset_key("g", "t", 0), Some(&c(8)));
-    s.replay(2, &offset_key("gone", "t", 0), Some(&c(3)));
-    s.replay(3, &offset_key("gone", "t", 0), None);
-    s.replay(4, b"\x00\x09not a key", Some(b"junk"));
+    s.replay(0, &offset_key("g", "t", 0), Some(&c(5)), Instant::now());
+    s.replay(1, &offset_key("g", "t", 0), Some(&c(8)), Instant::now());
+    s.replay(2, &offset_key("gone", "t", 0), Some(&c(3)), Instant::now());
+    s.replay(3, &offset_key("gone", "t", 0), None, Instant::now());
+    s.replay(4, b"\x00\x09not a key", Some(b"junk"), Instant::now());
     s.loaded();
     assert_eq!(committed(&s, "g", 0), 8);
     assert_eq!(
@@ -629,4 +629,101 @@ fn a_group_speaks_one_protocol_at_a_time_and_classic_commits_are_fenced_by_gener
         "member {} holds the group",
         r.member_id
     );
+}
+
+/// A classic group's membership survives a coordinator failover (Kafka's GroupMetadata
+/// record): a group that reached Stable is written once per generation; a new shard that
+/// replays the record has the same generation, leader, members and assignments, so the
+/// members' heartbeats and commits go on without a rebalance; leaving writes the Empty
+/// group, and deleting the group tombstones the record, which a replay honours. Nothing is
+/// written mid-rebalance, and a group never rebalanced writes nothing.
+#[test]
+fn classic_memberships_are_written_when_stable_and_replayed_by_a_new_coordinator() {
+    use crate::group::classic::{Answer, ClassicState};
+    let img = image(2);
+    let now = Instant::now();
+    let mut s = ShardState::default();
+    // Offsets alone (a gRPC or assign() consumer): no membership record.
+    let plan = s
+        .prepare_commit(&commit("plain", "", -1, 0, 3), &img)
+        .unwrap();
+    s.apply_commit("plain", plan.accepted, 0);
+    let (Answer::Later(member), _) =
+        s.classic_join("g", classic_join(""), now, &classic_settings())
+    else {
+        panic!("the first join waits for its rebalance")
+    };
+    assert!(
+        s.take_classic_writes().is_empty(),
+        "mid-rebalance: nothing to keep"
+    );
+    let sync = crate::group::classic::SyncRequest {
+        member_id: member.clone(),
+        instance_id: None,
+        generation_id: 1,
+        protocol_type: None,
+        protocol_name: None,
+        assignments: vec![(member.clone(), bytes::Bytes::from_static(b"assigned"))],
+    };
+    let (r, _) = s.classic_sync("g", sync.clone(), now);
+    assert!(matches!(r, Answer::Now(ref a) if a.error.is_none()));
+    let writes = s.take_classic_writes();
+    assert_eq!(writes.len(), 1, "Stable in generation 1: one record");
+    // A repeated SyncGroup of the same generation writes nothing new.
+    let _ = s.classic_sync("g", sync, now);
+    assert!(s.take_classic_writes().is_empty());
+
+    // A new coordinator replays the partition: the offsets and the membership record.
+    let mut after = ShardState::default();
+    let later = now + Duration::from_secs(1);
+    let (k, v) = &writes[0];
+    after.replay(7, k, v.as_deref(), later);
+    after.loaded();
+    assert_eq!(
+        after.classic_heartbeat("g", &member, None, 1, later),
+        Ok(())
+    );
+    let view = after.kafka_view("g", &img).expect("the group");
+    assert_eq!(view.state, ClassicState::Stable.name());
+    assert_eq!(view.members.len(), 1);
+    assert_eq!(view.members[0].member_id, member);
+    assert_eq!(&view.members[0].assignment[..], b"assigned");
+    let plan = after
+        .prepare_commit(&commit("g", &member, 1, 1, 9), &img)
+        .expect("a commit of the kept generation");
+    assert_eq!(plan.results[0].error_code, 0);
+    assert!(
+        after.take_classic_writes().is_empty(),
+        "the replayed state is what is kept"
+    );
+
+    // The member leaves: the Empty group is kept (a replay does not bring it back).
+    let (results, _) =
+        after.classic_leave("g", &[(member.clone(), None)], later, &classic_settings());
+    assert!(results[0].is_ok());
+    let empty = after.take_classic_writes();
+    assert_eq!(empty.len(), 1);
+    let mut third = ShardState::default();
+    for (i, (k, v)) in writes.iter().chain(&empty).enumerate() {
+        third.replay(i as i64, k, v.as_deref(), later);
+    }
+    assert!(
+        third
+            .classic_heartbeat("g", &member, None, 1, later)
+            .is_err(),
+        "the member that left is not restored"
+    );
+    // Deleting the group tombstones its membership record too.
+    let tombstones = after.prepare_delete("g").unwrap();
+    assert!(
+        tombstones
+            .iter()
+            .any(|(k, v)| k == &empty[0].0 && v.is_none()),
+        "{tombstones:?}"
+    );
+    third.replay(9, &empty[0].0, None, later);
+    third.loaded();
+    assert!(third.kafka_view("g", &img).is_none(), "deleted");
+    // Garbage in a membership record is skipped, not fatal.
+    third.replay(10, &empty[0].0, Some(b"\x01\xff\xff"), later);
 }
