@@ -148,14 +148,10 @@ pub(super) async fn fetch(
                         .map_err(|s| code_of(&s))
                 };
                 let r = match r {
-                    Ok(Some((f, records))) => {
-                        match in_response(records, &mut files, t.0.as_str(), p).await {
-                            Ok(records) => Ok(Some((f, records))),
-                            Err(e) => Err(e),
-                        }
-                    }
-                    Ok(None) => Ok(None),
-                    Err(e) => Err(e),
+                    Ok(Some((f, records))) => in_response(records, &mut files, t.0.as_str(), p)
+                        .await
+                        .map(|records| Some((f, records))),
+                    other => other.map(|_| None),
                 };
                 partitions.push(match r {
                     Ok(Some((f, records))) => {
