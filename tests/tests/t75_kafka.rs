@@ -1684,3 +1684,103 @@ async fn big_batches_go_out_with_sendfile_and_read_back_byte_for_byte() {
         );
     }
 }
+
+/// Goal: Kafka group members carry on across a coordinator failover without a rebalance,
+/// as Kafka's do (it keeps membership in `__consumer_offsets`): no member is revoked, loses
+/// its partitions or is fenced, and the new coordinator accepts their commits at the same
+/// generation (classic) or member epoch (KIP-848). Method: 1 controller + 3 brokers, one
+/// offsets partition (RF 3), a 4-partition RF 3 topic; `tests/py/kafka_coordinator_failover.py`
+/// (confluent-kafka 2.16.1) runs a classic group and a `group.protocol=consumer` group of two
+/// members each, reads and commits; the coordinator broker is SIGKILLed; the script produces
+/// more, reads it, commits every member synchronously and waits for both groups to be
+/// described stable by another broker. Seen failing with the membership records ignored on
+/// load (the classic members were revoked and reassigned after UNKNOWN_MEMBER_ID).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_members_keep_their_partitions_across_a_coordinator_kill() {
+    use std::io::BufRead;
+    let mut c = Cluster::start(1, 3, &[], &["offsets.topic.num.partitions=1"]);
+    create_topic_with(&c.controller_addr(1), "cf", 4, 3, &[]).await;
+    let b = c.bootstrap();
+    wait_topic_led(&c.broker_addr(1), "cf").await;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/kafka_coordinator_failover.py");
+    let mut child = Command::new("timeout")
+        .arg("300")
+        .arg("python3")
+        .arg(&script)
+        .args([&b, "cf", "4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (scripts/test installs confluent-kafka)");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let mut seen = Vec::new();
+    let coordinator: u16 = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(id) = line.strip_prefix("ready ") {
+                    break id.parse().expect("a broker id");
+                }
+                seen.push(line);
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("the script ends");
+                panic!(
+                    "the groups never got ready: {}\n{seen:?}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+        }
+    };
+    c.kill_broker(coordinator);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"killed\n")
+        .expect("tell the script");
+    let out = child.wait_with_output().expect("the script ends");
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(
+        out.status.success(),
+        "{}\n{seen:?}\n{rest:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    assert_eq!(
+        r["events_after_kill"],
+        serde_json::json!([]),
+        "no member was revoked, lost or given partitions after the coordinator died: {r}"
+    );
+    assert_eq!(r["assigned_after"], r["assigned_before"], "{r}");
+    for m in ["classic-a", "classic-b", "consumer-a", "consumer-b"] {
+        assert_eq!(
+            r["commits_after"][m], "ok",
+            "{m}'s commit at its generation: {r}"
+        );
+    }
+    for g in ["cf-classic", "cf-consumer"] {
+        let after = &r["after"][g];
+        assert_ne!(after["coordinator"], coordinator, "{r}");
+        assert_eq!(after["members"], r["before"][g]["members"], "{r}");
+    }
+    assert_eq!(r["after"]["cf-consumer"]["type"], "CONSUMER", "{r}");
+    assert_eq!(r["after"]["cf-classic"]["type"], "CLASSIC", "{r}");
+    assert_eq!(
+        r["consumed"],
+        serde_json::json!({"classic": true, "consumer": true})
+    );
+}

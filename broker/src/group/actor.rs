@@ -424,7 +424,7 @@ impl ShardActor {
                 Some(r) = reports.recv() => self.on_report(r).await,
                 Some(lag) = ticks.recv() => {
                     self.on_tick(lag);
-                    self.keep_classic_memberships().await;
+                    self.keep_memberships().await;
                 }
                 cmd = commands.recv() => match cmd {
                     Some(c) => self.on_command(c).await,
@@ -475,7 +475,7 @@ impl ShardActor {
         match &mut self.phase {
             Phase::Ready { leader_epoch, .. } if *leader_epoch == epoch => {
                 self.serve(cmd).await;
-                self.keep_classic_memberships().await;
+                self.keep_memberships().await;
             }
             Phase::Loading {
                 leader_epoch,
@@ -607,7 +607,7 @@ impl ShardActor {
                     AfterWrite::Memberships { groups } => {
                         if let Err(e) = outcome {
                             tracing::warn!(groups, error = %e.message(),
-                                "classic group memberships not stored; a coordinator failover will rebalance them");
+                                "group memberships not stored; a coordinator failover will make their members rejoin");
                         }
                     }
                     AfterWrite::DeleteOffsets {
@@ -657,9 +657,9 @@ impl ShardActor {
         }
     }
 
-    /// Appends the classic memberships the last calls changed (Stable in a new
+    /// Appends the memberships the last calls changed (classic: Stable in a new
     /// generation, Empty, gone) to the offsets partition, so a new coordinator loads them.
-    async fn keep_classic_memberships(&mut self) {
+    async fn keep_memberships(&mut self) {
         let Phase::Ready {
             leader_epoch,
             state,
@@ -668,7 +668,7 @@ impl ShardActor {
             return;
         };
         let leader_epoch = *leader_epoch;
-        let writes = state.take_classic_writes();
+        let writes = state.take_membership_writes();
         if !writes.is_empty() {
             let groups = writes.len();
             self.write(leader_epoch, writes, AfterWrite::Memberships { groups })
@@ -899,7 +899,7 @@ fn finish_unwritten(then: AfterWrite, e: Status) {
         }
         AfterWrite::Memberships { groups } => {
             tracing::warn!(groups, error = %e.message(),
-                "classic group memberships not stored; a coordinator failover will rebalance them");
+                "group memberships not stored; a coordinator failover will make their members rejoin");
         }
     }
 }

@@ -2,28 +2,33 @@
 //! * an offset commit: key = (kind 1, group, topic, partition), value = (offset, leader
 //!   epoch, metadata);
 //! * a classic group's membership (Kafka's GroupMetadata): key = (kind 2, group), value =
-//!   (format 1, the [`ClassicSnapshot`] in postcard).
+//!   (format 1, the [`ClassicSnapshot`] in postcard);
+//! * a consumer-protocol (KIP-848) group's membership and target assignment (Kafka's
+//!   ConsumerGroupMetadata, member and assignment records in one): key = (kind 3, group),
+//!   value = (format 1, the [`ConsumerSnapshot`] in postcard).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::classic::ClassicSnapshot;
+use super::state::ConsumerSnapshot;
 use super::Committed;
 
 const KEY_OFFSET_COMMIT: u16 = 1;
 const KEY_GROUP_METADATA: u16 = 2;
+const KEY_CONSUMER_GROUP: u16 = 3;
 const GROUP_METADATA_FORMAT: u8 = 1;
 
-pub(crate) fn group_key(group: &str) -> Bytes {
+fn named_key(kind: u16, group: &str) -> Bytes {
     let mut k = BytesMut::with_capacity(4 + group.len());
-    k.put_u16(KEY_GROUP_METADATA);
+    k.put_u16(kind);
     k.put_u16(group.len() as u16);
     k.put_slice(group.as_bytes());
     k.freeze()
 }
 
-pub(crate) fn parse_group_key(k: &[u8]) -> Option<String> {
-    let (kind, rest) = k.split_at_checked(2)?;
-    if u16::from_be_bytes([kind[0], kind[1]]) != KEY_GROUP_METADATA {
+fn parse_named_key(kind: u16, k: &[u8]) -> Option<String> {
+    let (head, rest) = k.split_at_checked(2)?;
+    if u16::from_be_bytes([head[0], head[1]]) != kind {
         return None;
     }
     let (n, name) = rest.split_at_checked(2)?;
@@ -31,17 +36,49 @@ pub(crate) fn parse_group_key(k: &[u8]) -> Option<String> {
     (name.len() == n).then(|| String::from_utf8(name.to_vec()).ok())?
 }
 
-pub(crate) fn group_value(s: &ClassicSnapshot) -> Bytes {
+fn snapshot_value<T: serde::Serialize>(s: &T) -> Bytes {
     let mut v = vec![GROUP_METADATA_FORMAT];
     v.extend(postcard::to_stdvec(s).expect("a snapshot always encodes"));
     Bytes::from(v)
 }
 
-pub(crate) fn parse_group_value(v: &[u8]) -> Option<ClassicSnapshot> {
+fn parse_snapshot_value<T: serde::de::DeserializeOwned>(v: &[u8]) -> Option<T> {
     match v.split_first()? {
         (&GROUP_METADATA_FORMAT, rest) => postcard::from_bytes(rest).ok(),
         _ => None,
     }
+}
+
+pub(crate) fn group_key(group: &str) -> Bytes {
+    named_key(KEY_GROUP_METADATA, group)
+}
+
+pub(crate) fn parse_group_key(k: &[u8]) -> Option<String> {
+    parse_named_key(KEY_GROUP_METADATA, k)
+}
+
+pub(crate) fn group_value(s: &ClassicSnapshot) -> Bytes {
+    snapshot_value(s)
+}
+
+pub(crate) fn parse_group_value(v: &[u8]) -> Option<ClassicSnapshot> {
+    parse_snapshot_value(v)
+}
+
+pub(crate) fn consumer_group_key(group: &str) -> Bytes {
+    named_key(KEY_CONSUMER_GROUP, group)
+}
+
+pub(crate) fn parse_consumer_group_key(k: &[u8]) -> Option<String> {
+    parse_named_key(KEY_CONSUMER_GROUP, k)
+}
+
+pub(crate) fn consumer_group_value(s: &ConsumerSnapshot) -> Bytes {
+    snapshot_value(s)
+}
+
+pub(crate) fn parse_consumer_group_value(v: &[u8]) -> Option<ConsumerSnapshot> {
+    parse_snapshot_value(v)
 }
 
 pub(crate) fn offset_key(group: &str, topic: &str, partition: i32) -> Bytes {
@@ -140,5 +177,44 @@ mod tests {
         );
         assert_eq!(parse_group_value(b"\x01\xff\xff\xff"), None, "garbage");
         assert_eq!(parse_group_value(b""), None);
+    }
+
+    #[test]
+    fn consumer_group_records_round_trip_and_are_not_classic_ones() {
+        use super::super::state::{ConsumerSnapshot, SnapshotConsumerMember};
+        let k = consumer_group_key("g1");
+        assert_eq!(parse_consumer_group_key(&k), Some("g1".into()));
+        assert_eq!(parse_group_key(&k), None, "not a classic key");
+        assert_eq!(parse_consumer_group_key(&group_key("g1")), None);
+        let s = ConsumerSnapshot {
+            epoch: 4,
+            assignor: "range".into(),
+            assignment: [("m1".to_string(), [("t".to_string(), vec![0, 1])].into())].into(),
+            partition_counts: [("t".to_string(), 2)].into(),
+            members: vec![SnapshotConsumerMember {
+                member_id: "m1".into(),
+                instance_id: Some("i1".into()),
+                rack_id: None,
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                subscribed: vec!["t".into()],
+                epoch: 4,
+                previous_epoch: 3,
+                assigned: vec![("t".into(), 0), ("t".into(), 1)],
+                revoking: vec![],
+                rebalance_timeout_ms: 30_000,
+                static_left: false,
+            }],
+        };
+        assert_eq!(
+            parse_consumer_group_value(&consumer_group_value(&s)),
+            Some(s)
+        );
+        assert_eq!(parse_consumer_group_value(b"\x01\xff"), None, "garbage");
+        assert_eq!(
+            parse_consumer_group_value(b"\x09"),
+            None,
+            "an unknown format"
+        );
     }
 }

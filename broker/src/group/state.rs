@@ -13,7 +13,9 @@ use sluice_proto::v1::*;
 use tonic::Status;
 
 use super::classic::{self, ClassicError, ClassicGroup, ClassicSettings, Completed};
-use super::records::{group_key, group_value, offset_key, offset_value};
+use super::records::{
+    consumer_group_key, consumer_group_value, group_key, group_value, offset_key, offset_value,
+};
 use super::{err, Committed, COMMIT_METADATA_BYTES_MAX, GROUP_MEMBERS_MAX};
 use crate::assign;
 
@@ -38,7 +40,45 @@ struct Member {
     revoking_since: Option<Instant>,
     rebalance_timeout: Duration,
     last_seen: Instant,
+    /// A static member (KIP-345 through KIP-848: an instance id) that left with epoch -2:
+    /// it keeps its partitions and epoch for its session timeout, so a new process with
+    /// its instance id takes its place without a rebalance.
+    static_left: bool,
 }
+
+/// A consumer-protocol group as kept in `__consumer_offsets` (kind 3): what a new
+/// coordinator needs to carry on where the old one was, so members keep their member ids,
+/// epochs and partitions across a coordinator failover (Kafka writes the same state as
+/// ConsumerGroupMetadata, member, target-assignment and current-assignment records).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ConsumerSnapshot {
+    pub epoch: i32,
+    pub assignor: String,
+    pub assignment: assign::Assignment,
+    pub partition_counts: BTreeMap<String, i32>,
+    pub members: Vec<SnapshotConsumerMember>,
+}
+
+/// One member of a [`ConsumerSnapshot`]; times are not kept (a new coordinator starts each
+/// member's session, and a pending revocation's clock, when it loads).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SnapshotConsumerMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscribed: Vec<String>,
+    pub epoch: i32,
+    pub previous_epoch: i32,
+    pub assigned: Vec<(String, i32)>,
+    pub revoking: Vec<(String, i32)>,
+    pub rebalance_timeout_ms: u64,
+    pub static_left: bool,
+}
+
+/// The epoch a static member leaves with (Kafka's LEAVE_GROUP_STATIC_MEMBER_EPOCH).
+const LEAVE_STATIC_EPOCH: i32 = -2;
 
 /// A set of topic-partitions.
 pub type Parts = BTreeSet<(String, i32)>;
@@ -101,12 +141,78 @@ impl Group {
         if self.members.is_empty() {
             GroupState::Empty
         } else if self.members.iter().all(|(id, m)| {
-            m.epoch == self.epoch && m.revoking.is_empty() && m.assigned == self.target_of(id)
+            m.static_left
+                || (m.epoch == self.epoch
+                    && m.revoking.is_empty()
+                    && m.assigned == self.target_of(id))
         }) {
             GroupState::Stable
         } else {
             GroupState::Reconciling
         }
+    }
+
+    /// The consumer-protocol state to keep; `None` while the group never had such members.
+    fn consumer_snapshot(&self) -> Option<ConsumerSnapshot> {
+        if self.members.is_empty() && self.epoch == 0 {
+            return None;
+        }
+        Some(ConsumerSnapshot {
+            epoch: self.epoch,
+            assignor: self.assignor.clone(),
+            assignment: self.assignment.clone(),
+            partition_counts: self.partition_counts.clone(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| SnapshotConsumerMember {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    rack_id: m.rack_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    subscribed: m.subscribed.clone(),
+                    epoch: m.epoch,
+                    previous_epoch: m.previous_epoch,
+                    assigned: m.assigned.iter().cloned().collect(),
+                    revoking: m.revoking.iter().cloned().collect(),
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
+                    static_left: m.static_left,
+                })
+                .collect(),
+        })
+    }
+
+    /// Takes a kept consumer-protocol state as loaded `now`: every member's session, and
+    /// any pending revocation's timeout, start again from the load.
+    fn restore_consumer(&mut self, s: ConsumerSnapshot, now: Instant) {
+        self.epoch = s.epoch;
+        self.assignor = s.assignor;
+        self.assignment = s.assignment;
+        self.partition_counts = s.partition_counts;
+        self.members = s
+            .members
+            .into_iter()
+            .map(|m| {
+                let revoking: Parts = m.revoking.into_iter().collect();
+                let member = Member {
+                    instance_id: m.instance_id,
+                    rack_id: m.rack_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    subscribed: m.subscribed,
+                    epoch: m.epoch,
+                    previous_epoch: m.previous_epoch,
+                    assigned: m.assigned.into_iter().collect(),
+                    revoking_since: (!revoking.is_empty()).then_some(now),
+                    revoking,
+                    rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms),
+                    last_seen: now,
+                    static_left: m.static_left,
+                };
+                (m.member_id, member)
+            })
+            .collect();
     }
 
     /// The member's target assignment at the group epoch.
@@ -267,8 +373,12 @@ pub struct ShardState {
     /// Classic groups whose membership is in `__consumer_offsets`: the (generation,
     /// has members) of the last record written or replayed.
     classic_kept: HashMap<String, (i32, bool)>,
-    /// Classic groups a call may have moved since the last [`ShardState::take_classic_writes`].
+    /// Classic groups a call may have moved since the last [`ShardState::take_membership_writes`].
     classic_dirty: BTreeSet<String>,
+    /// Consumer-protocol groups in `__consumer_offsets`: the value last written or replayed.
+    consumer_kept: HashMap<String, Bytes>,
+    /// Consumer-protocol groups a call may have changed since the last writes were taken.
+    consumer_dirty: BTreeSet<String>,
 }
 
 impl ShardState {
@@ -276,6 +386,37 @@ impl ShardState {
     /// classic group's membership (restored as seen `now`), or a tombstone (no value).
     /// Records of unknown kinds, and values that do not decode, are skipped.
     pub fn replay(&mut self, offset: i64, key: &[u8], value: Option<&[u8]>, now: Instant) {
+        if let Some(g) = super::records::parse_consumer_group_key(key) {
+            match value.map(|v| (v, super::records::parse_consumer_group_value(v))) {
+                Some((v, Some(snap))) => {
+                    self.consumer_kept
+                        .insert(g.clone(), Bytes::copy_from_slice(v));
+                    self.groups
+                        .entry(g)
+                        .or_default()
+                        .restore_consumer(snap, now);
+                }
+                Some((_, None)) => {
+                    tracing::warn!(group = %g, offset, "a consumer group record that does not decode; skipped");
+                }
+                None => {
+                    self.consumer_kept.remove(&g);
+                    if let Some(group) = self.groups.get_mut(&g) {
+                        group.restore_consumer(
+                            ConsumerSnapshot {
+                                epoch: 0,
+                                assignor: String::new(),
+                                assignment: Default::default(),
+                                partition_counts: Default::default(),
+                                members: Vec::new(),
+                            },
+                            now,
+                        );
+                    }
+                }
+            }
+            return;
+        }
         if let Some(g) = super::records::parse_group_key(key) {
             match value.map(super::records::parse_group_value) {
                 Some(Some(snap)) => {
@@ -357,6 +498,29 @@ impl ShardState {
         image: &MetadataImage,
     ) -> Result<ConsumerGroupHeartbeatResponse, Status> {
         let hb_ms = heartbeat_interval.as_millis() as i32;
+        self.consumer_dirty.insert(req.group_id.clone());
+        if req.member_epoch == LEAVE_STATIC_EPOCH && req.instance_id.is_some() {
+            // A static member going away for a while (a restart): it keeps its place and
+            // partitions for its session timeout; nothing is rebalanced (Kafka's
+            // `consumerGroupStaticMemberGroupLeave`).
+            if let Some(m) = self
+                .groups
+                .get_mut(&req.group_id)
+                .and_then(|g| g.members.get_mut(&req.member_id))
+                .filter(|m| m.instance_id == req.instance_id)
+            {
+                tracing::info!(group = %req.group_id, member = %req.member_id,
+                    instance = ?req.instance_id, "static member left; its partitions wait for its return");
+                m.static_left = true;
+                m.last_seen = now;
+            }
+            return Ok(ConsumerGroupHeartbeatResponse {
+                member_id: req.member_id,
+                member_epoch: req.member_epoch,
+                heartbeat_interval_ms: hb_ms,
+                assignment: None,
+            });
+        }
         if req.member_epoch < 0 {
             if let Some(g) = self.groups.get_mut(&req.group_id) {
                 if g.members.remove(&req.member_id).is_some() {
@@ -407,7 +571,18 @@ impl ShardState {
         let known = self
             .groups
             .get(&req.group_id)
-            .is_some_and(|g| g.members.contains_key(&req.member_id));
+            .and_then(|g| g.members.get(&req.member_id))
+            .map(|m| m.static_left);
+        if req.member_epoch != 0 && known == Some(true) {
+            return Err(err(
+                ErrorCode::FencedMemberEpoch,
+                format!(
+                    "member {:?} left group {:?} as a static member; rejoin with member_epoch 0",
+                    req.member_id, req.group_id
+                ),
+            ));
+        }
+        let known = known.is_some();
         if req.member_epoch != 0 && !known {
             return Err(err(
                 ErrorCode::UnknownMemberId,
@@ -419,7 +594,57 @@ impl ShardState {
         }
         let group = self.groups.entry(req.group_id.clone()).or_default();
         let mut changed = false;
-        let member_id = if req.member_epoch == 0 {
+        // A static member's new process (or the same one rejoining) takes the place its
+        // instance id holds: the member's epoch and partitions move to the new member id,
+        // with no rebalance (KIP-848 static membership). One still active under another
+        // member id keeps it: the newcomer is refused.
+        let static_holder = match (&req.instance_id, req.member_epoch) {
+            (Some(instance), 0) => group
+                .members
+                .iter()
+                .find(|(_, m)| m.instance_id.as_ref() == Some(instance))
+                .map(|(id, m)| (id.clone(), m.static_left)),
+            _ => None,
+        };
+        if let Some((holder, left)) = &static_holder {
+            if !left && *holder != req.member_id {
+                return Err(err(
+                    ErrorCode::UnreleasedInstanceId,
+                    format!(
+                        "instance id {:?} is held by active member {holder:?} of group {:?}",
+                        req.instance_id.as_deref().unwrap_or_default(),
+                        req.group_id
+                    ),
+                ));
+            }
+        }
+        let member_id = if let Some((holder, _)) = static_holder {
+            let id = if req.member_id.is_empty() {
+                member_id()
+            } else {
+                req.member_id.clone()
+            };
+            let mut m = group.members.remove(&holder).expect("found above");
+            if let Some(target) = group.assignment.remove(&holder) {
+                group.assignment.insert(id.clone(), target);
+            }
+            if m.subscribed != req.subscribed_topic_names {
+                m.subscribed = req.subscribed_topic_names.clone();
+                changed = true;
+            }
+            m.client_id = req.client_id.clone();
+            m.client_host = client_host;
+            m.rack_id = req.rack_id.clone();
+            if req.rebalance_timeout_ms > 0 {
+                m.rebalance_timeout = Duration::from_millis(req.rebalance_timeout_ms as u64);
+            }
+            m.static_left = false;
+            m.last_seen = now;
+            tracing::info!(group = %req.group_id, member = %id, replaced = %holder,
+                instance = ?req.instance_id, "static member took its place back");
+            group.members.insert(id.clone(), m);
+            id
+        } else if req.member_epoch == 0 {
             if group.members.len() >= GROUP_MEMBERS_MAX {
                 return Err(err(
                     ErrorCode::GroupMaxSizeReached,
@@ -457,6 +682,7 @@ impl ShardState {
                         REBALANCE_TIMEOUT_DEFAULT
                     },
                     last_seen: now,
+                    static_left: false,
                 },
             );
             tracing::info!(group = %req.group_id, member = %id, "member joined");
@@ -530,6 +756,7 @@ impl ShardState {
             if g.members.len() != before {
                 expired += before - g.members.len();
                 g.rebalance(image);
+                self.consumer_dirty.insert(id.clone());
             }
         }
         expired
@@ -800,6 +1027,9 @@ impl ShardState {
         if self.classic_kept.contains_key(group_id) {
             tombstones.push((group_key(group_id), None));
         }
+        if self.consumer_kept.contains_key(group_id) {
+            tombstones.push((consumer_group_key(group_id), None));
+        }
         Ok(tombstones)
     }
 
@@ -859,6 +1089,7 @@ impl ShardState {
     /// written before them are gone, and so is the group if it is still empty.
     pub fn apply_delete(&mut self, group_id: &str, first_offset: i64) {
         self.classic_kept.remove(group_id);
+        self.consumer_kept.remove(group_id);
         if let Some(g) = self.groups.get_mut(group_id) {
             g.offsets.retain(|_, (_, at)| *at >= first_offset);
             if g.is_vacant() {
@@ -982,12 +1213,13 @@ impl ShardState {
         done
     }
 
-    /// The records that keep classic memberships the last calls changed: a group that
-    /// reached Stable in a new generation, or Empty, is written; one that is gone (left
-    /// with nothing) is tombstoned. The actor appends them (Kafka writes GroupMetadata at
-    /// the same points); if one is lost, a failover costs a rebalance, nothing more.
-    pub fn take_classic_writes(&mut self) -> Vec<(Bytes, Option<Bytes>)> {
-        let mut writes = Vec::new();
+    /// The records that keep the memberships the last calls changed: the consumer-protocol
+    /// groups' (see `take_consumer_writes`), and the classic ones': a group that reached
+    /// Stable in a new generation, or Empty, is written; one that is gone (left with
+    /// nothing) is tombstoned. The actor appends them (Kafka writes GroupMetadata at the
+    /// same points); if one is lost, a failover costs a rebalance, nothing more.
+    pub fn take_membership_writes(&mut self) -> Vec<(Bytes, Option<Bytes>)> {
+        let mut writes = self.take_consumer_writes();
         for id in std::mem::take(&mut self.classic_dirty) {
             let snap = self.groups.get(&id).and_then(|g| g.classic.snapshot());
             match snap {
@@ -1001,6 +1233,32 @@ impl ShardState {
                 None if !self.groups.contains_key(&id) && self.classic_kept.contains_key(&id) => {
                     self.classic_kept.remove(&id);
                     writes.push((group_key(&id), None));
+                }
+                None => {}
+            }
+        }
+        writes
+    }
+
+    /// The records that keep the consumer-protocol groups the last calls may have changed:
+    /// the group's state when it differs from the last one kept, a tombstone when the group
+    /// is gone. Written before the next request of the shard is served, so a member's
+    /// epoch and partitions survive a coordinator failover (a lost record costs the members
+    /// a rejoin, never offsets).
+    fn take_consumer_writes(&mut self) -> Vec<(Bytes, Option<Bytes>)> {
+        let mut writes = Vec::new();
+        for id in std::mem::take(&mut self.consumer_dirty) {
+            match self.groups.get(&id).and_then(|g| g.consumer_snapshot()) {
+                Some(snap) => {
+                    let value = consumer_group_value(&snap);
+                    if self.consumer_kept.get(&id) != Some(&value) {
+                        self.consumer_kept.insert(id.clone(), value.clone());
+                        writes.push((consumer_group_key(&id), Some(value)));
+                    }
+                }
+                None if self.consumer_kept.contains_key(&id) && !self.groups.contains_key(&id) => {
+                    self.consumer_kept.remove(&id);
+                    writes.push((consumer_group_key(&id), None));
                 }
                 None => {}
             }

@@ -654,7 +654,7 @@ fn classic_memberships_are_written_when_stable_and_replayed_by_a_new_coordinator
         panic!("the first join waits for its rebalance")
     };
     assert!(
-        s.take_classic_writes().is_empty(),
+        s.take_membership_writes().is_empty(),
         "mid-rebalance: nothing to keep"
     );
     let sync = crate::group::classic::SyncRequest {
@@ -667,11 +667,11 @@ fn classic_memberships_are_written_when_stable_and_replayed_by_a_new_coordinator
     };
     let (r, _) = s.classic_sync("g", sync.clone(), now);
     assert!(matches!(r, Answer::Now(ref a) if a.error.is_none()));
-    let writes = s.take_classic_writes();
+    let writes = s.take_membership_writes();
     assert_eq!(writes.len(), 1, "Stable in generation 1: one record");
     // A repeated SyncGroup of the same generation writes nothing new.
     let _ = s.classic_sync("g", sync, now);
-    assert!(s.take_classic_writes().is_empty());
+    assert!(s.take_membership_writes().is_empty());
 
     // A new coordinator replays the partition: the offsets and the membership record.
     let mut after = ShardState::default();
@@ -693,7 +693,7 @@ fn classic_memberships_are_written_when_stable_and_replayed_by_a_new_coordinator
         .expect("a commit of the kept generation");
     assert_eq!(plan.results[0].error_code, 0);
     assert!(
-        after.take_classic_writes().is_empty(),
+        after.take_membership_writes().is_empty(),
         "the replayed state is what is kept"
     );
 
@@ -701,7 +701,7 @@ fn classic_memberships_are_written_when_stable_and_replayed_by_a_new_coordinator
     let (results, _) =
         after.classic_leave("g", &[(member.clone(), None)], later, &classic_settings());
     assert!(results[0].is_ok());
-    let empty = after.take_classic_writes();
+    let empty = after.take_membership_writes();
     assert_eq!(empty.len(), 1);
     let mut third = ShardState::default();
     for (i, (k, v)) in writes.iter().chain(&empty).enumerate() {
@@ -726,4 +726,221 @@ fn classic_memberships_are_written_when_stable_and_replayed_by_a_new_coordinator
     assert!(third.kafka_view("g", &img).is_none(), "deleted");
     // Garbage in a membership record is skipped, not fatal.
     third.replay(10, &empty[0].0, Some(b"\x01\xff\xff"), later);
+}
+
+/// Brings members a and b of consumer-protocol group `g` (4 partitions of `t`) to a stable
+/// assignment at epoch 2: a owns 0, 1 and b owns 2, 3. `instance`: give them instance ids.
+fn stable_pair(s: &mut ShardState, img: &MetadataImage, now: Instant, instance: bool) {
+    let with = |mut r: ConsumerGroupHeartbeatRequest, i: &str| {
+        if instance {
+            r.instance_id = Some(i.into());
+        }
+        r
+    };
+    let mut hb = |req| s.heartbeat(req, "h".into(), now, HB, img).unwrap();
+    hb(with(join_as("g", "a"), "ia"));
+    hb(with(join_as("g", "b"), "ib"));
+    hb(beat_owning("g", "a", 1, &[0, 1, 2, 3]));
+    hb(beat_owning("g", "a", 1, &[0, 1]));
+    let b = hb(beat_owning("g", "b", 2, &[]));
+    assert_eq!((b.member_epoch, partitions(&b)), (2, vec![2, 3]));
+    let a = hb(beat_owning("g", "a", 2, &[0, 1]));
+    assert_eq!((a.member_epoch, partitions(&a)), (2, vec![0, 1]));
+}
+
+#[test]
+fn consumer_group_members_keep_their_epochs_and_partitions_across_a_coordinator_failover() {
+    // Kafka keeps a KIP-848 group's epoch, members and assignments in __consumer_offsets,
+    // so after the offsets partition moves the members carry on: same member ids, same
+    // epochs, same partitions, no rejoin. Here: the records the first coordinator wrote,
+    // replayed by a new one.
+    let img = image(4);
+    let now = Instant::now();
+    let mut s = ShardState::default();
+    stable_pair(&mut s, &img, now, false);
+    let writes = s.take_membership_writes();
+    assert!(!writes.is_empty(), "membership changes are written");
+    assert!(
+        s.take_membership_writes().is_empty(),
+        "nothing new to write"
+    );
+    let a = s
+        .heartbeat(beat_owning("g", "a", 2, &[0, 1]), "h".into(), now, HB, &img)
+        .unwrap();
+    assert_eq!(a.member_epoch, 2);
+    assert!(
+        s.take_membership_writes().is_empty(),
+        "a heartbeat that changes nothing writes nothing"
+    );
+
+    let later = now + Duration::from_secs(1);
+    let replay = |writes: &[(bytes::Bytes, Option<bytes::Bytes>)]| {
+        let mut after = ShardState::default();
+        for (i, (k, v)) in writes.iter().enumerate() {
+            after.replay(i as i64, k, v.as_deref(), later);
+        }
+        after.loaded();
+        after
+    };
+    let mut after = replay(&writes);
+    for (member, owned) in [("a", vec![0, 1]), ("b", vec![2, 3])] {
+        let r = after
+            .heartbeat(
+                beat_owning("g", member, 2, &owned),
+                "h".into(),
+                later,
+                HB,
+                &img,
+            )
+            .unwrap_or_else(|e| panic!("{member} after the failover: {e:?}"));
+        assert_eq!((r.member_epoch, partitions(&r)), (2, owned), "{member}");
+    }
+    let d = after.describe("g", &img);
+    assert_eq!(d.group_state, GroupState::Stable as i32);
+    assert_eq!(d.group_epoch, 2);
+    // Sessions run from the load: nobody expires at once.
+    assert_eq!(after.expire(later, Duration::from_secs(10), &img), 0);
+    // Without the records, the new coordinator did not know them.
+    let mut blank = ShardState::default();
+    let e = blank
+        .heartbeat(
+            beat_owning("g", "a", 2, &[0, 1]),
+            "h".into(),
+            later,
+            HB,
+            &img,
+        )
+        .unwrap_err();
+    assert_eq!(error_code(&e), ErrorCode::UnknownMemberId);
+
+    // Both leave: the empty group keeps its epoch; deleting it tombstones the record, and
+    // a replay of everything brings back nothing.
+    for m in ["a", "b"] {
+        after
+            .heartbeat(beat("g", m, -1), "h".into(), later, HB, &img)
+            .unwrap();
+    }
+    let mut all = writes.clone();
+    all.extend(after.take_membership_writes());
+    let tombstones = after.prepare_delete("g").unwrap();
+    assert!(
+        tombstones
+            .iter()
+            .any(|(k, v)| v.is_none()
+                && super::super::records::parse_consumer_group_key(k).is_some()),
+        "DeleteGroups tombstones the consumer group record: {tombstones:?}"
+    );
+    all.extend(tombstones);
+    assert!(replay(&all).is_empty(), "nothing left after the tombstone");
+}
+
+#[test]
+fn a_static_member_s_new_process_takes_its_place_without_a_rebalance() {
+    // KIP-848 static membership (Kafka's `consumerGroupStaticMemberGroupLeave` and the
+    // static-member replacement on join): a member with an instance id that leaves with
+    // epoch -2 keeps its partitions and epoch for its session timeout; a new process with
+    // that instance id (a new member id, epoch 0) gets them back at once, the group epoch
+    // does not move and nobody else is disturbed. While the instance id is held by an
+    // active member, another process claiming it is refused (UNRELEASED_INSTANCE_ID).
+    let img = image(4);
+    let now = Instant::now();
+    let mut s = ShardState::default();
+    stable_pair(&mut s, &img, now, true);
+    let static_join = |member: &str| ConsumerGroupHeartbeatRequest {
+        instance_id: Some("ib".into()),
+        ..join_as("g", member)
+    };
+    let e = s
+        .heartbeat(static_join("b-dup"), "h".into(), now, HB, &img)
+        .unwrap_err();
+    assert_eq!(error_code(&e), ErrorCode::UnreleasedInstanceId, "{e:?}");
+
+    let leave = ConsumerGroupHeartbeatRequest {
+        instance_id: Some("ib".into()),
+        ..beat("g", "b", -2)
+    };
+    let r = s.heartbeat(leave, "h".into(), now, HB, &img).unwrap();
+    assert_eq!(r.member_epoch, -2);
+    assert_eq!(
+        s.describe("g", &img).group_epoch,
+        2,
+        "no rebalance on a static leave"
+    );
+    let a = s
+        .heartbeat(beat_owning("g", "a", 2, &[0, 1]), "h".into(), now, HB, &img)
+        .unwrap();
+    assert_eq!(
+        (a.member_epoch, partitions(&a)),
+        (2, vec![0, 1]),
+        "a keeps its partitions only"
+    );
+    let e = s
+        .heartbeat(beat_owning("g", "b", 2, &[]), "h".into(), now, HB, &img)
+        .unwrap_err();
+    assert_eq!(
+        error_code(&e),
+        ErrorCode::FencedMemberEpoch,
+        "the old process left"
+    );
+
+    // The membership records carry the left member: a new coordinator keeps its place too.
+    let writes = s.take_membership_writes();
+    let mut s2 = ShardState::default();
+    for (i, (k, v)) in writes.iter().enumerate() {
+        s2.replay(i as i64, k, v.as_deref(), now);
+    }
+    s2.loaded();
+    for s in [&mut s, &mut s2] {
+        let b2 = s
+            .heartbeat(static_join("b2"), "h".into(), now, HB, &img)
+            .unwrap();
+        assert_eq!(
+            (b2.member_id.as_str(), b2.member_epoch, partitions(&b2)),
+            ("b2", 2, vec![2, 3]),
+            "the new process has the old one's epoch and partitions"
+        );
+        let d = s.describe("g", &img);
+        assert_eq!(
+            (d.group_epoch, d.group_state),
+            (2, GroupState::Stable as i32)
+        );
+        let ids: Vec<&str> = d.members.iter().map(|m| m.member_id.as_str()).collect();
+        assert_eq!(ids, vec!["a", "b2"]);
+    }
+
+    // A static member that never comes back is removed at its session timeout, and its
+    // partitions are reassigned then.
+    let r = s
+        .heartbeat(
+            ConsumerGroupHeartbeatRequest {
+                instance_id: Some("ib".into()),
+                ..beat("g", "b2", -2)
+            },
+            "h".into(),
+            now,
+            HB,
+            &img,
+        )
+        .unwrap();
+    assert_eq!(r.member_epoch, -2);
+    let later = now + Duration::from_secs(11);
+    s.heartbeat(
+        beat_owning("g", "a", 2, &[0, 1]),
+        "h".into(),
+        later,
+        HB,
+        &img,
+    )
+    .unwrap();
+    assert_eq!(s.expire(later, Duration::from_secs(10), &img), 1);
+    let a = s
+        .heartbeat(
+            beat_owning("g", "a", 2, &[0, 1]),
+            "h".into(),
+            later,
+            HB,
+            &img,
+        )
+        .unwrap();
+    assert_eq!((a.member_epoch, partitions(&a)), (3, vec![0, 1, 2, 3]));
 }
