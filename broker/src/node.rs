@@ -2,7 +2,7 @@
 //! follower, partition roles, follower fetchers and ISR maintenance.
 
 use sluice_metadata::LeaderEpoch;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -332,7 +332,7 @@ impl Scope {
     /// Adds what one applied entry changed. Broker changes (registrations, fencing) may
     /// change who may lead anything, so they widen the scope to everything.
     fn add(&mut self, delta: &sluice_metadata::MetadataDelta) {
-        if !delta.changed_brokers.is_empty() {
+        if !delta.changed_brokers.is_empty() || delta.changed_broker_configs {
             self.all = true;
         }
         if self.all {
@@ -352,7 +352,16 @@ impl Scope {
 struct Reconciled {
     /// The role (and topic, for its config) last handed to each replica, so a reconcile
     /// touches only the replicas whose role or config changed.
-    roles: HashMap<PartitionKey, (Role, Arc<sluice_metadata::TopicImage>)>,
+    /// With the dynamic topic defaults (cluster-wide broker configs) it was given under.
+    #[allow(clippy::type_complexity)]
+    roles: HashMap<
+        PartitionKey,
+        (
+            Role,
+            Arc<sluice_metadata::TopicImage>,
+            BTreeMap<String, String>,
+        ),
+    >,
     /// Whether we were fenced then (a change re-examines every replica).
     fenced: Option<bool>,
     /// New replicas whose log is queued to open or opening: installed (with the role the
@@ -1168,6 +1177,7 @@ impl BrokerNode {
                 .filter_map(|id| image.topics.get(id))
                 .collect()
         };
+        let defaults = image.topic_defaults();
         let mut wanted = HashMap::new();
         for t in topics {
             for (i, p) in t.partitions.iter().enumerate() {
@@ -1208,14 +1218,14 @@ impl BrokerNode {
                 continue;
             };
             let applied = &mut state.roles;
-            let unchanged = applied.get(&key).is_some_and(|(r, t)| {
-                *r == role && (Arc::ptr_eq(t, &topic) || t.config == topic.config)
+            let unchanged = applied.get(&key).is_some_and(|(r, t, d)| {
+                *r == role && (Arc::ptr_eq(t, &topic) || t.config == topic.config) && *d == defaults
             });
             if unchanged {
                 continue;
             }
-            self.apply_role(part, role.clone(), log_config(&topic.config));
-            applied.insert(key, (role, topic));
+            self.apply_role(part, role.clone(), log_config(&topic.config, &defaults));
+            applied.insert(key, (role, topic, defaults.clone()));
         }
         drop(state);
         for (key, topic, role) in to_open {
@@ -1233,7 +1243,7 @@ impl BrokerNode {
         role: &Role,
     ) {
         let dir = self.replica_dir(&topic.name, key);
-        let config = log_config(&topic.config);
+        let config = log_config(&topic.config, &self.image().topic_defaults());
         let epoch = match role {
             Role::Leader { leader_epoch, .. } => Some(*leader_epoch),
             Role::Follower { .. } => None,
@@ -1336,7 +1346,8 @@ impl BrokerNode {
             if let Some((topic, role)) = self.role_now(key) {
                 state.opening.remove(&key);
                 self.install_replica(key, &topic, &role, log);
-                state.roles.insert(key, (role, topic));
+                let defaults = self.image().topic_defaults();
+                state.roles.insert(key, (role, topic, defaults));
                 return;
             }
         }
@@ -1358,7 +1369,7 @@ impl BrokerNode {
         role: &Role,
         log: Log,
     ) {
-        let config = log_config(&topic.config);
+        let config = log_config(&topic.config, &self.image().topic_defaults());
         let leo = log.log_end_offset();
         let hw = self.checkpointed_high_watermark(&topic.name, key.partition);
         let replica = ReplicaState::new(self.id(), role.clone(), hw, leo.get());
@@ -1702,9 +1713,10 @@ impl BrokerNode {
 
     /// `min.insync.replicas` of a topic.
     pub fn min_insync(&self, topic: &str) -> usize {
-        self.image()
+        let image = self.image();
+        image
             .topic(topic)
-            .map_or(1, |t| TopicConfig::parse(&t.config).min_insync_replicas)
+            .map_or(1, |t| image.topic_config(t).min_insync_replicas)
     }
 }
 
@@ -1787,9 +1799,13 @@ fn is_definite_refusal(code: ErrorCode) -> bool {
 
 static SELF: std::sync::OnceLock<std::sync::Weak<BrokerNode>> = std::sync::OnceLock::new();
 
-/// The storage settings of a topic from its config overrides (parsed once, typed).
-pub fn log_config(overrides: &std::collections::BTreeMap<String, String>) -> LogConfig {
-    let c = TopicConfig::parse(overrides);
+/// The storage settings of a topic from its config overrides over the cluster-wide dynamic
+/// defaults (`MetadataImage::topic_defaults`), parsed once, typed.
+pub fn log_config(
+    overrides: &std::collections::BTreeMap<String, String>,
+    defaults: &std::collections::BTreeMap<String, String>,
+) -> LogConfig {
+    let c = TopicConfig::parse_with_defaults(overrides, defaults);
     LogConfig {
         segment_bytes: c.segment_bytes as u64,
         segment_ms: c.segment_ms,

@@ -219,8 +219,45 @@ pub fn alter_topic_configs(
     Ok(records)
 }
 
-fn unclean_allowed(t: &TopicImage) -> bool {
-    sluice_metadata::config::TopicConfig::parse(&t.config).unclean_leader_election_enable
+/// Applies dynamic broker config changes to `resource` ("" = cluster-wide, or a broker id
+/// in decimal); every key and value is validated first (Kafka's BROKER ConfigRecords).
+pub fn alter_broker_configs(
+    resource: &str,
+    ops: &[ConfigOp],
+) -> Result<Vec<MetadataRecord>, Refusal> {
+    if !resource.is_empty() && resource.parse::<i32>().map_or(true, |id| id < 0) {
+        return refuse(
+            ErrorCode::InvalidRequest,
+            format!("broker resource {resource:?} is neither \"\" (cluster-wide) nor a broker id"),
+        );
+    }
+    let mut records = Vec::new();
+    for (key, value) in ops {
+        let value = match value {
+            Some(v) => Some(
+                sluice_metadata::config::validate_broker_config(resource, key, v)
+                    .or_else(|e| refuse(ErrorCode::InvalidConfig, e))?,
+            ),
+            None => {
+                if sluice_metadata::config::broker_config_key(key).is_none() {
+                    let e = sluice_metadata::config::validate_broker_config(resource, key, "")
+                        .expect_err("an unknown key is refused");
+                    return refuse(ErrorCode::InvalidConfig, e);
+                }
+                None
+            }
+        };
+        records.push(MetadataRecord::BrokerConfig {
+            resource: resource.to_string(),
+            key: key.clone(),
+            value,
+        });
+    }
+    Ok(records)
+}
+
+fn unclean_allowed(image: &MetadataImage, t: &TopicImage) -> bool {
+    image.topic_config(t).unclean_leader_election_enable
 }
 
 /// Records that take `id` out of service: for every partition it leads, a new leader from
@@ -249,7 +286,11 @@ fn remove_from_partitions(
                     isr: isr.clone(),
                     ..p.clone()
                 };
-                match elect_leader(&candidate, |b| b != id && alive(b), unclean_allowed(t)) {
+                match elect_leader(
+                    &candidate,
+                    |b| b != id && alive(b),
+                    unclean_allowed(image, t),
+                ) {
                     Some((b, unclean)) => {
                         leader = Some(b);
                         if unclean {
@@ -311,7 +352,7 @@ pub fn unfence_broker(image: &MetadataImage, id: BrokerId) -> Vec<MetadataRecord
             if p.leader != NO_LEADER || !p.replicas.contains(&id) {
                 continue;
             }
-            if let Some((leader, unclean)) = elect_leader(p, alive, unclean_allowed(t)) {
+            if let Some((leader, unclean)) = elect_leader(p, alive, unclean_allowed(image, t)) {
                 records.push(MetadataRecord::PartitionChange {
                     topic_id: t.id,
                     index: index as i32,

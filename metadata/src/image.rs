@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{BrokerId, LeaderEpoch, PartitionEpoch, TopicId, NO_LEADER};
 use crate::records::{
     Endpoint, MetadataRecord, RECORD_FORMAT_VERSION, RECORD_FORMAT_VERSION_V1,
-    RECORD_FORMAT_VERSION_V2,
+    RECORD_FORMAT_VERSION_V2, RECORD_FORMAT_VERSION_V3,
 };
 
 /// A registered broker as the metadata log describes it.
@@ -129,6 +129,21 @@ pub struct MetadataImage {
     /// Raft term of the entry at `offset` (0 when unknown: nothing applied, or an image of
     /// format 1). With `offset` and `history_id` it says which history the image follows.
     pub term: u64,
+    /// Dynamic broker configs (Kafka's BROKER ConfigRecords): resource ("" for the
+    /// cluster-wide default, or a broker id in decimal) → key → value.
+    pub broker_configs: Arc<BTreeMap<String, BTreeMap<String, String>>>,
+}
+
+/// [`MetadataImage`] as format 3 wrote it (before dynamic broker configs).
+#[derive(Deserialize)]
+struct MetadataImageV3 {
+    offset: u64,
+    brokers: Arc<BTreeMap<BrokerId, BrokerRegistration>>,
+    topics: Arc<BTreeMap<TopicId, Arc<TopicImage>>>,
+    topic_ids: Arc<BTreeMap<String, TopicId>>,
+    next_producer_id: i64,
+    history_id: u64,
+    term: u64,
 }
 
 /// [`MetadataImage`] as format 1 wrote it.
@@ -152,6 +167,8 @@ pub struct MetadataDelta {
     pub deleted_topics: Vec<Arc<TopicImage>>,
     /// Topics whose config changed.
     pub changed_configs: BTreeSet<TopicId>,
+    /// A dynamic broker config changed (it may change every topic's effective config).
+    pub changed_broker_configs: bool,
     /// Brokers registered, fenced, unfenced or removed.
     pub changed_brokers: BTreeSet<BrokerId>,
     /// Records that could not apply (e.g. a change for a topic deleted meanwhile); skipped.
@@ -162,6 +179,19 @@ impl MetadataImage {
     /// A topic by name.
     pub fn topic(&self, name: &str) -> Option<&Arc<TopicImage>> {
         self.topic_ids.get(name).and_then(|id| self.topics.get(id))
+    }
+
+    /// The topic-level defaults the cluster-wide dynamic broker configs give (topic key →
+    /// value, e.g. `retention.ms` from `log.retention.ms`): what a topic without its own
+    /// override inherits, above the built-in default.
+    pub fn topic_defaults(&self) -> BTreeMap<String, String> {
+        crate::config::topic_defaults_of(self.broker_configs.get("").unwrap_or(&BTreeMap::new()))
+    }
+
+    /// A topic's effective configs: its overrides over the cluster-wide dynamic defaults
+    /// over the built-in defaults.
+    pub fn topic_config(&self, topic: &TopicImage) -> crate::config::TopicConfig {
+        crate::config::TopicConfig::parse_with_defaults(&topic.config, &self.topic_defaults())
     }
 
     /// A partition by topic id and index.
@@ -338,6 +368,30 @@ impl MetadataImage {
                 };
                 delta.changed_configs.insert(*id);
             }
+            MetadataRecord::BrokerConfig {
+                resource,
+                key,
+                value,
+            } => {
+                let configs = Arc::make_mut(&mut self.broker_configs);
+                match value {
+                    Some(v) => {
+                        configs
+                            .entry(resource.clone())
+                            .or_default()
+                            .insert(key.clone(), v.clone());
+                    }
+                    None => {
+                        if let Some(c) = configs.get_mut(resource) {
+                            c.remove(key);
+                            if c.is_empty() {
+                                configs.remove(resource);
+                            }
+                        }
+                    }
+                }
+                delta.changed_broker_configs = true;
+            }
             MetadataRecord::HistoryStarted { history_id } => {
                 if self.history_id != 0 {
                     return Err(format!(
@@ -417,9 +471,24 @@ impl MetadataImage {
     /// An image with no broker Kafka endpoint is written in format 2, which the previous
     /// build reads (rolling upgrades); format 3 only once one exists.
     pub fn encode(&self) -> Vec<u8> {
-        if self.brokers.values().any(|b| b.kafka_endpoint.is_some()) {
+        if !self.broker_configs.is_empty() {
             return postcard::to_stdvec(&(RECORD_FORMAT_VERSION, self))
                 .expect("images always serialize");
+        }
+        if self.brokers.values().any(|b| b.kafka_endpoint.is_some()) {
+            return postcard::to_stdvec(&(
+                RECORD_FORMAT_VERSION_V3,
+                (
+                    self.offset,
+                    &self.brokers,
+                    &self.topics,
+                    &self.topic_ids,
+                    self.next_producer_id,
+                    self.history_id,
+                    self.term,
+                ),
+            ))
+            .expect("images always serialize");
         }
         // Format 2: the same layout with registrations of six fields (postcard writes a
         // struct as the tuple of its fields).
@@ -466,6 +535,20 @@ impl MetadataImage {
                     postcard::from_bytes(bytes).map_err(undecodable)?;
                 Ok(image)
             }
+            RECORD_FORMAT_VERSION_V3 => {
+                let (_, v3): (u32, MetadataImageV3) =
+                    postcard::from_bytes(bytes).map_err(undecodable)?;
+                Ok(MetadataImage {
+                    offset: v3.offset,
+                    brokers: v3.brokers,
+                    topics: v3.topics,
+                    topic_ids: v3.topic_ids,
+                    next_producer_id: v3.next_producer_id,
+                    history_id: v3.history_id,
+                    term: v3.term,
+                    broker_configs: Default::default(),
+                })
+            }
             RECORD_FORMAT_VERSION_V2 => {
                 let (_, v2): (u32, MetadataImageV2) =
                     postcard::from_bytes(bytes).map_err(undecodable)?;
@@ -477,6 +560,7 @@ impl MetadataImage {
                     next_producer_id: v2.next_producer_id,
                     history_id: v2.history_id,
                     term: v2.term,
+                    broker_configs: Default::default(),
                 })
             }
             RECORD_FORMAT_VERSION_V1 => {
@@ -489,6 +573,7 @@ impl MetadataImage {
                     next_producer_id: v1.next_producer_id,
                     history_id: 0,
                     term: 0,
+                    broker_configs: Default::default(),
                 })
             }
             v if v > RECORD_FORMAT_VERSION => Err(format!(
@@ -699,9 +784,35 @@ mod tests {
         assert!(d.skipped.is_empty());
         assert_eq!(img.brokers[&BrokerId(1)].kafka_endpoint(), &kafka);
         let (version, _): (u32, &[u8]) = postcard::take_from_bytes(&img.encode()).unwrap();
-        assert_eq!(version, RECORD_FORMAT_VERSION, "format 3 once one exists");
+        assert_eq!(
+            version, RECORD_FORMAT_VERSION_V3,
+            "format 3 once one exists"
+        );
         assert_eq!(img.brokers[&BrokerId(1)].endpoint, endpoint());
         assert_eq!(MetadataImage::decode(&img.encode()).unwrap(), img);
+
+        // Dynamic broker configs: format 4 once one exists; removing the last one goes back.
+        let set = |v: Option<&str>| MetadataRecord::BrokerConfig {
+            resource: String::new(),
+            key: "log.retention.ms".into(),
+            value: v.map(str::to_string),
+        };
+        let (with, d) = img.apply(3, &[set(Some("5000"))]);
+        assert!(d.changed_broker_configs && d.skipped.is_empty());
+        let (version, _): (u32, &[u8]) = postcard::take_from_bytes(&with.encode()).unwrap();
+        assert_eq!(version, RECORD_FORMAT_VERSION);
+        assert_eq!(MetadataImage::decode(&with.encode()).unwrap(), with);
+        assert_eq!(
+            with.topic_defaults()
+                .get("retention.ms")
+                .map(String::as_str),
+            Some("5000")
+        );
+        let (without, _) = with.apply(4, &[set(None)]);
+        assert!(without.broker_configs.is_empty());
+        let (version, _): (u32, &[u8]) = postcard::take_from_bytes(&without.encode()).unwrap();
+        assert_eq!(version, RECORD_FORMAT_VERSION_V3);
+
         let (img, _) = img.apply(3, &[register("c")]);
         assert_eq!(img.brokers[&BrokerId(1)].kafka_endpoint, None);
     }

@@ -11,9 +11,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{BrokerId, LeaderEpoch, PartitionEpoch, TopicId};
 
-/// Version of the encoding of [`MetadataRecord`] batches and images (3: brokers may have a
-/// Kafka endpoint of their own).
-pub const RECORD_FORMAT_VERSION: u32 = 3;
+/// Version of the encoding of [`MetadataRecord`] batches and images (4: dynamic broker
+/// configs).
+pub const RECORD_FORMAT_VERSION: u32 = 4;
+
+/// The format before dynamic broker configs (version 3: brokers may have a Kafka endpoint of
+/// their own), still decoded and still written while no dynamic broker config exists.
+pub const RECORD_FORMAT_VERSION_V3: u32 = 3;
 
 /// The image format before brokers' Kafka endpoints (version 2), still decoded.
 pub const RECORD_FORMAT_VERSION_V2: u32 = 2;
@@ -143,6 +147,16 @@ pub enum MetadataRecord {
         /// Its advertised Kafka listener.
         endpoint: Endpoint,
     },
+    /// A dynamic broker config was set (`Some`) or removed (`None`): Kafka's ConfigRecord of
+    /// a BROKER resource, `resource` "" for the cluster-wide default or a broker id.
+    BrokerConfig {
+        /// "" (every broker) or the broker id in decimal.
+        resource: String,
+        /// Config key (Kafka's broker config name).
+        key: String,
+        /// New value, or `None` to remove it.
+        value: Option<String>,
+    },
 }
 
 /// A batch of records as stored in one Raft log entry (applied atomically).
@@ -159,12 +173,17 @@ impl RecordBatch {
     /// `BrokerKafkaEndpoint`, so nodes of the previous build keep applying every other batch
     /// during a rolling upgrade.
     pub fn new(records: Vec<MetadataRecord>) -> Self {
+        let needs_v4 = records
+            .iter()
+            .any(|r| matches!(r, MetadataRecord::BrokerConfig { .. }));
         let needs_v3 = records
             .iter()
             .any(|r| matches!(r, MetadataRecord::BrokerKafkaEndpoint { .. }));
         RecordBatch {
-            version: if needs_v3 {
+            version: if needs_v4 {
                 RECORD_FORMAT_VERSION
+            } else if needs_v3 {
+                RECORD_FORMAT_VERSION_V3
             } else {
                 RECORD_FORMAT_VERSION_V2
             },
@@ -208,7 +227,14 @@ mod tests {
                 port: 1,
             },
         }]);
-        assert_eq!(kafka.version, RECORD_FORMAT_VERSION);
+        assert_eq!(kafka.version, RECORD_FORMAT_VERSION_V3);
         assert_eq!(RecordBatch::decode(&kafka.encode()).unwrap(), kafka);
+        let config = RecordBatch::new(vec![MetadataRecord::BrokerConfig {
+            resource: String::new(),
+            key: "log.retention.ms".into(),
+            value: Some("1000".into()),
+        }]);
+        assert_eq!(config.version, RECORD_FORMAT_VERSION);
+        assert_eq!(RecordBatch::decode(&config.encode()).unwrap(), config);
     }
 }

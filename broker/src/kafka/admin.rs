@@ -211,6 +211,7 @@ fn resource_type_of(t: i8) -> Option<pb::ConfigResourceType> {
 fn config_source_id(s: i32) -> i8 {
     match pb::ConfigSource::try_from(s) {
         Ok(pb::ConfigSource::Topic) => 1,
+        Ok(pb::ConfigSource::DynamicDefaultBroker) => 3,
         Ok(pb::ConfigSource::StaticBroker) => 4,
         Ok(pb::ConfigSource::Default) => 5,
         _ => 0,
@@ -372,37 +373,64 @@ fn describe_broker(
     version: i16,
 ) -> DescribeConfigsResult {
     let me = ctx.node.id().get();
+    let wanted: Option<Vec<&str>> = res
+        .configuration_keys
+        .as_ref()
+        .map(|ks| ks.iter().map(|k| k.as_str()).collect());
+    let entry = |k: String, v: Option<String>, read_only: bool, source: i8| {
+        let mut c = DescribeConfigsResourceResult::default()
+            .with_name(kstr(k))
+            .with_value(v.map(kstr))
+            .with_read_only(read_only)
+            .with_config_source(source)
+            .with_is_sensitive(false);
+        if version >= 3 {
+            c = c.with_documentation(None);
+        }
+        c
+    };
+    // The cluster-wide dynamic configs that are set (Kafka's DYNAMIC_DEFAULT_BROKER_CONFIG).
+    let image = ctx.node.image();
+    let dynamic = image.broker_configs.get("").cloned().unwrap_or_default();
     if name.is_empty() {
-        return base.with_error_code(0);
+        let configs = dynamic
+            .into_iter()
+            .filter(|(k, _)| wanted.as_ref().is_none_or(|w| w.contains(&k.as_str())))
+            .map(|(k, v)| entry(k, Some(v), false, 3))
+            .collect();
+        return base.with_error_code(0).with_configs(configs);
     }
     if name.parse::<i32>().ok() != Some(me) {
         return base.with_error_code(INVALID_REQUEST).with_error_message(msg(format!(
             "this is broker {me}: describe BROKER {name:?} at that broker (or \"\" for cluster-wide defaults)"
         )));
     }
-    let wanted: Option<Vec<&str>> = res
-        .configuration_keys
-        .as_ref()
-        .map(|ks| ks.iter().map(|k| k.as_str()).collect());
-    let configs = ctx
+    // Static configs (read-only), then every dynamic key: its cluster-wide value when set,
+    // else the built-in default of the topic config it is the default of.
+    let mut configs: Vec<DescribeConfigsResourceResult> = ctx
         .node
         .config
         .static_configs
         .iter()
+        .filter(|(k, _, _)| sluice_metadata::config::broker_config_key(k).is_none())
         .filter(|(k, _, _)| wanted.as_ref().is_none_or(|w| w.contains(&k.as_str())))
-        .map(|(k, v, default)| {
-            let mut c = DescribeConfigsResourceResult::default()
-                .with_name(kstr(k.clone()))
-                .with_value(v.clone().map(kstr))
-                .with_read_only(true)
-                .with_config_source(if *default { 5 } else { 4 })
-                .with_is_sensitive(false);
-            if version >= 3 {
-                c = c.with_documentation(None);
-            }
-            c
-        })
+        .map(|(k, v, default)| entry(k.clone(), v.clone(), true, if *default { 5 } else { 4 }))
         .collect();
+    for k in sluice_metadata::config::DYNAMIC_BROKER_CONFIGS {
+        if wanted.as_ref().is_some_and(|w| !w.contains(&k.name)) {
+            continue;
+        }
+        configs.push(match dynamic.get(k.name) {
+            Some(v) => entry(k.name.to_string(), Some(v.clone()), false, 3),
+            None => entry(
+                k.name.to_string(),
+                sluice_metadata::config::topic_config_key(k.topic_key)
+                    .map(|t| t.default.to_string()),
+                false,
+                5,
+            ),
+        });
+    }
     base.with_error_code(0).with_configs(configs)
 }
 
@@ -415,13 +443,13 @@ pub(super) async fn incremental_alter_configs(
         let base = AlterConfigsResourceResponse::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name.clone());
-        if let Some(why) = not_a_topic(res.resource_type) {
+        let Some(kind) = alterable(res.resource_type) else {
             responses.push(
                 base.with_error_code(INVALID_REQUEST)
-                    .with_error_message(Some(why)),
+                    .with_error_message(Some(not_alterable(res.resource_type))),
             );
             continue;
-        }
+        };
         let mut configs = Vec::new();
         let mut refused = None;
         for c in &res.configs {
@@ -450,26 +478,40 @@ pub(super) async fn incremental_alter_configs(
             );
             continue;
         }
-        let (code, m) =
-            alter_topic_configs(ctx, res.resource_name.as_str(), configs, req.validate_only).await;
+        let (code, m) = relay_alter_configs(
+            ctx,
+            kind,
+            res.resource_name.as_str(),
+            configs,
+            req.validate_only,
+        )
+        .await;
         responses.push(base.with_error_code(code).with_error_message(m));
     }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
-/// Why a config change of this resource type is refused: only topics' configs change.
-fn not_a_topic(resource_type: i8) -> Option<kafka_protocol::protocol::StrBytes> {
-    (resource_type != RESOURCE_TOPIC).then(|| {
-        kstr(format!(
-            "altering configs of resource type {resource_type} is not supported: only TOPIC (2) is"
-        ))
-    })
+/// The resource types whose configs change: topics, and brokers' dynamic configs.
+fn alterable(resource_type: i8) -> Option<pb::ConfigResourceType> {
+    match resource_type {
+        RESOURCE_TOPIC => Some(pb::ConfigResourceType::Topic),
+        RESOURCE_BROKER => Some(pb::ConfigResourceType::Broker),
+        _ => None,
+    }
 }
 
-/// Relays config changes of one topic to the controllers: the error code and message.
-async fn alter_topic_configs(
+fn not_alterable(resource_type: i8) -> kafka_protocol::protocol::StrBytes {
+    kstr(format!(
+        "altering configs of resource type {resource_type} is not supported: TOPIC (2) and BROKER (4) are"
+    ))
+}
+
+/// Relays config changes of one topic or broker resource to the controllers: the error
+/// code and message.
+async fn relay_alter_configs(
     ctx: &Ctx,
-    topic: &str,
+    kind: pb::ConfigResourceType,
+    name: &str,
     configs: Vec<pb::AlterableConfig>,
     validate_only: bool,
 ) -> (i16, Option<kafka_protocol::protocol::StrBytes>) {
@@ -478,8 +520,8 @@ async fn alter_topic_configs(
         .relay_admin(
             pb::IncrementalAlterConfigsRequest {
                 resources: vec![pb::AlterConfigsResource {
-                    resource_type: pb::ConfigResourceType::Topic as i32,
-                    resource_name: topic.to_string(),
+                    resource_type: kind as i32,
+                    resource_name: name.to_string(),
                     configs,
                 }],
                 validate_only,
@@ -498,7 +540,7 @@ async fn alter_topic_configs(
 }
 
 /// AlterConfigs (the original, non-incremental API, as kafkajs and older admin tools send
-/// it): the given configs become the topic's whole set of overrides; every override not
+/// it): the given configs become the topic's (or the BROKER resource's dynamic configs') whole set of overrides; every override not
 /// named goes back to its default, as in Kafka. A null value is the same as leaving the key
 /// out. Read-modify-write against this broker's image: like Kafka, it races with
 /// concurrent changes of the same topic.
@@ -509,27 +551,34 @@ pub(super) async fn alter_configs(ctx: &Ctx, req: AlterConfigsRequest) -> AlterC
         let base = Out::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name.clone());
-        if let Some(why) = not_a_topic(res.resource_type) {
+        let Some(kind) = alterable(res.resource_type) else {
             responses.push(
                 base.with_error_code(INVALID_REQUEST)
-                    .with_error_message(Some(why)),
+                    .with_error_message(Some(not_alterable(res.resource_type))),
             );
             continue;
-        }
+        };
         let name = res.resource_name.as_str();
-        let current: Vec<String> = ctx
-            .node
-            .image()
-            .topic(name)
-            .map(|t| t.config.keys().cloned().collect())
-            .unwrap_or_default();
+        let image = ctx.node.image();
+        let current: Vec<String> = if kind == pb::ConfigResourceType::Broker {
+            image
+                .broker_configs
+                .get(name)
+                .map(|c| c.keys().cloned().collect())
+                .unwrap_or_default()
+        } else {
+            image
+                .topic(name)
+                .map(|t| t.config.keys().cloned().collect())
+                .unwrap_or_default()
+        };
         let configs = alter_configs_ops(
             &current,
             res.configs
                 .iter()
                 .map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str()))),
         );
-        let (code, m) = alter_topic_configs(ctx, name, configs, req.validate_only).await;
+        let (code, m) = relay_alter_configs(ctx, kind, name, configs, req.validate_only).await;
         responses.push(base.with_error_code(code).with_error_message(m));
     }
     AlterConfigsResponse::default().with_responses(responses)

@@ -178,6 +178,100 @@ fn unclean_election_when_enabled() {
 }
 
 #[test]
+fn a_cluster_wide_dynamic_default_turns_unclean_election_on_for_topics_without_an_override() {
+    // Kafka's `kafka-configs --entity-type brokers --entity-default --add-config
+    // unclean.leader.election.enable=true`: a topic without its own override follows it;
+    // one that says false keeps its own value.
+    let img = cluster(2);
+    let (a, b) = (TopicId([6; 16]), TopicId([7; 16]));
+    let img = commit(
+        &img,
+        create_topic(&img, "a", 1, 2, &BTreeMap::new(), &defaults(), a).unwrap(),
+    );
+    let no = BTreeMap::from([(
+        "unclean.leader.election.enable".to_string(),
+        "false".to_string(),
+    )]);
+    let img = commit(
+        &img,
+        create_topic(&img, "b", 1, 2, &no, &defaults(), b).unwrap(),
+    );
+    let img = commit(
+        &img,
+        alter_broker_configs(
+            "",
+            &[("unclean.leader.election.enable".into(), Some("true".into()))],
+        )
+        .unwrap(),
+    );
+    let img = commit(&img, fence_broker(&img, BrokerId(2)));
+    let img = commit(&img, fence_broker(&img, BrokerId(1)));
+    let img = commit(&img, unfence_broker(&img, BrokerId(2)));
+    let leader_of = |id| {
+        let p = img.partition(id, 0).unwrap();
+        (p.leader, p.isr.clone())
+    };
+    // Both ISRs shrank to broker 1 (fenced last); only the topic following the default may
+    // elect broker 2 from outside the ISR.
+    assert_eq!(leader_of(a), (BrokerId(2), vec![BrokerId(2)]));
+    assert_eq!(
+        leader_of(b),
+        (NO_LEADER, vec![BrokerId(1)]),
+        "its own false wins"
+    );
+}
+
+#[test]
+fn dynamic_broker_configs_are_refused_by_name_scope_and_value() {
+    let set = |k: &str, v: &str| vec![(k.to_string(), Some(v.to_string()))];
+    for (resource, ops, code, words) in [
+        (
+            "",
+            set("num.io.threads", "4"),
+            ErrorCode::InvalidConfig,
+            "num.io.threads",
+        ),
+        (
+            "",
+            set("log.retention.ms", "soon"),
+            ErrorCode::InvalidConfig,
+            "log.retention.ms",
+        ),
+        (
+            "1",
+            set("log.retention.ms", "1000"),
+            ErrorCode::InvalidConfig,
+            "cluster-wide",
+        ),
+        (
+            "b1",
+            set("log.retention.ms", "1000"),
+            ErrorCode::InvalidRequest,
+            "b1",
+        ),
+        (
+            "",
+            vec![("bogus.key".to_string(), None)],
+            ErrorCode::InvalidConfig,
+            "bogus.key",
+        ),
+    ] {
+        let e = alter_broker_configs(resource, &ops).unwrap_err();
+        assert_eq!(e.code, code, "{resource:?} {ops:?}: {}", e.message);
+        assert!(e.message.contains(words), "{}", e.message);
+    }
+    let r = alter_broker_configs("", &set("log.retention.ms", " 1000")).unwrap();
+    assert_eq!(
+        r,
+        vec![MetadataRecord::BrokerConfig {
+            resource: String::new(),
+            key: "log.retention.ms".into(),
+            value: Some("1000".into()),
+        }]
+    );
+}
+
+#[test]
 fn alter_partitions_decides_each_proposal_alone_and_commits_the_accepted_together() {
     let img = cluster(3);
     let id = TopicId([7; 16]);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use prost::Message;
-use sluice_metadata::config::{effective, TOPIC_CONFIGS};
+use sluice_metadata::config::{effective_with, ValueSource, DYNAMIC_BROKER_CONFIGS, TOPIC_CONFIGS};
 use sluice_metadata::{BrokerId, TopicId, TopicImage};
 use sluice_proto::status::error_status;
 use sluice_proto::v1::admin_server::Admin;
@@ -74,28 +74,58 @@ fn describe(t: &TopicImage, image: &sluice_metadata::MetadataImage) -> TopicDesc
                     .collect(),
             })
             .collect(),
-        configs: config_entries(&t.config, &[]),
+        configs: config_entries(&t.config, &image.topic_defaults(), &[]),
     }
 }
 
-fn config_entries(overrides: &BTreeMap<String, String>, keys: &[String]) -> Vec<ConfigEntry> {
+fn config_entries(
+    overrides: &BTreeMap<String, String>,
+    defaults: &BTreeMap<String, String>,
+    keys: &[String],
+) -> Vec<ConfigEntry> {
     TOPIC_CONFIGS
         .iter()
         .filter(|k| keys.is_empty() || keys.iter().any(|x| x == k.name))
         .map(|k| {
-            let set = overrides.get(k.name);
+            let (value, source) = effective_with(overrides, defaults, k.name)
+                .map_or((None, ValueSource::Default), |(v, s)| {
+                    (Some(v.to_string()), s)
+                });
             ConfigEntry {
                 name: k.name.to_string(),
-                value: effective(overrides, k.name).map(str::to_string),
-                source: if set.is_some() {
-                    ConfigSource::Topic as i32
-                } else {
-                    ConfigSource::Default as i32
-                },
-                is_default: set.is_none(),
+                value,
+                source: match source {
+                    ValueSource::Topic => ConfigSource::Topic,
+                    ValueSource::DynamicDefault => ConfigSource::DynamicDefaultBroker,
+                    ValueSource::Default => ConfigSource::Default,
+                } as i32,
+                is_default: source == ValueSource::Default,
                 read_only: false,
                 is_sensitive: false,
             }
+        })
+        .collect()
+}
+
+/// The cluster-wide dynamic broker configs that are set (BROKER ""), as entries.
+fn broker_config_entries(
+    image: &sluice_metadata::MetadataImage,
+    keys: &[String],
+) -> Vec<ConfigEntry> {
+    let set = image.broker_configs.get("");
+    DYNAMIC_BROKER_CONFIGS
+        .iter()
+        .filter(|k| keys.is_empty() || keys.iter().any(|x| x == k.name))
+        .filter_map(|k| {
+            let v = set?.get(k.name)?;
+            Some(ConfigEntry {
+                name: k.name.to_string(),
+                value: Some(v.clone()),
+                source: ConfigSource::DynamicDefaultBroker as i32,
+                is_default: false,
+                read_only: false,
+                is_sensitive: false,
+            })
         })
         .collect()
 }
@@ -287,12 +317,13 @@ impl AdminService {
         for res in req.resources {
             let rtype = res.resource_type;
             let name = res.resource_name.clone();
-            if rtype != ConfigResourceType::Topic as i32 {
+            let broker = rtype == ConfigResourceType::Broker as i32;
+            if rtype != ConfigResourceType::Topic as i32 && !broker {
                 results.push(AlterConfigsResult {
                     resource_type: rtype,
                     resource_name: name,
                     error_code: ErrorCode::InvalidRequest as i32,
-                    error_message: "only topic configs can be altered through the quorum".into(),
+                    error_message: "only TOPIC and BROKER configs can be altered".into(),
                 });
                 continue;
             }
@@ -321,7 +352,11 @@ impl AdminService {
             let r = self
                 .node
                 .decide(|img| {
-                    let records = logic::alter_topic_configs(img, &res.resource_name, &ops)?;
+                    let records = if broker {
+                        logic::alter_broker_configs(&res.resource_name, &ops)?
+                    } else {
+                        logic::alter_topic_configs(img, &res.resource_name, &ops)?
+                    };
                     Ok((if validate_only { Vec::new() } else { records }, ()))
                 })
                 .await;
@@ -358,12 +393,15 @@ impl AdminService {
                     resource_name: r.resource_name.clone(),
                     ..Default::default()
                 };
-                if r.resource_type != ConfigResourceType::Topic as i32 {
+                if r.resource_type == ConfigResourceType::Broker as i32 {
+                    // The dynamic configs (cluster-wide in Sluice); a broker's static configs
+                    // are its own to describe (the Kafka port's DescribeConfigs at it).
+                    out.entries = broker_config_entries(&image, &r.keys);
+                } else if r.resource_type != ConfigResourceType::Topic as i32 {
                     out.error_code = ErrorCode::InvalidRequest as i32;
-                    out.error_message =
-                        "controllers describe topic configs; ask a broker for its own".into();
+                    out.error_message = "only TOPIC and BROKER configs can be described".into();
                 } else if let Some(t) = image.topic(&r.resource_name) {
-                    out.entries = config_entries(&t.config, &r.keys);
+                    out.entries = config_entries(&t.config, &image.topic_defaults(), &r.keys);
                 } else {
                     out.error_code = ErrorCode::UnknownTopicOrPartition as i32;
                     out.error_message = format!("topic {:?} does not exist", r.resource_name);
