@@ -83,10 +83,12 @@ pub(super) async fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> M
 
 /// Kafka's UNKNOWN_TOPIC_ID.
 const UNKNOWN_TOPIC_ID: i16 = 100;
+/// Kafka's INVALID_TOPIC_EXCEPTION.
+const INVALID_TOPIC_EXCEPTION: i16 = 17;
 
 /// The answer for a requested topic this broker's image lacks: asked by name, it was just
-/// auto-created (LEADER_NOT_AVAILABLE: not in our image yet, the client asks again) or does
-/// not exist (UNKNOWN_TOPIC_OR_PARTITION); asked by id (v10+, name null), no topic has that
+/// auto-created (LEADER_NOT_AVAILABLE: not in our image yet, the client asks again), is not a
+/// legal name (INVALID_TOPIC_EXCEPTION) or does not exist (UNKNOWN_TOPIC_OR_PARTITION); asked by id (v10+, name null), no topic has that
 /// id (UNKNOWN_TOPIC_ID, with the id), as Kafka answers.
 pub(super) fn unknown_topic(
     name: Option<String>,
@@ -94,6 +96,13 @@ pub(super) fn unknown_topic(
     created: &[String],
 ) -> MetadataResponseTopic {
     match name {
+        // A name no topic can have (Kafka's `Topic.validate`): INVALID_TOPIC_EXCEPTION, so a
+        // producer fails its records for it instead of waiting for the topic to appear.
+        Some(n) if sluice_metadata::validate::validate_topic_name(&n).is_err() => {
+            MetadataResponseTopic::default()
+                .with_error_code(INVALID_TOPIC_EXCEPTION)
+                .with_name(Some(TopicName(kstr(n))))
+        }
         Some(n) => MetadataResponseTopic::default()
             .with_error_code(if created.contains(&n) {
                 LEADER_NOT_AVAILABLE

@@ -12,7 +12,9 @@
 //! Handlers call the same [`DataPlane`] as the gRPC service; record batches pass through as
 //! the bytes the client sent and the log stores (never decoded and re-encoded). Produce
 //! appends of one connection run in arrival order in the reader, so a producer's pipelined
-//! batches keep their order; replication waits and every other request run concurrently,
+//! batches keep their order; a member's group requests (join, sync, heartbeat, leave,
+//! offset commit and fetch) run one at a time in arrival order on the connection's group
+//! lane, as Kafka serves them; replication waits and every other request run concurrently,
 //! answered in order. A frame with a negative or oversized length, an unknown API, or a body
 //! that does not decode closes that connection with a log line; nothing else is affected.
 
@@ -167,8 +169,15 @@ pub async fn serve_connection(
         let _ = writer.shutdown().await;
     });
     let fetches = Arc::new(tokio::sync::Semaphore::new(FETCHES_IN_FLIGHT_MAX));
+    // The group lane: this connection's group requests, one at a time in arrival order.
+    let (lane, mut lane_rx) = mpsc::unbounded_channel::<GroupWork>();
+    tokio::spawn(async move {
+        while let Some(work) = lane_rx.recv().await {
+            work.await;
+        }
+    });
     let closed = tokio::select! {
-        closed = read_loop(&mut reader, &queue, &ctx, &fetches, peer) => closed,
+        closed = read_loop(&mut reader, &queue, &ctx, &fetches, &lane, peer) => closed,
         _ = &mut write => Close::Eof,
     };
     match &closed {
@@ -192,11 +201,32 @@ pub const FETCHES_IN_FLIGHT_MAX: usize = 1;
 /// A request's slot in the in-order queue: (correlation id, version, api, its answer).
 type Queued = (i32, i16, ApiKey, oneshot::Receiver<Answered>);
 
+/// One group request's work, run on the connection's group lane.
+type GroupWork = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Whether a request goes to the group coordinator as a member's step: those of one
+/// connection run one at a time in arrival order (Kafka serves a connection's requests in
+/// order), so two pipelined async OffsetCommits can never be applied newest first (found
+/// by librdkafka's test 0030: a commit of 49 overwrote the acknowledged 50).
+fn is_group_step(body: &RequestKind) -> bool {
+    matches!(
+        body,
+        RequestKind::JoinGroup(_)
+            | RequestKind::SyncGroup(_)
+            | RequestKind::Heartbeat(_)
+            | RequestKind::LeaveGroup(_)
+            | RequestKind::OffsetCommit(_)
+            | RequestKind::OffsetFetch(_)
+            | RequestKind::ConsumerGroupHeartbeat(_)
+    )
+}
+
 async fn read_loop<R: AsyncRead + Unpin>(
     reader: &mut R,
     queue: &mpsc::Sender<Queued>,
     ctx: &Ctx,
     fetches: &Arc<tokio::sync::Semaphore>,
+    lane: &mpsc::UnboundedSender<GroupWork>,
     peer: SocketAddr,
 ) -> Close {
     loop {
@@ -238,7 +268,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         {
             return Close::Eof;
         }
-        dispatch(ctx, decoded, tx, fetches, peer).await;
+        dispatch(ctx, decoded, tx, fetches, lane, peer).await;
     }
 }
 
@@ -484,6 +514,7 @@ async fn dispatch(
     d: Decoded,
     tx: oneshot::Sender<Answered>,
     fetches: &Arc<tokio::sync::Semaphore>,
+    lane: &mpsc::UnboundedSender<GroupWork>,
     peer: SocketAddr,
 ) {
     let start = Instant::now();
@@ -518,7 +549,8 @@ async fn dispatch(
                 .as_ref()
                 .map(|c| c.as_str().to_string())
                 .unwrap_or_default();
-            tokio::spawn(async move {
+            let in_lane = is_group_step(&body);
+            let work = async move {
                 let mut files = Vec::new();
                 let answer: ResponseKind = match body {
                     RequestKind::ApiVersions(_) => versions::api_versions().into(),
@@ -603,7 +635,12 @@ async fn dispatch(
                     files,
                     _held: held,
                 });
-            });
+            };
+            if in_lane {
+                let _ = lane.send(Box::pin(work));
+            } else {
+                tokio::spawn(work);
+            }
         }
     }
 }

@@ -195,8 +195,8 @@ fn group_answers_encode_at_every_advertised_version() {
 }
 
 /// Metadata for a topic the image lacks (`metadata::unknown_topic`): by name
-/// UNKNOWN_TOPIC_OR_PARTITION, or LEADER_NOT_AVAILABLE when this request just auto-created
-/// it; by id (v10+) UNKNOWN_TOPIC_ID with the id, as Kafka answers (it answered
+/// UNKNOWN_TOPIC_OR_PARTITION, INVALID_TOPIC_EXCEPTION for an illegal name, or
+/// LEADER_NOT_AVAILABLE when this request just auto-created it; by id (v10+) UNKNOWN_TOPIC_ID with the id, as Kafka answers (it answered
 /// UNKNOWN_TOPIC_OR_PARTITION before).
 #[test]
 fn an_unknown_topic_is_answered_by_how_it_was_asked() {
@@ -206,6 +206,10 @@ fn an_unknown_topic_is_answered_by_how_it_was_asked() {
         (Some("nope"), 3, "unknown name"),
         (Some("new"), 5, "just auto-created"),
         (None, 100, "unknown id"),
+        // librdkafka's test 0057: a producer to `bad$#!` must fail its records, which it
+        // does on INVALID_TOPIC_EXCEPTION (it waited on UNKNOWN_TOPIC_OR_PARTITION).
+        (Some("bad$#!"), 17, "an illegal name"),
+        (Some(".."), 17, "an illegal name"),
     ];
     for (name, code, why) in cases {
         let t = metadata::unknown_topic(name.map(String::from), id, &created);
