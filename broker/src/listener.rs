@@ -15,10 +15,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use tokio::io::AsyncReadExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
 use crate::limits::{
     CONNECTIONS_MAX_DEFAULT, REQUEST_BYTES_IN_FLIGHT_DEFAULT, STREAMS_PER_CONNECTION_DEFAULT,
@@ -81,25 +82,115 @@ impl RequestBytes {
     }
 }
 
-/// An accepted connection holding one of the listener's connection permits.
+/// An accepted connection holding its connection permit (released when dropped): the
+/// plain socket, or a TLS session whose first decrypted bytes were read to tell the protocol
+/// (and are replayed first).
 pub struct Admitted {
-    stream: TcpStream,
+    stream: Conn,
+    info: PeerInfo,
     _permit: OwnedSemaphorePermit,
 }
 
+/// The transport of an [`Admitted`] connection.
+pub enum Conn {
+    /// Plaintext TCP.
+    Plain(TcpStream),
+    /// TLS over TCP (`ssl.keystore.location` set).
+    Tls(Box<Prefixed<tokio_rustls::server::TlsStream<TcpStream>>>),
+}
+
+/// Who is at the other end of a connection: what tonic puts in each request's extensions
+/// (`Request::extensions().get::<PeerInfo>()`), and what a Kafka connection is told.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// The peer's address.
+    pub remote: Option<SocketAddr>,
+    /// The certificate chain the peer presented over TLS (mTLS), if any.
+    pub certificates: Option<Arc<Vec<rustls::pki_types::CertificateDer<'static>>>>,
+}
+
 impl Admitted {
-    /// The socket, and the listener's slot it holds until dropped.
-    pub fn into_parts(self) -> (TcpStream, OwnedSemaphorePermit) {
-        (self.stream, self._permit)
+    /// The transport and the connection permit (held for as long as the connection is
+    /// served).
+    pub fn into_parts(self) -> (Conn, PeerInfo, OwnedSemaphorePermit) {
+        (self.stream, self.info, self._permit)
     }
 }
 
 impl Connected for Admitted {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = PeerInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        self.info.clone()
     }
+}
+
+/// A stream that first replays `prefix` (bytes already read from `inner`).
+pub struct Prefixed<S> {
+    prefix: bytes::Bytes,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    /// `inner` with `prefix` read back first.
+    pub fn new(prefix: bytes::Bytes, inner: S) -> Self {
+        Prefixed { prefix, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let head = self.prefix.split_to(n);
+            buf.put_slice(&head);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+macro_rules! by_conn {
+    ($self:expr, $s:ident => $e:expr) => {
+        match &mut $self.stream {
+            Conn::Plain($s) => $e,
+            Conn::Tls($s) => $e,
+        }
+    };
 }
 
 impl AsyncRead for Admitted {
@@ -108,7 +199,7 @@ impl AsyncRead for Admitted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        by_conn!(self, s => Pin::new(s).poll_read(cx, buf))
     }
 }
 
@@ -118,7 +209,7 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        by_conn!(self, s => Pin::new(s).poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -126,19 +217,22 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        by_conn!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.stream {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        by_conn!(self, s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        by_conn!(self, s => Pin::new(s).poll_shutdown(cx))
     }
 }
 
@@ -192,6 +286,7 @@ pub fn incoming(
     listeners: Vec<(TcpListener, Serves)>,
     connections_max: usize,
     kafka: Option<KafkaServer>,
+    tls: Option<sluice_proto::tls::TlsAcceptor>,
 ) -> impl futures::Stream<Item = io::Result<Admitted>> {
     let connections_max = connections_max.max(1);
     let permits = Arc::new(Semaphore::new(connections_max));
@@ -209,6 +304,7 @@ pub fn incoming(
             permits.clone(),
             tx.clone(),
             kafka,
+            tls.clone(),
         ));
     }
     tokio_stream::wrappers::ReceiverStream::new(rx)
@@ -222,6 +318,7 @@ async fn accept_loop(
     permits: Arc<Semaphore>,
     tx: tokio::sync::mpsc::Sender<io::Result<Admitted>>,
     kafka: Option<KafkaServer>,
+    tls: Option<sluice_proto::tls::TlsAcceptor>,
 ) {
     let local = listener.local_addr().ok();
     loop {
@@ -240,16 +337,59 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let open = connections_max - permits.available_permits();
         metrics::gauge!("sluice_connections_open").set(open as f64);
-        let admitted = Admitted {
-            stream,
-            _permit: permit,
-        };
         let tx = tx.clone();
         let kafka = kafka.clone();
-        // Sniffing waits for the client: off the accept loop.
+        let tls = tls.clone();
+        // The handshake and sniffing wait for the client: off the accept loop.
         tokio::spawn(async move {
-            let first =
-                tokio::time::timeout(FIRST_BYTES_TIMEOUT, first_bytes(&admitted.stream)).await;
+            let (admitted, first) = match tls {
+                None => {
+                    let first =
+                        tokio::time::timeout(FIRST_BYTES_TIMEOUT, first_bytes(&stream)).await;
+                    let admitted = Admitted {
+                        stream: Conn::Plain(stream),
+                        info: PeerInfo {
+                            remote: Some(peer),
+                            certificates: None,
+                        },
+                        _permit: permit,
+                    };
+                    (admitted, first)
+                }
+                Some(acceptor) => {
+                    let mut session = match acceptor.accept(stream).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            // A plaintext client on a TLS listener ends here too.
+                            tracing::info!(%peer, listener = ?local, error = %e,
+                                "TLS handshake failed; closed");
+                            return;
+                        }
+                    };
+                    let certificates = session
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()));
+                    let mut buf = [0u8; 4];
+                    let first =
+                        tokio::time::timeout(FIRST_BYTES_TIMEOUT, session.read_exact(&mut buf))
+                            .await
+                            .map(|r| r.ok().map(|_| buf));
+                    let admitted = Admitted {
+                        stream: Conn::Tls(Box::new(Prefixed::new(
+                            bytes::Bytes::copy_from_slice(&buf),
+                            session,
+                        ))),
+                        info: PeerInfo {
+                            remote: Some(peer),
+                            certificates,
+                        },
+                        _permit: permit,
+                    };
+                    (admitted, first)
+                }
+            };
             match first {
                 Ok(Some(first)) => match (protocol_of(&first), kafka) {
                     (Protocol::Grpc, _) if serves.grpc => {
@@ -318,7 +458,7 @@ mod tests {
         use futures::StreamExt;
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut accepted = Box::pin(incoming(vec![(listener, Serves::BOTH)], 2, None));
+        let mut accepted = Box::pin(incoming(vec![(listener, Serves::BOTH)], 2, None, None));
         let connect = || async {
             use tokio::io::AsyncWriteExt;
             let mut c = TcpStream::connect(addr).await.unwrap();
@@ -342,7 +482,7 @@ mod tests {
             .expect("accepted after one closed")
             .unwrap()
             .unwrap();
-        assert_eq!(third.stream.peer_addr().unwrap(), c3.local_addr().unwrap());
+        assert_eq!(third.info.remote.unwrap(), c3.local_addr().unwrap());
     }
 
     #[tokio::test]
@@ -356,9 +496,14 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (kafka_tx, mut kafka_rx) = tokio::sync::mpsc::unbounded_channel();
         let serve: KafkaServer = Arc::new(move |c: Admitted, _| {
-            let _ = kafka_tx.send(c.stream.peer_addr().unwrap());
+            let _ = kafka_tx.send(c.info.remote.unwrap());
         });
-        let mut grpc = Box::pin(incoming(vec![(listener, Serves::BOTH)], 10, Some(serve)));
+        let mut grpc = Box::pin(incoming(
+            vec![(listener, Serves::BOTH)],
+            10,
+            Some(serve),
+            None,
+        ));
         let mut k = TcpStream::connect(addr).await.unwrap();
         k.write_all(&[0, 0, 0, 4, 0, 18, 0, 0]).await.unwrap();
         let mut h = TcpStream::connect(addr).await.unwrap();
@@ -371,7 +516,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            to_grpc.unwrap().unwrap().stream.peer_addr().unwrap(),
+            to_grpc.unwrap().unwrap().info.remote.unwrap(),
             h.local_addr().unwrap()
         );
     }

@@ -28,6 +28,9 @@ use crate::partition::{AlterIsr, AlterOutcome, PartitionHandle, ReplicaState, Ro
 pub struct BrokerConfig {
     /// `node.id`.
     pub node_id: BrokerId,
+    /// `ssl.keystore.location` and friends: every listener serves TLS only (`None`:
+    /// plaintext).
+    pub tls: Option<sluice_proto::tls::TlsSettings>,
     /// `listeners`: where gRPC is served (and the Kafka protocol too, unless
     /// `kafka_listen` names a listener of its own or `listen_serves_kafka` is off).
     pub listen: SocketAddr,

@@ -215,6 +215,21 @@ pub const KEYS: &[Key] = &[
         doc: "classic protocol: how long the first rebalance of an empty group waits for more members (each new one extends it, up to the rebalance timeout)",
     },
     Key {
+        name: "ssl.keystore.location",
+        default: "",
+        doc: "PEM file with this node's certificate chain and private key: every listener serves TLS only, and the node dials other nodes over TLS presenting it (reloaded when the file changes); empty = plaintext",
+    },
+    Key {
+        name: "ssl.truststore.location",
+        default: "",
+        doc: "PEM CA certificates: the node verifies the nodes it dials (and client certificates, with ssl.client.auth) against them; required with ssl.keystore.location",
+    },
+    Key {
+        name: "ssl.client.auth",
+        default: "none",
+        doc: "none, requested or required: whether TLS clients must present a certificate signed by the truststore's CAs",
+    },
+    Key {
         name: "request.timeout.ms",
         default: "5000",
         doc: "how long a metadata write may wait for the quorum",

@@ -5,6 +5,7 @@
 
 mod bench;
 mod cmd;
+mod command_config;
 mod config;
 mod output;
 
@@ -27,6 +28,11 @@ struct Cli {
         default_value = "text"
     )]
     log_format: LogFormat,
+    /// A properties file with how to reach a secured cluster (librdkafka / Java client keys:
+    /// `security.protocol=SSL`, `ssl.ca.location`, `ssl.certificate.location`,
+    /// `ssl.key.location`), as Kafka's tools take it.
+    #[arg(long, global = true, env = "SLUICE_COMMAND_CONFIG")]
+    command_config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -642,6 +648,12 @@ fn main() -> ExitCode {
     match cli.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+    if let Some(file) = &cli.command_config {
+        if let Err(e) = command_config::apply(file) {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

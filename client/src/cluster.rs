@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sluice_proto::v1::broker_client::BrokerClient;
 use sluice_proto::v1::*;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::{ClientError, Result};
 
@@ -46,7 +46,7 @@ impl Cluster {
             match map.get(addr) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = Endpoint::from_shared(format!("http://{addr}"))
+                    let c = sluice_proto::transport::base_endpoint(addr)
                         .map_err(|e| ClientError {
                             code: ErrorCode::InvalidRequest,
                             message: format!("INVALID_REQUEST: bad address {addr:?}: {e}"),

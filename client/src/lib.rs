@@ -9,7 +9,7 @@ use std::time::Duration;
 use sluice_proto::status::{error_code, error_detail};
 use sluice_proto::v1::admin_client::AdminClient;
 use sluice_proto::v1::*;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// A failed client call: the Kafka error code (when the server sent one) and a message.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -65,7 +65,7 @@ pub async fn connect(bootstrap: &str, timeout: Duration) -> Result<Channel> {
     }
     let mut last = String::new();
     for addr in &addrs {
-        let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
+        let endpoint = match sluice_proto::transport::base_endpoint(addr) {
             Ok(e) => e
                 .connect_timeout(timeout)
                 .timeout(timeout)

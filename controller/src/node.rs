@@ -35,6 +35,8 @@ use crate::types::{NodeId, QuorumMember, Raft};
 pub struct ControllerConfig {
     /// `node.id`.
     pub node_id: NodeId,
+    /// `ssl.keystore.location` and friends: the listener serves TLS only (`None`: plaintext).
+    pub tls: Option<sluice_proto::tls::TlsSettings>,
     /// `listeners`: where this controller serves gRPC.
     pub listen: SocketAddr,
     /// `controller.quorum.voters`: id → host:port of every voter (this one included).

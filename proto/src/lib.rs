@@ -17,4 +17,5 @@ pub mod v1 {
 pub use v1::ErrorCode;
 
 pub mod status;
+pub mod tls;
 pub mod transport;

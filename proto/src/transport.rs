@@ -52,10 +52,24 @@ pub fn data_endpoint(addr: &str) -> Result<Endpoint, String> {
         .max_frame_size(FRAME_BYTES_MAX))
 }
 
+/// An endpoint for `host:port`, over TLS when this process dials with TLS
+/// ([`crate::tls::set_internal_client_tls`]), with no other settings.
+pub fn base_endpoint(addr: &str) -> Result<Endpoint, String> {
+    let tls = crate::tls::internal_client_tls();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let e = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .map_err(|e| format!("{addr:?} is not a host:port address: {e}"))?;
+    match tls {
+        Some(t) => e
+            .tls_config(t.clone())
+            .map_err(|e| format!("TLS settings for {addr}: {e}")),
+        None => Ok(e),
+    }
+}
+
 /// The endpoint behind [`internal_channel`].
 pub fn internal_endpoint(addr: &str) -> Result<Endpoint, String> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| format!("{addr:?} is not a host:port address: {e}"))?
+    Ok(base_endpoint(addr)?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .tcp_keepalive(Some(TCP_KEEPALIVE))

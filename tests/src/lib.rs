@@ -281,8 +281,9 @@ impl Drop for Quorum {
 }
 
 /// A gRPC channel to `addr` (lazy: connects on first use).
+/// Over TLS once the test process dials with TLS (`sluice_proto::tls::set_internal_client_tls`).
 pub fn channel(addr: &str) -> Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    sluice_proto::transport::base_endpoint(addr)
         .expect("endpoint")
         .connect_timeout(Duration::from_millis(500))
         .timeout(Duration::from_secs(10))

@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::data::DataPlane;
 use crate::group::GroupCoordinator;
 use crate::limits::MESSAGE_BYTES_MAX;
-use crate::listener::Admitted;
+use crate::listener::{Admitted, Conn, Prefixed};
 use crate::node::BrokerNode;
 
 mod admin;
@@ -121,15 +121,54 @@ pub async fn serve_connection(
     groups: Arc<GroupCoordinator>,
     fetch_sessions: Arc<std::sync::Mutex<fetch_session::SessionCache>>,
 ) {
-    let (stream, _admitted) = conn.into_parts();
-    let ctx = Ctx {
+    let (conn, _info, _permit) = conn.into_parts();
+    let ctx = |file_ranges| Ctx {
         data: DataPlane::new(node.clone()),
-        node,
-        groups,
-        fetch_sessions,
-        file_ranges: cfg!(target_os = "linux"),
+        node: node.clone(),
+        groups: groups.clone(),
+        fetch_sessions: fetch_sessions.clone(),
+        file_ranges,
     };
-    let (mut reader, mut writer) = stream.into_split();
+    match conn {
+        Conn::Plain(stream) => {
+            let (reader, writer) = stream.into_split();
+            serve_on(
+                reader,
+                Writer::Plain(writer),
+                ctx(cfg!(target_os = "linux")),
+                peer,
+            )
+            .await
+        }
+        // sendfile cannot encrypt: over TLS, record sets go through the TLS writer.
+        Conn::Tls(stream) => {
+            let (reader, writer) = tokio::io::split(*stream);
+            serve_on(reader, Writer::Tls(writer), ctx(false), peer).await
+        }
+    }
+}
+
+/// The writing half of a Kafka connection.
+enum Writer {
+    Plain(OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<Prefixed<tokio_rustls::server::TlsStream<TcpStream>>>),
+}
+
+impl Writer {
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            Writer::Plain(w) => w.shutdown().await,
+            Writer::Tls(w) => w.shutdown().await,
+        }
+    }
+}
+
+async fn serve_on<R: AsyncRead + Unpin>(
+    mut reader: R,
+    mut writer: Writer,
+    ctx: Ctx,
+    peer: SocketAddr,
+) {
     let (queue, mut answers) = mpsc::channel::<Queued>(KAFKA_IN_FLIGHT_MAX);
     metrics::gauge!("sluice_kafka_connections_open").increment(1.0);
     // The writer: responses in request order. When it stops (the client went away, or the
@@ -411,8 +450,31 @@ fn encode_response(
 }
 
 /// Writes a frame's parts in order: bytes with vectored writes, file ranges with
-/// `sendfile` (counted in `sluice_kafka_fetch_sendfile_bytes_total`).
-async fn write_parts(w: &mut OwnedWriteHalf, parts: Vec<Part>) -> std::io::Result<()> {
+/// `sendfile` (counted in `sluice_kafka_fetch_sendfile_bytes_total`); over TLS a file range
+/// (never asked for there) is read and written.
+async fn write_parts(w: &mut Writer, parts: Vec<Part>) -> std::io::Result<()> {
+    match w {
+        Writer::Plain(w) => write_plain_parts(w, parts).await,
+        Writer::Tls(w) => {
+            let mut pending: std::collections::VecDeque<Bytes> = std::collections::VecDeque::new();
+            for part in parts {
+                match part {
+                    Part::Memory(b) => pending.push_back(b),
+                    Part::File(r) => {
+                        let bytes = tokio::task::spawn_blocking(move || r.read())
+                            .await
+                            .map_err(std::io::Error::other)?
+                            .map_err(std::io::Error::other)?;
+                        pending.push_back(bytes);
+                    }
+                }
+            }
+            write_all_vectored(w, &mut pending).await
+        }
+    }
+}
+
+async fn write_plain_parts(w: &mut OwnedWriteHalf, parts: Vec<Part>) -> std::io::Result<()> {
     let mut pending: std::collections::VecDeque<Bytes> = std::collections::VecDeque::new();
     for part in parts {
         match part {

@@ -325,7 +325,7 @@ async fn the_writer_sends_file_ranges_between_bytes_over_a_socket() {
     });
     let (_r, mut w) = TcpStream::connect(addr).await.unwrap().into_split();
     tokio::time::timeout(std::time::Duration::from_secs(30), async {
-        write_parts(&mut w, parts).await.unwrap();
+        write_plain_parts(&mut w, parts).await.unwrap();
         w.shutdown().await.unwrap();
     })
     .await

@@ -17,7 +17,10 @@ pub(super) async fn consumer_group_heartbeat(
     r: Request<ConsumerGroupHeartbeatRequest>,
 ) -> Result<Response<ConsumerGroupHeartbeatResponse>, Status> {
     let host = r
-        .remote_addr()
+        .extensions()
+        .get::<crate::listener::PeerInfo>()
+        .and_then(|p| p.remote)
+        .or_else(|| r.remote_addr())
         .map(|a| format!("/{}", a.ip()))
         .unwrap_or_default();
     Ok(Response::new(

@@ -318,7 +318,13 @@ pub async fn serve(
         grpc: true,
         kafka: node.config.listen_serves_kafka,
     };
-    tracing::info!(broker = node.id().get(), %addr, ?serves, ?limits, "broker listening");
+    let tls = node
+        .config
+        .tls
+        .as_ref()
+        .map(sluice_proto::tls::TlsAcceptor::new)
+        .transpose()?;
+    tracing::info!(broker = node.id().get(), %addr, ?serves, ?limits, tls = tls.is_some(), "broker listening");
     let mut listeners = vec![(listener, serves)];
     if let Some(kafka_addr) = node.config.kafka_listen {
         let l = crate::listener::bind(kafka_addr)
@@ -364,6 +370,7 @@ pub async fn serve(
                 listeners,
                 limits.connections_max,
                 Some(kafka_server(node.clone(), groups)),
+                tls,
             ),
             shutdown,
         )

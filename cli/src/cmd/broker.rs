@@ -160,6 +160,7 @@ pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
     let ms = |key: &str| -> anyhow::Result<Duration> { Ok(Duration::from_millis(cfg.num(key)?)) };
     Ok(BrokerConfig {
         node_id: sluice_metadata::BrokerId(node_id),
+        tls: super::node_tls(cfg)?,
         listen,
         listen_serves_kafka: grpc_name == ListenerName::Both,
         kafka_listen,

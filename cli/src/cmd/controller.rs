@@ -41,6 +41,7 @@ pub fn controller_config(cfg: &NodeConfig) -> anyhow::Result<ControllerConfig> {
     );
     Ok(ControllerConfig {
         node_id,
+        tls: super::node_tls(cfg)?,
         listen,
         voters,
         data_dir,

@@ -11,6 +11,38 @@ pub mod quorum;
 pub mod topic;
 
 /// A multi-threaded Tokio runtime for one command.
+/// A node's TLS settings (`ssl.keystore.location` set), after making every channel this
+/// process dials use TLS with its truststore and its own certificate.
+pub fn node_tls(
+    cfg: &crate::config::NodeConfig,
+) -> anyhow::Result<Option<sluice_proto::tls::TlsSettings>> {
+    let Some(keystore) = cfg.get("ssl.keystore.location") else {
+        return Ok(None);
+    };
+    let truststore = cfg.get("ssl.truststore.location").ok_or_else(|| {
+        anyhow::anyhow!(
+            "ssl.keystore.location is set but ssl.truststore.location is not: nodes dial each other over TLS and verify each other with it"
+        )
+    })?;
+    let settings = sluice_proto::tls::TlsSettings {
+        keystore: keystore.into(),
+        truststore: Some(truststore.into()),
+        client_auth: sluice_proto::tls::ClientAuth::parse(
+            cfg.get("ssl.client.auth").unwrap_or("none"),
+        )
+        .map_err(|e| anyhow::anyhow!(e))?,
+    };
+    // Loaded once here so a bad file stops the node at start, naming it.
+    sluice_proto::tls::load_keystore(&settings.keystore, None).map_err(|e| anyhow::anyhow!(e))?;
+    sluice_proto::tls::set_internal_client_tls(&sluice_proto::tls::ClientTls {
+        ca: settings.truststore.clone(),
+        certificate: Some(settings.keystore.clone()),
+        key: None,
+    })
+    .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Some(settings))
+}
+
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -130,8 +130,14 @@ pub async fn serve(
     let raft = RaftService::new(node.clone(), admin.clone());
     let controller = ControllerService::new(node.clone());
     let addr = node.config.listen;
-    tracing::info!(node = node.id, %addr, "controller listening");
-    tonic::transport::Server::builder()
+    tracing::info!(node = node.id, %addr, tls = node.config.tls.is_some(), "controller listening");
+    let tls = node
+        .config
+        .tls
+        .as_ref()
+        .map(sluice_proto::tls::TlsAcceptor::new)
+        .transpose()?;
+    let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(refl_v1)
@@ -150,8 +156,20 @@ pub async fn serve(
             ControllerServer::new(controller)
                 .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(API_MESSAGE_BYTES_MAX),
-        )
-        .serve_with_shutdown(addr, shutdown)
-        .await
-        .map_err(|e| format!("serving on {addr}: {e}"))
+        );
+    match tls {
+        None => router.serve_with_shutdown(addr, shutdown).await,
+        Some(acceptor) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("binding {addr}: {e}"))?;
+            router
+                .serve_with_incoming_shutdown(
+                    sluice_proto::tls::incoming(listener, acceptor),
+                    shutdown,
+                )
+                .await
+        }
+    }
+    .map_err(|e| format!("serving on {addr}: {e}"))
 }

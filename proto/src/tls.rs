@@ -1,0 +1,359 @@
+//! TLS on every listener and channel (issue #16), with rustls (ring provider; no OpenSSL).
+//!
+//! A node's settings are Kafka's key names: `ssl.keystore.location` (one PEM file with the
+//! node's certificate chain and its private key, Kafka's PEM keystore), `ssl.truststore.location`
+//! (PEM CA certificates that sign peers: the channels to other nodes verify against them, and
+//! client certificates are checked against them) and `ssl.client.auth`
+//! (`none` | `requested` | `required`). The keystore is reloaded when its file changes (checked
+//! every [`RELOAD_CHECK_INTERVAL`]): new connections get the new certificate, open ones keep
+//! theirs; a file that does not load is logged and the previous certificate stays.
+//!
+//! ```text
+//!   TcpStream ─► TlsAcceptor::accept (handshake ≤ HANDSHAKE_TIMEOUT) ─► TlsStream
+//!        resolver ◄── ReloadingKey (mtime poll) ◄── ssl.keystore.location
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+
+/// How often a keystore file is checked for changes.
+pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// A TLS handshake not done within this closes the connection.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Kafka's `ssl.client.auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuth {
+    /// Clients present no certificate (the default).
+    #[default]
+    None,
+    /// A client certificate is asked for and checked when given.
+    Requested,
+    /// A connection without a valid client certificate is refused.
+    Required,
+}
+
+impl ClientAuth {
+    /// Parses Kafka's values `none`, `requested`, `required`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "none" => Ok(ClientAuth::None),
+            "requested" => Ok(ClientAuth::Requested),
+            "required" => Ok(ClientAuth::Required),
+            other => Err(format!(
+                "ssl.client.auth={other:?} must be none, requested or required"
+            )),
+        }
+    }
+}
+
+/// A node's TLS settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// `ssl.keystore.location`: PEM with the certificate chain and the private key.
+    pub keystore: PathBuf,
+    /// `ssl.truststore.location`: PEM CA certificates.
+    pub truststore: Option<PathBuf>,
+    /// `ssl.client.auth`.
+    pub client_auth: ClientAuth,
+}
+
+/// The ring provider: rustls' default (aws-lc-rs) needs a C/cmake build.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+}
+
+/// The certificates of a PEM file.
+pub fn load_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = read(path, what)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{what} {}: not PEM certificates: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{what} {}: no certificate in it", path.display()));
+    }
+    Ok(certs)
+}
+
+/// A keystore (certificate chain and private key in one PEM file, or the key in `key`).
+pub fn load_keystore(path: &Path, key: Option<&Path>) -> Result<CertifiedKey, String> {
+    let certs = load_certs(path, "ssl.keystore.location")?;
+    let key_pem = match key {
+        Some(k) => read(k, "ssl.key.location")?,
+        None => read(path, "ssl.keystore.location")?,
+    };
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        format!(
+            "{}: no usable private key: {e}",
+            key.unwrap_or(path).display()
+        )
+    })?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("{}: the private key does not load: {e}", path.display()))?;
+    let ck = CertifiedKey::new(certs, signing);
+    ck.keys_match().map_err(|e| {
+        format!(
+            "{}: the key does not match the certificate: {e}",
+            path.display()
+        )
+    })?;
+    Ok(ck)
+}
+
+/// The root store of a truststore file.
+pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in load_certs(path, "ssl.truststore.location")? {
+        roots
+            .add(c)
+            .map_err(|e| format!("ssl.truststore.location {}: {e}", path.display()))?;
+    }
+    Ok(roots)
+}
+
+/// The server certificate, swapped when its file changes.
+#[derive(Debug)]
+pub struct ReloadingKey {
+    path: PathBuf,
+    current: RwLock<(Arc<CertifiedKey>, Option<SystemTime>)>,
+}
+
+impl ReloadingKey {
+    /// Loads `path` now.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let key = load_keystore(path, None)?;
+        Ok(ReloadingKey {
+            path: path.to_path_buf(),
+            current: RwLock::new((Arc::new(key), modified(path))),
+        })
+    }
+
+    /// Reloads the file if its modification time moved: `Ok(true)` when a new certificate
+    /// is in use; an error leaves the previous one in use.
+    pub fn reload_if_changed(&self) -> Result<bool, String> {
+        let now = modified(&self.path);
+        if now == self.current.read().expect("key lock").1 {
+            return Ok(false);
+        }
+        let key = load_keystore(&self.path, None);
+        let mut cur = self.current.write().expect("key lock");
+        cur.1 = now;
+        cur.0 = Arc::new(key?);
+        Ok(true)
+    }
+
+    /// The certificate chain in use.
+    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+        self.current.read().expect("key lock").0.cert.clone()
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl ResolvesServerCert for ReloadingKey {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().expect("key lock").0.clone())
+    }
+}
+
+/// Accepts TLS connections with a node's settings.
+#[derive(Clone)]
+pub struct TlsAcceptor {
+    inner: tokio_rustls::TlsAcceptor,
+    key: Arc<ReloadingKey>,
+}
+
+impl std::fmt::Debug for TlsAcceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsAcceptor")
+            .field("keystore", &self.key.path)
+            .finish()
+    }
+}
+
+impl TlsAcceptor {
+    /// An acceptor for `s` (ALPN `h2` offered, for gRPC; Kafka clients send none), and
+    /// the task that reloads the keystore when it changes (needs a Tokio runtime).
+    pub fn new(s: &TlsSettings) -> Result<Self, String> {
+        let key = Arc::new(ReloadingKey::load(&s.keystore)?);
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let builder = match s.client_auth {
+            ClientAuth::None => builder.with_no_client_auth(),
+            auth => {
+                let ts = s.truststore.as_ref().ok_or_else(|| {
+                    format!(
+                        "ssl.client.auth={} needs ssl.truststore.location (the CAs client certificates are checked against)",
+                        if auth == ClientAuth::Required { "required" } else { "requested" }
+                    )
+                })?;
+                let roots = Arc::new(load_roots(ts)?);
+                let mut v = WebPkiClientVerifier::builder_with_provider(roots, provider());
+                if auth == ClientAuth::Requested {
+                    v = v.allow_unauthenticated();
+                }
+                builder.with_client_cert_verifier(v.build().map_err(|e| e.to_string())?)
+            }
+        };
+        let mut config = builder.with_cert_resolver(key.clone());
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = TlsAcceptor {
+            inner: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            key,
+        };
+        acceptor.spawn_reloader();
+        Ok(acceptor)
+    }
+
+    fn spawn_reloader(&self) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let key = Arc::downgrade(&self.key);
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(RELOAD_CHECK_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(key) = key.upgrade() else { return };
+                let k = key.clone();
+                match tokio::task::spawn_blocking(move || k.reload_if_changed()).await {
+                    Ok(Ok(true)) => {
+                        tracing::info!(keystore = %key.path.display(), "TLS certificate reloaded")
+                    }
+                    Ok(Ok(false)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e,
+                        "the changed TLS keystore does not load; the previous certificate stays in use"),
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+
+    /// The TLS handshake on an accepted connection, bounded by [`HANDSHAKE_TIMEOUT`].
+    pub async fn accept<IO>(&self, io: IO) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.inner.accept(io)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}"),
+            )),
+        }
+    }
+
+    /// The server certificate chain in use.
+    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+        self.key.chain()
+    }
+}
+
+/// What a client needs to dial TLS: the CAs to trust, and its own certificate for mTLS
+/// (librdkafka's `ssl.ca.location`, `ssl.certificate.location`, `ssl.key.location`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientTls {
+    /// PEM CA certificates; `None`: the server certificate is not verified against a CA
+    /// of ours (refused: Sluice always verifies, so this must be set).
+    pub ca: Option<PathBuf>,
+    /// PEM certificate chain presented to the server (with the key in it, or in `key`).
+    pub certificate: Option<PathBuf>,
+    /// PEM private key of `certificate`, if not in the same file.
+    pub key: Option<PathBuf>,
+}
+
+impl ClientTls {
+    /// The tonic client configuration.
+    pub fn tonic(&self) -> Result<tonic::transport::ClientTlsConfig, String> {
+        let ca = self
+            .ca
+            .as_ref()
+            .ok_or("TLS needs ssl.ca.location (or ssl.truststore.location): the CA that signs the cluster's certificates")?;
+        let mut c = tonic::transport::ClientTlsConfig::new().ca_certificate(
+            tonic::transport::Certificate::from_pem(read(ca, "ssl.ca.location")?),
+        );
+        if let Some(cert) = &self.certificate {
+            let pem = read(cert, "ssl.certificate.location")?;
+            let key = match &self.key {
+                Some(k) => read(k, "ssl.key.location")?,
+                None => pem.clone(),
+            };
+            // Checked here so a bad file is an error naming it, not a failed handshake.
+            load_keystore(cert, self.key.as_deref())?;
+            c = c.identity(tonic::transport::Identity::from_pem(pem, key));
+        }
+        Ok(c)
+    }
+}
+
+/// The TLS settings every internal channel of this process dials with (set once at start
+/// by a node with TLS, or by a client command given a command config).
+static INTERNAL_TLS: std::sync::OnceLock<tonic::transport::ClientTlsConfig> =
+    std::sync::OnceLock::new();
+
+/// Makes every channel [`crate::transport`] dials from now on use TLS with `c`. Set once;
+/// a second call is refused.
+pub fn set_internal_client_tls(c: &ClientTls) -> Result<(), String> {
+    INTERNAL_TLS
+        .set(c.tonic()?)
+        .map_err(|_| "the process's TLS client settings are already set".to_string())
+}
+
+/// The channels' TLS settings, if TLS is on.
+pub fn internal_client_tls() -> Option<&'static tonic::transport::ClientTlsConfig> {
+    INTERNAL_TLS.get()
+}
+
+/// TLS connections accepted on `listener`: each handshake runs in a task of its own (a slow
+/// or plaintext client never holds up the accept loop); failed handshakes are logged and
+/// dropped. For tonic's `serve_with_incoming` (peer certificates reach each request).
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+    acceptor: TlsAcceptor,
+) -> tokio_stream::wrappers::ReceiverStream<
+    std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = tx.closed() => return,
+            };
+            let _ = tcp.set_nodelay(true);
+            let (tx, acceptor) = (tx.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                match acceptor.accept(tcp).await {
+                    Ok(s) => {
+                        let _ = tx.send(Ok(s)).await;
+                    }
+                    Err(e) => tracing::info!(%peer, error = %e, "TLS handshake failed; closed"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

@@ -1,0 +1,341 @@
+//! TLS on every listener (issue #16, first step): controllers and brokers with
+//! `ssl.keystore.location` serve TLS only, dial each other over TLS, and Kafka clients
+//! (kcat), the gRPC client and `sluice` (with `--command-config`) reach them with a CA file;
+//! plaintext clients are refused and the node keeps serving; `ssl.client.auth=required`
+//! refuses clients without a certificate; a replaced keystore is served without a restart.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use sluice_tests::cluster::Cluster;
+use sluice_tests::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A throwaway CA and certificates it signs, as PEM files in a temp dir.
+struct Pki {
+    dir: tempfile::TempDir,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "sluice test CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().unwrap();
+        let cert = ca.self_signed(&key).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
+        Pki {
+            dir,
+            issuer: Issuer::new(ca, key),
+        }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A certificate for 127.0.0.1 / localhost named `cn`, usable as server and client, in
+    /// one PEM file (chain + key, a Kafka PEM keystore) at `name`.
+    fn keystore(&self, name: &str, cn: &str) -> PathBuf {
+        let mut p =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        let path = self.dir.path().join(name);
+        // Written whole then renamed, as a certificate rotation would.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        path
+    }
+}
+
+fn node_overrides(keystore: &Path, pki: &Pki, client_auth: &str) -> Vec<String> {
+    vec![
+        format!("ssl.keystore.location={}", keystore.display()),
+        format!("ssl.truststore.location={}", pki.ca().display()),
+        format!("ssl.client.auth={client_auth}"),
+    ]
+}
+
+/// kcat with `args`, bounded by 30 s: (success, stdout, stderr).
+fn kcat(args: &[&str], input: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new("timeout")
+        .arg("30")
+        .arg("kcat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat runs (scripts/test installs it)");
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(i) = input {
+        stdin.write_all(i.as_bytes()).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `sluice ARGS` (the binary under test), bounded by 60 s: (success, stdout, stderr).
+fn sluice(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(sluice_bin())
+        .args(args)
+        .output()
+        .expect("sluice runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The certificate chain a TLS server at `addr` presents (its leaf first), as DER.
+async fn served_leaf(addr: &str, ca: &Path) -> Vec<u8> {
+    use rustls::pki_types::ServerName;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in sluice_proto::tls::load_certs(ca, "ca").unwrap() {
+        roots.add(c).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .expect("a TLS handshake");
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// Goal: a cluster whose nodes all serve TLS works end to end for every kind of client, and
+/// refuses plaintext. Method: 1 controller + 2 brokers, each with its own keystore signed
+/// by one CA (`ssl.client.auth=none`); this test process dials with the CA
+/// (`set_internal_client_tls`). Topic creation over gRPC reaches the controller through a
+/// broker (broker → controller over TLS); kcat with `security.protocol=ssl` produces to an
+/// RF 2 topic with acks=all (replication between the brokers over TLS) and reads every record
+/// back; `sluice --command-config` lists the topic and consumes; plaintext kcat and plaintext
+/// `sluice` are refused, and TLS clients are served afterwards; a keystore replaced on disk is
+/// what the next handshake presents, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_serves_tls_clients_and_refuses_plaintext() {
+    let pki = Pki::new();
+    let stores: Vec<PathBuf> = (1..=3)
+        .map(|i| pki.keystore(&format!("node-{i}.pem"), &format!("node-{i}")))
+        .collect();
+    let controller = node_overrides(&stores[0], &pki, "none");
+    let c = Cluster::start_with(
+        1,
+        2,
+        &controller.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[],
+        |b| node_overrides(&stores[b as usize], &pki, "none"),
+    );
+    sluice_proto::tls::set_internal_client_tls(&sluice_proto::tls::ClientTls {
+        ca: Some(pki.ca()),
+        certificate: None,
+        key: None,
+    })
+    .unwrap();
+    create_topic_with(&c.broker_addr(1), "secure", 2, 2, &[]).await;
+    let ca = pki.ca().display().to_string();
+    let b1 = c.broker_addr(1);
+    let ssl = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["-b", b1.as_str(), "-X", "security.protocol=ssl", "-X"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.push(format!("ssl.ca.location={ca}"));
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    // The topic led with both replicas in sync, seen over TLS.
+    wait_for("the topic led over TLS", WAIT, || async {
+        let (ok, out, _) = kcat(&refs(&ssl(&["-L", "-t", "secure", "-J"])), None);
+        let m: serde_json::Value = serde_json::from_str(&out).ok()?;
+        let parts = m["topics"][0]["partitions"].as_array()?;
+        (ok && parts.len() == 2
+            && parts
+                .iter()
+                .all(|p| p["isrs"].as_array().map(|i| i.len()) == Some(2)))
+        .then_some(())
+    })
+    .await;
+    let input: String = (0..50).map(|i| format!("k{i}:v{i}\n")).collect();
+    let (ok, _, err) = kcat(
+        &refs(&ssl(&["-P", "-t", "secure", "-K", ":", "-X", "acks=all"])),
+        Some(&input),
+    );
+    assert!(ok, "kcat produce over TLS: {err}");
+    let (ok, out, err) = kcat(
+        &refs(&ssl(&[
+            "-C",
+            "-t",
+            "secure",
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%k:%s\n",
+        ])),
+        None,
+    );
+    assert!(ok, "kcat consume over TLS: {err}");
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort();
+    let mut want: Vec<String> = (0..50).map(|i| format!("k{i}:v{i}")).collect();
+    want.sort();
+    assert_eq!(got, want, "every record back over TLS");
+
+    // sluice with a command config (librdkafka keys, as admin.properties has them).
+    let conf = pki.dir.path().join("client.properties");
+    std::fs::write(
+        &conf,
+        format!("security.protocol=SSL\nssl.ca.location={ca}\n"),
+    )
+    .unwrap();
+    let conf = conf.display().to_string();
+    let (ok, out, err) = sluice(&[
+        "topic",
+        "list",
+        "--bootstrap",
+        &b1,
+        "--command-config",
+        &conf,
+        "-o",
+        "json",
+    ]);
+    assert!(
+        ok && out.contains("secure"),
+        "sluice topic list over TLS: {out}\n{err}"
+    );
+    let (ok, out, err) = sluice(&["topic", "list", "--bootstrap", &b1, "-o", "json"]);
+    assert!(
+        !ok,
+        "plaintext sluice against a TLS broker must fail: {out}\n{err}"
+    );
+
+    // Plaintext Kafka clients are refused; the broker keeps serving TLS ones.
+    let (ok, out, _) = kcat(&["-b", &b1, "-L", "-J", "-m", "5"], None);
+    assert!(
+        !ok || !out.contains("secure"),
+        "plaintext kcat got metadata: {out}"
+    );
+    let (ok, out, err) = kcat(&refs(&ssl(&["-L", "-t", "secure"])), None);
+    assert!(
+        ok && out.contains("secure"),
+        "TLS after plaintext attempts: {err}"
+    );
+
+    // Rotation: the broker presents the new certificate on the next handshake.
+    let before = served_leaf(&b1, &pki.ca()).await;
+    pki.keystore("node-2.pem", "node-2-rotated");
+    wait_for("the rotated certificate served", WAIT, || async {
+        let now = served_leaf(&b1, &pki.ca()).await;
+        (now != before).then_some(())
+    })
+    .await;
+    let (ok, out, err) = kcat(&refs(&ssl(&["-L", "-t", "secure"])), None);
+    assert!(
+        ok && out.contains("secure"),
+        "TLS with the rotated certificate: {err}"
+    );
+}
+
+/// Goal: `ssl.client.auth=required` refuses a client without a certificate signed by the
+/// truststore's CAs, and serves one with. Method: 1 controller + 1 broker, both requiring
+/// client certificates (the broker dials the controller with its own certificate); kcat
+/// without a certificate gets no metadata, kcat with a certificate from the CA does, and
+/// one from another CA is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_client_certificates_are_checked() {
+    let pki = Pki::new();
+    let c_store = pki.keystore("controller.pem", "controller-1");
+    let b_store = pki.keystore("broker.pem", "broker-1");
+    let client = pki.keystore("client.pem", "client");
+    let stranger = Pki::new().keystore("stranger.pem", "stranger");
+    let controller = node_overrides(&c_store, &pki, "required");
+    let broker = node_overrides(&b_store, &pki, "required");
+    let c = Cluster::start(
+        1,
+        1,
+        &controller.iter().map(String::as_str).collect::<Vec<_>>(),
+        &broker.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let b = c.broker_addr(1);
+    let ca = pki.ca().display().to_string();
+    let kcat_with = |cert: Option<&Path>| {
+        let mut args = vec![
+            "-b".to_string(),
+            b.clone(),
+            "-X".into(),
+            "security.protocol=ssl".into(),
+            "-X".into(),
+            format!("ssl.ca.location={ca}"),
+            "-L".into(),
+            "-m".into(),
+            "5".into(),
+        ];
+        if let Some(p) = cert {
+            args.extend([
+                "-X".into(),
+                format!("ssl.certificate.location={}", p.display()),
+                "-X".into(),
+                format!("ssl.key.location={}", p.display()),
+            ]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        kcat(&refs, None)
+    };
+    wait_for("metadata with a client certificate", WAIT, || async {
+        let (ok, out, _) = kcat_with(Some(&client));
+        (ok && out.contains("1 brokers")).then_some(())
+    })
+    .await;
+    let (ok, out, _) = kcat_with(None);
+    assert!(
+        !ok || !out.contains("1 brokers"),
+        "no certificate, yet metadata: {out}"
+    );
+    let (ok, out, _) = kcat_with(Some(&stranger));
+    assert!(
+        !ok || !out.contains("1 brokers"),
+        "another CA's certificate, yet metadata: {out}"
+    );
+    let (ok, out, err) = kcat_with(Some(&client));
+    assert!(
+        ok && out.contains("1 brokers"),
+        "served after the refusals: {err}"
+    );
+}
