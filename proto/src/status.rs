@@ -145,6 +145,7 @@ pub fn grpc_code(code: ErrorCode) -> tonic::Code {
         ErrorCode::InvalidConfig => tonic::Code::InvalidArgument,
         ErrorCode::NotController => tonic::Code::Unavailable,
         ErrorCode::InvalidRequest => tonic::Code::InvalidArgument,
+        ErrorCode::ClusterAuthorizationFailed => tonic::Code::PermissionDenied,
         ErrorCode::UnsupportedForMessageFormat => tonic::Code::InvalidArgument,
         ErrorCode::PolicyViolation => tonic::Code::FailedPrecondition,
         ErrorCode::OutOfOrderSequenceNumber => tonic::Code::FailedPrecondition,

@@ -357,3 +357,113 @@ pub fn incoming(
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
+
+/// The node a certificate names: subject common name `broker-N` or `controller-N`
+/// (how `sluice dev --secure` and docs/security.md name node certificates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeIdentity {
+    /// `broker-N`.
+    Broker(i32),
+    /// `controller-N`.
+    Controller(u64),
+}
+
+impl std::fmt::Display for NodeIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeIdentity::Broker(id) => write!(f, "broker-{id}"),
+            NodeIdentity::Controller(id) => write!(f, "controller-{id}"),
+        }
+    }
+}
+
+/// The node identity of a peer's leaf certificate, if it names one.
+pub fn node_identity(leaf: &CertificateDer<'_>) -> Option<NodeIdentity> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
+    if let Some(n) = cn.strip_prefix("broker-") {
+        return n.parse().ok().map(NodeIdentity::Broker);
+    }
+    cn.strip_prefix("controller-")?
+        .parse()
+        .ok()
+        .map(NodeIdentity::Controller)
+}
+
+/// Checks that a node RPC comes from the node it claims: when `enforced` (the serving node
+/// requires client certificates, `ssl.client.auth=required`), the peer's certificate must name
+/// a node `wanted` accepts. The error says who the peer is and what it claimed.
+pub fn check_peer(
+    enforced: bool,
+    peer: Option<&[CertificateDer<'_>]>,
+    claimed: &str,
+    wanted: impl Fn(NodeIdentity) -> bool,
+) -> Result<(), String> {
+    if !enforced {
+        return Ok(());
+    }
+    let who = peer.and_then(|c| c.first()).map(node_identity);
+    match who {
+        Some(Some(id)) if wanted(id) => Ok(()),
+        Some(Some(id)) => Err(format!(
+            "the peer's certificate names {id}, but the request claims {claimed}"
+        )),
+        Some(None) => Err(format!(
+            "the peer's certificate names no node (broker-N / controller-N), but the request claims {claimed}"
+        )),
+        None => Err(format!(
+            "no client certificate, but the request claims {claimed}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(cn: &str) -> CertificateDer<'static> {
+        let mut p = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn node_identities_come_from_the_common_name() {
+        assert_eq!(
+            node_identity(&cert("broker-2")),
+            Some(NodeIdentity::Broker(2))
+        );
+        assert_eq!(
+            node_identity(&cert("controller-3")),
+            Some(NodeIdentity::Controller(3))
+        );
+        assert_eq!(node_identity(&cert("client")), None);
+        assert_eq!(node_identity(&cert("broker-two")), None);
+        assert_eq!(node_identity(&CertificateDer::from(vec![1, 2, 3])), None);
+    }
+
+    #[test]
+    fn a_node_rpc_must_come_from_the_node_it_claims() {
+        let b2 = [cert("broker-2")];
+        let client = [cert("client")];
+        let is_b2 = |id| id == NodeIdentity::Broker(2);
+        assert!(check_peer(true, Some(&b2), "broker-2", is_b2).is_ok());
+        let e = check_peer(true, Some(&b2), "broker-3", |id| {
+            id == NodeIdentity::Broker(3)
+        })
+        .unwrap_err();
+        assert!(
+            e.contains("names broker-2") && e.contains("claims broker-3"),
+            "{e}"
+        );
+        let e = check_peer(true, Some(&client), "broker-2", is_b2).unwrap_err();
+        assert!(e.contains("names no node"), "{e}");
+        let e = check_peer(true, None, "broker-2", is_b2).unwrap_err();
+        assert!(e.contains("no client certificate"), "{e}");
+        assert!(
+            check_peer(false, None, "broker-2", is_b2).is_ok(),
+            "not enforced without required client certificates"
+        );
+    }
+}

@@ -7,6 +7,9 @@ pub(super) async fn fetch(
     r: Request<FetchRequest>,
 ) -> Result<Response<FetchResponse>, Status> {
     let t = Instant::now();
+    if let Some(id) = r.get_ref().replica_id.filter(|id| *id >= 0) {
+        require_broker(&svc.node, &r, id)?;
+    }
     let req = r.into_inner();
     let r = svc.data.fetch_one(&req).await;
     let kind = if req.replica_id.is_some() {

@@ -238,6 +238,32 @@ impl Broker for BrokerService {
 }
 
 /// Serves Kafka connections of this broker's listener (see [`crate::kafka`]).
+/// A follower's RPC must come from the broker it names when this broker requires client
+/// certificates (`ssl.client.auth=required`): a client cannot fetch as an ISR member and move
+/// the high watermark past what the followers hold.
+pub(crate) fn require_broker<T>(
+    node: &BrokerNode,
+    r: &Request<T>,
+    broker_id: i32,
+) -> Result<(), Status> {
+    let enforced = node
+        .config
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_auth == sluice_proto::tls::ClientAuth::Required);
+    let certs = r
+        .extensions()
+        .get::<crate::listener::PeerInfo>()
+        .and_then(|p| p.certificates.clone());
+    sluice_proto::tls::check_peer(
+        enforced,
+        certs.as_deref().map(|c| c.as_slice()),
+        &format!("broker-{broker_id}"),
+        |id| id == sluice_proto::tls::NodeIdentity::Broker(broker_id),
+    )
+    .map_err(|e| error_status(ErrorCode::ClusterAuthorizationFailed, e, None))
+}
+
 fn kafka_server(
     node: Arc<BrokerNode>,
     groups: Arc<GroupCoordinator>,

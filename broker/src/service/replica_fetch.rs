@@ -29,6 +29,7 @@ impl Replication for ReplicationService {
         r: Request<ReplicaFetchRequest>,
     ) -> Result<Response<ReplicaFetchResponse>, Status> {
         let t = Instant::now();
+        super::require_broker(&self.node, &r, r.get_ref().replica_id)?;
         let r = crate::replication::leader::replica_fetch(&self.node, r.into_inner()).await;
         super::observe("replica_fetch", t, &r);
         Ok(Response::new(r?))

@@ -52,6 +52,28 @@ impl ControllerService {
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<MetadataEvent, Status>> + Send>>;
 
+/// Whether node RPCs are checked against the caller's certificate: this controller requires
+/// client certificates (`ssl.client.auth=required`).
+pub(crate) fn identity_enforced(node: &ControllerNode) -> bool {
+    node.config
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_auth == sluice_proto::tls::ClientAuth::Required)
+}
+
+/// A broker RPC must come from the broker it names (its certificate's `broker-N`): a
+/// process cannot register, heartbeat, change an ISR or take producer ids as another broker.
+fn require_broker<T>(node: &ControllerNode, r: &Request<T>, broker_id: i32) -> Result<(), Status> {
+    let certs = r.peer_certs();
+    sluice_proto::tls::check_peer(
+        identity_enforced(node),
+        certs.as_deref().map(|c| c.as_slice()),
+        &format!("broker-{broker_id}"),
+        |id| id == sluice_proto::tls::NodeIdentity::Broker(broker_id),
+    )
+    .map_err(|e| error_status(ErrorCode::ClusterAuthorizationFailed, e, None))
+}
+
 #[tonic::async_trait]
 impl Controller for ControllerService {
     async fn register_broker(
@@ -59,6 +81,7 @@ impl Controller for ControllerService {
         r: Request<RegisterBrokerRequest>,
     ) -> Result<Response<RegisterBrokerResponse>, Status> {
         self.require_active()?;
+        require_broker(&self.node, &r, r.get_ref().broker_id)?;
         let req = r.into_inner();
         if !req.cluster_id.is_empty() && req.cluster_id != self.node.config.cluster_id {
             return Err(error_status(
@@ -142,6 +165,7 @@ impl Controller for ControllerService {
         r: Request<BrokerHeartbeatRequest>,
     ) -> Result<Response<BrokerHeartbeatResponse>, Status> {
         self.require_active()?;
+        require_broker(&self.node, &r, r.get_ref().broker_id)?;
         let req = r.into_inner();
         let image = self.node.image();
         logic::check_broker_epoch(&image, BrokerId(req.broker_id), req.broker_epoch)
@@ -190,6 +214,7 @@ impl Controller for ControllerService {
         r: Request<AlterPartitionRequest>,
     ) -> Result<Response<AlterPartitionResponse>, Status> {
         self.require_active()?;
+        require_broker(&self.node, &r, r.get_ref().broker_id)?;
         let req = r.into_inner();
         let (_, state) = self
             .node
@@ -236,6 +261,7 @@ impl Controller for ControllerService {
         r: Request<AlterPartitionsRequest>,
     ) -> Result<Response<AlterPartitionsResponse>, Status> {
         self.require_active()?;
+        require_broker(&self.node, &r, r.get_ref().broker_id)?;
         let req = r.into_inner();
         if req.partitions.len() > logic::ALTER_PARTITIONS_MAX {
             return Err(error_status(
@@ -331,6 +357,7 @@ impl Controller for ControllerService {
         r: Request<ControlledShutdownRequest>,
     ) -> Result<Response<ControlledShutdownResponse>, Status> {
         self.require_active()?;
+        require_broker(&self.node, &r, r.get_ref().broker_id)?;
         let req = r.into_inner();
         let broker = BrokerId(req.broker_id);
         self.node
@@ -364,6 +391,7 @@ impl Controller for ControllerService {
         r: Request<AllocateProducerIdsRequest>,
     ) -> Result<Response<AllocateProducerIdsResponse>, Status> {
         self.require_active()?;
+        require_broker(&self.node, &r, r.get_ref().broker_id)?;
         let req = r.into_inner();
         let (_, first) = self
             .node
@@ -389,6 +417,9 @@ impl Controller for ControllerService {
         &self,
         r: Request<WatchMetadataRequest>,
     ) -> Result<Response<Self::WatchMetadataStream>, Status> {
+        if let Some(id) = r.get_ref().broker_id {
+            require_broker(&self.node, &r, id)?;
+        }
         let req = r.into_inner();
         if !req.cluster_id.is_empty() && req.cluster_id != self.node.config.cluster_id {
             return Err(error_status(

@@ -52,6 +52,20 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, p: &[u8]) -> Result<T, Sta
     })
 }
 
+/// Raft RPCs and forwarded admin requests must come from a controller (a certificate naming
+/// `controller-N`) when this controller requires client certificates: a broker or client
+/// certificate cannot rewrite the metadata log with a higher term.
+fn require_controller<T>(node: &ControllerNode, r: &Request<T>) -> Result<(), Status> {
+    let certs = r.peer_certs();
+    sluice_proto::tls::check_peer(
+        super::controller::identity_enforced(node),
+        certs.as_deref().map(|c| c.as_slice()),
+        "to be a controller",
+        |id| matches!(id, sluice_proto::tls::NodeIdentity::Controller(_)),
+    )
+    .map_err(|e| error_status(sluice_proto::ErrorCode::ClusterAuthorizationFailed, e, None))
+}
+
 fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
     let bytes = postcard::to_stdvec(v).map_err(|e| Status::internal(e.to_string()))?;
     Ok(Response::new(RaftPayload {
@@ -66,6 +80,7 @@ impl Raft for RaftService {
         &self,
         r: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        require_controller(&self.node, &r)?;
         let p = r.into_inner();
         self.check(&p, false)?;
         let req: AppendEntriesRequest<TypeConfig> = decode("AppendEntries", &p.payload)?;
@@ -77,6 +92,7 @@ impl Raft for RaftService {
     }
 
     async fn vote(&self, r: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        require_controller(&self.node, &r)?;
         let p = r.into_inner();
         self.check(&p, true)?;
         let req: VoteRequest<u64> = decode("Vote", &p.payload)?;
@@ -87,6 +103,7 @@ impl Raft for RaftService {
         &self,
         r: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        require_controller(&self.node, &r)?;
         let p = r.into_inner();
         self.check(&p, false)?;
         let req: InstallSnapshotRequest<TypeConfig> = decode("InstallSnapshot", &p.payload)?;
@@ -124,6 +141,7 @@ impl Raft for RaftService {
         &self,
         r: Request<ForwardRequest>,
     ) -> Result<Response<ForwardResponse>, Status> {
+        require_controller(&self.node, &r)?;
         let req = r.into_inner();
         // Forwarded requests are never forwarded again: if leadership moved, say so.
         if self.node.route()?.is_some() {
