@@ -79,6 +79,12 @@ enum Command {
         /// (`broker-1 | ...`), as `docker compose up` does; the log files are kept too.
         #[arg(long)]
         logs: bool,
+        /// Mutual TLS everywhere: a throwaway CA and node certificates in `<dir>/tls/`, every
+        /// node serving TLS only with client certificates required, and
+        /// `<dir>/admin.properties` (librdkafka / Java-client keys) for `kcat -F` and
+        /// `sluice --command-config`. (SASL and ACLs: not yet.)
+        #[arg(long)]
+        secure: bool,
         /// `table` for people, `json` for scripts.
         #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
@@ -468,8 +474,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dir,
             base_port,
             logs,
+            secure,
             output,
-        } => cmd::dev::run(controllers, brokers, dir, base_port, logs, output),
+        } => cmd::dev::run(controllers, brokers, dir, base_port, logs, secure, output),
         Command::Broker(args) => cmd::broker::run(args.load("broker")?),
         Command::Produce {
             topic,

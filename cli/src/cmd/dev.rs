@@ -217,6 +217,7 @@ pub fn run(
     dir: Option<PathBuf>,
     base_port: u16,
     logs: bool,
+    secure: bool,
     out: OutputFormat,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -238,6 +239,34 @@ pub fn run(
         .collect::<Vec<_>>()
         .join(",");
     let rf = brokers.min(3);
+    let bootstrap = (0..brokers)
+        .map(|i| format!("127.0.0.1:{}", base_port + i))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pki = if secure {
+        let pki = super::dev_pki::ensure(&dir, controllers, brokers, &bootstrap)?;
+        // This process checks readiness over mutual TLS too, as the admin client.
+        sluice_proto::tls::set_internal_client_tls(&sluice_proto::tls::ClientTls {
+            ca: Some(pki.ca.clone()),
+            certificate: Some(pki.admin.clone()),
+            key: None,
+        })
+        .map_err(|e| anyhow::anyhow!(e))?;
+        Some(pki)
+    } else {
+        None
+    };
+    let tls_args = |role: &str, i: u16| -> Vec<String> {
+        let Some(pki) = &pki else { return Vec::new() };
+        vec![
+            "--override".into(),
+            format!("ssl.keystore.location={}", pki.keystore(role, i).display()),
+            "--override".into(),
+            format!("ssl.truststore.location={}", pki.ca.display()),
+            "--override".into(),
+            "ssl.client.auth=required".into(),
+        ]
+    };
     let echo = if logs {
         let width = format!("controller-{}", controllers.max(brokers)).len();
         Echo::Prefixed(width)
@@ -269,7 +298,10 @@ pub fn run(
                     "metrics.listener=127.0.0.1:{}",
                     metrics_port("controller", i)
                 ),
-            ],
+            ]
+            .into_iter()
+            .chain(tls_args("controller", i))
+            .collect(),
             &dir,
             echo,
         )?);
@@ -299,21 +331,23 @@ pub fn run(
                 "group.consumer.heartbeat.interval.ms=1000".into(),
                 "--override".into(),
                 format!("metrics.listener=127.0.0.1:{}", metrics_port("broker", i)),
-            ],
+            ]
+            .into_iter()
+            .chain(tls_args("broker", i))
+            .collect(),
             &dir,
             echo,
         )?);
     }
-    let bootstrap = (0..brokers)
-        .map(|i| format!("127.0.0.1:{}", base_port + i))
-        .collect::<Vec<_>>()
-        .join(",");
     let write_state = |procs: &[Proc]| -> anyhow::Result<()> {
         let nodes: Vec<_> = procs
             .iter()
             .map(|p| json!({"role": p.role, "id": p.id, "host": "127.0.0.1", "port": p.port, "metrics_port": metrics_port(p.role, p.id), "pid": p.child.id(), "log": p.log}))
             .collect();
-        let state = json!({"bootstrap": bootstrap, "dir": dir, "nodes": nodes});
+        let mut state = json!({"bootstrap": bootstrap, "dir": dir, "nodes": nodes});
+        if let Some(pki) = &pki {
+            state["command_config"] = json!(pki.properties);
+        }
         std::fs::write(dir.join("cluster.json"), serde_json::to_vec_pretty(&state)?)?;
         Ok(())
     };
@@ -352,10 +386,13 @@ pub fn run(
         );
     }
     match out {
-        OutputFormat::Json => println!(
-            "{}",
-            json!({"bootstrap": bootstrap, "dir": dir, "ready": true})
-        ),
+        OutputFormat::Json => println!("{}", {
+            let mut j = json!({"bootstrap": bootstrap, "dir": dir, "ready": true});
+            if let Some(pki) = &pki {
+                j["command_config"] = json!(pki.properties);
+            }
+            j
+        }),
         OutputFormat::Table => {
             let rows = procs
                 .iter()
@@ -372,6 +409,12 @@ pub fn run(
             println!("{}", table(&["ROLE", "ID", "ADDRESS", "PID", "LOG"], rows));
             println!("\nbootstrap: {bootstrap}");
             println!("data:      {}", dir.display());
+            if let Some(pki) = &pki {
+                println!(
+                    "secure:    mutual TLS; clients use {} (kcat -F …, sluice --command-config …)",
+                    pki.properties.display()
+                );
+            }
             println!(
                 "ready — try: sluice topic create demo -p 3 -r {rf} --bootstrap {}",
                 bootstrap.split(',').next().unwrap_or("")

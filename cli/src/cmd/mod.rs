@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod controller;
 pub mod data;
 pub mod dev;
+pub mod dev_pki;
 pub mod group;
 pub mod quorum;
 pub mod topic;
