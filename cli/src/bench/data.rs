@@ -951,7 +951,12 @@ pub fn run_consume(args: DataBenchArgs) -> anyhow::Result<()> {
             None => {
                 rows.push(with_cpu(&pids, consume_phase(&args, &topic, ReadMode::Unary)).await?);
                 rows.push(with_cpu(&pids, consume_phase(&args, &topic, ReadMode::Stream)).await?);
-                rows.push(with_cpu(&pids, consume_phase(&args, &topic, ReadMode::Kafka)).await?);
+                // The raw Kafka reader speaks plaintext only: skipped against a TLS cluster.
+                if sluice_proto::tls::internal_client_tls().is_none() {
+                    rows.push(
+                        with_cpu(&pids, consume_phase(&args, &topic, ReadMode::Kafka)).await?,
+                    );
+                }
             }
         }
         drop_generated_topic(&args, &topic).await;
