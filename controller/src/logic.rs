@@ -222,6 +222,7 @@ pub fn alter_topic_configs(
 /// Applies dynamic broker config changes to `resource` ("" = cluster-wide, or a broker id
 /// in decimal); every key and value is validated first (Kafka's BROKER ConfigRecords).
 pub fn alter_broker_configs(
+    image: &MetadataImage,
     resource: &str,
     ops: &[ConfigOp],
 ) -> Result<Vec<MetadataRecord>, Refusal> {
@@ -243,6 +244,15 @@ pub fn alter_broker_configs(
                     let e = sluice_metadata::config::validate_broker_config(resource, key, "")
                         .expect_err("an unknown key is refused");
                     return refuse(ErrorCode::InvalidConfig, e);
+                }
+                // Deleting what is not set changes nothing, and writes no record (a
+                // BrokerConfig record needs metadata format 4).
+                let set = image
+                    .broker_configs
+                    .get(resource)
+                    .is_some_and(|c| c.contains_key(key));
+                if !set {
+                    continue;
                 }
                 None
             }

@@ -147,10 +147,10 @@ impl ReloadingKey {
         if now == self.current.read().expect("key lock").1 {
             return Ok(false);
         }
-        let key = load_keystore(&self.path, None);
-        let mut cur = self.current.write().expect("key lock");
-        cur.1 = now;
-        cur.0 = Arc::new(key?);
+        // The mtime is recorded only with a certificate that loaded: a half-written file is
+        // tried again at the next check.
+        let key = load_keystore(&self.path, None)?;
+        *self.current.write().expect("key lock") = (Arc::new(key), now);
         Ok(true)
     }
 
@@ -381,10 +381,17 @@ impl std::fmt::Display for NodeIdentity {
 pub fn node_identity(leaf: &CertificateDer<'_>) -> Option<NodeIdentity> {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
-    if let Some(n) = cn.strip_prefix("broker-") {
-        return n.parse().ok().map(NodeIdentity::Broker);
+    // Digits only, no leading zero: `broker-+2` or `broker-02` name no node.
+    fn id(n: &str) -> Option<&str> {
+        (!n.is_empty()
+            && n.bytes().all(|b| b.is_ascii_digit())
+            && (n == "0" || !n.starts_with('0')))
+        .then_some(n)
     }
-    cn.strip_prefix("controller-")?
+    if let Some(n) = cn.strip_prefix("broker-") {
+        return id(n)?.parse().ok().map(NodeIdentity::Broker);
+    }
+    id(cn.strip_prefix("controller-")?)?
         .parse()
         .ok()
         .map(NodeIdentity::Controller)
@@ -440,6 +447,9 @@ mod tests {
         );
         assert_eq!(node_identity(&cert("client")), None);
         assert_eq!(node_identity(&cert("broker-two")), None);
+        assert_eq!(node_identity(&cert("broker-+2")), None);
+        assert_eq!(node_identity(&cert("broker-02")), None);
+        assert_eq!(node_identity(&cert("controller-")), None);
         assert_eq!(node_identity(&CertificateDer::from(vec![1, 2, 3])), None);
     }
 

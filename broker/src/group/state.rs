@@ -1079,10 +1079,27 @@ impl ShardState {
                     g.offsets.remove(&tp);
                 }
             }
-            if g.is_vacant() {
-                self.groups.remove(group_id);
-            }
         }
+        self.forget_vacant();
+    }
+
+    /// Drops groups left with nothing (no members, no offsets); those whose membership is
+    /// kept in `__consumer_offsets` get their tombstones at the next writes.
+    fn forget_vacant(&mut self) {
+        let (consumer_kept, classic_kept) = (&self.consumer_kept, &self.classic_kept);
+        let (consumer_dirty, classic_dirty) = (&mut self.consumer_dirty, &mut self.classic_dirty);
+        self.groups.retain(|id, g| {
+            let keep = !g.is_vacant();
+            if !keep {
+                if consumer_kept.contains_key(id) {
+                    consumer_dirty.insert(id.clone());
+                }
+                if classic_kept.contains_key(id) {
+                    classic_dirty.insert(id.clone());
+                }
+            }
+            keep
+        });
     }
 
     /// DeleteGroups, second half: tombstones were committed from `first_offset` on; offsets
@@ -1209,7 +1226,7 @@ impl ShardState {
                 self.classic_dirty.insert(id.clone());
             }
         }
-        self.groups.retain(|_, g| !g.is_vacant());
+        self.forget_vacant();
         done
     }
 

@@ -210,7 +210,7 @@ async fn serve_on<R: AsyncRead + Unpin>(
     let fetches = Arc::new(tokio::sync::Semaphore::new(FETCHES_IN_FLIGHT_MAX));
     // The group lane: this connection's group requests, one at a time in arrival order.
     let (lane, mut lane_rx) = mpsc::unbounded_channel::<GroupWork>();
-    tokio::spawn(async move {
+    let lane_task = tokio::spawn(async move {
         while let Some(work) = lane_rx.recv().await {
             work.await;
         }
@@ -230,6 +230,9 @@ async fn serve_on<R: AsyncRead + Unpin>(
     if !write.is_finished() {
         let _ = write.await;
     }
+    // Group work of a client that is gone (a parked JoinGroup, queued commits' answers) is
+    // dropped, not run for nobody.
+    lane_task.abort();
     metrics::gauge!("sluice_kafka_connections_open").decrement(1.0);
 }
 
@@ -469,7 +472,10 @@ async fn write_parts(w: &mut Writer, parts: Vec<Part>) -> std::io::Result<()> {
                     }
                 }
             }
-            write_all_vectored(w, &mut pending).await
+            write_all_vectored(w, &mut pending).await?;
+            // rustls takes the bytes into its buffer and may not have sent them all: without
+            // a flush the end of an answer could wait for the next one.
+            w.flush().await
         }
     }
 }

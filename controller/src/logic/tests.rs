@@ -199,6 +199,7 @@ fn a_cluster_wide_dynamic_default_turns_unclean_election_on_for_topics_without_a
     let img = commit(
         &img,
         alter_broker_configs(
+            &img,
             "",
             &[("unclean.leader.election.enable".into(), Some("true".into()))],
         )
@@ -256,11 +257,17 @@ fn dynamic_broker_configs_are_refused_by_name_scope_and_value() {
             "bogus.key",
         ),
     ] {
-        let e = alter_broker_configs(resource, &ops).unwrap_err();
+        let e = alter_broker_configs(&MetadataImage::default(), resource, &ops).unwrap_err();
         assert_eq!(e.code, code, "{resource:?} {ops:?}: {}", e.message);
         assert!(e.message.contains(words), "{}", e.message);
     }
-    let r = alter_broker_configs("", &set("log.retention.ms", " 1000")).unwrap();
+    let none = MetadataImage::default();
+    assert_eq!(
+        alter_broker_configs(&none, "", &[("log.retention.ms".to_string(), None)]).unwrap(),
+        vec![],
+        "deleting what is not set writes nothing"
+    );
+    let r = alter_broker_configs(&none, "", &set("log.retention.ms", " 1000")).unwrap();
     assert_eq!(
         r,
         vec![MetadataRecord::BrokerConfig {

@@ -353,7 +353,7 @@ impl AdminService {
                 .node
                 .decide(|img| {
                     let records = if broker {
-                        logic::alter_broker_configs(&res.resource_name, &ops)?
+                        logic::alter_broker_configs(img, &res.resource_name, &ops)?
                     } else {
                         logic::alter_topic_configs(img, &res.resource_name, &ops)?
                     };

@@ -944,3 +944,37 @@ fn a_static_member_s_new_process_takes_its_place_without_a_rebalance() {
         .unwrap();
     assert_eq!((a.member_epoch, partitions(&a)), (3, vec![0, 1, 2, 3]));
 }
+
+#[test]
+fn a_consumer_group_dropped_as_vacant_gets_its_membership_record_tombstoned() {
+    // A consumer-protocol group whose members all left and that has no offsets is forgotten
+    // by the coordinator; its kept record must go too (a tombstone), or every group id ever
+    // seen would stay in __consumer_offsets and in memory.
+    let img = image(2);
+    let now = Instant::now();
+    let mut s = ShardState::default();
+    let a = s
+        .heartbeat(join_as("g", "a"), "h".into(), now, HB, &img)
+        .unwrap();
+    assert_eq!(a.member_epoch, 1);
+    let mut log = s.take_membership_writes();
+    s.heartbeat(beat("g", "a", -1), "h".into(), now, HB, &img)
+        .unwrap();
+    log.extend(s.take_membership_writes());
+    let _ = s.classic_tick(now, &classic_settings());
+    let last = s.take_membership_writes();
+    assert!(
+        last.iter()
+            .any(|(k, v)| v.is_none()
+                && super::super::records::parse_consumer_group_key(k).is_some()),
+        "a tombstone for the forgotten group: {last:?}"
+    );
+    log.extend(last);
+    let mut after = ShardState::default();
+    for (i, (k, v)) in log.iter().enumerate() {
+        after.replay(i as i64, k, v.as_deref(), now);
+    }
+    after.loaded();
+    assert!(after.is_empty());
+    assert!(after.take_membership_writes().is_empty());
+}
