@@ -26,6 +26,8 @@ use rustls::sign::CertifiedKey;
 pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// A TLS handshake not done within this closes the connection.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS handshakes a controller's listener runs at once; more connections wait to be accepted.
+pub const HANDSHAKES_MAX: usize = 256;
 
 /// Kafka's `ssl.client.auth`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -330,8 +332,14 @@ pub fn incoming(
     std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
 > {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
     tokio::spawn(async move {
         loop {
+            // At most HANDSHAKES_MAX connections wait in their handshake at once: silent
+            // peers cannot pile up sockets (and file descriptors) without bound.
+            let Ok(permit) = handshakes.clone().acquire_owned().await else {
+                return;
+            };
             let (tcp, peer) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(s) => s,
@@ -346,7 +354,9 @@ pub fn incoming(
             let _ = tcp.set_nodelay(true);
             let (tx, acceptor) = (tx.clone(), acceptor.clone());
             tokio::spawn(async move {
-                match acceptor.accept(tcp).await {
+                let accepted = acceptor.accept(tcp).await;
+                drop(permit);
+                match accepted {
                     Ok(s) => {
                         let _ = tx.send(Ok(s)).await;
                     }
