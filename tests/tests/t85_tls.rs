@@ -47,9 +47,18 @@ impl Pki {
     /// A certificate for 127.0.0.1 / localhost named `cn`, usable as server and client, in
     /// one PEM file (chain + key, a Kafka PEM keystore) at `name`.
     fn keystore(&self, name: &str, cn: &str) -> PathBuf {
+        self.keystore_until(name, cn, None)
+    }
+
+    /// [`Pki::keystore`] valid from 2019-01-01 until `until` (y, m, d): an expired one.
+    fn keystore_until(&self, name: &str, cn: &str, until: Option<(i32, u8, u8)>) -> PathBuf {
         let mut p =
             CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
+        if let Some((y, m, d)) = until {
+            p.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            p.not_after = rcgen::date_time_ymd(y, m, d);
+        }
         p.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
@@ -277,7 +286,7 @@ async fn a_tls_cluster_serves_tls_clients_and_refuses_plaintext() {
 /// truststore's CAs, and serves one with. Method: 1 controller + 1 broker, both requiring
 /// client certificates (the broker dials the controller with its own certificate); kcat
 /// without a certificate gets no metadata, kcat with a certificate from the CA does, and
-/// one from another CA is refused.
+/// one from another CA, or an expired one from the CA, is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn required_client_certificates_are_checked() {
     let pki = Pki::new();
@@ -285,6 +294,7 @@ async fn required_client_certificates_are_checked() {
     let b_store = pki.keystore("broker.pem", "broker-1");
     let client = pki.keystore("client.pem", "client");
     let stranger = Pki::new().keystore("stranger.pem", "stranger");
+    let expired = pki.keystore_until("expired.pem", "client", Some((2020, 6, 1)));
     let controller = node_overrides(&c_store, &pki, "required");
     let broker = node_overrides(&b_store, &pki, "required");
     let c = Cluster::start(
@@ -332,6 +342,11 @@ async fn required_client_certificates_are_checked() {
     assert!(
         !ok || !out.contains("1 brokers"),
         "another CA's certificate, yet metadata: {out}"
+    );
+    let (ok, out, _) = kcat_with(Some(&expired));
+    assert!(
+        !ok || !out.contains("1 brokers"),
+        "an expired certificate, yet metadata: {out}"
     );
     let (ok, out, err) = kcat_with(Some(&client));
     assert!(
