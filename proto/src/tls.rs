@@ -66,6 +66,30 @@ pub struct TlsSettings {
     pub client_auth: ClientAuth,
 }
 
+impl TlsSettings {
+    /// Whether clients must present a certificate (`ssl.client.auth=required`): then node
+    /// RPCs are checked against the node the peer's certificate names.
+    pub fn requires_client_certificates(&self) -> bool {
+        self.client_auth == ClientAuth::Required
+    }
+}
+
+/// A node RPC claiming to come from broker `broker_id` ([`check_peer`]), as the status a
+/// service answers: CLUSTER_AUTHORIZATION_FAILED when the certificate does not name it.
+pub fn require_broker_peer(
+    settings: Option<&TlsSettings>,
+    peer: Option<&[CertificateDer<'_>]>,
+    broker_id: i32,
+) -> Result<(), tonic::Status> {
+    check_peer(
+        settings.is_some_and(TlsSettings::requires_client_certificates),
+        peer,
+        &format!("broker-{broker_id}"),
+        |id| id == NodeIdentity::Broker(broker_id),
+    )
+    .map_err(|e| crate::status::error_status(crate::ErrorCode::ClusterAuthorizationFailed, e, None))
+}
+
 /// The ring provider: rustls' default (aws-lc-rs) needs a C/cmake build.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

@@ -66,6 +66,41 @@ fn py_report(script: &str, args: &[&str], secs: u32) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("one JSON report")
 }
 
+/// Starts `tests/py/SCRIPT ARGS…` bounded by `timeout SECS`, with stdin and stdout piped, and
+/// its stderr lines sent to the returned receiver as they come (scripts say where they are
+/// there while the test acts on the cluster).
+fn py_follow(
+    script: &str,
+    args: &[&str],
+    secs: u32,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("py")
+        .join(script);
+    let mut child = Command::new("timeout")
+        .arg(secs.to_string())
+        .arg("python3")
+        .arg(&path)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (scripts/test installs confluent-kafka)");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    (child, rx)
+}
+
 /// Goal: a stock Kafka client works against Sluice unchanged, on the port gRPC uses, and
 /// the data is the same over both protocols. Method: 1 controller + 3 brokers, a 3-partition
 /// RF 3 topic. kcat lists metadata (3 brokers, every partition led), produces 300 keyed
@@ -839,7 +874,6 @@ async fn compressed_batches_of_every_codec_round_trip_through_both_protocols() {
 /// twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotent_kafka_producer_survives_a_leader_kill_without_loss_or_duplicates() {
-    use std::io::BufRead;
     let mut c = Cluster::start(1, 3, &[], &[]);
     create_topic_with(
         &c.controller_addr(1),
@@ -856,26 +890,7 @@ async fn an_idempotent_kafka_producer_survives_a_leader_kill_without_loss_or_dup
         (p.leader_id > 0 && p.isr.len() == 3).then_some(p.leader_id)
     };
     let first = wait_for("a leader with the full ISR", WAIT, leader).await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/kafka_failover.py");
-    let mut child = Command::new("timeout")
-        .arg("240")
-        .arg("python3")
-        .arg(&script)
-        .args([&b, "fo", "3000", "8"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (scripts/test installs confluent-kafka)");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(l);
-        }
-    });
+    let (child, rx) = py_follow("kafka_failover.py", &[&b, "fo", "3000", "8"], 240);
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -1697,33 +1712,11 @@ async fn big_batches_go_out_with_sendfile_and_read_back_byte_for_byte() {
 /// load (the classic members were revoked and reassigned after UNKNOWN_MEMBER_ID).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_members_keep_their_partitions_across_a_coordinator_kill() {
-    use std::io::BufRead;
     let mut c = Cluster::start(1, 3, &[], &["offsets.topic.num.partitions=1"]);
     create_topic_with(&c.controller_addr(1), "cf", 4, 3, &[]).await;
     let b = c.bootstrap();
     wait_topic_led(&c.broker_addr(1), "cf").await;
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/kafka_coordinator_failover.py");
-    let mut child = Command::new("timeout")
-        .arg("300")
-        .arg("python3")
-        .arg(&script)
-        .args([&b, "cf", "4"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (scripts/test installs confluent-kafka)");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(l);
-        }
-    });
+    let (mut child, rx) = py_follow("kafka_coordinator_failover.py", &[&b, "cf", "4"], 300);
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
     let mut seen = Vec::new();
     let coordinator: u16 = loop {

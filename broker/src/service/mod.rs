@@ -246,22 +246,15 @@ pub(crate) fn require_broker<T>(
     r: &Request<T>,
     broker_id: i32,
 ) -> Result<(), Status> {
-    let enforced = node
-        .config
-        .tls
-        .as_ref()
-        .is_some_and(|t| t.client_auth == sluice_proto::tls::ClientAuth::Required);
     let certs = r
         .extensions()
         .get::<crate::listener::PeerInfo>()
         .and_then(|p| p.certificates.clone());
-    sluice_proto::tls::check_peer(
-        enforced,
+    sluice_proto::tls::require_broker_peer(
+        node.config.tls.as_ref(),
         certs.as_deref().map(|c| c.as_slice()),
-        &format!("broker-{broker_id}"),
-        |id| id == sluice_proto::tls::NodeIdentity::Broker(broker_id),
+        broker_id,
     )
-    .map_err(|e| error_status(ErrorCode::ClusterAuthorizationFailed, e, None))
 }
 
 fn kafka_server(

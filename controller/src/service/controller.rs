@@ -58,20 +58,18 @@ pub(crate) fn identity_enforced(node: &ControllerNode) -> bool {
     node.config
         .tls
         .as_ref()
-        .is_some_and(|t| t.client_auth == sluice_proto::tls::ClientAuth::Required)
+        .is_some_and(sluice_proto::tls::TlsSettings::requires_client_certificates)
 }
 
 /// A broker RPC must come from the broker it names (its certificate's `broker-N`): a
 /// process cannot register, heartbeat, change an ISR or take producer ids as another broker.
 fn require_broker<T>(node: &ControllerNode, r: &Request<T>, broker_id: i32) -> Result<(), Status> {
     let certs = r.peer_certs();
-    sluice_proto::tls::check_peer(
-        identity_enforced(node),
+    sluice_proto::tls::require_broker_peer(
+        node.config.tls.as_ref(),
         certs.as_deref().map(|c| c.as_slice()),
-        &format!("broker-{broker_id}"),
-        |id| id == sluice_proto::tls::NodeIdentity::Broker(broker_id),
+        broker_id,
     )
-    .map_err(|e| error_status(ErrorCode::ClusterAuthorizationFailed, e, None))
 }
 
 #[tonic::async_trait]
