@@ -99,15 +99,7 @@ pub enum Conn {
     Tls(Box<Prefixed<tokio_rustls::server::TlsStream<TcpStream>>>),
 }
 
-/// Who is at the other end of a connection: what tonic puts in each request's extensions
-/// (`Request::extensions().get::<PeerInfo>()`), and what a Kafka connection is told.
-#[derive(Debug, Clone)]
-pub struct PeerInfo {
-    /// The peer's address.
-    pub remote: Option<SocketAddr>,
-    /// The certificate chain the peer presented over TLS (mTLS), if any.
-    pub certificates: Option<Arc<Vec<rustls::pki_types::CertificateDer<'static>>>>,
-}
+pub use sluice_proto::tls::PeerInfo;
 
 impl Admitted {
     /// The transport and the connection permit (held for as long as the connection is

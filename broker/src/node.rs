@@ -31,6 +31,9 @@ pub struct BrokerConfig {
     /// `ssl.keystore.location` and friends: every listener serves TLS only (`None`:
     /// plaintext).
     pub tls: Option<sluice_proto::tls::TlsSettings>,
+    /// `sasl.enabled.mechanisms`: Kafka connections must authenticate with one of these
+    /// and gRPC calls must carry a user's credentials (empty: SASL off).
+    pub sasl_mechanisms: Vec<sluice_metadata::scram::SaslMechanism>,
     /// `listeners`: where gRPC is served (and the Kafka protocol too, unless
     /// `kafka_listen` names a listener of its own or `listen_serves_kafka` is off).
     pub listen: SocketAddr,
@@ -151,6 +154,8 @@ pub struct BrokerNode {
     /// The listener's budget of produce bytes received and not yet appended
     /// (`queued.max.request.bytes`).
     pub request_bytes: crate::listener::RequestBytes,
+    /// Passwords verified against users' credentials (PLAIN, gRPC Basic credentials).
+    passwords: Mutex<sluice_metadata::scram::PasswordCache>,
 }
 
 /// Threads that open new replicas' logs at once (Kafka's `num.recovery.threads.per.data.dir`
@@ -437,6 +442,7 @@ impl BrokerNode {
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             hw_checkpoint: Mutex::new(hw_checkpoint),
             request_bytes,
+            passwords: Mutex::new(Default::default()),
             directory_id,
             _dir_lock: dir_lock,
         });
@@ -552,6 +558,39 @@ impl BrokerNode {
     /// The broker id.
     pub fn id(&self) -> BrokerId {
         self.config.node_id
+    }
+
+    /// What makes unknown users' decoy SCRAM credentials: the same on every broker of the
+    /// cluster's metadata history (comparing brokers tells nothing) and never sent out.
+    pub fn sasl_secret(&self) -> Vec<u8> {
+        format!(
+            "{}\0{:016x}",
+            self.config.cluster_id,
+            self.image().history_id
+        )
+        .into_bytes()
+    }
+
+    /// Whether `password` is `name`'s, by the current metadata image (PBKDF2 on a cache
+    /// miss: a few milliseconds).
+    pub fn check_password(&self, name: &str, password: &str) -> bool {
+        let image = self.image();
+        let secret = self.sasl_secret();
+        self.passwords.lock().expect("passwords lock").check(
+            image.users.get(name),
+            name,
+            password,
+            &secret,
+        )
+    }
+
+    /// The gRPC interceptor of the services clients call.
+    pub fn authenticator(self: &Arc<Self>) -> sluice_proto::auth::Authenticate {
+        let node = self.clone();
+        sluice_proto::auth::Authenticate {
+            required: !self.config.sasl_mechanisms.is_empty(),
+            check: Arc::new(move |u, p| node.check_password(u, p)),
+        }
     }
 
     /// The current image.

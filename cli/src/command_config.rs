@@ -2,10 +2,14 @@
 //! librdkafka and the Java client (`admin.properties`), so one file serves `kcat -F`,
 //! Kafka's tools and `sluice` alike.
 //!
-//! Keys read: `security.protocol` (`PLAINTEXT` or `SSL`), `ssl.ca.location` (librdkafka) or
-//! `ssl.truststore.location` (Java, PEM), and for a client certificate
-//! `ssl.certificate.location` + `ssl.key.location` (librdkafka) or `ssl.keystore.location`
-//! (Java, one PEM file with both). Other keys are Kafka clients' business and are ignored.
+//! Keys read: `security.protocol` (`PLAINTEXT`, `SSL`, `SASL_SSL` or `SASL_PLAINTEXT`),
+//! `ssl.ca.location` (librdkafka) or `ssl.truststore.location` (Java, PEM), for a client
+//! certificate `ssl.certificate.location` + `ssl.key.location` (librdkafka) or
+//! `ssl.keystore.location` (Java, one PEM file with both), and with SASL `sasl.username` +
+//! `sasl.password` (librdkafka; Java's `sasl.jaas.config` with `username="…" password="…"`
+//! works too). gRPC calls carry the user's name and password as Basic credentials, checked
+//! against the same SCRAM credential whatever `sasl.mechanism` names. Other keys are Kafka
+//! clients' business and are ignored.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,16 +45,15 @@ pub fn client_tls(
         .map(|p| p.to_ascii_uppercase())
         .unwrap_or_else(|| "PLAINTEXT".into());
     match protocol.as_str() {
-        "PLAINTEXT" => return Ok(None),
-        "SSL" => {}
-        "SASL_SSL" | "SASL_PLAINTEXT" => {
-            bail!("security.protocol={protocol}: SASL is not supported by this build yet; use SSL")
+        "PLAINTEXT" | "SASL_PLAINTEXT" => return Ok(None),
+        "SSL" | "SASL_SSL" => {}
+        other => {
+            bail!("security.protocol={other:?} must be PLAINTEXT, SSL, SASL_SSL or SASL_PLAINTEXT")
         }
-        other => bail!("security.protocol={other:?} must be PLAINTEXT or SSL"),
     }
     let ca = path("ssl.ca.location").or_else(|| path("ssl.truststore.location"));
     if ca.is_none() {
-        bail!("security.protocol=SSL needs ssl.ca.location (or ssl.truststore.location): the CA that signs the cluster's certificates");
+        bail!("security.protocol={protocol} needs ssl.ca.location (or ssl.truststore.location): the CA that signs the cluster's certificates");
     }
     let (certificate, key) = match (
         path("ssl.certificate.location"),
@@ -67,6 +70,39 @@ pub fn client_tls(
     }))
 }
 
+/// The user a command config names with SASL (`None` without SASL).
+pub fn sasl_credentials(
+    props: &BTreeMap<String, String>,
+) -> anyhow::Result<Option<(String, String)>> {
+    let protocol = props
+        .get("security.protocol")
+        .map(|p| p.to_ascii_uppercase())
+        .unwrap_or_default();
+    if !protocol.starts_with("SASL_") {
+        return Ok(None);
+    }
+    let jaas = |field: &str| -> Option<String> {
+        let j = props.get("sasl.jaas.config")?;
+        let at = j.find(&format!("{field}=\""))? + field.len() + 2;
+        let end = j[at..].find('"')?;
+        Some(j[at..at + end].to_string())
+    };
+    let user = props
+        .get("sasl.username")
+        .cloned()
+        .or_else(|| jaas("username"));
+    let password = props
+        .get("sasl.password")
+        .cloned()
+        .or_else(|| jaas("password"));
+    match (user, password) {
+        (Some(u), Some(p)) if !u.is_empty() => Ok(Some((u, p))),
+        _ => bail!(
+            "security.protocol={protocol} needs sasl.username and sasl.password (or sasl.jaas.config with username=\"…\" password=\"…\")"
+        ),
+    }
+}
+
 /// Reads `file` and makes every channel this process dials follow it.
 pub fn apply(file: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file)
@@ -77,6 +113,10 @@ pub fn apply(file: &Path) -> anyhow::Result<()> {
     let base = file.parent().unwrap_or(Path::new("."));
     if let Some(tls) = client_tls(&props, base)? {
         sluice_proto::tls::set_internal_client_tls(&tls).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    if let Some((user, password)) = sasl_credentials(&props)? {
+        sluice_proto::auth::set_client_credentials(&user, &password)
+            .map_err(|e| anyhow::anyhow!(e))?;
     }
     Ok(())
 }
@@ -115,9 +155,34 @@ mod tests {
         let e = client_tls(&p("security.protocol=SSL\n"), Path::new(".")).unwrap_err();
         assert!(e.to_string().contains("ssl.ca.location"), "{e}");
         let e = client_tls(&p("security.protocol=SASL_SSL\n"), Path::new(".")).unwrap_err();
-        assert!(e.to_string().contains("SASL"), "{e}");
+        assert!(e.to_string().contains("ssl.ca.location"), "{e}");
         let e = client_tls(&p("security.protocol=TLS\n"), Path::new(".")).unwrap_err();
-        assert!(e.to_string().contains("PLAINTEXT or SSL"), "{e}");
+        assert!(e.to_string().contains("SASL_PLAINTEXT"), "{e}");
         assert!(parse_properties("no equals sign").is_err());
+    }
+
+    #[test]
+    fn sasl_users_come_from_librdkafka_or_java_keys() {
+        let p = |s: &str| parse_properties(s).unwrap();
+        assert_eq!(
+            sasl_credentials(&p("security.protocol=SSL\nsasl.username=x\n")).unwrap(),
+            None
+        );
+        assert_eq!(
+            sasl_credentials(&p(
+                "security.protocol=sasl_ssl\nsasl.mechanism=SCRAM-SHA-256\nsasl.username=admin\nsasl.password=pw\n"
+            ))
+            .unwrap(),
+            Some(("admin".into(), "pw".into()))
+        );
+        assert_eq!(
+            sasl_credentials(&p(
+                "security.protocol=SASL_SSL\nsasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"bob\" password=\"b=b\";\n"
+            ))
+            .unwrap(),
+            Some(("bob".into(), "b=b".into()))
+        );
+        let e = sasl_credentials(&p("security.protocol=SASL_SSL\nsasl.username=a\n")).unwrap_err();
+        assert!(e.to_string().contains("sasl.password"), "{e}");
     }
 }

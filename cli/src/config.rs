@@ -230,6 +230,11 @@ pub const KEYS: &[Key] = &[
         doc: "none, requested or required: whether TLS clients must present a certificate signed by the truststore's CAs",
     },
     Key {
+        name: "sasl.enabled.mechanisms",
+        default: "",
+        doc: "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (comma-separated): Kafka connections must authenticate with one of them (PLAIN over TLS only) and gRPC calls must carry a user's credentials or a client certificate; needs TLS with ssl.client.auth=requested or required; empty = off",
+    },
+    Key {
         name: "request.timeout.ms",
         default: "5000",
         doc: "how long a metadata write may wait for the quorum",

@@ -160,6 +160,9 @@ enum Command {
     /// The metadata quorum: status, and online voter changes (KIP-853 style).
     #[command(subcommand)]
     Quorum(QuorumCommand),
+    /// SCRAM users (SASL on the Kafka port, Basic credentials on gRPC).
+    #[command(subcommand)]
+    User(UserCommand),
     /// (dev clusters) SIGKILL the broker leading a partition, to watch failover.
     KillLeader {
         /// Topic.
@@ -343,6 +346,41 @@ enum StatusCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Creates a user, or sets a new password for one mechanism of an existing user.
+    Create {
+        /// User name (principal `User:NAME`).
+        name: String,
+        /// Password (salted and hashed here; the cluster keeps only SCRAM keys).
+        #[arg(long)]
+        password: String,
+        /// SCRAM-SHA-256 or SCRAM-SHA-512.
+        #[arg(long, default_value = "SCRAM-SHA-256")]
+        mechanism: String,
+        /// PBKDF2 iterations (4096..=16384).
+        #[arg(long, default_value_t = 4096)]
+        iterations: u32,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Deletes a user (every credential, or only --mechanism's); its sessions end.
+    Delete {
+        /// User name.
+        name: String,
+        /// Only this mechanism's credential.
+        #[arg(long)]
+        mechanism: Option<String>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Lists users and their credentials' mechanisms and iterations.
+    List {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum QuorumCommand {
     /// Leader, term, voters (with directory ids) and observers, with replication lag.
     Status {
@@ -437,6 +475,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }),
+        Command::User(UserCommand::Create {
+            name,
+            password,
+            mechanism,
+            iterations,
+            cluster,
+        }) => cmd::runtime()?.block_on(cmd::user::create(
+            &cluster.bootstrap,
+            cluster.output,
+            &name,
+            &password,
+            &mechanism,
+            iterations,
+        )),
+        Command::User(UserCommand::Delete {
+            name,
+            mechanism,
+            cluster,
+        }) => cmd::runtime()?.block_on(cmd::user::delete(
+            &cluster.bootstrap,
+            cluster.output,
+            &name,
+            mechanism.as_deref(),
+        )),
+        Command::User(UserCommand::List { cluster }) => {
+            cmd::runtime()?.block_on(cmd::user::list(&cluster.bootstrap, cluster.output))
+        }
         Command::Quorum(QuorumCommand::Status { cluster }) => {
             cmd::runtime()?.block_on(cmd::quorum::status(&cluster.bootstrap, cluster.output))
         }

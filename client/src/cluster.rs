@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use sluice_proto::auth::{AuthChannel, CallCredentials};
 use sluice_proto::v1::broker_client::BrokerClient;
 use sluice_proto::v1::*;
 use tonic::transport::Channel;
@@ -40,7 +41,7 @@ impl Cluster {
     }
 
     /// A client for the broker at `addr`.
-    pub fn broker(&self, addr: &str) -> Result<BrokerClient<Channel>> {
+    pub fn broker(&self, addr: &str) -> Result<BrokerClient<AuthChannel>> {
         let channel = {
             let mut map = self.channels.lock().expect("channels lock");
             match map.get(addr) {
@@ -69,7 +70,7 @@ impl Cluster {
                 }
             }
         };
-        Ok(BrokerClient::new(channel)
+        Ok(BrokerClient::with_interceptor(channel, CallCredentials)
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(MESSAGE_BYTES_MAX))
     }

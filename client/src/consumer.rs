@@ -905,7 +905,7 @@ pub async fn call_coordinator<T, F, Fut>(
     mut f: F,
 ) -> Result<T>
 where
-    F: FnMut(sluice_proto::v1::broker_client::BrokerClient<tonic::transport::Channel>) -> Fut,
+    F: FnMut(sluice_proto::v1::broker_client::BrokerClient<sluice_proto::auth::AuthChannel>) -> Fut,
     Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
 {
     let mut addr = known;

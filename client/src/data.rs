@@ -8,7 +8,6 @@ use bytes::Bytes;
 use sluice_proto::status::{error_code, error_detail};
 use sluice_proto::v1::broker_client::BrokerClient;
 use sluice_proto::v1::*;
-use tonic::transport::Channel;
 
 use crate::cluster::Cluster;
 use crate::{ClientError, Result};
@@ -44,7 +43,7 @@ impl DataClient {
         })
     }
 
-    fn client(&self, addr: &str) -> Result<BrokerClient<Channel>> {
+    fn client(&self, addr: &str) -> Result<BrokerClient<sluice_proto::auth::AuthChannel>> {
         self.cluster.broker(addr)
     }
 

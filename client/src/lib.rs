@@ -89,7 +89,7 @@ pub async fn connect(bootstrap: &str, timeout: Duration) -> Result<Channel> {
 /// Admin client.
 #[derive(Clone)]
 pub struct Admin {
-    inner: AdminClient<Channel>,
+    inner: AdminClient<sluice_proto::auth::AuthChannel>,
 }
 
 macro_rules! call {
@@ -109,7 +109,7 @@ impl Admin {
     pub async fn connect(bootstrap: &str) -> Result<Self> {
         let ch = connect(bootstrap, Duration::from_secs(10)).await?;
         Ok(Admin {
-            inner: AdminClient::new(ch),
+            inner: AdminClient::with_interceptor(ch, sluice_proto::auth::CallCredentials),
         })
     }
 
@@ -217,6 +217,23 @@ impl Admin {
     /// Brokers, their liveness and the active controller.
     pub async fn describe_cluster(&self) -> Result<DescribeClusterResponse> {
         call!(self.describe_cluster(DescribeClusterRequest {}))
+    }
+
+    /// Sets and removes SCRAM credentials (salted passwords only: the caller salts and
+    /// hashes). Per-user errors come back in the results.
+    pub async fn alter_user_scram_credentials(
+        &self,
+        req: AlterUserScramCredentialsRequest,
+    ) -> Result<AlterUserScramCredentialsResponse> {
+        call!(self.alter_user_scram_credentials(req))
+    }
+
+    /// Users and their credentials' mechanisms and iterations (empty `names`: all).
+    pub async fn describe_user_scram_credentials(
+        &self,
+        names: Vec<String>,
+    ) -> Result<DescribeUserScramCredentialsResponse> {
+        call!(self.describe_user_scram_credentials(DescribeUserScramCredentialsRequest { names }))
     }
 
     /// The metadata quorum: leader, term, high watermark, per-voter lag.

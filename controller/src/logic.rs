@@ -266,6 +266,89 @@ pub fn alter_broker_configs(
     Ok(records)
 }
 
+/// One credential to set for a user: (mechanism, iterations, salt, salted password).
+pub type ScramUpsertion = (
+    sluice_metadata::scram::ScramMechanism,
+    i32,
+    Vec<u8>,
+    Vec<u8>,
+);
+
+/// Records that set and remove one user's SCRAM credentials (Kafka's
+/// AlterUserScramCredentials for one user): all of them or none.
+pub fn alter_scram_credentials(
+    image: &MetadataImage,
+    name: &str,
+    deletions: &[sluice_metadata::scram::ScramMechanism],
+    upsertions: &[ScramUpsertion],
+) -> Result<Vec<MetadataRecord>, Refusal> {
+    use sluice_metadata::scram::{ScramCredential, ITERATIONS_MAX, ITERATIONS_MIN};
+    sluice_metadata::scram::validate_user_name(name)
+        .or_else(|e| refuse(ErrorCode::InvalidRequest, e))?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut records = Vec::new();
+    for m in deletions {
+        if !seen.insert(*m) {
+            return refuse(
+                ErrorCode::InvalidRequest,
+                format!("user {name:?}: {m} named twice in one request"),
+            );
+        }
+        if !image.users.get(name).is_some_and(|u| u.contains_key(m)) {
+            return refuse(
+                ErrorCode::ResourceNotFound,
+                format!("user {name:?} has no {m} credential"),
+            );
+        }
+        records.push(MetadataRecord::ScramCredentialRemoved {
+            name: name.to_string(),
+            mechanism: *m,
+        });
+    }
+    for (m, iterations, salt, salted) in upsertions {
+        if !seen.insert(*m) {
+            return refuse(
+                ErrorCode::InvalidRequest,
+                format!("user {name:?}: {m} named twice in one request"),
+            );
+        }
+        let iterations = u32::try_from(*iterations)
+            .ok()
+            .filter(|i| (ITERATIONS_MIN..=ITERATIONS_MAX).contains(i))
+            .ok_or_else(|| Refusal {
+                code: ErrorCode::InvalidRequest,
+                message: format!(
+                    "user {name:?}: {m} iterations {iterations} outside {ITERATIONS_MIN}..={ITERATIONS_MAX}"
+                ),
+            })?;
+        if salt.is_empty() || salt.len() > 128 {
+            return refuse(
+                ErrorCode::InvalidRequest,
+                format!("user {name:?}: a salt of {} bytes (1..=128)", salt.len()),
+            );
+        }
+        let want = match m {
+            sluice_metadata::scram::ScramMechanism::Sha256 => 32,
+            sluice_metadata::scram::ScramMechanism::Sha512 => 64,
+        };
+        if salted.len() != want {
+            return refuse(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "user {name:?}: a {m} salted password is {want} bytes, not {}",
+                    salted.len()
+                ),
+            );
+        }
+        records.push(MetadataRecord::ScramCredential {
+            name: name.to_string(),
+            mechanism: *m,
+            credential: ScramCredential::from_salted_password(*m, salt, salted, iterations),
+        });
+    }
+    Ok(records)
+}
+
 fn unclean_allowed(image: &MetadataImage, t: &TopicImage) -> bool {
     image.topic_config(t).unclean_leader_election_enable
 }

@@ -37,6 +37,9 @@ pub struct ControllerConfig {
     pub node_id: NodeId,
     /// `ssl.keystore.location` and friends: the listener serves TLS only (`None`: plaintext).
     pub tls: Option<sluice_proto::tls::TlsSettings>,
+    /// `sasl.enabled.mechanisms` is set: Admin calls must carry a user's credentials (or
+    /// come with a client certificate).
+    pub sasl_enabled: bool,
     /// `listeners`: where this controller serves gRPC.
     pub listen: SocketAddr,
     /// `controller.quorum.voters`: id → host:port of every voter (this one included).
@@ -103,6 +106,8 @@ pub struct ControllerNode {
     /// The leader we last knew and when it last sent us AppendEntries (std mutex: tiny
     /// sections, no `.await`).
     last_leader_contact: Mutex<(Option<NodeId>, Instant)>,
+    /// Passwords verified against users' credentials (Admin calls with Basic credentials).
+    passwords: Mutex<sluice_metadata::scram::PasswordCache>,
 }
 
 impl ControllerNode {
@@ -294,7 +299,28 @@ impl ControllerNode {
             observers: Mutex::new(Vec::new()),
             membership_lock: tokio::sync::Mutex::new(()),
             last_leader_contact: Mutex::new((None, Instant::now())),
+            passwords: Mutex::new(Default::default()),
         }))
+    }
+
+    /// The gRPC interceptor of the Admin service: with SASL on, callers authenticate with
+    /// a user's credentials or a client certificate (brokers relaying clients' calls use
+    /// their node certificates).
+    pub fn authenticator(self: &Arc<Self>) -> sluice_proto::auth::Authenticate {
+        let node = self.clone();
+        sluice_proto::auth::Authenticate {
+            required: self.config.sasl_enabled,
+            check: Arc::new(move |name, password| {
+                let image = node.image();
+                let secret = format!("{}\0{:016x}", node.config.cluster_id, image.history_id);
+                node.passwords.lock().expect("passwords lock").check(
+                    image.users.get(name),
+                    name,
+                    password,
+                    secret.as_bytes(),
+                )
+            }),
+        }
     }
 
     /// The latest image this controller applied (maybe behind the leader's).

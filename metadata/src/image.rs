@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{BrokerId, LeaderEpoch, PartitionEpoch, TopicId, NO_LEADER};
 use crate::records::{
     Endpoint, MetadataRecord, RECORD_FORMAT_VERSION, RECORD_FORMAT_VERSION_V1,
-    RECORD_FORMAT_VERSION_V2, RECORD_FORMAT_VERSION_V3,
+    RECORD_FORMAT_VERSION_V2, RECORD_FORMAT_VERSION_V3, RECORD_FORMAT_VERSION_V4,
 };
+use crate::scram::{ScramCredential, ScramMechanism};
 
 /// A registered broker as the metadata log describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +133,24 @@ pub struct MetadataImage {
     /// Dynamic broker configs (Kafka's BROKER ConfigRecords): resource ("" for the
     /// cluster-wide default, or a broker id in decimal) → key → value.
     pub broker_configs: Arc<BTreeMap<String, BTreeMap<String, String>>>,
+    /// Users: name → mechanism → SCRAM credential (salted hashes only).
+    pub users: Arc<Users>,
+}
+
+/// Users and their credentials.
+pub type Users = BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>;
+
+/// [`MetadataImage`] as format 4 wrote it (before users).
+#[derive(Deserialize)]
+struct MetadataImageV4 {
+    offset: u64,
+    brokers: Arc<BTreeMap<BrokerId, BrokerRegistration>>,
+    topics: Arc<BTreeMap<TopicId, Arc<TopicImage>>>,
+    topic_ids: Arc<BTreeMap<String, TopicId>>,
+    next_producer_id: i64,
+    history_id: u64,
+    term: u64,
+    broker_configs: Arc<BTreeMap<String, BTreeMap<String, String>>>,
 }
 
 /// [`MetadataImage`] as format 3 wrote it (before dynamic broker configs).
@@ -169,6 +188,8 @@ pub struct MetadataDelta {
     pub changed_configs: BTreeSet<TopicId>,
     /// A dynamic broker config changed (it may change every topic's effective config).
     pub changed_broker_configs: bool,
+    /// A user's credentials were set or removed.
+    pub changed_users: bool,
     /// Brokers registered, fenced, unfenced or removed.
     pub changed_brokers: BTreeSet<BrokerId>,
     /// Records that could not apply (e.g. a change for a topic deleted meanwhile); skipped.
@@ -392,6 +413,27 @@ impl MetadataImage {
                 }
                 delta.changed_broker_configs = true;
             }
+            MetadataRecord::ScramCredential {
+                name,
+                mechanism,
+                credential,
+            } => {
+                Arc::make_mut(&mut self.users)
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(*mechanism, credential.clone());
+                delta.changed_users = true;
+            }
+            MetadataRecord::ScramCredentialRemoved { name, mechanism } => {
+                let users = Arc::make_mut(&mut self.users);
+                if let Some(u) = users.get_mut(name) {
+                    u.remove(mechanism);
+                    if u.is_empty() {
+                        users.remove(name);
+                    }
+                }
+                delta.changed_users = true;
+            }
             MetadataRecord::HistoryStarted { history_id } => {
                 if self.history_id != 0 {
                     return Err(format!(
@@ -471,9 +513,25 @@ impl MetadataImage {
     /// An image with no broker Kafka endpoint is written in format 2, which the previous
     /// build reads (rolling upgrades); format 3 only once one exists.
     pub fn encode(&self) -> Vec<u8> {
-        if !self.broker_configs.is_empty() {
+        if !self.users.is_empty() {
             return postcard::to_stdvec(&(RECORD_FORMAT_VERSION, self))
                 .expect("images always serialize");
+        }
+        if !self.broker_configs.is_empty() {
+            return postcard::to_stdvec(&(
+                RECORD_FORMAT_VERSION_V4,
+                (
+                    self.offset,
+                    &self.brokers,
+                    &self.topics,
+                    &self.topic_ids,
+                    self.next_producer_id,
+                    self.history_id,
+                    self.term,
+                    &self.broker_configs,
+                ),
+            ))
+            .expect("images always serialize");
         }
         if self.brokers.values().any(|b| b.kafka_endpoint.is_some()) {
             return postcard::to_stdvec(&(
@@ -535,6 +593,21 @@ impl MetadataImage {
                     postcard::from_bytes(bytes).map_err(undecodable)?;
                 Ok(image)
             }
+            RECORD_FORMAT_VERSION_V4 => {
+                let (_, v4): (u32, MetadataImageV4) =
+                    postcard::from_bytes(bytes).map_err(undecodable)?;
+                Ok(MetadataImage {
+                    offset: v4.offset,
+                    brokers: v4.brokers,
+                    topics: v4.topics,
+                    topic_ids: v4.topic_ids,
+                    next_producer_id: v4.next_producer_id,
+                    history_id: v4.history_id,
+                    term: v4.term,
+                    broker_configs: v4.broker_configs,
+                    users: Default::default(),
+                })
+            }
             RECORD_FORMAT_VERSION_V3 => {
                 let (_, v3): (u32, MetadataImageV3) =
                     postcard::from_bytes(bytes).map_err(undecodable)?;
@@ -547,6 +620,7 @@ impl MetadataImage {
                     history_id: v3.history_id,
                     term: v3.term,
                     broker_configs: Default::default(),
+                    users: Default::default(),
                 })
             }
             RECORD_FORMAT_VERSION_V2 => {
@@ -561,6 +635,7 @@ impl MetadataImage {
                     history_id: v2.history_id,
                     term: v2.term,
                     broker_configs: Default::default(),
+                    users: Default::default(),
                 })
             }
             RECORD_FORMAT_VERSION_V1 => {
@@ -574,6 +649,7 @@ impl MetadataImage {
                     history_id: 0,
                     term: 0,
                     broker_configs: Default::default(),
+                    users: Default::default(),
                 })
             }
             v if v > RECORD_FORMAT_VERSION => Err(format!(
@@ -800,8 +876,34 @@ mod tests {
         let (with, d) = img.apply(3, &[set(Some("5000"))]);
         assert!(d.changed_broker_configs && d.skipped.is_empty());
         let (version, _): (u32, &[u8]) = postcard::take_from_bytes(&with.encode()).unwrap();
-        assert_eq!(version, RECORD_FORMAT_VERSION);
+        assert_eq!(version, RECORD_FORMAT_VERSION_V4);
         assert_eq!(MetadataImage::decode(&with.encode()).unwrap(), with);
+        // Users: format 5 once one exists; their last credential removed, back to 4.
+        let cred = crate::scram::ScramCredential::new(ScramMechanism::Sha256, "pw", b"salt", 4096);
+        let (user, d) = with.apply(
+            4,
+            &[MetadataRecord::ScramCredential {
+                name: "alice".into(),
+                mechanism: ScramMechanism::Sha256,
+                credential: cred.clone(),
+            }],
+        );
+        assert!(d.changed_users && d.skipped.is_empty());
+        assert_eq!(user.users["alice"][&ScramMechanism::Sha256], cred);
+        let (version, _): (u32, &[u8]) = postcard::take_from_bytes(&user.encode()).unwrap();
+        assert_eq!(version, RECORD_FORMAT_VERSION);
+        assert_eq!(MetadataImage::decode(&user.encode()).unwrap(), user);
+        let (gone, _) = user.apply(
+            5,
+            &[MetadataRecord::ScramCredentialRemoved {
+                name: "alice".into(),
+                mechanism: ScramMechanism::Sha256,
+            }],
+        );
+        assert!(gone.users.is_empty());
+        let (version, _): (u32, &[u8]) = postcard::take_from_bytes(&gone.encode()).unwrap();
+        assert_eq!(version, RECORD_FORMAT_VERSION_V4);
+        assert_eq!(MetadataImage::decode(&gone.encode()).unwrap(), gone);
         assert_eq!(
             with.topic_defaults()
                 .get("retention.ms")

@@ -15,6 +15,7 @@ pub mod ids;
 pub mod image;
 pub mod placement;
 pub mod records;
+pub mod scram;
 pub mod validate;
 
 pub use history::{history_diverges, HistoryPosition};

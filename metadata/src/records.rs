@@ -10,10 +10,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{BrokerId, LeaderEpoch, PartitionEpoch, TopicId};
+use crate::scram::{ScramCredential, ScramMechanism};
 
-/// Version of the encoding of [`MetadataRecord`] batches and images (4: dynamic broker
-/// configs).
-pub const RECORD_FORMAT_VERSION: u32 = 4;
+/// Version of the encoding of [`MetadataRecord`] batches and images (5: users' SCRAM
+/// credentials).
+pub const RECORD_FORMAT_VERSION: u32 = 5;
+
+/// The format before users (version 4: dynamic broker configs), still decoded and still
+/// written while no user exists.
+pub const RECORD_FORMAT_VERSION_V4: u32 = 4;
 
 /// The format before dynamic broker configs (version 3: brokers may have a Kafka endpoint of
 /// their own), still decoded and still written while no dynamic broker config exists.
@@ -157,6 +162,24 @@ pub enum MetadataRecord {
         /// New value, or `None` to remove it.
         value: Option<String>,
     },
+    /// A user's SCRAM credential for one mechanism was set (Kafka's
+    /// UserScramCredentialRecord): salted hashes only.
+    ScramCredential {
+        /// User name (the principal is `User:<name>`).
+        name: String,
+        /// Which mechanism.
+        mechanism: ScramMechanism,
+        /// Salt, stored key, server key, iterations.
+        credential: ScramCredential,
+    },
+    /// A user's credential for one mechanism was removed; a user with none left is gone,
+    /// and its sessions end.
+    ScramCredentialRemoved {
+        /// User name.
+        name: String,
+        /// Which mechanism.
+        mechanism: ScramMechanism,
+    },
 }
 
 /// A batch of records as stored in one Raft log entry (applied atomically).
@@ -173,6 +196,13 @@ impl RecordBatch {
     /// `BrokerKafkaEndpoint`, so nodes of the previous build keep applying every other batch
     /// during a rolling upgrade.
     pub fn new(records: Vec<MetadataRecord>) -> Self {
+        let needs_v5 = records.iter().any(|r| {
+            matches!(
+                r,
+                MetadataRecord::ScramCredential { .. }
+                    | MetadataRecord::ScramCredentialRemoved { .. }
+            )
+        });
         let needs_v4 = records
             .iter()
             .any(|r| matches!(r, MetadataRecord::BrokerConfig { .. }));
@@ -180,8 +210,10 @@ impl RecordBatch {
             .iter()
             .any(|r| matches!(r, MetadataRecord::BrokerKafkaEndpoint { .. }));
         RecordBatch {
-            version: if needs_v4 {
+            version: if needs_v5 {
                 RECORD_FORMAT_VERSION
+            } else if needs_v4 {
+                RECORD_FORMAT_VERSION_V4
             } else if needs_v3 {
                 RECORD_FORMAT_VERSION_V3
             } else {
@@ -234,7 +266,13 @@ mod tests {
             key: "log.retention.ms".into(),
             value: Some("1000".into()),
         }]);
-        assert_eq!(config.version, RECORD_FORMAT_VERSION);
+        assert_eq!(config.version, RECORD_FORMAT_VERSION_V4);
         assert_eq!(RecordBatch::decode(&config.encode()).unwrap(), config);
+        let user = RecordBatch::new(vec![MetadataRecord::ScramCredentialRemoved {
+            name: "alice".into(),
+            mechanism: ScramMechanism::Sha256,
+        }]);
+        assert_eq!(user.version, RECORD_FORMAT_VERSION);
+        assert_eq!(RecordBatch::decode(&user.encode()).unwrap(), user);
     }
 }

@@ -16,6 +16,7 @@ pub mod v1 {
 
 pub use v1::ErrorCode;
 
+pub mod auth;
 pub mod status;
 pub mod tls;
 pub mod transport;

@@ -146,6 +146,7 @@ pub fn grpc_code(code: ErrorCode) -> tonic::Code {
         ErrorCode::NotController => tonic::Code::Unavailable,
         ErrorCode::InvalidRequest => tonic::Code::InvalidArgument,
         ErrorCode::ClusterAuthorizationFailed => tonic::Code::PermissionDenied,
+        ErrorCode::SaslAuthenticationFailed => tonic::Code::Unauthenticated,
         ErrorCode::UnsupportedForMessageFormat => tonic::Code::InvalidArgument,
         ErrorCode::PolicyViolation => tonic::Code::FailedPrecondition,
         ErrorCode::OutOfOrderSequenceNumber => tonic::Code::FailedPrecondition,

@@ -67,10 +67,11 @@ pub struct TlsSettings {
 }
 
 impl TlsSettings {
-    /// Whether clients must present a certificate (`ssl.client.auth=required`): then node
-    /// RPCs are checked against the node the peer's certificate names.
-    pub fn requires_client_certificates(&self) -> bool {
-        self.client_auth == ClientAuth::Required
+    /// Whether client certificates are checked (`ssl.client.auth=requested` or `required`):
+    /// then node RPCs are checked against the node the peer's certificate names, and a call
+    /// without one cannot act as a node.
+    pub fn checks_client_certificates(&self) -> bool {
+        self.client_auth != ClientAuth::None
     }
 }
 
@@ -82,7 +83,7 @@ pub fn require_broker_peer(
     broker_id: i32,
 ) -> Result<(), tonic::Status> {
     check_peer(
-        settings.is_some_and(TlsSettings::requires_client_certificates),
+        settings.is_some_and(TlsSettings::checks_client_certificates),
         peer,
         &format!("broker-{broker_id}"),
         |id| id == NodeIdentity::Broker(broker_id),
@@ -392,6 +393,25 @@ pub fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// Who is at the other end of a broker connection: what tonic puts in each request's
+/// extensions (`Request::extensions().get::<PeerInfo>()`), and what a Kafka connection is told.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// The peer's address.
+    pub remote: Option<std::net::SocketAddr>,
+    /// The certificate chain the peer presented over TLS (mTLS), if any.
+    pub certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+/// The certificate chain a request's peer presented: from a broker listener's [`PeerInfo`]
+/// or tonic's own TLS connection info (controllers).
+pub fn request_certificates<T>(r: &tonic::Request<T>) -> Option<Arc<Vec<CertificateDer<'static>>>> {
+    if let Some(p) = r.extensions().get::<PeerInfo>() {
+        return p.certificates.clone();
+    }
+    r.peer_certs()
+}
+
 /// The node a certificate names: subject common name `broker-N` or `controller-N`
 /// (how `sluice dev --secure` and docs/security.md name node certificates).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -432,7 +452,7 @@ pub fn node_identity(leaf: &CertificateDer<'_>) -> Option<NodeIdentity> {
 }
 
 /// Checks that a node RPC comes from the node it claims: when `enforced` (the serving node
-/// requires client certificates, `ssl.client.auth=required`), the peer's certificate must name
+/// checks client certificates, `ssl.client.auth=requested` or `required`), the peer's certificate must name
 /// a node `wanted` accepts. The error says who the peer is and what it claimed.
 pub fn check_peer(
     enforced: bool,

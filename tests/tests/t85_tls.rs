@@ -527,10 +527,11 @@ async fn dev_secure_writes_an_admin_properties_that_kcat_and_sluice_use_as_is() 
     let props = dev.dir().join("admin.properties");
     let text = std::fs::read_to_string(&props).expect("admin.properties written");
     for key in [
-        "security.protocol=SSL",
+        "security.protocol=SASL_SSL",
+        "sasl.mechanism=SCRAM-SHA-256",
+        "sasl.username=admin",
+        "sasl.password=",
         "ssl.ca.location=",
-        "ssl.certificate.location=",
-        "ssl.key.location=",
         "bootstrap.servers=",
     ] {
         assert!(text.contains(key), "{key} in {text}");

@@ -46,6 +46,7 @@ mod groups;
 mod metadata;
 mod offsets;
 mod produce;
+mod sasl;
 mod versions;
 
 pub use versions::SUPPORTED;
@@ -92,6 +93,8 @@ pub(crate) struct Ctx {
     /// Whether this connection's writer sends segment file ranges with `sendfile`, so
     /// fetches may answer them unread.
     pub file_ranges: bool,
+    /// Whether this connection is TLS (PLAIN is offered only then).
+    pub tls: bool,
 }
 
 /// A request as the connection decoded it.
@@ -122,12 +125,13 @@ pub async fn serve_connection(
     fetch_sessions: Arc<std::sync::Mutex<fetch_session::SessionCache>>,
 ) {
     let (conn, _info, _permit) = conn.into_parts();
-    let ctx = |file_ranges| Ctx {
+    let ctx = |file_ranges, tls| Ctx {
         data: DataPlane::new(node.clone()),
         node: node.clone(),
         groups: groups.clone(),
         fetch_sessions: fetch_sessions.clone(),
         file_ranges,
+        tls,
     };
     match conn {
         Conn::Plain(stream) => {
@@ -135,7 +139,7 @@ pub async fn serve_connection(
             serve_on(
                 reader,
                 Writer::Plain(writer),
-                ctx(cfg!(target_os = "linux")),
+                ctx(cfg!(target_os = "linux"), false),
                 peer,
             )
             .await
@@ -143,7 +147,7 @@ pub async fn serve_connection(
         // sendfile cannot encrypt: over TLS, record sets go through the TLS writer.
         Conn::Tls(stream) => {
             let (reader, writer) = tokio::io::split(*stream);
-            serve_on(reader, Writer::Tls(writer), ctx(false), peer).await
+            serve_on(reader, Writer::Tls(writer), ctx(false, true), peer).await
         }
     }
 }
@@ -271,6 +275,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     lane: &mpsc::UnboundedSender<GroupWork>,
     peer: SocketAddr,
 ) -> Close {
+    let mut sasl = sasl::SaslState::new(ctx);
     loop {
         let frame = match read_frame(reader, ctx).await {
             Ok(f) => f,
@@ -303,6 +308,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
             decoded.version,
             decoded.api_key,
         );
+        let gate = sasl.step(ctx, api_key, version, &decoded.body).await;
+        if let sasl::Gate::Close(why) = gate {
+            return Close::Protocol(why);
+        }
         if queue
             .send((correlation_id, version, api_key, rx))
             .await
@@ -310,7 +319,23 @@ async fn read_loop<R: AsyncRead + Unpin>(
         {
             return Close::Eof;
         }
-        dispatch(ctx, decoded, tx, fetches, lane, peer).await;
+        let ready = |answer: ResponseKind| Answered {
+            answer: Answer::Reply(Box::new(answer)),
+            files: Vec::new(),
+            _held: None,
+        };
+        match gate {
+            sasl::Gate::Serve => dispatch(ctx, decoded, tx, fetches, lane, peer).await,
+            sasl::Gate::Answer(answer) => {
+                let _ = tx.send(ready(answer));
+            }
+            sasl::Gate::AnswerAndClose(answer, why) => {
+                let _ = tx.send(ready(answer));
+                // The writer sends what is queued, this answer last, then closes.
+                return Close::Protocol(why);
+            }
+            sasl::Gate::Close(_) => unreachable!("handled above"),
+        }
     }
 }
 
@@ -743,6 +768,8 @@ fn api_name(k: ApiKey) -> &'static str {
         ApiKey::AlterConfigs => "kafka_alter_configs",
         ApiKey::DescribeProducers => "kafka_describe_producers",
         ApiKey::DescribeCluster => "kafka_describe_cluster",
+        ApiKey::SaslHandshake => "kafka_sasl_handshake",
+        ApiKey::SaslAuthenticate => "kafka_sasl_authenticate",
         _ => "kafka_other",
     }
 }

@@ -7,7 +7,8 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseKind};
 /// by id only); ListOffsets at v6 (v7 adds the max-timestamp lookup, KIP-734, we do not
 /// have yet); InitProducerId at v4 (v5+ is transactions only). The group APIs are the
 /// classic protocol's; OffsetCommit from v2 and OffsetFetch from v1 (older ones are
-/// ZooKeeper-era).
+/// ZooKeeper-era). SaslHandshake v0 is listed (librdkafka asks for 0..=1) but answered UNSUPPORTED_VERSION:
+/// after it the tokens would come unframed (pre-KIP-152).
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 12),
     (ApiKey::Fetch, 4, 12),
@@ -37,6 +38,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The versions of `key` served, if it is served.

@@ -49,4 +49,6 @@ relay! {
     describe_quorum, DescribeQuorumRequest, DescribeQuorumResponse;
     add_controller, AddControllerRequest, QuorumChangeResponse;
     remove_controller, RemoveControllerRequest, QuorumChangeResponse;
+    alter_user_scram_credentials, AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse;
+    describe_user_scram_credentials, DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse;
 }

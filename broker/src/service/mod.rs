@@ -239,7 +239,7 @@ impl Broker for BrokerService {
 
 /// Serves Kafka connections of this broker's listener (see [`crate::kafka`]).
 /// A follower's RPC must come from the broker it names when this broker requires client
-/// certificates (`ssl.client.auth=required`): a client cannot fetch as an ISR member and move
+/// certificates (`ssl.client.auth=requested` or `required`): a client cannot fetch as an ISR member and move
 /// the high watermark past what the followers hold.
 pub(crate) fn require_broker<T>(
     node: &BrokerNode,
@@ -371,12 +371,16 @@ pub async fn serve(
         .add_service(health)
         .add_service(v1)
         .add_service(v1alpha)
-        .add_service(
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             BrokerServer::new(BrokerService::with_groups(node.clone(), groups.clone()))
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
-        )
-        .add_service(AdminServer::new(AdminRelay { node: node.clone() }))
+            node.authenticator(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            AdminServer::new(AdminRelay { node: node.clone() }),
+            node.authenticator(),
+        ))
         .add_service(
             sluice_proto::v1::replication_server::ReplicationServer::new(ReplicationService::new(
                 node.clone(),

@@ -39,9 +39,12 @@ pub fn controller_config(cfg: &NodeConfig) -> anyhow::Result<ControllerConfig> {
         heartbeat * 2 < election,
         "controller.quorum.heartbeat.interval.ms must be under half the election timeout"
     );
+    let tls = super::node_tls(cfg)?;
+    let sasl_enabled = !super::node_sasl(cfg, tls.as_ref())?.is_empty();
     Ok(ControllerConfig {
         node_id,
-        tls: super::node_tls(cfg)?,
+        tls,
+        sasl_enabled,
         listen,
         voters,
         data_dir,

@@ -263,8 +263,12 @@ pub fn run(
             format!("ssl.keystore.location={}", pki.keystore(role, i).display()),
             "--override".into(),
             format!("ssl.truststore.location={}", pki.ca.display()),
+            // Nodes must present their certificates (node identity); clients may, and
+            // authenticate with SASL (or Basic credentials on gRPC) otherwise.
             "--override".into(),
-            "ssl.client.auth=required".into(),
+            "ssl.client.auth=requested".into(),
+            "--override".into(),
+            "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN".into(),
         ]
     };
     let echo = if logs {
@@ -376,6 +380,39 @@ pub fn run(
         }
         false
     });
+    // The super-user's SCRAM credentials (set on every start; this process is `User:admin`
+    // by its certificate until then).
+    let super_user = match (&pki, ready) {
+        (Some(pki), true) => rt.block_on(async {
+            let (user, password) = &pki.user;
+            let upsertions = sluice_metadata::scram::ScramMechanism::ALL
+                .into_iter()
+                .map(|m| super::user::upsertion(user, m, password, 4096))
+                .collect();
+            let req = sluice_proto::v1::AlterUserScramCredentialsRequest {
+                deletions: Vec::new(),
+                upsertions,
+            };
+            let admin = Admin::connect(&bootstrap)
+                .await
+                .map_err(|e| e.to_string())?;
+            let r = admin
+                .alter_user_scram_credentials(req)
+                .await
+                .map_err(|e| e.to_string())?;
+            match r.results.iter().find(|x| x.error_code != 0) {
+                Some(x) => Err(x.error_message.clone()),
+                None => Ok(()),
+            }
+        }),
+        _ => Ok(()),
+    };
+    if let Err(e) = super_user {
+        for p in &mut procs {
+            let _ = p.child.kill();
+        }
+        anyhow::bail!("creating the super-user admin: {e}");
+    }
     if !ready {
         for p in &mut procs {
             let _ = p.child.kill();
@@ -411,7 +448,7 @@ pub fn run(
             println!("data:      {}", dir.display());
             if let Some(pki) = &pki {
                 println!(
-                    "secure:    mutual TLS; clients use {} (kcat -F …, sluice --command-config …)",
+                    "secure:    TLS + SASL (user admin); clients use {} (kcat -F …, sluice --command-config …)",
                     pki.properties.display()
                 );
             }

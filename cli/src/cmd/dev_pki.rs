@@ -1,6 +1,7 @@
 //! `sluice dev --secure`: a throwaway CA and the certificates of every node and of an admin
-//! client, written into `<dir>/tls/` (kept across restarts of the same dev cluster), and
-//! `<dir>/admin.properties` with librdkafka / Java-client keys, so `kcat -F`, Kafka's tools
+//! client, and the super-user's password, written into `<dir>/tls/` (kept across restarts of
+//! the same dev cluster), and `<dir>/admin.properties` with librdkafka / Java-client keys
+//! (`security.protocol=SASL_SSL`, SCRAM-SHA-256 as user `admin`), so `kcat -F`, Kafka's tools
 //! and `sluice --command-config` reach the cluster as they are.
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,8 @@ pub struct DevPki {
     pub admin: PathBuf,
     /// `admin.properties`.
     pub properties: PathBuf,
+    /// The super-user's name (`admin`) and password (`tls/admin.password`).
+    pub user: (String, String),
     dir: PathBuf,
 }
 
@@ -94,26 +97,41 @@ pub fn ensure(
         issue(&format!("broker-{i}"))?;
     }
     let admin = issue("admin")?;
+    let password_file = tls.join("admin.password");
+    let password = match std::fs::read_to_string(&password_file) {
+        Ok(p) if !p.trim().is_empty() => p.trim().to_string(),
+        _ => {
+            use rand::Rng;
+            let p: String = rand::thread_rng()
+                .sample_iter(&rand::distributions::Alphanumeric)
+                .take(24)
+                .map(char::from)
+                .collect();
+            write_pem(&password_file, &p)?;
+            p
+        }
+    };
     let properties = dir.join("admin.properties");
-    std::fs::write(
+    write_pem(
         &properties,
-        format!(
-            "# Written by `sluice dev --secure`: TLS with client certificates (mutual TLS).\n\
+        &format!(
+            "# Written by `sluice dev --secure`: TLS, SASL/SCRAM as the super-user `admin`.\n\
              # kcat -F {p} -L; sluice --command-config {p} topic list\n\
              bootstrap.servers={bootstrap}\n\
-             security.protocol=SSL\n\
-             ssl.ca.location={ca}\n\
-             ssl.certificate.location={admin}\n\
-             ssl.key.location={admin}\n",
+             security.protocol=SASL_SSL\n\
+             sasl.mechanism=SCRAM-SHA-256\n\
+             sasl.username=admin\n\
+             sasl.password={password}\n\
+             ssl.ca.location={ca}\n",
             p = properties.display(),
             ca = ca_pem.display(),
-            admin = admin.display(),
         ),
     )?;
     Ok(DevPki {
         ca: ca_pem,
         admin,
         properties,
+        user: ("admin".into(), password),
         dir: tls,
     })
 }

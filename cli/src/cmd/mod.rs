@@ -10,6 +10,7 @@ pub mod dev_pki;
 pub mod group;
 pub mod quorum;
 pub mod topic;
+pub mod user;
 
 /// A multi-threaded Tokio runtime for one command.
 /// A node's TLS settings (`ssl.keystore.location` set), after making every channel this
@@ -42,6 +43,28 @@ pub fn node_tls(
     })
     .map_err(|e| anyhow::anyhow!(e))?;
     Ok(Some(settings))
+}
+
+/// A node's `sasl.enabled.mechanisms`. SASL needs TLS that checks client certificates
+/// (`ssl.client.auth=requested` or `required`): with SASL on, clients are no longer trusted,
+/// so the node RPCs (Controller, Raft, replica fetches) must know nodes by their
+/// certificates, or anyone could still act as a broker.
+pub fn node_sasl(
+    cfg: &crate::config::NodeConfig,
+    tls: Option<&sluice_proto::tls::TlsSettings>,
+) -> anyhow::Result<Vec<sluice_metadata::scram::SaslMechanism>> {
+    let mechanisms = sluice_metadata::scram::SaslMechanism::parse_list(
+        cfg.get("sasl.enabled.mechanisms").unwrap_or(""),
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    if !mechanisms.is_empty()
+        && !tls.is_some_and(sluice_proto::tls::TlsSettings::checks_client_certificates)
+    {
+        anyhow::bail!(
+            "sasl.enabled.mechanisms is set, but nodes are not known by their certificates: set ssl.keystore.location, ssl.truststore.location and ssl.client.auth=requested (or required), or every node RPC stays open to anyone"
+        );
+    }
+    Ok(mechanisms)
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -561,3 +561,74 @@ fn a_second_incarnation_is_refused_while_the_first_has_a_live_session() {
     assert_eq!(next.brokers[&BrokerId(1)].incarnation_id, "other");
     assert!(next.brokers[&BrokerId(1)].epoch > epoch);
 }
+
+#[test]
+fn scram_credentials_are_validated_and_deletions_need_a_credential() {
+    use sluice_metadata::scram::{ScramCredential, ScramMechanism as M};
+    let img = MetadataImage::default();
+    let salted = |m: M| m.salted_password(b"pw", b"salt", 4096);
+    let ok = |m: M| (m, 4096, b"salt".to_vec(), salted(m));
+    let records =
+        alter_scram_credentials(&img, "alice", &[], &[ok(M::Sha256), ok(M::Sha512)]).unwrap();
+    let img = commit(&img, records);
+    let cred = &img.users["alice"][&M::Sha256];
+    assert_eq!(cred, &ScramCredential::new(M::Sha256, "pw", b"salt", 4096));
+    assert!(cred.verify_password(M::Sha256, "pw"));
+
+    // Table: what is refused, with which code and message.
+    type Case<'a> = (&'a str, Vec<M>, Vec<ScramUpsertion>, ErrorCode, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "",
+            vec![],
+            vec![ok(M::Sha256)],
+            ErrorCode::InvalidRequest,
+            "empty",
+        ),
+        (
+            "bob",
+            vec![M::Sha256],
+            vec![],
+            ErrorCode::ResourceNotFound,
+            "no SCRAM-SHA-256",
+        ),
+        (
+            "alice",
+            vec![M::Sha256],
+            vec![ok(M::Sha256)],
+            ErrorCode::InvalidRequest,
+            "twice",
+        ),
+        (
+            "alice",
+            vec![],
+            vec![(M::Sha256, 4095, b"s".to_vec(), salted(M::Sha256))],
+            ErrorCode::InvalidRequest,
+            "iterations",
+        ),
+        (
+            "alice",
+            vec![],
+            vec![(M::Sha256, 4096, vec![], salted(M::Sha256))],
+            ErrorCode::InvalidRequest,
+            "salt",
+        ),
+        (
+            "alice",
+            vec![],
+            vec![(M::Sha512, 4096, b"s".to_vec(), salted(M::Sha256))],
+            ErrorCode::InvalidRequest,
+            "64 bytes",
+        ),
+    ];
+    for (name, del, up, code, says) in cases {
+        let r = alter_scram_credentials(&img, name, &del, &up).unwrap_err();
+        assert_eq!(r.code, code, "{name} {del:?}: {}", r.message);
+        assert!(r.message.contains(says), "{}", r.message);
+    }
+
+    // Removing both credentials removes the user.
+    let records = alter_scram_credentials(&img, "alice", &[M::Sha256, M::Sha512], &[]).unwrap();
+    let img = commit(&img, records);
+    assert!(img.users.is_empty());
+}

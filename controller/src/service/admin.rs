@@ -558,6 +558,114 @@ impl AdminService {
         self.node.add_controller(req).await
     }
 
+    async fn alter_user_scram_credentials_local(
+        &self,
+        req: AlterUserScramCredentialsRequest,
+    ) -> Result<AlterUserScramCredentialsResponse, Status> {
+        use sluice_metadata::scram::ScramMechanism as M;
+        check_count(req.deletions.len() + req.upsertions.len())?;
+        let mechanism = |code: i32| i8::try_from(code).ok().and_then(M::from_code);
+        // Per user, in the order users first appear (Kafka answers per user).
+        let mut users: Vec<UserOps> = Vec::new();
+        type UserOps = (String, Vec<M>, Vec<logic::ScramUpsertion>, Option<String>);
+        fn entry(users: &mut Vec<UserOps>, name: &str) -> usize {
+            match users.iter().position(|u| u.0 == name) {
+                Some(i) => i,
+                None => {
+                    users.push((name.to_string(), Vec::new(), Vec::new(), None));
+                    users.len() - 1
+                }
+            }
+        }
+        for d in &req.deletions {
+            let i = entry(&mut users, &d.name);
+            match mechanism(d.mechanism) {
+                Some(m) => users[i].1.push(m),
+                None => users[i].3 = Some(format!("unknown SCRAM mechanism {}", d.mechanism)),
+            }
+        }
+        for u in req.upsertions {
+            let i = entry(&mut users, &u.name);
+            match mechanism(u.mechanism) {
+                Some(m) => {
+                    users[i]
+                        .2
+                        .push((m, u.iterations, u.salt.to_vec(), u.salted_password.to_vec()))
+                }
+                None => users[i].3 = Some(format!("unknown SCRAM mechanism {}", u.mechanism)),
+            }
+        }
+        let mut results = Vec::new();
+        for (name, deletions, upsertions, bad) in users {
+            if let Some(msg) = bad {
+                results.push(AlterUserScramCredentialsResult {
+                    name,
+                    error_code: ErrorCode::InvalidRequest as i32,
+                    error_message: msg,
+                });
+                continue;
+            }
+            let r = self
+                .node
+                .decide(|img| {
+                    let records =
+                        logic::alter_scram_credentials(img, &name, &deletions, &upsertions)?;
+                    Ok((records, ()))
+                })
+                .await;
+            results.push(match r {
+                Ok(_) => AlterUserScramCredentialsResult {
+                    name,
+                    error_code: ErrorCode::None as i32,
+                    error_message: String::new(),
+                },
+                Err(s) => per_item_error(&s, |code, msg| AlterUserScramCredentialsResult {
+                    name: name.clone(),
+                    error_code: code,
+                    error_message: msg,
+                })?,
+            });
+        }
+        Ok(AlterUserScramCredentialsResponse { results })
+    }
+
+    async fn describe_user_scram_credentials_local(
+        &self,
+        req: DescribeUserScramCredentialsRequest,
+    ) -> Result<DescribeUserScramCredentialsResponse, Status> {
+        check_count(req.names.len())?;
+        let image = self.node.ensure_current().await?;
+        let names: Vec<String> = if req.names.is_empty() {
+            image.users.keys().cloned().collect()
+        } else {
+            req.names
+        };
+        let results = names
+            .into_iter()
+            .map(|name| match image.users.get(&name) {
+                Some(creds) => DescribeUserScramCredentialsResult {
+                    credentials: creds
+                        .iter()
+                        .map(|(m, c)| ScramCredentialInfo {
+                            mechanism: m.code() as i32,
+                            iterations: c.iterations as i32,
+                        })
+                        .collect(),
+                    name,
+                    error_code: ErrorCode::None as i32,
+                    error_message: String::new(),
+                },
+                None => DescribeUserScramCredentialsResult {
+                    error_message: format!("user {name:?} does not exist"),
+                    name,
+                    error_code: ErrorCode::ResourceNotFound as i32,
+                    credentials: Vec::new(),
+                },
+            })
+            .collect();
+        Ok(DescribeUserScramCredentialsResponse { results })
+    }
+
     async fn remove_controller_local(
         &self,
         req: RemoveControllerRequest,
@@ -634,4 +742,6 @@ admin_rpcs! {
     describe_quorum, describe_quorum_local, DescribeQuorumRequest, DescribeQuorumResponse, "/sluice.v1.Admin/DescribeQuorum";
     add_controller, add_controller_local, AddControllerRequest, QuorumChangeResponse, "/sluice.v1.Admin/AddController";
     remove_controller, remove_controller_local, RemoveControllerRequest, QuorumChangeResponse, "/sluice.v1.Admin/RemoveController";
+    alter_user_scram_credentials, alter_user_scram_credentials_local, AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, "/sluice.v1.Admin/AlterUserScramCredentials";
+    describe_user_scram_credentials, describe_user_scram_credentials_local, DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse, "/sluice.v1.Admin/DescribeUserScramCredentials";
 }

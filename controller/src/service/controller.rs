@@ -53,12 +53,12 @@ impl ControllerService {
 type WatchStream = Pin<Box<dyn Stream<Item = Result<MetadataEvent, Status>> + Send>>;
 
 /// Whether node RPCs are checked against the caller's certificate: this controller requires
-/// client certificates (`ssl.client.auth=required`).
+/// checks client certificates (`ssl.client.auth=requested` or `required`).
 pub(crate) fn identity_enforced(node: &ControllerNode) -> bool {
     node.config
         .tls
         .as_ref()
-        .is_some_and(sluice_proto::tls::TlsSettings::requires_client_certificates)
+        .is_some_and(sluice_proto::tls::TlsSettings::checks_client_certificates)
 }
 
 /// A broker RPC must come from the broker it names (its certificate's `broker-N`): a

@@ -147,11 +147,12 @@ pub async fn serve(
                 .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX),
         )
-        .add_service(
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             AdminServer::new(admin)
                 .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(API_MESSAGE_BYTES_MAX),
-        )
+            node.authenticator(),
+        ))
         .add_service(
             ControllerServer::new(controller)
                 .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
