@@ -208,7 +208,8 @@ impl ScramCredential {
     /// A stand-in for a user that does not exist: derived from the server's secret and the
     /// name, so the same unknown name always gets the same salt (a changing salt would tell).
     pub fn decoy(m: ScramMechanism, secret: &[u8], name: &str) -> Self {
-        let salt = m.hmac(secret, format!("salt\0{name}").as_bytes())[..16].to_vec();
+        // 32 bytes, as `sluice user create` salts.
+        let salt = m.hmac(secret, format!("salt\0{name}").as_bytes())[..32].to_vec();
         let key = m.hmac(secret, format!("key\0{name}").as_bytes());
         ScramCredential::from_salted_password(m, &salt, &key, ITERATIONS_MIN)
     }

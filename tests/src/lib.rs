@@ -612,3 +612,43 @@ pub fn free_dev_base() -> u16 {
         })
         .expect("no free port block for sluice dev")
 }
+
+/// kcat with `args`, bounded by 30 s: (success, stdout, stderr).
+pub fn kcat(args: &[&str], input: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new("timeout")
+        .arg("30")
+        .arg("kcat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat runs (scripts/test installs it)");
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(i) = input {
+        stdin.write_all(i.as_bytes()).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `sluice ARGS` (the binary under test), bounded by 60 s: (success, stdout, stderr).
+pub fn sluice(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(sluice_bin())
+        .args(args)
+        .output()
+        .expect("sluice runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
