@@ -504,3 +504,96 @@ async fn cluster_wide_dynamic_broker_configs_apply_to_topics_without_overrides()
     assert_eq!(r["delete_retention"], "OK", "{r}");
     assert_eq!(r["cluster_at_end"], serde_json::json!({}), "{r}");
 }
+
+/// Goal: the Java client and Kafka's own tools reach a `sluice dev --secure` cluster over
+/// SASL_SSL (SCRAM-SHA-256) with the file it writes for them, and a wrong password gets
+/// Kafka's authentication error. Method: `kafka-topics --command-config
+/// <dir>/admin.java.properties` creates and lists a topic; the console producer and consumer
+/// with the same file write and read a record; the same file with a wrong password makes
+/// kafka-topics fail with Kafka's authentication message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_tools_use_sasl_ssl_with_the_dev_secure_properties() {
+    let dev = DevCluster::start_with(&["--secure"]);
+    let props = dev.dir().join("admin.java.properties");
+    let p = props.display().to_string();
+    let first = dev.bootstrap().split(',').next().unwrap().to_string();
+    kafka_tool(
+        TOPICS,
+        &[
+            "--bootstrap-server",
+            &first,
+            "--command-config",
+            &p,
+            "--create",
+            "--topic",
+            "jsec",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "3",
+        ],
+        None,
+    );
+    let out = kafka_tool(
+        TOPICS,
+        &[
+            "--bootstrap-server",
+            &first,
+            "--command-config",
+            &p,
+            "--list",
+        ],
+        None,
+    );
+    assert!(out.lines().any(|l| l == "jsec"), "{out}");
+    kafka_tool(
+        CONSOLE_PRODUCER,
+        &[
+            "--bootstrap-server",
+            &first,
+            "--producer.config",
+            &p,
+            "--topic",
+            "jsec",
+        ],
+        Some("over-sasl\n"),
+    );
+    let out = kafka_tool(
+        CONSOLE_CONSUMER,
+        &[
+            "--bootstrap-server",
+            &first,
+            "--consumer.config",
+            &p,
+            "--topic",
+            "jsec",
+            "--from-beginning",
+            "--max-messages",
+            "1",
+            "--timeout-ms",
+            "30000",
+        ],
+        None,
+    );
+    assert!(out.contains("over-sasl"), "{out}");
+    let wrong = dev.dir().join("wrong.java.properties");
+    let text = std::fs::read_to_string(&props).unwrap();
+    let at = text.find("password=\"").unwrap() + "password=\"".len();
+    std::fs::write(&wrong, format!("{}x{}", &text[..at], &text[at..])).unwrap();
+    let (ok, out, err) = kafka_tool_try(
+        TOPICS,
+        &[
+            "--bootstrap-server",
+            &first,
+            "--command-config",
+            &wrong.display().to_string(),
+            "--list",
+        ],
+        None,
+    );
+    assert!(
+        !ok && format!("{out}{err}")
+            .contains("invalid credentials with SASL mechanism SCRAM-SHA-256"),
+        "a wrong password: {out}\n{err}"
+    );
+}

@@ -127,6 +127,24 @@ pub fn ensure(
             ca = ca_pem.display(),
         ),
     )?;
+    // The Java client and Kafka's tools (`--command-config`) do not know librdkafka's keys
+    // (and librdkafka refuses Java's), so they get a file of their own.
+    write_pem(
+        &dir.join("admin.java.properties"),
+        &format!(
+            "# Written by `sluice dev --secure` for the Java client and Kafka's tools:\n\
+             # kafka-topics.sh --bootstrap-server {first} --command-config {p} --list\n\
+             bootstrap.servers={bootstrap}\n\
+             security.protocol=SASL_SSL\n\
+             sasl.mechanism=SCRAM-SHA-256\n\
+             sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"{password}\";\n\
+             ssl.truststore.type=PEM\n\
+             ssl.truststore.location={ca}\n",
+            first = bootstrap.split(',').next().unwrap_or(bootstrap),
+            p = dir.join("admin.java.properties").display(),
+            ca = ca_pem.display(),
+        ),
+    )?;
     Ok(DevPki {
         ca: ca_pem,
         admin,
