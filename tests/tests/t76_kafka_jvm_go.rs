@@ -597,3 +597,71 @@ async fn java_tools_use_sasl_ssl_with_the_dev_secure_properties() {
         "a wrong password: {out}\n{err}"
     );
 }
+
+/// Goal: users can be managed the Kafka way (KIP-554, what `kafka-configs --entity-type
+/// users` and the Java AdminClient send) and a password salted by the Java client logs in.
+/// Method: `sluice dev --secure`; `tests/java/ScramUsers.java` creates `bob` (SCRAM-SHA-256,
+/// 8192 iterations) over SASL_SSL as the super-user and describes him; kcat logs in as bob;
+/// `sluice user list` shows him; the Java client deletes him; describing him is
+/// ResourceNotFoundException and kcat as bob is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_java_admin_client_manages_scram_users() {
+    let dev = DevCluster::start_with(&["--secure"]);
+    let java = dev
+        .dir()
+        .join("admin.java.properties")
+        .display()
+        .to_string();
+    let program = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("java/ScramUsers.java");
+    let program = program.to_str().unwrap();
+    let run = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec![java.as_str()];
+        all.extend_from_slice(args);
+        let out = kafka_tool(program, &all, None);
+        serde_json::from_str(out.trim()).expect("one JSON report")
+    };
+    assert_eq!(run(&["create", "bob", "b0b-pw"])["result"], "OK");
+    let d = run(&["describe", "bob"]);
+    assert_eq!(
+        d["credentials"],
+        serde_json::json!([{"mechanism": "SCRAM-SHA-256", "iterations": 8192}]),
+        "{d}"
+    );
+    let bob = dev.dir().join("bob.properties");
+    std::fs::write(
+        &bob,
+        format!(
+            "bootstrap.servers={}\nsecurity.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-256\nsasl.username=bob\nsasl.password=b0b-pw\nssl.ca.location={}\n",
+            dev.bootstrap(),
+            dev.dir().join("tls/ca.pem").display()
+        ),
+    )
+    .unwrap();
+    let bob = bob.display().to_string();
+    let (ok, out, err) = kcat(&["-F", &bob, "-L", "-m", "10"], None);
+    assert!(ok && out.contains("brokers"), "kcat as bob: {out}\n{err}");
+    let admin = dev.dir().join("admin.properties").display().to_string();
+    let (ok, out, err) = sluice(&[
+        "--command-config",
+        &admin,
+        "user",
+        "list",
+        "--bootstrap",
+        &dev.bootstrap(),
+    ]);
+    assert!(ok && out.contains("bob"), "{out}\n{err}");
+    assert_eq!(run(&["delete", "bob"])["result"], "OK");
+    let d = run(&["describe", "bob"]);
+    assert!(
+        d["result"]
+            .as_str()
+            .unwrap()
+            .starts_with("ResourceNotFoundException"),
+        "{d}"
+    );
+    wait_for("bob refused", Duration::from_secs(10), || async {
+        let (ok, _, _) = kcat(&["-F", &bob, "-L", "-m", "5"], None);
+        (!ok).then_some(())
+    })
+    .await;
+}

@@ -659,6 +659,117 @@ pub(super) async fn describe_cluster(
         .with_cluster_authorized_operations(i32::MIN)
 }
 
+/// AlterUserScramCredentials (KIP-554; `kafka-configs --entity-type users --alter
+/// --add-config 'SCRAM-SHA-256=[password=…]'` and the Java AdminClient): relayed to the
+/// controllers as it came (salted passwords only). Per user.
+pub(super) async fn alter_user_scram_credentials(
+    ctx: &Ctx,
+    req: kafka_protocol::messages::AlterUserScramCredentialsRequest,
+) -> kafka_protocol::messages::AlterUserScramCredentialsResponse {
+    use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult as Out;
+    use kafka_protocol::messages::AlterUserScramCredentialsResponse;
+    let users: Vec<String> = req
+        .deletions
+        .iter()
+        .map(|d| d.name.to_string())
+        .chain(req.upsertions.iter().map(|u| u.name.to_string()))
+        .fold(Vec::new(), |mut v, n| {
+            if !v.contains(&n) {
+                v.push(n);
+            }
+            v
+        });
+    let relayed = pb::AlterUserScramCredentialsRequest {
+        deletions: req
+            .deletions
+            .iter()
+            .map(|d| pb::ScramCredentialDeletion {
+                name: d.name.to_string(),
+                mechanism: d.mechanism as i32,
+            })
+            .collect(),
+        upsertions: req
+            .upsertions
+            .iter()
+            .map(|u| pb::ScramCredentialUpsertion {
+                name: u.name.to_string(),
+                mechanism: u.mechanism as i32,
+                iterations: u.iterations,
+                salt: u.salt.clone(),
+                salted_password: u.salted_password.clone(),
+            })
+            .collect(),
+    };
+    let r = ctx
+        .node
+        .relay_admin(relayed, |mut c, r| async move {
+            c.alter_user_scram_credentials(r).await
+        })
+        .await;
+    let results = match r {
+        Ok(r) => r
+            .results
+            .into_iter()
+            .map(|x| {
+                Out::default()
+                    .with_user(kstr(x.name))
+                    .with_error_code(x.error_code as i16)
+                    .with_error_message(msg(x.error_message))
+            })
+            .collect(),
+        Err(s) => {
+            let (code, m) = code_of(&s);
+            users
+                .into_iter()
+                .map(|u| {
+                    Out::default()
+                        .with_user(kstr(u))
+                        .with_error_code(code)
+                        .with_error_message(msg(m.clone()))
+                })
+                .collect()
+        }
+    };
+    AlterUserScramCredentialsResponse::default().with_results(results)
+}
+
+/// DescribeUserScramCredentials: users and their mechanisms and iterations, from this
+/// broker's metadata image (null or empty `users`: all; an unknown one RESOURCE_NOT_FOUND).
+pub(super) async fn describe_user_scram_credentials(
+    ctx: &Ctx,
+    req: kafka_protocol::messages::DescribeUserScramCredentialsRequest,
+) -> kafka_protocol::messages::DescribeUserScramCredentialsResponse {
+    use kafka_protocol::messages::describe_user_scram_credentials_response::{
+        CredentialInfo, DescribeUserScramCredentialsResult as Out,
+    };
+    use kafka_protocol::messages::DescribeUserScramCredentialsResponse;
+    let image = ctx.node.image();
+    let names: Vec<String> = match req.users {
+        Some(u) if !u.is_empty() => u.into_iter().map(|u| u.name.to_string()).collect(),
+        _ => image.users.keys().cloned().collect(),
+    };
+    let results = names
+        .into_iter()
+        .map(|name| match image.users.get(&name) {
+            Some(creds) => Out::default().with_user(kstr(name)).with_credential_infos(
+                creds
+                    .iter()
+                    .map(|(m, c)| {
+                        CredentialInfo::default()
+                            .with_mechanism(m.code())
+                            .with_iterations(c.iterations as i32)
+                    })
+                    .collect(),
+            ),
+            None => Out::default()
+                .with_error_code(pb::ErrorCode::ResourceNotFound as i16)
+                .with_error_message(msg(format!("user {name:?} does not exist")))
+                .with_user(kstr(name)),
+        })
+        .collect();
+    DescribeUserScramCredentialsResponse::default().with_results(results)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -713,6 +713,12 @@ async fn dispatch(
                     RequestKind::IncrementalAlterConfigs(r) => {
                         admin::incremental_alter_configs(&ctx, r).await.into()
                     }
+                    RequestKind::AlterUserScramCredentials(r) => {
+                        admin::alter_user_scram_credentials(&ctx, r).await.into()
+                    }
+                    RequestKind::DescribeUserScramCredentials(r) => {
+                        admin::describe_user_scram_credentials(&ctx, r).await.into()
+                    }
                     RequestKind::DescribeCluster(r) => {
                         admin::describe_cluster(&ctx, r, version).await.into()
                     }
@@ -769,6 +775,8 @@ fn api_name(k: ApiKey) -> &'static str {
         ApiKey::DescribeProducers => "kafka_describe_producers",
         ApiKey::DescribeCluster => "kafka_describe_cluster",
         ApiKey::SaslHandshake => "kafka_sasl_handshake",
+        ApiKey::AlterUserScramCredentials => "kafka_alter_user_scram_credentials",
+        ApiKey::DescribeUserScramCredentials => "kafka_describe_user_scram_credentials",
         ApiKey::SaslAuthenticate => "kafka_sasl_authenticate",
         _ => "kafka_other",
     }
