@@ -454,6 +454,41 @@ async fn node_rpcs_must_come_from_the_node_their_certificate_names() {
                 .map(|_| ()),
         );
     }
+    // Another controller's certificate (CA-signed, controller-2) cannot speak for controller 1.
+    let other = pki.keystore("other.pem", "controller-2");
+    let e = RaftClient::new(mtls_channel(&ctl, &pki, &other))
+        .vote(RaftPayload {
+            sender_id: 1,
+            ..Default::default()
+        })
+        .await
+        .expect_err("a Vote as controller 1 with controller 2's certificate");
+    assert_eq!(
+        error_code(&e),
+        sluice_proto::ErrorCode::ClusterAuthorizationFailed,
+        "{e:?}"
+    );
+    assert!(
+        e.message().contains("controller-2") && e.message().contains("controller-1"),
+        "{}",
+        e.message()
+    );
+    // With its own id as sender, controller 2 still cannot carry controller 1's candidacy.
+    let vote = openraft::raft::VoteRequest::<u64>::new(openraft::Vote::new(99, 1), None);
+    let e = RaftClient::new(mtls_channel(&ctl, &pki, &other))
+        .vote(RaftPayload {
+            sender_id: 2,
+            payload: postcard::to_stdvec(&vote).unwrap().into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a Vote for candidate 1 sent by controller 2");
+    assert_eq!(
+        error_code(&e),
+        sluice_proto::ErrorCode::ClusterAuthorizationFailed,
+        "{e:?}"
+    );
+    assert!(e.message().contains("speaks for"), "{}", e.message());
     denied(
         "a follower fetch as broker 1 from a client certificate",
         BrokerClient::new(mtls_channel(&b, &pki, &client))

@@ -53,17 +53,49 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, p: &[u8]) -> Result<T, Sta
 }
 
 /// Raft RPCs and forwarded admin requests must come from a controller (a certificate naming
-/// `controller-N`) when this controller requires client certificates: a broker or client
-/// certificate cannot rewrite the metadata log with a higher term.
-fn require_controller<T>(node: &ControllerNode, r: &Request<T>) -> Result<(), Status> {
+/// `controller-N`) when this controller checks client certificates: a broker or client
+/// certificate cannot rewrite the metadata log with a higher term. A Raft RPC must come from
+/// the controller it names (`sender`, and the leader or candidate inside the payload, see
+/// [`require_sender`]): one controller cannot speak for another.
+fn require_controller<T>(
+    node: &ControllerNode,
+    r: &Request<T>,
+    sender: Option<u64>,
+) -> Result<(), Status> {
     let certs = r.peer_certs();
+    let claimed = sender.map_or_else(
+        || "to be a controller".to_string(),
+        |s| format!("controller-{s}"),
+    );
     sluice_proto::tls::check_peer(
         super::controller::identity_enforced(node),
         certs.as_deref().map(|c| c.as_slice()),
-        "to be a controller",
-        |id| matches!(id, sluice_proto::tls::NodeIdentity::Controller(_)),
+        &claimed,
+        |id| match (id, sender) {
+            (sluice_proto::tls::NodeIdentity::Controller(_), None) => true,
+            (sluice_proto::tls::NodeIdentity::Controller(c), Some(s)) => c == s,
+            _ => false,
+        },
     )
     .map_err(|e| error_status(sluice_proto::ErrorCode::ClusterAuthorizationFailed, e, None))
+}
+
+/// The leader (AppendEntries, InstallSnapshot) or candidate (Vote) a Raft payload names must
+/// be the sender the certificate was checked against.
+fn require_sender(
+    node: &ControllerNode,
+    what: &str,
+    sender: u64,
+    named: Option<u64>,
+) -> Result<(), Status> {
+    if !super::controller::identity_enforced(node) || named == Some(sender) {
+        return Ok(());
+    }
+    Err(error_status(
+        sluice_proto::ErrorCode::ClusterAuthorizationFailed,
+        format!("a {what} from controller-{sender} speaks for node {named:?}"),
+        None,
+    ))
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
@@ -80,10 +112,16 @@ impl Raft for RaftService {
         &self,
         r: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        require_controller(&self.node, &r)?;
+        require_controller(&self.node, &r, Some(r.get_ref().sender_id))?;
         let p = r.into_inner();
-        self.check(&p, false)?;
         let req: AppendEntriesRequest<TypeConfig> = decode("AppendEntries", &p.payload)?;
+        require_sender(
+            &self.node,
+            "AppendEntries",
+            p.sender_id,
+            req.vote.leader_id().voted_for(),
+        )?;
+        self.check(&p, false)?;
         let resp = self.node.raft.append_entries(req).await;
         if matches!(&resp, Ok(r) if r.is_success()) {
             self.node.leader_contact();
@@ -92,10 +130,16 @@ impl Raft for RaftService {
     }
 
     async fn vote(&self, r: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        require_controller(&self.node, &r)?;
+        require_controller(&self.node, &r, Some(r.get_ref().sender_id))?;
         let p = r.into_inner();
-        self.check(&p, true)?;
         let req: VoteRequest<u64> = decode("Vote", &p.payload)?;
+        require_sender(
+            &self.node,
+            "Vote",
+            p.sender_id,
+            req.vote.leader_id().voted_for(),
+        )?;
+        self.check(&p, true)?;
         encode(&self.node.raft.vote(req).await)
     }
 
@@ -103,10 +147,16 @@ impl Raft for RaftService {
         &self,
         r: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        require_controller(&self.node, &r)?;
+        require_controller(&self.node, &r, Some(r.get_ref().sender_id))?;
         let p = r.into_inner();
-        self.check(&p, false)?;
         let req: InstallSnapshotRequest<TypeConfig> = decode("InstallSnapshot", &p.payload)?;
+        require_sender(
+            &self.node,
+            "InstallSnapshot",
+            p.sender_id,
+            req.vote.leader_id().voted_for(),
+        )?;
+        self.check(&p, false)?;
         encode(&self.node.raft.install_snapshot(req).await)
     }
 
@@ -141,7 +191,7 @@ impl Raft for RaftService {
         &self,
         r: Request<ForwardRequest>,
     ) -> Result<Response<ForwardResponse>, Status> {
-        require_controller(&self.node, &r)?;
+        require_controller(&self.node, &r, None)?;
         let req = r.into_inner();
         // Forwarded requests are never forwarded again: if leadership moved, say so.
         if self.node.route()?.is_some() {
