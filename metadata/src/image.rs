@@ -135,6 +135,8 @@ pub struct MetadataImage {
     pub broker_configs: Arc<BTreeMap<String, BTreeMap<String, String>>>,
     /// Users: name → mechanism → SCRAM credential (salted hashes only).
     pub users: Arc<Users>,
+    /// ACLs (Kafka's model, [`crate::acl`]).
+    pub acls: Arc<BTreeSet<crate::acl::AclBinding>>,
 }
 
 /// Users and their credentials.
@@ -190,6 +192,8 @@ pub struct MetadataDelta {
     pub changed_broker_configs: bool,
     /// A user's credentials were set or removed.
     pub changed_users: bool,
+    /// ACLs were created or removed.
+    pub changed_acls: bool,
     /// Brokers registered, fenced, unfenced or removed.
     pub changed_brokers: BTreeSet<BrokerId>,
     /// Records that could not apply (e.g. a change for a topic deleted meanwhile); skipped.
@@ -434,6 +438,14 @@ impl MetadataImage {
                 }
                 delta.changed_users = true;
             }
+            MetadataRecord::AclCreated { acl } => {
+                Arc::make_mut(&mut self.acls).insert(acl.clone());
+                delta.changed_acls = true;
+            }
+            MetadataRecord::AclRemoved { acl } => {
+                Arc::make_mut(&mut self.acls).remove(acl);
+                delta.changed_acls = true;
+            }
             MetadataRecord::HistoryStarted { history_id } => {
                 if self.history_id != 0 {
                     return Err(format!(
@@ -513,7 +525,7 @@ impl MetadataImage {
     /// An image with no broker Kafka endpoint is written in format 2, which the previous
     /// build reads (rolling upgrades); format 3 only once one exists.
     pub fn encode(&self) -> Vec<u8> {
-        if !self.users.is_empty() {
+        if !self.users.is_empty() || !self.acls.is_empty() {
             return postcard::to_stdvec(&(RECORD_FORMAT_VERSION, self))
                 .expect("images always serialize");
         }
@@ -606,6 +618,7 @@ impl MetadataImage {
                     term: v4.term,
                     broker_configs: v4.broker_configs,
                     users: Default::default(),
+                    acls: Default::default(),
                 })
             }
             RECORD_FORMAT_VERSION_V3 => {
@@ -621,6 +634,7 @@ impl MetadataImage {
                     term: v3.term,
                     broker_configs: Default::default(),
                     users: Default::default(),
+                    acls: Default::default(),
                 })
             }
             RECORD_FORMAT_VERSION_V2 => {
@@ -636,6 +650,7 @@ impl MetadataImage {
                     term: v2.term,
                     broker_configs: Default::default(),
                     users: Default::default(),
+                    acls: Default::default(),
                 })
             }
             RECORD_FORMAT_VERSION_V1 => {
@@ -650,6 +665,7 @@ impl MetadataImage {
                     term: 0,
                     broker_configs: Default::default(),
                     users: Default::default(),
+                    acls: Default::default(),
                 })
             }
             v if v > RECORD_FORMAT_VERSION => Err(format!(
@@ -901,6 +917,28 @@ mod tests {
             }],
         );
         assert!(gone.users.is_empty());
+        // ACLs: format 5 too.
+        let binding = crate::acl::AclBinding {
+            principal: "User:alice".into(),
+            host: "*".into(),
+            resource_type: crate::acl::ResourceType::Topic,
+            resource_name: "t".into(),
+            pattern: crate::acl::PatternType::Literal,
+            operation: crate::acl::Operation::Read,
+            permission: crate::acl::Permission::Allow,
+        };
+        let (acl, d) = gone.apply(
+            6,
+            &[MetadataRecord::AclCreated {
+                acl: binding.clone(),
+            }],
+        );
+        assert!(d.changed_acls && acl.acls.contains(&binding));
+        let (version, _): (u32, &[u8]) = postcard::take_from_bytes(&acl.encode()).unwrap();
+        assert_eq!(version, RECORD_FORMAT_VERSION);
+        assert_eq!(MetadataImage::decode(&acl.encode()).unwrap(), acl);
+        let (gone, _) = acl.apply(7, &[MetadataRecord::AclRemoved { acl: binding }]);
+        assert!(gone.acls.is_empty());
         let (version, _): (u32, &[u8]) = postcard::take_from_bytes(&gone.encode()).unwrap();
         assert_eq!(version, RECORD_FORMAT_VERSION_V4);
         assert_eq!(MetadataImage::decode(&gone.encode()).unwrap(), gone);

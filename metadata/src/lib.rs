@@ -9,6 +9,7 @@
 //!                                                                          apply → image + delta
 //! ```
 
+pub mod acl;
 pub mod config;
 pub mod history;
 pub mod ids;

@@ -13,7 +13,7 @@ use crate::ids::{BrokerId, LeaderEpoch, PartitionEpoch, TopicId};
 use crate::scram::{ScramCredential, ScramMechanism};
 
 /// Version of the encoding of [`MetadataRecord`] batches and images (5: users' SCRAM
-/// credentials).
+/// credentials and ACLs).
 pub const RECORD_FORMAT_VERSION: u32 = 5;
 
 /// The format before users (version 4: dynamic broker configs), still decoded and still
@@ -179,6 +179,16 @@ pub enum MetadataRecord {
         name: String,
         /// Which mechanism.
         mechanism: ScramMechanism,
+    },
+    /// An ACL was created (Kafka's AccessControlEntryRecord).
+    AclCreated {
+        /// The binding.
+        acl: crate::acl::AclBinding,
+    },
+    /// An ACL was removed.
+    AclRemoved {
+        /// The binding.
+        acl: crate::acl::AclBinding,
     },
 }
 
