@@ -155,7 +155,7 @@ pub struct BrokerNode {
     /// (`queued.max.request.bytes`).
     pub request_bytes: crate::listener::RequestBytes,
     /// Passwords verified against users' credentials (PLAIN, gRPC Basic credentials).
-    passwords: Mutex<sluice_metadata::scram::PasswordCache>,
+    passwords: sluice_metadata::scram::PasswordCache,
 }
 
 /// Threads that open new replicas' logs at once (Kafka's `num.recovery.threads.per.data.dir`
@@ -442,7 +442,7 @@ impl BrokerNode {
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             hw_checkpoint: Mutex::new(hw_checkpoint),
             request_bytes,
-            passwords: Mutex::new(Default::default()),
+            passwords: Default::default(),
             directory_id,
             _dir_lock: dir_lock,
         });
@@ -576,12 +576,8 @@ impl BrokerNode {
     pub fn check_password(&self, name: &str, password: &str) -> bool {
         let image = self.image();
         let secret = self.sasl_secret();
-        self.passwords.lock().expect("passwords lock").check(
-            image.users.get(name),
-            name,
-            password,
-            &secret,
-        )
+        self.passwords
+            .check(image.users.get(name), name, password, &secret)
     }
 
     /// The gRPC interceptor of the services clients call.

@@ -107,7 +107,7 @@ pub struct ControllerNode {
     /// sections, no `.await`).
     last_leader_contact: Mutex<(Option<NodeId>, Instant)>,
     /// Passwords verified against users' credentials (Admin calls with Basic credentials).
-    passwords: Mutex<sluice_metadata::scram::PasswordCache>,
+    passwords: sluice_metadata::scram::PasswordCache,
 }
 
 impl ControllerNode {
@@ -299,7 +299,7 @@ impl ControllerNode {
             observers: Mutex::new(Vec::new()),
             membership_lock: tokio::sync::Mutex::new(()),
             last_leader_contact: Mutex::new((None, Instant::now())),
-            passwords: Mutex::new(Default::default()),
+            passwords: Default::default(),
         }))
     }
 
@@ -313,12 +313,8 @@ impl ControllerNode {
             check: Arc::new(move |name, password| {
                 let image = node.image();
                 let secret = format!("{}\0{:016x}", node.config.cluster_id, image.history_id);
-                node.passwords.lock().expect("passwords lock").check(
-                    image.users.get(name),
-                    name,
-                    password,
-                    secret.as_bytes(),
-                )
+                node.passwords
+                    .check(image.users.get(name), name, password, secret.as_bytes())
             }),
         }
     }

@@ -477,10 +477,14 @@ pub fn verify_password(
 /// every call (gRPC) pay the PBKDF2 work once: (user, SHA-256 of the password) → the stored
 /// key it matched. An entry counts only while the user's credential is still that one, so a
 /// changed or deleted user is checked afresh at the next call.
+/// Shared by threads: the lock is held only to look up and record, never during PBKDF2.
 #[derive(Default)]
 pub struct PasswordCache {
-    verified: std::collections::HashMap<(String, [u8; 32]), Vec<u8>>,
+    verified: std::sync::Mutex<Verified>,
 }
+
+/// (user, SHA-256 of the password) → the stored key it matched.
+type Verified = std::collections::HashMap<(String, [u8; 32]), Vec<u8>>;
 
 impl PasswordCache {
     /// Entries kept; a full cache starts over.
@@ -488,7 +492,7 @@ impl PasswordCache {
 
     /// [`verify_password`] through the cache.
     pub fn check(
-        &mut self,
+        &self,
         credentials: Option<&std::collections::BTreeMap<ScramMechanism, ScramCredential>>,
         name: &str,
         password: &str,
@@ -499,20 +503,25 @@ impl PasswordCache {
         let current = credentials
             .and_then(|c| c.values().next_back())
             .map(|c| c.stored_key.clone());
-        if let (Some(cur), Some(seen)) = (&current, self.verified.get(&key)) {
-            if bool::from(cur.ct_eq(seen)) {
+        let lock = || self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cur) = &current {
+            if lock()
+                .get(&key)
+                .is_some_and(|seen| bool::from(cur.ct_eq(seen)))
+            {
                 return true;
             }
         }
         if !verify_password(credentials, name, password, secret) {
-            self.verified.remove(&key);
+            lock().remove(&key);
             return false;
         }
-        if self.verified.len() >= Self::ENTRIES_MAX {
-            self.verified.clear();
-        }
         if let Some(cur) = current {
-            self.verified.insert(key, cur);
+            let mut verified = lock();
+            if verified.len() >= Self::ENTRIES_MAX {
+                verified.clear();
+            }
+            verified.insert(key, cur);
         }
         true
     }
@@ -729,7 +738,7 @@ mod tests {
 
     #[test]
     fn the_password_cache_follows_credential_changes() {
-        let mut cache = PasswordCache::default();
+        let cache = PasswordCache::default();
         let creds = |pw: &str| {
             let mut c = std::collections::BTreeMap::new();
             c.insert(
