@@ -12,9 +12,16 @@ use std::time::{Duration, Instant};
 
 use sluice_tests::*;
 
-/// Writes a librdkafka-keys properties file for `user` (SASL_SSL) next to the dev cluster's.
-fn user_properties(dev: &DevCluster, user: &str, mechanism: &str, password: &str) -> String {
-    let path = dev.dir().join(format!("{user}.properties"));
+/// Writes `FILE.properties` with librdkafka keys for `user` (SASL_SSL) next to the dev
+/// cluster's.
+fn user_properties(
+    dev: &DevCluster,
+    file: &str,
+    user: &str,
+    mechanism: &str,
+    password: &str,
+) -> String {
+    let path = dev.dir().join(format!("{file}.properties"));
     std::fs::write(
         &path,
         format!(
@@ -97,23 +104,9 @@ async fn users_authenticate_on_both_protocols_and_a_deleted_users_sessions_end()
     ]);
     assert!(ok, "topic create as admin: {err}");
 
-    let alice = user_properties(&dev, "alice", "SCRAM-SHA-512", "wonder land");
-    let plain = user_properties(&dev, "alice-plain", "PLAIN", "wonder land");
-    std::fs::write(
-        &plain,
-        std::fs::read_to_string(&plain)
-            .unwrap()
-            .replace("sasl.username=alice-plain", "sasl.username=alice"),
-    )
-    .unwrap();
-    let wrong = user_properties(&dev, "alice-wrong", "SCRAM-SHA-512", "wonder");
-    std::fs::write(
-        &wrong,
-        std::fs::read_to_string(&wrong)
-            .unwrap()
-            .replace("sasl.username=alice-wrong", "sasl.username=alice"),
-    )
-    .unwrap();
+    let alice = user_properties(&dev, "alice", "alice", "SCRAM-SHA-512", "wonder land");
+    let plain = user_properties(&dev, "alice-plain", "alice", "PLAIN", "wonder land");
+    let wrong = user_properties(&dev, "alice-wrong", "alice", "SCRAM-SHA-512", "wonder");
 
     // gRPC: Basic credentials against the SCRAM credential.
     let (ok, out, err) = sluice(&[
