@@ -563,19 +563,15 @@ impl BrokerNode {
     /// What makes unknown users' decoy SCRAM credentials: the same on every broker of the
     /// cluster's metadata history (comparing brokers tells nothing) and never sent out.
     pub fn sasl_secret(&self) -> Vec<u8> {
-        format!(
-            "{}\0{:016x}",
-            self.config.cluster_id,
-            self.image().history_id
-        )
-        .into_bytes()
+        sluice_metadata::scram::decoy_secret(&self.config.cluster_id, self.image().history_id)
     }
 
     /// Whether `password` is `name`'s, by the current metadata image (PBKDF2 on a cache
     /// miss: a few milliseconds).
     pub fn check_password(&self, name: &str, password: &str) -> bool {
         let image = self.image();
-        let secret = self.sasl_secret();
+        let secret =
+            sluice_metadata::scram::decoy_secret(&self.config.cluster_id, image.history_id);
         self.passwords
             .check(image.users.get(name), name, password, &secret)
     }

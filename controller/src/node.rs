@@ -312,9 +312,10 @@ impl ControllerNode {
             required: self.config.sasl_enabled,
             check: Arc::new(move |name, password| {
                 let image = node.image();
-                let secret = format!("{}\0{:016x}", node.config.cluster_id, image.history_id);
+                let secret =
+                    sluice_metadata::scram::decoy_secret(&node.config.cluster_id, image.history_id);
                 node.passwords
-                    .check(image.users.get(name), name, password, secret.as_bytes())
+                    .check(image.users.get(name), name, password, &secret)
             }),
         }
     }

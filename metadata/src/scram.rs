@@ -215,6 +215,13 @@ impl ScramCredential {
     }
 }
 
+/// The secret unknown users' decoy credentials are made from: the cluster id and the metadata
+/// history id, so every node of a cluster's history makes the same decoys (comparing brokers
+/// tells nothing); the history id is never sent to clients.
+pub fn decoy_secret(cluster_id: &str, history_id: u64) -> Vec<u8> {
+    format!("{cluster_id}\0{history_id:016x}").into_bytes()
+}
+
 /// Checks a user name for `sluice user create`: Kafka allows any string; we refuse the
 /// empty name, control characters (NUL separates PLAIN's fields) and over-long names.
 pub fn validate_user_name(name: &str) -> Result<(), String> {

@@ -652,3 +652,25 @@ pub fn sluice(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Writes `<dev dir>/FILE.properties` with librdkafka keys for `user` over SASL_SSL with
+/// `mechanism` (what kcat -F and `sluice --command-config` read); its path.
+pub fn sasl_properties(
+    dev: &DevCluster,
+    file: &str,
+    user: &str,
+    mechanism: &str,
+    password: &str,
+) -> String {
+    let path = dev.dir().join(format!("{file}.properties"));
+    std::fs::write(
+        &path,
+        format!(
+            "bootstrap.servers={}\nsecurity.protocol=SASL_SSL\nsasl.mechanism={mechanism}\nsasl.username={user}\nsasl.password={password}\nssl.ca.location={}\n",
+            dev.bootstrap(),
+            dev.dir().join("tls/ca.pem").display()
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}

@@ -627,17 +627,7 @@ async fn the_java_admin_client_manages_scram_users() {
         serde_json::json!([{"mechanism": "SCRAM-SHA-256", "iterations": 8192}]),
         "{d}"
     );
-    let bob = dev.dir().join("bob.properties");
-    std::fs::write(
-        &bob,
-        format!(
-            "bootstrap.servers={}\nsecurity.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-256\nsasl.username=bob\nsasl.password=b0b-pw\nssl.ca.location={}\n",
-            dev.bootstrap(),
-            dev.dir().join("tls/ca.pem").display()
-        ),
-    )
-    .unwrap();
-    let bob = bob.display().to_string();
+    let bob = sasl_properties(&dev, "bob", "bob", "SCRAM-SHA-256", "b0b-pw");
     let (ok, out, err) = kcat(&["-F", &bob, "-L", "-m", "10"], None);
     assert!(ok && out.contains("brokers"), "kcat as bob: {out}\n{err}");
     let admin = dev.dir().join("admin.properties").display().to_string();

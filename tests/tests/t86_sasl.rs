@@ -12,28 +12,6 @@ use std::time::{Duration, Instant};
 
 use sluice_tests::*;
 
-/// Writes `FILE.properties` with librdkafka keys for `user` (SASL_SSL) next to the dev
-/// cluster's.
-fn user_properties(
-    dev: &DevCluster,
-    file: &str,
-    user: &str,
-    mechanism: &str,
-    password: &str,
-) -> String {
-    let path = dev.dir().join(format!("{file}.properties"));
-    std::fs::write(
-        &path,
-        format!(
-            "bootstrap.servers={}\nsecurity.protocol=SASL_SSL\nsasl.mechanism={mechanism}\nsasl.username={user}\nsasl.password={password}\nssl.ca.location={}\n",
-            dev.bootstrap(),
-            dev.dir().join("tls/ca.pem").display()
-        ),
-    )
-    .unwrap();
-    path.display().to_string()
-}
-
 fn py(script: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("py")
@@ -104,9 +82,9 @@ async fn users_authenticate_on_both_protocols_and_a_deleted_users_sessions_end()
     ]);
     assert!(ok, "topic create as admin: {err}");
 
-    let alice = user_properties(&dev, "alice", "alice", "SCRAM-SHA-512", "wonder land");
-    let plain = user_properties(&dev, "alice-plain", "alice", "PLAIN", "wonder land");
-    let wrong = user_properties(&dev, "alice-wrong", "alice", "SCRAM-SHA-512", "wonder");
+    let alice = sasl_properties(&dev, "alice", "alice", "SCRAM-SHA-512", "wonder land");
+    let plain = sasl_properties(&dev, "alice-plain", "alice", "PLAIN", "wonder land");
+    let wrong = sasl_properties(&dev, "alice-wrong", "alice", "SCRAM-SHA-512", "wonder");
 
     // gRPC: Basic credentials against the SCRAM credential.
     let (ok, out, err) = sluice(&[
