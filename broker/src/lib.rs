@@ -11,6 +11,7 @@
 //! ```
 
 pub mod assign;
+pub mod authz;
 pub mod data;
 pub mod error;
 pub mod group;

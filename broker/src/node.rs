@@ -34,6 +34,8 @@ pub struct BrokerConfig {
     /// `sasl.enabled.mechanisms`: Kafka connections must authenticate with one of these
     /// and gRPC calls must carry a user's credentials (empty: SASL off).
     pub sasl_mechanisms: Vec<sluice_metadata::scram::SaslMechanism>,
+    /// `authorizer.class.name` is set: every request is checked against the ACLs.
+    pub authorizer: Option<sluice_metadata::acl::Authorizer>,
     /// `listeners`: where gRPC is served (and the Kafka protocol too, unless
     /// `kafka_listen` names a listener of its own or `listen_serves_kafka` is off).
     pub listen: SocketAddr,
@@ -695,22 +697,29 @@ impl BrokerNode {
         &self,
         topics: Vec<TopicSpec>,
         validate_only: bool,
+        caller: &sluice_metadata::acl::Caller,
     ) -> Result<Vec<CreateTopicResult>, tonic::Status> {
         let req = CreateTopicsRequest {
             topics,
             validate_only,
         };
-        self.relay_admin(req, |mut c, r| async move { c.create_topics(r).await })
-            .await
-            .map(|r| r.results)
+        self.relay_admin(
+            req,
+            caller,
+            |mut c, r| async move { c.create_topics(r).await },
+        )
+        .await
+        .map(|r| r.results)
     }
 
     /// Runs one Admin call on the controllers in turn, as the gRPC Admin relay does: an
     /// unreachable controller (UNAVAILABLE without detail) is skipped, any other answer is
-    /// the answer (KIP-590: brokers forward admin requests).
+    /// the answer (KIP-590: brokers forward admin requests). The controllers authorize
+    /// `caller`.
     pub async fn relay_admin<Req, Resp, F, Fut>(
         &self,
         req: Req,
+        caller: &sluice_metadata::acl::Caller,
         call: F,
     ) -> Result<Resp, tonic::Status>
     where
@@ -725,6 +734,7 @@ impl BrokerNode {
         for addr in &self.config.controllers {
             let mut r = tonic::Request::new(req.clone());
             r.set_timeout(crate::service::ADMIN_RELAY_TIMEOUT);
+            crate::service::on_behalf_of(self, &mut r, caller)?;
             let client = sluice_proto::v1::admin_client::AdminClient::new(self.channel(addr));
             match call(client, r).await {
                 Ok(resp) => return Ok(resp.into_inner()),
@@ -744,18 +754,29 @@ impl BrokerNode {
     pub async fn delete_topics(
         &self,
         names: Vec<String>,
+        caller: &sluice_metadata::acl::Caller,
     ) -> Result<Vec<sluice_proto::v1::DeleteTopicResult>, tonic::Status> {
         let req = sluice_proto::v1::DeleteTopicsRequest { names };
-        self.relay_admin(req, |mut c, r| async move { c.delete_topics(r).await })
-            .await
-            .map(|r| r.results)
+        self.relay_admin(
+            req,
+            caller,
+            |mut c, r| async move { c.delete_topics(r).await },
+        )
+        .await
+        .map(|r| r.results)
     }
 
     /// Auto-creation for a Metadata request (Kafka's `auto.create.topics.enable`): creates
     /// those of `names` that do not exist, are not internal (`__…`) and are wanted, with
     /// the cluster defaults. Returns the names it asked for; the caller answers them with
     /// LEADER_NOT_AVAILABLE (retriable) until their leaders are known, as Kafka does.
-    pub async fn auto_create(&self, names: &[String]) -> Vec<String> {
+    /// Only topics the caller may create (Create on the cluster or the topic); the broker
+    /// creates them itself.
+    pub async fn auto_create(
+        &self,
+        names: &[String],
+        access: &crate::authz::Access,
+    ) -> Vec<String> {
         if !self.config.auto_create_topics {
             return Vec::new();
         }
@@ -763,6 +784,7 @@ impl BrokerNode {
         let missing: Vec<String> = names
             .iter()
             .filter(|n| !n.is_empty() && !n.starts_with("__") && image.topic(n).is_none())
+            .filter(|n| access.may_create(n))
             .cloned()
             .collect();
         if missing.is_empty() {
@@ -777,7 +799,8 @@ impl BrokerNode {
                 configs: Default::default(),
             })
             .collect();
-        match self.create_topics(specs, false).await {
+        let myself = sluice_metadata::acl::Caller::node(format!("User:broker-{}", self.id().get()));
+        match self.create_topics(specs, false, &myself).await {
             Ok(results) => {
                 for r in &results {
                     if r.error_code == 0 {

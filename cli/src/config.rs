@@ -235,6 +235,21 @@ pub const KEYS: &[Key] = &[
         doc: "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (comma-separated): Kafka connections must authenticate with one of them (PLAIN over TLS only) and gRPC calls must carry a user's credentials or a client certificate; needs TLS with ssl.client.auth=requested or required; empty = off",
     },
     Key {
+        name: "authorizer.class.name",
+        default: "",
+        doc: "org.apache.kafka.metadata.authorizer.StandardAuthorizer (or acl): every request of both protocols is checked against the cluster's ACLs (sluice acl), default deny; needs TLS with ssl.client.auth=requested or required (nodes are known by their certificates and pass every check); empty = off",
+    },
+    Key {
+        name: "super.users",
+        default: "",
+        doc: "with the authorizer: principals that pass every check, separated by ';' (User:admin;User:ops)",
+    },
+    Key {
+        name: "allow.everyone.if.no.acl.found",
+        default: "false",
+        doc: "with the authorizer: a resource no ACL names is open to everyone (Kafka's key; false = default deny)",
+    },
+    Key {
         name: "request.timeout.ms",
         default: "5000",
         doc: "how long a metadata write may wait for the quorum",

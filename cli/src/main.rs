@@ -79,10 +79,10 @@ enum Command {
         /// (`broker-1 | ...`), as `docker compose up` does; the log files are kept too.
         #[arg(long)]
         logs: bool,
-        /// Mutual TLS everywhere: a throwaway CA and node certificates in `<dir>/tls/`, every
-        /// node serving TLS only with client certificates required, and
+        /// TLS everywhere with node certificates, SASL (SCRAM and PLAIN) and ACLs (default
+        /// deny): a throwaway CA and certificates in `<dir>/tls/`, a super-user `admin`, and
         /// `<dir>/admin.properties` (librdkafka / Java-client keys) for `kcat -F` and
-        /// `sluice --command-config`. (SASL and ACLs: not yet.)
+        /// `sluice --command-config`.
         #[arg(long)]
         secure: bool,
         /// `table` for people, `json` for scripts.
@@ -163,6 +163,9 @@ enum Command {
     /// SCRAM users (SASL on the Kafka port, Basic credentials on gRPC).
     #[command(subcommand)]
     User(UserCommand),
+    /// ACLs (Kafka's model and kafka-acls' flags), enforced with authorizer.class.name.
+    #[command(subcommand)]
+    Acl(AclCommand),
     /// (dev clusters) SIGKILL the broker leading a partition, to watch failover.
     KillLeader {
         /// Topic.
@@ -381,6 +384,32 @@ enum UserCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum AclCommand {
+    /// Adds ACLs: each principal × operation × resource named.
+    Add {
+        #[command(flatten)]
+        acl: cmd::acl::AclArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Removes the ACLs of the resources named (only the principals / operations named, if
+    /// any).
+    Remove {
+        #[command(flatten)]
+        acl: cmd::acl::AclArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Lists ACLs (all, or those of the resources / --principal named).
+    List {
+        #[command(flatten)]
+        acl: cmd::acl::AclArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum QuorumCommand {
     /// Leader, term, voters (with directory ids) and observers, with replication lag.
     Status {
@@ -499,6 +528,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             &name,
             mechanism.as_deref(),
         )),
+        Command::Acl(AclCommand::Add { acl, cluster }) => {
+            cmd::runtime()?.block_on(cmd::acl::add(&cluster.bootstrap, cluster.output, &acl))
+        }
+        Command::Acl(AclCommand::Remove { acl, cluster }) => {
+            cmd::runtime()?.block_on(cmd::acl::remove(&cluster.bootstrap, cluster.output, &acl))
+        }
+        Command::Acl(AclCommand::List { acl, cluster }) => {
+            cmd::runtime()?.block_on(cmd::acl::list(&cluster.bootstrap, cluster.output, &acl))
+        }
         Command::User(UserCommand::List { cluster }) => {
             cmd::runtime()?.block_on(cmd::user::list(&cluster.bootstrap, cluster.output))
         }

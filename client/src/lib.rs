@@ -236,6 +236,24 @@ impl Admin {
         call!(self.describe_user_scram_credentials(DescribeUserScramCredentialsRequest { names }))
     }
 
+    /// Adds ACLs; per-binding errors come back in the results, in order.
+    pub async fn create_acls(&self, creations: Vec<AclBinding>) -> Result<CreateAclsResponse> {
+        call!(self.create_acls(CreateAclsRequest { creations }))
+    }
+
+    /// The ACLs `filter` matches.
+    pub async fn describe_acls(&self, filter: AclFilter) -> Result<Vec<AclBinding>> {
+        Ok(call!(self.describe_acls(DescribeAclsRequest {
+            filter: Some(filter)
+        }))?
+        .acls)
+    }
+
+    /// Removes the ACLs any filter matches; per filter, what it matched.
+    pub async fn delete_acls(&self, filters: Vec<AclFilter>) -> Result<DeleteAclsResponse> {
+        call!(self.delete_acls(DeleteAclsRequest { filters }))
+    }
+
     /// The metadata quorum: leader, term, high watermark, per-voter lag.
     pub async fn describe_quorum(&self) -> Result<DescribeQuorumResponse> {
         call!(self.describe_quorum(DescribeQuorumRequest {}))

@@ -688,5 +688,70 @@ pub fn allocate_producer_ids(image: &MetadataImage, broker: BrokerId, len: i64) 
     }
 }
 
+/// How many bindings the cluster holds at most: each is checked on every authorized request.
+pub const ACLS_MAX: usize = 100_000;
+
+/// Records for Kafka's CreateAcls: one result per binding, in order. A binding that exists
+/// already succeeds without a record (creating is idempotent, as in Kafka); an invalid one is
+/// refused with INVALID_REQUEST naming the problem, and the others still go ahead.
+pub fn create_acls(
+    image: &MetadataImage,
+    bindings: &[sluice_metadata::acl::AclBinding],
+) -> (Vec<MetadataRecord>, Vec<Result<(), Refusal>>) {
+    let mut records = Vec::new();
+    let mut adding = std::collections::BTreeSet::new();
+    let results = bindings
+        .iter()
+        .map(|b| {
+            b.validate()
+                .or_else(|e| refuse(ErrorCode::InvalidRequest, e))?;
+            if image.acls.contains(b) || adding.contains(b) {
+                return Ok(());
+            }
+            if image.acls.len() + adding.len() >= ACLS_MAX {
+                return refuse(
+                    ErrorCode::PolicyViolation,
+                    format!("the cluster holds {ACLS_MAX} ACLs already; remove some first"),
+                );
+            }
+            adding.insert(b.clone());
+            records.push(MetadataRecord::AclCreated { acl: b.clone() });
+            Ok(())
+        })
+        .collect();
+    (records, results)
+}
+
+/// Records for Kafka's DeleteAcls: every binding that any filter matches goes, once; one
+/// list per filter of the bindings it matched.
+pub fn delete_acls(
+    image: &MetadataImage,
+    filters: &[sluice_metadata::acl::AclFilter],
+) -> (
+    Vec<MetadataRecord>,
+    Vec<Vec<sluice_metadata::acl::AclBinding>>,
+) {
+    let mut removed = std::collections::BTreeSet::new();
+    let mut records = Vec::new();
+    let matched = filters
+        .iter()
+        .map(|f| {
+            let hits: Vec<_> = image
+                .acls
+                .iter()
+                .filter(|a| f.matches(a))
+                .cloned()
+                .collect();
+            for a in &hits {
+                if removed.insert(a.clone()) {
+                    records.push(MetadataRecord::AclRemoved { acl: a.clone() });
+                }
+            }
+            hits
+        })
+        .collect();
+    (records, matched)
+}
+
 #[cfg(test)]
 mod tests;

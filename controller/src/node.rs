@@ -40,6 +40,8 @@ pub struct ControllerConfig {
     /// `sasl.enabled.mechanisms` is set: Admin calls must carry a user's credentials (or
     /// come with a client certificate).
     pub sasl_enabled: bool,
+    /// `authorizer.class.name` is set: Admin calls are checked against the ACLs.
+    pub authorizer: Option<sluice_metadata::acl::Authorizer>,
     /// `listeners`: where this controller serves gRPC.
     pub listen: SocketAddr,
     /// `controller.quorum.voters`: id → host:port of every voter (this one included).

@@ -9,6 +9,8 @@
 //! MATCH 2 only in filters); operations ALL 2 … IDEMPOTENT_WRITE 12; permissions DENY 2,
 //! ALLOW 3. This module is the model; the brokers' and controllers' enforcement builds on it.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 /// What an ACL is about.
@@ -235,6 +237,231 @@ pub fn authorize<'a>(
     allowed
 }
 
+/// How a filter matches resource patterns (Kafka's `PatternType` in filters: ANY 1, MATCH 2,
+/// LITERAL 3, PREFIXED 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PatternFilter {
+    /// Bindings of either pattern whose name is the filter's exactly (1).
+    Any,
+    /// Bindings that would apply to the named resource: literal with its name or `*`,
+    /// prefixed with a prefix of it (2).
+    Match,
+    /// One pattern type only (3, 4).
+    Only(PatternType),
+}
+
+impl PatternFilter {
+    /// Kafka's numeric code.
+    pub fn code(self) -> i8 {
+        match self {
+            PatternFilter::Any => 1,
+            PatternFilter::Match => 2,
+            PatternFilter::Only(p) => p.code(),
+        }
+    }
+
+    /// From Kafka's numeric code.
+    pub fn from_code(c: i8) -> Option<Self> {
+        match c {
+            1 => Some(PatternFilter::Any),
+            2 => Some(PatternFilter::Match),
+            c => PatternType::from_code(c).map(PatternFilter::Only),
+        }
+    }
+}
+
+/// Which bindings a DescribeAcls or DeleteAcls means (Kafka's `AclBindingFilter`): every
+/// `None` is ANY.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AclFilter {
+    /// Exactly this principal (`User:*` matches only bindings for everyone).
+    pub principal: Option<String>,
+    /// Exactly this host.
+    pub host: Option<String>,
+    /// This resource type.
+    pub resource_type: Option<ResourceType>,
+    /// This resource name (how it matches: `pattern`).
+    pub resource_name: Option<String>,
+    /// How names match.
+    pub pattern: PatternFilter,
+    /// Exactly this operation (`All` matches only bindings for All).
+    pub operation: Option<Operation>,
+    /// Allow or deny.
+    pub permission: Option<Permission>,
+}
+
+impl AclFilter {
+    /// The filter that matches every binding.
+    pub fn any() -> Self {
+        AclFilter {
+            principal: None,
+            host: None,
+            resource_type: None,
+            resource_name: None,
+            pattern: PatternFilter::Any,
+            operation: None,
+            permission: None,
+        }
+    }
+
+    /// Whether `acl` is one of the bindings this filter means.
+    pub fn matches(&self, acl: &AclBinding) -> bool {
+        let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        if !eq(&self.principal, &acl.principal)
+            || !eq(&self.host, &acl.host)
+            || self.resource_type.is_some_and(|t| t != acl.resource_type)
+            || self.operation.is_some_and(|o| o != acl.operation)
+            || self.permission.is_some_and(|p| p != acl.permission)
+        {
+            return false;
+        }
+        let name = self.resource_name.as_deref();
+        match self.pattern {
+            PatternFilter::Any => name.is_none_or(|n| n == acl.resource_name),
+            PatternFilter::Only(p) => {
+                p == acl.pattern && name.is_none_or(|n| n == acl.resource_name)
+            }
+            PatternFilter::Match => name.is_none_or(|n| match acl.pattern {
+                PatternType::Literal => acl.resource_name == n || acl.resource_name == "*",
+                PatternType::Prefixed => n.starts_with(&acl.resource_name),
+            }),
+        }
+    }
+}
+
+/// What a node's authorizer is configured with (`authorizer.class.name` set): who may do
+/// anything, and whether a resource no ACL names is open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Authorizer {
+    /// `super.users`: `User:NAME` principals that pass every check.
+    pub super_users: Vec<String>,
+    /// `allow.everyone.if.no.acl.found`: a resource that no binding names at all is open to
+    /// everyone (Kafka's default is false: default deny).
+    pub allow_if_no_acl: bool,
+}
+
+/// The `authorizer.class.name` values that turn the authorizer on: Kafka's KRaft
+/// `StandardAuthorizer` and ZooKeeper-era `AclAuthorizer` names (so existing configs work as
+/// they are) and the short `acl`.
+pub const AUTHORIZER_CLASS_NAMES: &[&str] = &[
+    "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "kafka.security.authorizer.AclAuthorizer",
+    "acl",
+];
+
+impl Authorizer {
+    /// From `authorizer.class.name`, `super.users` (`;`-separated, Kafka's form) and
+    /// `allow.everyone.if.no.acl.found`; `None` when the class name is empty (authorizer off).
+    pub fn from_config(
+        class_name: &str,
+        super_users: &str,
+        allow_if_no_acl: bool,
+    ) -> Result<Option<Self>, String> {
+        let class_name = class_name.trim();
+        if class_name.is_empty() {
+            return Ok(None);
+        }
+        if !AUTHORIZER_CLASS_NAMES.contains(&class_name) {
+            return Err(format!(
+                "authorizer.class.name={class_name:?} is not an authorizer this node has: use one of {}",
+                AUTHORIZER_CLASS_NAMES.join(", ")
+            ));
+        }
+        let mut supers = Vec::new();
+        for s in super_users
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            match s.strip_prefix("User:") {
+                Some(n) if !n.is_empty() => supers.push(s.to_string()),
+                _ => {
+                    return Err(format!(
+                        "super.users: {s:?} is not User:NAME (principals are separated by ';')"
+                    ))
+                }
+            }
+        }
+        Ok(Some(Authorizer {
+            super_users: supers,
+            allow_if_no_acl,
+        }))
+    }
+
+    /// The decision for `caller` (a node passes every check).
+    pub fn allows(
+        &self,
+        acls: &BTreeSet<AclBinding>,
+        caller: &Caller,
+        op: Operation,
+        resource_type: ResourceType,
+        resource_name: &str,
+    ) -> bool {
+        if caller.node {
+            return true;
+        }
+        if self.allow_if_no_acl
+            && !acls
+                .iter()
+                .any(|a| a.matches_resource(resource_type, resource_name))
+        {
+            return true;
+        }
+        authorize(
+            acls,
+            &self.super_users,
+            &caller.principal,
+            &caller.host,
+            op,
+            resource_type,
+            resource_name,
+        )
+    }
+}
+
+/// Who a check is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// `User:NAME` (`User:ANONYMOUS` when nobody authenticated).
+    pub principal: String,
+    /// The client's address, as ACL hosts name it.
+    pub host: String,
+    /// A cluster node (broker or controller, by its certificate): passes every check.
+    pub node: bool,
+}
+
+impl Caller {
+    /// A node's own call.
+    pub fn node(name: impl Into<String>) -> Self {
+        Caller {
+            principal: name.into(),
+            host: "*".into(),
+            node: true,
+        }
+    }
+
+    /// A user's (or anonymous) call from `host`.
+    pub fn user(principal: impl Into<String>, host: impl Into<String>) -> Self {
+        Caller {
+            principal: principal.into(),
+            host: host.into(),
+            node: false,
+        }
+    }
+}
+
+/// The decision when a node may or may not have an authorizer: none allows everything.
+pub fn allowed(
+    authorizer: Option<&Authorizer>,
+    acls: &BTreeSet<AclBinding>,
+    caller: &Caller,
+    op: Operation,
+    resource_type: ResourceType,
+    resource_name: &str,
+) -> bool {
+    authorizer.is_none_or(|a| a.allows(acls, caller, op, resource_type, resource_name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,6 +629,99 @@ mod tests {
             let e = bad.validate().unwrap_err();
             assert!(e.contains(says), "{bad:?}: {e}");
         }
+    }
+
+    #[test]
+    fn filters_mean_what_kafkas_do() {
+        let lit = acl("User:a", Topic, "orders", Literal, Read, Allow);
+        let star = acl("User:*", Topic, "*", Literal, Write, Deny);
+        let pre = acl("User:a", Topic, "ord", Prefixed, Read, Allow);
+        let grp = acl("User:a", Group, "orders", Literal, Read, Allow);
+        let all = [&lit, &star, &pre, &grp];
+        let f = |name: Option<&str>, pattern, t: Option<ResourceType>| AclFilter {
+            resource_name: name.map(str::to_string),
+            pattern,
+            resource_type: t,
+            ..AclFilter::any()
+        };
+        let picks = |flt: AclFilter| -> Vec<bool> { all.iter().map(|a| flt.matches(a)).collect() };
+        // (filter, lit, star, pre, grp)
+        assert_eq!(picks(AclFilter::any()), [true, true, true, true]);
+        assert_eq!(
+            picks(f(Some("orders"), PatternFilter::Any, None)),
+            [true, false, false, true]
+        );
+        assert_eq!(
+            picks(f(Some("orders"), PatternFilter::Match, Some(Topic))),
+            [true, true, true, false]
+        );
+        assert_eq!(
+            picks(f(None, PatternFilter::Only(Prefixed), None)),
+            [false, false, true, false]
+        );
+        assert_eq!(
+            picks(f(Some("ord"), PatternFilter::Only(Literal), None)),
+            [false, false, false, false]
+        );
+        let by_who = AclFilter {
+            principal: Some("User:*".into()),
+            ..AclFilter::any()
+        };
+        assert_eq!(picks(by_who), [false, true, false, false]);
+        let by_op = AclFilter {
+            operation: Some(Read),
+            permission: Some(Allow),
+            ..AclFilter::any()
+        };
+        assert_eq!(picks(by_op), [true, false, true, true]);
+        for c in 1..=4 {
+            assert_eq!(
+                PatternFilter::from_code(c).map(PatternFilter::code),
+                Some(c)
+            );
+        }
+        assert_eq!(PatternFilter::from_code(0), None);
+    }
+
+    #[test]
+    fn the_authorizer_is_configured_as_kafka_is() {
+        assert_eq!(Authorizer::from_config("", "User:x", false), Ok(None));
+        let a = Authorizer::from_config(
+            "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "User:admin; User:ops",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(a.super_users, ["User:admin", "User:ops"]);
+        let e = Authorizer::from_config("com.example.Mine", "", false).unwrap_err();
+        assert!(e.contains("StandardAuthorizer"), "{e}");
+        let e = Authorizer::from_config("acl", "admin", false).unwrap_err();
+        assert!(e.contains("\"admin\""), "{e}");
+
+        let acls: BTreeSet<AclBinding> = [acl("User:a", Topic, "t", Literal, Read, Allow)]
+            .into_iter()
+            .collect();
+        let bob = Caller::user("User:bob", "10.0.0.1");
+        let admin = Caller::user("User:admin", "10.0.0.1");
+        assert!(!a.allows(&acls, &bob, Read, Topic, "t"));
+        assert!(!a.allows(&acls, &bob, Read, Topic, "u"), "default deny");
+        assert!(a.allows(&acls, &admin, Delete, Topic, "t"));
+        assert!(a.allows(&acls, &Caller::node("User:broker-1"), Write, Topic, "t"));
+        let open = Authorizer {
+            allow_if_no_acl: true,
+            ..a.clone()
+        };
+        assert!(open.allows(&acls, &bob, Read, Topic, "u"), "no ACL names u");
+        assert!(
+            !open.allows(&acls, &bob, Read, Topic, "t"),
+            "an ACL names t"
+        );
+        assert!(
+            allowed(None, &acls, &bob, Read, Topic, "t"),
+            "no authorizer"
+        );
+        assert!(!allowed(Some(&a), &acls, &bob, Read, Topic, "t"));
     }
 
     fn any_acl() -> impl Strategy<Value = AclBinding> {

@@ -106,7 +106,11 @@ impl Authenticate {
 /// The principal a verified client certificate names: a node (`broker-N`, `controller-N`),
 /// else `User:<common name>`.
 pub fn certificate_principal<T>(r: &Request<T>) -> Option<Principal> {
-    let certs = crate::tls::request_certificates(r)?;
+    chain_principal(&crate::tls::request_certificates(r)?)
+}
+
+/// The principal a verified certificate chain names (see [`certificate_principal`]).
+pub fn chain_principal(certs: &[rustls::pki_types::CertificateDer<'_>]) -> Option<Principal> {
     let leaf = certs.first()?;
     if let Some(id) = node_identity(leaf) {
         return Some(Principal::Node(id));
@@ -147,6 +151,57 @@ pub fn principal_of<T>(r: &Request<T>) -> Principal {
         .get::<Principal>()
         .cloned()
         .unwrap_or(Principal::Anonymous)
+}
+
+/// Header a broker sets when it relays an Admin call to the controllers: the principal it
+/// authenticated (`User:NAME`). Controllers accept it only from a broker's certificate.
+pub const ON_BEHALF_OF: &str = "sluice-on-behalf-of";
+/// With [`ON_BEHALF_OF`]: the relayed client's host (its IP address).
+pub const CLIENT_HOST: &str = "sluice-client-host";
+
+/// Marks a relayed call as made for `principal` from `host`.
+pub fn set_on_behalf_of<T>(r: &mut Request<T>, principal: &str, host: &str) -> Result<(), Status> {
+    let value = |v: &str| {
+        MetadataValue::try_from(v).map_err(|_| {
+            crate::status::error_status(
+                ErrorCode::InvalidRequest,
+                format!("{v:?} cannot be relayed in a header"),
+                None,
+            )
+        })
+    };
+    r.metadata_mut().insert(ON_BEHALF_OF, value(principal)?);
+    r.metadata_mut().insert(CLIENT_HOST, value(host)?);
+    Ok(())
+}
+
+/// The (principal, host) a relayed call was made for, if it is one; refused unless the
+/// relaying peer is a broker (anyone else could claim to be anyone).
+pub fn on_behalf_of<T>(r: &Request<T>) -> Result<Option<(String, String)>, Status> {
+    let Some(who) = r.metadata().get(ON_BEHALF_OF) else {
+        return Ok(None);
+    };
+    if !matches!(principal_of(r), Principal::Node(NodeIdentity::Broker(_))) {
+        return Err(crate::status::error_status(
+            ErrorCode::ClusterAuthorizationFailed,
+            format!("only brokers may relay calls for other principals ({ON_BEHALF_OF})"),
+            None,
+        ));
+    }
+    let text = |v: Option<&MetadataValue<tonic::metadata::Ascii>>| {
+        v.and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+    };
+    Ok(Some((text(Some(who)), text(r.metadata().get(CLIENT_HOST)))))
+}
+
+/// The IP address a request came from, as ACL hosts name it (empty when unknown).
+pub fn request_host<T>(r: &Request<T>) -> String {
+    r.extensions()
+        .get::<crate::tls::PeerInfo>()
+        .and_then(|p| p.remote)
+        .or_else(|| r.remote_addr())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
 }
 
 static CLIENT_CREDENTIALS: OnceLock<MetadataValue<tonic::metadata::Ascii>> = OnceLock::new();

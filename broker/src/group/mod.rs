@@ -30,8 +30,10 @@ use sluice_proto::status::error_status;
 use sluice_proto::v1::*;
 use tonic::Status;
 
+use crate::authz::Access;
 use crate::data::DataPlane;
 use crate::node::BrokerNode;
+use sluice_metadata::acl::Operation;
 
 mod actor;
 pub mod classic;
@@ -91,6 +93,17 @@ pub struct GroupCoordinator {
     settings: GroupSettings,
     /// Shard actors by offsets partition, started on first use (std lock: lookups only).
     shards: Mutex<HashMap<i32, ShardHandle>>,
+}
+
+/// A refusal as a per-item (code, message).
+fn in_band(s: &Status) -> (i32, String) {
+    match sluice_proto::status::error_detail(s) {
+        Some(d) => (d.code, d.message),
+        None => (
+            ErrorCode::UnknownServerError as i32,
+            s.message().to_string(),
+        ),
+    }
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> Status {
@@ -164,8 +177,13 @@ impl GroupCoordinator {
 
     /// FindCoordinator: creates the offsets topic on first use, then names the leader of
     /// the group's partition (COORDINATOR_NOT_AVAILABLE, retriable, until it has one).
-    pub async fn find_coordinator(&self, group: &str) -> Result<FindCoordinatorResponse, Status> {
+    pub async fn find_coordinator(
+        &self,
+        group: &str,
+        access: &Access,
+    ) -> Result<FindCoordinatorResponse, Status> {
         validate_group_id(group)?;
+        access.group(Operation::Describe, group)?;
         let image = self.node.image();
         let Some(topic) = image.topic(OFFSETS_TOPIC) else {
             self.create_offsets_topic().await?;
@@ -255,9 +273,11 @@ impl GroupCoordinator {
         &self,
         req: ConsumerGroupHeartbeatRequest,
         client_host: String,
+        access: &Access,
     ) -> Result<ConsumerGroupHeartbeatResponse, Status> {
         let owned = state::owned_parts(&req.owned_partitions);
-        self.heartbeat_owning(req, Some(owned), client_host).await
+        self.heartbeat_owning(req, Some(owned), client_host, access)
+            .await
     }
 
     /// [`Self::heartbeat`] with what the member owns given apart (`None`: unchanged since
@@ -267,7 +287,12 @@ impl GroupCoordinator {
         req: ConsumerGroupHeartbeatRequest,
         owned: Option<state::Parts>,
         client_host: String,
+        access: &Access,
     ) -> Result<ConsumerGroupHeartbeatResponse, Status> {
+        access.group(Operation::Read, &req.group_id)?;
+        for t in &req.subscribed_topic_names {
+            access.topic(Operation::Describe, t)?;
+        }
         self.shard(&req.group_id)?
             .heartbeat(req, owned, client_host)
             .await
@@ -275,14 +300,79 @@ impl GroupCoordinator {
 
     /// OffsetCommit: by a member at its current epoch for its own partitions, or by an
     /// administrator (member "" / epoch -1) while the group has no members.
-    pub async fn commit(&self, req: OffsetCommitRequest) -> Result<OffsetCommitResponse, Status> {
-        self.shard(&req.group_id)?.commit(req).await
+    pub async fn commit(
+        &self,
+        mut req: OffsetCommitRequest,
+        access: &Access,
+    ) -> Result<OffsetCommitResponse, Status> {
+        access.group(Operation::Read, &req.group_id)?;
+        let mut refused = Vec::new();
+        if access.restricted() {
+            req.partitions
+                .retain(|p| match access.topic(Operation::Read, &p.topic) {
+                    Ok(()) => true,
+                    Err(s) => {
+                        let (error_code, error_message) = in_band(&s);
+                        refused.push(OffsetCommitResult {
+                            topic: p.topic.clone(),
+                            partition: p.partition,
+                            error_code,
+                            error_message,
+                        });
+                        false
+                    }
+                });
+        }
+        let mut out = if req.partitions.is_empty() && !refused.is_empty() {
+            OffsetCommitResponse::default()
+        } else {
+            self.shard(&req.group_id)?.commit(req).await?
+        };
+        out.results.extend(refused);
+        Ok(out)
     }
 
     /// OffsetFetch: committed offsets (-1 for partitions without one); all when no
     /// partitions are named.
-    pub async fn fetch(&self, req: OffsetFetchRequest) -> Result<OffsetFetchResponse, Status> {
-        self.shard(&req.group_id)?.fetch(req).await
+    pub async fn fetch(
+        &self,
+        mut req: OffsetFetchRequest,
+        access: &Access,
+    ) -> Result<OffsetFetchResponse, Status> {
+        access.group(Operation::Describe, &req.group_id)?;
+        let mut refused = Vec::new();
+        let all = req.partitions.is_empty();
+        if access.restricted() {
+            req.partitions
+                .retain(|p| match access.topic(Operation::Describe, &p.topic) {
+                    Ok(()) => true,
+                    Err(s) => {
+                        let (error_code, error_message) = in_band(&s);
+                        refused.push(OffsetFetchResult {
+                            topic: p.topic.clone(),
+                            partition: p.partition,
+                            committed_offset: -1,
+                            committed_leader_epoch: -1,
+                            metadata: String::new(),
+                            error_code,
+                            error_message,
+                        });
+                        false
+                    }
+                });
+        }
+        let mut out = if !all && req.partitions.is_empty() {
+            OffsetFetchResponse::default()
+        } else {
+            self.shard(&req.group_id)?.fetch(req).await?
+        };
+        if all {
+            // Every committed offset: only those of topics the caller may describe.
+            out.results
+                .retain(|r| access.topic(Operation::Describe, &r.topic).is_ok());
+        }
+        out.results.extend(refused);
+        Ok(out)
     }
 
     /// JoinGroup (classic protocol); answered when the group's rebalance completes.
@@ -290,7 +380,9 @@ impl GroupCoordinator {
         &self,
         group: &str,
         req: classic::JoinRequest,
+        access: &Access,
     ) -> Result<classic::JoinResponse, Status> {
+        access.group(Operation::Read, group)?;
         self.shard(group)?
             .classic_join(group.to_string(), req)
             .await
@@ -301,7 +393,9 @@ impl GroupCoordinator {
         &self,
         group: &str,
         req: classic::SyncRequest,
+        access: &Access,
     ) -> Result<classic::SyncResponse, Status> {
+        access.group(Operation::Read, group)?;
         self.shard(group)?
             .classic_sync(group.to_string(), req)
             .await
@@ -314,7 +408,9 @@ impl GroupCoordinator {
         member: &str,
         instance: Option<&str>,
         generation: i32,
+        access: &Access,
     ) -> Result<Option<classic::ClassicError>, Status> {
+        access.group(Operation::Read, group)?;
         self.shard(group)?
             .classic_heartbeat(
                 group.to_string(),
@@ -330,25 +426,33 @@ impl GroupCoordinator {
         &self,
         group: &str,
         members: Vec<(String, Option<String>)>,
+        access: &Access,
     ) -> Result<Vec<Option<classic::ClassicError>>, Status> {
+        access.group(Operation::Read, group)?;
         self.shard(group)?
             .classic_leave(group.to_string(), members)
             .await
     }
 
     /// A group as Kafka's DescribeGroups shows it; `None` if there is no such group.
-    pub async fn kafka_describe(&self, group: &str) -> Result<Option<KafkaGroupView>, Status> {
+    pub async fn kafka_describe(
+        &self,
+        group: &str,
+        access: &Access,
+    ) -> Result<Option<KafkaGroupView>, Status> {
+        access.group(Operation::Describe, group)?;
         self.shard(group)?.kafka_describe(group.to_string()).await
     }
 
     /// Every group this broker coordinates, as Kafka's ListGroups shows them.
-    pub async fn kafka_list(&self) -> Vec<KafkaGroupView> {
+    pub async fn kafka_list(&self, access: &Access) -> Vec<KafkaGroupView> {
         let mut out = Vec::new();
         for p in self.led_offsets_partitions() {
             if let Ok(groups) = self.shard_of(p).kafka_list().await {
                 out.extend(groups);
             }
         }
+        out.retain(|g| access.may_list_group(&g.group_id));
         out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         out
     }
@@ -364,7 +468,7 @@ impl GroupCoordinator {
     }
 
     /// Groups of every offsets partition this broker leads.
-    pub async fn list(&self) -> Vec<ListedGroup> {
+    pub async fn list(&self, access: &Access) -> Vec<ListedGroup> {
         let mut out = Vec::new();
         for p in 0..self.offsets_partitions() {
             let leads = self
@@ -378,13 +482,17 @@ impl GroupCoordinator {
                 out.extend(groups);
             }
         }
+        out.retain(|g| access.may_list_group(&g.group_id));
         out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         out
     }
 
     /// DescribeGroups for one group.
-    pub async fn describe(&self, group_id: &str) -> DescribedGroup {
-        let described = match self.shard(group_id) {
+    pub async fn describe(&self, group_id: &str, access: &Access) -> DescribedGroup {
+        let described = match access
+            .group(Operation::Describe, group_id)
+            .and_then(|()| self.shard(group_id))
+        {
             Ok(shard) => shard.describe(group_id).await,
             Err(e) => Err(e),
         };
@@ -407,14 +515,30 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         partitions: Vec<(String, i32)>,
+        access: &Access,
     ) -> Result<Vec<(String, i32, ErrorCode)>, Status> {
-        self.shard(group_id)?
-            .delete_offsets(group_id, partitions)
-            .await
+        access.group(Operation::Delete, group_id)?;
+        let (allowed, refused): (Vec<_>, Vec<_>) = partitions
+            .into_iter()
+            .partition(|(t, _)| access.topic(Operation::Read, t).is_ok());
+        let mut out = if allowed.is_empty() {
+            Vec::new()
+        } else {
+            self.shard(group_id)?
+                .delete_offsets(group_id, allowed)
+                .await?
+        };
+        out.extend(
+            refused
+                .into_iter()
+                .map(|(t, p)| (t, p, ErrorCode::TopicAuthorizationFailed)),
+        );
+        Ok(out)
     }
 
     /// DeleteGroups for one group: only an empty group; its offsets get tombstones.
-    pub async fn delete(&self, group_id: &str) -> Result<(), Status> {
+    pub async fn delete(&self, group_id: &str, access: &Access) -> Result<(), Status> {
+        access.group(Operation::Delete, group_id)?;
         self.shard(group_id)?.delete(group_id).await
     }
 

@@ -69,7 +69,9 @@ pub(super) async fn create_topics(
     let results = if specs.is_empty() {
         Ok(Vec::new())
     } else {
-        ctx.node.create_topics(specs, req.validate_only).await
+        ctx.node
+            .create_topics(specs, req.validate_only, &ctx.caller)
+            .await
     };
     let answer = |name: String, code: i16, m: String| {
         let r = CreatableTopicResult::default()
@@ -151,7 +153,7 @@ pub(super) async fn delete_topics(
     let results = if known.is_empty() {
         Ok(Vec::new())
     } else {
-        ctx.node.delete_topics(known).await
+        ctx.node.delete_topics(known, &ctx.caller).await
     };
     let responses = names
         .into_iter()
@@ -251,6 +253,7 @@ pub(super) async fn create_partitions(
                     topics: asked,
                     validate_only: req.validate_only,
                 },
+                &ctx.caller,
                 |mut c, r| async move { c.create_partitions(r).await },
             )
             .await;
@@ -322,6 +325,7 @@ pub(super) async fn describe_configs(
                         keys,
                     }],
                 },
+                &ctx.caller,
                 |mut c, r| async move { c.describe_configs(r).await },
             )
             .await;
@@ -526,6 +530,7 @@ async fn relay_alter_configs(
                 }],
                 validate_only,
             },
+            &ctx.caller,
             |mut c, r| async move { c.incremental_alter_configs(r).await },
         )
         .await;
@@ -702,7 +707,7 @@ pub(super) async fn alter_user_scram_credentials(
     };
     let r = ctx
         .node
-        .relay_admin(relayed, |mut c, r| async move {
+        .relay_admin(relayed, &ctx.caller, |mut c, r| async move {
             c.alter_user_scram_credentials(r).await
         })
         .await;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use sluice_metadata::acl::Operation;
 use sluice_proto::v1 as pb;
 use sluice_storage::{FileRange, Records};
 
@@ -99,6 +100,7 @@ pub(super) async fn fetch(
     } else {
         (req.max_bytes as usize).min(FETCH_BYTES_MAX)
     };
+    let access = ctx.access();
     loop {
         // Watches taken before reading: a change after the read wakes the wait below.
         let mut watches = Vec::new();
@@ -123,6 +125,15 @@ pub(super) async fn fetch(
                 if follower {
                     errors = true;
                     partitions.push(out.with_error_code(INVALID_REQUEST));
+                    continue;
+                }
+                if let Err(s) = access.topic(Operation::Read, t.0.as_str()) {
+                    errors = true;
+                    partitions.push(
+                        out.with_error_code(code_of(&s).0)
+                            .with_high_watermark(-1)
+                            .with_records(Some(Bytes::new())),
+                    );
                     continue;
                 }
                 let room = max_bytes.saturating_sub(total);

@@ -47,7 +47,7 @@ async fn coordinator_of(
     }
     let r = ctx
         .groups
-        .find_coordinator(key)
+        .find_coordinator(key, &ctx.access())
         .await
         .map_err(|s| code_of(&s))?;
     let c = r.coordinator.unwrap_or_default();
@@ -173,7 +173,7 @@ pub(super) async fn join_group(
         client_host,
         require_known_member_id: version >= 4,
     };
-    let r = match ctx.groups.classic_join(&group, join).await {
+    let r = match ctx.groups.classic_join(&group, join, &ctx.access()).await {
         Ok(r) => r,
         Err(s) => classic::JoinResponse {
             error: Some(ClassicError {
@@ -237,7 +237,7 @@ pub(super) async fn sync_group(ctx: &Ctx, req: SyncGroupRequest) -> SyncGroupRes
             .map(|a| (a.member_id.as_str().to_string(), a.assignment.clone()))
             .collect(),
     };
-    let r = match ctx.groups.classic_sync(&group, sync).await {
+    let r = match ctx.groups.classic_sync(&group, sync, &ctx.access()).await {
         Ok(r) => r,
         Err(s) => classic::SyncResponse {
             error: Some(ClassicError {
@@ -263,6 +263,7 @@ pub(super) async fn heartbeat(ctx: &Ctx, req: HeartbeatRequest) -> HeartbeatResp
             req.member_id.as_str(),
             req.group_instance_id.as_ref().map(|s| s.as_str()),
             req.generation_id,
+            &ctx.access(),
         )
         .await
     {
@@ -300,7 +301,7 @@ pub(super) async fn leave_group(
             )
         })
         .collect();
-    match ctx.groups.classic_leave(group, ids).await {
+    match ctx.groups.classic_leave(group, ids, &ctx.access()).await {
         Err(s) => LeaveGroupResponse::default().with_error_code(code_of(&s).0),
         Ok(results) if version < 3 => {
             LeaveGroupResponse::default().with_error_code(classic_code(&results[0]).0)
@@ -348,7 +349,7 @@ pub(super) async fn offset_commit(ctx: &Ctx, req: OffsetCommitRequest) -> Offset
             })
             .collect(),
     };
-    let outcome = ctx.groups.commit(commit).await;
+    let outcome = ctx.groups.commit(commit, &ctx.access()).await;
     let code_for = |topic: &str, partition: i32| -> i16 {
         match &outcome {
             Err(s) => code_of(s).0,
@@ -401,10 +402,13 @@ async fn fetch_offsets(
         .collect();
     let r = ctx
         .groups
-        .fetch(pb::OffsetFetchRequest {
-            group_id: group.to_string(),
-            partitions,
-        })
+        .fetch(
+            pb::OffsetFetchRequest {
+                group_id: group.to_string(),
+                partitions,
+            },
+            &ctx.access(),
+        )
         .await
         .map_err(|s| code_of(&s).0)?;
     let mut by_topic: Vec<(String, Vec<pb::OffsetFetchResult>)> = Vec::new();
@@ -529,7 +533,7 @@ pub(super) async fn list_groups(ctx: &Ctx, req: ListGroupsRequest) -> ListGroups
         .collect();
     let groups = ctx
         .groups
-        .kafka_list()
+        .kafka_list(&ctx.access())
         .await
         .into_iter()
         .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
@@ -552,32 +556,38 @@ pub(super) async fn describe_groups(
     let mut groups = Vec::with_capacity(req.groups.len());
     for id in req.groups {
         let out = DescribedGroup::default().with_group_id(id.clone());
-        groups.push(match ctx.groups.kafka_describe(id.0.as_str()).await {
-            Ok(Some(v)) => out
-                .with_group_state(kstr(v.state))
-                .with_protocol_type(kstr(v.protocol_type))
-                .with_protocol_data(kstr(v.protocol))
-                .with_members(
-                    v.members
-                        .into_iter()
-                        .map(|m| {
-                            DescribedGroupMember::default()
-                                .with_member_id(kstr(m.member_id))
-                                .with_group_instance_id(m.instance_id.map(kstr))
-                                .with_client_id(kstr(m.client_id))
-                                .with_client_host(kstr(m.client_host))
-                                .with_member_metadata(m.metadata)
-                                .with_member_assignment(m.assignment)
-                        })
-                        .collect(),
-                ),
-            // Kafka describes a group it does not know as Dead, without an error.
-            Ok(None) => out
-                .with_group_state(kstr("Dead"))
-                .with_protocol_type(kstr(""))
-                .with_protocol_data(kstr("")),
-            Err(s) => described_error(out, code_of(&s).0),
-        });
+        groups.push(
+            match ctx
+                .groups
+                .kafka_describe(id.0.as_str(), &ctx.access())
+                .await
+            {
+                Ok(Some(v)) => out
+                    .with_group_state(kstr(v.state))
+                    .with_protocol_type(kstr(v.protocol_type))
+                    .with_protocol_data(kstr(v.protocol))
+                    .with_members(
+                        v.members
+                            .into_iter()
+                            .map(|m| {
+                                DescribedGroupMember::default()
+                                    .with_member_id(kstr(m.member_id))
+                                    .with_group_instance_id(m.instance_id.map(kstr))
+                                    .with_client_id(kstr(m.client_id))
+                                    .with_client_host(kstr(m.client_host))
+                                    .with_member_metadata(m.metadata)
+                                    .with_member_assignment(m.assignment)
+                            })
+                            .collect(),
+                    ),
+                // Kafka describes a group it does not know as Dead, without an error.
+                Ok(None) => out
+                    .with_group_state(kstr("Dead"))
+                    .with_protocol_type(kstr(""))
+                    .with_protocol_data(kstr("")),
+                Err(s) => described_error(out, code_of(&s).0),
+            },
+        );
     }
     DescribeGroupsResponse::default().with_groups(groups)
 }
@@ -594,7 +604,7 @@ pub(super) fn described_error(out: DescribedGroup, code: i16) -> DescribedGroup 
 pub(super) async fn delete_groups(ctx: &Ctx, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for id in req.groups_names {
-        let code = match ctx.groups.delete(id.0.as_str()).await {
+        let code = match ctx.groups.delete(id.0.as_str(), &ctx.access()).await {
             Ok(()) => 0,
             Err(s) => code_of(&s).0,
         };
@@ -625,7 +635,7 @@ pub(super) async fn offset_delete(ctx: &Ctx, req: OffsetDeleteRequest) -> Offset
         .collect();
     let results = match ctx
         .groups
-        .delete_offsets(req.group_id.0.as_str(), wanted)
+        .delete_offsets(req.group_id.0.as_str(), wanted, &ctx.access())
         .await
     {
         Ok(r) => r,
@@ -658,7 +668,7 @@ pub(super) async fn consumer_group_describe(
 ) -> ConsumerGroupDescribeResponse {
     let mut groups = Vec::with_capacity(req.group_ids.len());
     for id in req.group_ids {
-        let d = ctx.groups.describe(id.0.as_str()).await;
+        let d = ctx.groups.describe(id.0.as_str(), &ctx.access()).await;
         groups.push(consumer_group_described(id, d));
     }
     ConsumerGroupDescribeResponse::default().with_groups(groups)
@@ -803,7 +813,11 @@ pub(super) async fn consumer_group_heartbeat(
             .flatten()
             .collect()
     });
-    match ctx.groups.heartbeat_owning(beat, owned, client_host).await {
+    match ctx
+        .groups
+        .heartbeat_owning(beat, owned, client_host, &ctx.access())
+        .await
+    {
         Err(s) => {
             let (code, m) = code_of(&s);
             fail(code, m)

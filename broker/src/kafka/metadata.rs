@@ -4,6 +4,7 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use sluice_metadata::acl::Operation;
 use sluice_metadata::{MetadataImage, TopicImage, NO_LEADER};
 
 use super::{kstr, Ctx};
@@ -24,8 +25,9 @@ pub(super) async fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> M
         .flatten()
         .filter_map(|t| t.name.as_ref().map(|n| n.0.as_str().to_string()))
         .collect();
+    let access = ctx.access();
     let created = if allow_auto_create {
-        ctx.node.auto_create(&named).await
+        ctx.node.auto_create(&named, &access).await
     } else {
         Vec::new()
     };
@@ -59,7 +61,12 @@ pub(super) async fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> M
         ),
     };
     let topics = match wanted {
-        None => image.topics.values().map(|t| topic(&image, t)).collect(),
+        None => image
+            .topics
+            .values()
+            .filter(|t| access.topic(Operation::Describe, &t.name).is_ok())
+            .map(|t| topic(&image, t))
+            .collect(),
         Some(asked) => asked
             .into_iter()
             .map(|(name, id)| {
@@ -67,6 +74,16 @@ pub(super) async fn metadata(ctx: &Ctx, req: MetadataRequest, version: i16) -> M
                     Some(n) => image.topic(n),
                     None => image.topics.get(&sluice_metadata::TopicId(*id.as_bytes())),
                 };
+                let name_of = |t: Option<&TopicImage>| t.map(|t| t.name.clone()).or(name.clone());
+                if let Some(n) = name_of(found.map(|t| &**t)) {
+                    if let Err(s) = access.topic(Operation::Describe, &n) {
+                        // Refused whether or not it exists: existence is not revealed.
+                        return MetadataResponseTopic::default()
+                            .with_error_code(super::code_of(&s).0)
+                            .with_name(Some(TopicName(kstr(n))))
+                            .with_topic_id(id);
+                    }
+                }
                 match found {
                     Some(t) => topic(&image, t),
                     None => unknown_topic(name, id, &created),

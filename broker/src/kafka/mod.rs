@@ -37,6 +37,7 @@ use crate::limits::MESSAGE_BYTES_MAX;
 use crate::listener::{Admitted, Conn, Prefixed};
 use crate::node::BrokerNode;
 
+mod acls;
 mod admin;
 mod fetch;
 pub mod fetch_session;
@@ -95,6 +96,16 @@ pub(crate) struct Ctx {
     pub file_ranges: bool,
     /// Whether this connection is TLS (PLAIN is offered only then).
     pub tls: bool,
+    /// Who is on the other end: its certificate's principal (or ANONYMOUS) until SASL
+    /// authenticates a user.
+    pub caller: Arc<sluice_metadata::acl::Caller>,
+}
+
+impl Ctx {
+    /// The checks for this connection's caller, on the current image.
+    pub fn access(&self) -> crate::authz::Access {
+        crate::authz::Access::new(&self.node, &self.caller)
+    }
 }
 
 /// A request as the connection decoded it.
@@ -124,8 +135,15 @@ pub async fn serve_connection(
     groups: Arc<GroupCoordinator>,
     fetch_sessions: Arc<std::sync::Mutex<fetch_session::SessionCache>>,
 ) {
-    let (conn, _info, _permit) = conn.into_parts();
+    let (conn, info, _permit) = conn.into_parts();
+    let principal = info
+        .certificates
+        .as_deref()
+        .and_then(|c| sluice_proto::auth::chain_principal(c))
+        .unwrap_or(sluice_proto::auth::Principal::Anonymous);
+    let caller = Arc::new(crate::authz::caller(&principal, peer.ip().to_string()));
     let ctx = |file_ranges, tls| Ctx {
+        caller: caller.clone(),
         data: DataPlane::new(node.clone()),
         node: node.clone(),
         groups: groups.clone(),
@@ -276,6 +294,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
     peer: SocketAddr,
 ) -> Close {
     let mut sasl = sasl::SaslState::new(ctx);
+    let mut ctx = ctx.clone();
+    let ctx = &mut ctx;
     loop {
         let frame = match read_frame(reader, ctx).await {
             Ok(f) => f,
@@ -309,6 +329,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
             decoded.api_key,
         );
         let gate = sasl.step(ctx, api_key, version, &decoded.body).await;
+        if let Some(user) = sasl.user() {
+            // SASL names the principal (over a certificate's, as in Kafka's SASL_SSL).
+            if ctx.caller.node || ctx.caller.principal.strip_prefix("User:") != Some(user) {
+                ctx.caller = Arc::new(sluice_metadata::acl::Caller::user(
+                    format!("User:{user}"),
+                    peer.ip().to_string(),
+                ));
+            }
+        }
         if let sasl::Gate::Close(why) = gate {
             return Close::Protocol(why);
         }
@@ -719,6 +748,9 @@ async fn dispatch(
                     RequestKind::DescribeUserScramCredentials(r) => {
                         admin::describe_user_scram_credentials(&ctx, r).await.into()
                     }
+                    RequestKind::CreateAcls(r) => acls::create_acls(&ctx, r).await.into(),
+                    RequestKind::DescribeAcls(r) => acls::describe_acls(&ctx, r).await.into(),
+                    RequestKind::DeleteAcls(r) => acls::delete_acls(&ctx, r).await.into(),
                     RequestKind::DescribeCluster(r) => {
                         admin::describe_cluster(&ctx, r, version).await.into()
                     }
@@ -778,6 +810,9 @@ fn api_name(k: ApiKey) -> &'static str {
         ApiKey::AlterUserScramCredentials => "kafka_alter_user_scram_credentials",
         ApiKey::DescribeUserScramCredentials => "kafka_describe_user_scram_credentials",
         ApiKey::SaslAuthenticate => "kafka_sasl_authenticate",
+        ApiKey::CreateAcls => "kafka_create_acls",
+        ApiKey::DescribeAcls => "kafka_describe_acls",
+        ApiKey::DeleteAcls => "kafka_delete_acls",
         _ => "kafka_other",
     }
 }

@@ -15,18 +15,21 @@ use kafka_protocol::messages::{
 };
 
 use super::{code_of, Ctx};
+use sluice_metadata::acl::Operation;
 
 pub(super) async fn list_offsets(
     ctx: &Ctx,
     req: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
+    let access = ctx.access();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.as_str().to_string();
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let r = async {
+                access.topic(Operation::Describe, &name)?;
                 let part = ctx.data.lookup(&name, p.partition_index).await?;
                 // current_leader_epoch is a v4+ field (-1, no check, before).
                 part.list_offset(p.timestamp, Some(p.current_leader_epoch))
@@ -62,12 +65,14 @@ pub(super) async fn offset_for_leader_epoch(
     ctx: &Ctx,
     req: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
+    let access = ctx.access();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.topic.0.as_str().to_string();
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let r = async {
+                access.topic(Operation::Describe, &name)?;
                 let part = ctx.data.lookup(&name, p.partition).await?;
                 part.epoch_end_offset(p.leader_epoch, Some(p.current_leader_epoch))
                     .await
@@ -96,12 +101,14 @@ pub(super) async fn describe_producers(
     ctx: &Ctx,
     req: DescribeProducersRequest,
 ) -> DescribeProducersResponse {
+    let access = ctx.access();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.as_str().to_string();
         let mut partitions = Vec::with_capacity(t.partition_indexes.len());
         for index in t.partition_indexes {
             let r = async {
+                access.topic(Operation::Read, &name)?;
                 let part = ctx.data.lookup(&name, index).await?;
                 part.producers()
                     .await

@@ -29,15 +29,19 @@ pub(super) async fn append(ctx: &Ctx, req: ProduceRequest) -> Appended {
         .transactional_id
         .as_ref()
         .is_some_and(|t| !t.0.is_empty());
+    let access = ctx.access();
     let mut topics = Vec::with_capacity(req.topic_data.len());
     for t in req.topic_data {
         let mut parts = Vec::with_capacity(t.partition_data.len());
+        let allowed = access.write(t.name.0.as_str()).map_err(|s| code_of(&s));
         for p in t.partition_data {
             let r = if transactional {
                 Err((
                     INVALID_REQUEST,
                     "transactions are not supported; produce without a transactional.id".into(),
                 ))
+            } else if let Err(refused) = &allowed {
+                Err(refused.clone())
             } else {
                 ctx.data
                     .produce_append(pb::ProduceRequest {
@@ -129,6 +133,9 @@ pub(super) async fn init_producer_id(
         .is_some_and(|t| !t.0.is_empty())
     {
         return InitProducerIdResponse::default().with_error_code(INVALID_REQUEST);
+    }
+    if let Err(s) = ctx.access().idempotent_write() {
+        return InitProducerIdResponse::default().with_error_code(code_of(&s).0);
     }
     match ctx.node.next_producer_id().await {
         Ok(id) => InitProducerIdResponse::default()

@@ -54,6 +54,14 @@ pub(crate) enum Gate {
 }
 
 impl SaslState {
+    /// The user this connection authenticated as, once it has.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            SaslState::Done(user) => Some(user),
+            _ => None,
+        }
+    }
+
     /// The state a new connection starts in.
     pub fn new(ctx: &Ctx) -> Self {
         if ctx.node.config.sasl_mechanisms.is_empty() {

@@ -19,11 +19,13 @@ macro_rules! relay {
         impl Admin for AdminRelay {
             $(
                 async fn $m(&self, r: Request<$Req>) -> Result<Response<$Resp>, Status> {
+                    let caller = crate::authz::caller_of(&r);
                     let req = r.into_inner();
                     let mut last = Status::unavailable("no controller reachable");
                     for addr in &self.node.config.controllers {
                         let mut call = Request::new(req.clone());
                         call.set_timeout(ADMIN_RELAY_TIMEOUT);
+                        on_behalf_of(&self.node, &mut call, &caller)?;
                         match AdminClient::new(self.node.channel(addr)).$m(call).await {
                             Ok(resp) => return Ok(resp),
                             Err(s) if s.code() == tonic::Code::Unavailable && sluice_proto::status::error_detail(&s).is_none() => last = s,
@@ -35,6 +37,20 @@ macro_rules! relay {
             )*
         }
     };
+}
+
+/// Marks a relayed call with the client it is for, so the controllers authorize the client
+/// and not this broker (a node's own calls go as they are, and nothing is marked without an
+/// authorizer: the controllers would have nothing to check).
+pub fn on_behalf_of<T>(
+    node: &BrokerNode,
+    call: &mut Request<T>,
+    caller: &sluice_metadata::acl::Caller,
+) -> Result<(), Status> {
+    if caller.node || node.config.authorizer.is_none() {
+        return Ok(());
+    }
+    sluice_proto::auth::set_on_behalf_of(call, &caller.principal, &caller.host)
 }
 
 relay! {
@@ -51,4 +67,7 @@ relay! {
     remove_controller, RemoveControllerRequest, QuorumChangeResponse;
     alter_user_scram_credentials, AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse;
     describe_user_scram_credentials, DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse;
+    create_acls, CreateAclsRequest, CreateAclsResponse;
+    describe_acls, DescribeAclsRequest, DescribeAclsResponse;
+    delete_acls, DeleteAclsRequest, DeleteAclsResponse;
 }

@@ -9,6 +9,8 @@ pub(super) async fn fetch(
     let t = Instant::now();
     if let Some(id) = r.get_ref().replica_id.filter(|id| *id >= 0) {
         require_broker(&svc.node, &r, id)?;
+    } else {
+        Access::new(&svc.node, &caller_of(&r)).topic(Operation::Read, &r.get_ref().topic)?;
     }
     let req = r.into_inner();
     let r = svc.data.fetch_one(&req).await;
@@ -31,6 +33,7 @@ pub(super) async fn fetch_stream(
     svc: &BrokerService,
     r: Request<FetchRequest>,
 ) -> Result<Response<FetchStreamOut>, Status> {
+    let caller = caller_of(&r);
     let mut req = r.into_inner();
     if req.replica_id.is_some_and(|r| r >= 0) {
         return Err(error_status(
@@ -53,7 +56,11 @@ pub(super) async fn fetch_stream(
             let r = tokio::select! {
                 biased;
                 () = tx.closed() => return,
-                r = svc.data.fetch_one(&req) => r,
+                // Checked per poll: an ACL removed while the stream is open applies.
+                r = async {
+                    Access::new(&svc.node, &caller).topic(Operation::Read, &req.topic)?;
+                    svc.data.fetch_one(&req).await
+                } => r,
             };
             match r {
                 Ok(resp) => {

@@ -6,9 +6,10 @@ pub(super) async fn find_coordinator(
     svc: &BrokerService,
     r: Request<FindCoordinatorRequest>,
 ) -> Result<Response<FindCoordinatorResponse>, Status> {
+    let access = Access::new(&svc.node, &caller_of(&r));
     let r = r.into_inner();
     Ok(Response::new(
-        svc.groups()?.find_coordinator(&r.group_id).await?,
+        svc.groups()?.find_coordinator(&r.group_id, &access).await?,
     ))
 }
 
@@ -23,8 +24,11 @@ pub(super) async fn consumer_group_heartbeat(
         .or_else(|| r.remote_addr())
         .map(|a| format!("/{}", a.ip()))
         .unwrap_or_default();
+    let access = Access::new(&svc.node, &caller_of(&r));
     Ok(Response::new(
-        svc.groups()?.heartbeat(r.into_inner(), host).await?,
+        svc.groups()?
+            .heartbeat(r.into_inner(), host, &access)
+            .await?,
     ))
 }
 
@@ -32,22 +36,29 @@ pub(super) async fn offset_commit(
     svc: &BrokerService,
     r: Request<OffsetCommitRequest>,
 ) -> Result<Response<OffsetCommitResponse>, Status> {
-    Ok(Response::new(svc.groups()?.commit(r.into_inner()).await?))
+    let access = Access::new(&svc.node, &caller_of(&r));
+    Ok(Response::new(
+        svc.groups()?.commit(r.into_inner(), &access).await?,
+    ))
 }
 
 pub(super) async fn offset_fetch(
     svc: &BrokerService,
     r: Request<OffsetFetchRequest>,
 ) -> Result<Response<OffsetFetchResponse>, Status> {
-    Ok(Response::new(svc.groups()?.fetch(r.into_inner()).await?))
+    let access = Access::new(&svc.node, &caller_of(&r));
+    Ok(Response::new(
+        svc.groups()?.fetch(r.into_inner(), &access).await?,
+    ))
 }
 
 pub(super) async fn list_groups(
     svc: &BrokerService,
     r: Request<ListGroupsRequest>,
 ) -> Result<Response<ListGroupsResponse>, Status> {
+    let access = Access::new(&svc.node, &caller_of(&r));
     let filter = r.into_inner().states_filter;
-    let mut groups = svc.groups()?.list().await;
+    let mut groups = svc.groups()?.list(&access).await;
     if !filter.is_empty() {
         groups.retain(|g| filter.contains(&g.group_state));
     }
@@ -59,9 +70,10 @@ pub(super) async fn describe_groups(
     r: Request<DescribeGroupsRequest>,
 ) -> Result<Response<DescribeGroupsResponse>, Status> {
     let coordinator = svc.groups()?;
+    let access = Access::new(&svc.node, &caller_of(&r));
     let mut groups = Vec::new();
     for g in r.into_inner().group_ids {
-        groups.push(coordinator.describe(&g).await);
+        groups.push(coordinator.describe(&g, &access).await);
     }
     Ok(Response::new(DescribeGroupsResponse { groups }))
 }
@@ -71,9 +83,10 @@ pub(super) async fn delete_groups(
     r: Request<DeleteGroupsRequest>,
 ) -> Result<Response<DeleteGroupsResponse>, Status> {
     let coordinator = svc.groups()?;
+    let access = Access::new(&svc.node, &caller_of(&r));
     let mut results = Vec::new();
     for g in r.into_inner().group_ids {
-        let (error_code, error_message) = match coordinator.delete(&g).await {
+        let (error_code, error_message) = match coordinator.delete(&g, &access).await {
             Ok(()) => (0, String::new()),
             Err(e) => in_band_error(&e).into_parts(),
         };

@@ -6,9 +6,10 @@ pub(super) async fn metadata(
     svc: &BrokerService,
     r: Request<MetadataRequest>,
 ) -> Result<Response<MetadataResponse>, Status> {
+    let access = Access::new(&svc.node, &caller_of(&r));
     let req = r.into_inner();
     let created = if req.allow_auto_topic_creation {
-        svc.node.auto_create(&req.topics).await
+        svc.node.auto_create(&req.topics, &access).await
     } else {
         Vec::new()
     };
@@ -55,25 +56,42 @@ pub(super) async fn metadata(
             .collect(),
     };
     let topics = if req.topics.is_empty() {
-        image.topics.values().map(|t| describe(t)).collect()
+        image
+            .topics
+            .values()
+            .filter(|t| access.topic(Operation::Describe, &t.name).is_ok())
+            .map(|t| describe(t))
+            .collect()
     } else {
         req.topics
             .iter()
-            .map(|n| match image.topic(n) {
-                Some(t) => describe(t),
-                None if created.contains(n) => TopicMetadata {
-                    error_code: ErrorCode::LeaderNotAvailable as i32,
-                    error_message: format!("topic {n:?} was just created; retry"),
-                    name: n.clone(),
-                    ..Default::default()
+            .map(
+                |n| match (access.topic(Operation::Describe, n), image.topic(n)) {
+                    // Refused whether or not it exists: existence is not revealed.
+                    (Err(s), _) => {
+                        let (error_code, error_message, _) = in_band_error(&s);
+                        TopicMetadata {
+                            error_code,
+                            error_message,
+                            name: n.clone(),
+                            ..Default::default()
+                        }
+                    }
+                    (Ok(()), Some(t)) => describe(t),
+                    (Ok(()), None) if created.contains(n) => TopicMetadata {
+                        error_code: ErrorCode::LeaderNotAvailable as i32,
+                        error_message: format!("topic {n:?} was just created; retry"),
+                        name: n.clone(),
+                        ..Default::default()
+                    },
+                    (Ok(()), None) => TopicMetadata {
+                        error_code: ErrorCode::UnknownTopicOrPartition as i32,
+                        error_message: format!("topic {n:?} does not exist"),
+                        name: n.clone(),
+                        ..Default::default()
+                    },
                 },
-                None => TopicMetadata {
-                    error_code: ErrorCode::UnknownTopicOrPartition as i32,
-                    error_message: format!("topic {n:?} does not exist"),
-                    name: n.clone(),
-                    ..Default::default()
-                },
-            })
+            )
             .collect()
     };
     Ok(Response::new(MetadataResponse {

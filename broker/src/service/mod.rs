@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
+use sluice_metadata::acl::Operation;
 use sluice_metadata::{BrokerId, NO_LEADER};
 use sluice_proto::status::error_status;
 use sluice_proto::v1::admin_client::AdminClient;
@@ -25,6 +26,7 @@ use sluice_proto::v1::*;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::authz::{caller_of, Access};
 use crate::data::DataPlane;
 use crate::group::GroupCoordinator;
 use crate::node::BrokerNode;
@@ -142,7 +144,7 @@ mod replica_fetch;
 
 pub use replica_fetch::ReplicationService;
 
-pub use admin::{AdminRelay, ADMIN_RELAY_TIMEOUT};
+pub use admin::{on_behalf_of, AdminRelay, ADMIN_RELAY_TIMEOUT};
 
 #[tonic::async_trait]
 impl Broker for BrokerService {

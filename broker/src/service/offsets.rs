@@ -6,6 +6,7 @@ pub(super) async fn list_offsets(
     svc: &BrokerService,
     r: Request<ListOffsetsRequest>,
 ) -> Result<Response<ListOffsetsResponse>, Status> {
+    let access = Access::new(&svc.node, &caller_of(&r));
     let req = r.into_inner();
     if req.partitions.len() > 10_000 {
         return Err(error_status(
@@ -25,6 +26,7 @@ pub(super) async fn list_offsets(
             ..Default::default()
         };
         let r: Result<(), Status> = async {
+            access.topic(Operation::Describe, &p.topic)?;
             let part = svc.data.lookup(&p.topic, p.partition).await?;
             let (epoch, offset, timestamp) = part
                 .list_offset(p.timestamp, p.current_leader_epoch)
@@ -51,7 +53,9 @@ pub(super) async fn offset_for_leader_epoch(
     svc: &BrokerService,
     r: Request<OffsetForLeaderEpochRequest>,
 ) -> Result<Response<OffsetForLeaderEpochResponse>, Status> {
+    let access = Access::new(&svc.node, &caller_of(&r));
     let req = r.into_inner();
+    access.topic(Operation::Describe, &req.topic)?;
     let part = svc.data.lookup(&req.topic, req.partition).await?;
     let (epoch, end) = part
         .epoch_end_offset(req.leader_epoch, req.current_leader_epoch)

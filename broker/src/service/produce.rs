@@ -7,7 +7,12 @@ pub(super) async fn produce(
     r: Request<ProduceRequest>,
 ) -> Result<Response<ProduceResponse>, Status> {
     let t = Instant::now();
-    let r = svc.data.produce_one(r.into_inner()).await;
+    let access = Access::new(&svc.node, &caller_of(&r));
+    let req = r.into_inner();
+    let r = match access.write(&req.topic) {
+        Ok(()) => svc.data.produce_one(req).await,
+        Err(s) => Err(s),
+    };
     observe("produce", t, &r);
     Ok(Response::new(r?))
 }
@@ -16,6 +21,7 @@ pub(super) async fn produce_stream(
     svc: &BrokerService,
     r: Request<Streaming<ProduceRequest>>,
 ) -> Result<Response<ProduceStreamOut>, Status> {
+    let caller = caller_of(&r);
     let mut inbound = r.into_inner();
     let (tx, rx) = mpsc::channel(PRODUCE_STREAM_IN_FLIGHT_MAX);
     let svc = svc.clone();
@@ -49,7 +55,11 @@ pub(super) async fn produce_stream(
                         (req.correlation_id, req.topic.clone(), req.partition);
                     let svc = svc.clone();
                     let t = Instant::now();
-                    let appended = svc.data.produce_append(req).await;
+                    // Checked per request: an ACL removed while the stream is open applies.
+                    let appended = match Access::new(&svc.node, &caller).write(&req.topic) {
+                        Ok(()) => svc.data.produce_append(req).await,
+                        Err(s) => Err(s),
+                    };
                     // Each wait runs as its own task: a future parked in `waiting` while
                     // this loop awaits the next append must not hold anything the append
                     // needs (a tokio mutex permit handed to an unpolled waiter deadlocked

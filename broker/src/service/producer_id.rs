@@ -6,7 +6,9 @@ pub(super) async fn init_producer_id(
     svc: &BrokerService,
     r: Request<InitProducerIdRequest>,
 ) -> Result<Response<InitProducerIdResponse>, Status> {
+    let access = Access::new(&svc.node, &caller_of(&r));
     let r = r.into_inner();
+    access.idempotent_write()?;
     if r.transactional_id.as_deref().is_some_and(|t| !t.is_empty()) {
         return Err(error_status(
                 ErrorCode::UnsupportedVersion,

@@ -160,10 +160,12 @@ pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
     let ms = |key: &str| -> anyhow::Result<Duration> { Ok(Duration::from_millis(cfg.num(key)?)) };
     let tls = super::node_tls(cfg)?;
     let sasl_mechanisms = super::node_sasl(cfg, tls.as_ref())?;
+    let authorizer = super::node_authorizer(cfg, tls.as_ref())?;
     Ok(BrokerConfig {
         node_id: sluice_metadata::BrokerId(node_id),
         tls,
         sasl_mechanisms,
+        authorizer,
         listen,
         listen_serves_kafka: grpc_name == ListenerName::Both,
         kafka_listen,

@@ -41,10 +41,12 @@ pub fn controller_config(cfg: &NodeConfig) -> anyhow::Result<ControllerConfig> {
     );
     let tls = super::node_tls(cfg)?;
     let sasl_enabled = !super::node_sasl(cfg, tls.as_ref())?.is_empty();
+    let authorizer = super::node_authorizer(cfg, tls.as_ref())?;
     Ok(ControllerConfig {
         node_id,
         tls,
         sasl_enabled,
+        authorizer,
         listen,
         voters,
         data_dir,

@@ -269,6 +269,11 @@ pub fn run(
             "ssl.client.auth=requested".into(),
             "--override".into(),
             "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN".into(),
+            // ACLs, default deny; the dev super-user may do anything.
+            "--override".into(),
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer".into(),
+            "--override".into(),
+            format!("super.users=User:{}", pki.user.0),
         ]
     };
     let echo = if logs {

@@ -1,5 +1,6 @@
 //! Implementations of the `sluice` subcommands.
 
+pub mod acl;
 pub mod broker;
 pub mod chaos;
 pub mod cluster;
@@ -65,6 +66,29 @@ pub fn node_sasl(
         );
     }
     Ok(mechanisms)
+}
+
+/// A node's authorizer (`authorizer.class.name`, `super.users`,
+/// `allow.everyone.if.no.acl.found`). Like SASL it needs nodes known by their certificates:
+/// brokers relay clients' Admin calls, and only a broker's certificate may say for whom.
+pub fn node_authorizer(
+    cfg: &crate::config::NodeConfig,
+    tls: Option<&sluice_proto::tls::TlsSettings>,
+) -> anyhow::Result<Option<sluice_metadata::acl::Authorizer>> {
+    let authorizer = sluice_metadata::acl::Authorizer::from_config(
+        cfg.get("authorizer.class.name").unwrap_or(""),
+        cfg.get("super.users").unwrap_or(""),
+        cfg.bool("allow.everyone.if.no.acl.found")?,
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    if authorizer.is_some()
+        && !tls.is_some_and(sluice_proto::tls::TlsSettings::checks_client_certificates)
+    {
+        anyhow::bail!(
+            "authorizer.class.name is set, but nodes are not known by their certificates: set ssl.keystore.location, ssl.truststore.location and ssl.client.auth=requested (or required)"
+        );
+    }
+    Ok(authorizer)
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

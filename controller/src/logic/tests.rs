@@ -632,3 +632,72 @@ fn scram_credentials_are_validated_and_deletions_need_a_credential() {
     let img = commit(&img, records);
     assert!(img.users.is_empty());
 }
+
+#[test]
+fn acls_are_created_once_and_deleted_by_filter() {
+    use sluice_metadata::acl::{
+        AclBinding, AclFilter, Operation, PatternFilter, PatternType, Permission, ResourceType,
+    };
+    let b = |who: &str, name: &str, pattern, op| AclBinding {
+        principal: who.into(),
+        host: "*".into(),
+        resource_type: ResourceType::Topic,
+        resource_name: name.into(),
+        pattern,
+        operation: op,
+        permission: Permission::Allow,
+    };
+    let img = cluster(3);
+    let read = b(
+        "User:alice",
+        "orders",
+        PatternType::Literal,
+        Operation::Read,
+    );
+    let write = b(
+        "User:alice",
+        "orders",
+        PatternType::Literal,
+        Operation::Write,
+    );
+    let prefix = b("User:bob", "ord", PatternType::Prefixed, Operation::Read);
+    let bad = b("alice", "orders", PatternType::Literal, Operation::Read);
+    let (records, results) = create_acls(&img, &[read.clone(), bad, write.clone(), read.clone()]);
+    // The invalid one is refused alone; the duplicate in the same request is one record.
+    assert_eq!(records.len(), 2);
+    assert!(results[0].is_ok() && results[2].is_ok() && results[3].is_ok());
+    let refusal = results[1].as_ref().unwrap_err();
+    assert_eq!(refusal.code, ErrorCode::InvalidRequest);
+    assert!(refusal.message.contains("User:NAME"), "{}", refusal.message);
+    let img = commit(&img, records);
+    assert_eq!(img.acls.len(), 2);
+    // Creating again is a success that writes nothing.
+    let (records, results) = create_acls(&img, &[write.clone(), prefix.clone()]);
+    assert_eq!(records.len(), 1);
+    assert!(results.iter().all(Result::is_ok));
+    let img = commit(&img, records);
+    assert_eq!(img.acls.len(), 3);
+
+    // Two overlapping filters: alice's Read ACLs, and whatever would apply to topic "orders".
+    let alice_reads = AclFilter {
+        principal: Some("User:alice".into()),
+        operation: Some(Operation::Read),
+        ..AclFilter::any()
+    };
+    let on_orders = AclFilter {
+        resource_type: Some(ResourceType::Topic),
+        resource_name: Some("orders".into()),
+        pattern: PatternFilter::Match,
+        principal: Some("User:bob".into()),
+        ..AclFilter::any()
+    };
+    let (records, matched) = delete_acls(&img, &[alice_reads.clone(), on_orders, alice_reads]);
+    assert_eq!(matched[0], vec![read.clone()]);
+    assert_eq!(matched[1], vec![prefix]);
+    assert_eq!(matched[2], vec![read], "each filter lists what it matched");
+    assert_eq!(records.len(), 2, "each binding is removed once");
+    let img = commit(&img, records);
+    assert_eq!(img.acls.iter().cloned().collect::<Vec<_>>(), vec![write]);
+    let (records, matched) = delete_acls(&img, &[AclFilter::any()]);
+    assert_eq!((records.len(), matched[0].len()), (1, 1));
+}

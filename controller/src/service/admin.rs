@@ -13,14 +13,16 @@ use sluice_proto::v1::admin_server::Admin;
 use sluice_proto::v1::*;
 use tonic::{Request, Response, Status};
 
+use super::acls::Access;
 use super::forward;
 use crate::logic;
 use crate::node::ControllerNode;
+use sluice_metadata::acl::{Caller, Operation};
 
 /// Admin RPCs of one controller.
 #[derive(Clone)]
 pub struct AdminService {
-    node: Arc<ControllerNode>,
+    pub(super) node: Arc<ControllerNode>,
 }
 
 /// Internal topics start with `__` (like `__consumer_offsets`).
@@ -37,7 +39,7 @@ fn random_topic_id() -> TopicId {
 /// Requests naming more items than this are refused whole.
 const ITEMS_PER_REQUEST_MAX: usize = 1000;
 
-fn check_count(n: usize) -> Result<(), Status> {
+pub(super) fn check_count(n: usize) -> Result<(), Status> {
     if n > ITEMS_PER_REQUEST_MAX {
         return Err(error_status(
             ErrorCode::InvalidRequest,
@@ -139,10 +141,21 @@ impl AdminService {
     async fn create_topics_local(
         &self,
         req: CreateTopicsRequest,
+        caller: &Caller,
     ) -> Result<CreateTopicsResponse, Status> {
         check_count(req.topics.len())?;
+        let access = Access::new(&self.node, caller);
         let mut results = Vec::new();
         for spec in req.topics {
+            if let Some((code, msg)) = access.create_topic(&spec.name) {
+                results.push(CreateTopicResult {
+                    name: spec.name,
+                    error_code: code,
+                    error_message: msg,
+                    ..Default::default()
+                });
+                continue;
+            }
             let configs: BTreeMap<String, String> = spec.configs.into_iter().collect();
             let id = random_topic_id();
             let defaults = self.node.config.defaults.clone();
@@ -199,10 +212,21 @@ impl AdminService {
     async fn delete_topics_local(
         &self,
         req: DeleteTopicsRequest,
+        caller: &Caller,
     ) -> Result<DeleteTopicsResponse, Status> {
         check_count(req.names.len())?;
+        let access = Access::new(&self.node, caller);
         let mut results = Vec::new();
         for name in req.names {
+            if let Some((code, msg)) = access.topic(Operation::Delete, &name) {
+                results.push(DeleteTopicResult {
+                    name,
+                    topic_id: String::new(),
+                    error_code: code,
+                    error_message: msg,
+                });
+                continue;
+            }
             let r = self
                 .node
                 .decide(|img| {
@@ -234,12 +258,15 @@ impl AdminService {
     async fn list_topics_local(
         &self,
         req: ListTopicsRequest,
+        caller: &Caller,
     ) -> Result<ListTopicsResponse, Status> {
         let image = self.node.ensure_current().await?;
+        let access = Access::new(&self.node, caller);
         let topics = image
             .topic_ids
             .iter()
             .filter(|(name, _)| req.include_internal || !is_internal(name))
+            .filter(|(name, _)| access.topic(Operation::Describe, name).is_none())
             .filter_map(|(_, id)| image.topics.get(id))
             .map(|t| ListedTopic {
                 name: t.name.clone(),
@@ -255,23 +282,39 @@ impl AdminService {
     async fn describe_topics_local(
         &self,
         req: DescribeTopicsRequest,
+        caller: &Caller,
     ) -> Result<DescribeTopicsResponse, Status> {
         check_count(req.names.len())?;
         let image = self.node.ensure_current().await?;
+        let access = Access::new(&self.node, caller);
         let topics = if req.names.is_empty() {
-            image.topics.values().map(|t| describe(t, &image)).collect()
+            image
+                .topics
+                .values()
+                .filter(|t| access.topic(Operation::Describe, &t.name).is_none())
+                .map(|t| describe(t, &image))
+                .collect()
         } else {
             req.names
                 .iter()
-                .map(|n| match image.topic(n) {
-                    Some(t) => describe(t, &image),
-                    None => TopicDescription {
-                        name: n.clone(),
-                        error_code: ErrorCode::UnknownTopicOrPartition as i32,
-                        error_message: format!("topic {n:?} does not exist"),
-                        ..Default::default()
+                .map(
+                    |n| match (access.topic(Operation::Describe, n), image.topic(n)) {
+                        // Refused whether or not it exists: existence is not revealed.
+                        (Some((code, msg)), _) => TopicDescription {
+                            name: n.clone(),
+                            error_code: code,
+                            error_message: msg,
+                            ..Default::default()
+                        },
+                        (None, Some(t)) => describe(t, &image),
+                        (None, None) => TopicDescription {
+                            name: n.clone(),
+                            error_code: ErrorCode::UnknownTopicOrPartition as i32,
+                            error_message: format!("topic {n:?} does not exist"),
+                            ..Default::default()
+                        },
                     },
-                })
+                )
                 .collect()
         };
         Ok(DescribeTopicsResponse { topics })
@@ -280,10 +323,20 @@ impl AdminService {
     async fn create_partitions_local(
         &self,
         req: CreatePartitionsRequest,
+        caller: &Caller,
     ) -> Result<CreatePartitionsResponse, Status> {
         check_count(req.topics.len())?;
+        let access = Access::new(&self.node, caller);
         let mut results = Vec::new();
         for t in req.topics {
+            if let Some((code, msg)) = access.topic(Operation::Alter, &t.name) {
+                results.push(CreatePartitionsResult {
+                    name: t.name,
+                    error_code: code,
+                    error_message: msg,
+                });
+                continue;
+            }
             let validate_only = req.validate_only;
             let r = self
                 .node
@@ -311,8 +364,10 @@ impl AdminService {
     async fn incremental_alter_configs_local(
         &self,
         req: IncrementalAlterConfigsRequest,
+        caller: &Caller,
     ) -> Result<IncrementalAlterConfigsResponse, Status> {
         check_count(req.resources.len())?;
+        let access = Access::new(&self.node, caller);
         let mut results = Vec::new();
         for res in req.resources {
             let rtype = res.resource_type;
@@ -324,6 +379,15 @@ impl AdminService {
                     resource_name: name,
                     error_code: ErrorCode::InvalidRequest as i32,
                     error_message: "only TOPIC and BROKER configs can be altered".into(),
+                });
+                continue;
+            }
+            if let Some((code, msg)) = access.config(Operation::AlterConfigs, broker, &name) {
+                results.push(AlterConfigsResult {
+                    resource_type: rtype,
+                    resource_name: name,
+                    error_code: code,
+                    error_message: msg,
                 });
                 continue;
             }
@@ -381,9 +445,11 @@ impl AdminService {
     async fn describe_configs_local(
         &self,
         req: DescribeConfigsRequest,
+        caller: &Caller,
     ) -> Result<DescribeConfigsResponse, Status> {
         check_count(req.resources.len())?;
         let image = self.node.ensure_current().await?;
+        let access = Access::new(&self.node, caller);
         let results = req
             .resources
             .into_iter()
@@ -393,7 +459,13 @@ impl AdminService {
                     resource_name: r.resource_name.clone(),
                     ..Default::default()
                 };
-                if r.resource_type == ConfigResourceType::Broker as i32 {
+                let broker = r.resource_type == ConfigResourceType::Broker as i32;
+                if let Some((code, msg)) =
+                    access.config(Operation::DescribeConfigs, broker, &r.resource_name)
+                {
+                    out.error_code = code;
+                    out.error_message = msg;
+                } else if broker {
                     // The dynamic configs (cluster-wide in Sluice); a broker's static configs
                     // are its own to describe (the Kafka port's DescribeConfigs at it).
                     out.entries = broker_config_entries(&image, &r.keys);
@@ -415,6 +487,7 @@ impl AdminService {
     async fn describe_cluster_local(
         &self,
         _req: DescribeClusterRequest,
+        _caller: &Caller,
     ) -> Result<DescribeClusterResponse, Status> {
         let image = self.node.ensure_current().await?;
         let mut leaders = BTreeMap::<BrokerId, i32>::new();
@@ -462,7 +535,9 @@ impl AdminService {
     async fn describe_quorum_local(
         &self,
         _req: DescribeQuorumRequest,
+        caller: &Caller,
     ) -> Result<DescribeQuorumResponse, Status> {
+        Access::new(&self.node, caller).cluster(Operation::Describe)?;
         self.node.ensure_current().await?;
         let m = self.node.raft.metrics().borrow().clone();
         let leader_last = m.last_log_index.unwrap_or(0) as i64;
@@ -554,16 +629,20 @@ impl AdminService {
     async fn add_controller_local(
         &self,
         req: AddControllerRequest,
+        caller: &Caller,
     ) -> Result<QuorumChangeResponse, Status> {
+        Access::new(&self.node, caller).cluster(Operation::Alter)?;
         self.node.add_controller(req).await
     }
 
     async fn alter_user_scram_credentials_local(
         &self,
         req: AlterUserScramCredentialsRequest,
+        caller: &Caller,
     ) -> Result<AlterUserScramCredentialsResponse, Status> {
         use sluice_metadata::scram::ScramMechanism as M;
         check_count(req.deletions.len() + req.upsertions.len())?;
+        Access::new(&self.node, caller).cluster(Operation::Alter)?;
         let mechanism = |code: i32| i8::try_from(code).ok().and_then(M::from_code);
         // Per user, in the order users first appear (Kafka answers per user).
         let mut users: Vec<UserOps> = Vec::new();
@@ -632,8 +711,10 @@ impl AdminService {
     async fn describe_user_scram_credentials_local(
         &self,
         req: DescribeUserScramCredentialsRequest,
+        caller: &Caller,
     ) -> Result<DescribeUserScramCredentialsResponse, Status> {
         check_count(req.names.len())?;
+        Access::new(&self.node, caller).cluster(Operation::Describe)?;
         let image = self.node.ensure_current().await?;
         let names: Vec<String> = if req.names.is_empty() {
             image.users.keys().cloned().collect()
@@ -669,7 +750,9 @@ impl AdminService {
     async fn remove_controller_local(
         &self,
         req: RemoveControllerRequest,
+        caller: &Caller,
     ) -> Result<QuorumChangeResponse, Status> {
+        Access::new(&self.node, caller).cluster(Operation::Alter)?;
         self.node.remove_controller(req).await
     }
 }
@@ -697,10 +780,11 @@ macro_rules! admin_rpcs {
         impl Admin for AdminService {
             $(
                 async fn $method(&self, r: Request<$Req>) -> Result<Response<$Resp>, Status> {
+                    let caller = super::acls::caller_of(&self.node, &r)?;
                     let req = r.into_inner();
                     let out = match self.node.route()? {
-                        Some(addr) => forward::<$Req, $Resp>(&self.node, &addr, $path, req).await?,
-                        None => self.$local(req).await?,
+                        Some(addr) => forward::<$Req, $Resp>(&self.node, &addr, $path, req, Some(&caller)).await?,
+                        None => self.$local(req, &caller).await?,
                     };
                     Ok(Response::new(out))
                 }
@@ -709,14 +793,14 @@ macro_rules! admin_rpcs {
 
         impl AdminService {
             /// Runs a forwarded request (method path + encoded request) locally.
-            pub async fn dispatch(&self, method: &str, command: &[u8]) -> Result<Vec<u8>, Status> {
+            pub async fn dispatch(&self, method: &str, command: &[u8], caller: &Caller) -> Result<Vec<u8>, Status> {
                 match method {
                     $(
                         $path => {
                             let req = <$Req>::decode(command).map_err(|e| {
                                 error_status(ErrorCode::InvalidRequest, format!("undecodable {}: {e}", $path), None)
                             })?;
-                            Ok(self.$local(req).await?.encode_to_vec())
+                            Ok(self.$local(req, caller).await?.encode_to_vec())
                         }
                     )*
                     other => Err(error_status(
@@ -744,4 +828,7 @@ admin_rpcs! {
     remove_controller, remove_controller_local, RemoveControllerRequest, QuorumChangeResponse, "/sluice.v1.Admin/RemoveController";
     alter_user_scram_credentials, alter_user_scram_credentials_local, AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, "/sluice.v1.Admin/AlterUserScramCredentials";
     describe_user_scram_credentials, describe_user_scram_credentials_local, DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse, "/sluice.v1.Admin/DescribeUserScramCredentials";
+    create_acls, create_acls_local, CreateAclsRequest, CreateAclsResponse, "/sluice.v1.Admin/CreateAcls";
+    describe_acls, describe_acls_local, DescribeAclsRequest, DescribeAclsResponse, "/sluice.v1.Admin/DescribeAcls";
+    delete_acls, delete_acls_local, DeleteAclsRequest, DeleteAclsResponse, "/sluice.v1.Admin/DeleteAcls";
 }

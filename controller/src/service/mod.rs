@@ -1,6 +1,7 @@
 //! gRPC services of a controller and the server that hosts them (with health and
 //! reflection, v1 and v1alpha).
 
+mod acls;
 mod admin;
 mod controller;
 mod raft;
@@ -49,7 +50,9 @@ pub(crate) async fn forward<Req: Message, Resp: Message + Default>(
     addr: &str,
     method: &str,
     req: Req,
+    caller: Option<&sluice_metadata::acl::Caller>,
 ) -> Result<Resp, Status> {
+    let (principal, client_host) = caller.map(acls::forward_fields).unwrap_or_default();
     let mut client = RaftClient::new(channel(addr)?)
         .max_decoding_message_size(API_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(API_MESSAGE_BYTES_MAX);
@@ -57,6 +60,8 @@ pub(crate) async fn forward<Req: Message, Resp: Message + Default>(
         method: method.to_string(),
         command: req.encode_to_vec().into(),
         from_node_id: node.id as i32,
+        principal,
+        client_host,
     });
     request.set_timeout(node.config.write_timeout + Duration::from_secs(1));
     let resp = client.forward(request).await.map_err(|s| {

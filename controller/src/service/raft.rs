@@ -197,7 +197,11 @@ impl Raft for RaftService {
         if self.node.route()?.is_some() {
             return Err(self.node.not_controller(self.node.leader()));
         }
-        let response = self.admin.dispatch(&req.method, &req.command).await?;
+        let caller = super::acls::forwarded_caller(&req);
+        let response = self
+            .admin
+            .dispatch(&req.method, &req.command, &caller)
+            .await?;
         Ok(Response::new(ForwardResponse {
             response: response.into(),
             committed_offset: Some(self.node.image().offset),
