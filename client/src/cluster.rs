@@ -125,6 +125,31 @@ impl Cluster {
         })
     }
 
+    /// Why the cluster refuses to describe `topic` to this caller, if it does.
+    async fn refusal_of(&self, topic: &str) -> Option<ClientError> {
+        let addr = self
+            .metadata()
+            .brokers
+            .first()
+            .map(addr_of)
+            .or_else(|| self.bootstrap.first().cloned())?;
+        let mut c = self.broker(&addr).ok()?;
+        let req = MetadataRequest {
+            topics: vec![topic.to_string()],
+            ..Default::default()
+        };
+        let r = tokio::time::timeout(Duration::from_secs(3), c.metadata(req))
+            .await
+            .ok()?
+            .ok()?
+            .into_inner();
+        let t = r.topics.into_iter().find(|t| t.name == topic)?;
+        (t.error_code == ErrorCode::TopicAuthorizationFailed as i32).then(|| ClientError {
+            code: ErrorCode::TopicAuthorizationFailed,
+            message: format!("TOPIC_AUTHORIZATION_FAILED: {}", t.error_message),
+        })
+    }
+
     /// Partition count of `topic` from cached metadata.
     pub fn partitions(&self, topic: &str) -> Option<i32> {
         let md = self.metadata();
@@ -143,6 +168,11 @@ impl Cluster {
         loop {
             if let Some(n) = self.partitions(topic) {
                 return Ok(n);
+            }
+            // The full listing leaves out topics the caller may not describe: ask for this
+            // one, whose answer says so (TOPIC_AUTHORIZATION_FAILED), without waiting.
+            if let Some(refused) = self.refusal_of(topic).await {
+                return Err(refused);
             }
             if start.elapsed() >= timeout {
                 return Err(ClientError {

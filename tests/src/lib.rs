@@ -653,6 +653,30 @@ pub fn sluice(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `sluice ARGS` with `input` on stdin (`sluice produce`), bounded by 60 s: (success, stdout,
+/// stderr).
+pub fn sluice_stdin(args: &[&str], input: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new("timeout")
+        .arg("60")
+        .arg(sluice_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sluice runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Writes `<dev dir>/FILE.properties` with librdkafka keys for `user` over SASL_SSL with
 /// `mechanism` (what kcat -F and `sluice --command-config` read); its path.
 pub fn sasl_properties(

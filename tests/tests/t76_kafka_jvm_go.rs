@@ -655,3 +655,120 @@ async fn the_java_admin_client_manages_scram_users() {
     })
     .await;
 }
+
+const ACLS: &str = "org.apache.kafka.tools.AclCommand";
+
+/// Goal: Kafka's own `kafka-acls` manages Sluice's ACLs over the Kafka port (CreateAcls,
+/// DescribeAcls, DeleteAcls), and a Java consumer without rights gets Kafka's authorization
+/// error. Method: `sluice dev --secure`; admin creates topic `jacl` and writes a record;
+/// `sluice user create carol`; a Java consumer (`tests/java/ConsumeAs.java`) as carol fails
+/// with TopicAuthorizationException; `kafka-acls --add --allow-principal User:carol --operation
+/// Read --topic jacl --group cg` as admin; `--list` shows it; carol's consumer reads the
+/// record; `kafka-acls --remove` takes it away and `--list` shows nothing for jacl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_acls_manages_acls_and_a_java_consumer_without_rights_is_refused() {
+    let dev = DevCluster::start_with(&["--secure"]);
+    let props = dev.dir().join("admin.java.properties");
+    let p = props.display().to_string();
+    let first = dev.bootstrap().split(',').next().unwrap().to_string();
+    kafka_tool(
+        TOPICS,
+        &[
+            "--bootstrap-server",
+            &first,
+            "--command-config",
+            &p,
+            "--create",
+            "--topic",
+            "jacl",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "3",
+        ],
+        None,
+    );
+    kafka_tool(
+        CONSOLE_PRODUCER,
+        &[
+            "--bootstrap-server",
+            &first,
+            "--producer.config",
+            &p,
+            "--topic",
+            "jacl",
+        ],
+        Some("for-carol\n"),
+    );
+    let admin = dev.dir().join("admin.properties").display().to_string();
+    let (ok, out, err) = sluice(&[
+        "--command-config",
+        &admin,
+        "user",
+        "create",
+        "carol",
+        "--password",
+        "c4rol-pw",
+        "--bootstrap",
+        &dev.bootstrap(),
+    ]);
+    assert!(ok, "user create carol: {out}\n{err}");
+    let text = std::fs::read_to_string(&props).unwrap();
+    let jaas = text
+        .lines()
+        .find(|l| l.starts_with("sasl.jaas.config="))
+        .unwrap();
+    let carol = dev.dir().join("carol.java.properties");
+    std::fs::write(
+        &carol,
+        text.replace(
+            jaas,
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"carol\" password=\"c4rol-pw\";",
+        ),
+    )
+    .unwrap();
+    let c = carol.display().to_string();
+    let program = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("java/ConsumeAs.java");
+    let program = program.to_str().unwrap();
+    let consume = || {
+        kafka_tool(program, &[&c, "jacl", "cg"], None)
+            .trim()
+            .to_string()
+    };
+    let got = consume();
+    assert_eq!(got, "TopicAuthorizationException", "carol without ACLs");
+    let acls = |args: &[&str]| {
+        let mut all = vec!["--bootstrap-server", first.as_str(), "--command-config", &p];
+        all.extend_from_slice(args);
+        kafka_tool(ACLS, &all, None)
+    };
+    acls(&[
+        "--add",
+        "--allow-principal",
+        "User:carol",
+        "--operation",
+        "Read",
+        "--topic",
+        "jacl",
+        "--group",
+        "cg",
+    ]);
+    let listed = acls(&["--list", "--topic", "jacl"]);
+    assert!(
+        listed.contains("User:carol") && listed.contains("READ"),
+        "{listed}"
+    );
+    assert_eq!(consume(), "OK for-carol", "carol with Read");
+    acls(&[
+        "--remove",
+        "--allow-principal",
+        "User:carol",
+        "--operation",
+        "Read",
+        "--topic",
+        "jacl",
+        "--force",
+    ]);
+    let listed = acls(&["--list", "--topic", "jacl"]);
+    assert!(!listed.contains("User:carol"), "{listed}");
+}

@@ -81,6 +81,22 @@ async fn users_authenticate_on_both_protocols_and_a_deleted_users_sessions_end()
         &b,
     ]);
     assert!(ok, "topic create as admin: {err}");
+    // The authorizer is on (default deny): alice may use the topic.
+    let (ok, _, err) = sluice(&[
+        "--command-config",
+        &admin,
+        "acl",
+        "add",
+        "--allow-principal",
+        "User:alice",
+        "--operation",
+        "All",
+        "--topic",
+        "wonder",
+        "--bootstrap",
+        &b,
+    ]);
+    assert!(ok, "acl add as admin: {err}");
 
     let alice = sasl_properties(&dev, "alice", "alice", "SCRAM-SHA-512", "wonder land");
     let plain = sasl_properties(&dev, "alice-plain", "alice", "PLAIN", "wonder land");
