@@ -27,6 +27,10 @@ use tonic::{Request, Status};
 
 use crate::node::BrokerNode;
 
+/// How long a produce waits for this broker's image to show a producer id's grant that the
+/// controller committed moments ago (InitProducerId answered through another broker).
+pub const GRANT_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The caller of a gRPC request (its principal from the interceptor, its host).
 pub fn caller_of<T>(r: &Request<T>) -> Caller {
     caller(&principal_of(r), request_host(r))
@@ -154,6 +158,70 @@ impl Access {
     pub fn may_create(&self, topic: &str) -> bool {
         self.allows(Operation::Create, ResourceType::Cluster, CLUSTER_NAME)
             || self.allows(Operation::Create, ResourceType::Topic, topic)
+    }
+
+    /// The producer ids of `batches` (concatenated RecordBatch v2 bytes) must have been given
+    /// to the caller (with an authorizer on, InitProducerId grants each id to its principal in
+    /// the metadata log): a principal cannot write under another producer's id, nor under one
+    /// never handed out, so it cannot make a real producer's first batch look like a
+    /// duplicate. An id this broker's image has not seen allocated yet (the grant is racing
+    /// here) is waited for, briefly. CLUSTER_AUTHORIZATION_FAILED otherwise.
+    pub async fn producer_ids(&self, batches: &[u8]) -> Result<(), Status> {
+        if !self.restricted() {
+            return Ok(());
+        }
+        for h in sluice_storage::batch::headers(batches) {
+            if h.producer_id >= 0 {
+                self.producer_id(h.producer_id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A gRPC produce: Write on the topic ([`Self::write`]) and its producer id.
+    pub async fn produce(&self, req: &sluice_proto::v1::ProduceRequest) -> Result<(), Status> {
+        use sluice_proto::v1::produce_request::Payload;
+        self.write(&req.topic)?;
+        match &req.payload {
+            Some(Payload::RecordBatch(b)) => self.producer_ids(b).await,
+            Some(Payload::Records(list)) => match list.producer_id {
+                Some(id) if id >= 0 => self.producer_id(id).await,
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// [`Self::producer_ids`] for one id.
+    pub async fn producer_id(&self, id: i64) -> Result<(), Status> {
+        if !self.restricted() {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + GRANT_WAIT_MAX;
+        let mut reconciled = self.node.subscribe_reconciled();
+        loop {
+            let image = self.node.image();
+            match image.producer_principals.get(&id) {
+                Some(p) if *p == self.caller.principal => return Ok(()),
+                Some(_) => break,
+                None if id < image.next_producer_id => break,
+                None => {}
+            }
+            if tokio::time::timeout_at(deadline, reconciled.changed())
+                .await
+                .map_or(true, |r| r.is_err())
+            {
+                break;
+            }
+        }
+        Err(error_status(
+            ErrorCode::ClusterAuthorizationFailed,
+            format!(
+                "producer id {id} was not given to {} (InitProducerId gives each producer its own)",
+                self.caller.principal
+            ),
+            None,
+        ))
     }
 
     /// InitProducerId without a transactional id (KIP-679): IdempotentWrite on the cluster,

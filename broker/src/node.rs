@@ -823,24 +823,50 @@ impl BrokerNode {
     }
 
     /// A producer id never handed out before, from our block (a new block is allocated
-    /// through the quorum when it runs out, as Kafka's KIP-730 does).
-    pub async fn next_producer_id(&self) -> Result<i64, tonic::Status> {
-        let mut ids = self.producer_ids.lock().await;
-        if ids.0 >= ids.1 {
-            let broker_epoch = self.broker_epoch.load(Ordering::SeqCst);
-            if broker_epoch < 0 {
+    /// through the quorum when it runs out, as Kafka's KIP-730 does). With an authorizer, a
+    /// user's id is allocated alone and granted to its principal in the metadata log (only
+    /// it may write under that id).
+    pub async fn next_producer_id(
+        &self,
+        caller: &sluice_metadata::acl::Caller,
+    ) -> Result<i64, tonic::Status> {
+        let broker_epoch = || {
+            let epoch = self.broker_epoch.load(Ordering::SeqCst);
+            if epoch < 0 {
                 return Err(sluice_proto::status::error_status(
                     sluice_proto::v1::ErrorCode::CoordinatorNotAvailable,
                     "this broker is not registered yet; retry",
                     None,
                 ));
             }
+            Ok(epoch)
+        };
+        if self.config.authorizer.is_some() && !caller.node {
             let req = sluice_proto::v1::AllocateProducerIdsRequest {
                 broker_id: self.id().get(),
-                broker_epoch,
+                broker_epoch: broker_epoch()?,
+                principal: caller.principal.clone(),
+            };
+            let granted = self
+                .call_controller(|mut c| {
+                    let req = req.clone();
+                    async move { c.allocate_producer_ids(req).await }
+                })
+                .await?;
+            return Ok(granted.producer_id_start);
+        }
+        let mut ids = self.producer_ids.lock().await;
+        if ids.0 >= ids.1 {
+            let req = sluice_proto::v1::AllocateProducerIdsRequest {
+                broker_id: self.id().get(),
+                broker_epoch: broker_epoch()?,
+                principal: String::new(),
             };
             let block = self
-                .call_controller(|mut c| async move { c.allocate_producer_ids(req).await })
+                .call_controller(|mut c| {
+                    let req = req.clone();
+                    async move { c.allocate_producer_ids(req).await }
+                })
                 .await?;
             *ids = (
                 block.producer_id_start,

@@ -11,6 +11,7 @@ use crate::ids::{BrokerId, LeaderEpoch, PartitionEpoch, TopicId, NO_LEADER};
 use crate::records::{
     Endpoint, MetadataRecord, RECORD_FORMAT_VERSION, RECORD_FORMAT_VERSION_V1,
     RECORD_FORMAT_VERSION_V2, RECORD_FORMAT_VERSION_V3, RECORD_FORMAT_VERSION_V4,
+    RECORD_FORMAT_VERSION_V5,
 };
 use crate::scram::{ScramCredential, ScramMechanism};
 
@@ -137,6 +138,23 @@ pub struct MetadataImage {
     pub users: Arc<Users>,
     /// ACLs (Kafka's model, [`crate::acl`]).
     pub acls: Arc<BTreeSet<crate::acl::AclBinding>>,
+    /// Producer ids given to principals (with an authorizer): id → `User:NAME`.
+    pub producer_principals: Arc<BTreeMap<i64, String>>,
+}
+
+/// [`MetadataImage`] as format 5 wrote it (before producer ids granted to principals).
+#[derive(Deserialize)]
+struct MetadataImageV5 {
+    offset: u64,
+    brokers: Arc<BTreeMap<BrokerId, BrokerRegistration>>,
+    topics: Arc<BTreeMap<TopicId, Arc<TopicImage>>>,
+    topic_ids: Arc<BTreeMap<String, TopicId>>,
+    next_producer_id: i64,
+    history_id: u64,
+    term: u64,
+    broker_configs: Arc<BTreeMap<String, BTreeMap<String, String>>>,
+    users: Arc<Users>,
+    acls: Arc<BTreeSet<crate::acl::AclBinding>>,
 }
 
 /// Users and their credentials.
@@ -446,6 +464,15 @@ impl MetadataImage {
                 Arc::make_mut(&mut self.acls).remove(acl);
                 delta.changed_acls = true;
             }
+            MetadataRecord::ProducerIdGranted { id, principal } => {
+                if *id >= self.next_producer_id {
+                    return Err(format!(
+                        "producer id {id} granted before it was allocated (next {})",
+                        self.next_producer_id
+                    ));
+                }
+                Arc::make_mut(&mut self.producer_principals).insert(*id, principal.clone());
+            }
             MetadataRecord::HistoryStarted { history_id } => {
                 if self.history_id != 0 {
                     return Err(format!(
@@ -525,9 +552,27 @@ impl MetadataImage {
     /// An image with no broker Kafka endpoint is written in format 2, which the previous
     /// build reads (rolling upgrades); format 3 only once one exists.
     pub fn encode(&self) -> Vec<u8> {
-        if !self.users.is_empty() || !self.acls.is_empty() {
+        if !self.producer_principals.is_empty() {
             return postcard::to_stdvec(&(RECORD_FORMAT_VERSION, self))
                 .expect("images always serialize");
+        }
+        if !self.users.is_empty() || !self.acls.is_empty() {
+            return postcard::to_stdvec(&(
+                RECORD_FORMAT_VERSION_V5,
+                (
+                    self.offset,
+                    &self.brokers,
+                    &self.topics,
+                    &self.topic_ids,
+                    self.next_producer_id,
+                    self.history_id,
+                    self.term,
+                    &self.broker_configs,
+                    &self.users,
+                    &self.acls,
+                ),
+            ))
+            .expect("images always serialize");
         }
         if !self.broker_configs.is_empty() {
             return postcard::to_stdvec(&(
@@ -605,6 +650,23 @@ impl MetadataImage {
                     postcard::from_bytes(bytes).map_err(undecodable)?;
                 Ok(image)
             }
+            RECORD_FORMAT_VERSION_V5 => {
+                let (_, v5): (u32, MetadataImageV5) =
+                    postcard::from_bytes(bytes).map_err(undecodable)?;
+                Ok(MetadataImage {
+                    offset: v5.offset,
+                    brokers: v5.brokers,
+                    topics: v5.topics,
+                    topic_ids: v5.topic_ids,
+                    next_producer_id: v5.next_producer_id,
+                    history_id: v5.history_id,
+                    term: v5.term,
+                    broker_configs: v5.broker_configs,
+                    users: v5.users,
+                    acls: v5.acls,
+                    producer_principals: Default::default(),
+                })
+            }
             RECORD_FORMAT_VERSION_V4 => {
                 let (_, v4): (u32, MetadataImageV4) =
                     postcard::from_bytes(bytes).map_err(undecodable)?;
@@ -619,6 +681,7 @@ impl MetadataImage {
                     broker_configs: v4.broker_configs,
                     users: Default::default(),
                     acls: Default::default(),
+                    producer_principals: Default::default(),
                 })
             }
             RECORD_FORMAT_VERSION_V3 => {
@@ -635,6 +698,7 @@ impl MetadataImage {
                     broker_configs: Default::default(),
                     users: Default::default(),
                     acls: Default::default(),
+                    producer_principals: Default::default(),
                 })
             }
             RECORD_FORMAT_VERSION_V2 => {
@@ -651,6 +715,7 @@ impl MetadataImage {
                     broker_configs: Default::default(),
                     users: Default::default(),
                     acls: Default::default(),
+                    producer_principals: Default::default(),
                 })
             }
             RECORD_FORMAT_VERSION_V1 => {
@@ -666,6 +731,7 @@ impl MetadataImage {
                     broker_configs: Default::default(),
                     users: Default::default(),
                     acls: Default::default(),
+                    producer_principals: Default::default(),
                 })
             }
             v if v > RECORD_FORMAT_VERSION => Err(format!(
@@ -907,7 +973,7 @@ mod tests {
         assert!(d.changed_users && d.skipped.is_empty());
         assert_eq!(user.users["alice"][&ScramMechanism::Sha256], cred);
         let (version, _): (u32, &[u8]) = postcard::take_from_bytes(&user.encode()).unwrap();
-        assert_eq!(version, RECORD_FORMAT_VERSION);
+        assert_eq!(version, RECORD_FORMAT_VERSION_V5);
         assert_eq!(MetadataImage::decode(&user.encode()).unwrap(), user);
         let (gone, _) = user.apply(
             5,
@@ -935,8 +1001,40 @@ mod tests {
         );
         assert!(d.changed_acls && acl.acls.contains(&binding));
         let (version, _): (u32, &[u8]) = postcard::take_from_bytes(&acl.encode()).unwrap();
-        assert_eq!(version, RECORD_FORMAT_VERSION);
+        assert_eq!(version, RECORD_FORMAT_VERSION_V5);
         assert_eq!(MetadataImage::decode(&acl.encode()).unwrap(), acl);
+        // Producer ids granted to principals: format 6; a grant beyond the allocated ids is
+        // refused.
+        let (block, d) = acl.apply(
+            8,
+            &[MetadataRecord::ProducerIdBlock {
+                broker: BrokerId(1),
+                first: acl.next_producer_id,
+                len: 1,
+            }],
+        );
+        assert!(d.skipped.is_empty(), "{:?}", d.skipped);
+        let id = acl.next_producer_id;
+        let (granted, d) = block.apply(
+            9,
+            &[MetadataRecord::ProducerIdGranted {
+                id,
+                principal: "User:alice".into(),
+            }],
+        );
+        assert!(d.skipped.is_empty(), "{:?}", d.skipped);
+        assert_eq!(granted.producer_principals[&id], "User:alice");
+        let (version, _): (u32, &[u8]) = postcard::take_from_bytes(&granted.encode()).unwrap();
+        assert_eq!(version, RECORD_FORMAT_VERSION);
+        assert_eq!(MetadataImage::decode(&granted.encode()).unwrap(), granted);
+        let (_, d) = granted.apply(
+            10,
+            &[MetadataRecord::ProducerIdGranted {
+                id: granted.next_producer_id + 5,
+                principal: "User:eve".into(),
+            }],
+        );
+        assert_eq!(d.skipped.len(), 1, "never-allocated ids cannot be granted");
         let (gone, _) = acl.apply(7, &[MetadataRecord::AclRemoved { acl: binding }]);
         assert!(gone.acls.is_empty());
         let (version, _): (u32, &[u8]) = postcard::take_from_bytes(&gone.encode()).unwrap();

@@ -12,13 +12,15 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{BrokerId, LeaderEpoch, PartitionEpoch, TopicId};
 use crate::scram::{ScramCredential, ScramMechanism};
 
-/// Version of the encoding of [`MetadataRecord`] batches and images (5: users' SCRAM
-/// credentials and ACLs).
-pub const RECORD_FORMAT_VERSION: u32 = 5;
+/// Version of the encoding of [`MetadataRecord`] batches and images (6: producer ids granted
+/// to principals).
+pub const RECORD_FORMAT_VERSION: u32 = 6;
 
 /// The format before users (version 4: dynamic broker configs), still decoded and still
 /// written while no user exists.
 pub const RECORD_FORMAT_VERSION_V4: u32 = 4;
+/// Format 5: users and ACLs, before producer ids granted to principals.
+pub const RECORD_FORMAT_VERSION_V5: u32 = 5;
 
 /// The format before dynamic broker configs (version 3: brokers may have a Kafka endpoint of
 /// their own), still decoded and still written while no dynamic broker config exists.
@@ -190,6 +192,14 @@ pub enum MetadataRecord {
         /// The binding.
         acl: crate::acl::AclBinding,
     },
+    /// A producer id was given to a principal (InitProducerId with an authorizer on): only
+    /// that principal may write batches under it.
+    ProducerIdGranted {
+        /// The producer id.
+        id: i64,
+        /// `User:NAME`.
+        principal: String,
+    },
 }
 
 /// A batch of records as stored in one Raft log entry (applied atomically).
@@ -206,11 +216,16 @@ impl RecordBatch {
     /// `BrokerKafkaEndpoint`, so nodes of the previous build keep applying every other batch
     /// during a rolling upgrade.
     pub fn new(records: Vec<MetadataRecord>) -> Self {
+        let needs_v6 = records
+            .iter()
+            .any(|r| matches!(r, MetadataRecord::ProducerIdGranted { .. }));
         let needs_v5 = records.iter().any(|r| {
             matches!(
                 r,
                 MetadataRecord::ScramCredential { .. }
                     | MetadataRecord::ScramCredentialRemoved { .. }
+                    | MetadataRecord::AclCreated { .. }
+                    | MetadataRecord::AclRemoved { .. }
             )
         });
         let needs_v4 = records
@@ -220,8 +235,10 @@ impl RecordBatch {
             .iter()
             .any(|r| matches!(r, MetadataRecord::BrokerKafkaEndpoint { .. }));
         RecordBatch {
-            version: if needs_v5 {
+            version: if needs_v6 {
                 RECORD_FORMAT_VERSION
+            } else if needs_v5 {
+                RECORD_FORMAT_VERSION_V5
             } else if needs_v4 {
                 RECORD_FORMAT_VERSION_V4
             } else if needs_v3 {
@@ -282,7 +299,27 @@ mod tests {
             name: "alice".into(),
             mechanism: ScramMechanism::Sha256,
         }]);
-        assert_eq!(user.version, RECORD_FORMAT_VERSION);
+        assert_eq!(user.version, RECORD_FORMAT_VERSION_V5);
         assert_eq!(RecordBatch::decode(&user.encode()).unwrap(), user);
+        // ACL records are format 5 too (a format-4 node must refuse them by number, not
+        // misread them).
+        let acl = RecordBatch::new(vec![MetadataRecord::AclRemoved {
+            acl: crate::acl::AclBinding {
+                principal: "User:a".into(),
+                host: "*".into(),
+                resource_type: crate::acl::ResourceType::Topic,
+                resource_name: "t".into(),
+                pattern: crate::acl::PatternType::Literal,
+                operation: crate::acl::Operation::Read,
+                permission: crate::acl::Permission::Allow,
+            },
+        }]);
+        assert_eq!(acl.version, RECORD_FORMAT_VERSION_V5);
+        let granted = RecordBatch::new(vec![MetadataRecord::ProducerIdGranted {
+            id: 7,
+            principal: "User:a".into(),
+        }]);
+        assert_eq!(granted.version, RECORD_FORMAT_VERSION);
+        assert_eq!(RecordBatch::decode(&granted.encode()).unwrap(), granted);
     }
 }

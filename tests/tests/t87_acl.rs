@@ -524,3 +524,88 @@ async fn acls_on_a_cluster_without_an_authorizer_are_refused_as_security_disable
     }
     must(&["topic", "create", "still-serving", "--bootstrap", &b]);
 }
+
+/// Goal: producer ids are bound to the principal that was given them — a user who may write a
+/// topic cannot write under another producer's id (which would make that producer's next real
+/// batch look like a duplicate, acknowledged and dropped) nor under an id never handed out.
+/// Method: `sluice dev --secure`; alice and mallory both get Write on `ids`;
+/// `py/kafka_forged_producer_id.py` (raw kafka-python requests over SASL_SSL) has alice take an
+/// id and write sequence 0, mallory write under alice's id at sequence 1 and under an
+/// unallocated id (both CLUSTER_AUTHORIZATION_FAILED, code 31), mallory write under her own
+/// id, and alice write sequence 1. The log then holds exactly alice-0, mallory-0, alice-1.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_cannot_write_under_a_producer_id_given_to_someone_else() {
+    let dev = DevCluster::start_with(&["--secure"]);
+    let admin = dev.dir().join("admin.properties").display().to_string();
+    let b = dev.bootstrap();
+    let ca = dev.dir().join("tls/ca.pem").display().to_string();
+    let adm = |args: &[&str]| -> String {
+        let mut all = vec!["--command-config", admin.as_str()];
+        all.extend_from_slice(args);
+        all.extend(["--bootstrap", b.as_str()]);
+        must(&all)
+    };
+    adm(&["topic", "create", "ids", "-p", "1", "-r", "3"]);
+    for u in ["alice", "mallory"] {
+        adm(&["user", "create", u, "--password", &format!("pw-{u}")]);
+        adm(&[
+            "acl",
+            "add",
+            "--allow-principal",
+            &format!("User:{u}"),
+            "--operation",
+            "Write",
+            "--topic",
+            "ids",
+        ]);
+    }
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg("python3")
+        .arg(py("kafka_forged_producer_id.py"))
+        .args([b.as_str(), ca.as_str(), "ids", "pw-alice", "pw-mallory"])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
+    let code = |step: &str| r[step]["error_code"].as_i64().unwrap_or(-1);
+    assert_eq!(code("alice_0"), 0, "{r}");
+    assert_eq!(code("mallory_as_alice"), 31, "forged id refused: {r}");
+    assert_eq!(
+        code("mallory_unallocated"),
+        31,
+        "unallocated id refused: {r}"
+    );
+    assert_eq!(code("mallory_0"), 0, "{r}");
+    assert_eq!(code("alice_1"), 0, "{r}");
+    assert_ne!(r["alice_id"], r["mallory_id"], "{r}");
+    let records = adm(&[
+        "consume",
+        "ids",
+        "--partition",
+        "0",
+        "--offset",
+        "0",
+        "--max-records",
+        "10",
+        "--timeout-ms",
+        "3000",
+        "-o",
+        "json",
+    ]);
+    let values: Vec<String> = records
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| v["value"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        values,
+        ["alice-0", "mallory-0", "alice-1"],
+        "alice's second batch was stored, nothing forged was: {r}"
+    );
+}

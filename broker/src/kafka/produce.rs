@@ -42,6 +42,11 @@ pub(super) async fn append(ctx: &Ctx, req: ProduceRequest) -> Appended {
                 ))
             } else if let Err(refused) = &allowed {
                 Err(refused.clone())
+            } else if let Err(s) = access
+                .producer_ids(p.records.as_deref().unwrap_or_default())
+                .await
+            {
+                Err(code_of(&s))
             } else {
                 ctx.data
                     .produce_append(pb::ProduceRequest {
@@ -137,7 +142,7 @@ pub(super) async fn init_producer_id(
     if let Err(s) = ctx.access().idempotent_write() {
         return InitProducerIdResponse::default().with_error_code(code_of(&s).0);
     }
-    match ctx.node.next_producer_id().await {
+    match ctx.node.next_producer_id(&ctx.caller).await {
         Ok(id) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),

@@ -9,7 +9,7 @@ pub(super) async fn produce(
     let t = Instant::now();
     let access = Access::new(&svc.node, &caller_of(&r));
     let req = r.into_inner();
-    let r = match access.write(&req.topic) {
+    let r = match access.produce(&req).await {
         Ok(()) => svc.data.produce_one(req).await,
         Err(s) => Err(s),
     };
@@ -56,7 +56,7 @@ pub(super) async fn produce_stream(
                     let svc = svc.clone();
                     let t = Instant::now();
                     // Checked per request: an ACL removed while the stream is open applies.
-                    let appended = match Access::new(&svc.node, &caller).write(&req.topic) {
+                    let appended = match Access::new(&svc.node, &caller).produce(&req).await {
                         Ok(()) => svc.data.produce_append(req).await,
                         Err(s) => Err(s),
                     };

@@ -16,7 +16,7 @@ pub(super) async fn init_producer_id(
                 None,
             ));
     }
-    let producer_id = svc.node.next_producer_id().await?;
+    let producer_id = svc.node.next_producer_id(access.caller()).await?;
     Ok(Response::new(InitProducerIdResponse {
         producer_id,
         producer_epoch: 0,

@@ -391,21 +391,29 @@ impl Controller for ControllerService {
         self.require_active()?;
         require_broker(&self.node, &r, r.get_ref().broker_id)?;
         let req = r.into_inner();
+        let granted = !req.principal.is_empty();
+        let len = if granted { 1 } else { PRODUCER_ID_BLOCK_LEN };
         let (_, first) = self
             .node
             .decide(|img| {
                 logic::check_broker_epoch(img, BrokerId(req.broker_id), req.broker_epoch)?;
-                let rec = logic::allocate_producer_ids(
+                let mut records = vec![logic::allocate_producer_ids(
                     img,
                     BrokerId(req.broker_id),
-                    PRODUCER_ID_BLOCK_LEN,
-                );
-                Ok((vec![rec], img.next_producer_id))
+                    len,
+                )];
+                if granted {
+                    records.push(sluice_metadata::MetadataRecord::ProducerIdGranted {
+                        id: img.next_producer_id,
+                        principal: req.principal.clone(),
+                    });
+                }
+                Ok((records, img.next_producer_id))
             })
             .await?;
         Ok(Response::new(AllocateProducerIdsResponse {
             producer_id_start: first,
-            producer_id_len: PRODUCER_ID_BLOCK_LEN as i32,
+            producer_id_len: len as i32,
         }))
     }
 
