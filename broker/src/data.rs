@@ -372,6 +372,7 @@ impl DataPlane {
             log_append_time_ms: -1,
             log_start_offset: a.log_start_offset,
             current_leader: None,
+            throttle_time_ms: 0,
         })
     }
 

@@ -21,6 +21,7 @@ pub mod limits;
 pub mod listener;
 pub mod node;
 pub mod partition;
+pub mod quota;
 pub mod replication;
 pub mod service;
 

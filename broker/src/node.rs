@@ -158,6 +158,8 @@ pub struct BrokerNode {
     pub request_bytes: crate::listener::RequestBytes,
     /// Passwords verified against users' credentials (PLAIN, gRPC Basic credentials).
     passwords: sluice_metadata::scram::PasswordCache,
+    /// Client quotas' usage on this broker.
+    pub quotas: crate::quota::Quotas,
 }
 
 /// Threads that open new replicas' logs at once (Kafka's `num.recovery.threads.per.data.dir`
@@ -445,6 +447,7 @@ impl BrokerNode {
             hw_checkpoint: Mutex::new(hw_checkpoint),
             request_bytes,
             passwords: Default::default(),
+            quotas: Default::default(),
             directory_id,
             _dir_lock: dir_lock,
         });

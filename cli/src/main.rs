@@ -166,6 +166,9 @@ enum Command {
     /// ACLs (Kafka's model and kafka-acls' flags), enforced with authorizer.class.name.
     #[command(subcommand)]
     Acl(AclCommand),
+    /// Client quotas: produce/fetch byte rates and request time, per user and client id.
+    #[command(subcommand)]
+    Quota(QuotaCommand),
     /// (dev clusters) SIGKILL the broker leading a partition, to watch failover.
     KillLeader {
         /// Topic.
@@ -410,6 +413,26 @@ enum AclCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum QuotaCommand {
+    /// Sets or removes quotas of a user, a client id, or both (named or the default).
+    Set {
+        #[command(flatten)]
+        entity: cmd::quota::EntityArgs,
+        #[command(flatten)]
+        set: cmd::quota::SetArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Lists quotas (all, or those of the entity named).
+    List {
+        #[command(flatten)]
+        entity: cmd::quota::EntityArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum QuorumCommand {
     /// Leader, term, voters (with directory ids) and observers, with replication lag.
     Status {
@@ -534,6 +557,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Acl(AclCommand::Remove { acl, cluster }) => {
             cmd::runtime()?.block_on(cmd::acl::remove(&cluster.bootstrap, cluster.output, &acl))
         }
+        Command::Quota(QuotaCommand::Set {
+            entity,
+            set,
+            cluster,
+        }) => cmd::runtime()?.block_on(cmd::quota::set(
+            &cluster.bootstrap,
+            cluster.output,
+            &entity,
+            &set,
+        )),
+        Command::Quota(QuotaCommand::List { entity, cluster }) => cmd::runtime()?.block_on(
+            cmd::quota::list(&cluster.bootstrap, cluster.output, &entity),
+        ),
         Command::Acl(AclCommand::List { acl, cluster }) => {
             cmd::runtime()?.block_on(cmd::acl::list(&cluster.bootstrap, cluster.output, &acl))
         }

@@ -254,6 +254,30 @@ impl Admin {
         call!(self.delete_acls(DeleteAclsRequest { filters }))
     }
 
+    /// Sets and removes client quotas; per-entry errors come back in the results, in order.
+    pub async fn alter_client_quotas(
+        &self,
+        entries: Vec<AlterClientQuotaEntry>,
+        validate_only: bool,
+    ) -> Result<AlterClientQuotasResponse> {
+        call!(self.alter_client_quotas(AlterClientQuotasRequest {
+            entries,
+            validate_only
+        }))
+    }
+
+    /// The client quotas the filter matches.
+    pub async fn describe_client_quotas(
+        &self,
+        components: Vec<QuotaFilterComponent>,
+        strict: bool,
+    ) -> Result<Vec<ClientQuotaEntry>> {
+        Ok(
+            call!(self.describe_client_quotas(DescribeClientQuotasRequest { components, strict }))?
+                .entries,
+        )
+    }
+
     /// The metadata quorum: leader, term, high watermark, per-voter lag.
     pub async fn describe_quorum(&self) -> Result<DescribeQuorumResponse> {
         call!(self.describe_quorum(DescribeQuorumRequest {}))

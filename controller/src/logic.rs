@@ -722,6 +722,65 @@ pub fn create_acls(
     (records, results)
 }
 
+/// One AlterClientQuotas entry: who, and key → new value (`None` removes).
+pub type QuotaAlteration = (
+    sluice_metadata::quota::QuotaEntity,
+    Vec<(String, Option<f64>)>,
+);
+
+/// Records for Kafka's AlterClientQuotas: each entry applies whole or not at all (a bad
+/// entity, key or value refuses its entry with INVALID_REQUEST and changes none of it);
+/// removing a quota that is not set is a no-op, as in Kafka.
+pub fn alter_client_quotas(
+    image: &MetadataImage,
+    entries: &[QuotaAlteration],
+) -> (Vec<MetadataRecord>, Vec<Result<(), Refusal>>) {
+    use sluice_metadata::quota::{validate_entity, validate_quota, QuotaValue, ENTITIES_MAX};
+    let mut records = Vec::new();
+    let mut new_entities = std::collections::BTreeSet::new();
+    let results = entries
+        .iter()
+        .map(|(entity, ops)| {
+            validate_entity(entity).or_else(|e| refuse(ErrorCode::InvalidRequest, e))?;
+            let mut keys = std::collections::BTreeSet::new();
+            for (key, value) in ops {
+                validate_quota(key, *value).or_else(|e| refuse(ErrorCode::InvalidRequest, e))?;
+                if !keys.insert(key) {
+                    return refuse(
+                        ErrorCode::InvalidRequest,
+                        format!("{key} is changed twice in one entry"),
+                    );
+                }
+            }
+            let known = image.client_quotas.contains_key(entity) || new_entities.contains(entity);
+            let sets = ops.iter().any(|(_, v)| v.is_some());
+            if !known && sets {
+                if image.client_quotas.len() + new_entities.len() >= ENTITIES_MAX {
+                    return refuse(
+                        ErrorCode::PolicyViolation,
+                        format!("the cluster holds {ENTITIES_MAX} quota entities already"),
+                    );
+                }
+                new_entities.insert(entity.clone());
+            }
+            let current = image.client_quotas.get(entity);
+            for (key, value) in ops {
+                let now = current.and_then(|c| c.get(key)).map(|v| v.0);
+                if now == *value {
+                    continue;
+                }
+                records.push(MetadataRecord::ClientQuota {
+                    entity: entity.clone(),
+                    key: key.clone(),
+                    value: value.map(QuotaValue),
+                });
+            }
+            Ok(())
+        })
+        .collect();
+    (records, results)
+}
+
 /// Records for Kafka's DeleteAcls: every binding that any filter matches goes, once; one
 /// list per filter of the bindings it matched.
 pub fn delete_acls(

@@ -11,7 +11,7 @@ use crate::ids::{BrokerId, LeaderEpoch, PartitionEpoch, TopicId, NO_LEADER};
 use crate::records::{
     Endpoint, MetadataRecord, RECORD_FORMAT_VERSION, RECORD_FORMAT_VERSION_V1,
     RECORD_FORMAT_VERSION_V2, RECORD_FORMAT_VERSION_V3, RECORD_FORMAT_VERSION_V4,
-    RECORD_FORMAT_VERSION_V5,
+    RECORD_FORMAT_VERSION_V5, RECORD_FORMAT_VERSION_V6,
 };
 use crate::scram::{ScramCredential, ScramMechanism};
 
@@ -140,6 +140,24 @@ pub struct MetadataImage {
     pub acls: Arc<BTreeSet<crate::acl::AclBinding>>,
     /// Producer ids given to principals (with an authorizer): id → `User:NAME`.
     pub producer_principals: Arc<BTreeMap<i64, String>>,
+    /// Client quotas ([`crate::quota`]).
+    pub client_quotas: Arc<crate::quota::ClientQuotas>,
+}
+
+/// [`MetadataImage`] as format 6 wrote it (before client quotas).
+#[derive(Deserialize)]
+struct MetadataImageV6 {
+    offset: u64,
+    brokers: Arc<BTreeMap<BrokerId, BrokerRegistration>>,
+    topics: Arc<BTreeMap<TopicId, Arc<TopicImage>>>,
+    topic_ids: Arc<BTreeMap<String, TopicId>>,
+    next_producer_id: i64,
+    history_id: u64,
+    term: u64,
+    broker_configs: Arc<BTreeMap<String, BTreeMap<String, String>>>,
+    users: Arc<Users>,
+    acls: Arc<BTreeSet<crate::acl::AclBinding>>,
+    producer_principals: Arc<BTreeMap<i64, String>>,
 }
 
 /// [`MetadataImage`] as format 5 wrote it (before producer ids granted to principals).
@@ -212,6 +230,8 @@ pub struct MetadataDelta {
     pub changed_users: bool,
     /// ACLs were created or removed.
     pub changed_acls: bool,
+    /// Whether a client quota changed.
+    pub changed_quotas: bool,
     /// Brokers registered, fenced, unfenced or removed.
     pub changed_brokers: BTreeSet<BrokerId>,
     /// Records that could not apply (e.g. a change for a topic deleted meanwhile); skipped.
@@ -473,6 +493,26 @@ impl MetadataImage {
                 }
                 Arc::make_mut(&mut self.producer_principals).insert(*id, principal.clone());
             }
+            MetadataRecord::ClientQuota { entity, key, value } => {
+                let quotas = Arc::make_mut(&mut self.client_quotas);
+                match value {
+                    Some(v) => {
+                        quotas
+                            .entry(entity.clone())
+                            .or_default()
+                            .insert(key.clone(), *v);
+                    }
+                    None => {
+                        if let Some(values) = quotas.get_mut(entity) {
+                            values.remove(key);
+                            if values.is_empty() {
+                                quotas.remove(entity);
+                            }
+                        }
+                    }
+                }
+                delta.changed_quotas = true;
+            }
             MetadataRecord::HistoryStarted { history_id } => {
                 if self.history_id != 0 {
                     return Err(format!(
@@ -552,9 +592,28 @@ impl MetadataImage {
     /// An image with no broker Kafka endpoint is written in format 2, which the previous
     /// build reads (rolling upgrades); format 3 only once one exists.
     pub fn encode(&self) -> Vec<u8> {
-        if !self.producer_principals.is_empty() {
+        if !self.client_quotas.is_empty() {
             return postcard::to_stdvec(&(RECORD_FORMAT_VERSION, self))
                 .expect("images always serialize");
+        }
+        if !self.producer_principals.is_empty() {
+            return postcard::to_stdvec(&(
+                RECORD_FORMAT_VERSION_V6,
+                (
+                    self.offset,
+                    &self.brokers,
+                    &self.topics,
+                    &self.topic_ids,
+                    self.next_producer_id,
+                    self.history_id,
+                    self.term,
+                    &self.broker_configs,
+                    &self.users,
+                    &self.acls,
+                    &self.producer_principals,
+                ),
+            ))
+            .expect("images always serialize");
         }
         if !self.users.is_empty() || !self.acls.is_empty() {
             return postcard::to_stdvec(&(
@@ -650,6 +709,24 @@ impl MetadataImage {
                     postcard::from_bytes(bytes).map_err(undecodable)?;
                 Ok(image)
             }
+            RECORD_FORMAT_VERSION_V6 => {
+                let (_, v6): (u32, MetadataImageV6) =
+                    postcard::from_bytes(bytes).map_err(undecodable)?;
+                Ok(MetadataImage {
+                    offset: v6.offset,
+                    brokers: v6.brokers,
+                    topics: v6.topics,
+                    topic_ids: v6.topic_ids,
+                    next_producer_id: v6.next_producer_id,
+                    history_id: v6.history_id,
+                    term: v6.term,
+                    broker_configs: v6.broker_configs,
+                    users: v6.users,
+                    acls: v6.acls,
+                    producer_principals: v6.producer_principals,
+                    client_quotas: Default::default(),
+                })
+            }
             RECORD_FORMAT_VERSION_V5 => {
                 let (_, v5): (u32, MetadataImageV5) =
                     postcard::from_bytes(bytes).map_err(undecodable)?;
@@ -664,7 +741,7 @@ impl MetadataImage {
                     broker_configs: v5.broker_configs,
                     users: v5.users,
                     acls: v5.acls,
-                    producer_principals: Default::default(),
+                    ..Default::default()
                 })
             }
             RECORD_FORMAT_VERSION_V4 => {
@@ -679,9 +756,7 @@ impl MetadataImage {
                     history_id: v4.history_id,
                     term: v4.term,
                     broker_configs: v4.broker_configs,
-                    users: Default::default(),
-                    acls: Default::default(),
-                    producer_principals: Default::default(),
+                    ..Default::default()
                 })
             }
             RECORD_FORMAT_VERSION_V3 => {
@@ -695,10 +770,7 @@ impl MetadataImage {
                     next_producer_id: v3.next_producer_id,
                     history_id: v3.history_id,
                     term: v3.term,
-                    broker_configs: Default::default(),
-                    users: Default::default(),
-                    acls: Default::default(),
-                    producer_principals: Default::default(),
+                    ..Default::default()
                 })
             }
             RECORD_FORMAT_VERSION_V2 => {
@@ -712,10 +784,7 @@ impl MetadataImage {
                     next_producer_id: v2.next_producer_id,
                     history_id: v2.history_id,
                     term: v2.term,
-                    broker_configs: Default::default(),
-                    users: Default::default(),
-                    acls: Default::default(),
-                    producer_principals: Default::default(),
+                    ..Default::default()
                 })
             }
             RECORD_FORMAT_VERSION_V1 => {
@@ -728,10 +797,7 @@ impl MetadataImage {
                     next_producer_id: v1.next_producer_id,
                     history_id: 0,
                     term: 0,
-                    broker_configs: Default::default(),
-                    users: Default::default(),
-                    acls: Default::default(),
-                    producer_principals: Default::default(),
+                    ..Default::default()
                 })
             }
             v if v > RECORD_FORMAT_VERSION => Err(format!(
@@ -1025,8 +1091,43 @@ mod tests {
         assert!(d.skipped.is_empty(), "{:?}", d.skipped);
         assert_eq!(granted.producer_principals[&id], "User:alice");
         let (version, _): (u32, &[u8]) = postcard::take_from_bytes(&granted.encode()).unwrap();
-        assert_eq!(version, RECORD_FORMAT_VERSION);
+        assert_eq!(version, RECORD_FORMAT_VERSION_V6);
         assert_eq!(MetadataImage::decode(&granted.encode()).unwrap(), granted);
+        // Client quotas: format 7; set, replaced, removed.
+        let entity: crate::quota::QuotaEntity = [("user".to_string(), None)].into();
+        let quota = |key: &str, v: Option<f64>| MetadataRecord::ClientQuota {
+            entity: entity.clone(),
+            key: key.into(),
+            value: v.map(crate::quota::QuotaValue),
+        };
+        let (quoted, d) = granted.apply(
+            11,
+            &[
+                quota("producer_byte_rate", Some(100.0)),
+                quota("producer_byte_rate", Some(200.0)),
+                quota("consumer_byte_rate", Some(300.0)),
+            ],
+        );
+        assert!(d.changed_quotas && d.skipped.is_empty());
+        assert_eq!(
+            crate::quota::resolve(&quoted.client_quotas, "anyone", "", "producer_byte_rate")
+                .map(|(_, v)| v),
+            Some(200.0)
+        );
+        let (version, _): (u32, &[u8]) = postcard::take_from_bytes(&quoted.encode()).unwrap();
+        assert_eq!(version, RECORD_FORMAT_VERSION);
+        assert_eq!(MetadataImage::decode(&quoted.encode()).unwrap(), quoted);
+        let (unquoted, _) = quoted.apply(
+            12,
+            &[
+                quota("producer_byte_rate", None),
+                quota("consumer_byte_rate", None),
+            ],
+        );
+        assert!(
+            unquoted.client_quotas.is_empty(),
+            "an entity without quotas is gone"
+        );
         let (_, d) = granted.apply(
             10,
             &[MetadataRecord::ProducerIdGranted {

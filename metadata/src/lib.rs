@@ -15,6 +15,7 @@ pub mod history;
 pub mod ids;
 pub mod image;
 pub mod placement;
+pub mod quota;
 pub mod records;
 pub mod scram;
 pub mod validate;

@@ -12,9 +12,12 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{BrokerId, LeaderEpoch, PartitionEpoch, TopicId};
 use crate::scram::{ScramCredential, ScramMechanism};
 
-/// Version of the encoding of [`MetadataRecord`] batches and images (6: producer ids granted
-/// to principals).
-pub const RECORD_FORMAT_VERSION: u32 = 6;
+/// Version of the encoding of [`MetadataRecord`] batches and images (7: client quotas).
+pub const RECORD_FORMAT_VERSION: u32 = 7;
+
+/// Format 6: producer ids granted to principals, before client quotas; still decoded and still
+/// written while no quota exists.
+pub const RECORD_FORMAT_VERSION_V6: u32 = 6;
 
 /// The format before users (version 4: dynamic broker configs), still decoded and still
 /// written while no user exists.
@@ -200,6 +203,15 @@ pub enum MetadataRecord {
         /// `User:NAME`.
         principal: String,
     },
+    /// A client quota set (`value`) or removed (`None`) — Kafka's ClientQuotaRecord.
+    ClientQuota {
+        /// Who it is for.
+        entity: crate::quota::QuotaEntity,
+        /// `producer_byte_rate`, `consumer_byte_rate` or `request_percentage`.
+        key: String,
+        /// The value, or `None` to remove the quota.
+        value: Option<crate::quota::QuotaValue>,
+    },
 }
 
 /// A batch of records as stored in one Raft log entry (applied atomically).
@@ -216,6 +228,9 @@ impl RecordBatch {
     /// `BrokerKafkaEndpoint`, so nodes of the previous build keep applying every other batch
     /// during a rolling upgrade.
     pub fn new(records: Vec<MetadataRecord>) -> Self {
+        let needs_v7 = records
+            .iter()
+            .any(|r| matches!(r, MetadataRecord::ClientQuota { .. }));
         let needs_v6 = records
             .iter()
             .any(|r| matches!(r, MetadataRecord::ProducerIdGranted { .. }));
@@ -235,8 +250,10 @@ impl RecordBatch {
             .iter()
             .any(|r| matches!(r, MetadataRecord::BrokerKafkaEndpoint { .. }));
         RecordBatch {
-            version: if needs_v6 {
+            version: if needs_v7 {
                 RECORD_FORMAT_VERSION
+            } else if needs_v6 {
+                RECORD_FORMAT_VERSION_V6
             } else if needs_v5 {
                 RECORD_FORMAT_VERSION_V5
             } else if needs_v4 {
@@ -319,7 +336,14 @@ mod tests {
             id: 7,
             principal: "User:a".into(),
         }]);
-        assert_eq!(granted.version, RECORD_FORMAT_VERSION);
+        assert_eq!(granted.version, RECORD_FORMAT_VERSION_V6);
         assert_eq!(RecordBatch::decode(&granted.encode()).unwrap(), granted);
+        let quota = RecordBatch::new(vec![MetadataRecord::ClientQuota {
+            entity: [("user".to_string(), Some("a".to_string()))].into(),
+            key: "producer_byte_rate".into(),
+            value: Some(crate::quota::QuotaValue(1024.0)),
+        }]);
+        assert_eq!(quota.version, RECORD_FORMAT_VERSION);
+        assert_eq!(RecordBatch::decode(&quota.encode()).unwrap(), quota);
     }
 }

@@ -35,6 +35,7 @@ pub(super) async fn fetch(
     ctx: &Ctx,
     req: FetchRequest,
     version: i16,
+    waited: &mut Duration,
 ) -> (FetchResponse, Vec<FileRange>) {
     let asked: Vec<(Key, Want)> = req
         .topics
@@ -226,7 +227,9 @@ pub(super) async fn fetch(
         // Nothing yet: wait for any partition to change (new data, HW, leadership).
         let changed =
             futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+        let parked = Instant::now();
         let _ = tokio::time::timeout(left, changed).await;
+        *waited += parked.elapsed();
     }
 }
 

@@ -20,7 +20,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
@@ -47,6 +47,7 @@ mod groups;
 mod metadata;
 mod offsets;
 mod produce;
+mod quotas;
 mod sasl;
 mod versions;
 
@@ -99,6 +100,8 @@ pub(crate) struct Ctx {
     /// Who is on the other end: its certificate's principal (or ANONYMOUS) until SASL
     /// authenticates a user.
     pub caller: Arc<sluice_metadata::acl::Caller>,
+    /// Until when the connection is not read: a quota's throttle (KIP-219's muted channel).
+    pub muted: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
 }
 
 impl Ctx {
@@ -106,6 +109,81 @@ impl Ctx {
     pub fn access(&self) -> crate::authz::Access {
         crate::authz::Access::new(&self.node, &self.caller)
     }
+
+    /// Charges a request's usage to the caller's quotas; when it is over one, mutes the
+    /// connection for the throttle time and puts that time into the answer.
+    fn throttle(
+        &self,
+        client_id: &str,
+        usage: crate::quota::Usage,
+        answer: Option<&mut ResponseKind>,
+    ) {
+        let t = self
+            .node
+            .quotas
+            .charge(&self.node.image(), &self.caller, client_id, usage);
+        if t.is_zero() {
+            return;
+        }
+        let until = tokio::time::Instant::now() + t;
+        {
+            let mut muted = self.muted.lock().expect("mute lock");
+            *muted = Some(muted.map_or(until, |m| m.max(until)));
+        }
+        metrics::counter!("sluice_quota_throttled_requests_total").increment(1);
+        if let Some(a) = answer {
+            set_throttle(a, crate::quota::throttle_ms(t));
+        }
+    }
+}
+
+/// Sets `throttle_time_ms` in an answer (every served API has it but ApiVersions v0 and the
+/// SASL ones, which are not throttled).
+fn set_throttle(answer: &mut ResponseKind, ms: i32) {
+    macro_rules! with_throttle {
+        ($($kind:ident),* $(,)?) => {
+            match answer {
+                $(ResponseKind::$kind(r) => r.throttle_time_ms = ms,)*
+                _ => {}
+            }
+        };
+    }
+    with_throttle!(
+        Produce,
+        Fetch,
+        ListOffsets,
+        Metadata,
+        InitProducerId,
+        OffsetForLeaderEpoch,
+        FindCoordinator,
+        JoinGroup,
+        SyncGroup,
+        Heartbeat,
+        LeaveGroup,
+        OffsetCommit,
+        OffsetFetch,
+        ListGroups,
+        DescribeGroups,
+        DeleteGroups,
+        OffsetDelete,
+        CreateTopics,
+        DeleteTopics,
+        ConsumerGroupHeartbeat,
+        ConsumerGroupDescribe,
+        CreatePartitions,
+        DescribeConfigs,
+        IncrementalAlterConfigs,
+        AlterConfigs,
+        DescribeProducers,
+        DescribeCluster,
+        DescribeUserScramCredentials,
+        AlterUserScramCredentials,
+        DescribeAcls,
+        CreateAcls,
+        DeleteAcls,
+        DescribeClientQuotas,
+        AlterClientQuotas,
+    );
 }
 
 /// A request as the connection decoded it.
@@ -150,6 +228,7 @@ pub async fn serve_connection(
         fetch_sessions: fetch_sessions.clone(),
         file_ranges,
         tls,
+        muted: Default::default(),
     };
     match conn {
         Conn::Plain(stream) => {
@@ -297,6 +376,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut ctx = ctx.clone();
     let ctx = &mut ctx;
     loop {
+        // A throttled client's next request waits (KIP-219: the channel is muted).
+        let muted = *ctx.muted.lock().expect("mute lock");
+        if let Some(until) = muted {
+            tokio::time::sleep_until(until).await;
+        }
         let frame = match read_frame(reader, ctx).await {
             Ok(f) => f,
             Err(c) => return c,
@@ -644,10 +728,28 @@ async fn dispatch(
     let version = d.version;
     match d.body {
         RequestKind::Produce(req) => {
+            let produced: usize = req
+                .topic_data
+                .iter()
+                .flat_map(|t| t.partition_data.iter())
+                .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+                .sum();
             let appended = produce::append(ctx, req).await;
+            // Handling time is the append's; the wait for acks is not counted.
+            let usage = crate::quota::Usage {
+                produced,
+                handling: start.elapsed(),
+                ..Default::default()
+            };
+            let client = client_id(&d.header);
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                let answer = produce::complete(&ctx, appended).await;
+                let mut answer = produce::complete(&ctx, appended).await;
+                let reply = match &mut answer {
+                    Answer::Reply(r) => Some(&mut **r),
+                    _ => None,
+                };
+                ctx.throttle(&client, usage, reply);
                 observe(name, start);
                 let _ = tx.send(Answered {
                     answer,
@@ -665,20 +767,19 @@ async fn dispatch(
                 None
             };
             let ctx = ctx.clone();
-            let client = d
-                .header
-                .client_id
-                .as_ref()
-                .map(|c| c.as_str().to_string())
-                .unwrap_or_default();
+            let client = client_id(&d.header);
             let in_lane = is_group_step(&body);
+            // Group steps park until the group is ready: their time is not counted.
+            let parks = matches!(body, RequestKind::JoinGroup(_) | RequestKind::SyncGroup(_));
             let work = async move {
                 let mut files = Vec::new();
-                let answer: ResponseKind = match body {
+                let mut waited = Duration::ZERO;
+                let quota_client = client.clone();
+                let mut answer: ResponseKind = match body {
                     RequestKind::ApiVersions(_) => versions::api_versions().into(),
                     RequestKind::Metadata(r) => metadata::metadata(&ctx, r, version).await.into(),
                     RequestKind::Fetch(r) => {
-                        let (answer, ranges) = fetch::fetch(&ctx, r, version).await;
+                        let (answer, ranges) = fetch::fetch(&ctx, r, version, &mut waited).await;
                         files = ranges;
                         answer.into()
                     }
@@ -751,6 +852,12 @@ async fn dispatch(
                     RequestKind::CreateAcls(r) => acls::create_acls(&ctx, r).await.into(),
                     RequestKind::DescribeAcls(r) => acls::describe_acls(&ctx, r).await.into(),
                     RequestKind::DeleteAcls(r) => acls::delete_acls(&ctx, r).await.into(),
+                    RequestKind::DescribeClientQuotas(r) => {
+                        quotas::describe_client_quotas(&ctx, r).await.into()
+                    }
+                    RequestKind::AlterClientQuotas(r) => {
+                        quotas::alter_client_quotas(&ctx, r).await.into()
+                    }
                     RequestKind::DescribeCluster(r) => {
                         admin::describe_cluster(&ctx, r, version).await.into()
                     }
@@ -760,6 +867,26 @@ async fn dispatch(
                         return;
                     }
                 };
+                let fetched = match &answer {
+                    ResponseKind::Fetch(f) => f
+                        .responses
+                        .iter()
+                        .flat_map(|t| t.partitions.iter())
+                        .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+                        .sum(),
+                    _ => 0,
+                };
+                let handling = if parks {
+                    Duration::ZERO
+                } else {
+                    start.elapsed().saturating_sub(waited)
+                };
+                let usage = crate::quota::Usage {
+                    fetched,
+                    handling,
+                    ..Default::default()
+                };
+                ctx.throttle(&quota_client, usage, Some(&mut answer));
                 observe(name, start);
                 let _ = tx.send(Answered {
                     answer: Answer::Reply(Box::new(answer)),
@@ -774,6 +901,14 @@ async fn dispatch(
             }
         }
     }
+}
+
+/// The request header's client id ("" when absent).
+fn client_id(h: &RequestHeader) -> String {
+    h.client_id
+        .as_ref()
+        .map(|c| c.as_str().to_string())
+        .unwrap_or_default()
 }
 
 fn api_name(k: ApiKey) -> &'static str {
@@ -813,6 +948,8 @@ fn api_name(k: ApiKey) -> &'static str {
         ApiKey::CreateAcls => "kafka_create_acls",
         ApiKey::DescribeAcls => "kafka_describe_acls",
         ApiKey::DeleteAcls => "kafka_delete_acls",
+        ApiKey::DescribeClientQuotas => "kafka_describe_client_quotas",
+        ApiKey::AlterClientQuotas => "kafka_alter_client_quotas",
         _ => "kafka_other",
     }
 }

@@ -70,4 +70,6 @@ relay! {
     create_acls, CreateAclsRequest, CreateAclsResponse;
     describe_acls, DescribeAclsRequest, DescribeAclsResponse;
     delete_acls, DeleteAclsRequest, DeleteAclsResponse;
+    alter_client_quotas, AlterClientQuotasRequest, AlterClientQuotasResponse;
+    describe_client_quotas, DescribeClientQuotasRequest, DescribeClientQuotasResponse;
 }

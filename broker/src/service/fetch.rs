@@ -12,6 +12,8 @@ pub(super) async fn fetch(
     } else {
         Access::new(&svc.node, &caller_of(&r)).topic(Operation::Read, &r.get_ref().topic)?;
     }
+    let caller = caller_of(&r);
+    let client = crate::quota::client_id_of(&r);
     let req = r.into_inner();
     let r = svc.data.fetch_one(&req).await;
     let kind = if req.replica_id.is_some() {
@@ -26,7 +28,27 @@ pub(super) async fn fetch(
                 .increment(resp.record_batches.len() as u64);
         }
     }
-    Ok(Response::new(r?))
+    let mut resp = r?;
+    if req.replica_id.is_none() {
+        let usage = crate::quota::Usage {
+            fetched: fetched_bytes(&resp),
+            ..Default::default()
+        };
+        resp.throttle_time_ms = super::produce::throttle(svc, &caller, &client, usage).await;
+    }
+    Ok(Response::new(resp))
+}
+
+/// Records bytes of a fetch answer.
+fn fetched_bytes(resp: &FetchResponse) -> usize {
+    resp.record_batches.len()
+        + resp
+            .records
+            .iter()
+            .map(|r| {
+                r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len())
+            })
+            .sum::<usize>()
 }
 
 pub(super) async fn fetch_stream(
@@ -34,6 +56,7 @@ pub(super) async fn fetch_stream(
     r: Request<FetchRequest>,
 ) -> Result<Response<FetchStreamOut>, Status> {
     let caller = caller_of(&r);
+    let client = crate::quota::client_id_of(&r);
     let mut req = r.into_inner();
     if req.replica_id.is_some_and(|r| r >= 0) {
         return Err(error_status(
@@ -63,13 +86,30 @@ pub(super) async fn fetch_stream(
                 } => r,
             };
             match r {
-                Ok(resp) => {
+                Ok(mut resp) => {
                     let next = resp.next_fetch_offset;
                     let empty = resp.record_batches.is_empty() && resp.records.is_empty();
+                    let usage = crate::quota::Usage {
+                        fetched: fetched_bytes(&resp),
+                        ..Default::default()
+                    };
+                    // Over a quota, the next poll waits for the throttle time.
+                    let held = svc
+                        .node
+                        .quotas
+                        .charge(&svc.node.image(), &caller, &client, usage);
+                    resp.throttle_time_ms = crate::quota::throttle_ms(held);
                     if !empty && tx.send(Ok(resp)).await.is_err() {
                         return;
                     }
                     req.fetch_offset = next;
+                    if !held.is_zero() {
+                        metrics::counter!("sluice_quota_throttled_requests_total").increment(1);
+                        tokio::select! {
+                            () = tx.closed() => return,
+                            () = tokio::time::sleep(held) => {}
+                        }
+                    }
                 }
                 Err(s) => {
                     let (code, msg, leader) = in_band_error(&s);

@@ -10,6 +10,7 @@ pub mod dev;
 pub mod dev_pki;
 pub mod group;
 pub mod quorum;
+pub mod quota;
 pub mod topic;
 pub mod user;
 

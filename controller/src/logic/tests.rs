@@ -701,3 +701,80 @@ fn acls_are_created_once_and_deleted_by_filter() {
     let (records, matched) = delete_acls(&img, &[AclFilter::any()]);
     assert_eq!((records.len(), matched[0].len()), (1, 1));
 }
+
+#[test]
+fn client_quota_entries_apply_whole_or_not_at_all() {
+    use sluice_metadata::quota::{QuotaEntity, CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE};
+    let img = cluster(3);
+    let alice: QuotaEntity = [("user".to_string(), Some("alice".to_string()))].into();
+    let default_client: QuotaEntity = [("client-id".to_string(), None)].into();
+    let ip: QuotaEntity = [("ip".to_string(), None)].into();
+    let (records, results) = alter_client_quotas(
+        &img,
+        &[
+            (
+                alice.clone(),
+                vec![
+                    (PRODUCER_BYTE_RATE.into(), Some(1024.0)),
+                    (CONSUMER_BYTE_RATE.into(), Some(2048.0)),
+                ],
+            ),
+            // A bad value refuses the whole entry: its good key is not set either.
+            (
+                default_client.clone(),
+                vec![
+                    (PRODUCER_BYTE_RATE.into(), Some(10.0)),
+                    (CONSUMER_BYTE_RATE.into(), Some(-1.0)),
+                ],
+            ),
+            (ip, vec![(PRODUCER_BYTE_RATE.into(), Some(1.0))]),
+            (
+                default_client.clone(),
+                vec![("controller_mutation_rate".into(), Some(1.0))],
+            ),
+            (
+                default_client.clone(),
+                vec![
+                    (PRODUCER_BYTE_RATE.into(), Some(1.0)),
+                    (PRODUCER_BYTE_RATE.into(), None),
+                ],
+            ),
+        ],
+    );
+    assert!(results[0].is_ok());
+    for (i, r) in results.iter().enumerate().skip(1) {
+        assert_eq!(
+            r.as_ref().unwrap_err().code,
+            ErrorCode::InvalidRequest,
+            "entry {i}"
+        );
+    }
+    assert_eq!(records.len(), 2, "only alice's two quotas: {records:?}");
+    let img = commit(&img, records);
+    assert_eq!(img.client_quotas[&alice][PRODUCER_BYTE_RATE].0, 1024.0);
+    assert!(!img.client_quotas.contains_key(&default_client));
+    // Setting the same value again writes nothing; removing an unset key is a no-op;
+    // removing both keys removes the entity.
+    let (records, _) = alter_client_quotas(
+        &img,
+        &[(
+            alice.clone(),
+            vec![(PRODUCER_BYTE_RATE.into(), Some(1024.0))],
+        )],
+    );
+    assert!(records.is_empty());
+    let (records, results) = alter_client_quotas(
+        &img,
+        &[(
+            alice.clone(),
+            vec![
+                (PRODUCER_BYTE_RATE.into(), None),
+                (CONSUMER_BYTE_RATE.into(), None),
+                ("request_percentage".into(), None),
+            ],
+        )],
+    );
+    assert!(results[0].is_ok());
+    assert_eq!(records.len(), 2);
+    assert!(commit(&img, records).client_quotas.is_empty());
+}

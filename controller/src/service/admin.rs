@@ -831,4 +831,6 @@ admin_rpcs! {
     create_acls, create_acls_local, CreateAclsRequest, CreateAclsResponse, "/sluice.v1.Admin/CreateAcls";
     describe_acls, describe_acls_local, DescribeAclsRequest, DescribeAclsResponse, "/sluice.v1.Admin/DescribeAcls";
     delete_acls, delete_acls_local, DeleteAclsRequest, DeleteAclsResponse, "/sluice.v1.Admin/DeleteAcls";
+    alter_client_quotas, alter_client_quotas_local, AlterClientQuotasRequest, AlterClientQuotasResponse, "/sluice.v1.Admin/AlterClientQuotas";
+    describe_client_quotas, describe_client_quotas_local, DescribeClientQuotasRequest, DescribeClientQuotasResponse, "/sluice.v1.Admin/DescribeClientQuotas";
 }

@@ -4,6 +4,7 @@
 mod acls;
 mod admin;
 mod controller;
+mod quotas;
 mod raft;
 
 use std::collections::HashMap;
