@@ -198,7 +198,8 @@ impl Access {
             return Ok(());
         }
         let deadline = tokio::time::Instant::now() + GRANT_WAIT_MAX;
-        let mut reconciled = self.node.subscribe_reconciled();
+        // Subscribed before the image is read: no new image can slip in unnoticed.
+        let mut images = self.node.subscribe_images();
         loop {
             let image = self.node.image();
             match image.producer_principals.get(&id) {
@@ -207,10 +208,15 @@ impl Access {
                 None if id < image.next_producer_id => break,
                 None => {}
             }
-            if tokio::time::timeout_at(deadline, reconciled.changed())
+            if tokio::time::timeout_at(deadline, images.changed())
                 .await
                 .map_or(true, |r| r.is_err())
             {
+                // One last look: the image in place at the deadline decides.
+                let image = self.node.image();
+                if image.producer_principals.get(&id) == Some(&self.caller.principal) {
+                    return Ok(());
+                }
                 break;
             }
         }

@@ -121,6 +121,8 @@ pub struct BrokerNode {
     /// Bumped whenever `reconcile` created a replica or handed out roles: requests waiting
     /// for a leadership to be taken up watch it (see `DataPlane::lookup`).
     reconciled: tokio::sync::watch::Sender<u64>,
+    /// Bumped whenever a new image is in place (`image()` changed).
+    images: tokio::sync::watch::Sender<u64>,
     /// Our broker epoch (-1 = not registered).
     pub broker_epoch: AtomicI64,
     /// Whether the controller currently fences us.
@@ -431,6 +433,7 @@ impl BrokerNode {
             image_store: Mutex::new(image_store),
             journal_pending: Mutex::new(Some(Vec::new())),
             reconciled: tokio::sync::watch::Sender::new(0),
+            images: tokio::sync::watch::Sender::new(0),
             broker_epoch: AtomicI64::new(-1),
             fenced: AtomicBool::new(true),
             active_controller: AtomicUsize::new(0),
@@ -593,6 +596,11 @@ impl BrokerNode {
     /// The current image.
     pub fn image(&self) -> Arc<MetadataImage> {
         self.image.read().expect("image lock").clone()
+    }
+
+    /// A receiver told whenever a new metadata image is in place.
+    pub fn subscribe_images(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.images.subscribe()
     }
 
     /// A receiver told whenever `reconcile` created replicas or handed out roles.
@@ -1168,6 +1176,7 @@ impl BrokerNode {
         }
         if changed {
             *self.image.write().expect("image lock") = Arc::new(image);
+            self.images.send_modify(|g| *g += 1);
             {
                 let mut pending = self.journal_pending.lock().expect("journal lock");
                 match (&mut *pending, replaced) {

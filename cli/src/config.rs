@@ -95,6 +95,21 @@ pub const KEYS: &[Key] = &[
         doc: "snapshot the metadata image (and purge the log) after this many log entries",
     },
     Key {
+        name: "auto.leader.rebalance.enable",
+        default: "true",
+        doc: "the active controller moves leadership back to preferred replicas (Kafka's leader.imbalance.* keys)",
+    },
+    Key {
+        name: "leader.imbalance.check.interval.seconds",
+        default: "300",
+        doc: "how often the active controller checks the leader balance",
+    },
+    Key {
+        name: "leader.imbalance.per.broker.percentage",
+        default: "10",
+        doc: "a broker's share of preferred partitions it does not lead above which they are moved back",
+    },
+    Key {
         name: "num.partitions",
         default: "1",
         doc: "partitions of topics created without -p",

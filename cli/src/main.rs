@@ -169,6 +169,13 @@ enum Command {
     /// Client quotas: produce/fetch byte rates and request time, per user and client id.
     #[command(subcommand)]
     Quota(QuotaCommand),
+    /// Preferred or unclean leader elections (Kafka's kafka-leader-election).
+    LeaderElection {
+        #[command(flatten)]
+        election: cmd::election::ElectionArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// (dev clusters) SIGKILL the broker leading a partition, to watch failover.
     KillLeader {
         /// Topic.
@@ -289,6 +296,16 @@ enum TopicCommand {
     /// Delete a topic.
     Delete {
         name: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Add partitions (Kafka's CreatePartitions): new ones follow the (i + j) mod n placement;
+    /// existing data does not move.
+    Alter {
+        name: String,
+        /// The new partition count (larger than the current one).
+        #[arg(long)]
+        partitions: i32,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -510,6 +527,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 TopicCommand::Delete { name, cluster } => {
                     cmd::topic::delete(&cluster.bootstrap, cluster.output, &name).await
                 }
+                TopicCommand::Alter {
+                    name,
+                    partitions,
+                    cluster,
+                } => {
+                    cmd::topic::alter_partitions(
+                        &cluster.bootstrap,
+                        cluster.output,
+                        &name,
+                        partitions,
+                    )
+                    .await
+                }
                 TopicCommand::AlterConfig {
                     name,
                     configs,
@@ -705,6 +735,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 watch.map(std::time::Duration::from_millis),
             ))
         }
+        Command::LeaderElection { election, cluster } => cmd::runtime()?.block_on(
+            cmd::election::run(&cluster.bootstrap, cluster.output, &election),
+        ),
         Command::KillLeader {
             topic,
             partition,

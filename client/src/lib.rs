@@ -278,6 +278,26 @@ impl Admin {
         )
     }
 
+    /// Leader elections: `partitions`, or every partition when `None`; one result each.
+    pub async fn elect_leaders(
+        &self,
+        election_type: ElectionType,
+        partitions: Option<Vec<(String, i32)>>,
+        dry_run: bool,
+    ) -> Result<Vec<ElectLeaderResult>> {
+        Ok(call!(self.elect_leaders(ElectLeadersRequest {
+            election_type: election_type as i32,
+            all_partitions: partitions.is_none(),
+            partitions: partitions
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(topic, partition)| ElectPartition { topic, partition })
+                .collect(),
+            dry_run,
+        }))?
+        .results)
+    }
+
     /// The metadata quorum: leader, term, high watermark, per-voter lag.
     pub async fn describe_quorum(&self) -> Result<DescribeQuorumResponse> {
         call!(self.describe_quorum(DescribeQuorumRequest {}))

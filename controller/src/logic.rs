@@ -407,6 +407,154 @@ fn remove_from_partitions(
     records
 }
 
+/// Kafka's ElectLeaders election types (its `election_type` numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Election {
+    /// Make the first replica (the preferred one) leader, if it is in the ISR and unfenced.
+    Preferred = 0,
+    /// Give a leaderless partition a leader from its live replicas even outside the ISR
+    /// (records the ISR may not have are lost).
+    Unclean = 1,
+}
+
+/// One partition's ElectLeaders outcome.
+pub type ElectionOutcome = ((String, i32), Result<(), Refusal>);
+
+/// Records for Kafka's ElectLeaders on `partitions` (every partition when `None`), and one
+/// outcome per partition: ELECTION_NOT_NEEDED when the election would change nothing,
+/// PREFERRED_LEADER_NOT_AVAILABLE / ELIGIBLE_LEADERS_NOT_AVAILABLE when no replica may lead,
+/// UNKNOWN_TOPIC_OR_PARTITION for what does not exist.
+pub fn elect_leaders(
+    image: &MetadataImage,
+    election: Election,
+    partitions: Option<&[(String, i32)]>,
+) -> (Vec<MetadataRecord>, Vec<ElectionOutcome>) {
+    let wanted: Vec<(String, i32)> = match partitions {
+        Some(p) => p.to_vec(),
+        None => image
+            .topics
+            .values()
+            .flat_map(|t| (0..t.partitions.len() as i32).map(|i| (t.name.clone(), i)))
+            .collect(),
+    };
+    let mut records = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let outcomes = wanted
+        .into_iter()
+        .map(|(name, index)| {
+            let r = (|| {
+                let t = topic(image, &name)?;
+                let Some(p) = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+                else {
+                    return refuse(
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("{name}-{index} does not exist"),
+                    );
+                };
+                if !seen.insert((t.id, index)) {
+                    return Ok(());
+                }
+                let change = match election {
+                    Election::Preferred => {
+                        let preferred = p.replicas[0];
+                        if p.leader == preferred {
+                            return refuse(
+                                ErrorCode::ElectionNotNeeded,
+                                format!("{name}-{index}: the preferred replica {preferred} leads"),
+                            );
+                        }
+                        if !p.isr.contains(&preferred) || !image.is_unfenced(preferred) {
+                            return refuse(
+                                ErrorCode::PreferredLeaderNotAvailable,
+                                format!(
+                                    "{name}-{index}: the preferred replica {preferred} is {}",
+                                    if image.is_unfenced(preferred) {
+                                        "not in the ISR"
+                                    } else {
+                                        "fenced"
+                                    }
+                                ),
+                            );
+                        }
+                        (None, preferred)
+                    }
+                    Election::Unclean => {
+                        if p.leader != NO_LEADER {
+                            return refuse(
+                                ErrorCode::ElectionNotNeeded,
+                                format!("{name}-{index} has a leader ({})", p.leader),
+                            );
+                        }
+                        match elect_leader(p, |b| image.is_unfenced(b), true) {
+                            Some((b, unclean)) => (unclean.then(|| vec![b]), b),
+                            None => {
+                                return refuse(
+                                    ErrorCode::EligibleLeadersNotAvailable,
+                                    format!(
+                                        "{name}-{index}: no replica of {:?} is alive",
+                                        p.replicas
+                                    ),
+                                )
+                            }
+                        }
+                    }
+                };
+                records.push(MetadataRecord::PartitionChange {
+                    topic_id: t.id,
+                    index,
+                    isr: change.0,
+                    leader: Some(change.1),
+                });
+                Ok(())
+            })();
+            ((name, index), r)
+        })
+        .collect();
+    (records, outcomes)
+}
+
+/// Kafka's automatic leader rebalance (`auto.leader.rebalance.enable`): for every broker
+/// whose share of partitions it prefers (first replica) but does not lead exceeds
+/// `percentage` (`leader.imbalance.per.broker.percentage`), preferred elections for those of
+/// its partitions where it is in the ISR and unfenced.
+pub fn rebalance_leaders(image: &MetadataImage, percentage: f64) -> Vec<MetadataRecord> {
+    /// Partitions a broker prefers, how many it does not lead, and those it could lead.
+    #[derive(Default)]
+    struct Share {
+        total: usize,
+        not_led: usize,
+        movable: Vec<(String, i32)>,
+    }
+    let mut preferred: BTreeMap<BrokerId, Share> = BTreeMap::new();
+    for t in image.topics.values() {
+        for (i, p) in t.partitions.iter().enumerate() {
+            let Some(&first) = p.replicas.first() else {
+                continue;
+            };
+            let e = preferred.entry(first).or_default();
+            e.total += 1;
+            if p.leader != first {
+                e.not_led += 1;
+                if p.isr.contains(&first) && image.is_unfenced(first) {
+                    e.movable.push((t.name.clone(), i as i32));
+                }
+            }
+        }
+    }
+    let mut wanted = Vec::new();
+    for s in preferred.into_values() {
+        if s.total > 0 && s.not_led as f64 * 100.0 / s.total as f64 > percentage {
+            wanted.extend(s.movable);
+        }
+    }
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    elect_leaders(image, Election::Preferred, Some(&wanted)).0
+}
+
 /// Names the history of a quorum whose log has not named one yet (`random`, made nonzero):
 /// the first thing its first active controller commits (issue 15). Nothing once named.
 pub fn name_history(image: &MetadataImage, random: u64) -> Vec<MetadataRecord> {

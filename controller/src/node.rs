@@ -66,6 +66,9 @@ pub struct ControllerConfig {
     pub defaults: Defaults,
     /// `request.timeout.ms`: how long a write may wait for the quorum.
     pub write_timeout: Duration,
+    /// `auto.leader.rebalance.enable` with `leader.imbalance.check.interval.seconds` and
+    /// `leader.imbalance.per.broker.percentage`; `None` when off.
+    pub leader_rebalance: Option<(Duration, f64)>,
 }
 
 /// A broker's liveness as the active controller sees it.
@@ -153,6 +156,42 @@ impl ControllerNode {
                 }
             }
             *self.observers.lock().expect("observers lock") = found;
+        }
+    }
+
+    /// On the active controller, every `leader.imbalance.check.interval.seconds` (with
+    /// `auto.leader.rebalance.enable`): preferred elections for the partitions of brokers
+    /// whose imbalance is over `leader.imbalance.per.broker.percentage`
+    /// ([`logic::rebalance_leaders`]). Runs forever.
+    pub async fn run_leader_rebalancer(self: Arc<Self>) {
+        let Some((every, percentage)) = self.config.leader_rebalance else {
+            return;
+        };
+        let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if self.leader() != Some(self.id) {
+                continue;
+            }
+            match self
+                .decide(|img| {
+                    let records = logic::rebalance_leaders(img, percentage);
+                    let n = records.len();
+                    Ok((records, n))
+                })
+                .await
+            {
+                Ok((_, 0)) => {}
+                Ok((_, n)) => tracing::info!(
+                    partitions = n,
+                    "leadership moved back to preferred replicas"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e.message(), "leader rebalance not written; next check retries")
+                }
+            }
         }
     }
 

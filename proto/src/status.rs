@@ -169,6 +169,8 @@ pub fn grpc_code(code: ErrorCode) -> tonic::Code {
         ErrorCode::StaleBrokerEpoch => tonic::Code::FailedPrecondition,
         ErrorCode::OffsetNotAvailable => tonic::Code::Unavailable,
         ErrorCode::PreferredLeaderNotAvailable => tonic::Code::Unavailable,
+        ErrorCode::EligibleLeadersNotAvailable => tonic::Code::Unavailable,
+        ErrorCode::ElectionNotNeeded => tonic::Code::FailedPrecondition,
         ErrorCode::GroupMaxSizeReached => tonic::Code::ResourceExhausted,
         ErrorCode::FencedInstanceId => tonic::Code::FailedPrecondition,
         ErrorCode::GroupSubscribedToTopic => tonic::Code::FailedPrecondition,
@@ -212,6 +214,7 @@ pub fn is_retriable(code: ErrorCode) -> bool {
             | ErrorCode::UnknownLeaderEpoch
             | ErrorCode::OffsetNotAvailable
             | ErrorCode::PreferredLeaderNotAvailable
+            | ErrorCode::EligibleLeadersNotAvailable
             | ErrorCode::UnknownTopicId
             | ErrorCode::DuplicateBrokerRegistration
             | ErrorCode::InconsistentTopicId

@@ -4,9 +4,11 @@
 //! node's certificate chain and its private key, Kafka's PEM keystore), `ssl.truststore.location`
 //! (PEM CA certificates that sign peers: the channels to other nodes verify against them, and
 //! client certificates are checked against them) and `ssl.client.auth`
-//! (`none` | `requested` | `required`). The keystore is reloaded when its file changes (checked
-//! every [`RELOAD_CHECK_INTERVAL`]): new connections get the new certificate, open ones keep
-//! theirs; a file that does not load is logged and the previous certificate stays.
+//! (`none` | `requested` | `required`). The keystore and the truststore are reloaded when their
+//! files change (checked every [`RELOAD_CHECK_INTERVAL`]): new connections get the new
+//! certificate and are checked against the new CAs, channels dialed from then on present the
+//! new certificate; open connections keep theirs. A file that does not load is logged and the
+//! previous settings stay.
 //!
 //! ```text
 //!   TcpStream ─► TlsAcceptor::accept (handshake ≤ HANDSHAKE_TIMEOUT) ─► TlsStream
@@ -200,8 +202,12 @@ impl ResolvesServerCert for ReloadingKey {
 /// Accepts TLS connections with a node's settings.
 #[derive(Clone)]
 pub struct TlsAcceptor {
-    inner: tokio_rustls::TlsAcceptor,
+    /// Swapped whole when the truststore changes (a new client verifier).
+    inner: Arc<RwLock<tokio_rustls::TlsAcceptor>>,
     key: Arc<ReloadingKey>,
+    settings: Arc<TlsSettings>,
+    /// The truststore's modification time the verifier in use was built from.
+    truststore_mtime: Arc<RwLock<Option<SystemTime>>>,
 }
 
 impl std::fmt::Debug for TlsAcceptor {
@@ -212,61 +218,129 @@ impl std::fmt::Debug for TlsAcceptor {
     }
 }
 
+/// The server configuration for `s` with the certificate from `key`.
+fn server_config(s: &TlsSettings, key: Arc<ReloadingKey>) -> Result<rustls::ServerConfig, String> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match s.client_auth {
+        ClientAuth::None => builder.with_no_client_auth(),
+        auth => {
+            let ts = s.truststore.as_ref().ok_or_else(|| {
+                format!(
+                    "ssl.client.auth={} needs ssl.truststore.location (the CAs client certificates are checked against)",
+                    if auth == ClientAuth::Required { "required" } else { "requested" }
+                )
+            })?;
+            let roots = Arc::new(load_roots(ts)?);
+            let mut v = WebPkiClientVerifier::builder_with_provider(roots, provider());
+            if auth == ClientAuth::Requested {
+                v = v.allow_unauthenticated();
+            }
+            builder.with_client_cert_verifier(v.build().map_err(|e| e.to_string())?)
+        }
+    };
+    let mut config = builder.with_cert_resolver(key);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// [`TlsAcceptor::reload_truststore_if_changed`].
+fn reload_truststore(
+    settings: &TlsSettings,
+    key: &Arc<ReloadingKey>,
+    inner: &RwLock<tokio_rustls::TlsAcceptor>,
+    mtime: &RwLock<Option<SystemTime>>,
+) -> Result<bool, String> {
+    let Some(ts) = &settings.truststore else {
+        return Ok(false);
+    };
+    let now = modified(ts);
+    if now == *mtime.read().expect("truststore lock") {
+        return Ok(false);
+    }
+    let config = server_config(settings, key.clone())?;
+    *inner.write().expect("acceptor lock") = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    *mtime.write().expect("truststore lock") = now;
+    Ok(true)
+}
+
 impl TlsAcceptor {
     /// An acceptor for `s` (ALPN `h2` offered, for gRPC; Kafka clients send none), and
-    /// the task that reloads the keystore when it changes (needs a Tokio runtime).
+    /// the task that reloads the keystore and the truststore when they change (needs a Tokio
+    /// runtime).
     pub fn new(s: &TlsSettings) -> Result<Self, String> {
         let key = Arc::new(ReloadingKey::load(&s.keystore)?);
-        let builder = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
-        let builder = match s.client_auth {
-            ClientAuth::None => builder.with_no_client_auth(),
-            auth => {
-                let ts = s.truststore.as_ref().ok_or_else(|| {
-                    format!(
-                        "ssl.client.auth={} needs ssl.truststore.location (the CAs client certificates are checked against)",
-                        if auth == ClientAuth::Required { "required" } else { "requested" }
-                    )
-                })?;
-                let roots = Arc::new(load_roots(ts)?);
-                let mut v = WebPkiClientVerifier::builder_with_provider(roots, provider());
-                if auth == ClientAuth::Requested {
-                    v = v.allow_unauthenticated();
-                }
-                builder.with_client_cert_verifier(v.build().map_err(|e| e.to_string())?)
-            }
-        };
-        let mut config = builder.with_cert_resolver(key.clone());
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        let truststore_mtime = s.truststore.as_deref().and_then(modified);
+        let config = server_config(s, key.clone())?;
         let acceptor = TlsAcceptor {
-            inner: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            inner: Arc::new(RwLock::new(tokio_rustls::TlsAcceptor::from(Arc::new(
+                config,
+            )))),
             key,
+            settings: Arc::new(s.clone()),
+            truststore_mtime: Arc::new(RwLock::new(truststore_mtime)),
         };
         acceptor.spawn_reloader();
         Ok(acceptor)
+    }
+
+    /// Rebuilds the client verifier if the truststore's modification time moved: `Ok(true)`
+    /// when new CAs are in use; an error (a file that does not load) leaves the previous ones.
+    pub fn reload_truststore_if_changed(&self) -> Result<bool, String> {
+        reload_truststore(
+            &self.settings,
+            &self.key,
+            &self.inner,
+            &self.truststore_mtime,
+        )
     }
 
     fn spawn_reloader(&self) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // Weak: the task ends once the acceptor is gone.
         let key = Arc::downgrade(&self.key);
+        let inner = Arc::downgrade(&self.inner);
+        let (settings, mtime) = (self.settings.clone(), self.truststore_mtime.clone());
         rt.spawn(async move {
             let mut tick = tokio::time::interval(RELOAD_CHECK_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let Some(key) = key.upgrade() else { return };
-                let k = key.clone();
-                match tokio::task::spawn_blocking(move || k.reload_if_changed()).await {
-                    Ok(Ok(true)) => {
+                let (Some(key), Some(inner)) = (key.upgrade(), inner.upgrade()) else {
+                    return;
+                };
+                let (k, s, m) = (key.clone(), settings.clone(), mtime.clone());
+                let checked = tokio::task::spawn_blocking(move || {
+                    (k.reload_if_changed(), reload_truststore(&s, &k, &inner, &m))
+                })
+                .await;
+                let Ok((keystore, truststore)) = checked else { return };
+                let mut changed = false;
+                match keystore {
+                    Ok(true) => {
+                        changed = true;
                         tracing::info!(keystore = %key.path.display(), "TLS certificate reloaded")
                     }
-                    Ok(Ok(false)) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e,
                         "the changed TLS keystore does not load; the previous certificate stays in use"),
-                    Err(_) => return,
+                }
+                match truststore {
+                    Ok(true) => {
+                        changed = true;
+                        tracing::info!("TLS truststore reloaded: client certificates are checked against its CAs")
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e,
+                        "the changed TLS truststore does not load; the previous CAs stay in use"),
+                }
+                if changed {
+                    if let Err(e) = refresh_internal_client_tls() {
+                        tracing::warn!(error = %e, "channels dialed from now on keep the previous TLS settings");
+                    }
                 }
             }
         });
@@ -277,7 +351,8 @@ impl TlsAcceptor {
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.inner.accept(io)).await {
+        let inner = self.inner.read().expect("acceptor lock").clone();
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, inner.accept(io)).await {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -330,21 +405,43 @@ impl ClientTls {
 }
 
 /// The TLS settings every internal channel of this process dials with (set once at start
-/// by a node with TLS, or by a client command given a command config).
-static INTERNAL_TLS: std::sync::OnceLock<tonic::transport::ClientTlsConfig> =
-    std::sync::OnceLock::new();
+/// by a node with TLS, or by a client command given a command config), and the files they
+/// were built from (rebuilt when a node's keystore or truststore is reloaded).
+static INTERNAL_TLS: RwLock<Option<(ClientTls, tonic::transport::ClientTlsConfig)>> =
+    RwLock::new(None);
 
 /// Makes every channel [`crate::transport`] dials from now on use TLS with `c`. Set once;
 /// a second call is refused.
 pub fn set_internal_client_tls(c: &ClientTls) -> Result<(), String> {
-    INTERNAL_TLS
-        .set(c.tonic()?)
-        .map_err(|_| "the process's TLS client settings are already set".to_string())
+    let config = c.tonic()?;
+    let mut tls = INTERNAL_TLS.write().expect("internal TLS lock");
+    if tls.is_some() {
+        return Err("the process's TLS client settings are already set".to_string());
+    }
+    *tls = Some((c.clone(), config));
+    Ok(())
+}
+
+/// Reads the internal channels' certificate and CA files again: channels dialed from now on
+/// present the reloaded certificate and trust the reloaded CAs (channels already connected
+/// keep the handshake they made). An error keeps the previous settings.
+pub fn refresh_internal_client_tls() -> Result<(), String> {
+    let files = match &*INTERNAL_TLS.read().expect("internal TLS lock") {
+        Some((files, _)) => files.clone(),
+        None => return Ok(()),
+    };
+    let config = files.tonic()?;
+    *INTERNAL_TLS.write().expect("internal TLS lock") = Some((files, config));
+    Ok(())
 }
 
 /// The channels' TLS settings, if TLS is on.
-pub fn internal_client_tls() -> Option<&'static tonic::transport::ClientTlsConfig> {
-    INTERNAL_TLS.get()
+pub fn internal_client_tls() -> Option<tonic::transport::ClientTlsConfig> {
+    INTERNAL_TLS
+        .read()
+        .expect("internal TLS lock")
+        .as_ref()
+        .map(|(_, c)| c.clone())
 }
 
 /// TLS connections accepted on `listener`: each handshake runs in a task of its own (a slow

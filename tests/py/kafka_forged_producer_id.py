@@ -4,8 +4,9 @@ raw requests over SASL_SSL.
 alice and mallory may both write TOPIC. alice asks for a producer id (InitProducerId) and
 writes her first idempotent batch; mallory then writes a batch under alice's id at alice's
 next sequence (were it accepted, alice's real second batch would look like a duplicate and be
-acknowledged and dropped), and one under an id never handed out. Then mallory writes under
-her own id and alice sends her second batch.
+acknowledged and dropped), and one under an id never handed out. Then mallory gets her own id
+from another broker and at once writes under it to the leader, and alice sends her second
+batch.
 
 usage: kafka_forged_producer_id.py BOOTSTRAP CA TOPIC ALICE_PASSWORD MALLORY_PASSWORD
 Prints one JSON document: each step's partition error code and base offset, and the ids.
@@ -77,7 +78,11 @@ report["alice_id"] = alice_id
 report["alice_0"] = produce(alice, node, alice_id, 0, "alice-0")
 report["mallory_as_alice"] = produce(mallory, node, alice_id, 1, "forged")
 report["mallory_unallocated"] = produce(mallory, node, 1 << 50, 0, "forged")
-mallory_id = init_producer_id(mallory, node)
+# Mallory's id comes from another broker than the leader she then writes to: the leader
+# learns of the grant through the metadata log, maybe after her produce arrives.
+ids = [b.get("node_id", b.get("broker_id")) for b in alice.describe_cluster()["brokers"]]
+other = next(i for i in ids if i != node)
+mallory_id = init_producer_id(mallory, other)
 report["mallory_id"] = mallory_id
 report["mallory_0"] = produce(mallory, node, mallory_id, 0, "mallory-0")
 report["alice_1"] = produce(alice, node, alice_id, 1, "alice-1")

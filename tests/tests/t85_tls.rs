@@ -245,14 +245,17 @@ async fn a_tls_cluster_serves_tls_clients_and_refuses_plaintext() {
 /// truststore's CAs, and serves one with. Method: 1 controller + 1 broker, both requiring
 /// client certificates (the broker dials the controller with its own certificate); kcat
 /// without a certificate gets no metadata, kcat with a certificate from the CA does, and
-/// one from another CA, or an expired one from the CA, is refused.
+/// one from another CA, or an expired one from the CA, is refused; once the other CA is added
+/// to the truststore file, its certificate is accepted without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn required_client_certificates_are_checked() {
     let pki = Pki::new();
     let c_store = pki.keystore("controller.pem", "controller-1");
     let b_store = pki.keystore("broker.pem", "broker-1");
     let client = pki.keystore("client.pem", "client");
-    let stranger = Pki::new().keystore("stranger.pem", "stranger");
+    // Kept: its files live as long as it does.
+    let strangers = Pki::new();
+    let stranger = strangers.keystore("stranger.pem", "stranger");
     let expired = pki.keystore_until("expired.pem", "client", Some((2020, 6, 1)));
     let controller = node_overrides(&c_store, &pki, "required");
     let broker = node_overrides(&b_store, &pki, "required");
@@ -311,6 +314,31 @@ async fn required_client_certificates_are_checked() {
     assert!(
         ok && out.contains("1 brokers"),
         "served after the refusals: {err}"
+    );
+
+    // The truststore is reloaded when it changes: once the other CA is in it (written whole
+    // then renamed), its certificate is accepted without a restart, and ours still are.
+    let both = format!(
+        "{}{}",
+        std::fs::read_to_string(pki.ca()).unwrap(),
+        std::fs::read_to_string(strangers.ca()).unwrap()
+    );
+    let tmp = pki.ca().with_extension("tmp");
+    std::fs::write(&tmp, both).unwrap();
+    std::fs::rename(&tmp, pki.ca()).unwrap();
+    wait_for(
+        "the other CA's certificate accepted once trusted",
+        WAIT,
+        || async {
+            let (ok, out, _) = kcat_with(Some(&stranger));
+            (ok && out.contains("1 brokers")).then_some(())
+        },
+    )
+    .await;
+    let (ok, out, err) = kcat_with(Some(&client));
+    assert!(
+        ok && out.contains("1 brokers"),
+        "our CA's certificate after the reload: {err}"
     );
 }
 

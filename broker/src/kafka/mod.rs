@@ -39,6 +39,7 @@ use crate::node::BrokerNode;
 
 mod acls;
 mod admin;
+mod elections;
 mod fetch;
 pub mod fetch_session;
 mod frame;
@@ -852,6 +853,9 @@ async fn dispatch(
                     RequestKind::CreateAcls(r) => acls::create_acls(&ctx, r).await.into(),
                     RequestKind::DescribeAcls(r) => acls::describe_acls(&ctx, r).await.into(),
                     RequestKind::DeleteAcls(r) => acls::delete_acls(&ctx, r).await.into(),
+                    RequestKind::ElectLeaders(r) => {
+                        elections::elect_leaders(&ctx, r, version).await.into()
+                    }
                     RequestKind::DescribeClientQuotas(r) => {
                         quotas::describe_client_quotas(&ctx, r).await.into()
                     }
@@ -948,6 +952,7 @@ fn api_name(k: ApiKey) -> &'static str {
         ApiKey::CreateAcls => "kafka_create_acls",
         ApiKey::DescribeAcls => "kafka_describe_acls",
         ApiKey::DeleteAcls => "kafka_delete_acls",
+        ApiKey::ElectLeaders => "kafka_elect_leaders",
         ApiKey::DescribeClientQuotas => "kafka_describe_client_quotas",
         ApiKey::AlterClientQuotas => "kafka_alter_client_quotas",
         _ => "kafka_other",

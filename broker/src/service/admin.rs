@@ -72,4 +72,5 @@ relay! {
     delete_acls, DeleteAclsRequest, DeleteAclsResponse;
     alter_client_quotas, AlterClientQuotasRequest, AlterClientQuotasResponse;
     describe_client_quotas, DescribeClientQuotasRequest, DescribeClientQuotasResponse;
+    elect_leaders, ElectLeadersRequest, ElectLeadersResponse;
 }

@@ -61,6 +61,14 @@ pub fn controller_config(cfg: &NodeConfig) -> anyhow::Result<ControllerConfig> {
             replication_factor: cfg.num("default.replication.factor")?,
         },
         write_timeout: ms("request.timeout.ms")?,
+        leader_rebalance: match cfg.require("auto.leader.rebalance.enable")?.trim() {
+            "true" => Some((
+                Duration::from_secs(cfg.num("leader.imbalance.check.interval.seconds")?),
+                cfg.num("leader.imbalance.per.broker.percentage")?,
+            )),
+            "false" => None,
+            other => anyhow::bail!("auto.leader.rebalance.enable={other:?}: true or false"),
+        },
     })
 }
 
@@ -77,6 +85,7 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         let mut checker = tokio::spawn(node.clone().run_session_checker());
         let gauges = tokio::spawn(node.clone().run_gauges());
         let observers = tokio::spawn(node.clone().run_observer_probe());
+        let rebalancer = tokio::spawn(node.clone().run_leader_rebalancer());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             tokio::select! {
@@ -97,6 +106,7 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         checker.abort();
         gauges.abort();
         observers.abort();
+        rebalancer.abort();
         let _ = node.raft.shutdown().await;
         served.map_err(|e| anyhow::anyhow!(e))?;
         anyhow::ensure!(

@@ -224,6 +224,28 @@ pub async fn delete(bootstrap: &str, out: OutputFormat, name: &str) -> anyhow::R
 }
 
 /// `topic alter-config`.
+/// `topic alter NAME --partitions N`.
+pub async fn alter_partitions(
+    bootstrap: &str,
+    out: OutputFormat,
+    name: &str,
+    partitions: i32,
+) -> anyhow::Result<()> {
+    let admin = Admin::connect(bootstrap).await?;
+    admin.create_partitions(name, partitions).await?;
+    match out {
+        OutputFormat::Json => println!("{}", json!({"name": name, "partitions": partitions})),
+        OutputFormat::Table => println!(
+            "{}",
+            table(
+                &["TOPIC", "PARTITIONS", "STATUS"],
+                vec![vec![name.to_string(), partitions.to_string(), "OK".into()]]
+            )
+        ),
+    }
+    Ok(())
+}
+
 pub async fn alter_config(
     bootstrap: &str,
     out: OutputFormat,

@@ -778,3 +778,85 @@ fn client_quota_entries_apply_whole_or_not_at_all() {
     assert_eq!(records.len(), 2);
     assert!(commit(&img, records).client_quotas.is_empty());
 }
+
+#[test]
+fn preferred_and_unclean_elections_and_the_automatic_rebalance() {
+    let img = cluster(3);
+    let id = TopicId([5; 16]);
+    let img = commit(
+        &img,
+        create_topic(&img, "t", 3, 3, &BTreeMap::new(), &defaults(), id).unwrap(),
+    );
+    // Broker 1 is fenced (leadership of t-0 moves to 2), then comes back, not yet in the ISR.
+    let img = commit(&img, fence_broker(&img, BrokerId(1)));
+    let img = commit(&img, unfence_broker(&img, BrokerId(1)));
+    let want = |name: &str, i: i32| (name.to_string(), i);
+    let code = |outcomes: &[ElectionOutcome], i: usize| {
+        outcomes[i]
+            .1
+            .as_ref()
+            .err()
+            .map_or(ErrorCode::None, |r| r.code)
+    };
+    let (records, out) = elect_leaders(&img, Election::Preferred, Some(&[want("t", 0)]));
+    assert!(records.is_empty());
+    assert_eq!(code(&out, 0), ErrorCode::PreferredLeaderNotAvailable);
+    assert_eq!(rebalance_leaders(&img, 10.0), vec![], "1 is not in the ISR");
+    // Broker 1 caught up and is back in the ISR.
+    let img = commit(
+        &img,
+        vec![MetadataRecord::PartitionChange {
+            topic_id: id,
+            index: 0,
+            isr: Some(vec![BrokerId(2), BrokerId(3), BrokerId(1)]),
+            leader: None,
+        }],
+    );
+    let (records, out) = elect_leaders(
+        &img,
+        Election::Preferred,
+        Some(&[want("t", 0), want("t", 1), want("t", 7), want("nope", 0)]),
+    );
+    assert_eq!(code(&out, 0), ErrorCode::None);
+    assert_eq!(code(&out, 1), ErrorCode::ElectionNotNeeded);
+    assert_eq!(code(&out, 2), ErrorCode::UnknownTopicOrPartition);
+    assert_eq!(code(&out, 3), ErrorCode::UnknownTopicOrPartition);
+    let elected = commit(&img, records);
+    let p0 = elected.partition(id, 0).unwrap();
+    assert_eq!((p0.leader, p0.leader_epoch), (BrokerId(1), LeaderEpoch(2)));
+    // The automatic rebalance does the same once 1's share of partitions it does not lead
+    // (1 of 1) is over the threshold, and nothing at 100 %.
+    assert_eq!(rebalance_leaders(&img, 100.0), vec![]);
+    assert_eq!(commit(&img, rebalance_leaders(&img, 10.0)), elected);
+    assert_eq!(rebalance_leaders(&elected, 0.0), vec![], "balanced");
+    // Every partition at once: only t-0 needed it.
+    let (records, out) = elect_leaders(&img, Election::Preferred, None);
+    assert_eq!(records.len(), 1);
+    assert_eq!(out.len(), 3);
+
+    // Unclean: a leaderless partition whose last ISR member is fenced gets a live replica,
+    // which becomes the whole ISR; one with a leader needs no election.
+    let u = TopicId([6; 16]);
+    let img = commit(
+        &elected,
+        create_topic(&elected, "u", 1, 3, &BTreeMap::new(), &defaults(), u).unwrap(),
+    );
+    let img = commit(
+        &img,
+        vec![MetadataRecord::PartitionChange {
+            topic_id: u,
+            index: 0,
+            isr: Some(vec![BrokerId(3)]),
+            leader: Some(BrokerId(3)),
+        }],
+    );
+    let (_, out) = elect_leaders(&img, Election::Unclean, Some(&[want("u", 0)]));
+    assert_eq!(code(&out, 0), ErrorCode::ElectionNotNeeded);
+    let img = commit(&img, fence_broker(&img, BrokerId(3)));
+    assert_eq!(img.partition(u, 0).unwrap().leader, NO_LEADER);
+    let (records, out) = elect_leaders(&img, Election::Unclean, Some(&[want("u", 0)]));
+    assert_eq!(code(&out, 0), ErrorCode::None);
+    let img = commit(&img, records);
+    let p = img.partition(u, 0).unwrap();
+    assert_eq!((p.leader, p.isr.clone()), (BrokerId(1), vec![BrokerId(1)]));
+}

@@ -833,4 +833,5 @@ admin_rpcs! {
     delete_acls, delete_acls_local, DeleteAclsRequest, DeleteAclsResponse, "/sluice.v1.Admin/DeleteAcls";
     alter_client_quotas, alter_client_quotas_local, AlterClientQuotasRequest, AlterClientQuotasResponse, "/sluice.v1.Admin/AlterClientQuotas";
     describe_client_quotas, describe_client_quotas_local, DescribeClientQuotasRequest, DescribeClientQuotasResponse, "/sluice.v1.Admin/DescribeClientQuotas";
+    elect_leaders, elect_leaders_local, ElectLeadersRequest, ElectLeadersResponse, "/sluice.v1.Admin/ElectLeaders";
 }

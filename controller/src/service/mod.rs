@@ -4,6 +4,7 @@
 mod acls;
 mod admin;
 mod controller;
+mod elections;
 mod quotas;
 mod raft;
 

@@ -1,0 +1,292 @@
+//! Day-2 operations (issue #17): growing topics, and the procedures that follow.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+use sluice_tests::cluster::Cluster;
+use sluice_tests::*;
+
+fn must(args: &[&str]) -> String {
+    let (ok, out, err) = sluice(args);
+    assert!(ok, "sluice {args:?}: {out}\n{err}");
+    out
+}
+
+/// Goal: `sluice topic alter NAME --partitions N` adds partitions under load: the new ones
+/// follow the (i + j) mod n placement, producers start writing to them, every acknowledged
+/// record is read back from the partition it was acknowledged on (existing data did not
+/// move), and shrinking is refused. Method: `sluice dev`; a 2-partition topic; confluent-kafka
+/// (`py/kafka_grow.py`) writes keyed records with acks=all for 8 s and runs the alter to 4
+/// partitions after 3 s; then reads all four partitions back.
+#[tokio::test(flavor = "multi_thread")]
+async fn partitions_added_under_load_take_writes_and_nothing_is_lost() {
+    let dev = DevCluster::start();
+    let b = dev.bootstrap();
+    let b = b.as_str();
+    must(&[
+        "topic",
+        "create",
+        "grow",
+        "-p",
+        "2",
+        "-r",
+        "3",
+        "--bootstrap",
+        b,
+    ]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/kafka_grow.py");
+    let out = Command::new("timeout")
+        .arg("240")
+        .arg("python3")
+        .arg(script)
+        .args([b, "grow", sluice_bin().to_str().unwrap()])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
+    eprintln!("grow: {r}");
+    assert_eq!(r["alter_ok"], true, "{r}");
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    assert_eq!(r["undelivered"], 0, "{r}");
+    for p in ["0", "1", "2", "3"] {
+        assert!(
+            r["delivered"][p].as_u64().unwrap_or(0) > 0,
+            "partition {p} took writes: {r}"
+        );
+    }
+    assert_eq!(r["delivered"], r["consumed"], "{r}");
+    assert_eq!(
+        r["same"], true,
+        "every partition holds what it acknowledged: {r}"
+    );
+
+    let d: Value = serde_json::from_str(&must(&[
+        "topic",
+        "describe",
+        "grow",
+        "-o",
+        "json",
+        "--bootstrap",
+        b,
+    ]))
+    .unwrap();
+    let parts = d["partitions"].as_array().expect("partitions");
+    assert_eq!(parts.len(), 4, "{d}");
+    // Replica j of partition i on broker (i + j) mod n (brokers in id order).
+    let mut brokers: Vec<i64> = parts
+        .iter()
+        .flat_map(|p| {
+            p["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_i64().unwrap())
+        })
+        .collect();
+    brokers.sort_unstable();
+    brokers.dedup();
+    for (i, p) in parts.iter().enumerate() {
+        let want: Vec<i64> = (0..3).map(|j| brokers[(i + j) % brokers.len()]).collect();
+        let have: Vec<i64> = p["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_i64().unwrap())
+            .collect();
+        assert_eq!(have, want, "partition {i}: {d}");
+    }
+    let (ok, out, err) = sluice(&[
+        "topic",
+        "alter",
+        "grow",
+        "--partitions",
+        "3",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(!ok && err.contains("INVALID_PARTITIONS"), "{out}\n{err}");
+}
+
+/// One partition as `topic describe -o json` shows it: (leader, replicas, isr).
+type Part = (i64, Vec<i64>, Vec<i64>);
+
+/// `topic describe -o json`'s partitions by index.
+fn partitions_of(b: &str, topic: &str) -> Option<Vec<Part>> {
+    let (ok, out, _) = sluice(&["topic", "describe", topic, "-o", "json", "--bootstrap", b]);
+    if !ok {
+        return None;
+    }
+    let d: Value = serde_json::from_str(&out).ok()?;
+    let ids = |v: &Value| -> Vec<i64> {
+        v.as_array()
+            .map(|a| a.iter().filter_map(Value::as_i64).collect())
+            .unwrap_or_default()
+    };
+    d["partitions"]
+        .as_array()?
+        .iter()
+        .map(|p| Some((p["leader"].as_i64()?, ids(&p["replicas"]), ids(&p["isr"]))))
+        .collect()
+}
+
+async fn wait_until(what: &str, b: &str, topic: &str, ok: impl Fn(&[Part]) -> bool) {
+    wait_for(what, std::time::Duration::from_secs(60), || {
+        let parts = partitions_of(b, topic);
+        let done = parts.as_deref().is_some_and(&ok);
+        async move { done.then_some(()) }
+    })
+    .await;
+}
+
+fn all_preferred(parts: &[Part]) -> bool {
+    parts
+        .iter()
+        .all(|(leader, replicas, _)| Some(leader) == replicas.first())
+}
+
+/// Goal: after a broker fails and returns, `sluice leader-election --preferred` gives its
+/// partitions back to it (a `--dry-run` first changes nothing), and with
+/// `auto.leader.rebalance.enable` the active controller does so by itself; `--unclean`
+/// refuses to run without `--dry-run` or `--yes` and is not needed while a leader exists.
+/// Method: 1 controller + 3 brokers (rebalance off); a 3-partition topic, each partition led
+/// by its first replica; broker 1 is SIGKILLed, its partition moves, it is restarted and
+/// rejoins the ISR; then the elections. Then the controller restarts with the rebalance on
+/// (checked every second) and the same failure heals with no command.
+#[tokio::test(flavor = "multi_thread")]
+async fn preferred_elections_give_leadership_back_by_hand_and_by_themselves() {
+    let mut c = Cluster::start(1, 3, &["auto.leader.rebalance.enable=false"], &[]);
+    let b = c.bootstrap();
+    let b = b.as_str();
+    wait_for(
+        "three brokers registered: the topic is created",
+        std::time::Duration::from_secs(60),
+        || async {
+            let args = [
+                "topic",
+                "create",
+                "pe",
+                "-p",
+                "3",
+                "-r",
+                "3",
+                "--bootstrap",
+                b,
+            ];
+            sluice(&args).0.then_some(())
+        },
+    )
+    .await;
+    wait_until("preferred leaders at creation", b, "pe", all_preferred).await;
+    let fail_and_return = |c: &mut Cluster| {
+        c.kill_broker(1);
+    };
+    fail_and_return(&mut c);
+    wait_until("broker 1 leads nothing", b, "pe", |p| {
+        p.iter().all(|(l, ..)| *l != 1)
+    })
+    .await;
+    c.start_broker(1);
+    wait_until("broker 1 back in every ISR", b, "pe", |p| {
+        p.iter().all(|(_, _, isr)| isr.contains(&1))
+    })
+    .await;
+    let parts = partitions_of(b, "pe").unwrap();
+    assert!(!all_preferred(&parts), "{parts:?}");
+
+    let dry: Value = serde_json::from_str(&must(&[
+        "leader-election",
+        "--preferred",
+        "--topic",
+        "pe",
+        "--dry-run",
+        "-o",
+        "json",
+        "--bootstrap",
+        b,
+    ]))
+    .unwrap();
+    let outcomes: Vec<(i64, String, i64)> = dry["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["partition"].as_i64().unwrap(),
+                r["outcome"].as_str().unwrap().to_string(),
+                r["leader"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    for (i, (leader, replicas, _)) in parts.iter().enumerate() {
+        let (want, new) = if Some(leader) == replicas.first() {
+            ("ELECTION_NOT_NEEDED", -1)
+        } else {
+            ("WOULD_ELECT", replicas[0])
+        };
+        assert_eq!(outcomes[i], (i as i64, want.to_string(), new), "{dry}");
+    }
+    assert_eq!(
+        partitions_of(b, "pe").unwrap(),
+        parts,
+        "a dry run changes nothing"
+    );
+    must(&["leader-election", "--preferred", "--bootstrap", b]);
+    wait_until(
+        "preferred leaders after the election",
+        b,
+        "pe",
+        all_preferred,
+    )
+    .await;
+
+    let (ok, _, err) = sluice(&[
+        "leader-election",
+        "--unclean",
+        "--topic",
+        "pe",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(
+        !ok && err.contains("--dry-run") && err.contains("--yes"),
+        "{err}"
+    );
+    let (ok, out, _) = sluice(&[
+        "leader-election",
+        "--unclean",
+        "--topic",
+        "pe",
+        "--partition",
+        "0",
+        "--yes",
+        "-o",
+        "json",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(ok && out.contains("ELECTION_NOT_NEEDED"), "{out}");
+
+    // The automatic rebalance.
+    c.set_controller_overrides(&["leader.imbalance.check.interval.seconds=1"]);
+    c.kill_controller(1);
+    c.start_controller(1);
+    fail_and_return(&mut c);
+    wait_until("broker 1 leads nothing (2)", b, "pe", |p| {
+        p.iter().all(|(l, ..)| *l != 1)
+    })
+    .await;
+    c.start_broker(1);
+    wait_until(
+        "leadership back to preferred replicas with no command",
+        b,
+        "pe",
+        all_preferred,
+    )
+    .await;
+}
