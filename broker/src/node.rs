@@ -164,6 +164,10 @@ pub struct BrokerNode {
     pub quotas: crate::quota::Quotas,
 }
 
+/// Every this many heartbeats a broker reports the HW of every partition it leads, not only
+/// the changed ones (a controller that became active meanwhile learns them all).
+const FULL_HIGH_WATERMARK_REPORT_EVERY: u32 = 15;
+
 /// Threads that open new replicas' logs at once (Kafka's `num.recovery.threads.per.data.dir`
 /// plays this part at start-up).
 pub const LOG_OPEN_THREADS: usize = 8;
@@ -893,7 +897,16 @@ impl BrokerNode {
     /// controller forgot us). Never returns; runs as a task owned by the process.
     pub async fn run_heartbeats(self: Arc<Self>) {
         let incarnation = format!("{:016x}", rand::random::<u64>());
+        // The leader HWs the controller was last told (see BrokerHeartbeatRequest), and
+        // heartbeats since everything was last sent (a new active controller knows nothing).
+        let mut reported: HashMap<(sluice_metadata::TopicId, i32), (i64, i32)> = HashMap::new();
+        let mut since_full = 0u32;
         loop {
+            since_full += 1;
+            if since_full >= FULL_HIGH_WATERMARK_REPORT_EVERY {
+                since_full = 0;
+                reported.clear();
+            }
             if self.broker_epoch.load(Ordering::SeqCst) < 0 {
                 let req = RegisterBrokerRequest {
                     broker_id: self.id().get(),
@@ -938,6 +951,24 @@ impl BrokerNode {
                 }
             }
             let want_shut_down = self.shutting_down.load(Ordering::SeqCst);
+            // The HWs of partitions we lead that changed since the last heartbeat answered.
+            let (mut led, mut sent) = (Vec::new(), Vec::new());
+            for h in self.local_partitions() {
+                let o = h.offsets();
+                if !o.is_leader {
+                    continue;
+                }
+                let key = (h.topic_id, h.index);
+                if reported.get(&key) != Some(&(o.high_watermark, o.leader_epoch)) {
+                    sent.push((key, (o.high_watermark, o.leader_epoch)));
+                    led.push(sluice_proto::v1::LedHighWatermark {
+                        topic_id: h.topic_id.to_string(),
+                        partition: h.index,
+                        high_watermark: o.high_watermark,
+                        leader_epoch: o.leader_epoch,
+                    });
+                }
+            }
             let req = BrokerHeartbeatRequest {
                 broker_id: self.id().get(),
                 broker_epoch: self.broker_epoch.load(Ordering::SeqCst),
@@ -945,6 +976,7 @@ impl BrokerNode {
                 want_fence: false,
                 want_shut_down,
                 directory_id: self.directory_id.clone(),
+                high_watermarks: led,
             };
             match self
                 .call_controller(|mut c| {
@@ -954,6 +986,7 @@ impl BrokerNode {
                 .await
             {
                 Ok(r) => {
+                    reported.extend(sent);
                     let was = self.fenced.swap(r.is_fenced, Ordering::SeqCst);
                     if was != r.is_fenced {
                         tracing::info!(

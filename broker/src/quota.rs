@@ -7,6 +7,7 @@
 //! refused for a quota. Brokers (node certificates) are never throttled.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,8 @@ type BucketKey = (&'static str, Vec<(String, String)>);
 pub struct Quotas {
     origin: Instant,
     buckets: Mutex<HashMap<BucketKey, TokenBucket>>,
+    /// Charges made (idle buckets are pruned every 1024th once there are many).
+    charges: AtomicU64,
 }
 
 impl Default for Quotas {
@@ -52,6 +55,7 @@ impl Default for Quotas {
         Quotas {
             origin: Instant::now(),
             buckets: Mutex::new(HashMap::new()),
+            charges: AtomicU64::new(0),
         }
     }
 }
@@ -99,7 +103,12 @@ impl Quotas {
                 .or_insert_with(|| TokenBucket::new(rate, QUOTA_BURST, now));
             throttle = throttle.max(bucket.record(rate, amount, now));
         }
-        if buckets.len() > BUCKETS_KEPT {
+        if buckets.len() > BUCKETS_KEPT
+            && self
+                .charges
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(1024)
+        {
             buckets.retain(|_, b| !b.is_full(now));
         }
         throttle.min(THROTTLE_MAX)

@@ -169,6 +169,14 @@ enum Command {
     /// Client quotas: produce/fetch byte rates and request time, per user and client id.
     #[command(subcommand)]
     Quota(QuotaCommand),
+    /// Why each unhealthy partition is unhealthy, and what a forced election would lose.
+    Doctor {
+        /// Only this topic.
+        #[arg(long)]
+        topic: Option<String>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Preferred or unclean leader elections (Kafka's kafka-leader-election).
     LeaderElection {
         #[command(flatten)]
@@ -735,6 +743,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 watch.map(std::time::Duration::from_millis),
             ))
         }
+        Command::Doctor { topic, cluster } => cmd::runtime()?.block_on(cmd::doctor::run(
+            &cluster.bootstrap,
+            cluster.output,
+            topic.as_deref(),
+        )),
         Command::LeaderElection { election, cluster } => cmd::runtime()?.block_on(
             cmd::election::run(&cluster.bootstrap, cluster.output, &election),
         ),

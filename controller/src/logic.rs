@@ -886,10 +886,17 @@ pub fn alter_client_quotas(
     use sluice_metadata::quota::{validate_entity, validate_quota, QuotaValue, ENTITIES_MAX};
     let mut records = Vec::new();
     let mut new_entities = std::collections::BTreeSet::new();
+    let mut seen = std::collections::BTreeSet::new();
     let results = entries
         .iter()
         .map(|(entity, ops)| {
             validate_entity(entity).or_else(|e| refuse(ErrorCode::InvalidRequest, e))?;
+            if !seen.insert(entity) {
+                return refuse(
+                    ErrorCode::InvalidRequest,
+                    "the entity appears twice in one request".to_string(),
+                );
+            }
             let mut keys = std::collections::BTreeSet::new();
             for (key, value) in ops {
                 validate_quota(key, *value).or_else(|e| refuse(ErrorCode::InvalidRequest, e))?;

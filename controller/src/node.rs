@@ -113,7 +113,13 @@ pub struct ControllerNode {
     last_leader_contact: Mutex<(Option<NodeId>, Instant)>,
     /// Passwords verified against users' credentials (Admin calls with Basic credentials).
     passwords: sluice_metadata::scram::PasswordCache,
+    /// The highest high watermark leaders of each partition reported in heartbeats (std
+    /// mutex: map updates only): (topic id, partition) → (HW, leader epoch, leader, when).
+    pub high_watermarks: Mutex<ReportedHighWatermarks>,
 }
+
+/// (topic id, partition) → (HW, leader epoch, leader, when reported).
+pub type ReportedHighWatermarks = HashMap<(String, i32), (i64, i32, BrokerId, Instant)>;
 
 impl ControllerNode {
     /// On the active controller, every 2 s: asks every controller address it knows (its
@@ -341,6 +347,7 @@ impl ControllerNode {
             membership_lock: tokio::sync::Mutex::new(()),
             last_leader_contact: Mutex::new((None, Instant::now())),
             passwords: Default::default(),
+            high_watermarks: Default::default(),
         }))
     }
 

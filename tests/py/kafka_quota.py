@@ -8,8 +8,8 @@ consume: client.id=slowreader reads TOPIC partition 0 from the start until COUNT
 reports the bytes received in the 10 s after the first record (or all, if it ended sooner),
 and the throttle events.
 
-admin (kafka-python 3.0.12 raw requests): AlterClientQuotas sets request_percentage=1 for client
-id `chatty` (and refuses a bad entry), DescribeClientQuotas lists every quota; then `chatty`
+admin (kafka-python 3.0.12 raw requests): AlterClientQuotas sets request_percentage=0.1 for
+client id `chatty` (and refuses a bad entry), DescribeClientQuotas lists every quota; then `chatty`
 sends Metadata requests until one is answered with a throttle_time_ms (at most 2000), and
 `calm` sends as many; each reports the largest throttle_time_ms it was answered with.
 
@@ -94,8 +94,8 @@ elif mode == "admin":
     admin = client("quota-admin")
     altered = send(admin, AlterClientQuotasRequest(entries=[
         Entry(entity=[Entry.EntityData(entity_type="client-id", entity_name="chatty")],
-              ops=[Entry.OpData(key="request_percentage", value=1.0, remove=False)]),
-        Entry(entity=[Entry.EntityData(entity_type="client-id", entity_name="chatty")],
+              ops=[Entry.OpData(key="request_percentage", value=0.1, remove=False)]),
+        Entry(entity=[Entry.EntityData(entity_type="client-id", entity_name="other")],
               ops=[Entry.OpData(key="consumer_byte_rate", value=-1.0, remove=False)]),
     ], validate_only=False, max_version=1))
     described = send(admin, DescribeClientQuotasRequest(components=[], strict=False,

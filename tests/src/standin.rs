@@ -102,6 +102,7 @@ impl StandIn {
                                 want_fence: false,
                                 want_shut_down: false,
                                 directory_id: format!("standin-{id}"),
+                                high_watermarks: vec![],
                             })
                             .await
                             .map(|r| r.into_inner())

@@ -167,7 +167,7 @@ async fn clients_over_their_byte_rates_are_throttled_to_the_quota_and_lose_nothi
 /// DescribeClientQuotas, as `kafka-configs.sh` and AdminClient send them), a bad entry is
 /// refused alone, and a request-time quota (`request_percentage`) throttles a chatty client
 /// while another client id is not. Method: `sluice dev`; a quota set with `sluice quota set`;
-/// `py/kafka_quota.py admin` (kafka-python raw requests) sets request_percentage=1 for client
+/// `py/kafka_quota.py admin` (kafka-python raw requests) sets request_percentage=0.1 for client
 /// id `chatty`, describes all quotas, then sends Metadata requests as `chatty` until one
 /// carries a throttle time, and as many as `calm`.
 #[tokio::test(flavor = "multi_thread")]
@@ -202,7 +202,7 @@ async fn quotas_are_managed_on_the_kafka_port_and_request_time_is_throttled() {
     assert_eq!(
         r["described"],
         serde_json::json!([
-            [{"client-id": "chatty"}, {"request_percentage": 1.0}],
+            [{"client-id": "chatty"}, {"request_percentage": 0.1}],
             [{"user": null}, {"consumer_byte_rate": 1048576.0}],
         ]),
         "{r}"

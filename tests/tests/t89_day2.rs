@@ -290,3 +290,196 @@ async fn preferred_elections_give_leadership_back_by_hand_and_by_themselves() {
     )
     .await;
 }
+
+fn doctor(b: &str) -> Value {
+    serde_json::from_str(&must(&["doctor", "-o", "json", "--bootstrap", b])).unwrap()
+}
+
+/// The doctor's finding for `topic`-0, if it reports one.
+fn finding(d: &Value, topic: &str) -> Option<Value> {
+    d["unhealthy"]
+        .as_array()?
+        .iter()
+        .find(|f| f["topic"] == topic && f["partition"] == 0)
+        .cloned()
+}
+
+fn produce_n(b: &str, topic: &str, from: usize, n: usize, acks: &str) {
+    let lines: String = (from..from + n).map(|i| format!("r{i}\n")).collect();
+    let (ok, out, err) = sluice_stdin(
+        &["produce", topic, "--acks", acks, "--bootstrap", b],
+        &lines,
+    );
+    assert!(ok, "produce: {out}\n{err}");
+}
+
+/// Goal: `sluice doctor` says why each unhealthy partition is unhealthy — a follower that lags
+/// by how many records, a fenced broker — and for an offline partition which replica a forced
+/// election would elect and exactly which acknowledged offsets it would lose; the forced
+/// election then loses exactly those. Method: 1 controller (sessions of 30 s, no automatic
+/// rebalance) + 3 brokers (`replica.lag.time.max.ms=2000`); a 3-replica partition led by
+/// broker 1. (1) Healthy: nothing reported. (2) One record with acks=all, broker 3 SIGSTOPped,
+/// 50 more with acks=1: once the ISR shrinks, "broker 3 lags by 50 records". (3) Broker 3
+/// resumed, caught up, then stopped (controlled shutdown): "broker 3 is fenced". (4) 30 more
+/// records with acks=all (HW 81); brokers 1 and 2 stopped, broker 3 started: the partition is
+/// offline and the doctor says an unclean election would elect broker 3 and lose offsets
+/// 51..81. (5) `leader-election --unclean --yes` elects it; the log then holds the first 51
+/// records.
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_explains_lag_fencing_and_what_a_forced_election_would_lose() {
+    let mut c = Cluster::start(
+        1,
+        3,
+        &[
+            "broker.session.timeout.ms=30000",
+            "auto.leader.rebalance.enable=false",
+        ],
+        &["replica.lag.time.max.ms=2000"],
+    );
+    let b = c.bootstrap();
+    let b = b.as_str();
+    wait_for(
+        "three brokers registered: the topic is created",
+        std::time::Duration::from_secs(60),
+        || async {
+            let args = [
+                "topic",
+                "create",
+                "doc",
+                "-p",
+                "1",
+                "-r",
+                "3",
+                "--bootstrap",
+                b,
+            ];
+            sluice(&args).0.then_some(())
+        },
+    )
+    .await;
+    wait_until("leader 1, full ISR", b, "doc", |p| {
+        p[0].0 == 1 && p[0].2.len() == 3
+    })
+    .await;
+    assert_eq!(finding(&doctor(b), "doc"), None, "healthy");
+
+    // (2) A lagging follower (it has fetched once: an acks=all record).
+    produce_n(b, "doc", 0, 1, "all");
+    c.pause_broker(3);
+    produce_n(b, "doc", 1, 50, "1");
+    wait_until("broker 3 out of the ISR", b, "doc", |p| {
+        !p[0].2.contains(&3)
+    })
+    .await;
+    let f = finding(&doctor(b), "doc").expect("under-replicated");
+    assert_eq!(f["state"], "under-replicated", "{f}");
+    let why = f["reasons"].to_string();
+    assert!(why.contains("broker 3 lags by 50 records"), "{f}");
+
+    // (3) A fenced broker.
+    c.resume_broker(3);
+    wait_until("broker 3 back in the ISR", b, "doc", |p| {
+        p[0].2.contains(&3)
+    })
+    .await;
+    c.stop_broker(3);
+    wait_until("broker 3 out of the ISR (2)", b, "doc", |p| {
+        !p[0].2.contains(&3)
+    })
+    .await;
+    let f = finding(&doctor(b), "doc").expect("under-replicated");
+    assert!(
+        f["reasons"].to_string().contains("broker 3 is fenced"),
+        "{f}"
+    );
+
+    // (4) Offline, and what a forced election would lose.
+    produce_n(b, "doc", 51, 30, "all");
+    wait_for(
+        "the controller knows HW 81",
+        std::time::Duration::from_secs(30),
+        || async {
+            let (_, out, _) = sluice(&["topic", "describe", "doc", "-o", "json", "--bootstrap", b]);
+            let d: Value = serde_json::from_str(&out).ok()?;
+            (d["partitions"][0]["last_high_watermark"] == 81).then_some(())
+        },
+    )
+    .await;
+    c.stop_broker(1);
+    c.stop_broker(2);
+    c.start_broker(3);
+    let f = wait_for(
+        "the doctor names broker 3 as the candidate",
+        std::time::Duration::from_secs(60),
+        || async {
+            // Until broker 3 is back the cluster may have no reachable broker at all.
+            let (ok, out, _) = sluice(&["doctor", "-o", "json", "--bootstrap", b]);
+            let d: Value = serde_json::from_str(&out).ok().filter(|_| ok)?;
+            let f = finding(&d, "doc")?;
+            (f["unclean_election"]["candidate"] == 3).then_some(f)
+        },
+    )
+    .await;
+    assert_eq!(f["state"], "offline", "{f}");
+    let u = &f["unclean_election"];
+    assert_eq!(u["candidate_log_end_offset"], 51, "{f}");
+    assert_eq!(u["last_high_watermark"], 81, "{f}");
+    assert_eq!(
+        (u["lost_from"].clone(), u["lost_to"].clone()),
+        (51.into(), 81.into()),
+        "{f}"
+    );
+    assert_eq!(u["lost_records"], 30, "{f}");
+    assert!(f["reasons"].to_string().contains("is fenced"), "{f}");
+
+    // (5) The forced election loses exactly that.
+    let dry = must(&[
+        "leader-election",
+        "--unclean",
+        "--topic",
+        "doc",
+        "--partition",
+        "0",
+        "--dry-run",
+        "-o",
+        "json",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(dry.contains("WOULD_ELECT"), "{dry}");
+    must(&[
+        "leader-election",
+        "--unclean",
+        "--topic",
+        "doc",
+        "--partition",
+        "0",
+        "--yes",
+        "--bootstrap",
+        b,
+    ]);
+    wait_until("broker 3 leads", b, "doc", |p| p[0].0 == 3).await;
+    let records = must(&[
+        "consume",
+        "doc",
+        "--partition",
+        "0",
+        "--offset",
+        "0",
+        "--max-records",
+        "100",
+        "--timeout-ms",
+        "3000",
+        "-o",
+        "json",
+        "--bootstrap",
+        b,
+    ]);
+    let values: Vec<String> = records
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| v["value"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let want: Vec<String> = (0..51).map(|i| format!("r{i}")).collect();
+    assert_eq!(values, want, "the 30 offsets the doctor named are gone");
+}

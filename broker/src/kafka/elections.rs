@@ -57,7 +57,12 @@ pub(super) async fn elect_leaders(
         Err(s) => {
             let (code, m) = code_of(&s);
             if partitions.is_empty() {
-                return ElectLeadersResponse::default().with_error_code(code);
+                // v0 has no top-level error code: an empty answer (nothing elected).
+                return ElectLeadersResponse::default().with_error_code(if version == 0 {
+                    0
+                } else {
+                    code
+                });
             }
             partitions
                 .into_iter()

@@ -770,9 +770,28 @@ async fn dispatch(
             let ctx = ctx.clone();
             let client = client_id(&d.header);
             let in_lane = is_group_step(&body);
-            // Group steps park until the group is ready: their time is not counted.
-            let parks = matches!(body, RequestKind::JoinGroup(_) | RequestKind::SyncGroup(_));
+            // Not counted as handling time: group steps park until the group is ready, and
+            // admin calls wait for the controllers.
+            let parks = matches!(
+                body,
+                RequestKind::JoinGroup(_)
+                    | RequestKind::SyncGroup(_)
+                    | RequestKind::CreateTopics(_)
+                    | RequestKind::DeleteTopics(_)
+                    | RequestKind::CreatePartitions(_)
+                    | RequestKind::AlterConfigs(_)
+                    | RequestKind::IncrementalAlterConfigs(_)
+                    | RequestKind::AlterUserScramCredentials(_)
+                    | RequestKind::CreateAcls(_)
+                    | RequestKind::DescribeAcls(_)
+                    | RequestKind::DeleteAcls(_)
+                    | RequestKind::DescribeClientQuotas(_)
+                    | RequestKind::AlterClientQuotas(_)
+                    | RequestKind::ElectLeaders(_)
+            );
             let work = async move {
+                // From here: not the time queued in the group lane or for a fetch slot.
+                let began = Instant::now();
                 let mut files = Vec::new();
                 let mut waited = Duration::ZERO;
                 let quota_client = client.clone();
@@ -883,7 +902,7 @@ async fn dispatch(
                 let handling = if parks {
                     Duration::ZERO
                 } else {
-                    start.elapsed().saturating_sub(waited)
+                    began.elapsed().saturating_sub(waited)
                 };
                 let usage = crate::quota::Usage {
                     fetched,

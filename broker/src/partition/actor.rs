@@ -196,6 +196,11 @@ pub enum PartitionCommand {
         /// Answer: one entry per producer, by producer id.
         reply: oneshot::Sender<Result<Vec<ProducerInfo>, BrokerError>>,
     },
+    /// The leader's followers' progress (`DescribeReplicas`): empty as a follower.
+    Followers {
+        /// Answer: (broker, log end offset if known, time since last caught up), by broker.
+        reply: oneshot::Sender<Vec<(BrokerId, Option<i64>, std::time::Duration)>>,
+    },
     /// Follower: where to fetch from, if it still follows `leader` at `leader_epoch`.
     FetchPosition {
         /// The leader the fetcher follows.
@@ -582,6 +587,15 @@ impl PartitionHandle {
         .await?
     }
 
+    /// The leader's followers' progress (empty as a follower): (broker, log end offset if
+    /// known, time since it was last caught up).
+    pub async fn followers(
+        &self,
+    ) -> Result<Vec<(BrokerId, Option<i64>, std::time::Duration)>, BrokerError> {
+        self.ask(|reply| PartitionCommand::Followers { reply })
+            .await
+    }
+
     /// The leader's idempotent producers, by producer id (`DescribeProducers`).
     pub async fn producers(&self) -> Result<Vec<ProducerInfo>, BrokerError> {
         self.ask(|reply| PartitionCommand::Producers { reply })
@@ -693,7 +707,8 @@ impl Core {
             | PartitionCommand::ProposeIsr { .. }
             | PartitionCommand::AlterPartitionAnswer { .. }
             | PartitionCommand::EpochEndOffset { .. }
-            | PartitionCommand::Producers { .. } => true,
+            | PartitionCommand::Producers { .. }
+            | PartitionCommand::Followers { .. } => true,
             PartitionCommand::ListOffset { timestamp, .. } => *timestamp < 0,
             PartitionCommand::Fetch { args, .. } => {
                 // A fetch at or past what it may read, or answered with an error or a
@@ -792,6 +807,18 @@ impl Core {
                     (e.get() as i64, end.get())
                 });
                 let _ = reply.send(r);
+            }
+            PartitionCommand::Followers { reply } => {
+                let mut all: Vec<_> = if self.replica.is_leader() {
+                    self.replica
+                        .followers()
+                        .map(|(id, f)| (id, f.log_end_offset, f.last_caught_up.elapsed()))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                all.sort_by_key(|f| f.0);
+                let _ = reply.send(all);
             }
             PartitionCommand::Producers { reply } => {
                 let r = self.leading_at(None).map(|_| {

@@ -188,6 +188,11 @@ impl ReplicaState {
         self.pending.as_ref()
     }
 
+    /// Every follower's progress (leader only).
+    pub fn followers(&self) -> impl Iterator<Item = (BrokerId, &FollowerState)> {
+        self.followers.iter().map(|(id, f)| (*id, f))
+    }
+
     /// A follower's progress (leader only).
     pub fn follower(&self, id: BrokerId) -> Option<&FollowerState> {
         self.followers.get(&id)

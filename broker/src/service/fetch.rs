@@ -29,7 +29,7 @@ pub(super) async fn fetch(
         }
     }
     let mut resp = r?;
-    if req.replica_id.is_none() {
+    if req.replica_id.is_none_or(|id| id < 0) {
         let usage = crate::quota::Usage {
             fetched: fetched_bytes(&resp),
             ..Default::default()

@@ -141,6 +141,7 @@ mod offsets;
 mod produce;
 mod producer_id;
 mod replica_fetch;
+mod replicas;
 
 pub use replica_fetch::ReplicationService;
 
@@ -236,6 +237,12 @@ impl Broker for BrokerService {
         r: Request<DeleteGroupsRequest>,
     ) -> Result<Response<DeleteGroupsResponse>, Status> {
         groups::delete_groups(self, r).await
+    }
+    async fn describe_replicas(
+        &self,
+        r: Request<DescribeReplicasRequest>,
+    ) -> Result<Response<DescribeReplicasResponse>, Status> {
+        replicas::describe_replicas(self, r).await
     }
 }
 

@@ -253,6 +253,7 @@ async fn stand_in_broker(q: &LocalQuorum) -> anyhow::Result<tokio::task::JoinHan
                         want_fence: false,
                         want_shut_down: false,
                         directory_id: "bench-metadata".into(),
+                        high_watermarks: vec![],
                     })
                     .await;
             }

@@ -8,6 +8,7 @@ pub mod controller;
 pub mod data;
 pub mod dev;
 pub mod dev_pki;
+pub mod doctor;
 pub mod election;
 pub mod group;
 pub mod quorum;

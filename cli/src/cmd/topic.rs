@@ -116,6 +116,7 @@ pub fn description_json(t: &TopicDescription) -> serde_json::Value {
             "replicas": p.replicas,
             "isr": p.isr,
             "offline_replicas": p.offline_replicas,
+            "last_high_watermark": p.last_high_watermark,
         })).collect::<Vec<_>>(),
         "configs": t.configs.iter().map(|c| json!({
             "name": c.name,

@@ -763,6 +763,23 @@ fn client_quota_entries_apply_whole_or_not_at_all() {
         )],
     );
     assert!(records.is_empty());
+    // One entity twice in one request: the second is refused (its order would decide).
+    let (records, results) = alter_client_quotas(
+        &img,
+        &[
+            (alice.clone(), vec![(PRODUCER_BYTE_RATE.into(), Some(10.0))]),
+            (
+                alice.clone(),
+                vec![(PRODUCER_BYTE_RATE.into(), Some(1024.0))],
+            ),
+        ],
+    );
+    assert!(results[0].is_ok());
+    assert_eq!(
+        results[1].as_ref().unwrap_err().code,
+        ErrorCode::InvalidRequest
+    );
+    assert_eq!(records.len(), 1);
     let (records, results) = alter_client_quotas(
         &img,
         &[(

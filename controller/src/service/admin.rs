@@ -50,10 +50,17 @@ pub(super) fn check_count(n: usize) -> Result<(), Status> {
     Ok(())
 }
 
-fn describe(t: &TopicImage, image: &sluice_metadata::MetadataImage) -> TopicDescription {
+use crate::node::ReportedHighWatermarks;
+
+fn describe(
+    t: &TopicImage,
+    image: &sluice_metadata::MetadataImage,
+    hws: &ReportedHighWatermarks,
+) -> TopicDescription {
+    let id = t.id.to_string();
     TopicDescription {
         name: t.name.clone(),
-        topic_id: t.id.to_string(),
+        topic_id: id.clone(),
         error_code: ErrorCode::None as i32,
         error_message: String::new(),
         is_internal: is_internal(&t.name),
@@ -74,6 +81,13 @@ fn describe(t: &TopicImage, image: &sluice_metadata::MetadataImage) -> TopicDesc
                     .filter(|b| !image.is_unfenced(**b))
                     .map(|b| b.get())
                     .collect(),
+                last_high_watermark: hws.get(&(id.clone(), i as i32)).map_or(-1, |h| h.0),
+                last_high_watermark_age_ms: hws
+                    .get(&(id.clone(), i as i32))
+                    .map_or(-1, |h| h.3.elapsed().as_millis() as i64),
+                last_high_watermark_leader: hws
+                    .get(&(id.clone(), i as i32))
+                    .map_or(-1, |h| h.2.get()),
             })
             .collect(),
         configs: config_entries(&t.config, &image.topic_defaults(), &[]),
@@ -287,12 +301,18 @@ impl AdminService {
         check_count(req.names.len())?;
         let image = self.node.ensure_current().await?;
         let access = Access::new(&self.node, caller);
+        let hws = self
+            .node
+            .high_watermarks
+            .lock()
+            .expect("high watermarks lock")
+            .clone();
         let topics = if req.names.is_empty() {
             image
                 .topics
                 .values()
                 .filter(|t| access.topic(Operation::Describe, &t.name).is_none())
-                .map(|t| describe(t, &image))
+                .map(|t| describe(t, &image, &hws))
                 .collect()
         } else {
             req.names
@@ -306,7 +326,7 @@ impl AdminService {
                             error_message: msg,
                             ..Default::default()
                         },
-                        (None, Some(t)) => describe(t, &image),
+                        (None, Some(t)) => describe(t, &image, &hws),
                         (None, None) => TopicDescription {
                             name: n.clone(),
                             error_code: ErrorCode::UnknownTopicOrPartition as i32,

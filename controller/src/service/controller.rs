@@ -173,6 +173,34 @@ impl Controller for ControllerService {
             req.current_metadata_offset,
             &req.directory_id,
         );
+        if !req.high_watermarks.is_empty() {
+            let now = std::time::Instant::now();
+            let mut hws = self
+                .node
+                .high_watermarks
+                .lock()
+                .expect("high watermarks lock");
+            for h in &req.high_watermarks {
+                let key = (h.topic_id.clone(), h.partition);
+                // The highest ever reported: a new leader's first HW may still lag the old
+                // leader's (which is what a forced election must be measured against).
+                if hws
+                    .get(&key)
+                    .is_some_and(|(hw, _, _, _)| *hw > h.high_watermark)
+                {
+                    continue;
+                }
+                hws.insert(
+                    key,
+                    (
+                        h.high_watermark,
+                        h.leader_epoch,
+                        BrokerId(req.broker_id),
+                        now,
+                    ),
+                );
+            }
+        }
         let caught_up = req
             .current_metadata_offset
             .is_some_and(|o| o as i64 >= req.broker_epoch);
