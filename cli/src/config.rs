@@ -195,6 +195,16 @@ pub const KEYS: &[Key] = &[
         doc: "how often brokers apply retention.ms / retention.bytes to their partitions",
     },
     Key {
+        name: "offsets.retention.minutes",
+        default: "10080",
+        doc: "an empty group's committed offsets are deleted this long after their last commit (Kafka's default: 7 days)",
+    },
+    Key {
+        name: "offsets.retention.check.interval.ms",
+        default: "600000",
+        doc: "how often group coordinators look for expired offsets",
+    },
+    Key {
         name: "offsets.topic.num.partitions",
         default: "12",
         doc: "partitions of __consumer_offsets (Kafka: 50; 12 spreads coordinators over a small cluster at a quarter of the open logs)",

@@ -483,3 +483,94 @@ async fn doctor_explains_lag_fencing_and_what_a_forced_election_would_lose() {
     let want: Vec<String> = (0..51).map(|i| format!("r{i}")).collect();
     assert_eq!(values, want, "the 30 offsets the doctor named are gone");
 }
+
+/// Goal: an empty group's committed offsets expire `offsets.retention.minutes` after their last
+/// commit (Kafka's offset expiry; `__consumer_offsets` does not keep them forever), and not
+/// before. Method: 1 controller + 1 broker with `offsets.retention.minutes=1` checked every
+/// second; `sluice consume --group` commits 3 records and leaves; the group's offset is still
+/// there after several checks, and gone (the group with it) within the minute and a margin.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_groups_offsets_expire_after_the_retention() {
+    let c = Cluster::start(
+        1,
+        1,
+        &[],
+        &[
+            "offsets.retention.minutes=1",
+            "offsets.retention.check.interval.ms=1000",
+            "offsets.topic.replication.factor=1",
+        ],
+    );
+    let b = c.bootstrap();
+    let b = b.as_str();
+    wait_for(
+        "the broker registered: the topic is created",
+        std::time::Duration::from_secs(60),
+        || async {
+            let args = [
+                "topic",
+                "create",
+                "exp",
+                "-p",
+                "1",
+                "-r",
+                "1",
+                "--bootstrap",
+                b,
+            ];
+            sluice(&args).0.then_some(())
+        },
+    )
+    .await;
+    produce_n(b, "exp", 0, 3, "all");
+    must(&[
+        "consume",
+        "exp",
+        "--group",
+        "expiring",
+        "--max-records",
+        "3",
+        "--timeout-ms",
+        "10000",
+        "--bootstrap",
+        b,
+    ]);
+    let committed_at = std::time::Instant::now();
+    let offset = |b: &str| -> Option<i64> {
+        let (ok, out, _) = sluice(&[
+            "group",
+            "describe",
+            "expiring",
+            "-o",
+            "json",
+            "--bootstrap",
+            b,
+        ]);
+        let d: Value = serde_json::from_str(&out).ok().filter(|_| ok)?;
+        d["partitions"].as_array()?.first()?["current_offset"].as_i64()
+    };
+    assert_eq!(offset(b), Some(3), "committed");
+    // Several expiry checks later (every second), well inside the minute: still there.
+    wait_for(
+        "three expiry checks",
+        std::time::Duration::from_secs(10),
+        || async { (committed_at.elapsed() >= std::time::Duration::from_secs(4)).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        offset(b),
+        Some(3),
+        "not expired before offsets.retention.minutes"
+    );
+    wait_for(
+        "the offsets expired",
+        std::time::Duration::from_secs(120),
+        || async { offset(b).is_none().then_some(()) },
+    )
+    .await;
+    assert!(
+        committed_at.elapsed() >= std::time::Duration::from_secs(59),
+        "expired only after the retention: {:?}",
+        committed_at.elapsed()
+    );
+}

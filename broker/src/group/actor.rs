@@ -248,6 +248,7 @@ impl ShardHandle {
         let (ticks, ticks_rx) = mpsc::channel(1);
         let (reports, reports_rx) = mpsc::unbounded_channel();
         let actor = ShardActor {
+            last_retention_check: Instant::now(),
             p,
             node,
             data,
@@ -401,6 +402,8 @@ impl ShardHandle {
 }
 
 struct ShardActor {
+    /// When expired offsets were last looked for.
+    last_retention_check: Instant,
     p: i32,
     node: Arc<BrokerNode>,
     data: DataPlane,
@@ -425,6 +428,7 @@ impl ShardActor {
                 Some(lag) = ticks.recv() => {
                     self.on_tick(lag);
                     self.keep_memberships().await;
+                    self.expire_offsets().await;
                 }
                 cmd = commands.recv() => match cmd {
                     Some(c) => self.on_command(c).await,
@@ -659,6 +663,48 @@ impl ShardActor {
 
     /// Appends the memberships the last calls changed (classic: Stable in a new
     /// generation, Empty, gone) to the offsets partition, so a new coordinator loads them.
+    /// Every `offsets.retention.check.interval.ms`: tombstones for the offsets of empty
+    /// groups last committed `offsets.retention.minutes` ago (Kafka's offset expiry).
+    async fn expire_offsets(&mut self) {
+        if self.last_retention_check.elapsed() < self.settings.offsets_retention_check {
+            return;
+        }
+        self.last_retention_check = Instant::now();
+        let Phase::Ready {
+            leader_epoch,
+            state,
+        } = &mut self.phase
+        else {
+            return;
+        };
+        let leader_epoch = *leader_epoch;
+        let expired = state.expired_offsets(Instant::now(), self.settings.offsets_retention);
+        for (group, partitions) in expired {
+            let Phase::Ready { state, .. } = &mut self.phase else {
+                return;
+            };
+            let Ok((results, tombstones)) = state.prepare_offset_delete(&group, &partitions) else {
+                continue;
+            };
+            if tombstones.is_empty() {
+                continue;
+            }
+            tracing::info!(%group, offsets = tombstones.len(), "expiring an empty group's offsets (offsets.retention.minutes)");
+            let (reply, _) = tokio::sync::oneshot::channel();
+            self.write(
+                leader_epoch,
+                tombstones,
+                AfterWrite::DeleteOffsets {
+                    group,
+                    deleted: partitions,
+                    results,
+                    reply,
+                },
+            )
+            .await;
+        }
+    }
+
     async fn keep_memberships(&mut self) {
         let Phase::Ready {
             leader_epoch,

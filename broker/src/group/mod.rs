@@ -62,6 +62,11 @@ pub struct GroupSettings {
     pub heartbeat_interval: Duration,
     /// The classic protocol's session bounds and initial rebalance delay.
     pub classic: classic::ClassicSettings,
+    /// `offsets.retention.minutes`: an empty group's offsets expire this long after their
+    /// last commit.
+    pub offsets_retention: Duration,
+    /// `offsets.retention.check.interval.ms`: how often a coordinator looks for them.
+    pub offsets_retention_check: Duration,
 }
 
 /// Kafka's `Utils.abs(groupId.hashCode()) % N` over Java's UTF-16 `String.hashCode`.

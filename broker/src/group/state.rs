@@ -116,6 +116,9 @@ struct Group {
     /// Membership under the classic protocol (JoinGroup/SyncGroup); a group has members
     /// of one protocol at a time.
     classic: ClassicGroup,
+    /// When each offset was last committed (or replayed, after a coordinator move): offsets
+    /// of an empty group expire `offsets.retention.minutes` after it.
+    committed_at: BTreeMap<TopicPartition, Instant>,
 }
 
 impl Group {
@@ -442,7 +445,9 @@ impl ShardState {
         let group = self.groups.entry(g).or_default();
         match value.and_then(super::records::parse_offset_value) {
             Some(c) => {
-                group.offsets.insert(TopicPartition::new(t, p), (c, offset));
+                let tp = TopicPartition::new(t, p);
+                group.committed_at.insert(tp.clone(), now);
+                group.offsets.insert(tp, (c, offset));
             }
             None => {
                 group.offsets.remove(&TopicPartition::new(t, p));
@@ -902,10 +907,41 @@ impl ShardState {
                 // A later write already applied (completions may arrive out of order).
                 Some((_, newer)) if *newer > at => {}
                 _ => {
+                    g.committed_at.insert(tp.clone(), Instant::now());
                     g.offsets.insert(tp, (c, at));
                 }
             }
         }
+    }
+
+    /// Offsets to expire (Kafka's `offsets.retention.minutes`): of groups with no members,
+    /// those last committed `retention` or more before `now`; by group.
+    pub fn expired_offsets(
+        &self,
+        now: Instant,
+        retention: Duration,
+    ) -> Vec<(String, Vec<(String, i32)>)> {
+        let mut out = Vec::new();
+        for (id, g) in &self.groups {
+            if !g.has_no_members() {
+                continue;
+            }
+            let expired: Vec<(String, i32)> = g
+                .offsets
+                .keys()
+                .filter(|tp| {
+                    g.committed_at
+                        .get(*tp)
+                        .is_none_or(|at| now.saturating_duration_since(*at) >= retention)
+                })
+                .map(|tp| (tp.topic.clone(), tp.partition))
+                .collect();
+            if !expired.is_empty() {
+                out.push((id.clone(), expired));
+            }
+        }
+        out.sort();
+        out
     }
 
     /// OffsetFetch: committed offsets (-1 where none); every committed one when no
@@ -1077,6 +1113,7 @@ impl ShardState {
                 let tp = TopicPartition::new(topic.clone(), *partition);
                 if g.offsets.get(&tp).is_some_and(|(_, at)| *at < first_offset) {
                     g.offsets.remove(&tp);
+                    g.committed_at.remove(&tp);
                 }
             }
         }
@@ -1109,6 +1146,8 @@ impl ShardState {
         self.consumer_kept.remove(group_id);
         if let Some(g) = self.groups.get_mut(group_id) {
             g.offsets.retain(|_, (_, at)| *at >= first_offset);
+            let kept = &g.offsets;
+            g.committed_at.retain(|tp, _| kept.contains_key(tp));
             if g.is_vacant() {
                 self.groups.remove(group_id);
             }

@@ -210,6 +210,10 @@ pub fn broker_config(cfg: &NodeConfig) -> anyhow::Result<BrokerConfig> {
                 initial_rebalance_delay: ms("group.initial.rebalance.delay.ms")?,
                 max_size: sluice_broker::group::GROUP_MEMBERS_MAX,
             },
+            offsets_retention: Duration::from_secs(
+                60 * positive(cfg, "offsets.retention.minutes")? as u64,
+            ),
+            offsets_retention_check: ms("offsets.retention.check.interval.ms")?,
         },
     })
 }

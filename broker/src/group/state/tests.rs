@@ -978,3 +978,49 @@ fn a_consumer_group_dropped_as_vacant_gets_its_membership_record_tombstoned() {
     assert!(after.is_empty());
     assert!(after.take_membership_writes().is_empty());
 }
+
+#[test]
+fn an_empty_groups_offsets_expire_after_the_retention_and_a_recommit_renews_them() {
+    use super::super::records::{offset_key, offset_value};
+    use super::super::Committed;
+    let c = |o| {
+        offset_value(&Committed {
+            offset: o,
+            leader_epoch: 0,
+            metadata: String::new(),
+        })
+    };
+    let mut s = ShardState::default();
+    let t0 = Instant::now();
+    s.replay(0, &offset_key("g", "t", 0), Some(&c(5)), t0);
+    s.replay(1, &offset_key("g", "t", 1), Some(&c(5)), t0);
+    s.replay(
+        2,
+        &offset_key("h", "t", 0),
+        Some(&c(5)),
+        t0 + Duration::from_secs(50),
+    );
+    s.loaded();
+    let retention = Duration::from_secs(60);
+    assert_eq!(
+        s.expired_offsets(t0 + Duration::from_secs(59), retention),
+        vec![]
+    );
+    let at_60 = s.expired_offsets(t0 + Duration::from_secs(60), retention);
+    assert_eq!(
+        at_60,
+        vec![(
+            "g".to_string(),
+            vec![("t".to_string(), 0), ("t".to_string(), 1)]
+        )],
+        "h was committed later"
+    );
+    // The tombstones committed: g's offsets are gone (and so is g).
+    s.apply_offset_delete("g", &at_60[0].1, 3);
+    assert_eq!(committed(&s, "g", 0), -1);
+    assert_eq!(s.len(), 1);
+    assert_eq!(
+        s.expired_offsets(t0 + Duration::from_secs(110), retention),
+        vec![("h".to_string(), vec![("t".to_string(), 0)])]
+    );
+}
