@@ -653,6 +653,14 @@ pub fn sluice(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// The record values of `sluice consume -o json` output (one JSON document per line).
+pub fn consumed_values(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["value"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 /// `sluice ARGS` with `input` on stdin (`sluice produce`), bounded by 60 s: (success, stdout,
 /// stderr).
 pub fn sluice_stdin(args: &[&str], input: &str) -> (bool, String, String) {

@@ -420,11 +420,7 @@ async fn an_acl_matrix_allows_exactly_what_the_bindings_say_on_both_protocols() 
         "-o",
         "json",
     ]);
-    let values: Vec<String> = records
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .map(|v| v["value"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let values = consumed_values(&records);
     assert_eq!(
         values,
         ["by writer", "grpc by writer"],
@@ -598,11 +594,7 @@ async fn a_user_cannot_write_under_a_producer_id_given_to_someone_else() {
         "-o",
         "json",
     ]);
-    let values: Vec<String> = records
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .map(|v| v["value"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let values = consumed_values(&records);
     assert_eq!(
         values,
         ["alice-0", "mallory-0", "alice-1"],

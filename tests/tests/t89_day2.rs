@@ -7,6 +7,29 @@ use serde_json::Value;
 use sluice_tests::cluster::Cluster;
 use sluice_tests::*;
 
+/// Creates a topic as soon as enough brokers registered (a cluster just started).
+async fn create_once_registered(b: &str, topic: &str, partitions: &str, replicas: &str) {
+    wait_for(
+        "the brokers registered: the topic is created",
+        std::time::Duration::from_secs(60),
+        || async {
+            let args = [
+                "topic",
+                "create",
+                topic,
+                "-p",
+                partitions,
+                "-r",
+                replicas,
+                "--bootstrap",
+                b,
+            ];
+            sluice(&args).0.then_some(())
+        },
+    )
+    .await;
+}
+
 fn must(args: &[&str]) -> String {
     let (ok, out, err) = sluice(args);
     assert!(ok, "sluice {args:?}: {out}\n{err}");
@@ -163,25 +186,7 @@ async fn preferred_elections_give_leadership_back_by_hand_and_by_themselves() {
     let mut c = Cluster::start(1, 3, &["auto.leader.rebalance.enable=false"], &[]);
     let b = c.bootstrap();
     let b = b.as_str();
-    wait_for(
-        "three brokers registered: the topic is created",
-        std::time::Duration::from_secs(60),
-        || async {
-            let args = [
-                "topic",
-                "create",
-                "pe",
-                "-p",
-                "3",
-                "-r",
-                "3",
-                "--bootstrap",
-                b,
-            ];
-            sluice(&args).0.then_some(())
-        },
-    )
-    .await;
+    create_once_registered(b, "pe", "3", "3").await;
     wait_until("preferred leaders at creation", b, "pe", all_preferred).await;
     let fail_and_return = |c: &mut Cluster| {
         c.kill_broker(1);
@@ -338,25 +343,7 @@ async fn doctor_explains_lag_fencing_and_what_a_forced_election_would_lose() {
     );
     let b = c.bootstrap();
     let b = b.as_str();
-    wait_for(
-        "three brokers registered: the topic is created",
-        std::time::Duration::from_secs(60),
-        || async {
-            let args = [
-                "topic",
-                "create",
-                "doc",
-                "-p",
-                "1",
-                "-r",
-                "3",
-                "--bootstrap",
-                b,
-            ];
-            sluice(&args).0.then_some(())
-        },
-    )
-    .await;
+    create_once_registered(b, "doc", "1", "3").await;
     wait_until("leader 1, full ISR", b, "doc", |p| {
         p[0].0 == 1 && p[0].2.len() == 3
     })
@@ -475,11 +462,7 @@ async fn doctor_explains_lag_fencing_and_what_a_forced_election_would_lose() {
         "--bootstrap",
         b,
     ]);
-    let values: Vec<String> = records
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .map(|v| v["value"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let values = consumed_values(&records);
     let want: Vec<String> = (0..51).map(|i| format!("r{i}")).collect();
     assert_eq!(values, want, "the 30 offsets the doctor named are gone");
 }
@@ -503,25 +486,7 @@ async fn an_empty_groups_offsets_expire_after_the_retention() {
     );
     let b = c.bootstrap();
     let b = b.as_str();
-    wait_for(
-        "the broker registered: the topic is created",
-        std::time::Duration::from_secs(60),
-        || async {
-            let args = [
-                "topic",
-                "create",
-                "exp",
-                "-p",
-                "1",
-                "-r",
-                "1",
-                "--bootstrap",
-                b,
-            ];
-            sluice(&args).0.then_some(())
-        },
-    )
-    .await;
+    create_once_registered(b, "exp", "1", "1").await;
     produce_n(b, "exp", 0, 3, "all");
     must(&[
         "consume",

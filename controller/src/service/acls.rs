@@ -248,27 +248,11 @@ impl super::AdminService {
             .node
             .decide(|img| Ok(logic::create_acls(img, &valid)))
             .await?;
-        let mut decided = decided.into_iter();
-        let results = parsed
+        let results = super::admin::per_item(parsed, decided)
             .into_iter()
-            .map(|p| {
-                let r = match p {
-                    Err(e) => Err((ErrorCode::InvalidRequest, e)),
-                    Ok(_) => decided
-                        .next()
-                        .expect("one decision per valid binding")
-                        .map_err(|r| (r.code, r.message)),
-                };
-                match r {
-                    Ok(()) => pb::CreateAclResult {
-                        error_code: ErrorCode::None as i32,
-                        error_message: String::new(),
-                    },
-                    Err((code, message)) => pb::CreateAclResult {
-                        error_code: code as i32,
-                        error_message: message,
-                    },
-                }
+            .map(|(code, message)| pb::CreateAclResult {
+                error_code: code as i32,
+                error_message: message,
             })
             .collect();
         Ok(pb::CreateAclsResponse { results })

@@ -39,6 +39,25 @@ fn random_topic_id() -> TopicId {
 /// Requests naming more items than this are refused whole.
 const ITEMS_PER_REQUEST_MAX: usize = 1000;
 
+/// Per item of a batch request, in order: its parse error (INVALID_REQUEST), or the decision
+/// made for it (`decided` holds one per item that parsed, in order).
+pub(super) fn per_item<T>(
+    parsed: Vec<Result<T, String>>,
+    decided: Vec<Result<(), logic::Refusal>>,
+) -> Vec<(ErrorCode, String)> {
+    let mut decided = decided.into_iter();
+    parsed
+        .into_iter()
+        .map(|p| match p {
+            Err(e) => (ErrorCode::InvalidRequest, e),
+            Ok(_) => match decided.next().expect("one decision per item that parsed") {
+                Ok(()) => (ErrorCode::None, String::new()),
+                Err(r) => (r.code, r.message),
+            },
+        })
+        .collect()
+}
+
 pub(super) fn check_count(n: usize) -> Result<(), Status> {
     if n > ITEMS_PER_REQUEST_MAX {
         return Err(error_status(

@@ -66,27 +66,11 @@ impl super::AdminService {
                 Ok((if validate_only { Vec::new() } else { records }, results))
             })
             .await?;
-        let mut decided = decided.into_iter();
-        let results = parsed
+        let results = super::admin::per_item(parsed, decided)
             .into_iter()
-            .map(|p| {
-                let r = match p {
-                    Err(e) => Err((ErrorCode::InvalidRequest, e)),
-                    Ok(_) => decided
-                        .next()
-                        .expect("one decision per valid entry")
-                        .map_err(|r| (r.code, r.message)),
-                };
-                match r {
-                    Ok(()) => pb::AlterClientQuotaResult {
-                        error_code: ErrorCode::None as i32,
-                        error_message: String::new(),
-                    },
-                    Err((code, message)) => pb::AlterClientQuotaResult {
-                        error_code: code as i32,
-                        error_message: message,
-                    },
-                }
+            .map(|(code, message)| pb::AlterClientQuotaResult {
+                error_code: code as i32,
+                error_message: message,
             })
             .collect();
         Ok(pb::AlterClientQuotasResponse { results })
