@@ -653,6 +653,35 @@ pub fn sluice(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `sluice ARGS`, which must succeed: its stdout (the panic names the args and stderr).
+pub fn must(args: &[&str]) -> String {
+    let (ok, out, err) = sluice(args);
+    assert!(ok, "sluice {args:?}: {out}\n{err}");
+    out
+}
+
+/// Runs `tests/py/SCRIPT ARGS` with python3 (bounded by `timeout_s`), which must succeed and
+/// print one JSON document: that document.
+pub fn py_report(script: &str, args: &[&str], timeout_s: u32) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("py")
+        .join(script);
+    let out = Command::new("timeout")
+        .arg(timeout_s.to_string())
+        .arg("python3")
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script} {args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("one JSON report")
+}
+
 /// The record values of `sluice consume -o json` output (one JSON document per line).
 pub fn consumed_values(out: &str) -> Vec<String> {
     out.lines()

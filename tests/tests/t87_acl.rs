@@ -18,12 +18,6 @@ fn py(script: &str) -> std::path::PathBuf {
 
 const USERS: [&str; 5] = ["writer", "reader", "denied", "opsadmin", "nobody"];
 
-fn must(args: &[&str]) -> String {
-    let (ok, out, err) = sluice(args);
-    assert!(ok, "sluice {args:?}: {out}\n{err}");
-    out
-}
-
 /// The outcome of a sluice command: "OK", or the first error code name on stderr.
 fn outcome(args: &[&str]) -> String {
     let (ok, out, err) = sluice(args);
@@ -555,20 +549,11 @@ async fn a_user_cannot_write_under_a_producer_id_given_to_someone_else() {
             "ids",
         ]);
     }
-    let out = Command::new("timeout")
-        .arg("120")
-        .arg("python3")
-        .arg(py("kafka_forged_producer_id.py"))
-        .args([b.as_str(), ca.as_str(), "ids", "pw-alice", "pw-mallory"])
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = py_report(
+        "kafka_forged_producer_id.py",
+        &[b.as_str(), ca.as_str(), "ids", "pw-alice", "pw-mallory"],
+        120,
     );
-    let r: Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
     let code = |step: &str| r[step]["error_code"].as_i64().unwrap_or(-1);
     assert_eq!(code("alice_0"), 0, "{r}");
     assert_eq!(code("mallory_as_alice"), 31, "forged id refused: {r}");

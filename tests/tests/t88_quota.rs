@@ -3,36 +3,13 @@
 //! over its quota to the rate by throttling (`throttle_time_ms`, the connection muted), never
 //! by dropping data.
 
-use std::path::Path;
-use std::process::Command;
-
 use serde_json::Value;
 use sluice_tests::*;
 
 const RATE: f64 = 262_144.0; // 256 KiB/s
 
-fn must(args: &[&str]) -> String {
-    let (ok, out, err) = sluice(args);
-    assert!(ok, "sluice {args:?}: {out}\n{err}");
-    out
-}
-
 fn py(args: &[&str]) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/kafka_quota.py");
-    let out = Command::new("timeout")
-        .arg("180")
-        .arg("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{args:?}: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).expect("one JSON report")
+    py_report("kafka_quota.py", args, 180)
 }
 
 /// Goal: a producer and a consumer over their byte-rate quotas are held within 20 % of the

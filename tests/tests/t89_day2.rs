@@ -1,8 +1,5 @@
 //! Day-2 operations (issue #17): growing topics, and the procedures that follow.
 
-use std::path::Path;
-use std::process::Command;
-
 use serde_json::Value;
 use sluice_tests::cluster::Cluster;
 use sluice_tests::*;
@@ -30,12 +27,6 @@ async fn create_once_registered(b: &str, topic: &str, partitions: &str, replicas
     .await;
 }
 
-fn must(args: &[&str]) -> String {
-    let (ok, out, err) = sluice(args);
-    assert!(ok, "sluice {args:?}: {out}\n{err}");
-    out
-}
-
 /// Goal: `sluice topic alter NAME --partitions N` adds partitions under load: the new ones
 /// follow the (i + j) mod n placement, producers start writing to them, every acknowledged
 /// record is read back from the partition it was acknowledged on (existing data did not
@@ -58,21 +49,11 @@ async fn partitions_added_under_load_take_writes_and_nothing_is_lost() {
         "--bootstrap",
         b,
     ]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/kafka_grow.py");
-    let out = Command::new("timeout")
-        .arg("240")
-        .arg("python3")
-        .arg(script)
-        .args([b, "grow", sluice_bin().to_str().unwrap()])
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = py_report(
+        "kafka_grow.py",
+        &[b, "grow", sluice_bin().to_str().unwrap()],
+        240,
     );
-    let r: Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
     eprintln!("grow: {r}");
     assert_eq!(r["alter_ok"], true, "{r}");
     assert_eq!(r["errors"], serde_json::json!([]), "{r}");
